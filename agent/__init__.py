@@ -1,0 +1,1 @@
+"""The agent: policies, prompts, the LangGraph loop and the `kernelpilot` CLI."""

@@ -1,0 +1,135 @@
+"""`kernelpilot`: the command line.
+
+    kernelpilot eval PROBLEM.py CANDIDATE.py [--json] [--trials N] [--timeout S] [--size auto|full|small]
+
+Exit codes: 0 whenever the evaluation ran (whatever the verdict), 2 for usage errors,
+3 for an unusable problem file, 4 for infrastructure failures (the sandbox could not
+start, the disk is full). Errors are one line on stderr, never a traceback.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from tools.device import DeviceInfo, detect
+from tools.evaluator import EvalConfig, Evaluator
+from tools.problems import ProblemError, load_problem
+from tools.records import EvalResult, EvalStatus, Mode
+from tools.sandbox.process import Limits, ProcessSandbox, SandboxError
+
+EXIT_USAGE, EXIT_PROBLEM, EXIT_INFRA = 2, 3, 4
+STATUS_STYLE = {EvalStatus.CORRECT: "bold green", EvalStatus.INCORRECT: "bold red", EvalStatus.REJECTED: "bold magenta"}
+
+
+class UsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kernelpilot", description="Make slow PyTorch code fast with verified GPU kernels.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    ev = commands.add_parser(
+        "eval", help="evaluate one candidate kernel against a problem",
+        description="Evaluate CANDIDATE (a Python file defining ModelNew) against PROBLEM (a KernelBench-format "
+                    "file defining Model, get_inputs, get_init_inputs) in a sandboxed child process: correctness "
+                    "on fresh secret inputs, then on a GPU the median runtime and the speedups over eager and "
+                    "torch.compile. Without a GPU, Triton runs in its interpreter and timings are null.",
+        epilog="Exit status is 0 whenever the evaluation ran, whatever the verdict.")
+    ev.add_argument("problem", type=Path, help="KernelBench-format problem file")
+    ev.add_argument("candidate", type=Path, help="candidate source defining class ModelNew")
+    ev.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    ev.add_argument("--sandbox", choices=["process"], default="process", help="sandbox backend (default: process)")
+    ev.add_argument("--trials", type=_positive_int, default=5, help="correctness trials, each on fresh inputs (default 5)")
+    ev.add_argument("--timeout", type=_positive_float, help="wall-clock limit in seconds for each step "
+                    "(load, each call, the timed loop); default: 300 for load and first call, 60 per later call")
+    ev.add_argument("--size", choices=["auto", "full", "small"], default="auto",
+                    help="problem size: small uses the problem's SMALL_SIZES; auto = full on a GPU, small without one")
+    ev.add_argument("--cpu", action="store_true", help="use the Triton interpreter even if a GPU is present")
+    ev.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="CUDA device index (default 0)")
+    ev.add_argument("--no-baselines", action="store_true", help="skip measuring the eager and torch.compile baselines")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    err = Console(stderr=True)
+    try:
+        return run_eval(args)
+    except UsageError as error:
+        err.print(f"kernelpilot: error: {error}", markup=False)
+        return EXIT_USAGE
+    except ProblemError as error:
+        err.print(f"kernelpilot: bad problem: {error}", markup=False)
+        return EXIT_PROBLEM
+    except (SandboxError, OSError) as error:
+        err.print(f"kernelpilot: infrastructure error: {error}", markup=False)
+        return EXIT_INFRA
+
+
+def run_eval(args) -> int:
+    if not args.candidate.is_file():
+        raise UsageError(f"{args.candidate}: no such candidate file")
+    source = args.candidate.read_text()
+    device = detect(args.gpu, force_cpu=args.cpu)
+    size = args.size if args.size != "auto" else ("full" if device.mode is Mode.GPU else "small")
+    problem = load_problem(args.problem, size=size)
+    limits = Limits() if args.timeout is None else Limits().with_timeout(args.timeout)
+    config = EvalConfig(trials=args.trials, limits=limits, baselines=not args.no_baselines)
+    with ProcessSandbox(device.cuda_index, limits, warm=1) as sandbox:
+        result = Evaluator(sandbox, device, config).evaluate(problem, source)
+    if args.json:
+        print(json.dumps(result.summary()))
+    else:
+        render(result, device)
+    return 0
+
+
+def render(result: EvalResult, device: DeviceInfo) -> None:
+    out = Console()
+    style = STATUS_STYLE.get(result.status, "bold yellow")
+    out.print(f"[{style}]{result.status.value}[/]  {result.problem} ({result.size} size, {result.mode.value}, "
+              f"{result.device}, {result.sandbox} sandbox)")
+    if result.reason:
+        out.print(f"  reason: {result.reason}", markup=False)
+    out.print(f"  trials passed: {result.trials_passed}/{result.trials_run}"
+              + (f"   max abs error {result.max_abs_error:.3g}   rel error {result.rel_error:.3g}"
+                 if result.max_abs_error is not None and result.rel_error is not None else ""))
+    if result.timing is not None:
+        t = result.timing
+        out.print(f"  runtime: {t.median_ms:.4g} ms median of {t.calls} calls (IQR {100 * t.spread:.1f}%, "
+                  f"host clock {t.wall_median_ms:.4g} ms)")
+        out.print(f"  eager: {_ms(result.eager_ms)} ({_x(result.speedup_vs_eager)})   "
+                  f"torch.compile: {_ms(result.compile_ms)} ({_x(result.speedup_vs_compile)})")
+    elif device.mode is Mode.CPU_INTERPRETER:
+        out.print("  runtime: not measured (no GPU: Triton ran in its interpreter, which says nothing about speed)")
+    out.print(f"  flags: {', '.join(f.value for f in result.flags) or 'none'}")
+    for finding in result.lint_findings:
+        out.print(f"  problem lint: {finding}", markup=False)
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g} ms"
+
+
+def _x(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Benchmarks: our suite (`problems/`, `candidates/`), batch runners and reports."""

@@ -1,0 +1,1 @@
+"""Retraining the policy (SFT, rejection sampling, contrastive GRPO): not built yet."""

@@ -1,0 +1,1 @@
+"""The evaluation environment: problems, sandboxes, the evaluator and its records."""

@@ -1,0 +1,71 @@
+"""Eager and torch.compile baselines, measured in clean workers and cached on disk.
+
+Each baseline is the problem's own `Model` (as is, or under `torch.compile` in its
+default mode) timed by the same loop as candidates (`tools/timing.py`), in a fresh
+worker of the same sandbox on the same device — never in a candidate's process. The
+cache key is (problem hash, size, device name, torch and triton versions); entries
+live as JSON files under `$KERNELPILOT_HOME/cache/baselines/`, written atomically.
+"""
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from tools import timing
+from tools.device import DeviceInfo, versions
+from tools.records import Baselines, EvalStatus
+from tools.reference import Reference
+from tools.sandbox.process import Limits, cache_dir
+from tools.sandbox.protocol import load_request
+
+
+class BaselineStore:
+    def __init__(self, sandbox, device: DeviceInfo, config: timing.TimingConfig, limits: Limits):
+        self.sandbox, self.device, self.config, self.limits = sandbox, device, config, limits
+        self.folder = cache_dir() / "baselines"
+
+    def key(self, reference: Reference) -> str:
+        problem, soft = reference.problem, versions()
+        text = f"{problem.hash}|{problem.size}|{self.device.name}|torch {soft['torch']}|triton {soft['triton']}"
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def get(self, reference: Reference) -> Baselines:
+        path = self.folder / f"{self.key(reference)}.json"
+        if path.exists():
+            return Baselines.model_validate_json(path.read_text())
+        baselines = self.measure(reference)
+        _write_atomic(path, baselines.model_dump_json(indent=1))
+        return baselines
+
+    def measure(self, reference: Reference) -> Baselines:
+        notes = []
+        eager = self._time(reference, torch_compile=False, notes=notes)
+        compiled = self._time(reference, torch_compile=True, notes=notes)
+        return Baselines(eager=eager, compiled=compiled, notes=notes)
+
+    def _time(self, reference: Reference, torch_compile: bool, notes: list[str]):
+        label = "torch.compile" if torch_compile else "eager"
+        problem = reference.problem
+        worker = self.sandbox.worker()
+        try:
+            loaded = worker.call(load_request(problem.source, "Model", problem.init_inputs(), torch_compile),
+                                 self.limits.load_s)
+            if loaded["kind"] == "failure":
+                notes.append(f"{label} baseline failed to load: {loaded['message']}")
+                return None
+            timed = timing.time_candidate(worker, reference, self.config, self.limits)
+        finally:
+            worker.close()
+        if timed.status is not EvalStatus.CORRECT:
+            notes.append(f"{label} baseline unavailable: {timed.reason}")
+            return None
+        return timed.stats
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(handle, "w") as out:
+        out.write(text)
+    os.replace(temporary, path)

@@ -1,0 +1,174 @@
+"""The evaluator: is a candidate correct, and how much faster is it?
+
+For one (problem, candidate source) it takes a fresh worker from the sandbox, loads the
+candidate there, then — with seeds drawn only now, after the load — runs the
+correctness trials on fresh inputs from several distributions and compares each
+output with the reference computed here, on the trusted side. On a GPU a correct
+candidate is then timed (`tools/timing.py`) and set against the eager and
+torch.compile baselines (`tools/baselines.py`). Without a GPU the worker runs the
+Triton interpreter: correctness only, timings `None`, mode `cpu-interpreter`.
+
+    evaluator = Evaluator(ProcessSandbox(None), detect(), EvalConfig())
+    result = evaluator.evaluate(load_problem("p.py", size="small"), open("c.py").read())
+"""
+import hashlib
+import time
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from tools.baselines import BaselineStore
+from tools.compare import judge_call
+from tools.device import DeviceInfo, versions
+from tools.inputs import Distribution, draw, secret_seed, trial_plan
+from tools.lint import lint_problem
+from tools.problems import Problem
+from tools.records import EvalResult, EvalStatus, Flag, LintReport, Mode, Phase, TimingStats
+from tools.reference import Reference
+from tools.sandbox.process import Limits
+from tools.sandbox.protocol import load_request
+from tools.timing import TimingConfig, time_candidate
+
+LOG_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    trials: int = 5
+    limits: Limits = Limits()
+    timing: TimingConfig = TimingConfig()
+    baselines: bool = True
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to the candidate, before baselines and bookkeeping are added."""
+
+    status: EvalStatus
+    reason: str = ""
+    phase: Phase | None = None
+    max_abs_error: float | None = None
+    rel_error: float | None = None
+    trials_run: int = 0
+    trials_passed: int = 0
+    timing: TimingStats | None = None
+    flags: tuple[Flag, ...] = ()
+
+
+@dataclass
+class ProblemContext:
+    reference: Reference
+    lint: LintReport
+    distributions: list[Distribution] = field(default_factory=list)
+
+
+class Evaluator:
+    """Evaluates candidates on one device through one sandbox; keeps each problem's
+    reference, lint and baselines between calls (batch runs evaluate many candidates)."""
+
+    def __init__(self, sandbox, device: DeviceInfo, config: EvalConfig = EvalConfig(),
+                 baselines: BaselineStore | None = None):
+        self.sandbox, self.device, self.config = sandbox, device, config
+        self.baselines = baselines or BaselineStore(sandbox, device, config.timing, config.limits)
+        self._contexts: dict[tuple[str, str], ProblemContext] = {}
+
+    def evaluate(self, problem: Problem, source: str) -> EvalResult:
+        start = time.perf_counter()
+        context = self.context(problem)
+        worker = self.sandbox.worker()
+        try:
+            outcome = self._run(context, worker, source)
+            log = worker.log_tail(LOG_CHARS)
+        finally:
+            worker.close()
+        return self._result(problem, source, context, outcome, worker.ready, log, time.perf_counter() - start)
+
+    def context(self, problem: Problem) -> ProblemContext:
+        key = (problem.hash, problem.size)
+        if key not in self._contexts:
+            reference = Reference(problem, self.device.torch_device)
+            lint = lint_problem(reference)
+            self._contexts[key] = ProblemContext(reference, lint, [Distribution(d) for d in lint.distributions])
+        return self._contexts[key]
+
+    def _run(self, context: ProblemContext, worker, source: str) -> Outcome:
+        problem = context.reference.problem
+        loaded = worker.call(load_request(source, "ModelNew", problem.init_inputs()), self.config.limits.load_s)
+        if loaded["kind"] == "failure":
+            return failed(loaded)
+        if loaded["flags_changed"]:
+            return Outcome(EvalStatus.REJECTED, f"importing the candidate changed global precision flags: "
+                           f"{', '.join(loaded['flags_changed'])}", Phase.LOAD)
+        outcome = self._check_trials(context, worker)
+        if outcome.status is not EvalStatus.CORRECT or self.device.mode is Mode.CPU_INTERPRETER:
+            return outcome
+        timed = time_candidate(worker, context.reference, self.config.timing, self.config.limits)
+        if timed.status is not EvalStatus.CORRECT:
+            return replace(outcome, status=timed.status, reason=timed.reason, phase=Phase.TIME)
+        return replace(outcome, timing=timed.stats, flags=timed.flags)
+
+    def _check_trials(self, context: ProblemContext, worker) -> Outcome:
+        reference, limits = context.reference, self.config.limits
+        seeds = [secret_seed() for _ in range(self.config.trials)]   # drawn after the candidate loaded
+        worst_abs, worst_rel = 0.0, 0.0
+        for trial, (seed, distribution) in enumerate(zip(seeds, trial_plan(self.config.trials, context.distributions))):
+            inputs = draw(reference.problem, seed, distribution)
+            container, expected = reference.run(inputs)
+            reply = worker.call({"kind": "run", "inputs": inputs}, limits.first_call_s if trial == 0 else limits.call_s)
+            label = f"trial {trial + 1} ({distribution.value} inputs)"
+            if reply["kind"] == "failure":
+                return replace(failed(reply), reason=f"{label}: {reply['message']}", trials_run=trial + 1, trials_passed=trial)
+            verdict = judge_call(container, expected, inputs, reply["outputs"], reply["output_meta"],
+                                 reply["inputs_after"], self.device.worker_device)
+            if verdict.malformed:
+                return Outcome(EvalStatus.REJECTED, f"{label}: {verdict.reason}", Phase.RUN, trials_run=trial + 1)
+            worst_abs = max(worst_abs, verdict.max_abs_error or 0.0)
+            worst_rel = max(worst_rel, verdict.rel_error or 0.0)
+            if not verdict.ok:
+                return Outcome(EvalStatus.INCORRECT, f"{label}: {verdict.reason}", Phase.RUN,
+                               verdict.max_abs_error, verdict.rel_error, trial + 1, trial)
+        return Outcome(EvalStatus.CORRECT, "", None, worst_abs, worst_rel, self.config.trials, self.config.trials)
+
+    def _result(self, problem: Problem, source: str, context: ProblemContext, outcome: Outcome,
+                ready: dict | None, log: str, seconds: float) -> EvalResult:
+        flags = list(outcome.flags)
+        if context.lint.degenerate:
+            flags.append(Flag.DEGENERATE_PROBLEM)
+        isolated = bool(ready and ready["network_isolated"])
+        if not isolated:
+            flags.append(Flag.NETWORK_NOT_ISOLATED)
+        eager_ms = compile_ms = None
+        if outcome.timing is not None and self.config.baselines:
+            baselines = self.baselines.get(context.reference)
+            eager_ms = baselines.eager.median_ms if baselines.eager else None
+            compile_ms = baselines.compiled.median_ms if baselines.compiled else None
+        runtime = outcome.timing.median_ms if outcome.timing else None
+        return EvalResult(
+            status=outcome.status, flags=flags, reason=outcome.reason, phase=outcome.phase,
+            max_abs_error=outcome.max_abs_error, rel_error=outcome.rel_error,
+            trials_run=outcome.trials_run, trials_passed=outcome.trials_passed,
+            runtime_ms=runtime, timing=outcome.timing, eager_ms=eager_ms, compile_ms=compile_ms,
+            speedup_vs_eager=ratio(eager_ms, runtime), speedup_vs_compile=ratio(compile_ms, runtime),
+            device=self.device.name, mode=self.device.mode, size=problem.size, problem=problem.name,
+            problem_hash=problem.hash, candidate_hash=hashlib.sha256(source.encode()).hexdigest(),
+            sandbox=self.sandbox.backend, network_isolated=isolated, versions=versions(),
+            lint_findings=context.lint.findings, log=log, seconds=seconds,
+        )
+
+
+FAILURE_STATUSES = {s.value for s in (EvalStatus.COMPILE_ERROR, EvalStatus.RUNTIME_ERROR, EvalStatus.CRASHED,
+                                       EvalStatus.TIMEOUT)}
+
+
+def failed(reply: dict) -> Outcome:
+    """A worker's `failure` reply as an outcome. The reply crossed from the candidate's
+    process, so anything but a failure status and a known phase is itself a finding."""
+    if reply["status"] not in FAILURE_STATUSES or reply["phase"] not in {p.value for p in Phase}:
+        return Outcome(EvalStatus.REJECTED, f"forged failure record from the worker: status {reply['status']!r}")
+    return Outcome(EvalStatus(reply["status"]), str(reply["message"]), Phase(reply["phase"]))
+
+
+def ratio(baseline_ms: float | None, runtime_ms: float | None) -> float | None:
+    if baseline_ms is None or runtime_ms is None or runtime_ms <= 0:
+        return None
+    return baseline_ms / runtime_ms

@@ -1,0 +1,63 @@
+"""Problem lint: flag degenerate problems once per problem instead of scoring them silently.
+
+A problem is degenerate when a candidate could pass without computing it: its output
+barely depends on the input (two independent inputs give outputs equal within
+tolerance), its output is not well above the tolerance (an all-zeros answer is
+close enough), or its reference does not reproduce itself on the same input (active
+Dropout: no candidate can match it). The lint also decides which input distributions
+are usable: one whose reference output turns non-finite while the problem's own stays
+finite (a `log` of signed inputs) is left out of the trials.
+"""
+import torch
+
+from tools.compare import TOLERANCES, compare
+from tools.inputs import Distribution, draw
+from tools.records import LintReport
+from tools.reference import Reference
+
+MAGNITUDE_FACTOR = 10.0
+LINT_SEEDS = (11, 22)   # public on purpose: lint judges the problem, not a candidate
+
+
+def lint_problem(reference: Reference) -> LintReport:
+    problem = reference.problem
+    first = draw(problem, LINT_SEEDS[0], Distribution.OWN)
+    _, out_a = reference.run(first)
+    _, out_again = reference.run(first)
+    _, out_b = reference.run(draw(problem, LINT_SEEDS[1], Distribution.OWN))
+    findings = []
+    if not compare(out_a, out_again).ok:
+        findings.append("the reference does not reproduce itself on the same input (random ops such as active Dropout)")
+    if compare(out_a, out_b).ok:
+        findings.append("the output barely depends on the input: two independent inputs give outputs equal within tolerance")
+    small = _magnitude_finding(out_a)
+    if small:
+        findings.append(small)
+    return LintReport(problem_hash=problem.hash, degenerate=bool(findings), findings=findings,
+                      distributions=[d.value for d in usable_distributions(reference, out_a)])
+
+
+def usable_distributions(reference: Reference, own_outputs: list[torch.Tensor]) -> list[Distribution]:
+    usable = [Distribution.OWN]
+    if not _all_finite(own_outputs):
+        return usable
+    for distribution in (Distribution.SIGNED, Distribution.SCALED):
+        _, outputs = reference.run(draw(reference.problem, LINT_SEEDS[0], distribution))
+        if _all_finite(outputs):
+            usable.append(distribution)
+    return usable
+
+
+def _magnitude_finding(outputs: list[torch.Tensor]) -> str:
+    for index, out in enumerate(outputs):
+        if not out.is_floating_point() or out.numel() == 0:
+            continue
+        atol = TOLERANCES.get(out.dtype, TOLERANCES[torch.float32]).atol
+        peak = float(out.double().nan_to_num(posinf=0.0, neginf=0.0).abs().max())
+        if peak < MAGNITUDE_FACTOR * atol:
+            return f"output {index} peaks at {peak:.3g}, not well above the tolerance {atol:g}: near-zero answers pass"
+    return ""
+
+
+def _all_finite(outputs: list[torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(x).all()) for x in outputs if x.is_floating_point())

@@ -1,0 +1,124 @@
+"""Typed records of an evaluation: statuses, flags, timing statistics, the result.
+
+`EvalResult` is the contract every sandbox backend returns and every consumer (CLI,
+agent, history store, RL reward) reads. Failures of the candidate are data here,
+never exceptions.
+"""
+import statistics
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict
+
+
+class EvalStatus(str, Enum):
+    CORRECT = "correct"
+    INCORRECT = "incorrect"
+    COMPILE_ERROR = "compile_error"
+    RUNTIME_ERROR = "runtime_error"
+    TIMEOUT = "timeout"
+    CRASHED = "crashed"
+    REJECTED = "rejected"
+
+
+class Flag(str, Enum):
+    """Policy findings: they annotate a verdict, they do not change it."""
+
+    DEGENERATE_PROBLEM = "degenerate_problem"
+    TIMING_MISMATCH = "timing_mismatch"
+    NETWORK_NOT_ISOLATED = "network_not_isolated"
+
+
+class Mode(str, Enum):
+    GPU = "gpu"
+    CPU_INTERPRETER = "cpu-interpreter"
+
+
+class Phase(str, Enum):
+    START = "start"
+    LOAD = "load"
+    RUN = "run"
+    TIME = "time"
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class TimingStats(Frozen):
+    """Per-call times of one timed loop, in milliseconds (CUDA events; wall = host clock
+    around a device-wide synchronize)."""
+
+    median_ms: float
+    mean_ms: float
+    std_ms: float
+    p25_ms: float
+    p75_ms: float
+    min_ms: float
+    max_ms: float
+    calls: int
+    wall_median_ms: float
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range over the median."""
+        return (self.p75_ms - self.p25_ms) / self.median_ms if self.median_ms > 0 else 0.0
+
+    @classmethod
+    def from_samples(cls, event_ms: list[float], wall_ms: list[float]) -> "TimingStats":
+        quartiles = statistics.quantiles(event_ms, n=4) if len(event_ms) > 1 else [event_ms[0]] * 3
+        return cls(
+            median_ms=statistics.median(event_ms), mean_ms=statistics.fmean(event_ms),
+            std_ms=statistics.pstdev(event_ms), p25_ms=quartiles[0], p75_ms=quartiles[2],
+            min_ms=min(event_ms), max_ms=max(event_ms), calls=len(event_ms),
+            wall_median_ms=statistics.median(wall_ms),
+        )
+
+
+class LintReport(Frozen):
+    """What the problem lint found, once per problem: findings explain the flags."""
+
+    problem_hash: str
+    degenerate: bool
+    findings: list[str]
+    distributions: list[str]   # input distributions whose reference output is usable
+
+
+class Baselines(Frozen):
+    eager: TimingStats | None
+    compiled: TimingStats | None
+    notes: list[str]
+
+
+class EvalResult(Frozen):
+    status: EvalStatus
+    flags: list[Flag]
+    reason: str
+    phase: Phase | None
+    max_abs_error: float | None
+    rel_error: float | None
+    trials_run: int
+    trials_passed: int
+    runtime_ms: float | None
+    timing: TimingStats | None
+    eager_ms: float | None
+    compile_ms: float | None
+    speedup_vs_eager: float | None
+    speedup_vs_compile: float | None
+    device: str
+    mode: Mode
+    size: str
+    problem: str
+    problem_hash: str
+    candidate_hash: str
+    sandbox: str
+    network_isolated: bool
+    versions: dict[str, str]
+    lint_findings: list[str]
+    log: str
+    seconds: float
+
+    def summary(self) -> dict:
+        """The flat JSON object `kernelpilot eval --json` prints."""
+        data = self.model_dump(mode="json")
+        data["timing"] = None if self.timing is None else {**data["timing"], "spread": self.timing.spread}
+        return data

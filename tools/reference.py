@@ -1,0 +1,29 @@
+"""The reference side of an evaluation: the problem's `Model`, run by the trusted process.
+
+The candidate never sees these outputs; they are computed here, on the evaluation
+device, with fp32 meaning fp32 (TF32 off), and kept on the CPU for comparison.
+"""
+import torch
+
+from tools.problems import Problem, ProblemError
+from tools.sandbox.worker import strict_precision_flags
+
+
+class Reference:
+    def __init__(self, problem: Problem, device: torch.device):
+        strict_precision_flags()
+        self.problem, self.device = problem, device
+        self.model = problem.build_model().to(device)
+
+    def run(self, inputs: list[torch.Tensor]) -> tuple[str, list[torch.Tensor]]:
+        """(container, CPU output tensors) for one call, in the worker's flattened form."""
+        with torch.no_grad():
+            output = self.model(*[x.to(self.device) for x in inputs])
+        if isinstance(output, (tuple, list)):
+            container, items = type(output).__name__, list(output)
+        else:
+            container, items = "tensor", [output]
+        if not all(type(item) is torch.Tensor for item in items):
+            kinds = ", ".join(type(item).__name__ for item in items)
+            raise ProblemError(f"{self.problem.path}: Model.forward must return tensors, returned {kinds}")
+        return container, [item.detach().to("cpu", copy=True) for item in items]

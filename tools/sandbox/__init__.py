@@ -1,0 +1,1 @@
+"""Sandboxes that run untrusted candidates: the worker (runs inside) and the backends."""

@@ -1,0 +1,262 @@
+"""The process sandbox: every candidate runs in a fresh child process.
+
+Children are forked from a fork server that imported torch and triton once (so a child
+starts in milliseconds) and never touched CUDA (so each child initialises its own CUDA
+context). A small pool keeps `warm` children started and initialised ahead of need;
+each child serves exactly one candidate and is then killed with its whole process
+group. What a child gets: its own session and process group, a throw-away working
+directory, a scrubbed environment, no network (a network namespace where the OS
+allows it; `network_isolated` says whether it did), core dumps off, a file-size cap,
+an address-space cap on CPU, a GPU memory fraction, and a resident-memory watchdog
+plus wall-clock limits enforced from here.
+
+Not covered here (see the anti-cheat issue): children the candidate detaches into a
+new session, and writes to the shared Triton cache directory.
+"""
+import atexit
+import multiprocessing
+import multiprocessing.connection
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tools.sandbox.protocol import REPLY_KEYS, ProtocolError, pack, unpack
+
+PASSED_ENV = ("PATH", "CUDA_HOME", "CUDA_PATH", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
+              "TRITON_PTXAS_PATH", "CC", "CXX")
+POLL_S = 0.2
+GiB = 1024**3
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself failed (not the candidate): raised, never turned into a status."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Wall-clock and resource limits of one child, in seconds and bytes."""
+
+    start_s: float = 180.0          # fork + CUDA initialisation
+    load_s: float = 300.0           # import + constructor (CUDA C++ builds happen here)
+    first_call_s: float = 300.0     # the first forward compiles the Triton kernels
+    call_s: float = 60.0            # every later forward
+    timing_s: float = 300.0         # warm-up + timed loop
+    host_memory_bytes: int = 16 * GiB
+    gpu_memory_fraction: float = 0.9
+    max_file_bytes: int = 1 * GiB
+
+    def with_timeout(self, seconds: float) -> "Limits":
+        """`--timeout S`: every per-request limit becomes S."""
+        return Limits(self.start_s, seconds, seconds, seconds, seconds,
+                      self.host_memory_bytes, self.gpu_memory_fraction, self.max_file_bytes)
+
+
+def cache_dir() -> Path:
+    home = Path(os.environ.get("KERNELPILOT_HOME", Path.home() / ".kernelpilot"))
+    return home / "cache"
+
+
+_context = None
+_context_interprets: bool | None = None
+_live_workers: set = set()
+
+
+def forkserver_context(interpret: bool):
+    """One fork server per trusted process, with torch and triton imported.
+
+    Triton decides at import whether its own `@jit` helpers (`tl.sum`, `tl.max`, ...)
+    are interpreted, so in cpu-interpreter mode `TRITON_INTERPRET=1` must be in the
+    environment the fork server starts with; one process serves one mode."""
+    global _context, _context_interprets
+    if _context is None:
+        if interpret:
+            os.environ["TRITON_INTERPRET"] = "1"
+        _context = multiprocessing.get_context("forkserver")
+        _context.set_forkserver_preload(["torch", "triton", "triton.language", "tools.sandbox.worker"])
+        _context_interprets = interpret
+    if interpret != _context_interprets:
+        raise SandboxError("this process's fork server serves the other mode (GPU vs Triton interpreter): "
+                           "use one device mode per process")
+    return _context
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for worker in list(_live_workers):
+        worker.close()
+
+
+class ProcessWorker:
+    """One child process serving one candidate; talk to it with `call`."""
+
+    def __init__(self, cuda_index: int | None, limits: Limits):
+        self.limits = limits
+        self.workdir = tempfile.mkdtemp(prefix="kernelpilot-sbx-")
+        self.ready: dict | None = None
+        context = forkserver_context(interpret=cuda_index is None)
+        self.conn, child_conn = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child_conn, self._settings(cuda_index)))
+        self.process.start()
+        child_conn.close()
+        _live_workers.add(self)
+
+    def _settings(self, cuda_index: int | None) -> dict:
+        cache = cache_dir()
+        env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
+        env.update(HOME=self.workdir, TMPDIR=self.workdir, LANG="C.UTF-8", PYTHONDONTWRITEBYTECODE="1",
+                   TRITON_CACHE_DIR=str(cache / "triton"), TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"),
+                   TORCH_EXTENSIONS_DIR=str(Path(self.workdir) / "torch_extensions"))
+        if cuda_index is None:
+            env["TRITON_INTERPRET"] = "1"
+        return {
+            "workdir": self.workdir, "env": env, "cuda": cuda_index is not None,
+            "cuda_index": cuda_index or 0, "gpu_memory_fraction": self.limits.gpu_memory_fraction,
+            "host_memory_bytes": self.limits.host_memory_bytes, "max_file_bytes": self.limits.max_file_bytes,
+        }
+
+    def wait_ready(self) -> dict:
+        """The child's `ready` message (isolation facts); raises SandboxError if it never comes."""
+        if self.ready is None:
+            reply = self._receive(self.limits.start_s, "start")
+            if reply["kind"] != "ready":
+                raise SandboxError(f"sandbox worker failed to start: {reply['message']}\n{self.log_tail()}")
+            self.ready = reply
+        return self.ready
+
+    def call(self, request: dict, timeout: float) -> dict:
+        """Send one request; the reply, or a `failure` record for a crash or a timeout."""
+        self.wait_ready()
+        deadline = time.monotonic() + timeout
+        sender = threading.Thread(target=self._send, args=(pack(request),), daemon=True)
+        sender.start()
+        sender.join(timeout)
+        if sender.is_alive():  # the child stopped reading: it hangs in some thread
+            self.kill()
+            return _fault("timeout", request["kind"], f"did not accept the '{request['kind']}' request within {timeout:.0f} s")
+        return self._receive(max(deadline - time.monotonic(), 0.01), request["kind"])
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.conn.send_bytes(data)
+        except OSError:
+            pass  # the child is gone; _receive reports how it ended
+
+    def _receive(self, timeout: float, phase: str) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            ready = multiprocessing.connection.wait([self.conn, self.process.sentinel], POLL_S)
+            if self.conn in ready or self.conn.poll(0):
+                return self._read_reply(phase)
+            if self.process.sentinel in ready:
+                return self._died(phase)
+            over = self._memory_over()
+            if over:
+                self.kill()
+                return _fault("crashed", phase, over)
+            if time.monotonic() > deadline:
+                self.kill()
+                return _fault("timeout", phase, f"no answer within {timeout:.0f} s (wall-clock limit)")
+
+    def _read_reply(self, phase: str) -> dict:
+        try:
+            data = self.conn.recv_bytes()
+        except (EOFError, OSError):
+            return self._died(phase)
+        try:
+            return unpack(data, REPLY_KEYS)
+        except ProtocolError as error:
+            self.kill()
+            return _fault("crashed", phase, f"the worker sent a malformed reply: {error}")
+
+    def _died(self, phase: str) -> dict:
+        self.process.join(5)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            how = f"killed by signal {signal.Signals(-code).name}"
+        else:
+            how = f"exited with code {code}"
+        return _fault("crashed", phase, f"the worker process {how} during '{phase}'")
+
+    def _memory_over(self) -> str:
+        cap = self.limits.host_memory_bytes
+        rss = _resident_bytes(self.process.pid)
+        return f"host memory {rss / GiB:.1f} GiB over the {cap / GiB:.1f} GiB cap" if cap and rss > cap else ""
+
+    def log_tail(self, chars: int = 4000) -> str:
+        path = Path(self.workdir) / "worker.log"
+        if not path.exists():
+            return ""
+        with open(path, "rb") as log:
+            log.seek(max(path.stat().st_size - chars, 0))
+            return log.read().decode(errors="replace")
+
+    def kill(self) -> None:
+        pid = self.process.pid
+        for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+            try:
+                kill()
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.process.join(10)
+
+    def close(self) -> None:
+        """Kill the process group and remove the working directory (every path, failures too)."""
+        self.kill()
+        self.conn.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        _live_workers.discard(self)
+
+
+def _serve(conn, settings: dict) -> None:
+    from tools.sandbox.worker import serve  # already imported by the fork server
+
+    serve(conn, settings)
+
+
+def _fault(status: str, phase: str, message: str) -> dict:
+    return {"kind": "failure", "status": status, "phase": phase, "message": message, "traceback": ""}
+
+
+def _resident_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return 0
+
+
+class ProcessSandbox:
+    """Hands out fresh workers, keeping `warm` of them started ahead of need."""
+
+    backend = "process"
+
+    def __init__(self, cuda_index: int | None, limits: Limits = Limits(), warm: int = 1):
+        self.cuda_index, self.limits, self.warm = cuda_index, limits, warm
+        self._pool: list[ProcessWorker] = []
+
+    def worker(self) -> ProcessWorker:
+        self._fill()
+        worker = self._pool.pop(0)
+        self._fill()
+        worker.wait_ready()
+        return worker
+
+    def _fill(self) -> None:
+        while len(self._pool) < max(self.warm, 1):
+            self._pool.append(ProcessWorker(self.cuda_index, self.limits))
+
+    def close(self) -> None:
+        for worker in self._pool:
+            worker.close()
+        self._pool.clear()
+
+    def __enter__(self) -> "ProcessSandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,261 @@
+"""The sandbox worker: runs inside a fresh child process, imports one candidate, runs it
+on the inputs the trusted side sends, and times it.
+
+It never sees a reference output and never judges: it returns outputs, inputs after the
+call, timings and raw facts, and the trusted evaluator decides. Imports only the
+standard library, torch, triton and numpy, so it runs unchanged in a bare CUDA image,
+a Docker container, or a GPU box with no project dependencies.
+
+Started by `tools/sandbox/process.py` (forked from a server that already imported
+torch); `serve(conn, settings)` isolates the process, initialises the device, says
+`ready`, then answers requests (`load`, `run`, `time`) until the pipe closes.
+"""
+import ctypes
+import importlib.util
+import os
+import resource
+import sys
+import time
+import traceback
+
+import torch
+
+from tools.sandbox.protocol import REQUEST_KEYS, ProtocolError, pack, unpack
+
+# Taken before any candidate code runs, so a candidate that patches the public names
+# cannot change the clock the worker reads.
+_perf_counter = time.perf_counter
+_Event = torch.cuda.Event
+_synchronize = torch.cuda.synchronize
+
+CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
+L2_FLUSH_BYTES = 256 * 1024 * 1024
+LOG_NAME = "worker.log"
+TRACEBACK_CHARS = 4000
+
+
+def serve(conn, settings: dict) -> None:
+    """Entry point of the child process; `settings` comes from the trusted parent."""
+    isolation_note = isolate(settings)
+    device = init_device(settings)
+    strict_precision_flags()
+    session = {"device": device, "model": None, "flags": precision_flags(), "flush": None}
+    conn.send_bytes(pack({
+        "kind": "ready", "pid": os.getpid(), "device": str(device),
+        "network_isolated": isolation_note == "", "isolation_note": isolation_note,
+    }))
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        try:
+            request = unpack(data, REQUEST_KEYS)
+        except ProtocolError as error:
+            conn.send_bytes(pack(failure("runtime_error", "start", str(error), "")))
+            return
+        conn.send_bytes(pack(handle(session, request)))
+
+
+# ----------------------------------------------------------------------------- isolation
+
+def isolate(settings: dict) -> str:
+    """Own process group, throw-away cwd, scrubbed env, rlimits, no network.
+    Returns '' when the network is cut off, else why it is not."""
+    os.setsid()
+    os.chdir(settings["workdir"])
+    log = os.open(LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.environ.clear()
+    os.environ.update(settings["env"])
+    sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != settings["workdir"]]
+    set_limits(settings)
+    return cut_network()
+
+
+def set_limits(settings: dict) -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    fsize = settings["max_file_bytes"]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    if settings["host_memory_bytes"] and not settings["cuda"]:
+        # An address-space cap breaks CUDA's large virtual reservations, so on a GPU the
+        # parent enforces host memory by watching the resident set instead.
+        cap = settings["host_memory_bytes"]
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+
+def cut_network() -> str:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) == 0:
+        return ""
+    first = os.strerror(ctypes.get_errno())
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0:
+        return ""
+    second = os.strerror(ctypes.get_errno())
+    return f"network namespace unavailable (unshare: {first}; as user namespace: {second})"
+
+
+def init_device(settings: dict) -> torch.device:
+    if not settings["cuda"]:
+        return torch.device("cpu")
+    torch.cuda.init()
+    device = torch.device("cuda", settings["cuda_index"])
+    torch.cuda.set_device(device)
+    if settings["gpu_memory_fraction"]:
+        torch.cuda.set_per_process_memory_fraction(settings["gpu_memory_fraction"], device)
+    return device
+
+
+def strict_precision_flags() -> None:
+    """fp32 means fp32: the reference and the baselines run the same way."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+
+
+def precision_flags() -> dict:
+    matmul = torch.backends.cuda.matmul
+    return {
+        "torch.backends.cuda.matmul.allow_tf32": matmul.allow_tf32,
+        "torch.backends.cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "allow_fp16_reduced_precision_reduction": matmul.allow_fp16_reduced_precision_reduction,
+        "allow_bf16_reduced_precision_reduction": matmul.allow_bf16_reduced_precision_reduction,
+    }
+
+
+def flags_changed(session: dict) -> list:
+    now = precision_flags()
+    return sorted(name for name, value in session["flags"].items() if now[name] != value)
+
+
+# ----------------------------------------------------------------------------- requests
+
+def handle(session: dict, request: dict) -> dict:
+    handler = {"load": load, "run": run, "time": time_calls}[request["kind"]]
+    try:
+        return handler(session, request)
+    except BaseException as error:  # the candidate's failure is data; SystemExit too
+        phase = "load" if request["kind"] == "load" else request["kind"]
+        return failure(classify(error), phase, f"{type(error).__name__}: {error}",
+                       traceback.format_exc()[-TRACEBACK_CHARS:])
+
+
+def load(session: dict, request: dict) -> dict:
+    start = _perf_counter()
+    path = os.path.abspath("candidate.py")
+    with open(path, "w") as handle_:
+        handle_.write(request["source"])
+    spec = importlib.util.spec_from_file_location("kp_candidate", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["kp_candidate"] = module
+    spec.loader.exec_module(module)
+    cls = getattr(module, request["class_name"], None)
+    if not isinstance(cls, type) or not issubclass(cls, torch.nn.Module):
+        return failure("compile_error", "load",
+                       f"the candidate defines no nn.Module subclass named {request['class_name']}", "")
+    torch.manual_seed(42)  # the reference is built right after the same seed
+    model = cls(*request["init_inputs"]).to(session["device"])
+    session["model"] = torch.compile(model) if request["torch_compile"] else model
+    return {"kind": "loaded", "seconds": _perf_counter() - start, "flags_changed": flags_changed(session)}
+
+
+def run(session: dict, request: dict) -> dict:
+    model = require_model(session)
+    inputs = [x.to(session["device"]) for x in request["inputs"]]
+    start = _perf_counter()
+    with torch.no_grad():
+        output = model(*inputs)
+    if session["device"].type == "cuda":
+        _synchronize()
+    seconds = _perf_counter() - start
+    items, meta = flatten_output(output, inputs)
+    return {
+        "kind": "ran", "outputs": items, "output_meta": meta, "seconds": seconds,
+        "inputs_after": [x.detach().to("cpu", copy=True) for x in inputs],
+    }
+
+
+def time_calls(session: dict, request: dict) -> dict:
+    """Warm-up, then `iters` calls, each on the next input set, L2 flushed before each,
+    timed by CUDA events and by the host clock around a device-wide synchronize."""
+    model = require_model(session)
+    if session["device"].type != "cuda":
+        return failure("runtime_error", "time", "timing needs a CUDA device", "")
+    sets = [[x.to(session["device"]) for x in inputs] for inputs in request["input_sets"]]
+    if session["flush"] is None:
+        session["flush"] = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device=session["device"])
+    flush, iters, check = session["flush"], request["iters"], set(request["check_indices"])
+    with torch.no_grad():
+        for i in range(request["warmup"]):
+            model(*sets[i % len(sets)])
+        _synchronize()
+        starts = [_Event(enable_timing=True) for _ in range(iters)]
+        ends = [_Event(enable_timing=True) for _ in range(iters)]
+        wall_ms, checked = [], []
+        loop_start = _perf_counter()
+        for i in range(iters):
+            flush.zero_()
+            _synchronize()
+            t0 = _perf_counter()
+            starts[i].record()
+            output = model(*sets[i % len(sets)])
+            ends[i].record()
+            _synchronize()  # device-wide: work on any stream is inside the wall time
+            wall_ms.append((_perf_counter() - t0) * 1e3)
+            if i in check:
+                checked.append([i, *flatten_output(output, sets[i % len(sets)])])
+        loop_wall_s = _perf_counter() - loop_start
+    return {
+        "kind": "timed", "event_ms": [s.elapsed_time(e) for s, e in zip(starts, ends)],
+        "wall_ms": wall_ms, "loop_wall_s": loop_wall_s, "checked": checked,
+        "flags_changed": flags_changed(session),
+    }
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def require_model(session: dict):
+    if session["model"] is None:
+        raise RuntimeError("no candidate loaded")
+    return session["model"]
+
+
+def flatten_output(output, inputs: list) -> tuple:
+    """CPU copies of the output tensors plus the facts the trusted side checks: the
+    container, and for each item its exact type, device and storage sharing."""
+    if isinstance(output, (tuple, list)):
+        container, values = type(output).__name__, list(output)
+    else:
+        container, values = "tensor", [output]
+    input_storages = {x.untyped_storage().data_ptr() for x in inputs if x.numel() > 0}
+    items, meta = [], {"container": container, "items": []}
+    for value in values:
+        exact = type(value) is torch.Tensor
+        meta["items"].append({
+            "type": f"{type(value).__module__}.{type(value).__qualname__}",
+            "device": str(value.device) if exact else "",
+            "shares_input_storage": exact and value.numel() > 0
+            and value.untyped_storage().data_ptr() in input_storages,
+        })
+        items.append(value.detach().to("cpu", copy=True) if exact else None)
+    return items, meta
+
+
+def classify(error: BaseException) -> str:
+    if isinstance(error, SyntaxError):
+        return "compile_error"
+    if "Error building extension" in str(error):  # torch.utils.cpp_extension
+        return "compile_error"
+    try:
+        from triton.compiler.errors import CompilationError
+    except ImportError:
+        return "runtime_error"
+    return "compile_error" if isinstance(error, CompilationError) else "runtime_error"
+
+
+def failure(status: str, phase: str, message: str, trace: str) -> dict:
+    return {"kind": "failure", "status": status, "phase": phase, "message": message[:TRACEBACK_CHARS],
+            "traceback": trace}

@@ -1,0 +1,93 @@
+"""Timing a loaded model in its worker, and checking what the timed calls returned.
+
+The worker runs `warmup` calls, then `iters` calls, each on the next of several input
+sets drawn here from secret seeds, with L2 flushed before each call; each call is
+timed by CUDA events and by the host clock around a device-wide synchronize. A secret
+sample of the timed calls' outputs comes back and is checked against the reference
+like a trial. The median event time is the runtime; the host-clock median must agree
+with it (work hidden on another stream shows up as a gap), and the events together
+can never exceed the wall-clock time of the whole request.
+"""
+import math
+import secrets
+import time
+from dataclasses import dataclass
+
+from tools.compare import judge_call
+from tools.inputs import Distribution, draw, secret_seed, tensor_bytes
+from tools.records import EvalStatus, Flag, TimingStats
+from tools.reference import Reference
+from tools.sandbox.process import Limits
+
+GiB = 1024**3
+MISMATCH_RATIO = 1.25      # wall median above 1.25x the event median ...
+MISMATCH_SLACK_MS = 0.1    # ... plus launch and synchronize latency
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    warmup: int = 5
+    iters: int = 100
+    checked_calls: int = 3
+    max_input_sets: int = 4
+    input_budget_bytes: int = 2 * GiB
+
+
+@dataclass(frozen=True)
+class Timed:
+    status: EvalStatus
+    reason: str = ""
+    stats: TimingStats | None = None
+    flags: tuple[Flag, ...] = ()
+
+
+def input_set_count(set_bytes: int, config: TimingConfig) -> int:
+    """As many distinct input sets as the budget allows, at least two (back-to-back
+    calls never see the same buffers)."""
+    return max(2, min(config.max_input_sets, config.input_budget_bytes // max(set_bytes, 1)))
+
+
+def time_candidate(worker, reference: Reference, config: TimingConfig, limits: Limits) -> Timed:
+    problem = reference.problem
+    first = draw(problem, secret_seed(), Distribution.OWN)
+    sets = [first] + [draw(problem, secret_seed(), Distribution.OWN)
+                      for _ in range(input_set_count(tensor_bytes(first), config) - 1)]
+    check = sorted(secrets.SystemRandom().sample(range(config.iters), min(config.checked_calls, config.iters)))
+    request = {"kind": "time", "input_sets": sets, "warmup": config.warmup, "iters": config.iters,
+               "check_indices": check}
+    started = time.perf_counter()
+    reply = worker.call(request, limits.timing_s)
+    host_s = time.perf_counter() - started
+    if reply["kind"] == "failure":
+        return Timed(EvalStatus(reply["status"]) if reply["status"] in ("timeout", "crashed", "runtime_error")
+                     else EvalStatus.REJECTED, f"timing: {reply['message']}")
+    return judge_timing(reply, sets, check, reference, config, host_s)
+
+
+def judge_timing(reply: dict, sets: list, check: list[int], reference: Reference, config: TimingConfig,
+                 host_s: float) -> Timed:
+    event_ms, wall_ms = reply["event_ms"], reply["wall_ms"]
+    if not _valid_samples(event_ms, config.iters) or not _valid_samples(wall_ms, config.iters):
+        return Timed(EvalStatus.REJECTED, "timing: the worker returned malformed timings")
+    if reply["flags_changed"]:
+        return Timed(EvalStatus.REJECTED, f"timing: the candidate changed global precision flags: "
+                     f"{', '.join(reply['flags_changed'])}")
+    if sum(event_ms) / 1e3 > host_s:
+        return Timed(EvalStatus.REJECTED, f"timing: the events add up to {sum(event_ms) / 1e3:.3f} s but the whole "
+                     f"timed request took {host_s:.3f} s of wall-clock time (timers tampered with)")
+    if [entry[0] for entry in reply["checked"]] != check:
+        return Timed(EvalStatus.REJECTED, "timing: the worker returned other calls than the ones asked for")
+    for index, outputs, meta in reply["checked"]:
+        container, expected = reference.run(sets[index % len(sets)])
+        verdict = judge_call(container, expected, None, outputs, meta, None, str(reference.device))
+        if not verdict.ok:
+            status = EvalStatus.REJECTED if verdict.malformed else EvalStatus.INCORRECT
+            return Timed(status, f"timed call {index + 1} of {config.iters}: {verdict.reason}")
+    stats = TimingStats.from_samples(event_ms, wall_ms)
+    mismatch = stats.wall_median_ms > MISMATCH_RATIO * stats.median_ms + MISMATCH_SLACK_MS
+    return Timed(EvalStatus.CORRECT, "", stats, (Flag.TIMING_MISMATCH,) if mismatch else ())
+
+
+def _valid_samples(samples, count: int) -> bool:
+    return (isinstance(samples, list) and len(samples) == count
+            and all(isinstance(x, float) and math.isfinite(x) and x >= 0 for x in samples))
