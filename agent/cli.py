@@ -54,18 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    err = Console(stderr=True)
     try:
         return run_eval(args)
     except UsageError as error:
-        err.print(f"kernelpilot: error: {error}", markup=False)
-        return EXIT_USAGE
+        return fail(f"error: {error}", EXIT_USAGE)
     except ProblemError as error:
-        err.print(f"kernelpilot: bad problem: {error}", markup=False)
-        return EXIT_PROBLEM
+        return fail(f"bad problem: {error}", EXIT_PROBLEM)
     except (SandboxError, OSError) as error:
-        err.print(f"kernelpilot: infrastructure error: {error}", markup=False)
-        return EXIT_INFRA
+        return fail(f"infrastructure error: {error}", EXIT_INFRA)
+
+
+def fail(message: str, code: int) -> int:
+    print(f"kernelpilot: {message}", file=sys.stderr)
+    return code
 
 
 def run_eval(args) -> int:
@@ -87,7 +88,7 @@ def run_eval(args) -> int:
 
 
 def render(result: EvalResult, device: DeviceInfo) -> None:
-    out = Console()
+    out = Console(soft_wrap=True)
     style = STATUS_STYLE.get(result.status, "bold yellow")
     out.print(f"[{style}]{result.status.value}[/]  {result.problem} ({result.size} size, {result.mode.value}, "
               f"{result.device}, {result.sandbox} sandbox)")
