@@ -7,7 +7,6 @@ cache key is (problem hash, size, device name, torch and triton versions); entri
 live as JSON files under `$KERNELPILOT_HOME/cache/baselines/`, written atomically.
 """
 import hashlib
-import json
 import os
 import tempfile
 from pathlib import Path

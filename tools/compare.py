@@ -35,23 +35,26 @@ class Comparison:
     rel_error: float | None = None
 
 
-def check_contract(ref_container: str, reference: list[torch.Tensor], outputs: list, meta: dict,
-                   device: str) -> str:
-    """'' when the outputs have the reference's exact form, else what is wrong."""
-    if meta["container"] != ref_container or len(outputs) != len(reference):
-        return f"output is a {meta['container']} of {len(outputs)}, expected a {ref_container} of {len(reference)}"
-    for index, (ref, out, item) in enumerate(zip(reference, outputs, meta["items"])):
+def check_contract(ref_container: str, reference: list[torch.Tensor], meta: dict, device: str) -> str:
+    """'' when the worker's facts about the outputs match the reference's exact form,
+    else what is wrong."""
+    items = meta["items"]
+    if meta["container"] != ref_container or len(items) != len(reference):
+        return f"output is a {meta['container']} of {len(items)}, expected a {ref_container} of {len(reference)}"
+    for index, (ref, item) in enumerate(zip(reference, items)):
         label = "output" if ref_container == "tensor" else f"output {index}"
-        if item["type"] != "torch.Tensor" or out is None:
+        if item["type"] != "torch.Tensor":
             return f"{label} is a {item['type']}, expected exactly torch.Tensor"
         if item["device"] != device:
             return f"{label} is on {item['device']}, expected {device}"
-        if out.dtype != ref.dtype:
-            return f"{label} has dtype {out.dtype}, expected {ref.dtype}"
-        if out.shape != ref.shape:
-            return f"{label} has shape {tuple(out.shape)}, expected {tuple(ref.shape)}"
+        if item["dtype"] != str(ref.dtype):
+            return f"{label} has dtype {item['dtype']}, expected {ref.dtype}"
+        if list(item["shape"]) != list(ref.shape):
+            return f"{label} has shape {tuple(item['shape'])}, expected {tuple(ref.shape)}"
         if item["shares_input_storage"]:
             return f"{label} shares storage with an input"
+        if item["written"] is not True:
+            return f"{label} was not delivered by the worker"
     return ""
 
 
@@ -69,12 +72,12 @@ def compare(reference: list[torch.Tensor], outputs: list[torch.Tensor]) -> Compa
 
 def _compare_one(ref: torch.Tensor, out: torch.Tensor, label: str) -> Comparison:
     if not ref.is_floating_point():
-        mismatched = int((ref != out).sum())
+        mismatched = int((ref != out.to(ref.device)).sum())
         if mismatched:
             return Comparison(False, f"{label}: {mismatched}/{ref.numel()} elements differ (exact match required)", None, None)
         return Comparison(True, "", 0.0, 0.0)
     tol = TOLERANCES.get(ref.dtype, TOLERANCES[torch.float32])
-    r, o = ref.double(), out.double()
+    r, o = ref.double(), out.to(ref.device).double()
     finite = torch.isfinite(r)
     nonfinite_bad = int((finite & ~torch.isfinite(o)).sum())
     if nonfinite_bad:
@@ -116,16 +119,18 @@ class CallVerdict:
 
 def judge_call(container: str, expected: list[torch.Tensor], inputs: list[torch.Tensor] | None,
                outputs: list, meta: dict, inputs_after: list | None, device: str) -> CallVerdict:
-    """Contract, then untouched inputs, then numerics: one call's outputs against the reference."""
+    """Contract, then untouched inputs, then numerics: one call's outputs (the arena
+    slots the worker wrote) against the reference."""
     try:
-        broken = check_contract(container, expected, outputs, meta, device)
+        broken = check_contract(container, expected, meta, device)
         if broken:
             return CallVerdict(False, broken)
         if inputs is not None:
             if len(inputs_after) != len(inputs):
                 return CallVerdict(False, "the worker returned the wrong number of inputs", malformed=True)
             for index, (before, after) in enumerate(zip(inputs, inputs_after)):
-                if not (type(after) is torch.Tensor and before.shape == after.shape and torch.equal(before, after)):
+                if not (type(after) is torch.Tensor and before.shape == after.shape
+                        and torch.equal(before, after.to(before.device))):
                     return CallVerdict(False, f"the candidate modified input {index}")
         result = compare(expected, outputs)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as error:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from tools.baselines import BaselineStore
-from tools.compare import judge_call
+from tools.compare import CallVerdict, judge_call
 from tools.device import DeviceInfo, versions
 from tools.inputs import Distribution, draw, secret_seed, trial_plan
 from tools.lint import lint_problem
@@ -27,6 +27,7 @@ from tools.records import EvalResult, EvalStatus, Flag, LintReport, Mode, Phase,
 from tools.reference import Reference
 from tools.sandbox.process import Limits
 from tools.sandbox.protocol import load_request
+from tools.sandbox.shm import Arena, arena_bytes
 from tools.timing import TimingConfig, time_candidate
 
 LOG_CHARS = 4000
@@ -112,14 +113,13 @@ class Evaluator:
         seeds = [secret_seed() for _ in range(self.config.trials)]   # drawn after the candidate loaded
         worst_abs, worst_rel = 0.0, 0.0
         for trial, (seed, distribution) in enumerate(zip(seeds, trial_plan(self.config.trials, context.distributions))):
-            inputs = draw(reference.problem, seed, distribution)
+            inputs = draw(reference.problem, seed, distribution, reference.device)
             container, expected = reference.run(inputs)
-            reply = worker.call({"kind": "run", "inputs": inputs}, limits.first_call_s if trial == 0 else limits.call_s)
             label = f"trial {trial + 1} ({distribution.value} inputs)"
+            reply, verdict = run_trial(worker, container, expected, inputs, self.device.worker_device,
+                                       limits.first_call_s if trial == 0 else limits.call_s)
             if reply["kind"] == "failure":
                 return replace(failed(reply), reason=f"{label}: {reply['message']}", trials_run=trial + 1, trials_passed=trial)
-            verdict = judge_call(container, expected, inputs, reply["outputs"], reply["output_meta"],
-                                 reply["inputs_after"], self.device.worker_device)
             if verdict.malformed:
                 return Outcome(EvalStatus.REJECTED, f"{label}: {verdict.reason}", Phase.RUN, trials_run=trial + 1)
             worst_abs = max(worst_abs, verdict.max_abs_error or 0.0)
@@ -158,6 +158,24 @@ class Evaluator:
 
 FAILURE_STATUSES = {s.value for s in (EvalStatus.COMPILE_ERROR, EvalStatus.RUNTIME_ERROR, EvalStatus.CRASHED,
                                        EvalStatus.TIMEOUT)}
+
+
+def run_trial(worker, container: str, expected: list[torch.Tensor], inputs: list[torch.Tensor], device: str,
+              timeout: float) -> tuple[dict, CallVerdict | None]:
+    """One `run` request through a fresh arena: inputs in, outputs and inputs-after out."""
+    arena = Arena.create(arena_bytes([(x.shape, x.dtype) for x in inputs] * 2
+                                     + [(y.shape, y.dtype) for y in expected]))
+    try:
+        in_refs = [arena.put(x) for x in inputs]
+        outputs, out_refs = arena.slots(expected)
+        after, after_refs = arena.slots(inputs)
+        reply = worker.call({"kind": "run", "arena": arena.describe(), "inputs": in_refs,
+                             "output_slots": out_refs, "after_slots": after_refs}, timeout)
+        if reply["kind"] == "failure":
+            return reply, None
+        return reply, judge_call(container, expected, inputs, outputs, reply["output_meta"], after, device)
+    finally:
+        arena.close()
 
 
 def failed(reply: dict) -> Outcome:

@@ -26,12 +26,15 @@ def secret_seed() -> int:
     return secrets.randbits(62)
 
 
-def draw(problem: Problem, seed: int, distribution: Distribution) -> list[torch.Tensor]:
-    """Inputs on the CPU; the same (problem, seed, distribution) gives the same tensors."""
-    with torch.random.fork_rng(devices=[]):
+def draw(problem: Problem, seed: int, distribution: Distribution,
+         device: torch.device = torch.device("cpu")) -> list[torch.Tensor]:
+    """Inputs made on `device` (`get_inputs()` runs with it as the default device, so a
+    GPU draws 64M random numbers in microseconds, not a second); the same (problem, seed,
+    distribution, device) gives the same tensors."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
         torch.manual_seed(seed)
-        inputs = problem.draw_inputs()
-        generator = torch.Generator().manual_seed(seed ^ 0x5EED)
+        inputs = [x.to(device) for x in problem.draw_inputs()]
+        generator = torch.Generator(device=device).manual_seed(seed ^ 0x5EED)
         return [_transform(x, distribution, generator) for x in inputs]
 
 
@@ -39,7 +42,7 @@ def _transform(x: torch.Tensor, distribution: Distribution, generator: torch.Gen
     if not x.is_floating_point() or distribution is Distribution.OWN:
         return x.contiguous()
     if distribution is Distribution.SIGNED:
-        return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.dtype)
+        return torch.randn(x.shape, generator=generator, dtype=torch.float32, device=x.device).to(x.dtype)
     return (x * SCALE).contiguous()
 
 

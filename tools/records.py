@@ -57,6 +57,7 @@ class TimingStats(Frozen):
     max_ms: float
     calls: int
     wall_median_ms: float
+    loop_seconds: float       # host time of the whole timed loop (flushes and synchronizes included)
 
     @property
     def spread(self) -> float:
@@ -64,13 +65,13 @@ class TimingStats(Frozen):
         return (self.p75_ms - self.p25_ms) / self.median_ms if self.median_ms > 0 else 0.0
 
     @classmethod
-    def from_samples(cls, event_ms: list[float], wall_ms: list[float]) -> "TimingStats":
+    def from_samples(cls, event_ms: list[float], wall_ms: list[float], loop_seconds: float) -> "TimingStats":
         quartiles = statistics.quantiles(event_ms, n=4) if len(event_ms) > 1 else [event_ms[0]] * 3
         return cls(
             median_ms=statistics.median(event_ms), mean_ms=statistics.fmean(event_ms),
             std_ms=statistics.pstdev(event_ms), p25_ms=quartiles[0], p75_ms=quartiles[2],
             min_ms=min(event_ms), max_ms=max(event_ms), calls=len(event_ms),
-            wall_median_ms=statistics.median(wall_ms),
+            wall_median_ms=statistics.median(wall_ms), loop_seconds=loop_seconds,
         )
 
 

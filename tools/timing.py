@@ -18,6 +18,7 @@ from tools.inputs import Distribution, draw, secret_seed, tensor_bytes
 from tools.records import EvalStatus, Flag, TimingStats
 from tools.reference import Reference
 from tools.sandbox.process import Limits
+from tools.sandbox.shm import Arena, arena_bytes
 
 GiB = 1024**3
 MISMATCH_RATIO = 1.25      # wall median above 1.25x the event median ...
@@ -49,23 +50,33 @@ def input_set_count(set_bytes: int, config: TimingConfig) -> int:
 
 def time_candidate(worker, reference: Reference, config: TimingConfig, limits: Limits) -> Timed:
     problem = reference.problem
-    first = draw(problem, secret_seed(), Distribution.OWN)
-    sets = [first] + [draw(problem, secret_seed(), Distribution.OWN)
+    first = draw(problem, secret_seed(), Distribution.OWN, reference.device)
+    sets = [first] + [draw(problem, secret_seed(), Distribution.OWN, reference.device)
                       for _ in range(input_set_count(tensor_bytes(first), config) - 1)]
     check = sorted(secrets.SystemRandom().sample(range(config.iters), min(config.checked_calls, config.iters)))
-    request = {"kind": "time", "input_sets": sets, "warmup": config.warmup, "iters": config.iters,
-               "check_indices": check}
-    started = time.perf_counter()
-    reply = worker.call(request, limits.timing_s)
-    host_s = time.perf_counter() - started
-    if reply["kind"] == "failure":
-        return Timed(EvalStatus(reply["status"]) if reply["status"] in ("timeout", "crashed", "runtime_error")
-                     else EvalStatus.REJECTED, f"timing: {reply['message']}")
-    return judge_timing(reply, sets, check, reference, config, host_s)
+    expected = [reference.run(sets[index % len(sets)]) for index in check]
+    arena = Arena.create(arena_bytes([(x.shape, x.dtype) for inputs in sets for x in inputs]
+                                     + [(y.shape, y.dtype) for _, outputs in expected for y in outputs]))
+    try:
+        set_refs = [[arena.put(x) for x in inputs] for inputs in sets]
+        slots = [arena.slots(outputs) for _, outputs in expected]
+        request = {"kind": "time", "arena": arena.describe(), "input_sets": set_refs, "warmup": config.warmup,
+                   "iters": config.iters, "check_indices": check, "check_slots": [refs for _, refs in slots]}
+        started = time.perf_counter()
+        reply = worker.call(request, limits.timing_s)
+        host_s = time.perf_counter() - started
+        if reply["kind"] == "failure":
+            return Timed(EvalStatus(reply["status"]) if reply["status"] in ("timeout", "crashed", "runtime_error")
+                         else EvalStatus.REJECTED, f"timing: {reply['message']}")
+        checked = [(index, container, outputs, views)
+                   for index, (container, outputs), (views, _) in zip(check, expected, slots)]
+        return judge_timing(reply, checked, str(reference.device), config, host_s)
+    finally:
+        arena.close()
 
 
-def judge_timing(reply: dict, sets: list, check: list[int], reference: Reference, config: TimingConfig,
-                 host_s: float) -> Timed:
+def judge_timing(reply: dict, checked: list, device: str, config: TimingConfig, host_s: float) -> Timed:
+    """`checked`: (call index, reference container, reference outputs, arena slots) per checked call."""
     event_ms, wall_ms = reply["event_ms"], reply["wall_ms"]
     if not _valid_samples(event_ms, config.iters) or not _valid_samples(wall_ms, config.iters):
         return Timed(EvalStatus.REJECTED, "timing: the worker returned malformed timings")
@@ -75,15 +86,16 @@ def judge_timing(reply: dict, sets: list, check: list[int], reference: Reference
     if sum(event_ms) / 1e3 > host_s:
         return Timed(EvalStatus.REJECTED, f"timing: the events add up to {sum(event_ms) / 1e3:.3f} s but the whole "
                      f"timed request took {host_s:.3f} s of wall-clock time (timers tampered with)")
-    if [entry[0] for entry in reply["checked"]] != check:
+    if [entry[0] for entry in reply["checked_meta"]] != [entry[0] for entry in checked]:
         return Timed(EvalStatus.REJECTED, "timing: the worker returned other calls than the ones asked for")
-    for index, outputs, meta in reply["checked"]:
-        container, expected = reference.run(sets[index % len(sets)])
-        verdict = judge_call(container, expected, None, outputs, meta, None, str(reference.device))
+    for (index, container, expected, outputs), (_, meta) in zip(checked, reply["checked_meta"]):
+        verdict = judge_call(container, expected, None, outputs, meta, None, device)
         if not verdict.ok:
             status = EvalStatus.REJECTED if verdict.malformed else EvalStatus.INCORRECT
             return Timed(status, f"timed call {index + 1} of {config.iters}: {verdict.reason}")
-    stats = TimingStats.from_samples(event_ms, wall_ms)
+    if not isinstance(reply["loop_wall_s"], float) or not 0 <= reply["loop_wall_s"] <= host_s:
+        return Timed(EvalStatus.REJECTED, "timing: the worker returned a malformed loop time")
+    stats = TimingStats.from_samples(event_ms, wall_ms, reply["loop_wall_s"])
     mismatch = stats.wall_median_ms > MISMATCH_RATIO * stats.median_ms + MISMATCH_SLACK_MS
     return Timed(EvalStatus.CORRECT, "", stats, (Flag.TIMING_MISMATCH,) if mismatch else ())
 

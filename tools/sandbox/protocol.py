@@ -1,10 +1,11 @@
 """Wire format between the trusted evaluator and the sandbox worker.
 
-Every message is one dict serialised with `torch.save` and read back with
-`torch.load(weights_only=True)`: tensors travel without pickle's code execution, so a
-hostile candidate cannot run code in the trusted process by writing to the pipe. The
-dict's `kind` names the message; the keys of each kind are fixed (see `REQUEST_KEYS`
-and `REPLY_KEYS`) and checked on arrival.
+Every message is one small dict serialised with `torch.save` and read back with
+`torch.load(weights_only=True)`, so a hostile candidate cannot run code in the trusted
+process by writing to the pipe. Bulk tensors do not travel in messages: they sit in a
+shared-memory arena (`tools/sandbox/shm.py`) and messages carry references to them.
+The dict's `kind` names the message; the keys of each kind are fixed (`REQUEST_KEYS`,
+`REPLY_KEYS`) and checked on arrival.
 
 Imports only the standard library and torch: it runs inside the sandbox too.
 """
@@ -14,14 +15,14 @@ import torch
 
 REQUEST_KEYS = {
     "load": {"source", "class_name", "init_inputs", "torch_compile"},
-    "run": {"inputs"},
-    "time": {"input_sets", "warmup", "iters", "check_indices"},
+    "run": {"arena", "inputs", "output_slots", "after_slots"},
+    "time": {"arena", "input_sets", "warmup", "iters", "check_indices", "check_slots"},
 }
 REPLY_KEYS = {
     "ready": {"pid", "device", "network_isolated", "isolation_note"},
     "loaded": {"seconds", "flags_changed"},
-    "ran": {"outputs", "inputs_after", "seconds", "output_meta"},
-    "timed": {"event_ms", "wall_ms", "loop_wall_s", "checked", "flags_changed"},
+    "ran": {"seconds", "output_meta"},
+    "timed": {"event_ms", "wall_ms", "loop_wall_s", "checked_meta", "flags_changed"},
     "failure": {"status", "phase", "message", "traceback"},
 }
 

@@ -21,6 +21,7 @@ import traceback
 import torch
 
 from tools.sandbox.protocol import REQUEST_KEYS, ProtocolError, pack, unpack
+from tools.sandbox.shm import Arena
 
 # Taken before any candidate code runs, so a candidate that patches the public names
 # cannot change the clock the worker reads.
@@ -163,19 +164,21 @@ def load(session: dict, request: dict) -> dict:
 
 
 def run(session: dict, request: dict) -> dict:
+    """One forward on the arena's inputs; outputs and the inputs as left by the call
+    are copied into the arena's slots."""
     model = require_model(session)
-    inputs = [x.to(session["device"]) for x in request["inputs"]]
+    arena = Arena(**request["arena"])
+    inputs = [arena.view(ref).to(session["device"], copy=True) for ref in request["inputs"]]
     start = _perf_counter()
     with torch.no_grad():
         output = model(*inputs)
     if session["device"].type == "cuda":
         _synchronize()
     seconds = _perf_counter() - start
-    items, meta = flatten_output(output, inputs)
-    return {
-        "kind": "ran", "outputs": items, "output_meta": meta, "seconds": seconds,
-        "inputs_after": [x.detach().to("cpu", copy=True) for x in inputs],
-    }
+    meta = write_output(output, inputs, [arena.view(ref) for ref in request["output_slots"]])
+    for ref, x in zip(request["after_slots"], inputs):
+        arena.view(ref).copy_(x)
+    return {"kind": "ran", "output_meta": meta, "seconds": seconds}
 
 
 def time_calls(session: dict, request: dict) -> dict:
@@ -184,17 +187,20 @@ def time_calls(session: dict, request: dict) -> dict:
     model = require_model(session)
     if session["device"].type != "cuda":
         return failure("runtime_error", "time", "timing needs a CUDA device", "")
-    sets = [[x.to(session["device"]) for x in inputs] for inputs in request["input_sets"]]
+    arena = Arena(**request["arena"])
+    sets = [[arena.view(ref).to(session["device"], copy=True) for ref in refs] for refs in request["input_sets"]]
+    slots = {index: [arena.view(ref) for ref in refs]
+             for index, refs in zip(request["check_indices"], request["check_slots"])}
     if session["flush"] is None:
         session["flush"] = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device=session["device"])
-    flush, iters, check = session["flush"], request["iters"], set(request["check_indices"])
+    flush, iters = session["flush"], request["iters"]
     with torch.no_grad():
         for i in range(request["warmup"]):
             model(*sets[i % len(sets)])
         _synchronize()
         starts = [_Event(enable_timing=True) for _ in range(iters)]
         ends = [_Event(enable_timing=True) for _ in range(iters)]
-        wall_ms, checked = [], []
+        wall_ms, checked_meta = [], []
         loop_start = _perf_counter()
         for i in range(iters):
             flush.zero_()
@@ -205,12 +211,12 @@ def time_calls(session: dict, request: dict) -> dict:
             ends[i].record()
             _synchronize()  # device-wide: work on any stream is inside the wall time
             wall_ms.append((_perf_counter() - t0) * 1e3)
-            if i in check:
-                checked.append([i, *flatten_output(output, sets[i % len(sets)])])
+            if i in slots:
+                checked_meta.append([i, write_output(output, sets[i % len(sets)], slots[i])])
         loop_wall_s = _perf_counter() - loop_start
     return {
         "kind": "timed", "event_ms": [s.elapsed_time(e) for s, e in zip(starts, ends)],
-        "wall_ms": wall_ms, "loop_wall_s": loop_wall_s, "checked": checked,
+        "wall_ms": wall_ms, "loop_wall_s": loop_wall_s, "checked_meta": checked_meta,
         "flags_changed": flags_changed(session),
     }
 
@@ -223,25 +229,32 @@ def require_model(session: dict):
     return session["model"]
 
 
-def flatten_output(output, inputs: list) -> tuple:
-    """CPU copies of the output tensors plus the facts the trusted side checks: the
-    container, and for each item its exact type, device and storage sharing."""
+def write_output(output, inputs: list, slots: list) -> dict:
+    """Copy each output tensor into its slot when type, dtype and shape fit, and return
+    the facts the trusted side checks: the container, and for each item its exact type,
+    device, dtype, shape, storage sharing with an input, and whether it was written."""
     if isinstance(output, (tuple, list)):
         container, values = type(output).__name__, list(output)
     else:
         container, values = "tensor", [output]
     input_storages = {x.untyped_storage().data_ptr() for x in inputs if x.numel() > 0}
-    items, meta = [], {"container": container, "items": []}
-    for value in values:
+    meta = {"container": container, "items": []}
+    for index, value in enumerate(values):
         exact = type(value) is torch.Tensor
+        slot = slots[index] if index < len(slots) else None
+        fits = exact and slot is not None and value.dtype == slot.dtype and value.shape == slot.shape
+        if fits:
+            slot.copy_(value.detach())
         meta["items"].append({
             "type": f"{type(value).__module__}.{type(value).__qualname__}",
             "device": str(value.device) if exact else "",
+            "dtype": str(value.dtype) if exact else "",
+            "shape": list(value.shape) if exact else [],
             "shares_input_storage": exact and value.numel() > 0
             and value.untyped_storage().data_ptr() in input_storages,
+            "written": fits,
         })
-        items.append(value.detach().to("cpu", copy=True) if exact else None)
-    return items, meta
+    return meta
 
 
 def classify(error: BaseException) -> str:

@@ -1,0 +1,32 @@
+"""Argmax over dim 1 of a (batch, dim1, dim2) fp32 tensor; int64 output of shape (batch, dim2).
+
+Full size 16 x 4096 x 1024 (64M elements): a 256 MB read and a 128 KB write
+(~0.27 GB moved, ~0.15 ms eager on an H100). Ties go to the first index, as in
+torch; continuous random inputs make ties vanishingly rare.
+"""
+import torch
+import torch.nn as nn
+
+OP_CATEGORY = "argreduction"
+batch_size = 16
+dim1 = 4096
+dim2 = 1024
+reduce_dim = 1
+SMALL_SIZES = {"batch_size": 3, "dim1": 300, "dim2": 33}
+
+
+class Model(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return torch.argmax(x, dim=self.dim)
+
+
+def get_inputs():
+    return [torch.rand(batch_size, dim1, dim2)]
+
+
+def get_init_inputs():
+    return [reduce_dim]

@@ -1,0 +1,62 @@
+"""GPU checks, run on the device machine (`pytest -m gpu`): real compiled Triton, real
+timing and baselines, and failures that only a GPU can produce."""
+import pytest
+import torch
+
+from tests.conftest import CANDIDATES, FIXTURES, PROBLEMS, read
+from tools.device import detect
+from tools.evaluator import EvalConfig, Evaluator
+from tools.problems import load_problem
+from tools.records import EvalStatus, Mode
+from tools.sandbox.process import ProcessSandbox
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+ILLEGAL_ACCESS = '''
+import torch, triton, triton.language as tl
+
+@triton.jit
+def far_store(y_ptr):
+    tl.store(y_ptr + (1 << 40), 1.0)   # a terabyte past the buffer
+
+class ModelNew(torch.nn.Module):
+    def forward(self, x):
+        y = torch.empty_like(x)
+        far_store[(1,)](y)
+        torch.cuda.synchronize()
+        return y
+'''
+
+
+@pytest.fixture(scope="module")
+def gpu_evaluator():
+    device = detect()
+    with ProcessSandbox(device.cuda_index) as sandbox:
+        yield Evaluator(sandbox, device, EvalConfig())
+
+
+def test_honest_candidate_is_timed_against_both_baselines(gpu_evaluator):
+    problem = load_problem(PROBLEMS / "04_softmax_rows.py")
+    result = gpu_evaluator.evaluate(problem, read(CANDIDATES / "04_softmax_rows.py"))
+    assert result.status is EvalStatus.CORRECT, result.reason
+    assert result.mode is Mode.GPU and result.timing.calls == 100 and result.runtime_ms > 0
+    assert result.eager_ms > 0 and result.compile_ms > 0
+    assert result.speedup_vs_eager == pytest.approx(result.eager_ms / result.runtime_ms)
+
+
+def test_wrong_candidate_is_incorrect_on_the_gpu(gpu_evaluator):
+    problem = load_problem(PROBLEMS / "04_softmax_rows.py")
+    source = read(CANDIDATES / "04_softmax_rows.py").replace("inv_s = 1.0 / s", "inv_s = 1.0 / (s * 1.001)")
+    assert source != read(CANDIDATES / "04_softmax_rows.py")
+    assert gpu_evaluator.evaluate(problem, source).status is EvalStatus.INCORRECT
+
+
+@pytest.mark.parametrize("source,statuses", [
+    (ILLEGAL_ACCESS, {EvalStatus.RUNTIME_ERROR, EvalStatus.CRASHED}),
+    (read(FIXTURES / "candidates" / "segfault.py"), {EvalStatus.CRASHED}),
+])
+def test_gpu_faults_cost_only_the_child(gpu_evaluator, source, statuses):
+    problem = load_problem(PROBLEMS / "04_softmax_rows.py")
+    assert gpu_evaluator.evaluate(problem, source).status in statuses
+    after = gpu_evaluator.evaluate(problem, read(CANDIDATES / "04_softmax_rows.py"))
+    assert after.status is EvalStatus.CORRECT, after.reason
