@@ -24,7 +24,7 @@ from tools.sandbox.process import ProcessSandbox
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for suite.jsonl")
-    parser.add_argument("--only", default="*", help="glob over problem names (default: all)")
+    parser.add_argument("--only", default="*", help="comma-separated globs over problem names (default: all)")
     parser.add_argument("--repeat", help="problem whose candidate is evaluated --times times in separate evaluations")
     parser.add_argument("--times", type=int, default=5)
     args = parser.parse_args()

@@ -15,9 +15,11 @@ class Pair:
 
 
 def suite_pairs(pattern: str = "*") -> list[Pair]:
-    """Every suite problem whose name matches the glob `pattern`, with its candidate."""
+    """Every suite problem whose name matches one of the comma-separated globs in
+    `pattern`, with its candidate."""
+    globs = pattern.split(",")
     pairs = [Pair(p.stem, p, CANDIDATES / p.name) for p in sorted(PROBLEMS.glob("*.py"))
-             if fnmatch.fnmatch(p.stem, pattern)]
+             if any(fnmatch.fnmatch(p.stem, glob) for glob in globs)]
     missing = [pair.name for pair in pairs if not pair.candidate.is_file()]
     if missing:
         raise FileNotFoundError(f"no honest candidate for: {', '.join(missing)}")

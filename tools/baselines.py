@@ -17,11 +17,12 @@ from tools.records import Baselines, EvalStatus
 from tools.reference import Reference
 from tools.sandbox.process import Limits, cache_dir
 from tools.sandbox.protocol import load_request
+from tools.sandbox.shm import Exchange
 
 
 class BaselineStore:
-    def __init__(self, sandbox, device: DeviceInfo, config: timing.TimingConfig, limits: Limits):
-        self.sandbox, self.device, self.config, self.limits = sandbox, device, config, limits
+    def __init__(self, sandbox, device: DeviceInfo, exchange: Exchange, config: timing.TimingConfig, limits: Limits):
+        self.sandbox, self.device, self.exchange, self.config, self.limits = sandbox, device, exchange, config, limits
         self.folder = cache_dir() / "baselines"
 
     def key(self, reference: Reference) -> str:
@@ -53,7 +54,7 @@ class BaselineStore:
             if loaded["kind"] == "failure":
                 notes.append(f"{label} baseline failed to load: {loaded['message']}")
                 return None
-            timed = timing.time_candidate(worker, reference, self.config, self.limits)
+            timed = timing.time_candidate(worker, self.exchange, reference, self.config, self.limits)
         finally:
             worker.close()
         if timed.status is not EvalStatus.CORRECT:

@@ -27,7 +27,7 @@ from tools.records import EvalResult, EvalStatus, Flag, LintReport, Mode, Phase,
 from tools.reference import Reference
 from tools.sandbox.process import Limits
 from tools.sandbox.protocol import load_request
-from tools.sandbox.shm import Arena, arena_bytes
+from tools.sandbox.shm import Exchange, arena_bytes
 from tools.timing import TimingConfig, time_candidate
 
 LOG_CHARS = 4000
@@ -70,7 +70,8 @@ class Evaluator:
     def __init__(self, sandbox, device: DeviceInfo, config: EvalConfig = EvalConfig(),
                  baselines: BaselineStore | None = None):
         self.sandbox, self.device, self.config = sandbox, device, config
-        self.baselines = baselines or BaselineStore(sandbox, device, config.timing, config.limits)
+        self.exchange = Exchange(device.torch_device)
+        self.baselines = baselines or BaselineStore(sandbox, device, self.exchange, config.timing, config.limits)
         self._contexts: dict[tuple[str, str], ProblemContext] = {}
 
     def evaluate(self, problem: Problem, source: str) -> EvalResult:
@@ -103,7 +104,7 @@ class Evaluator:
         outcome = self._check_trials(context, worker)
         if outcome.status is not EvalStatus.CORRECT or self.device.mode is Mode.CPU_INTERPRETER:
             return outcome
-        timed = time_candidate(worker, context.reference, self.config.timing, self.config.limits)
+        timed = time_candidate(worker, self.exchange, context.reference, self.config.timing, self.config.limits)
         if timed.status is not EvalStatus.CORRECT:
             return replace(outcome, status=timed.status, reason=timed.reason, phase=Phase.TIME)
         return replace(outcome, timing=timed.stats, flags=timed.flags)
@@ -116,7 +117,7 @@ class Evaluator:
             inputs = draw(reference.problem, seed, distribution, reference.device)
             container, expected = reference.run(inputs)
             label = f"trial {trial + 1} ({distribution.value} inputs)"
-            reply, verdict = run_trial(worker, container, expected, inputs, self.device.worker_device,
+            reply, verdict = run_trial(worker, self.exchange, container, expected, inputs, self.device.worker_device,
                                        limits.first_call_s if trial == 0 else limits.call_s)
             if reply["kind"] == "failure":
                 return replace(failed(reply), reason=f"{label}: {reply['message']}", trials_run=trial + 1, trials_passed=trial)
@@ -160,22 +161,23 @@ FAILURE_STATUSES = {s.value for s in (EvalStatus.COMPILE_ERROR, EvalStatus.RUNTI
                                        EvalStatus.TIMEOUT)}
 
 
-def run_trial(worker, container: str, expected: list[torch.Tensor], inputs: list[torch.Tensor], device: str,
-              timeout: float) -> tuple[dict, CallVerdict | None]:
-    """One `run` request through a fresh arena: inputs in, outputs and inputs-after out."""
-    arena = Arena.create(arena_bytes([(x.shape, x.dtype) for x in inputs] * 2
-                                     + [(y.shape, y.dtype) for y in expected]))
+def run_trial(worker, exchange: Exchange, container: str, expected: list[torch.Tensor], inputs: list[torch.Tensor],
+              device: str, timeout: float) -> tuple[dict, CallVerdict | None]:
+    """One `run` request: inputs into the arena, the call, then the outputs the worker
+    put in the slots and the inputs as the call left them, judged against the reference."""
+    arena = exchange.acquire(arena_bytes([(x.shape, x.dtype) for x in inputs] + [(y.shape, y.dtype) for y in expected]))
     try:
         in_refs = [arena.put(x) for x in inputs]
+        seen = [arena.view(ref) for ref in in_refs]
         outputs, out_refs = arena.slots(expected)
-        after, after_refs = arena.slots(inputs)
+        exchange.ready(arena)
         reply = worker.call({"kind": "run", "arena": arena.describe(), "inputs": in_refs,
-                             "output_slots": out_refs, "after_slots": after_refs}, timeout)
+                             "output_slots": out_refs}, timeout)
         if reply["kind"] == "failure":
             return reply, None
-        return reply, judge_call(container, expected, inputs, outputs, reply["output_meta"], after, device)
+        return reply, judge_call(container, expected, inputs, outputs, reply["output_meta"], seen, device)
     finally:
-        arena.close()
+        exchange.release(arena)
 
 
 def failed(reply: dict) -> Outcome:

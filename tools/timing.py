@@ -18,7 +18,7 @@ from tools.inputs import Distribution, draw, secret_seed, tensor_bytes
 from tools.records import EvalStatus, Flag, TimingStats
 from tools.reference import Reference
 from tools.sandbox.process import Limits
-from tools.sandbox.shm import Arena, arena_bytes
+from tools.sandbox.shm import Exchange, arena_bytes
 
 GiB = 1024**3
 MISMATCH_RATIO = 1.25      # wall median above 1.25x the event median ...
@@ -48,20 +48,21 @@ def input_set_count(set_bytes: int, config: TimingConfig) -> int:
     return max(2, min(config.max_input_sets, config.input_budget_bytes // max(set_bytes, 1)))
 
 
-def time_candidate(worker, reference: Reference, config: TimingConfig, limits: Limits) -> Timed:
+def time_candidate(worker, exchange: Exchange, reference: Reference, config: TimingConfig, limits: Limits) -> Timed:
     problem = reference.problem
     first = draw(problem, secret_seed(), Distribution.OWN, reference.device)
     sets = [first] + [draw(problem, secret_seed(), Distribution.OWN, reference.device)
                       for _ in range(input_set_count(tensor_bytes(first), config) - 1)]
     check = sorted(secrets.SystemRandom().sample(range(config.iters), min(config.checked_calls, config.iters)))
     expected = [reference.run(sets[index % len(sets)]) for index in check]
-    arena = Arena.create(arena_bytes([(x.shape, x.dtype) for inputs in sets for x in inputs]
-                                     + [(y.shape, y.dtype) for _, outputs in expected for y in outputs]))
+    arena = exchange.acquire(arena_bytes([(x.shape, x.dtype) for inputs in sets for x in inputs]
+                                         + [(y.shape, y.dtype) for _, outputs in expected for y in outputs]))
     try:
         set_refs = [[arena.put(x) for x in inputs] for inputs in sets]
         slots = [arena.slots(outputs) for _, outputs in expected]
         request = {"kind": "time", "arena": arena.describe(), "input_sets": set_refs, "warmup": config.warmup,
                    "iters": config.iters, "check_indices": check, "check_slots": [refs for _, refs in slots]}
+        exchange.ready(arena)
         started = time.perf_counter()
         reply = worker.call(request, limits.timing_s)
         host_s = time.perf_counter() - started
@@ -72,7 +73,7 @@ def time_candidate(worker, reference: Reference, config: TimingConfig, limits: L
                    for index, (container, outputs), (views, _) in zip(check, expected, slots)]
         return judge_timing(reply, checked, str(reference.device), config, host_s)
     finally:
-        arena.close()
+        exchange.release(arena)
 
 
 def judge_timing(reply: dict, checked: list, device: str, config: TimingConfig, host_s: float) -> Timed:

@@ -1,8 +1,8 @@
-"""Triton candidate for 13_smooth_l1_loss: blockwise partial sums, then a one-program mean.
+"""Triton candidate for 13_smooth_l1_loss: per-row Huber means in one pass.
 
-Stage 1: each program computes the Huber terms of BLOCK elements of (pred, target)
-and stores their fp32 sum; stage 2 sums the partials in a fixed order and divides
-by the element count: one read of both inputs, nothing written per element.
+One program per row walks the row in BLOCK-wide chunks, accumulating the Huber terms
+in fp32, and writes the row's mean: one read of both inputs, nothing written per
+element.
 """
 import torch
 import torch.nn as nn
@@ -11,53 +11,33 @@ import triton.language as tl
 
 
 @triton.jit
-def smooth_l1_partial_kernel(
-    p_ptr,        # *f32, (n_elements,) flattened predictions
-    t_ptr,        # *f32, (n_elements,) flattened targets
-    partial_ptr,  # *f32, (n_programs,) output partial sums
-    n_elements,   # total element count
+def smooth_l1_rows_kernel(
+    p_ptr,        # *f32, (n_rows, n_cols) predictions, rows contiguous
+    t_ptr,        # *f32, (n_rows, n_cols) targets, rows contiguous
+    out_ptr,      # *f32, (n_rows,) per-row mean loss
+    n_cols,       # row length
     BETA: tl.constexpr,   # threshold between the quadratic and linear parts
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(axis=0)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n_elements
-    p = tl.load(p_ptr + offs, mask=mask, other=0.0)
-    t = tl.load(t_ptr + offs, mask=mask, other=0.0)
-    d = tl.abs(p - t)
-    loss = tl.where(d < BETA, 0.5 * d * d / BETA, d - 0.5 * BETA)
-    loss = tl.where(mask, loss, 0.0)
-    tl.store(partial_ptr + pid, tl.sum(loss, axis=0))
-
-
-@triton.jit
-def mean_kernel(
-    v_ptr,        # *f32, (n,) partial sums
-    out_ptr,      # *f32, 0-dim output
-    n,            # number of partial sums
-    divisor,      # total element count, the mean's denominator
-    BLOCK: tl.constexpr,
-):
+    row = tl.program_id(axis=0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for start in range(0, n, BLOCK):
-        acc += tl.load(v_ptr + start + offs, mask=start + offs < n, other=0.0)
-    tl.store(out_ptr, tl.sum(acc, axis=0) / divisor)
+    for start in range(0, n_cols, BLOCK):
+        mask = start + offs < n_cols
+        p = tl.load(p_ptr + row * n_cols + start + offs, mask=mask, other=0.0)
+        t = tl.load(t_ptr + row * n_cols + start + offs, mask=mask, other=0.0)
+        d = tl.abs(p - t)
+        loss = tl.where(d < BETA, 0.5 * d * d / BETA, d - 0.5 * BETA)
+        acc += tl.where(mask, loss, 0.0)
+    tl.store(out_ptr + row, tl.sum(acc, axis=0) / n_cols)
 
 
-def smooth_l1_loss(pred, target, beta=1.0):
-    assert pred.shape == target.shape
+def smooth_l1_rows(pred, target, beta=1.0):
+    assert pred.shape == target.shape and pred.dim() == 2
     pred, target = pred.contiguous(), target.contiguous()
-    n_elements = pred.numel()
-    BLOCK = 4096
-    n_programs = triton.cdiv(n_elements, BLOCK)
-    partials = torch.empty(n_programs, dtype=torch.float32, device=pred.device)
-    out = torch.empty((), dtype=torch.float32, device=pred.device)
-    smooth_l1_partial_kernel[(n_programs,)](
-        pred, target, partials, n_elements,
-        BETA=beta, BLOCK=BLOCK, num_warps=8,
-    )
-    mean_kernel[(1,)](partials, out, n_programs, n_elements, BLOCK=1024, num_warps=4)
+    n_rows, n_cols = pred.shape
+    out = torch.empty(n_rows, dtype=torch.float32, device=pred.device)
+    smooth_l1_rows_kernel[(n_rows,)](pred, target, out, n_cols, BETA=beta, BLOCK=1024, num_warps=4)
     return out
 
 
@@ -66,4 +46,4 @@ class ModelNew(nn.Module):
         super().__init__()
 
     def forward(self, predictions, targets):
-        return smooth_l1_loss(predictions, targets)
+        return smooth_l1_rows(predictions, targets)

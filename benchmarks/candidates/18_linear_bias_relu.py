@@ -10,7 +10,7 @@ import torch.nn as nn
 import triton
 import triton.language as tl
 
-BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M = 128, 128, 32, 8
+BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M = 128, 256, 16, 8
 
 
 @triton.jit

@@ -69,7 +69,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     grid = (triton.cdiv(seq, BLOCK_M), batch * heads)
     attention_kernel[grid](
         q, k, v, out, *q.stride(), heads, seq, 1.0 / math.sqrt(head_dim),
-        HEAD_DIM=head_dim, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        HEAD_DIM=head_dim, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
+        num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )
     return out
 

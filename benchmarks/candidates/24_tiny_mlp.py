@@ -11,7 +11,7 @@ import torch.nn as nn
 import triton
 import triton.language as tl
 
-BLOCK_M, BLOCK_K, NUM_WARPS = 16, 32, 8
+BLOCK_M, BLOCK_K, NUM_WARPS = 16, 32, 4
 
 
 @triton.jit

@@ -1,15 +1,18 @@
-"""Mean smooth-L1 (Huber, beta=1) loss F.smooth_l1_loss(pred, target); 0-dim fp32 output.
+"""Per-sample smooth-L1 (Huber, beta=1) loss: the mean over each row of the elementwise loss.
 
-pred and target are (batch, dim) fp32. Full size 8192 x 4096 each (32M elements,
-2 x 128 MB): eager writes the elementwise loss then reduces it (~0.5 GB moved,
-~0.2 ms on an H100); fused it is one read of both inputs. ~5 FLOPs per element.
+pred and target are (batch, dim) fp32; the output is (batch,). Full size 49152 x 4096
+each (201M elements, 2 x 768 MB): eager writes the elementwise loss then reduces its
+rows (~3.2 GB moved, ~1.2 ms on an H100); fused it is one read of both inputs. ~5 FLOPs
+per element. Per-row, not one global mean: a single mean over 201M random elements is
+the same for any two inputs to well within fp32 tolerance (the problem lint flags that
+as degenerate: a constant would pass).
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 OP_CATEGORY = "loss"
-batch_size = 8192
+batch_size = 49152
 dim = 4096
 SMALL_SIZES = {"batch_size": 7, "dim": 300}
 
@@ -19,7 +22,7 @@ class Model(nn.Module):
         super().__init__()
 
     def forward(self, predictions, targets):
-        return F.smooth_l1_loss(predictions, targets)
+        return F.smooth_l1_loss(predictions, targets, reduction="none").mean(dim=1)
 
 
 def get_inputs():

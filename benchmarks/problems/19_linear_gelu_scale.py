@@ -3,7 +3,7 @@
 Full size: x (4096, 4096), weight (3072, 4096), bias (3072,), scale 1.5 -> out (4096, 3072).
 FLOPs: 2 * 4096 * 3072 * 4096 = 103 GFLOP. Bytes: 64 MiB of x and 48 MiB of weight read,
 48 MiB written (eager reads and writes the output twice more for GELU and the scale).
-Compute bound: eager (cuBLAS addmm, TF32 off, GELU, mul) on an H100 takes about 2.2 ms.
+Compute bound: eager (cuBLAS addmm, TF32 off, GELU, mul) on an H100 took 2.09 ms.
 """
 import torch
 import torch.nn as nn

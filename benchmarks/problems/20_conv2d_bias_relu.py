@@ -3,7 +3,7 @@
 Full size: x (16, 128, 112, 112), weight (128, 128, 3, 3), bias (128,) -> out (16, 128, 112, 112).
 FLOPs: 2 * 16 * 128 * 112 * 112 * 128 * 9 = 59 GFLOP. Bytes: 98 MiB read, 98 MiB written
 (eager's separate ReLU reads and writes the output once more).
-Compute bound: eager (cuDNN, TF32 off, then ReLU) on an H100 takes about 1.5-2.5 ms.
+Compute bound: eager (cuDNN, TF32 off, then ReLU) on an H100 took 1.55 ms.
 """
 import torch
 import torch.nn as nn

@@ -4,7 +4,7 @@ Per image a GEMM over channels: out[n] = W (C, C) @ x[n] (C, H*W) + bias + x[n].
 Full size: x (16, 1024, 48, 48), weight (1024, 1024, 1, 1), bias (1024,) -> out (16, 1024, 48, 48).
 FLOPs: 2 * 16 * 1024 * 1024 * 2304 = 77 GFLOP. Bytes: 144 MiB of x and 4 MiB of weight read,
 144 MiB written (eager's separate add reads 288 MiB and writes 144 MiB more).
-Compute bound: eager (cuDNN, TF32 off, then add) on an H100 takes about 1.7-2.5 ms.
+Compute bound: eager (cuDNN, TF32 off, then add) on an H100 took 2.10 ms.
 """
 import torch
 import torch.nn as nn

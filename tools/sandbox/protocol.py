@@ -3,7 +3,7 @@
 Every message is one small dict serialised with `torch.save` and read back with
 `torch.load(weights_only=True)`, so a hostile candidate cannot run code in the trusted
 process by writing to the pipe. Bulk tensors do not travel in messages: they sit in a
-shared-memory arena (`tools/sandbox/shm.py`) and messages carry references to them.
+exchange arena (`tools/sandbox/shm.py`) and messages carry references to them.
 The dict's `kind` names the message; the keys of each kind are fixed (`REQUEST_KEYS`,
 `REPLY_KEYS`) and checked on arrival.
 
@@ -15,7 +15,7 @@ import torch
 
 REQUEST_KEYS = {
     "load": {"source", "class_name", "init_inputs", "torch_compile"},
-    "run": {"arena", "inputs", "output_slots", "after_slots"},
+    "run": {"arena", "inputs", "output_slots"},
     "time": {"arena", "input_sets", "warmup", "iters", "check_indices", "check_slots"},
 }
 REPLY_KEYS = {

@@ -1,28 +1,35 @@
-"""Shared-memory arenas: how bulk tensors cross between the trusted side and a worker.
+"""Exchange arenas: how bulk tensors cross between the trusted side and a worker.
 
-The trusted side creates an arena (a file in /dev/shm) per request, writes the inputs
-into it and reserves slots shaped like the reference outputs; the worker maps the same
-file, reads its inputs and copies its outputs (and its inputs after the call) into the
-slots. Messages carry only references `{"offset", "shape", "dtype"}`, so a 256 MB input
-costs a memcpy instead of a serialise-pipe-deserialise round trip, and nothing in the
-arena is ever unpickled. The worker can scribble on the arena at any time: the trusted
-side keeps its own copies of everything it compares against.
+An arena is one flat byte buffer both processes can see. The trusted side writes the
+inputs into it and reserves slots shaped like the reference outputs; the worker runs
+the candidate on views of the inputs (so an input the candidate modifies is modified
+where the trusted side looks) and copies its outputs into the slots. Messages carry
+only references `{"offset", "shape", "dtype"}`; nothing in an arena is unpickled.
 
-Imports only the standard library and torch: it runs inside the sandbox too.
+- On a GPU the buffer is device memory of the trusted process, opened by the worker
+  through CUDA IPC: no byte crosses the PCIe bus. The trusted side keeps the buffer
+  for its whole life and reuses it, because CUDA IPC memory whose consumer was killed
+  can never be returned safely.
+- On the CPU it is a file in /dev/shm mapped by both, made per request.
+
+The worker can scribble on an arena at any time: the trusted side compares against its
+own private copies. Imports only the standard library and torch (it runs inside the
+sandbox too).
 """
 import os
+import pickle
 import tempfile
 
 import torch
 
-ALIGN = 64
+ALIGN = 256
 SHM_DIR = "/dev/shm"
 DTYPES = {str(d): d for d in (torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64,
                               torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool, torch.complex64)}
 
 
 class ArenaError(ValueError):
-    """A reference that does not fit the arena or names an unknown dtype."""
+    """A reference that does not fit the arena, or an arena that cannot be opened."""
 
 
 def nbytes_of(shape, dtype: torch.dtype) -> int:
@@ -32,22 +39,43 @@ def nbytes_of(shape, dtype: torch.dtype) -> int:
     return count * torch.empty((), dtype=dtype).element_size()
 
 
+def arena_bytes(shapes_and_dtypes) -> int:
+    return sum(-(-nbytes_of(shape, dtype) // ALIGN) * ALIGN for shape, dtype in shapes_and_dtypes) + ALIGN
+
+
 class Arena:
-    def __init__(self, path: str, nbytes: int):
-        self.path, self.nbytes = path, nbytes
-        self.buffer = torch.from_file(path, shared=True, size=max(nbytes, 1), dtype=torch.uint8)
-        self.used = 0
+    """A byte buffer carved into tensor views by a bump allocator."""
+
+    def __init__(self, buffer: torch.Tensor, description: dict):
+        self.buffer, self.description, self.used = buffer, description, 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.buffer.numel()
 
     @classmethod
-    def create(cls, nbytes: int, folder: str | None = None) -> "Arena":
-        folder = folder or (SHM_DIR if os.path.isdir(SHM_DIR) else tempfile.gettempdir())
+    def host(cls, nbytes: int) -> "Arena":
+        folder = SHM_DIR if os.path.isdir(SHM_DIR) else tempfile.gettempdir()
         handle, path = tempfile.mkstemp(prefix="kernelpilot-arena-", dir=folder)
         os.ftruncate(handle, max(nbytes, 1))
         os.close(handle)
-        return cls(path, nbytes)
+        buffer = torch.from_file(path, shared=True, size=max(nbytes, 1), dtype=torch.uint8)
+        return cls(buffer, {"kind": "file", "path": path, "nbytes": max(nbytes, 1)})
+
+    @classmethod
+    def cuda(cls, nbytes: int, device: torch.device) -> "Arena":
+        from torch.multiprocessing.reductions import reduce_tensor
+
+        buffer = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=device)
+        rebuild, args = reduce_tensor(buffer)
+        return cls(buffer, {"kind": "cuda", "ipc": pickle.dumps((rebuild, args)), "nbytes": buffer.numel()})
 
     def describe(self) -> dict:
-        return {"path": self.path, "nbytes": self.nbytes}
+        return self.description
+
+    def reset(self) -> "Arena":
+        self.used = 0
+        return self
 
     def alloc(self, shape, dtype: torch.dtype) -> tuple[torch.Tensor, dict]:
         size = nbytes_of(shape, dtype)
@@ -78,12 +106,52 @@ class Arena:
         return self.buffer[offset:offset + size].view(dtype).view(ref["shape"])
 
     def close(self) -> None:
-        """Trusted side: remove the file (the mapping lives until both sides drop it)."""
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        """Remove a host arena's file (the mapping lives until both sides drop it)."""
+        if self.description["kind"] == "file":
+            try:
+                os.unlink(self.description["path"])
+            except FileNotFoundError:
+                pass
 
 
-def arena_bytes(shapes_and_dtypes) -> int:
-    return sum(-(-nbytes_of(shape, dtype) // ALIGN) * ALIGN for shape, dtype in shapes_and_dtypes) + ALIGN
+_opened: dict[bytes, Arena] = {}
+
+
+def open_arena(description: dict) -> Arena:
+    """Worker side: map the arena the trusted side described (CUDA ones once per process)."""
+    if description["kind"] == "file":
+        buffer = torch.from_file(description["path"], shared=True, size=description["nbytes"], dtype=torch.uint8)
+        return Arena(buffer, description)
+    if description["kind"] != "cuda":
+        raise ArenaError(f"unknown arena kind {description['kind']!r}")
+    key = description["ipc"]
+    if key not in _opened:
+        rebuild, args = pickle.loads(key)  # from the trusted parent, never from a candidate
+        _opened[key] = Arena(rebuild(*args), description)
+    return _opened[key]
+
+
+class Exchange:
+    """The trusted side's source of arenas: one reused CUDA arena (grown when a request
+    needs more), or a fresh host arena per request."""
+
+    def __init__(self, device: torch.device):
+        self.device, self._cuda = device, None
+
+    def acquire(self, nbytes: int) -> Arena:
+        if self.device.type != "cuda":
+            return Arena.host(nbytes)
+        if self._cuda is None or self._cuda.nbytes < nbytes:
+            self._cuda = Arena.cuda(nbytes, self.device)
+        return self._cuda.reset()
+
+    def ready(self, arena: Arena) -> None:
+        """Writes into a CUDA arena must land before another process reads it."""
+        if arena.description["kind"] == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def release(self, arena: Arena) -> None:
+        if arena.description["kind"] == "cuda":
+            torch.cuda.synchronize(self.device)
+        else:
+            arena.close()

@@ -21,7 +21,7 @@ import traceback
 import torch
 
 from tools.sandbox.protocol import REQUEST_KEYS, ProtocolError, pack, unpack
-from tools.sandbox.shm import Arena
+from tools.sandbox.shm import open_arena
 
 # Taken before any candidate code runs, so a candidate that patches the public names
 # cannot change the clock the worker reads.
@@ -164,20 +164,18 @@ def load(session: dict, request: dict) -> dict:
 
 
 def run(session: dict, request: dict) -> dict:
-    """One forward on the arena's inputs; outputs and the inputs as left by the call
-    are copied into the arena's slots."""
+    """One forward on views of the arena's inputs (the trusted side sees what the call
+    did to them); the outputs are copied into the arena's slots."""
     model = require_model(session)
-    arena = Arena(**request["arena"])
-    inputs = [arena.view(ref).to(session["device"], copy=True) for ref in request["inputs"]]
+    arena = open_arena(request["arena"])
+    inputs = [arena.view(ref) for ref in request["inputs"]]
     start = _perf_counter()
     with torch.no_grad():
         output = model(*inputs)
-    if session["device"].type == "cuda":
-        _synchronize()
+    sync(session)
     seconds = _perf_counter() - start
     meta = write_output(output, inputs, [arena.view(ref) for ref in request["output_slots"]])
-    for ref, x in zip(request["after_slots"], inputs):
-        arena.view(ref).copy_(x)
+    sync(session)
     return {"kind": "ran", "output_meta": meta, "seconds": seconds}
 
 
@@ -187,8 +185,8 @@ def time_calls(session: dict, request: dict) -> dict:
     model = require_model(session)
     if session["device"].type != "cuda":
         return failure("runtime_error", "time", "timing needs a CUDA device", "")
-    arena = Arena(**request["arena"])
-    sets = [[arena.view(ref).to(session["device"], copy=True) for ref in refs] for refs in request["input_sets"]]
+    arena = open_arena(request["arena"])
+    sets = [[arena.view(ref) for ref in refs] for refs in request["input_sets"]]
     slots = {index: [arena.view(ref) for ref in refs]
              for index, refs in zip(request["check_indices"], request["check_slots"])}
     if session["flush"] is None:
@@ -214,6 +212,7 @@ def time_calls(session: dict, request: dict) -> dict:
             if i in slots:
                 checked_meta.append([i, write_output(output, sets[i % len(sets)], slots[i])])
         loop_wall_s = _perf_counter() - loop_start
+        _synchronize()
     return {
         "kind": "timed", "event_ms": [s.elapsed_time(e) for s, e in zip(starts, ends)],
         "wall_ms": wall_ms, "loop_wall_s": loop_wall_s, "checked_meta": checked_meta,
@@ -222,6 +221,11 @@ def time_calls(session: dict, request: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+def sync(session: dict) -> None:
+    if session["device"].type == "cuda":
+        _synchronize()
+
 
 def require_model(session: dict):
     if session["model"] is None:
