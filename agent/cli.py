@@ -78,7 +78,7 @@ def run_eval(args) -> int:
     problem = load_problem(args.problem, size=size)
     limits = Limits() if args.timeout is None else Limits().with_timeout(args.timeout)
     config = EvalConfig(trials=args.trials, limits=limits, baselines=not args.no_baselines)
-    with ProcessSandbox(device.cuda_index, limits, warm=1) as sandbox:
+    with ProcessSandbox(device.cuda_index, limits, warm=0) as sandbox:
         result = Evaluator(sandbox, device, config).evaluate(problem, source)
     if args.json:
         print(json.dumps(result.summary()))
@@ -108,6 +108,8 @@ def render(result: EvalResult, device: DeviceInfo) -> None:
     out.print(f"  flags: {', '.join(f.value for f in result.flags) or 'none'}")
     for finding in result.lint_findings:
         out.print(f"  problem lint: {finding}", markup=False)
+    for note in result.notes:
+        out.print(f"  note: {note}", markup=False)
 
 
 def _ms(value: float | None) -> str:

@@ -16,7 +16,7 @@ from tools.device import DeviceInfo, versions
 from tools.records import Baselines, EvalStatus
 from tools.reference import Reference
 from tools.sandbox.process import Limits, cache_dir
-from tools.sandbox.protocol import load_request
+from tools.sandbox.protocol import expect, load_request
 from tools.sandbox.shm import Exchange
 
 
@@ -49,8 +49,8 @@ class BaselineStore:
         problem = reference.problem
         worker = self.sandbox.worker()
         try:
-            loaded = worker.call(load_request(problem.source, "Model", problem.init_inputs(), torch_compile),
-                                 self.limits.load_s)
+            loaded = expect(worker.call(load_request(problem.source, "Model", problem.init_inputs(), torch_compile),
+                                        self.limits.load_s), "loaded", "load")
             if loaded["kind"] == "failure":
                 notes.append(f"{label} baseline failed to load: {loaded['message']}")
                 return None

@@ -26,7 +26,7 @@ from tools.problems import Problem
 from tools.records import EvalResult, EvalStatus, Flag, LintReport, Mode, Phase, TimingStats
 from tools.reference import Reference
 from tools.sandbox.process import Limits
-from tools.sandbox.protocol import load_request
+from tools.sandbox.protocol import expect, load_request
 from tools.sandbox.shm import Exchange, arena_bytes
 from tools.timing import TimingConfig, time_candidate
 
@@ -95,7 +95,8 @@ class Evaluator:
 
     def _run(self, context: ProblemContext, worker, source: str) -> Outcome:
         problem = context.reference.problem
-        loaded = worker.call(load_request(source, "ModelNew", problem.init_inputs()), self.config.limits.load_s)
+        loaded = expect(worker.call(load_request(source, "ModelNew", problem.init_inputs()), self.config.limits.load_s),
+                        "loaded", "load")
         if loaded["kind"] == "failure":
             return failed(loaded)
         if loaded["flags_changed"]:
@@ -139,10 +140,12 @@ class Evaluator:
         if not isolated:
             flags.append(Flag.NETWORK_NOT_ISOLATED)
         eager_ms = compile_ms = None
+        notes = []
         if outcome.timing is not None and self.config.baselines:
             baselines = self.baselines.get(context.reference)
             eager_ms = baselines.eager.median_ms if baselines.eager else None
             compile_ms = baselines.compiled.median_ms if baselines.compiled else None
+            notes = baselines.notes
         runtime = outcome.timing.median_ms if outcome.timing else None
         return EvalResult(
             status=outcome.status, flags=flags, reason=outcome.reason, phase=outcome.phase,
@@ -153,7 +156,7 @@ class Evaluator:
             device=self.device.name, mode=self.device.mode, size=problem.size, problem=problem.name,
             problem_hash=problem.hash, candidate_hash=hashlib.sha256(source.encode()).hexdigest(),
             sandbox=self.sandbox.backend, network_isolated=isolated, versions=versions(),
-            lint_findings=context.lint.findings, log=log, seconds=seconds,
+            lint_findings=context.lint.findings, notes=notes, log=log, seconds=seconds,
         )
 
 
@@ -171,8 +174,8 @@ def run_trial(worker, exchange: Exchange, container: str, expected: list[torch.T
         seen = [arena.view(ref) for ref in in_refs]
         outputs, out_refs = arena.slots(expected)
         exchange.ready(arena)
-        reply = worker.call({"kind": "run", "arena": arena.describe(), "inputs": in_refs,
-                             "output_slots": out_refs}, timeout)
+        reply = expect(worker.call({"kind": "run", "arena": arena.describe(), "inputs": in_refs,
+                                    "output_slots": out_refs}, timeout), "ran", "run")
         if reply["kind"] == "failure":
             return reply, None
         return reply, judge_call(container, expected, inputs, outputs, reply["output_meta"], seen, device)

@@ -115,6 +115,7 @@ class EvalResult(Frozen):
     network_isolated: bool
     versions: dict[str, str]
     lint_findings: list[str]
+    notes: list[str]          # what kept a number from being measured (a baseline that failed)
     log: str
     seconds: float
 

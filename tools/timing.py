@@ -18,6 +18,7 @@ from tools.inputs import Distribution, draw, secret_seed, tensor_bytes
 from tools.records import EvalStatus, Flag, TimingStats
 from tools.reference import Reference
 from tools.sandbox.process import Limits
+from tools.sandbox.protocol import expect
 from tools.sandbox.shm import Exchange, arena_bytes
 
 GiB = 1024**3
@@ -64,11 +65,11 @@ def time_candidate(worker, exchange: Exchange, reference: Reference, config: Tim
                    "iters": config.iters, "check_indices": check, "check_slots": [refs for _, refs in slots]}
         exchange.ready(arena)
         started = time.perf_counter()
-        reply = worker.call(request, limits.timing_s)
+        reply = expect(worker.call(request, limits.timing_s), "timed", "time")
         host_s = time.perf_counter() - started
         if reply["kind"] == "failure":
-            return Timed(EvalStatus(reply["status"]) if reply["status"] in ("timeout", "crashed", "runtime_error")
-                         else EvalStatus.REJECTED, f"timing: {reply['message']}")
+            status = reply["status"] if reply["status"] in ("timeout", "crashed", "runtime_error") else "rejected"
+            return Timed(EvalStatus(status), f"timing: {reply['message']}")
         checked = [(index, container, outputs, views)
                    for index, (container, outputs), (views, _) in zip(check, expected, slots)]
         return judge_timing(reply, checked, str(reference.device), config, host_s)

@@ -231,7 +231,8 @@ def _resident_bytes(pid: int) -> int:
 
 
 class ProcessSandbox:
-    """Hands out fresh workers, keeping `warm` of them started ahead of need."""
+    """Hands out fresh workers, keeping `warm` of them started ahead of need (0: start
+    each on demand, for a single evaluation)."""
 
     backend = "process"
 
@@ -240,15 +241,11 @@ class ProcessSandbox:
         self._pool: list[ProcessWorker] = []
 
     def worker(self) -> ProcessWorker:
-        self._fill()
-        worker = self._pool.pop(0)
-        self._fill()
+        worker = self._pool.pop(0) if self._pool else ProcessWorker(self.cuda_index, self.limits)
+        while len(self._pool) < self.warm:
+            self._pool.append(ProcessWorker(self.cuda_index, self.limits))
         worker.wait_ready()
         return worker
-
-    def _fill(self) -> None:
-        while len(self._pool) < max(self.warm, 1):
-            self._pool.append(ProcessWorker(self.cuda_index, self.limits))
 
     def close(self) -> None:
         for worker in self._pool:

@@ -36,6 +36,15 @@ def load_request(source: str, class_name: str, init_inputs: list, torch_compile:
             "torch_compile": torch_compile}
 
 
+def expect(reply: dict, kind: str, phase: str) -> dict:
+    """The reply if it is `kind` or a failure; any other well-formed message is itself a
+    failure (a worker that answers the wrong question cannot be trusted further)."""
+    if reply["kind"] in (kind, "failure"):
+        return reply
+    return {"kind": "failure", "status": "crashed", "phase": phase, "traceback": "",
+            "message": f"the worker answered '{reply['kind']}' to a '{phase}' request"}
+
+
 def pack(message: dict) -> bytes:
     buffer = io.BytesIO()
     torch.save(message, buffer)

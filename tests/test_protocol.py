@@ -1,0 +1,55 @@
+"""The channel between the trusted side and a worker: what crosses from the candidate's
+process is decoded without pickle's code execution and checked before it is believed."""
+import pickle
+
+import pytest
+import torch
+
+from tools.evaluator import failed
+from tools.records import EvalStatus
+from tools.sandbox.protocol import REPLY_KEYS, ProtocolError, expect, pack, unpack
+from tools.sandbox.shm import Arena, ArenaError
+
+
+class Exploit:
+    def __reduce__(self):
+        return (print, ("pickle executed code",))
+
+
+def test_round_trip_keeps_tensors_and_fixed_keys():
+    message = {"kind": "loaded", "seconds": 0.5, "flags_changed": []}
+    assert unpack(pack(message), REPLY_KEYS) == message
+    with pytest.raises(ProtocolError, match="has keys"):
+        unpack(pack({"kind": "loaded", "seconds": 0.5}), REPLY_KEYS)
+    with pytest.raises(ProtocolError, match="unexpected message kind"):
+        unpack(pack({"kind": "correct"}), REPLY_KEYS)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_a_pickle_with_code_is_refused_not_run(capsys):
+    with pytest.raises(ProtocolError, match="undecodable"):
+        unpack(pickle.dumps({"kind": "loaded", "seconds": Exploit(), "flags_changed": []}), REPLY_KEYS)
+    assert "pickle executed code" not in capsys.readouterr().out
+
+
+def test_forged_failure_records_and_wrong_answers_are_findings():
+    forged = {"kind": "failure", "status": "correct", "phase": "run", "message": "", "traceback": ""}
+    assert failed(forged).status is EvalStatus.REJECTED
+    assert failed({**forged, "status": "timeout", "phase": "elsewhere"}).status is EvalStatus.REJECTED
+    wrong = expect({"kind": "loaded", "seconds": 0.0, "flags_changed": []}, "ran", "run")
+    assert (wrong["kind"], wrong["status"]) == ("failure", "crashed")
+
+
+def test_arena_views_stay_inside_the_buffer():
+    arena = Arena.host(1024)
+    try:
+        ref = arena.put(torch.arange(6, dtype=torch.float32).view(2, 3))
+        assert torch.equal(arena.view(ref), torch.arange(6, dtype=torch.float32).view(2, 3))
+        with pytest.raises(ArenaError, match="outside the arena"):
+            arena.view({**ref, "offset": 1008})
+        with pytest.raises(ArenaError, match="unknown dtype"):
+            arena.view({**ref, "dtype": "object"})
+        with pytest.raises(ArenaError, match="cannot hold"):
+            arena.alloc((1024,), torch.float32)
+    finally:
+        arena.close()
