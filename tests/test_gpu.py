@@ -51,6 +51,13 @@ def test_wrong_candidate_is_incorrect_on_the_gpu(gpu_evaluator):
     assert gpu_evaluator.evaluate(problem, source).status is EvalStatus.INCORRECT
 
 
+def test_cuda_cpp_candidate_builds_and_is_timed(gpu_evaluator):
+    problem = load_problem(PROBLEMS / "04_softmax_rows.py")
+    result = gpu_evaluator.evaluate(problem, read(FIXTURES / "cpp" / "softmax_cuda.py"))
+    assert result.status is EvalStatus.CORRECT, result.reason + result.log
+    assert result.runtime_ms > 0 and result.speedup_vs_eager is not None
+
+
 @pytest.mark.parametrize("source,statuses", [
     (ILLEGAL_ACCESS, {EvalStatus.RUNTIME_ERROR, EvalStatus.CRASHED}),
     (read(FIXTURES / "candidates" / "segfault.py"), {EvalStatus.CRASHED}),

@@ -19,6 +19,7 @@ import multiprocessing.connection
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -108,6 +109,8 @@ class ProcessWorker:
     def _settings(self, cuda_index: int | None) -> dict:
         cache = cache_dir()
         env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
+        # The interpreter's own bin folder (a venv's ninja) even when the venv is not activated.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
         env.update(HOME=self.workdir, TMPDIR=self.workdir, LANG="C.UTF-8", PYTHONDONTWRITEBYTECODE="1",
                    TRITON_CACHE_DIR=str(cache / "triton"), TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"),
                    TORCH_EXTENSIONS_DIR=str(Path(self.workdir) / "torch_extensions"))
