@@ -25,6 +25,9 @@ def test_a_cpp_candidate_builds_and_is_judged(building_evaluator, softmax_proble
 
 
 def test_a_cpp_build_failure_is_a_compile_error(building_evaluator, softmax_problem):
-    result = building_evaluator.evaluate(softmax_problem, read(FIXTURES / "cpp" / "broken_cpp.py"))
+    honest = read(FIXTURES / "cpp" / "softmax_cpp.py")
+    broken = honest.replace("    return y;\n", "    return y  // a missing semicolon: the build fails\n")
+    assert broken != honest
+    result = building_evaluator.evaluate(softmax_problem, broken)
     assert (result.status, result.phase) == (EvalStatus.COMPILE_ERROR, Phase.LOAD), result.reason
     assert "Error building extension" in result.reason
