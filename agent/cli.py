@@ -8,6 +8,7 @@ start, the disk is full). Errors are one line on stderr, never a traceback.
 """
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the sandbox's children are killed on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         return run_eval(args)
     except UsageError as error:
@@ -72,7 +75,10 @@ def fail(message: str, code: int) -> int:
 def run_eval(args) -> int:
     if not args.candidate.is_file():
         raise UsageError(f"{args.candidate}: no such candidate file")
-    source = args.candidate.read_text()
+    try:
+        source = args.candidate.read_text()
+    except UnicodeDecodeError:
+        raise UsageError(f"{args.candidate}: not a text file (a candidate is Python source)") from None
     device = detect(args.gpu, force_cpu=args.cpu)
     size = args.size if args.size != "auto" else ("full" if device.mode is Mode.GPU else "small")
     problem = load_problem(args.problem, size=size)

@@ -20,6 +20,8 @@ def suite_pairs(pattern: str = "*") -> list[Pair]:
     globs = pattern.split(",")
     pairs = [Pair(p.stem, p, CANDIDATES / p.name) for p in sorted(PROBLEMS.glob("*.py"))
              if any(fnmatch.fnmatch(p.stem, glob) for glob in globs)]
+    if not pairs:
+        raise FileNotFoundError(f"no suite problem matches {pattern!r}")
     missing = [pair.name for pair in pairs if not pair.candidate.is_file()]
     if missing:
         raise FileNotFoundError(f"no honest candidate for: {', '.join(missing)}")

@@ -3,6 +3,7 @@ each get their own status, and the evaluator keeps working after each."""
 import pytest
 
 from tests.conftest import CANDIDATES, FIXTURES, read
+from tools.problems import load_problem
 from tools.records import EvalStatus, Phase
 
 CASES = [
@@ -19,6 +20,7 @@ CASES = [
     ("returns_input_view", EvalStatus.INCORRECT, Phase.RUN, "shares storage"),
     ("flips_tf32", EvalStatus.REJECTED, Phase.LOAD, "allow_tf32"),
     ("memory_hog", EvalStatus.RUNTIME_ERROR, Phase.RUN, "MemoryError"),
+    ("forges_reply", EvalStatus.CRASHED, Phase.LOAD, "malformed reply"),
 ]
 
 
@@ -39,3 +41,20 @@ def test_candidate_output_goes_to_the_log_not_the_terminal(evaluator, softmax_pr
     assert result.status is EvalStatus.CORRECT
     assert "hello from the candidate" in result.log
     assert "hello from the candidate" not in capfd.readouterr().out
+
+
+def test_a_log_replaced_by_a_fifo_does_not_block_the_evaluator(evaluator, softmax_problem):
+    result = evaluator.evaluate(softmax_problem, read(FIXTURES / "candidates" / "log_fifo.py"))
+    assert result.status is EvalStatus.CORRECT, result.reason
+    assert "not a file" in result.log
+
+
+def test_a_reference_that_works_in_place_does_not_change_the_candidates_inputs(evaluator, tmp_path):
+    problem_file = tmp_path / "double_in_place.py"
+    problem_file.write_text(
+        "import torch\nimport torch.nn as nn\n\n\nclass Model(nn.Module):\n    def forward(self, x):\n"
+        "        return x.mul_(2)\n\n\ndef get_inputs():\n    return [torch.rand(4, 5)]\n\n\n"
+        "def get_init_inputs():\n    return []\n")
+    honest = "import torch.nn as nn\n\n\nclass ModelNew(nn.Module):\n    def forward(self, x):\n        return x * 2\n"
+    result = evaluator.evaluate(load_problem(problem_file), honest)
+    assert result.status is EvalStatus.CORRECT and result.lint_findings == [], (result.reason, result.lint_findings)

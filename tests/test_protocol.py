@@ -7,7 +7,7 @@ import torch
 
 from tools.evaluator import failed
 from tools.records import EvalStatus
-from tools.sandbox.protocol import REPLY_KEYS, ProtocolError, expect, pack, unpack
+from tools.sandbox.protocol import REPLY_KEYS, ProtocolError, expect, pack, unpack, unpack_reply
 from tools.sandbox.shm import Arena, ArenaError
 
 
@@ -53,3 +53,14 @@ def test_arena_views_stay_inside_the_buffer():
             arena.alloc((1024,), torch.float32)
     finally:
         arena.close()
+
+
+@pytest.mark.parametrize("reply", [
+    {"kind": "loaded", "seconds": 0.1, "flags_changed": [1]},
+    {"kind": "loaded", "seconds": 1, "flags_changed": []},
+    {"kind": "ran", "seconds": 0.1, "output_meta": {"container": "tensor", "items": [{"type": "torch.Tensor"}]}},
+    {"kind": "failure", "status": ["correct"], "phase": "run", "message": "", "traceback": ""},
+])
+def test_replies_of_the_wrong_types_are_refused(reply):
+    with pytest.raises(ProtocolError, match="not of the protocol's type"):
+        unpack_reply(pack(reply))

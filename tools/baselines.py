@@ -3,8 +3,11 @@
 Each baseline is the problem's own `Model` (as is, or under `torch.compile` in its
 default mode) timed by the same loop as candidates (`tools/timing.py`), in a fresh
 worker of the same sandbox on the same device — never in a candidate's process. The
-cache key is (problem hash, size, device name, torch and triton versions); entries
-live as JSON files under `$KERNELPILOT_HOME/cache/baselines/`, written atomically.
+cache key is (problem hash, size, device name, torch and triton versions, timing
+settings); entries live as JSON files under `$KERNELPILOT_HOME/cache/baselines/`,
+written atomically. Baselines run under the default limits whatever `--timeout` a
+candidate gets, and a measurement that failed is reported but never cached. An
+unreadable cache entry is measured again.
 """
 import hashlib
 import os
@@ -21,21 +24,27 @@ from tools.sandbox.shm import Exchange
 
 
 class BaselineStore:
-    def __init__(self, sandbox, device: DeviceInfo, exchange: Exchange, config: timing.TimingConfig, limits: Limits):
+    def __init__(self, sandbox, device: DeviceInfo, exchange: Exchange, config: timing.TimingConfig,
+                 limits: Limits = Limits()):
         self.sandbox, self.device, self.exchange, self.config, self.limits = sandbox, device, exchange, config, limits
         self.folder = cache_dir() / "baselines"
 
     def key(self, reference: Reference) -> str:
         problem, soft = reference.problem, versions()
-        text = f"{problem.hash}|{problem.size}|{self.device.name}|torch {soft['torch']}|triton {soft['triton']}"
+        text = (f"{problem.hash}|{problem.size}|{self.device.name}|torch {soft['torch']}|triton {soft['triton']}"
+                f"|{self.config}")
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def get(self, reference: Reference) -> Baselines:
         path = self.folder / f"{self.key(reference)}.json"
         if path.exists():
-            return Baselines.model_validate_json(path.read_text())
+            try:
+                return Baselines.model_validate_json(path.read_text())
+            except ValueError:
+                path.unlink()   # a damaged entry: measure again
         baselines = self.measure(reference)
-        _write_atomic(path, baselines.model_dump_json(indent=1))
+        if baselines.eager is not None and baselines.compiled is not None:
+            _write_atomic(path, baselines.model_dump_json(indent=1))
         return baselines
 
     def measure(self, reference: Reference) -> Baselines:
@@ -54,6 +63,7 @@ class BaselineStore:
             if loaded["kind"] == "failure":
                 notes.append(f"{label} baseline failed to load: {loaded['message']}")
                 return None
+            self.sandbox.settle()
             timed = timing.time_candidate(worker, self.exchange, reference, self.config, self.limits)
         finally:
             worker.close()

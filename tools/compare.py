@@ -114,25 +114,17 @@ class CallVerdict:
     reason: str = ""
     max_abs_error: float | None = None
     rel_error: float | None = None
-    malformed: bool = False   # the reply itself was not what the worker sends
 
 
 def judge_call(container: str, expected: list[torch.Tensor], inputs: list[torch.Tensor] | None,
                outputs: list, meta: dict, inputs_after: list | None, device: str) -> CallVerdict:
     """Contract, then untouched inputs, then numerics: one call's outputs (the arena
     slots the worker wrote) against the reference."""
-    try:
-        broken = check_contract(container, expected, meta, device)
-        if broken:
-            return CallVerdict(False, broken)
-        if inputs is not None:
-            if len(inputs_after) != len(inputs):
-                return CallVerdict(False, "the worker returned the wrong number of inputs", malformed=True)
-            for index, (before, after) in enumerate(zip(inputs, inputs_after)):
-                if not (type(after) is torch.Tensor and before.shape == after.shape
-                        and torch.equal(before, after.to(before.device))):
-                    return CallVerdict(False, f"the candidate modified input {index}")
-        result = compare(expected, outputs)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as error:
-        return CallVerdict(False, f"malformed reply from the worker ({type(error).__name__}: {error})", malformed=True)
+    broken = check_contract(container, expected, meta, device)
+    if broken:
+        return CallVerdict(False, broken)
+    for index, (before, after) in enumerate(zip(inputs or [], inputs_after or [])):
+        if not torch.equal(before, after.to(before.device)):
+            return CallVerdict(False, f"the candidate modified input {index}")
+    result = compare(expected, outputs)
     return CallVerdict(result.ok, result.reason, result.max_abs_error, result.rel_error)

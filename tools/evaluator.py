@@ -13,6 +13,7 @@ Triton interpreter: correctness only, timings `None`, mode `cpu-interpreter`.
 """
 import hashlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -23,7 +24,7 @@ from tools.device import DeviceInfo, versions
 from tools.inputs import Distribution, draw, secret_seed, trial_plan
 from tools.lint import lint_problem
 from tools.problems import Problem
-from tools.records import EvalResult, EvalStatus, Flag, LintReport, Mode, Phase, TimingStats
+from tools.records import EvalResult, EvalStatus, Flag, LintReport, Mode, Phase, TimingStats, failure_verdict
 from tools.reference import Reference
 from tools.sandbox.process import Limits
 from tools.sandbox.protocol import expect, load_request
@@ -31,6 +32,7 @@ from tools.sandbox.shm import Exchange, arena_bytes
 from tools.timing import TimingConfig, time_candidate
 
 LOG_CHARS = 4000
+KEPT_CONTEXTS = 2
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,8 @@ class Evaluator:
                  baselines: BaselineStore | None = None):
         self.sandbox, self.device, self.config = sandbox, device, config
         self.exchange = Exchange(device.torch_device)
-        self.baselines = baselines or BaselineStore(sandbox, device, self.exchange, config.timing, config.limits)
-        self._contexts: dict[tuple[str, str], ProblemContext] = {}
+        self.baselines = baselines or BaselineStore(sandbox, device, self.exchange, config.timing)
+        self._contexts: OrderedDict[tuple[str, str], ProblemContext] = OrderedDict()
 
     def evaluate(self, problem: Problem, source: str) -> EvalResult:
         start = time.perf_counter()
@@ -86,11 +88,16 @@ class Evaluator:
         return self._result(problem, source, context, outcome, worker.ready, log, time.perf_counter() - start)
 
     def context(self, problem: Problem) -> ProblemContext:
+        """The problem's reference and lint, kept for the last few problems (a reference
+        model can hold gigabytes of GPU memory)."""
         key = (problem.hash, problem.size)
         if key not in self._contexts:
+            while len(self._contexts) >= KEPT_CONTEXTS:
+                self._contexts.popitem(last=False)
             reference = Reference(problem, self.device.torch_device)
             lint = lint_problem(reference)
             self._contexts[key] = ProblemContext(reference, lint, [Distribution(d) for d in lint.distributions])
+        self._contexts.move_to_end(key)
         return self._contexts[key]
 
     def _run(self, context: ProblemContext, worker, source: str) -> Outcome:
@@ -105,6 +112,7 @@ class Evaluator:
         outcome = self._check_trials(context, worker)
         if outcome.status is not EvalStatus.CORRECT or self.device.mode is Mode.CPU_INTERPRETER:
             return outcome
+        self.sandbox.settle()   # warm workers still starting would compete with the timed loop
         timed = time_candidate(worker, self.exchange, context.reference, self.config.timing, self.config.limits)
         if timed.status is not EvalStatus.CORRECT:
             return replace(outcome, status=timed.status, reason=timed.reason, phase=Phase.TIME)
@@ -121,9 +129,7 @@ class Evaluator:
             reply, verdict = run_trial(worker, self.exchange, container, expected, inputs, self.device.worker_device,
                                        limits.first_call_s if trial == 0 else limits.call_s)
             if reply["kind"] == "failure":
-                return replace(failed(reply), reason=f"{label}: {reply['message']}", trials_run=trial + 1, trials_passed=trial)
-            if verdict.malformed:
-                return Outcome(EvalStatus.REJECTED, f"{label}: {verdict.reason}", Phase.RUN, trials_run=trial + 1)
+                return replace(failed(reply, label), trials_run=trial + 1, trials_passed=trial)
             worst_abs = max(worst_abs, verdict.max_abs_error or 0.0)
             worst_rel = max(worst_rel, verdict.rel_error or 0.0)
             if not verdict.ok:
@@ -160,10 +166,6 @@ class Evaluator:
         )
 
 
-FAILURE_STATUSES = {s.value for s in (EvalStatus.COMPILE_ERROR, EvalStatus.RUNTIME_ERROR, EvalStatus.CRASHED,
-                                       EvalStatus.TIMEOUT)}
-
-
 def run_trial(worker, exchange: Exchange, container: str, expected: list[torch.Tensor], inputs: list[torch.Tensor],
               device: str, timeout: float) -> tuple[dict, CallVerdict | None]:
     """One `run` request: inputs into the arena, the call, then the outputs the worker
@@ -183,12 +185,9 @@ def run_trial(worker, exchange: Exchange, container: str, expected: list[torch.T
         exchange.release(arena)
 
 
-def failed(reply: dict) -> Outcome:
-    """A worker's `failure` reply as an outcome. The reply crossed from the candidate's
-    process, so anything but a failure status and a known phase is itself a finding."""
-    if reply["status"] not in FAILURE_STATUSES or reply["phase"] not in {p.value for p in Phase}:
-        return Outcome(EvalStatus.REJECTED, f"forged failure record from the worker: status {reply['status']!r}")
-    return Outcome(EvalStatus(reply["status"]), str(reply["message"]), Phase(reply["phase"]))
+def failed(reply: dict, label: str = "") -> Outcome:
+    status, phase, reason = failure_verdict(reply)
+    return Outcome(status, f"{label}: {reason}" if label else reason, phase)
 
 
 def ratio(baseline_ms: float | None, runtime_ms: float | None) -> float | None:

@@ -82,7 +82,10 @@ def load_problem(path: str | Path, size: str = "full", suite: str | None = None,
     path = Path(path)
     if not path.is_file():
         raise ProblemError(f"{path}: no such problem file")
-    source = path.read_text()
+    try:
+        source = path.read_text()
+    except UnicodeDecodeError:
+        raise ProblemError(f"{path}: not a text file (a problem is Python source)") from None
     module = _exec_module(path, source)
     missing = [name for name in REQUIRED if not callable(getattr(module, name, None))]
     if missing:

@@ -40,6 +40,18 @@ class Phase(str, Enum):
     TIME = "time"
 
 
+WORKER_FAILURES = {"compile_error", "runtime_error", "crashed", "timeout"}
+
+
+def failure_verdict(reply: dict) -> tuple[EvalStatus, Phase | None, str]:
+    """A worker's `failure` reply as (status, phase, reason). The reply crossed from the
+    candidate's process, so a status a failure cannot have, or an unknown phase, is a
+    forgery and itself the verdict."""
+    if reply["status"] not in WORKER_FAILURES or reply["phase"] not in {p.value for p in Phase}:
+        return EvalStatus.REJECTED, None, f"forged failure record from the worker (status {reply['status']!r})"
+    return EvalStatus(reply["status"]), Phase(reply["phase"]), reply["message"]
+
+
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
 

@@ -19,7 +19,8 @@ class Reference:
     def run(self, inputs: list[torch.Tensor]) -> tuple[str, list[torch.Tensor]]:
         """(container, output tensors on the reference device), in the worker's flattened form."""
         with torch.no_grad():
-            output = self.model(*[x.to(self.device) for x in inputs])
+            # copies: a reference that works in place must not change what the candidate gets
+            output = self.model(*[x.to(self.device, copy=True) for x in inputs])
         if isinstance(output, (tuple, list)):
             container, items = type(output).__name__, list(output)
         else:

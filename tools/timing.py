@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from tools.compare import judge_call
 from tools.inputs import Distribution, draw, secret_seed, tensor_bytes
-from tools.records import EvalStatus, Flag, TimingStats
+from tools.records import EvalStatus, Flag, TimingStats, failure_verdict
 from tools.reference import Reference
 from tools.sandbox.process import Limits
 from tools.sandbox.protocol import expect
@@ -60,6 +60,7 @@ def time_candidate(worker, exchange: Exchange, reference: Reference, config: Tim
                                          + [(y.shape, y.dtype) for _, outputs in expected for y in outputs]))
     try:
         set_refs = [[arena.put(x) for x in inputs] for inputs in sets]
+        del first, sets   # the arena holds them now; a second copy would only crowd the GPU
         slots = [arena.slots(outputs) for _, outputs in expected]
         request = {"kind": "time", "arena": arena.describe(), "input_sets": set_refs, "warmup": config.warmup,
                    "iters": config.iters, "check_indices": check, "check_slots": [refs for _, refs in slots]}
@@ -68,8 +69,8 @@ def time_candidate(worker, exchange: Exchange, reference: Reference, config: Tim
         reply = expect(worker.call(request, limits.timing_s), "timed", "time")
         host_s = time.perf_counter() - started
         if reply["kind"] == "failure":
-            status = reply["status"] if reply["status"] in ("timeout", "crashed", "runtime_error") else "rejected"
-            return Timed(EvalStatus(status), f"timing: {reply['message']}")
+            status, _, reason = failure_verdict(reply)
+            return Timed(status, f"timing: {reason}")
         checked = [(index, container, outputs, views)
                    for index, (container, outputs), (views, _) in zip(check, expected, slots)]
         return judge_timing(reply, checked, str(reference.device), config, host_s)
@@ -88,20 +89,18 @@ def judge_timing(reply: dict, checked: list, device: str, config: TimingConfig, 
     if sum(event_ms) / 1e3 > host_s:
         return Timed(EvalStatus.REJECTED, f"timing: the events add up to {sum(event_ms) / 1e3:.3f} s but the whole "
                      f"timed request took {host_s:.3f} s of wall-clock time (timers tampered with)")
-    if [entry[0] for entry in reply["checked_meta"]] != [entry[0] for entry in checked]:
+    if [entry["index"] for entry in reply["checked_meta"]] != [entry[0] for entry in checked]:
         return Timed(EvalStatus.REJECTED, "timing: the worker returned other calls than the ones asked for")
-    for (index, container, expected, outputs), (_, meta) in zip(checked, reply["checked_meta"]):
-        verdict = judge_call(container, expected, None, outputs, meta, None, device)
+    for (index, container, expected, outputs), entry in zip(checked, reply["checked_meta"]):
+        verdict = judge_call(container, expected, None, outputs, entry["meta"], None, device)
         if not verdict.ok:
-            status = EvalStatus.REJECTED if verdict.malformed else EvalStatus.INCORRECT
-            return Timed(status, f"timed call {index + 1} of {config.iters}: {verdict.reason}")
-    if not isinstance(reply["loop_wall_s"], float) or not 0 <= reply["loop_wall_s"] <= host_s:
+            return Timed(EvalStatus.INCORRECT, f"timed call {index + 1} of {config.iters}: {verdict.reason}")
+    if not 0 <= reply["loop_wall_s"] <= host_s:
         return Timed(EvalStatus.REJECTED, "timing: the worker returned a malformed loop time")
     stats = TimingStats.from_samples(event_ms, wall_ms, reply["loop_wall_s"])
     mismatch = stats.wall_median_ms > MISMATCH_RATIO * stats.median_ms + MISMATCH_SLACK_MS
     return Timed(EvalStatus.CORRECT, "", stats, (Flag.TIMING_MISMATCH,) if mismatch else ())
 
 
-def _valid_samples(samples, count: int) -> bool:
-    return (isinstance(samples, list) and len(samples) == count
-            and all(isinstance(x, float) and math.isfinite(x) and x >= 0 for x in samples))
+def _valid_samples(samples: list[float], count: int) -> bool:
+    return len(samples) == count and all(math.isfinite(x) and x >= 0 for x in samples)

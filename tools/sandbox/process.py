@@ -10,15 +10,23 @@ allows it; `network_isolated` says whether it did), core dumps off, a file-size 
 an address-space cap on CPU, a GPU memory fraction, and a resident-memory watchdog
 plus wall-clock limits enforced from here.
 
+The fork server itself starts with the scrubbed environment, so no secret of the
+trusted process is in a child's memory or /proc/self/environ. A child dies with the
+fork server (PR_SET_PDEATHSIG), which dies with the trusted process.
+
 Not covered here (see the anti-cheat issue): children the candidate detaches into a
-new session, and writes to the shared Triton cache directory.
+new session, a candidate that undoes PR_SET_PDEATHSIG, writes to the shared Triton and
+Inductor caches, and running as an unprivileged user.
 """
 import atexit
+import dataclasses
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.forkserver
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -26,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.sandbox.protocol import REPLY_KEYS, ProtocolError, pack, unpack
+from tools.sandbox.protocol import MAX_REPLY_BYTES, ProtocolError, failure, pack, unpack_reply
 
 PASSED_ENV = ("PATH", "CUDA_HOME", "CUDA_PATH", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
               "TRITON_PTXAS_PATH", "CC", "CXX")
@@ -53,8 +61,7 @@ class Limits:
 
     def with_timeout(self, seconds: float) -> "Limits":
         """`--timeout S`: every per-request limit becomes S."""
-        return Limits(self.start_s, seconds, seconds, seconds, seconds,
-                      self.host_memory_bytes, self.gpu_memory_fraction, self.max_file_bytes)
+        return dataclasses.replace(self, load_s=seconds, first_call_s=seconds, call_s=seconds, timing_s=seconds)
 
 
 def cache_dir() -> Path:
@@ -75,15 +82,33 @@ def forkserver_context(interpret: bool):
     environment the fork server starts with; one process serves one mode."""
     global _context, _context_interprets
     if _context is None:
-        if interpret:
-            os.environ["TRITON_INTERPRET"] = "1"
         _context = multiprocessing.get_context("forkserver")
         _context.set_forkserver_preload(["torch", "triton", "triton.language", "tools.sandbox.worker"])
+        _start_scrubbed(interpret)
         _context_interprets = interpret
     if interpret != _context_interprets:
         raise SandboxError("this process's fork server serves the other mode (GPU vs Triton interpreter): "
                            "use one device mode per process")
     return _context
+
+
+def scrubbed_env() -> dict[str, str]:
+    """What a sandbox child may see of the trusted process's environment."""
+    env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
+    # The interpreter's own bin folder (a venv's ninja) even when the venv is not activated.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
+    return env
+
+
+def _start_scrubbed(interpret: bool) -> None:
+    saved = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(scrubbed_env(), **({"TRITON_INTERPRET": "1"} if interpret else {}))
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @atexit.register
@@ -99,18 +124,21 @@ class ProcessWorker:
         self.limits = limits
         self.workdir = tempfile.mkdtemp(prefix="kernelpilot-sbx-")
         self.ready: dict | None = None
-        context = forkserver_context(interpret=cuda_index is None)
-        self.conn, child_conn = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child_conn, self._settings(cuda_index)))
-        self.process.start()
+        self._sender: threading.Thread | None = None
+        try:
+            context = forkserver_context(interpret=cuda_index is None)
+            self.conn, child_conn = context.Pipe()
+            self.process = context.Process(target=_serve, args=(child_conn, self._settings(cuda_index)))
+            self.process.start()
+        except BaseException:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
         child_conn.close()
         _live_workers.add(self)
 
     def _settings(self, cuda_index: int | None) -> dict:
         cache = cache_dir()
-        env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
-        # The interpreter's own bin folder (a venv's ninja) even when the venv is not activated.
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
+        env = scrubbed_env()
         env.update(HOME=self.workdir, TMPDIR=self.workdir, LANG="C.UTF-8", PYTHONDONTWRITEBYTECODE="1",
                    TRITON_CACHE_DIR=str(cache / "triton"), TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"),
                    TORCH_EXTENSIONS_DIR=str(Path(self.workdir) / "torch_extensions"))
@@ -127,20 +155,25 @@ class ProcessWorker:
         if self.ready is None:
             reply = self._receive(self.limits.start_s, "start")
             if reply["kind"] != "ready":
-                raise SandboxError(f"sandbox worker failed to start: {reply['message']}\n{self.log_tail()}")
+                log = self.log_tail()
+                self.close()
+                raise SandboxError(f"sandbox worker failed to start: {reply['message']}\n{log}")
             self.ready = reply
         return self.ready
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
 
     def call(self, request: dict, timeout: float) -> dict:
         """Send one request; the reply, or a `failure` record for a crash or a timeout."""
         self.wait_ready()
         deadline = time.monotonic() + timeout
-        sender = threading.Thread(target=self._send, args=(pack(request),), daemon=True)
-        sender.start()
-        sender.join(timeout)
-        if sender.is_alive():  # the child stopped reading: it hangs in some thread
+        self._sender = threading.Thread(target=self._send, args=(pack(request),), daemon=True)
+        self._sender.start()
+        self._sender.join(timeout)
+        if self._sender.is_alive():  # the child stopped reading: it hangs in some thread
             self.kill()
-            return _fault("timeout", request["kind"], f"did not accept the '{request['kind']}' request within {timeout:.0f} s")
+            return failure("timeout", request["kind"], f"did not accept the '{request['kind']}' request within {timeout:.0f} s")
         return self._receive(max(deadline - time.monotonic(), 0.01), request["kind"])
 
     def _send(self, data: bytes) -> None:
@@ -154,27 +187,33 @@ class ProcessWorker:
         while True:
             ready = multiprocessing.connection.wait([self.conn, self.process.sentinel], POLL_S)
             if self.conn in ready or self.conn.poll(0):
-                return self._read_reply(phase)
+                return self._read_reply(phase, deadline)
             if self.process.sentinel in ready:
                 return self._died(phase)
             over = self._memory_over()
             if over:
                 self.kill()
-                return _fault("crashed", phase, over)
+                return failure("crashed", phase, over)
             if time.monotonic() > deadline:
                 self.kill()
-                return _fault("timeout", phase, f"no answer within {timeout:.0f} s (wall-clock limit)")
+                return failure("timeout", phase, f"no answer within {timeout:.0f} s (wall-clock limit)")
 
-    def _read_reply(self, phase: str) -> dict:
+    def _read_reply(self, phase: str, deadline: float) -> dict:
+        # A reply started but never finished must not hold the trusted side: at the
+        # deadline the child is killed, which ends the read with EOF.
+        watchdog = threading.Timer(max(deadline - time.monotonic(), 0.01), self.kill)
+        watchdog.start()
         try:
-            data = self.conn.recv_bytes()
+            data = self.conn.recv_bytes(MAX_REPLY_BYTES)
         except (EOFError, OSError):
             return self._died(phase)
+        finally:
+            watchdog.cancel()
         try:
-            return unpack(data, REPLY_KEYS)
+            return unpack_reply(data)
         except ProtocolError as error:
             self.kill()
-            return _fault("crashed", phase, f"the worker sent a malformed reply: {error}")
+            return failure("crashed", phase, f"the worker sent a malformed reply: {error}")
 
     def _died(self, phase: str) -> dict:
         self.process.join(5)
@@ -183,7 +222,7 @@ class ProcessWorker:
             how = f"killed by signal {signal.Signals(-code).name}"
         else:
             how = f"exited with code {code}"
-        return _fault("crashed", phase, f"the worker process {how} during '{phase}'")
+        return failure("crashed", phase, f"the worker process {how} during '{phase}'")
 
     def _memory_over(self) -> str:
         cap = self.limits.host_memory_bytes
@@ -191,12 +230,21 @@ class ProcessWorker:
         return f"host memory {rss / GiB:.1f} GiB over the {cap / GiB:.1f} GiB cap" if cap and rss > cap else ""
 
     def log_tail(self, chars: int = 4000) -> str:
-        path = Path(self.workdir) / "worker.log"
-        if not path.exists():
+        """The end of the child's stdout and stderr. The candidate can replace the file
+        (a FIFO, a link to /dev/zero), so: no links followed, regular files only, and a
+        bounded read."""
+        try:
+            fd = os.open(Path(self.workdir) / "worker.log", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
             return ""
-        with open(path, "rb") as log:
-            log.seek(max(path.stat().st_size - chars, 0))
-            return log.read().decode(errors="replace")
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return "(the candidate replaced its log with something that is not a file)"
+            os.lseek(fd, max(info.st_size - chars, 0), os.SEEK_SET)
+            return os.read(fd, chars).decode(errors="replace")
+        finally:
+            os.close(fd)
 
     def kill(self) -> None:
         pid = self.process.pid
@@ -210,6 +258,8 @@ class ProcessWorker:
     def close(self) -> None:
         """Kill the process group and remove the working directory (every path, failures too)."""
         self.kill()
+        if self._sender is not None:
+            self._sender.join(10)   # the kill broke its pipe; the fd must not close under it
         self.conn.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
         _live_workers.discard(self)
@@ -219,10 +269,6 @@ def _serve(conn, settings: dict) -> None:
     from tools.sandbox.worker import serve  # already imported by the fork server
 
     serve(conn, settings)
-
-
-def _fault(status: str, phase: str, message: str) -> dict:
-    return {"kind": "failure", "status": status, "phase": phase, "message": message, "traceback": ""}
 
 
 def _resident_bytes(pid: int) -> int:
@@ -245,10 +291,19 @@ class ProcessSandbox:
 
     def worker(self) -> ProcessWorker:
         worker = self._pool.pop(0) if self._pool else ProcessWorker(self.cuda_index, self.limits)
+        if not worker.alive():  # killed while it waited (the OOM killer, a previous candidate)
+            worker.close()
+            worker = ProcessWorker(self.cuda_index, self.limits)
         while len(self._pool) < self.warm:
             self._pool.append(ProcessWorker(self.cuda_index, self.limits))
         worker.wait_ready()
         return worker
+
+    def settle(self) -> None:
+        """Wait until the warm workers have finished starting (CUDA initialisation), so
+        that none of them competes with a measurement."""
+        for worker in self._pool:
+            worker.wait_ready()
 
     def close(self) -> None:
         for worker in self._pool:

@@ -18,13 +18,20 @@ REQUEST_KEYS = {
     "run": {"arena", "inputs", "output_slots"},
     "time": {"arena", "input_sets", "warmup", "iters", "check_indices", "check_slots"},
 }
-REPLY_KEYS = {
-    "ready": {"pid", "device", "network_isolated", "isolation_note"},
-    "loaded": {"seconds", "flags_changed"},
-    "ran": {"seconds", "output_meta"},
-    "timed": {"event_ms", "wall_ms", "loop_wall_s", "checked_meta", "flags_changed"},
-    "failure": {"status", "phase", "message", "traceback"},
+# Replies cross from the candidate's process: every field's type is fixed. A spec is a
+# type (matched exactly: True is not an int), [spec] for a list of it, or a dict of specs.
+OUTPUT_META = {"container": str, "items": [{"type": str, "device": str, "dtype": str, "shape": [int],
+                                              "shares_input_storage": bool, "written": bool}]}
+REPLY_SCHEMA = {
+    "ready": {"pid": int, "device": str, "network_isolated": bool, "isolation_note": str},
+    "loaded": {"seconds": float, "flags_changed": [str]},
+    "ran": {"seconds": float, "output_meta": OUTPUT_META},
+    "timed": {"event_ms": [float], "wall_ms": [float], "loop_wall_s": float,
+              "checked_meta": [{"index": int, "meta": OUTPUT_META}], "flags_changed": [str]},
+    "failure": {"status": str, "phase": str, "message": str, "traceback": str},
 }
+REPLY_KEYS = {kind: set(schema) for kind, schema in REPLY_SCHEMA.items()}
+MAX_REPLY_BYTES = 16 * 1024 * 1024
 
 
 class ProtocolError(RuntimeError):
@@ -36,13 +43,16 @@ def load_request(source: str, class_name: str, init_inputs: list, torch_compile:
             "torch_compile": torch_compile}
 
 
+def failure(status: str, phase: str, message: str, trace: str = "") -> dict:
+    return {"kind": "failure", "status": status, "phase": phase, "message": message, "traceback": trace}
+
+
 def expect(reply: dict, kind: str, phase: str) -> dict:
     """The reply if it is `kind` or a failure; any other well-formed message is itself a
     failure (a worker that answers the wrong question cannot be trusted further)."""
     if reply["kind"] in (kind, "failure"):
         return reply
-    return {"kind": "failure", "status": "crashed", "phase": phase, "traceback": "",
-            "message": f"the worker answered '{reply['kind']}' to a '{phase}' request"}
+    return failure("crashed", phase, f"the worker answered '{reply['kind']}' to a '{phase}' request")
 
 
 def pack(message: dict) -> bytes:
@@ -62,3 +72,22 @@ def unpack(data: bytes, allowed: dict) -> dict:
     if set(message) != expected:
         raise ProtocolError(f"message '{message['kind']}' has keys {sorted(message)}, expected {sorted(expected)}")
     return message
+
+
+def unpack_reply(data: bytes) -> dict:
+    """A worker's reply, with every field of the type the protocol says."""
+    message = unpack(data, REPLY_KEYS)
+    schema = REPLY_SCHEMA[message["kind"]]
+    for key, spec in schema.items():
+        if not conforms(message[key], spec):
+            raise ProtocolError(f"field '{key}' of a '{message['kind']}' reply is not of the protocol's type")
+    return message
+
+
+def conforms(value, spec) -> bool:
+    if isinstance(spec, dict):
+        return (isinstance(value, dict) and set(value) == set(spec)
+                and all(conforms(value[key], inner) for key, inner in spec.items()))
+    if isinstance(spec, list):
+        return isinstance(value, list) and all(conforms(item, spec[0]) for item in value)
+    return type(value) is spec

@@ -57,9 +57,15 @@ class Arena:
     def host(cls, nbytes: int) -> "Arena":
         folder = SHM_DIR if os.path.isdir(SHM_DIR) else tempfile.gettempdir()
         handle, path = tempfile.mkstemp(prefix="kernelpilot-arena-", dir=folder)
-        os.ftruncate(handle, max(nbytes, 1))
-        os.close(handle)
-        buffer = torch.from_file(path, shared=True, size=max(nbytes, 1), dtype=torch.uint8)
+        try:
+            # Real pages now: a sparse file on a full tmpfs would kill a writer with SIGBUS later.
+            os.posix_fallocate(handle, 0, max(nbytes, 1))
+            buffer = torch.from_file(path, shared=True, size=max(nbytes, 1), dtype=torch.uint8)
+        except BaseException:
+            os.unlink(path)
+            raise
+        finally:
+            os.close(handle)
         return cls(buffer, {"kind": "file", "path": path, "nbytes": max(nbytes, 1)})
 
     @classmethod
@@ -142,7 +148,8 @@ class Exchange:
         if self.device.type != "cuda":
             return Arena.host(nbytes)
         if self._cuda is None or self._cuda.nbytes < nbytes:
-            self._cuda = Arena.cuda(nbytes, self.device)
+            # Grow in powers of two: a replaced arena that a killed worker had opened is never freed.
+            self._cuda = Arena.cuda(1 << max(nbytes - 1, 1).bit_length(), self.device)
         return self._cuda.reset()
 
     def ready(self, arena: Arena) -> None:

@@ -14,13 +14,14 @@ import ctypes
 import importlib.util
 import os
 import resource
+import signal
 import sys
 import time
 import traceback
 
 import torch
 
-from tools.sandbox.protocol import REQUEST_KEYS, ProtocolError, pack, unpack
+from tools.sandbox.protocol import REQUEST_KEYS, ProtocolError, failure, pack, unpack
 from tools.sandbox.shm import open_arena
 
 # Taken before any candidate code runs, so a candidate that patches the public names
@@ -29,6 +30,7 @@ _perf_counter = time.perf_counter
 _Event = torch.cuda.Event
 _synchronize = torch.cuda.synchronize
 
+PR_SET_PDEATHSIG = 1
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
 L2_FLUSH_BYTES = 256 * 1024 * 1024
@@ -54,9 +56,11 @@ def serve(conn, settings: dict) -> None:
         try:
             request = unpack(data, REQUEST_KEYS)
         except ProtocolError as error:
-            conn.send_bytes(pack(failure("runtime_error", "start", str(error), "")))
+            conn.send_bytes(pack(failure("crashed", "start", f"the trusted side sent a bad request: {error}")))
             return
-        conn.send_bytes(pack(handle(session, request)))
+        reply = handle(session, request)
+        flush_output()   # what the candidate printed is in the log before the parent reads it
+        conn.send_bytes(pack(reply))
 
 
 # ----------------------------------------------------------------------------- isolation
@@ -65,6 +69,8 @@ def isolate(settings: dict) -> str:
     """Own process group, throw-away cwd, scrubbed env, rlimits, no network.
     Returns '' when the network is cut off, else why it is not."""
     os.setsid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)   # die with the fork server, hence with the trusted side
     os.chdir(settings["workdir"])
     log = os.open(LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(log, 1)
@@ -140,7 +146,7 @@ def handle(session: dict, request: dict) -> dict:
         return handler(session, request)
     except BaseException as error:  # the candidate's failure is data; SystemExit too
         phase = "load" if request["kind"] == "load" else request["kind"]
-        return failure(classify(error), phase, f"{type(error).__name__}: {error}",
+        return failure(classify(error), phase, f"{type(error).__name__}: {error}"[:TRACEBACK_CHARS],
                        traceback.format_exc()[-TRACEBACK_CHARS:])
 
 
@@ -184,7 +190,7 @@ def time_calls(session: dict, request: dict) -> dict:
     timed by CUDA events and by the host clock around a device-wide synchronize."""
     model = require_model(session)
     if session["device"].type != "cuda":
-        return failure("runtime_error", "time", "timing needs a CUDA device", "")
+        return failure("runtime_error", "time", "timing needs a CUDA device")
     arena = open_arena(request["arena"])
     sets = [[arena.view(ref) for ref in refs] for refs in request["input_sets"]]
     slots = {index: [arena.view(ref) for ref in refs]
@@ -210,7 +216,7 @@ def time_calls(session: dict, request: dict) -> dict:
             _synchronize()  # device-wide: work on any stream is inside the wall time
             wall_ms.append((_perf_counter() - t0) * 1e3)
             if i in slots:
-                checked_meta.append([i, write_output(output, sets[i % len(sets)], slots[i])])
+                checked_meta.append({"index": i, "meta": write_output(output, sets[i % len(sets)], slots[i])})
         loop_wall_s = _perf_counter() - loop_start
         _synchronize()
     return {
@@ -221,6 +227,14 @@ def time_calls(session: dict, request: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+def flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):  # the candidate closed or replaced it
+            pass
+
 
 def sync(session: dict) -> None:
     if session["device"].type == "cuda":
@@ -272,7 +286,3 @@ def classify(error: BaseException) -> str:
         return "runtime_error"
     return "compile_error" if isinstance(error, CompilationError) else "runtime_error"
 
-
-def failure(status: str, phase: str, message: str, trace: str) -> dict:
-    return {"kind": "failure", "status": status, "phase": phase, "message": message[:TRACEBACK_CHARS],
-            "traceback": trace}
