@@ -108,23 +108,14 @@ def _numeric(r: torch.Tensor, o: torch.Tensor, tol: Tolerance, label: str) -> Co
     return Comparison(True, "", max_abs, rel)
 
 
-@dataclass(frozen=True)
-class CallVerdict:
-    ok: bool
-    reason: str = ""
-    max_abs_error: float | None = None
-    rel_error: float | None = None
-
-
 def judge_call(container: str, expected: list[torch.Tensor], inputs: list[torch.Tensor] | None,
-               outputs: list, meta: dict, inputs_after: list | None, device: str) -> CallVerdict:
+               outputs: list, meta: dict, inputs_after: list | None, device: str) -> Comparison:
     """Contract, then untouched inputs, then numerics: one call's outputs (the arena
     slots the worker wrote) against the reference."""
     broken = check_contract(container, expected, meta, device)
     if broken:
-        return CallVerdict(False, broken)
+        return Comparison(False, broken)
     for index, (before, after) in enumerate(zip(inputs or [], inputs_after or [])):
         if not torch.equal(before, after.to(before.device)):
-            return CallVerdict(False, f"the candidate modified input {index}")
-    result = compare(expected, outputs)
-    return CallVerdict(result.ok, result.reason, result.max_abs_error, result.rel_error)
+            return Comparison(False, f"the candidate modified input {index}")
+    return compare(expected, outputs)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from tools.baselines import BaselineStore
-from tools.compare import CallVerdict, judge_call
+from tools.compare import Comparison, judge_call
 from tools.device import DeviceInfo, versions
 from tools.inputs import Distribution, draw, secret_seed, trial_plan
 from tools.lint import lint_problem
@@ -167,7 +167,7 @@ class Evaluator:
 
 
 def run_trial(worker, exchange: Exchange, container: str, expected: list[torch.Tensor], inputs: list[torch.Tensor],
-              device: str, timeout: float) -> tuple[dict, CallVerdict | None]:
+              device: str, timeout: float) -> tuple[dict, Comparison | None]:
     """One `run` request: inputs into the arena, the call, then the outputs the worker
     put in the slots and the inputs as the call left them, judged against the reference."""
     arena = exchange.acquire(arena_bytes([(x.shape, x.dtype) for x in inputs] + [(y.shape, y.dtype) for y in expected]))
