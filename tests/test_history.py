@@ -1,0 +1,168 @@
+"""The history store against a real SQLite file and a real PostgreSQL server: records
+read back, the best first, concurrent writers lose nothing, a crash mid-write leaves
+no half record, and the schema version guards against newer databases."""
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from tests.conftest import PROBLEMS
+from tools.history import SCHEMA_VERSION, HistoryError, HistoryStore, Meta, Origin, ProblemRow
+from tools.problems import load_problem
+from tools.records import EvalResult, EvalStatus, Flag, Mode
+
+PROBLEM = PROBLEMS / "04_softmax_rows.py"
+
+
+def make_result(status=EvalStatus.CORRECT, speedup=None, **fields) -> EvalResult:
+    runtime = None if speedup is None else 1.0
+    base = dict(status=status, flags=[], reason="", phase=None, max_abs_error=1e-7, rel_error=1e-7, trials_run=5,
+                trials_passed=5, runtime_ms=runtime, timing=None, eager_ms=speedup, compile_ms=None,
+                speedup_vs_eager=speedup, speedup_vs_compile=None, device="cpu", mode=Mode.CPU_INTERPRETER,
+                size="small", problem="04_softmax_rows", problem_hash="", candidate_hash="", sandbox="process",
+                network_isolated=True, versions={"torch": "2.13.0"}, lint_findings=[], notes=[], log="", seconds=1.0)
+    return EvalResult(**{**base, **fields})
+
+
+def exercise(store: HistoryStore) -> None:
+    problem = load_problem(PROBLEM, size="small")
+    slow = store.record(problem, "slow source", make_result(speedup=1.2), Origin("builtin", analysis="naive"), "s1")
+    fast = store.record(problem, "fast source", make_result(speedup=3.5, flags=[Flag.TIMING_MISMATCH]),
+                        Origin("openai", model="m", analysis="fused"), "s1", parent_hash="slow")
+    store.record(problem, "fast source", make_result(speedup=3.1), Origin("openai"), "s2")
+    store.record(problem, "broken", make_result(EvalStatus.COMPILE_ERROR, reason="SyntaxError"), Origin("builtin"), "s2")
+    entries = store.entries(problem.hash)
+    assert [e.status for e in entries] == [EvalStatus.CORRECT] * 3 + [EvalStatus.COMPILE_ERROR]
+    assert entries[1].flags == ["timing_mismatch"] and entries[1].analysis == "fused"
+    assert [e.speedup_vs_eager for e in store.best(problem.hash, k=2)] == [3.5, 3.1]
+    assert store.best(problem.hash, k=1)[0].id == fast != slow
+    assert store.source(entries[1].candidate_hash) == "fast source"
+    with Session(store.engine) as db:
+        assert db.query(ProblemRow).count() == 1            # one problem row, however many evaluations
+        assert db.get(Meta, "schema_version").value == str(SCHEMA_VERSION)
+
+
+def write_many(url: str, worker: int, count: int) -> None:
+    store = HistoryStore(url)
+    problem = load_problem(PROBLEM, size="small")
+    for i in range(count):
+        store.record(problem, f"candidate {worker}-{i}", make_result(speedup=1.0 + i), Origin("builtin"), f"w{worker}")
+
+
+def concurrent_writers(url: str, workers: int = 4, count: int = 25) -> None:
+    HistoryStore(url)   # create the schema once, as a batch run's parent does
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=write_many, args=(url, w, count)) for w in range(workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(120)
+        assert process.exitcode == 0
+    assert HistoryStore(url).count() == workers * count
+
+
+def die_mid_write(url: str) -> None:
+    store = HistoryStore(url)
+    problem = load_problem(PROBLEM, size="small")
+    for i in range(5):
+        store.record(problem, f"kept {i}", make_result(speedup=2.0), Origin("builtin"), "crash")
+    with Session(store.engine) as db:
+        db.begin()
+        db.add(ProblemRow(hash="half-written", name="x", suite="x", level=None, category=None, source=""))
+        db.flush()
+        os.kill(os.getpid(), signal.SIGKILL)   # dies inside the open transaction
+
+
+def test_sqlite_records_and_reads_back(tmp_path):
+    store = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
+    exercise(store)
+    with store.engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_sqlite_concurrent_writers_lose_nothing(tmp_path):
+    concurrent_writers(f"sqlite:///{tmp_path / 'history.db'}")
+
+
+def test_a_crash_mid_write_keeps_what_was_committed_and_nothing_else(tmp_path):
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    process = multiprocessing.get_context("spawn").Process(target=die_mid_write, args=(url,))
+    process.start()
+    process.join(60)
+    assert process.exitcode == -signal.SIGKILL
+    store = HistoryStore(url)
+    assert store.count() == 5
+    with Session(store.engine) as db:
+        assert db.get(ProblemRow, "half-written") is None
+
+
+def test_a_database_from_a_newer_version_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    store = HistoryStore(url)
+    with Session(store.engine) as db, db.begin():
+        db.get(Meta, "schema_version").value = str(SCHEMA_VERSION + 1)
+    with pytest.raises(HistoryError, match="newer than this kernelpilot"):
+        HistoryStore(url)
+
+
+def test_an_unreachable_server_is_a_clear_error(tmp_path):
+    with pytest.raises(HistoryError, match="cannot open the history store"):
+        HistoryStore(f"postgresql+psycopg://nobody@/kp?host={tmp_path}&port=1")
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+def _pg_bin() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent   # /usr/local/bin may hold links to some tools only
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return versions[-1].parent if versions else None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """KERNELPILOT_TEST_PG_URL if set, else a throw-away cluster on a Unix socket."""
+    if os.environ.get("KERNELPILOT_TEST_PG_URL"):
+        yield os.environ["KERNELPILOT_TEST_PG_URL"]
+        return
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server binaries here (Debian package postgresql; .ci/run installs it)")
+    folder = Path(tempfile.mkdtemp(prefix="kp-pg-"))
+    as_user = []
+    if os.geteuid() == 0:   # postgres refuses to run as root
+        shutil.chown(folder, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = folder / "data"
+    run = lambda *args: subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=120)
+    run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "kp")
+    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "log"),
+        "-o", f"-k {folder} -c listen_addresses='' -p 5433", "start")
+    try:
+        run(str(bin_dir / "createdb"), "-h", str(folder), "-p", "5433", "-U", "kp", "kp")
+        yield f"postgresql+psycopg://kp@/kp?host={folder}&port=5433"
+    finally:
+        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-m", "immediate", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_postgres_records_and_reads_back(postgres_url):
+    store = HistoryStore(postgres_url)
+    with store.engine.begin() as connection:   # a clean slate: the module's tests share the server
+        connection.execute(text("DROP TABLE IF EXISTS evaluations, candidates, problems, meta CASCADE"))
+    exercise(HistoryStore(postgres_url))
+
+
+def test_postgres_concurrent_writers_lose_nothing(postgres_url):
+    store = HistoryStore(postgres_url)
+    with store.engine.begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS evaluations, candidates, problems, meta CASCADE"))
+    concurrent_writers(postgres_url)

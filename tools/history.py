@@ -1,0 +1,234 @@
+"""The speedup-history store: every evaluation, with its problem and candidate, kept.
+
+SQLAlchemy 2 over SQLite by default (`$KERNELPILOT_HOME/history.db`, WAL mode, retried
+on "database is locked"), or any SQLAlchemy URL from the caller or
+`KERNELPILOT_DB_URL` (PostgreSQL for a team or an RL cluster). Each write is one
+transaction, so a crash loses nothing already committed and leaves no half record.
+The schema carries a version; opening a database applies the upgrades it lacks and
+refuses one written by a newer kernelpilot.
+
+    store = HistoryStore()                       # or HistoryStore("postgresql+psycopg://...")
+    evaluation_id = store.record(problem, source, result, Origin(policy="builtin"), session="s1")
+    store.best(problem.hash, k=3)
+"""
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import (Float, ForeignKey, Integer, String, Text, create_engine, event, func, inspect, select)
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+from tools.problems import Problem
+from tools.records import EvalResult, EvalStatus
+
+SCHEMA_VERSION = 1
+
+
+class HistoryError(RuntimeError):
+    """The store cannot be used (unreachable server, a database from a newer version)."""
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class ProblemRow(Base):
+    __tablename__ = "problems"
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    suite: Mapped[str] = mapped_column(String(128))
+    level: Mapped[int | None] = mapped_column(Integer)
+    category: Mapped[str | None] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(Text)
+
+
+class CandidateRow(Base):
+    __tablename__ = "candidates"
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    problem_hash: Mapped[str] = mapped_column(ForeignKey("problems.hash"), index=True)
+    source: Mapped[str] = mapped_column(Text)
+    backend: Mapped[str] = mapped_column(String(16))
+    parent_hash: Mapped[str | None] = mapped_column(String(64))
+    policy: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(256))
+    analysis: Mapped[str | None] = mapped_column(Text)
+
+
+class EvaluationRow(Base):
+    __tablename__ = "evaluations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    candidate_hash: Mapped[str] = mapped_column(ForeignKey("candidates.hash"), index=True)
+    problem_hash: Mapped[str] = mapped_column(ForeignKey("problems.hash"), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    flags: Mapped[str] = mapped_column(Text)            # JSON list of flag names
+    reason: Mapped[str] = mapped_column(Text)
+    max_abs_error: Mapped[float | None] = mapped_column(Float)
+    rel_error: Mapped[float | None] = mapped_column(Float)
+    runtime_ms: Mapped[float | None] = mapped_column(Float)
+    eager_ms: Mapped[float | None] = mapped_column(Float)
+    compile_ms: Mapped[float | None] = mapped_column(Float)
+    speedup_vs_eager: Mapped[float | None] = mapped_column(Float)
+    speedup_vs_compile: Mapped[float | None] = mapped_column(Float)
+    device: Mapped[str] = mapped_column(String(128))
+    mode: Mapped[str] = mapped_column(String(32))
+    size: Mapped[str] = mapped_column(String(16))
+    sandbox: Mapped[str] = mapped_column(String(16))
+    versions: Mapped[str] = mapped_column(Text)         # JSON: torch, triton, python, cuda
+    session: Mapped[str] = mapped_column(String(128), index=True)
+    created: Mapped[str] = mapped_column(String(32))    # ISO 8601, UTC
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who wrote a candidate: the policy, the model behind it, and its analysis."""
+
+    policy: str
+    model: str | None = None
+    analysis: str | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One evaluation as the agent and the trainer read it back."""
+
+    id: int
+    candidate_hash: str
+    status: EvalStatus
+    flags: list[str]
+    speedup_vs_eager: float | None
+    speedup_vs_compile: float | None
+    runtime_ms: float | None
+    analysis: str | None
+    session: str
+    created: str
+
+
+def default_url() -> str:
+    if os.environ.get("KERNELPILOT_DB_URL"):
+        return os.environ["KERNELPILOT_DB_URL"]
+    home = Path(os.environ.get("KERNELPILOT_HOME", Path.home() / ".kernelpilot"))
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'history.db'}"
+
+
+def _locked(error: BaseException) -> bool:
+    return isinstance(error, OperationalError) and "database is locked" in str(error)
+
+
+# SQLite allows one writer at a time: a batch worker that finds the file locked waits and retries.
+_retry_locked = retry(retry=retry_if_exception(_locked), stop=stop_after_attempt(8),
+                      wait=wait_exponential(multiplier=0.05, max=2.0), reraise=True)
+
+
+class HistoryStore:
+    def __init__(self, url: str | None = None):
+        self.url = url or default_url()
+        self.engine = create_engine(self.url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            self._migrate()
+        except OperationalError as error:
+            raise HistoryError(f"cannot open the history store at {self.engine.url!r}: {error.orig}") from None
+
+    @_retry_locked
+    def _migrate(self) -> None:
+        with Session(self.engine) as session, session.begin():
+            if not inspect(session.connection()).has_table("meta"):
+                Base.metadata.create_all(session.connection())
+                session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+                return
+            version = int(session.get(Meta, "schema_version").value)
+            if version > SCHEMA_VERSION:
+                raise HistoryError(f"the history store at {self.engine.url!r} has schema version {version}, "
+                                   f"newer than this kernelpilot's {SCHEMA_VERSION}: upgrade kernelpilot")
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                UPGRADES[step](session)
+            session.get(Meta, "schema_version").value = str(SCHEMA_VERSION)
+
+    @_retry_locked
+    def record(self, problem: Problem, source: str, result: EvalResult, origin: Origin, session: str,
+               parent_hash: str | None = None, backend: str = "triton") -> int:
+        """Store one evaluation (with its problem and candidate, once each); its id."""
+        with Session(self.engine) as db, db.begin():
+            if db.get(ProblemRow, problem.hash) is None:
+                db.add(ProblemRow(hash=problem.hash, name=problem.name, suite=problem.suite, level=problem.level,
+                                  category=problem.category, source=problem.source))
+            candidate_hash = hashlib.sha256(source.encode()).hexdigest()
+            if db.get(CandidateRow, candidate_hash) is None:
+                db.add(CandidateRow(hash=candidate_hash, problem_hash=problem.hash, source=source, backend=backend,
+                                    parent_hash=parent_hash, policy=origin.policy, model=origin.model,
+                                    analysis=origin.analysis))
+            row = _evaluation_row(result, candidate_hash, problem.hash, session)
+            db.add(row)
+            db.flush()
+            return row.id
+
+    def entries(self, problem_hash: str) -> list[Entry]:
+        """Every evaluation of a problem, oldest first."""
+        query = (select(EvaluationRow, CandidateRow.analysis)
+                 .join(CandidateRow, CandidateRow.hash == EvaluationRow.candidate_hash)
+                 .where(EvaluationRow.problem_hash == problem_hash).order_by(EvaluationRow.id))
+        with Session(self.engine) as db:
+            return [_entry(row, analysis) for row, analysis in db.execute(query)]
+
+    def best(self, problem_hash: str, k: int = 3) -> list[Entry]:
+        """The k fastest correct evaluations (by speedup over eager), best first."""
+        query = (select(EvaluationRow, CandidateRow.analysis)
+                 .join(CandidateRow, CandidateRow.hash == EvaluationRow.candidate_hash)
+                 .where(EvaluationRow.problem_hash == problem_hash, EvaluationRow.status == EvalStatus.CORRECT.value,
+                        EvaluationRow.speedup_vs_eager.is_not(None))
+                 .order_by(EvaluationRow.speedup_vs_eager.desc(), EvaluationRow.id).limit(k))
+        with Session(self.engine) as db:
+            return [_entry(row, analysis) for row, analysis in db.execute(query)]
+
+    def count(self) -> int:
+        with Session(self.engine) as db:
+            return db.scalar(select(func.count()).select_from(EvaluationRow))
+
+    def source(self, candidate_hash: str) -> str | None:
+        with Session(self.engine) as db:
+            row = db.get(CandidateRow, candidate_hash)
+            return row.source if row else None
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")       # readers never block the writer
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _evaluation_row(result: EvalResult, candidate_hash: str, problem_hash: str, session: str) -> EvaluationRow:
+    return EvaluationRow(
+        candidate_hash=candidate_hash, problem_hash=problem_hash, status=result.status.value,
+        flags=json.dumps([flag.value for flag in result.flags]), reason=result.reason,
+        max_abs_error=result.max_abs_error, rel_error=result.rel_error, runtime_ms=result.runtime_ms,
+        eager_ms=result.eager_ms, compile_ms=result.compile_ms, speedup_vs_eager=result.speedup_vs_eager,
+        speedup_vs_compile=result.speedup_vs_compile, device=result.device, mode=result.mode.value,
+        size=result.size, sandbox=result.sandbox, versions=json.dumps(result.versions), session=session,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def _entry(row: EvaluationRow, analysis: str | None) -> Entry:
+    return Entry(id=row.id, candidate_hash=row.candidate_hash, status=EvalStatus(row.status),
+                 flags=json.loads(row.flags), speedup_vs_eager=row.speedup_vs_eager,
+                 speedup_vs_compile=row.speedup_vs_compile, runtime_ms=row.runtime_ms, analysis=analysis,
+                 session=row.session, created=row.created)
+
+
+# Upgrades from version N-1 to N, applied in order by `_migrate`. Version 1 is the first
+# schema: there is nothing to upgrade from yet.
+UPGRADES: dict = {}
