@@ -67,3 +67,13 @@ def test_gpu_faults_cost_only_the_child(gpu_evaluator, source, statuses):
     assert gpu_evaluator.evaluate(problem, source).status in statuses
     after = gpu_evaluator.evaluate(problem, read(CANDIDATES / "04_softmax_rows.py"))
     assert after.status is EvalStatus.CORRECT, after.reason
+
+
+def test_profile_names_the_candidates_own_kernel(gpu_evaluator):
+    problem = load_problem(PROBLEMS / "04_softmax_rows.py")
+    profile = gpu_evaluator.profile(problem, read(CANDIDATES / "04_softmax_rows.py"))
+    assert profile.available and profile.status is None, profile.reason
+    top = profile.kernels[0]
+    assert "softmax_kernel" in top.name and top.launches_per_call == 1 and top.share > 0.9
+    assert profile.device_ms_per_call > 0
+    print(profile.model_dump_json(indent=1))   # recorded in the issue note

@@ -44,8 +44,14 @@ def exercise(store: HistoryStore) -> None:
     assert [e.speedup_vs_eager for e in store.best(problem.hash, k=2)] == [3.5, 3.1]
     assert store.best(problem.hash, k=1)[0].id == fast != slow
     assert store.source(entries[1].candidate_hash) == "fast source"
+    assert [e.speedup_vs_eager for e in store.stratified(problem.hash, k=2)] == [3.5, 1.2]   # fastest and slowest
+    assert [e.status for e in store.recent(problem.hash, k=1)] == [EvalStatus.COMPILE_ERROR]
+    neighbour = load_problem(PROBLEMS / "05_log_softmax_rows.py", size="small")   # same category: softmax
+    store.record(neighbour, "neighbour source", make_result(speedup=2.0), Origin("builtin"), "s3")
+    assert [(name, e.speedup_vs_eager) for name, e in store.similar_best("softmax", problem.hash)] == [
+        ("05_log_softmax_rows", 2.0)]
     with Session(store.engine) as db:
-        assert db.query(ProblemRow).count() == 1            # one problem row, however many evaluations
+        assert db.query(ProblemRow).count() == 2            # one row per problem, however many evaluations
         assert db.get(Meta, "schema_version").value == str(SCHEMA_VERSION)
 
 
@@ -157,12 +163,12 @@ def postgres_url():
 def test_postgres_records_and_reads_back(postgres_url):
     store = HistoryStore(postgres_url)
     with store.engine.begin() as connection:   # a clean slate: the module's tests share the server
-        connection.execute(text("DROP TABLE IF EXISTS evaluations, candidates, problems, meta CASCADE"))
+        connection.execute(text("DROP TABLE IF EXISTS submissions, evaluations, candidates, problems, meta CASCADE"))
     exercise(HistoryStore(postgres_url))
 
 
 def test_postgres_concurrent_writers_lose_nothing(postgres_url):
     store = HistoryStore(postgres_url)
     with store.engine.begin() as connection:
-        connection.execute(text("DROP TABLE IF EXISTS evaluations, candidates, problems, meta CASCADE"))
+        connection.execute(text("DROP TABLE IF EXISTS submissions, evaluations, candidates, problems, meta CASCADE"))
     concurrent_writers(postgres_url)

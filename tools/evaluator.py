@@ -24,7 +24,8 @@ from tools.device import DeviceInfo, versions
 from tools.inputs import Distribution, draw, secret_seed, trial_plan
 from tools.lint import lint_problem
 from tools.problems import Problem
-from tools.records import EvalResult, EvalStatus, Flag, LintReport, Mode, Phase, TimingStats, failure_verdict
+from tools.records import (EvalResult, EvalStatus, Flag, KernelShare, LintReport, Mode, Phase, ProfileResult,
+                           TimingStats, failure_verdict)
 from tools.reference import Reference
 from tools.sandbox.process import Limits
 from tools.sandbox.protocol import expect, load_request
@@ -41,6 +42,7 @@ class EvalConfig:
     limits: Limits = Limits()
     timing: TimingConfig = TimingConfig()
     baselines: bool = True
+    timed: bool = True          # False: correctness only, even on a GPU
 
 
 @dataclass(frozen=True)
@@ -76,16 +78,44 @@ class Evaluator:
         self.baselines = baselines or BaselineStore(sandbox, device, self.exchange, config.timing)
         self._contexts: OrderedDict[tuple[str, str], ProblemContext] = OrderedDict()
 
-    def evaluate(self, problem: Problem, source: str) -> EvalResult:
+    def evaluate(self, problem: Problem, source: str, config: EvalConfig | None = None) -> EvalResult:
+        """One evaluation; `config` overrides the evaluator's own for this call."""
         start = time.perf_counter()
+        config = config or self.config
         context = self.context(problem)
         worker = self.sandbox.worker()
         try:
-            outcome = self._run(context, worker, source)
+            outcome = self._run(context, worker, source, config)
             log = worker.log_tail(LOG_CHARS)
         finally:
             worker.close()
-        return self._result(problem, source, context, outcome, worker.ready, log, time.perf_counter() - start)
+        return self._result(problem, source, context, outcome, worker.ready, log, time.perf_counter() - start, config)
+
+    def profile(self, problem: Problem, source: str, calls: int = 10) -> ProfileResult:
+        """The kernels one forward launches, with launch counts and time shares."""
+        if self.device.mode is not Mode.GPU:
+            return ProfileResult(available=False, reason="no GPU: profiling needs a CUDA device", status=None,
+                                 kernels=[], device_ms_per_call=None, device=self.device.name)
+        context = self.context(problem)
+        inputs = draw(problem, secret_seed(), Distribution.OWN, context.reference.device)
+        worker = self.sandbox.worker()
+        arena = self.exchange.acquire(arena_bytes([(x.shape, x.dtype) for x in inputs]))
+        try:
+            reply = expect(worker.call(load_request(source, "ModelNew", problem.init_inputs()),
+                                       self.config.limits.load_s), "loaded", "load")
+            if reply["kind"] != "failure":
+                refs = [arena.put(x) for x in inputs]
+                self.exchange.ready(arena)
+                reply = expect(worker.call({"kind": "profile", "arena": arena.describe(), "inputs": refs,
+                                            "calls": calls}, self.config.limits.timing_s), "profiled", "profile")
+        finally:
+            self.exchange.release(arena)
+            worker.close()
+        if reply["kind"] == "failure":
+            status, _, reason = failure_verdict(reply)
+            return ProfileResult(available=True, reason=reason, status=status, kernels=[], device_ms_per_call=None,
+                                 device=self.device.name)
+        return profile_result(reply, self.device.name)
 
     def context(self, problem: Problem) -> ProblemContext:
         """The problem's reference and lint, kept for the last few problems (a reference
@@ -100,29 +130,29 @@ class Evaluator:
         self._contexts.move_to_end(key)
         return self._contexts[key]
 
-    def _run(self, context: ProblemContext, worker, source: str) -> Outcome:
+    def _run(self, context: ProblemContext, worker, source: str, config: EvalConfig) -> Outcome:
         problem = context.reference.problem
-        loaded = expect(worker.call(load_request(source, "ModelNew", problem.init_inputs()), self.config.limits.load_s),
+        loaded = expect(worker.call(load_request(source, "ModelNew", problem.init_inputs()), config.limits.load_s),
                         "loaded", "load")
         if loaded["kind"] == "failure":
             return failed(loaded)
         if loaded["flags_changed"]:
             return Outcome(EvalStatus.REJECTED, f"importing the candidate changed global precision flags: "
                            f"{', '.join(loaded['flags_changed'])}", Phase.LOAD)
-        outcome = self._check_trials(context, worker)
-        if outcome.status is not EvalStatus.CORRECT or self.device.mode is Mode.CPU_INTERPRETER:
+        outcome = self._check_trials(context, worker, config)
+        if outcome.status is not EvalStatus.CORRECT or self.device.mode is Mode.CPU_INTERPRETER or not config.timed:
             return outcome
         self.sandbox.settle()   # warm workers still starting would compete with the timed loop
-        timed = time_candidate(worker, self.exchange, context.reference, self.config.timing, self.config.limits)
+        timed = time_candidate(worker, self.exchange, context.reference, config.timing, config.limits)
         if timed.status is not EvalStatus.CORRECT:
             return replace(outcome, status=timed.status, reason=timed.reason, phase=Phase.TIME)
         return replace(outcome, timing=timed.stats, flags=timed.flags)
 
-    def _check_trials(self, context: ProblemContext, worker) -> Outcome:
-        reference, limits = context.reference, self.config.limits
-        seeds = [secret_seed() for _ in range(self.config.trials)]   # drawn after the candidate loaded
+    def _check_trials(self, context: ProblemContext, worker, config: EvalConfig) -> Outcome:
+        reference, limits = context.reference, config.limits
+        seeds = [secret_seed() for _ in range(config.trials)]   # drawn after the candidate loaded
         worst_abs, worst_rel = 0.0, 0.0
-        for trial, (seed, distribution) in enumerate(zip(seeds, trial_plan(self.config.trials, context.distributions))):
+        for trial, (seed, distribution) in enumerate(zip(seeds, trial_plan(config.trials, context.distributions))):
             inputs = draw(reference.problem, seed, distribution, reference.device)
             container, expected = reference.run(inputs)
             label = f"trial {trial + 1} ({distribution.value} inputs)"
@@ -135,10 +165,10 @@ class Evaluator:
             if not verdict.ok:
                 return Outcome(EvalStatus.INCORRECT, f"{label}: {verdict.reason}", Phase.RUN,
                                verdict.max_abs_error, verdict.rel_error, trial + 1, trial)
-        return Outcome(EvalStatus.CORRECT, "", None, worst_abs, worst_rel, self.config.trials, self.config.trials)
+        return Outcome(EvalStatus.CORRECT, "", None, worst_abs, worst_rel, config.trials, config.trials)
 
     def _result(self, problem: Problem, source: str, context: ProblemContext, outcome: Outcome,
-                ready: dict | None, log: str, seconds: float) -> EvalResult:
+                ready: dict | None, log: str, seconds: float, config: EvalConfig) -> EvalResult:
         flags = list(outcome.flags)
         if context.lint.degenerate:
             flags.append(Flag.DEGENERATE_PROBLEM)
@@ -147,7 +177,7 @@ class Evaluator:
             flags.append(Flag.NETWORK_NOT_ISOLATED)
         eager_ms = compile_ms = None
         notes = []
-        if outcome.timing is not None and self.config.baselines:
+        if outcome.timing is not None and config.baselines:
             baselines = self.baselines.get(context.reference)
             eager_ms = baselines.eager.median_ms if baselines.eager else None
             compile_ms = baselines.compiled.median_ms if baselines.compiled else None
@@ -188,6 +218,16 @@ def run_trial(worker, exchange: Exchange, container: str, expected: list[torch.T
 def failed(reply: dict, label: str = "") -> Outcome:
     status, phase, reason = failure_verdict(reply)
     return Outcome(status, f"{label}: {reason}" if label else reason, phase)
+
+
+def profile_result(reply: dict, device: str) -> ProfileResult:
+    calls = max(reply["calls"], 1)
+    total_us = sum(k["device_us"] for k in reply["kernels"]) or 1.0
+    kernels = sorted((KernelShare(name=k["name"], launches_per_call=k["count"] / calls,
+                                  device_ms_per_call=k["device_us"] / calls / 1e3, share=k["device_us"] / total_us)
+                      for k in reply["kernels"]), key=lambda k: k.share, reverse=True)
+    return ProfileResult(available=True, reason="", status=None, kernels=kernels,
+                         device_ms_per_call=total_us / calls / 1e3, device=device)
 
 
 def ratio(baseline_ms: float | None, runtime_ms: float | None) -> float | None:

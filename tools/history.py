@@ -89,6 +89,14 @@ class EvaluationRow(Base):
     created: Mapped[str] = mapped_column(String(32))    # ISO 8601, UTC
 
 
+class SubmissionRow(Base):
+    """The evaluation a session handed back as its answer (one per session)."""
+
+    __tablename__ = "submissions"
+    session: Mapped[str] = mapped_column(String(128), primary_key=True)
+    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id"))
+
+
 @dataclass(frozen=True)
 class Origin:
     """Who wrote a candidate: the policy, the model behind it, and its analysis."""
@@ -192,6 +200,45 @@ class HistoryStore:
                  .order_by(EvaluationRow.speedup_vs_eager.desc(), EvaluationRow.id).limit(k))
         with Session(self.engine) as db:
             return [_entry(row, analysis) for row, analysis in db.execute(query)]
+
+    def recent(self, problem_hash: str, k: int = 3) -> list[Entry]:
+        return self.entries(problem_hash)[-k:][::-1]
+
+    def stratified(self, problem_hash: str, k: int = 3) -> list[Entry]:
+        """Fast, middling and slow correct kernels, spread evenly over the speedup ranking
+        (what a contrastive prompt shows), fastest first."""
+        ranked = sorted((e for e in self.entries(problem_hash)
+                         if e.status is EvalStatus.CORRECT and e.speedup_vs_eager is not None),
+                        key=lambda e: e.speedup_vs_eager, reverse=True)
+        if len(ranked) <= k:
+            return ranked
+        picks = sorted({round(i * (len(ranked) - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
+        return [ranked[i] for i in picks]
+
+    def similar_best(self, category: str | None, exclude_hash: str, k: int = 3) -> list[tuple[str, Entry]]:
+        """The best correct evaluation of each other problem in the same op category:
+        (problem name, entry), best first."""
+        if category is None:
+            return []
+        with Session(self.engine) as db:
+            others = db.execute(select(ProblemRow.hash, ProblemRow.name)
+                                .where(ProblemRow.category == category, ProblemRow.hash != exclude_hash)).all()
+        found = [(name, best[0]) for hash_, name in others if (best := self.best(hash_, k=1))]
+        return sorted(found, key=lambda pair: pair[1].speedup_vs_eager, reverse=True)[:k]
+
+    @_retry_locked
+    def submit(self, session: str, evaluation_id: int) -> None:
+        with Session(self.engine) as db, db.begin():
+            row = db.get(SubmissionRow, session)
+            if row is None:
+                db.add(SubmissionRow(session=session, evaluation_id=evaluation_id))
+            else:
+                row.evaluation_id = evaluation_id
+
+    def submission(self, session: str) -> int | None:
+        with Session(self.engine) as db:
+            row = db.get(SubmissionRow, session)
+            return row.evaluation_id if row else None
 
     def count(self) -> int:
         with Session(self.engine) as db:

@@ -102,6 +102,24 @@ class Baselines(Frozen):
     notes: list[str]
 
 
+class KernelShare(Frozen):
+    name: str
+    launches_per_call: float
+    device_ms_per_call: float
+    share: float              # of the device time of one forward
+
+
+class ProfileResult(Frozen):
+    """Where one forward's device time goes, kernel by kernel (GPU only)."""
+
+    available: bool
+    reason: str               # why not available, or a failure of the candidate
+    status: EvalStatus | None  # a failure while loading or profiling, else None
+    kernels: list[KernelShare]
+    device_ms_per_call: float | None
+    device: str
+
+
 class EvalResult(Frozen):
     status: EvalStatus
     flags: list[Flag]

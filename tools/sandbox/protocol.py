@@ -17,6 +17,7 @@ REQUEST_KEYS = {
     "load": {"source", "class_name", "init_inputs", "torch_compile"},
     "run": {"arena", "inputs", "output_slots"},
     "time": {"arena", "input_sets", "warmup", "iters", "check_indices", "check_slots"},
+    "profile": {"arena", "inputs", "calls"},
 }
 # Replies cross from the candidate's process: every field's type is fixed. A spec is a
 # type (matched exactly: True is not an int), [spec] for a list of it, or a dict of specs.
@@ -28,6 +29,7 @@ REPLY_SCHEMA = {
     "ran": {"seconds": float, "output_meta": OUTPUT_META},
     "timed": {"event_ms": [float], "wall_ms": [float], "loop_wall_s": float,
               "checked_meta": [{"index": int, "meta": OUTPUT_META}], "flags_changed": [str]},
+    "profiled": {"calls": int, "kernels": [{"name": str, "count": int, "device_us": float}]},
     "failure": {"status": str, "phase": str, "message": str, "traceback": str},
 }
 REPLY_KEYS = {kind: set(schema) for kind, schema in REPLY_SCHEMA.items()}

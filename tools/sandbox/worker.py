@@ -141,7 +141,7 @@ def flags_changed(session: dict) -> list:
 # ----------------------------------------------------------------------------- requests
 
 def handle(session: dict, request: dict) -> dict:
-    handler = {"load": load, "run": run, "time": time_calls}[request["kind"]]
+    handler = {"load": load, "run": run, "time": time_calls, "profile": profile_calls}[request["kind"]]
     try:
         return handler(session, request)
     except BaseException as error:  # the candidate's failure is data; SystemExit too
@@ -224,6 +224,31 @@ def time_calls(session: dict, request: dict) -> dict:
         "wall_ms": wall_ms, "loop_wall_s": loop_wall_s, "checked_meta": checked_meta,
         "flags_changed": flags_changed(session),
     }
+
+
+def profile_calls(session: dict, request: dict) -> dict:
+    """The kernels `calls` forwards launch on the GPU, by name: launches and device time
+    (torch.profiler over CUPTI), after one warm-up call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = require_model(session)
+    if session["device"].type != "cuda":
+        return failure("runtime_error", "profile", "profiling needs a CUDA device")
+    arena = open_arena(request["arena"])
+    inputs = [arena.view(ref) for ref in request["inputs"]]
+    with torch.no_grad():
+        model(*inputs)
+        _synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(request["calls"]):
+                model(*inputs)
+            _synchronize()
+    kernels = []
+    for event in prof.key_averages():
+        device_us = float(getattr(event, "device_time_total", 0.0) or getattr(event, "cuda_time_total", 0.0))
+        if device_us > 0:
+            kernels.append({"name": str(event.key)[:200], "count": int(event.count), "device_us": device_us})
+    return {"kind": "profiled", "calls": request["calls"], "kernels": kernels}
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -1,0 +1,203 @@
+"""The tools a policy calls: compile, check_correctness, profile, speedup_history, submit.
+
+Each is one typed method over a pydantic request, returning a pydantic result that has
+a compact `text()` for an LLM's context (key numbers first, the reason that matters,
+logs cut short). `Toolbox.schemas()` describes them once for function calling (the
+OpenAI tools format); `Toolbox.call(name, arguments)` validates the arguments and
+dispatches, and malformed arguments come back as a `ToolError` result for the model
+to correct, never as an exception. Every evaluation a tool runs is recorded in the
+history store under the toolbox's session.
+
+    toolbox = Toolbox(problem, evaluator, HistoryStore(), session="s1", origin=Origin("builtin"))
+    print(toolbox.call("check_correctness", {"code": source}).text())
+"""
+from dataclasses import replace
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tools.evaluator import Evaluator
+from tools.history import Entry, HistoryStore, Origin
+from tools.problems import Problem
+from tools.records import EvalResult, EvalStatus, ProfileResult
+
+LOG_LINES = 12
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CodeRequest(Request):
+    code: str = Field(description="The full candidate source: imports, kernels and class ModelNew(nn.Module).")
+
+
+class HistoryRequest(Request):
+    k: int = Field(3, ge=1, le=10, description="How many entries in each list.")
+
+
+class Report(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class EvaluationReport(Report):
+    tool: str
+    evaluation_id: int
+    result: EvalResult
+
+    def text(self) -> str:
+        return render_eval(self.tool, self.result)
+
+
+class ProfileReport(Report):
+    profile: ProfileResult
+
+    def text(self) -> str:
+        p = self.profile
+        if not p.available or p.status is not None:
+            return f"profile: {p.status.value + ': ' if p.status else ''}{p.reason}"
+        lines = [f"profile on {p.device}: {p.device_ms_per_call:.4g} ms of device time per forward"]
+        lines += [f"  {k.share:6.1%}  {k.device_ms_per_call:.4g} ms  x{k.launches_per_call:g}  {k.name}"
+                  for k in p.kernels[:10]]
+        return "\n".join(lines)
+
+
+class HistoryView(Report):
+    problem: str
+    id: int
+    status: EvalStatus
+    speedup_vs_eager: float | None
+    speedup_vs_compile: float | None
+    flags: list[str]
+    analysis: str | None
+    candidate_hash: str
+
+
+class HistoryReport(Report):
+    best: list[HistoryView]
+    stratified: list[HistoryView]
+    recent: list[HistoryView]
+    similar: list[HistoryView]
+
+    def text(self) -> str:
+        parts = []
+        for title, views in (("best", self.best), ("fast/middling/slow", self.stratified), ("recent", self.recent),
+                             ("best on similar problems", self.similar)):
+            parts.append(f"{title}:" + ("".join(f"\n  {render_view(v)}" for v in views) or " none"))
+        return "\n".join(parts)
+
+
+class SubmitReport(Report):
+    accepted: bool
+    reason: str
+    evaluation_id: int
+    result: EvalResult
+
+    def text(self) -> str:
+        verdict = "accepted as the answer" if self.accepted else f"not accepted: {self.reason}"
+        return f"submit: {verdict}\n{render_eval('final check', self.result)}"
+
+
+class ToolError(Report):
+    tool: str
+    message: str
+
+    def text(self) -> str:
+        return f"{self.tool}: error: {self.message}"
+
+
+TOOLS = {
+    "compile": (CodeRequest, "Import the candidate and run one forward (Triton compiles at first launch); "
+                             "reports compile and runtime errors."),
+    "check_correctness": (CodeRequest, "Compare the candidate with the reference on fresh secret inputs (5 trials)."),
+    "profile": (CodeRequest, "The kernels one forward launches on the GPU, with launch counts and time shares."),
+    "speedup_history": (HistoryRequest, "Earlier kernels for this problem and similar ones, with measured speedups."),
+    "submit": (CodeRequest, "Hand the candidate back as the answer after a final full check with timing."),
+}
+
+
+class Toolbox:
+    def __init__(self, problem: Problem, evaluator: Evaluator, store: HistoryStore, session: str, origin: Origin):
+        self.problem, self.evaluator, self.store, self.session, self.origin = problem, evaluator, store, session, origin
+
+    def compile(self, request: CodeRequest) -> EvaluationReport:
+        return self._evaluate("compile", request.code, trials=1, timed=False)
+
+    def check_correctness(self, request: CodeRequest) -> EvaluationReport:
+        return self._evaluate("check_correctness", request.code, timed=False)
+
+    def profile(self, request: CodeRequest) -> ProfileReport:
+        return ProfileReport(profile=self.evaluator.profile(self.problem, request.code))
+
+    def speedup_history(self, request: HistoryRequest) -> HistoryReport:
+        view = lambda entries: [history_view(self.problem.name, e) for e in entries]
+        similar = self.store.similar_best(self.problem.category, self.problem.hash, request.k)
+        return HistoryReport(best=view(self.store.best(self.problem.hash, request.k)),
+                             stratified=view(self.store.stratified(self.problem.hash, request.k)),
+                             recent=view(self.store.recent(self.problem.hash, request.k)),
+                             similar=[history_view(name, e) for name, e in similar])
+
+    def submit(self, request: CodeRequest) -> SubmitReport:
+        report = self._evaluate("submit", request.code)
+        if report.result.status is not EvalStatus.CORRECT:
+            return SubmitReport(accepted=False, reason=f"the final check says {report.result.status.value}",
+                                evaluation_id=report.evaluation_id, result=report.result)
+        self.store.submit(self.session, report.evaluation_id)
+        return SubmitReport(accepted=True, reason="", evaluation_id=report.evaluation_id, result=report.result)
+
+    def _evaluate(self, tool: str, code: str, **overrides) -> EvaluationReport:
+        result = self.evaluator.evaluate(self.problem, code, replace(self.evaluator.config, **overrides))
+        evaluation_id = self.store.record(self.problem, code, result, self.origin, self.session)
+        return EvaluationReport(tool=tool, evaluation_id=evaluation_id, result=result)
+
+    def call(self, name: str, arguments: dict) -> Report:
+        """Dispatch a function call from a model; bad names and arguments are results."""
+        if name not in TOOLS:
+            return ToolError(tool=name, message=f"no such tool; the tools are {', '.join(TOOLS)}")
+        try:
+            request = TOOLS[name][0].model_validate(arguments)
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in error.errors())
+            return ToolError(tool=name, message=f"bad arguments: {problems}")
+        return getattr(self, name)(request)
+
+    @staticmethod
+    def schemas() -> list[dict]:
+        """The tools in the OpenAI function-calling format, from the request models."""
+        return [{"type": "function", "function": {"name": name, "description": description,
+                                                  "parameters": request.model_json_schema()}}
+                for name, (request, description) in TOOLS.items()]
+
+
+def history_view(problem: str, entry: Entry) -> HistoryView:
+    return HistoryView(problem=problem, id=entry.id, status=entry.status, speedup_vs_eager=entry.speedup_vs_eager,
+                       speedup_vs_compile=entry.speedup_vs_compile, flags=entry.flags, analysis=entry.analysis,
+                       candidate_hash=entry.candidate_hash)
+
+
+def render_view(view: HistoryView) -> str:
+    speed = f"{view.speedup_vs_eager:.2f}x vs eager" if view.speedup_vs_eager is not None else "not timed"
+    flags = f" [{', '.join(view.flags)}]" if view.flags else ""
+    analysis = f" — {view.analysis.splitlines()[0][:120]}" if view.analysis else ""
+    return f"#{view.id} {view.problem}: {view.status.value}, {speed}{flags}{analysis}"
+
+
+def render_eval(tool: str, r: EvalResult) -> str:
+    """Key numbers first, then the reason, then the end of the log."""
+    head = f"{tool}: {r.status.value}"
+    if r.runtime_ms is not None:
+        head += f", {r.runtime_ms:.4g} ms"
+        if r.speedup_vs_eager is not None:
+            head += f" ({r.speedup_vs_eager:.2f}x vs eager"
+            head += f", {r.speedup_vs_compile:.2f}x vs torch.compile)" if r.speedup_vs_compile else ")"
+    elif r.mode.value == "cpu-interpreter":
+        head += " (no GPU: correctness only, no timing)"
+    lines = [head, f"trials passed {r.trials_passed}/{r.trials_run}"
+             + (f", max abs error {r.max_abs_error:.3g}, rel error {r.rel_error:.3g}" if r.rel_error is not None else "")]
+    if r.reason:
+        lines.append(f"reason: {r.reason[:600]}")
+    if r.flags:
+        lines.append(f"flags: {', '.join(f.value for f in r.flags)}")
+    log = [line for line in r.log.splitlines() if line.strip()][-LOG_LINES:]
+    if log and r.status is not EvalStatus.CORRECT:
+        lines.append("log (end):\n  " + "\n  ".join(line[:200] for line in log))
+    return "\n".join(lines)
