@@ -63,7 +63,7 @@ def write_many(url: str, worker: int, count: int) -> None:
 
 
 def concurrent_writers(url: str, workers: int = 4, count: int = 25) -> None:
-    HistoryStore(url)   # create the schema once, as a batch run's parent does
+    # no store opened here first: the workers race to create the schema too
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=write_many, args=(url, w, count)) for w in range(workers)]
     for process in processes:

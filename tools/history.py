@@ -5,7 +5,8 @@ on "database is locked"), or any SQLAlchemy URL from the caller or
 `KERNELPILOT_DB_URL` (PostgreSQL for a team or an RL cluster). Each write is one
 transaction, so a crash loses nothing already committed and leaves no half record.
 The schema carries a version; opening a database applies the upgrades it lacks and
-refuses one written by a newer kernelpilot.
+refuses one written by a newer kernelpilot. Concurrent writers may add the same
+problem or candidate at once: those rows are inserted with ON CONFLICT DO NOTHING.
 
     store = HistoryStore()                       # or HistoryStore("postgresql+psycopg://...")
     evaluation_id = store.record(problem, source, result, Origin(policy="builtin"), session="s1")
@@ -18,8 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import (Float, ForeignKey, Integer, String, Text, create_engine, event, func, inspect, select)
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Float, ForeignKey, Integer, String, Text, create_engine, event, func, inspect, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -27,6 +29,7 @@ from tools.problems import Problem
 from tools.records import EvalResult, EvalStatus
 
 SCHEMA_VERSION = 1
+INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 class HistoryError(RuntimeError):
@@ -134,9 +137,16 @@ def _locked(error: BaseException) -> bool:
     return isinstance(error, OperationalError) and "database is locked" in str(error)
 
 
+def _created_meanwhile(error: BaseException) -> bool:
+    return _locked(error) or isinstance(error, IntegrityError) or "already exists" in str(error)
+
+
 # SQLite allows one writer at a time: a batch worker that finds the file locked waits and retries.
 _retry_locked = retry(retry=retry_if_exception(_locked), stop=stop_after_attempt(8),
                       wait=wait_exponential(multiplier=0.05, max=2.0), reraise=True)
+# Workers opening a new database together: one creates the schema, the others find it on retry.
+_retry_creation = retry(retry=retry_if_exception(_created_meanwhile), stop=stop_after_attempt(8),
+                        wait=wait_exponential(multiplier=0.05, max=2.0), reraise=True)
 
 
 class HistoryStore:
@@ -150,7 +160,7 @@ class HistoryStore:
         except OperationalError as error:
             raise HistoryError(f"cannot open the history store at {self.engine.url!r}: {error.orig}") from None
 
-    @_retry_locked
+    @_retry_creation
     def _migrate(self) -> None:
         with Session(self.engine) as session, session.begin():
             if not inspect(session.connection()).has_table("meta"):
@@ -169,15 +179,14 @@ class HistoryStore:
     def record(self, problem: Problem, source: str, result: EvalResult, origin: Origin, session: str,
                parent_hash: str | None = None, backend: str = "triton") -> int:
         """Store one evaluation (with its problem and candidate, once each); its id."""
+        candidate_hash = hashlib.sha256(source.encode()).hexdigest()
         with Session(self.engine) as db, db.begin():
-            if db.get(ProblemRow, problem.hash) is None:
-                db.add(ProblemRow(hash=problem.hash, name=problem.name, suite=problem.suite, level=problem.level,
-                                  category=problem.category, source=problem.source))
-            candidate_hash = hashlib.sha256(source.encode()).hexdigest()
-            if db.get(CandidateRow, candidate_hash) is None:
-                db.add(CandidateRow(hash=candidate_hash, problem_hash=problem.hash, source=source, backend=backend,
-                                    parent_hash=parent_hash, policy=origin.policy, model=origin.model,
-                                    analysis=origin.analysis))
+            # Another writer may add the same problem or candidate at the same moment.
+            _insert_once(db, ProblemRow, hash=problem.hash, name=problem.name, suite=problem.suite,
+                         level=problem.level, category=problem.category, source=problem.source)
+            _insert_once(db, CandidateRow, hash=candidate_hash, problem_hash=problem.hash, source=source,
+                         backend=backend, parent_hash=parent_hash, policy=origin.policy, model=origin.model,
+                         analysis=origin.analysis)
             row = _evaluation_row(result, candidate_hash, problem.hash, session)
             db.add(row)
             db.flush()
@@ -248,6 +257,14 @@ class HistoryStore:
         with Session(self.engine) as db:
             row = db.get(CandidateRow, candidate_hash)
             return row.source if row else None
+
+
+def _insert_once(db: Session, table, **values) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING, in the dialects the store supports."""
+    dialect = db.get_bind().dialect.name
+    if dialect not in INSERTS:
+        raise HistoryError(f"the history store supports SQLite and PostgreSQL, not {dialect}")
+    db.execute(INSERTS[dialect](table).values(**values).on_conflict_do_nothing(index_elements=["hash"]))
 
 
 def _sqlite_pragmas(connection, _record) -> None:
