@@ -1,6 +1,7 @@
 """`kernelpilot`: the command line.
 
     kernelpilot eval PROBLEM.py CANDIDATE.py [--json] [--trials N] [--timeout S] [--size auto|full|small]
+    kernelpilot history list | show ID | best PROBLEM.py | export     (see agent/cli_history.py)
 
 Exit codes: 0 whenever the evaluation ran (whatever the verdict), 2 for usage errors,
 3 for an unusable problem file, 4 for infrastructure failures (the sandbox could not
@@ -10,11 +11,14 @@ import argparse
 import json
 import signal
 import sys
+import uuid
 from pathlib import Path
 
 from rich.console import Console
 
+from agent.cli_history import HistoryUsageError, add_history_parser, run_history
 from tools.device import DeviceInfo, detect
+from tools.history import HistoryError, HistoryStore, Origin
 from tools.evaluator import EvalConfig, Evaluator
 from tools.problems import ProblemError, load_problem
 from tools.records import EvalResult, EvalStatus, Mode
@@ -50,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--cpu", action="store_true", help="use the Triton interpreter even if a GPU is present")
     ev.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="CUDA device index (default 0)")
     ev.add_argument("--no-baselines", action="store_true", help="skip measuring the eager and torch.compile baselines")
+    ev.add_argument("--db", metavar="URL", help="record the evaluation in this history store (SQLAlchemy URL); "
+                    "default: $KERNELPILOT_HOME/history.db, or KERNELPILOT_DB_URL")
+    ev.add_argument("--no-record", action="store_true", help="do not record the evaluation in the history store")
+    add_history_parser(commands)
     return parser
 
 
@@ -58,12 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so the sandbox's children are killed on the way out.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        return run_eval(args)
-    except UsageError as error:
+        return run_history(args) if args.command == "history" else run_eval(args)
+    except (UsageError, HistoryUsageError) as error:
         return fail(f"error: {error}", EXIT_USAGE)
     except ProblemError as error:
         return fail(f"bad problem: {error}", EXIT_PROBLEM)
-    except (SandboxError, OSError) as error:
+    except (SandboxError, HistoryError, OSError) as error:
         return fail(f"infrastructure error: {error}", EXIT_INFRA)
 
 
@@ -86,6 +94,8 @@ def run_eval(args) -> int:
     config = EvalConfig(trials=args.trials, limits=limits, baselines=not args.no_baselines)
     with ProcessSandbox(device.cuda_index, limits, warm=0) as sandbox:
         result = Evaluator(sandbox, device, config).evaluate(problem, source)
+    if not args.no_record:
+        HistoryStore(args.db).record(problem, source, result, Origin(policy="cli"), session=f"cli-{uuid.uuid4().hex[:8]}")
     if args.json:
         print(json.dumps(result.summary()))
     else:

@@ -49,3 +49,20 @@ def test_usage_and_problem_errors_are_one_line_with_their_own_codes(tmp_path):
 def test_help_explains_the_command():
     done = kernelpilot("eval", "--help")
     assert done.returncode == 0 and "ModelNew" in done.stdout and "--timeout" in done.stdout
+
+
+def test_eval_records_and_history_reads_it_back(tmp_path):
+    db = f"sqlite:///{tmp_path / 'history.db'}"
+    honest = kernelpilot("eval", SOFTMAX, str(CANDIDATES / "04_softmax_rows.py"), "--cpu", "--db", db)
+    wrong = kernelpilot("eval", SOFTMAX, str(FIXTURES / "wrong" / "04_softmax_rows.py"), "--cpu", "--db", db)
+    assert honest.returncode == wrong.returncode == 0
+    listed = json.loads(kernelpilot("history", "--db", db, "list", "--json").stdout)
+    assert [(r["id"], r["status"], r["policy"]) for r in listed] == [(2, "incorrect", "cli"), (1, "correct", "cli")]
+    shown = json.loads(kernelpilot("history", "--db", db, "show", "1", "--json").stdout)
+    assert shown[0]["source"] == (CANDIDATES / "04_softmax_rows.py").read_text()
+    exported = kernelpilot("history", "--db", db, "export").stdout.splitlines()
+    assert [json.loads(line)["id"] for line in exported] == [1, 2]
+    best = json.loads(kernelpilot("history", "--db", db, "best", SOFTMAX, "--json").stdout)
+    assert best == []   # nothing timed on a CPU, so nothing to rank
+    missing = kernelpilot("history", "--db", db, "show", "7")
+    assert missing.returncode == 2 and "no evaluation with id 7" in missing.stderr

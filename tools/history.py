@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Float, ForeignKey, Integer, String, Text, create_engine, event, func, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -123,6 +124,37 @@ class Entry:
     analysis: str | None
     session: str
     created: str
+
+
+class EvaluationRecord(BaseModel):
+    """One stored evaluation in full, as `kernelpilot history show/export` print it."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+    id: int
+    problem: str
+    problem_hash: str
+    candidate_hash: str
+    status: EvalStatus
+    flags: list[str]
+    reason: str
+    runtime_ms: float | None
+    eager_ms: float | None
+    compile_ms: float | None
+    speedup_vs_eager: float | None
+    speedup_vs_compile: float | None
+    max_abs_error: float | None
+    rel_error: float | None
+    device: str
+    mode: str
+    size: str
+    sandbox: str
+    versions: dict[str, str]
+    session: str
+    created: str
+    policy: str
+    model: str | None
+    analysis: str | None
+    source: str | None = None
 
 
 def default_url() -> str:
@@ -249,6 +281,19 @@ class HistoryStore:
             row = db.get(SubmissionRow, session)
             return row.evaluation_id if row else None
 
+    def records(self, limit: int | None = None, evaluation_id: int | None = None,
+                with_source: bool = False) -> list[EvaluationRecord]:
+        """Stored evaluations with their problem's name and their candidate's origin,
+        newest first; one of them with `evaluation_id`."""
+        query = (select(EvaluationRow, ProblemRow.name, CandidateRow)
+                 .join(ProblemRow, ProblemRow.hash == EvaluationRow.problem_hash)
+                 .join(CandidateRow, CandidateRow.hash == EvaluationRow.candidate_hash)
+                 .order_by(EvaluationRow.id.desc()).limit(limit))
+        if evaluation_id is not None:
+            query = query.where(EvaluationRow.id == evaluation_id)
+        with Session(self.engine) as db:
+            return [_record(row, name, candidate, with_source) for row, name, candidate in db.execute(query)]
+
     def count(self) -> int:
         with Session(self.engine) as db:
             return db.scalar(select(func.count()).select_from(EvaluationRow))
@@ -284,6 +329,14 @@ def _evaluation_row(result: EvalResult, candidate_hash: str, problem_hash: str, 
         speedup_vs_compile=result.speedup_vs_compile, device=result.device, mode=result.mode.value,
         size=result.size, sandbox=result.sandbox, versions=json.dumps(result.versions), session=session,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def _record(row: EvaluationRow, problem: str, candidate: CandidateRow, with_source: bool) -> EvaluationRecord:
+    columns = {column.key: getattr(row, column.key) for column in EvaluationRow.__table__.columns}
+    columns.update(flags=json.loads(row.flags), versions=json.loads(row.versions), problem=problem,
+                   policy=candidate.policy, model=candidate.model, analysis=candidate.analysis,
+                   source=candidate.source if with_source else None)
+    return EvaluationRecord(**columns)
 
 
 def _entry(row: EvaluationRow, analysis: str | None) -> Entry:

@@ -1,0 +1,82 @@
+"""`kernelpilot history`: read the speedup-history store.
+
+    kernelpilot history list [--limit N] [--json]
+    kernelpilot history show ID [--json]
+    kernelpilot history best PROBLEM.py [--k N] [--json]
+    kernelpilot history export            # JSON lines, sources included
+"""
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from tools.history import EvaluationRecord, HistoryStore
+from tools.problems import load_problem
+
+
+class HistoryUsageError(Exception):
+    pass
+
+
+def add_history_parser(commands) -> None:
+    history = commands.add_parser("history", help="read the speedup-history store",
+                                  description="Read the speedup-history store: every evaluation kernelpilot ran. "
+                                              "SQLite under $KERNELPILOT_HOME unless --db or KERNELPILOT_DB_URL "
+                                              "names another database (any SQLAlchemy URL).")
+    history.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the store")
+    verbs = history.add_subparsers(dest="verb", required=True, metavar="VERB")
+    listing = verbs.add_parser("list", help="the latest evaluations")
+    listing.add_argument("--limit", type=int, default=20)
+    show = verbs.add_parser("show", help="one evaluation in full, with its candidate's source")
+    show.add_argument("id", type=int)
+    best = verbs.add_parser("best", help="the fastest correct kernels for a problem")
+    best.add_argument("problem", type=Path, help="the problem file (identified by its source hash)")
+    best.add_argument("--k", type=int, default=5)
+    verbs.add_parser("export", help="every evaluation as JSON lines on stdout, sources included")
+    for verb in (listing, show, best):
+        verb.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run_history(args) -> int:
+    store = HistoryStore(args.db)
+    if args.verb == "export":
+        for record in reversed(store.records(with_source=True)):
+            print(record.model_dump_json())
+        return 0
+    if args.verb == "show":
+        found = store.records(evaluation_id=args.id, with_source=True)
+        if not found:
+            raise HistoryUsageError(f"no evaluation with id {args.id}")
+        return _print(found, args.json, full=True)
+    if args.verb == "best":
+        problem = load_problem(args.problem)
+        best_ids = {entry.id for entry in store.best(problem.hash, args.k)}
+        records = sorted((r for r in store.records() if r.id in best_ids),
+                         key=lambda r: r.speedup_vs_eager, reverse=True)
+        return _print(records, args.json)
+    return _print(store.records(limit=args.limit), args.json)
+
+
+def _print(records: list[EvaluationRecord], as_json: bool, full: bool = False) -> int:
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in records]))
+        return 0
+    out = Console(soft_wrap=True)
+    if full:
+        record = records[0]
+        for key, value in record.model_dump(mode="json", exclude={"source"}).items():
+            out.print(f"{key}: {value}", markup=False)
+        out.print("source:", markup=False)
+        out.print(record.source, markup=False, highlight=False)
+        return 0
+    table = Table("id", "problem", "status", "vs eager", "vs compile", "policy", "session", "created")
+    for r in records:
+        table.add_row(str(r.id), r.problem, r.status.value, _x(r.speedup_vs_eager), _x(r.speedup_vs_compile),
+                      r.policy, r.session, r.created)
+    out.print(table if records else "no evaluations stored")
+    return 0
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
