@@ -76,4 +76,6 @@ def test_profile_names_the_candidates_own_kernel(gpu_evaluator):
     top = profile.kernels[0]
     assert "softmax_kernel" in top.name and top.launches_per_call == 1 and top.share > 0.9
     assert profile.device_ms_per_call > 0
+    roof = profile.roofline   # softmax moves bytes: 1.5 GiB in, 1.5 GiB out, no counted FLOPs
+    assert roof.bound == "memory" and roof.flops == 0 and 0.3 < roof.fraction_of_roofline <= 1.2
     print(profile.model_dump_json(indent=1))   # recorded in the issue note

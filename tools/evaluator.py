@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from tools import roofline
 from tools.baselines import BaselineStore
 from tools.compare import Comparison, judge_call
 from tools.device import DeviceInfo, versions
@@ -95,7 +96,7 @@ class Evaluator:
         """The kernels one forward launches, with launch counts and time shares."""
         if self.device.mode is not Mode.GPU:
             return ProfileResult(available=False, reason="no GPU: profiling needs a CUDA device", status=None,
-                                 kernels=[], device_ms_per_call=None, device=self.device.name)
+                                 kernels=[], device_ms_per_call=None, roofline=None, device=self.device.name)
         context = self.context(problem)
         inputs = draw(problem, secret_seed(), Distribution.OWN, context.reference.device)
         worker = self.sandbox.worker()
@@ -114,8 +115,10 @@ class Evaluator:
         if reply["kind"] == "failure":
             status, _, reason = failure_verdict(reply)
             return ProfileResult(available=True, reason=reason, status=status, kernels=[], device_ms_per_call=None,
-                                 device=self.device.name)
-        return profile_result(reply, self.device.name)
+                                 roofline=None, device=self.device.name)
+        result = profile_result(reply, self.device.name)
+        roof = roofline.place(context.reference, inputs, result.device_ms_per_call)
+        return result.model_copy(update={"roofline": roof})
 
     def context(self, problem: Problem) -> ProblemContext:
         """The problem's reference and lint, kept for the last few problems (a reference
@@ -227,7 +230,7 @@ def profile_result(reply: dict, device: str) -> ProfileResult:
                                   device_ms_per_call=k["device_us"] / calls / 1e3, share=k["device_us"] / total_us)
                       for k in reply["kernels"]), key=lambda k: k.share, reverse=True)
     return ProfileResult(available=True, reason="", status=None, kernels=kernels,
-                         device_ms_per_call=total_us / calls / 1e3, device=device)
+                         device_ms_per_call=total_us / calls / 1e3, roofline=None, device=device)
 
 
 def ratio(baseline_ms: float | None, runtime_ms: float | None) -> float | None:

@@ -109,6 +109,19 @@ class KernelShare(Frozen):
     share: float              # of the device time of one forward
 
 
+class Roofline(Frozen):
+    """One forward's position against the device's measured ceilings."""
+
+    flops: float              # counted on the reference (matmul, conv, attention)
+    min_bytes: float          # every input read once, every output written once
+    achieved_gbps: float
+    achieved_tflops: float
+    ceiling_gbps: float
+    ceiling_tflops: float
+    bound: str                # "memory" or "compute": which floor is higher
+    fraction_of_roofline: float   # the floor's time over the measured time (1.0 = at the roof)
+
+
 class ProfileResult(Frozen):
     """Where one forward's device time goes, kernel by kernel (GPU only)."""
 
@@ -117,6 +130,7 @@ class ProfileResult(Frozen):
     status: EvalStatus | None  # a failure while loading or profiling, else None
     kernels: list[KernelShare]
     device_ms_per_call: float | None
+    roofline: Roofline | None
     device: str
 
 

@@ -56,6 +56,11 @@ class ProfileReport(Report):
         if not p.available or p.status is not None:
             return f"profile: {p.status.value + ': ' if p.status else ''}{p.reason}"
         lines = [f"profile on {p.device}: {p.device_ms_per_call:.4g} ms of device time per forward"]
+        if p.roofline:
+            r = p.roofline
+            lines.append(f"  {r.bound}-bound: {r.achieved_gbps:.0f} GB/s of {r.ceiling_gbps:.0f} (minimum bytes), "
+                         f"{r.achieved_tflops:.2f} of {r.ceiling_tflops:.1f} TFLOP/s; "
+                         f"{r.fraction_of_roofline:.0%} of the roofline")
         lines += [f"  {k.share:6.1%}  {k.device_ms_per_call:.4g} ms  x{k.launches_per_call:g}  {k.name}"
                   for k in p.kernels[:10]]
         return "\n".join(lines)
