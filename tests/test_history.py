@@ -46,6 +46,8 @@ def exercise(store: HistoryStore) -> None:
     assert store.source(entries[1].candidate_hash) == "fast source"
     assert [e.speedup_vs_eager for e in store.stratified(problem.hash, k=2)] == [3.5, 1.2]   # fastest and slowest
     assert [e.status for e in store.recent(problem.hash, k=1)] == [EvalStatus.COMPILE_ERROR]
+    baselines = store.baselines(problem.hash)   # one row per (problem, size, device, versions)
+    assert [(b.size, b.device, b.torch_version, b.eager_ms) for b in baselines] == [("small", "cpu", "2.13.0", 1.2)]
     neighbour = load_problem(PROBLEMS / "05_log_softmax_rows.py", size="small")   # same category: softmax
     store.record(neighbour, "neighbour source", make_result(speedup=2.0), Origin("builtin"), "s3")
     assert [(name, e.speedup_vs_eager) for name, e in store.similar_best("softmax", problem.hash)] == [
@@ -163,12 +165,12 @@ def postgres_url():
 def test_postgres_records_and_reads_back(postgres_url):
     store = HistoryStore(postgres_url)
     with store.engine.begin() as connection:   # a clean slate: the module's tests share the server
-        connection.execute(text("DROP TABLE IF EXISTS submissions, evaluations, candidates, problems, meta CASCADE"))
+        connection.execute(text("DROP TABLE IF EXISTS baselines, submissions, evaluations, candidates, problems, meta CASCADE"))
     exercise(HistoryStore(postgres_url))
 
 
 def test_postgres_concurrent_writers_lose_nothing(postgres_url):
     store = HistoryStore(postgres_url)
     with store.engine.begin() as connection:
-        connection.execute(text("DROP TABLE IF EXISTS submissions, evaluations, candidates, problems, meta CASCADE"))
+        connection.execute(text("DROP TABLE IF EXISTS baselines, submissions, evaluations, candidates, problems, meta CASCADE"))
     concurrent_writers(postgres_url)

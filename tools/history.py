@@ -93,6 +93,19 @@ class EvaluationRow(Base):
     created: Mapped[str] = mapped_column(String(32))    # ISO 8601, UTC
 
 
+class BaselineRow(Base):
+    """Eager and torch.compile times of a problem on a device and software stack."""
+
+    __tablename__ = "baselines"
+    problem_hash: Mapped[str] = mapped_column(ForeignKey("problems.hash"), primary_key=True)
+    size: Mapped[str] = mapped_column(String(16), primary_key=True)
+    device: Mapped[str] = mapped_column(String(128), primary_key=True)
+    torch_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    triton_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    eager_ms: Mapped[float | None] = mapped_column(Float)
+    compile_ms: Mapped[float | None] = mapped_column(Float)
+
+
 class SubmissionRow(Base):
     """The evaluation a session handed back as its answer (one per session)."""
 
@@ -169,8 +182,13 @@ def _locked(error: BaseException) -> bool:
     return isinstance(error, OperationalError) and "database is locked" in str(error)
 
 
+class _SchemaInProgress(Exception):
+    """Another process has created the tables but not yet written the schema version."""
+
+
 def _created_meanwhile(error: BaseException) -> bool:
-    return _locked(error) or isinstance(error, IntegrityError) or "already exists" in str(error)
+    return (_locked(error) or isinstance(error, (IntegrityError, _SchemaInProgress))
+            or "already exists" in str(error))
 
 
 # SQLite allows one writer at a time: a batch worker that finds the file locked waits and retries.
@@ -199,7 +217,10 @@ class HistoryStore:
                 Base.metadata.create_all(session.connection())
                 session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
                 return
-            version = int(session.get(Meta, "schema_version").value)
+            stamp = session.get(Meta, "schema_version")
+            if stamp is None:   # SQLite commits DDL on its own: the tables can appear before the row
+                raise _SchemaInProgress()
+            version = int(stamp.value)
             if version > SCHEMA_VERSION:
                 raise HistoryError(f"the history store at {self.engine.url!r} has schema version {version}, "
                                    f"newer than this kernelpilot's {SCHEMA_VERSION}: upgrade kernelpilot")
@@ -219,6 +240,13 @@ class HistoryStore:
             _insert_once(db, CandidateRow, hash=candidate_hash, problem_hash=problem.hash, source=source,
                          backend=backend, parent_hash=parent_hash, policy=origin.policy, model=origin.model,
                          analysis=origin.analysis)
+            if result.eager_ms is not None or result.compile_ms is not None:
+                _insert_once(db, BaselineRow, keys=["problem_hash", "size", "device", "torch_version",
+                                                    "triton_version"],
+                             problem_hash=problem.hash, size=result.size, device=result.device,
+                             torch_version=result.versions.get("torch", ""),
+                             triton_version=result.versions.get("triton", ""),
+                             eager_ms=result.eager_ms, compile_ms=result.compile_ms)
             row = _evaluation_row(result, candidate_hash, problem.hash, session)
             db.add(row)
             db.flush()
@@ -294,6 +322,10 @@ class HistoryStore:
         with Session(self.engine) as db:
             return [_record(row, name, candidate, with_source) for row, name, candidate in db.execute(query)]
 
+    def baselines(self, problem_hash: str) -> list[BaselineRow]:
+        with Session(self.engine) as db:
+            return list(db.scalars(select(BaselineRow).where(BaselineRow.problem_hash == problem_hash)))
+
     def count(self) -> int:
         with Session(self.engine) as db:
             return db.scalar(select(func.count()).select_from(EvaluationRow))
@@ -304,12 +336,12 @@ class HistoryStore:
             return row.source if row else None
 
 
-def _insert_once(db: Session, table, **values) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING, in the dialects the store supports."""
+def _insert_once(db: Session, table, keys: tuple = ("hash",), **values) -> None:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING, in the dialects the store supports."""
     dialect = db.get_bind().dialect.name
     if dialect not in INSERTS:
         raise HistoryError(f"the history store supports SQLite and PostgreSQL, not {dialect}")
-    db.execute(INSERTS[dialect](table).values(**values).on_conflict_do_nothing(index_elements=["hash"]))
+    db.execute(INSERTS[dialect](table).values(**values).on_conflict_do_nothing(index_elements=list(keys)))
 
 
 def _sqlite_pragmas(connection, _record) -> None:
