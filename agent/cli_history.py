@@ -45,14 +45,13 @@ def run_history(args) -> int:
             print(record.model_dump_json())
         return 0
     if args.verb == "show":
-        found = store.records(evaluation_id=args.id, with_source=True)
+        found = store.records(ids=[args.id], with_source=True)
         if not found:
             raise HistoryUsageError(f"no evaluation with id {args.id}")
         return _print(found, args.json, full=True)
     if args.verb == "best":
         problem = load_problem(args.problem)
-        best_ids = {entry.id for entry in store.best(problem.hash, args.k)}
-        records = sorted((r for r in store.records() if r.id in best_ids),
+        records = sorted(store.records(ids=[entry.id for entry in store.best(problem.hash, args.k)]),
                          key=lambda r: r.speedup_vs_eager, reverse=True)
         return _print(records, args.json)
     return _print(store.records(limit=args.limit), args.json)

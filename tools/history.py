@@ -254,31 +254,29 @@ class HistoryStore:
 
     def entries(self, problem_hash: str) -> list[Entry]:
         """Every evaluation of a problem, oldest first."""
-        query = (select(EvaluationRow, CandidateRow.analysis)
-                 .join(CandidateRow, CandidateRow.hash == EvaluationRow.candidate_hash)
-                 .where(EvaluationRow.problem_hash == problem_hash).order_by(EvaluationRow.id))
-        with Session(self.engine) as db:
-            return [_entry(row, analysis) for row, analysis in db.execute(query)]
+        return self._entries(problem_hash, [], [EvaluationRow.id])
 
-    def best(self, problem_hash: str, k: int = 3) -> list[Entry]:
-        """The k fastest correct evaluations (by speedup over eager), best first."""
-        query = (select(EvaluationRow, CandidateRow.analysis)
-                 .join(CandidateRow, CandidateRow.hash == EvaluationRow.candidate_hash)
-                 .where(EvaluationRow.problem_hash == problem_hash, EvaluationRow.status == EvalStatus.CORRECT.value,
-                        EvaluationRow.speedup_vs_eager.is_not(None))
-                 .order_by(EvaluationRow.speedup_vs_eager.desc(), EvaluationRow.id).limit(k))
-        with Session(self.engine) as db:
-            return [_entry(row, analysis) for row, analysis in db.execute(query)]
+    def best(self, problem_hash: str, k: int | None = 3) -> list[Entry]:
+        """The k fastest correct evaluations (by speedup over eager), best first; all with k=None."""
+        timed_and_correct = [EvaluationRow.status == EvalStatus.CORRECT.value,
+                             EvaluationRow.speedup_vs_eager.is_not(None)]
+        return self._entries(problem_hash, timed_and_correct,
+                             [EvaluationRow.speedup_vs_eager.desc(), EvaluationRow.id], k)
 
     def recent(self, problem_hash: str, k: int = 3) -> list[Entry]:
-        return self.entries(problem_hash)[-k:][::-1]
+        return self._entries(problem_hash, [], [EvaluationRow.id.desc()], k)
+
+    def _entries(self, problem_hash: str, where: list, order: list, limit: int | None = None) -> list[Entry]:
+        query = (select(EvaluationRow, CandidateRow.analysis)
+                 .join(CandidateRow, CandidateRow.hash == EvaluationRow.candidate_hash)
+                 .where(EvaluationRow.problem_hash == problem_hash, *where).order_by(*order).limit(limit))
+        with Session(self.engine) as db:
+            return [_entry(row, analysis) for row, analysis in db.execute(query)]
 
     def stratified(self, problem_hash: str, k: int = 3) -> list[Entry]:
         """Fast, middling and slow correct kernels, spread evenly over the speedup ranking
         (what a contrastive prompt shows), fastest first."""
-        ranked = sorted((e for e in self.entries(problem_hash)
-                         if e.status is EvalStatus.CORRECT and e.speedup_vs_eager is not None),
-                        key=lambda e: e.speedup_vs_eager, reverse=True)
+        ranked = self.best(problem_hash, k=None)
         if len(ranked) <= k:
             return ranked
         picks = sorted({round(i * (len(ranked) - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
@@ -309,16 +307,16 @@ class HistoryStore:
             row = db.get(SubmissionRow, session)
             return row.evaluation_id if row else None
 
-    def records(self, limit: int | None = None, evaluation_id: int | None = None,
+    def records(self, limit: int | None = None, ids: list[int] | None = None,
                 with_source: bool = False) -> list[EvaluationRecord]:
         """Stored evaluations with their problem's name and their candidate's origin,
-        newest first; one of them with `evaluation_id`."""
+        newest first; only those in `ids` when given."""
         query = (select(EvaluationRow, ProblemRow.name, CandidateRow)
                  .join(ProblemRow, ProblemRow.hash == EvaluationRow.problem_hash)
                  .join(CandidateRow, CandidateRow.hash == EvaluationRow.candidate_hash)
                  .order_by(EvaluationRow.id.desc()).limit(limit))
-        if evaluation_id is not None:
-            query = query.where(EvaluationRow.id == evaluation_id)
+        if ids is not None:
+            query = query.where(EvaluationRow.id.in_(ids))
         with Session(self.engine) as db:
             return [_record(row, name, candidate, with_source) for row, name, candidate in db.execute(query)]
 

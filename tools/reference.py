@@ -7,6 +7,7 @@ GPU compares a 64M-element output in milliseconds; a CPU takes seconds).
 import torch
 
 from tools.problems import Problem, ProblemError
+from tools.sandbox.protocol import flatten_output
 from tools.sandbox.worker import strict_precision_flags
 
 
@@ -21,10 +22,7 @@ class Reference:
         with torch.no_grad():
             # copies: a reference that works in place must not change what the candidate gets
             output = self.model(*[x.to(self.device, copy=True) for x in inputs])
-        if isinstance(output, (tuple, list)):
-            container, items = type(output).__name__, list(output)
-        else:
-            container, items = "tensor", [output]
+        container, items = flatten_output(output)
         if not all(type(item) is torch.Tensor for item in items):
             kinds = ", ".join(type(item).__name__ for item in items)
             raise ProblemError(f"{self.problem.path}: Model.forward must return tensors, returned {kinds}")

@@ -45,6 +45,14 @@ def load_request(source: str, class_name: str, init_inputs: list, torch_compile:
             "torch_compile": torch_compile}
 
 
+def flatten_output(output) -> tuple[str, list]:
+    """(container, items) of what a forward returned: "tensor" and [output], or the
+    tuple's or list's type name and its items. Both sides describe outputs this way."""
+    if isinstance(output, (tuple, list)):
+        return type(output).__name__, list(output)
+    return "tensor", [output]
+
+
 def failure(status: str, phase: str, message: str, trace: str = "") -> dict:
     return {"kind": "failure", "status": status, "phase": phase, "message": message, "traceback": trace}
 

@@ -21,7 +21,7 @@ import traceback
 
 import torch
 
-from tools.sandbox.protocol import REQUEST_KEYS, ProtocolError, failure, pack, unpack
+from tools.sandbox.protocol import REQUEST_KEYS, ProtocolError, failure, flatten_output, pack, unpack
 from tools.sandbox.shm import open_arena
 
 # Taken before any candidate code runs, so a candidate that patches the public names
@@ -276,10 +276,7 @@ def write_output(output, inputs: list, slots: list) -> dict:
     """Copy each output tensor into its slot when type, dtype and shape fit, and return
     the facts the trusted side checks: the container, and for each item its exact type,
     device, dtype, shape, storage sharing with an input, and whether it was written."""
-    if isinstance(output, (tuple, list)):
-        container, values = type(output).__name__, list(output)
-    else:
-        container, values = "tensor", [output]
+    container, values = flatten_output(output)
     input_storages = {x.untyped_storage().data_ptr() for x in inputs if x.numel() > 0}
     meta = {"container": container, "items": []}
     for index, value in enumerate(values):
