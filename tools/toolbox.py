@@ -1,4 +1,4 @@
-"""The tools a policy calls: compile, check_correctness, profile, speedup_history, submit.
+"""The tools a policy calls: compile, check_correctness, benchmark, profile, speedup_history, submit.
 
 Each is one typed method over a pydantic request, returning a pydantic result that has
 a compact `text()` for an LLM's context (key numbers first, the reason that matters,
@@ -114,6 +114,8 @@ TOOLS = {
     "compile": (CodeRequest, "Import the candidate and run one forward (Triton compiles at first launch); "
                              "reports compile and runtime errors."),
     "check_correctness": (CodeRequest, "Compare the candidate with the reference on fresh secret inputs (5 trials)."),
+    "benchmark": (CodeRequest, "Check correctness, then on a GPU time the candidate against eager and torch.compile "
+                               "(median runtime, speedups). Not the answer: submit hands one back."),
     "profile": (CodeRequest, "The kernels one forward launches on the GPU, with launch counts and time shares."),
     "speedup_history": (HistoryRequest, "Earlier kernels for this problem and similar ones, with measured speedups."),
     "submit": (CodeRequest, "Hand the candidate back as the answer after a final full check with timing."),
@@ -129,6 +131,9 @@ class Toolbox:
 
     def check_correctness(self, request: CodeRequest) -> EvaluationReport:
         return self._evaluate("check_correctness", request.code, timed=False)
+
+    def benchmark(self, request: CodeRequest) -> EvaluationReport:
+        return self._evaluate("benchmark", request.code)
 
     def profile(self, request: CodeRequest) -> ProfileReport:
         return ProfileReport(profile=self.evaluator.profile(self.problem, request.code))
