@@ -22,7 +22,8 @@ from tools.history import HistoryError, HistoryStore, Origin
 from tools.evaluator import EvalConfig, Evaluator
 from tools.problems import ProblemError, load_problem
 from tools.records import EvalResult, EvalStatus, Mode
-from tools.sandbox.process import Limits, ProcessSandbox, SandboxError
+from tools.sandbox.backends import SandboxKind, open_sandbox
+from tools.sandbox.process import Limits, SandboxError
 
 EXIT_USAGE, EXIT_PROBLEM, EXIT_INFRA = 2, 3, 4
 STATUS_STYLE = {EvalStatus.CORRECT: "bold green", EvalStatus.INCORRECT: "bold red", EvalStatus.REJECTED: "bold magenta"}
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("problem", type=Path, help="KernelBench-format problem file")
     ev.add_argument("candidate", type=Path, help="candidate source defining class ModelNew")
     ev.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
-    ev.add_argument("--sandbox", choices=["process"], default="process", help="sandbox backend (default: process)")
+    ev.add_argument("--sandbox", type=SandboxKind, choices=list(SandboxKind), default=SandboxKind.PROCESS,
+                    help="sandbox backend: process (default) or docker (see `kernelpilot sandbox check`)")
     ev.add_argument("--trials", type=_positive_int, default=5, help="correctness trials, each on fresh inputs (default 5)")
     ev.add_argument("--timeout", type=_positive_float, help="wall-clock limit in seconds for each step "
                     "(load, each call, the timed loop); default: 300 for load and first call, 60 per later call")
@@ -92,7 +94,7 @@ def run_eval(args) -> int:
     problem = load_problem(args.problem, size=size)
     limits = Limits() if args.timeout is None else Limits().with_timeout(args.timeout)
     config = EvalConfig(trials=args.trials, limits=limits, baselines=not args.no_baselines)
-    with ProcessSandbox(device.cuda_index, limits, warm=0) as sandbox:
+    with open_sandbox(args.sandbox, device.cuda_index, limits, warm=0) as sandbox:
         result = Evaluator(sandbox, device, config).evaluate(problem, source)
     if not args.no_record:
         HistoryStore(args.db).record(problem, source, result, Origin(policy="cli"), session=f"cli-{uuid.uuid4().hex[:8]}")
