@@ -2,10 +2,12 @@
 
     kernelpilot eval PROBLEM.py CANDIDATE.py [--json] [--trials N] [--timeout S] [--size auto|full|small]
     kernelpilot history list | show ID | best PROBLEM.py | export     (see agent/cli_history.py)
+    kernelpilot optimize PROBLEM.py [--policy ...]                   (see agent/cli_optimize.py)
 
-Exit codes: 0 whenever the evaluation ran (whatever the verdict), 2 for usage errors,
-3 for an unusable problem file, 4 for infrastructure failures (the sandbox could not
-start, the disk is full). Errors are one line on stderr, never a traceback.
+Exit codes: 0 whenever the evaluation or run finished (whatever the verdict), 2 for
+usage errors, 3 for an unusable problem file, 4 for infrastructure failures (the
+sandbox could not start, the disk is full), 5 when the policy cannot go on (endpoint
+down, key refused, unknown model). Errors are one line on stderr, never a traceback.
 """
 import argparse
 import json
@@ -16,7 +18,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from agent.cli_common import EXIT_INFRA, EXIT_POLICY, EXIT_PROBLEM, EXIT_USAGE, UsageError, fail, positive_float, positive_int
 from agent.cli_history import HistoryUsageError, add_history_parser, run_history
+from agent.cli_optimize import add_optimize_parser, run_optimize
+from agent.policy import PolicyError
 from tools.device import DeviceInfo, detect
 from tools.history import HistoryError, HistoryStore, Origin
 from tools.evaluator import EvalConfig, Evaluator
@@ -25,12 +30,7 @@ from tools.records import EvalResult, EvalStatus, Mode
 from tools.sandbox.backends import SandboxKind, open_sandbox
 from tools.sandbox.process import Limits, SandboxError
 
-EXIT_USAGE, EXIT_PROBLEM, EXIT_INFRA = 2, 3, 4
 STATUS_STYLE = {EvalStatus.CORRECT: "bold green", EvalStatus.INCORRECT: "bold red", EvalStatus.REJECTED: "bold magenta"}
-
-
-class UsageError(Exception):
-    pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     ev.add_argument("--sandbox", type=SandboxKind, choices=list(SandboxKind), default=SandboxKind.PROCESS,
                     help="sandbox backend: process (default) or docker (see `kernelpilot sandbox check`)")
-    ev.add_argument("--trials", type=_positive_int, default=5, help="correctness trials, each on fresh inputs (default 5)")
-    ev.add_argument("--timeout", type=_positive_float, help="wall-clock limit in seconds for each step "
+    ev.add_argument("--trials", type=positive_int, default=5, help="correctness trials, each on fresh inputs (default 5)")
+    ev.add_argument("--timeout", type=positive_float, help="wall-clock limit in seconds for each step "
                     "(load, each call, the timed loop); default: 300 for load and first call, 60 per later call")
     ev.add_argument("--size", choices=["auto", "full", "small"], default="auto",
                     help="problem size: small uses the problem's SMALL_SIZES; auto = full on a GPU, small without one")
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "default: $KERNELPILOT_HOME/history.db, or KERNELPILOT_DB_URL")
     ev.add_argument("--no-record", action="store_true", help="do not record the evaluation in the history store")
     add_history_parser(commands)
+    add_optimize_parser(commands)
     return parser
 
 
@@ -68,18 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so the sandbox's children are killed on the way out.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        return run_history(args) if args.command == "history" else run_eval(args)
+        return COMMANDS[args.command](args)
     except (UsageError, HistoryUsageError) as error:
         return fail(f"error: {error}", EXIT_USAGE)
     except ProblemError as error:
         return fail(f"bad problem: {error}", EXIT_PROBLEM)
     except (SandboxError, HistoryError, OSError) as error:
         return fail(f"infrastructure error: {error}", EXIT_INFRA)
-
-
-def fail(message: str, code: int) -> int:
-    print(f"kernelpilot: {message}", file=sys.stderr)
-    return code
+    except PolicyError as error:
+        return fail(f"policy error: {error}", EXIT_POLICY)
 
 
 def run_eval(args) -> int:
@@ -138,19 +136,4 @@ def _x(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+COMMANDS = {"eval": run_eval, "history": run_history, "optimize": run_optimize}

@@ -125,6 +125,7 @@ TOOLS = {
 class Toolbox:
     def __init__(self, problem: Problem, evaluator: Evaluator, store: HistoryStore, session: str, origin: Origin):
         self.problem, self.evaluator, self.store, self.session, self.origin = problem, evaluator, store, session, origin
+        self.analysis: str | None = None      # the analysis of the turn being run, recorded with its candidates
 
     def compile(self, request: CodeRequest) -> EvaluationReport:
         return self._evaluate("compile", request.code, trials=1, timed=False)
@@ -156,11 +157,13 @@ class Toolbox:
 
     def _evaluate(self, tool: str, code: str, **overrides) -> EvaluationReport:
         result = self.evaluator.evaluate(self.problem, code, replace(self.evaluator.config, **overrides))
-        evaluation_id = self.store.record(self.problem, code, result, self.origin, self.session)
+        origin = replace(self.origin, analysis=self.analysis) if self.analysis else self.origin
+        evaluation_id = self.store.record(self.problem, code, result, origin, self.session)
         return EvaluationReport(tool=tool, evaluation_id=evaluation_id, result=result)
 
-    def call(self, name: str, arguments: dict) -> Report:
-        """Dispatch a function call from a model; bad names and arguments are results."""
+    def call(self, name: str, arguments: dict, analysis: str | None = None) -> Report:
+        """Dispatch a function call from a model; bad names and arguments are results.
+        `analysis` is the text of the turn that made the call, stored with its candidates."""
         if name not in TOOLS:
             return ToolError(tool=name, message=f"no such tool; the tools are {', '.join(TOOLS)}")
         try:
@@ -168,7 +171,11 @@ class Toolbox:
         except ValidationError as error:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in error.errors())
             return ToolError(tool=name, message=f"bad arguments: {problems}")
-        return getattr(self, name)(request)
+        self.analysis = analysis
+        try:
+            return getattr(self, name)(request)
+        finally:
+            self.analysis = None
 
     @staticmethod
     def schemas() -> list[dict]:

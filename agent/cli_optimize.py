@@ -1,0 +1,118 @@
+"""`kernelpilot optimize PROBLEM.py`: run the agent on one problem and write what it found.
+
+    kernelpilot optimize model.py [--policy builtin|openai|replay:FILE] [--model M] [--base-url URL]
+                         [--max-turns N] [--target-speedup X] [--backend triton|cuda]
+                         [--sandbox process|docker] [--out DIR] [--json] [--resume ID]
+
+Each turn streams to the terminal (the analysis, each tool's result, the best so far);
+`--out` gets best.py, report.md and summary.json. With `--json`, stdout carries exactly
+one JSON object (the summary) and the stream goes to stderr.
+"""
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from agent.cli_common import UsageError, positive_float, positive_int
+from agent.graph import Budget, RunMode
+from agent.policy import Backend
+from agent.report import write_outputs
+from agent.session import AgentSession, PolicySpec, SessionOptions, open_session
+from tools.sandbox.backends import SandboxKind
+
+TEXT_LINES = 14
+
+
+def add_optimize_parser(commands) -> None:
+    op = commands.add_parser(
+        "optimize", help="let the agent write and verify faster kernels for a problem",
+        description="Run the agent on PROBLEM (a KernelBench-format file): each turn the policy writes a "
+                    "performance analysis, then proposes kernels that are compiled, checked and timed in the "
+                    "sandbox. The fastest correct kernel, a Markdown report and a JSON summary go to --out.",
+        epilog="Policies: builtin (no LLM needed), openai (any OpenAI-compatible endpoint: --base-url, --model, "
+               "OPENAI_API_KEY), replay:FILE (scripted turns). Without --policy: openai when an endpoint is "
+               "configured (OPENAI_BASE_URL / KERNELPILOT_MODEL / $KERNELPILOT_HOME/config.toml), else builtin. "
+               "Exit status: 0 when the run finished (whatever it found), 2 usage, 3 bad problem, 4 sandbox or "
+               "store failure, 5 policy failure (endpoint down, key refused, unknown model).")
+    op.add_argument("problem", type=Path, nargs="?", help="KernelBench-format problem file (omit with --resume)")
+    op.add_argument("--policy", help="builtin | openai | replay:FILE")
+    op.add_argument("--model", help="model name for the openai policy (or KERNELPILOT_MODEL)")
+    op.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (or OPENAI_BASE_URL)")
+    op.add_argument("--max-turns", type=positive_int, default=10, help="policy turns at most (default 10)")
+    op.add_argument("--target-speedup", type=positive_float, help="stop once a correct kernel is this much faster than eager")
+    op.add_argument("--max-gpu-seconds", type=positive_float, help="stop after this much evaluation time on the GPU")
+    op.add_argument("--max-tokens", type=positive_int, help="stop after the policy has used this many tokens")
+    op.add_argument("--patience", type=positive_int, default=5, help="stop after N turns without a better kernel (default 5)")
+    op.add_argument("--backend", type=Backend, choices=list(Backend), default=Backend.TRITON, help="kernel language (default triton)")
+    op.add_argument("--sandbox", type=SandboxKind, choices=list(SandboxKind), default=SandboxKind.PROCESS,
+                    help="where candidates run (default process)")
+    op.add_argument("--size", choices=["auto", "full", "small"], default="auto",
+                    help="problem size: auto = full on a GPU, the problem's SMALL_SIZES without one")
+    op.add_argument("--cpu", action="store_true", help="use the Triton interpreter even if a GPU is present")
+    op.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="CUDA device index (default 0)")
+    op.add_argument("--timeout", type=positive_float, help="wall-clock limit in seconds per evaluation step")
+    op.add_argument("--db", metavar="URL", help="history store (SQLAlchemy URL; default $KERNELPILOT_HOME/history.db)")
+    op.add_argument("--out", type=Path, help="folder for best.py, report.md, summary.json (default kernelpilot-out/SESSION)")
+    op.add_argument("--resume", metavar="SESSION", help="go on with an earlier session (its problem and policy)")
+    op.add_argument("--json", action="store_true", help="print exactly one JSON object (the summary) on stdout")
+
+
+def options_from(args) -> SessionOptions:
+    budget = Budget(max_turns=args.max_turns, target_speedup=args.target_speedup, max_gpu_seconds=args.max_gpu_seconds,
+                    max_tokens=args.max_tokens, patience=args.patience)
+    return SessionOptions(problem=args.problem, policy=PolicySpec.parse(args.policy, args.model, args.base_url),
+                          backend=args.backend, mode=RunMode.OPTIMIZE, budget=budget, size=args.size,
+                          sandbox=args.sandbox, db=args.db, cuda_index=args.gpu, force_cpu=args.cpu,
+                          timeout_s=args.timeout, session_id=args.resume)
+
+
+def run_optimize(args) -> int:
+    if args.problem is None and args.resume is None:
+        raise UsageError("name a PROBLEM file, or --resume SESSION")
+    console = Console(file=sys.stderr if args.json else sys.stdout, soft_wrap=True, highlight=False)
+    with open_session(options_from(args)) as session:
+        console.print(f"[bold]session {session.id}[/]: {session.context.toolbox.problem.name} on "
+                      f"{session.context.device.name}, policy {session.context.policy.name}")
+        drive(session, session.start_state(), console)
+        state = session.state()
+        out = args.out or Path("kernelpilot-out") / session.id
+        summary = write_outputs(out, state, session.id, session.context.device)
+    if args.json:
+        print(json.dumps(summary.as_dict()))
+    else:
+        console.print(f"stopped: {summary.stop_reason}; best: {summary.status}"
+                      + (f" {summary.speedup_vs_eager:.2f}x vs eager" if summary.speedup_vs_eager else "")
+                      + f"; report in {out / 'report.md'}")
+    return 0
+
+
+def drive(session: AgentSession, state_input, console: Console) -> None:
+    """Run the graph, printing each update as it lands."""
+    for update in session.stream(state_input):
+        for node, change in update.items():
+            render_update(console, node, change or {})
+
+
+def render_update(console: Console, node: str, change: dict) -> None:
+    for message in change.get("messages", []):
+        if message["role"] == "assistant":
+            console.rule(f"turn {change.get('turns', '?')}")
+            console.print(clip(message.get("content") or "(no text)"), markup=False)
+            for call in message.get("tool_calls", []):
+                console.print(f"→ {call['function']['name']}", style="cyan")
+        elif message["role"] == "tool":
+            console.print(clip(message["content"]), markup=False, style="dim")
+        elif message["role"] == "user":
+            console.print(f"kernelpilot → policy: {message['content']}", style="yellow", markup=False)
+    best = change.get("best")
+    if node == "run_tools" and best:
+        speed = f"{best['speedup_vs_eager']:.2f}x vs eager" if best["speedup_vs_eager"] is not None else "untimed"
+        console.print(f"best so far: turn {best['turn']}, {best['status']}, {speed}", style="green")
+    if change.get("stop"):
+        console.print(f"stop: {change['stop']}", style="bold")
+
+
+def clip(text: str) -> str:
+    lines = text.strip().splitlines()
+    return "\n".join(lines[:TEXT_LINES]) + (f"\n  … {len(lines) - TEXT_LINES} more lines" if len(lines) > TEXT_LINES else "")

@@ -1,0 +1,109 @@
+"""What an optimization leaves behind: the best kernel, a Markdown report, a JSON summary.
+
+The best kernel is the fastest correct candidate the session measured (a timed one
+beats an untimed one; without a GPU, the first verified-correct one); `status` in the
+summary is its status, or `none` when no candidate was correct.
+
+    summary = write_outputs(Path("out"), state, session_id, device)
+"""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.policy import has_analysis
+from tools.device import DeviceInfo
+
+ANALYSIS_CHARS = 3000
+
+
+@dataclass(frozen=True)
+class Summary:
+    status: str
+    best_code_path: str | None
+    speedup_vs_eager: float | None
+    speedup_vs_compile: float | None
+    runtime_ms: float | None
+    turns: int
+    session_id: str
+    stop_reason: str | None
+    submitted: bool
+    attempts: int
+    tokens: int
+    gpu_seconds: float
+    device: str
+    mode: str
+    report_path: str | None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def summarize(state: dict, session_id: str, device: DeviceInfo, out: Path | None) -> Summary:
+    best = state.get("best")
+    return Summary(
+        status=best["status"] if best else "none",
+        best_code_path=str(out / "best.py") if best and out else None,
+        speedup_vs_eager=best["speedup_vs_eager"] if best else None,
+        speedup_vs_compile=best["speedup_vs_compile"] if best else None,
+        runtime_ms=best["runtime_ms"] if best else None,
+        turns=state.get("turns", 0), session_id=session_id, stop_reason=state.get("stop"),
+        submitted=state.get("submitted") is not None, attempts=len(state.get("attempts", [])),
+        tokens=state.get("tokens", 0), gpu_seconds=round(state.get("gpu_seconds", 0.0), 3),
+        device=device.name, mode=device.mode.value, report_path=str(out / "report.md") if out else None)
+
+
+def write_outputs(out: Path, state: dict, session_id: str, device: DeviceInfo) -> Summary:
+    """best.py (if any), report.md and summary.json under `out`; written whole or not at all."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(state, session_id, device, out)
+    if state.get("best"):
+        _write(out / "best.py", state["best"]["code"])
+    _write(out / "report.md", markdown_report(state, summary))
+    _write(out / "summary.json", json.dumps(summary.as_dict(), indent=1) + "\n")
+    return summary
+
+
+def _write(path: Path, text: str) -> None:
+    # A crash or a full disk mid-write must not leave a half file where a whole one was.
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def markdown_report(state: dict, summary: Summary) -> str:
+    problem = Path(state.get("problem_path", "?")).name
+    lines = [f"# kernelpilot: {problem}", "",
+             f"Session `{summary.session_id}` on {summary.device} ({summary.mode}); policy "
+             f"{state.get('policy', {}).get('kind', '?')}; {summary.turns} turns, stopped: {summary.stop_reason}.", "",
+             "## Result", "", result_line(summary), "", "## Attempts", "",
+             "| turn | tool | status | runtime ms | vs eager | vs torch.compile | flags |",
+             "|---:|---|---|---:|---:|---:|---|"]
+    lines += [attempt_row(a) for a in state.get("attempts", [])]
+    lines += ["", "## Analysis trail", ""]
+    turn = 0
+    for message in state.get("messages", []):
+        if message["role"] == "assistant":
+            turn += 1
+            text = message.get("content") or ""
+            refused = "" if has_analysis(text) else " (refused: no performance analysis)"
+            lines += [f"### Turn {turn}{refused}", "", text.strip()[:ANALYSIS_CHARS] or "_(no text)_", ""]
+    return "\n".join(lines) + "\n"
+
+
+def result_line(summary: Summary) -> str:
+    if summary.status == "none":
+        return "No correct kernel was found; nothing is handed back."
+    speed = (f"{summary.runtime_ms:.4g} ms, {summary.speedup_vs_eager:.2f}x vs eager"
+             + (f", {summary.speedup_vs_compile:.2f}x vs torch.compile" if summary.speedup_vs_compile else "")
+             if summary.speedup_vs_eager is not None else "not timed (no GPU: correctness only)")
+    submitted = "submitted after a final full check" if summary.submitted else "not submitted by the policy"
+    slower = (" It is slower than eager PyTorch: keep the reference." if summary.speedup_vs_eager is not None
+              and summary.speedup_vs_eager < 1 else "")
+    return f"Best kernel: `best.py`, {summary.status}, {speed}; {submitted}.{slower}"
+
+
+def attempt_row(a: dict) -> str:
+    number = lambda v, fmt: "" if v is None else format(v, fmt)
+    return (f"| {a['turn']} | {a['tool']} | {a['status']} | {number(a['runtime_ms'], '.4g')} | "
+            f"{number(a['speedup_vs_eager'], '.2f')} | {number(a['speedup_vs_compile'], '.2f')} | "
+            f"{', '.join(a['flags'])} |")
