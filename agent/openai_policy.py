@@ -2,7 +2,8 @@
 
 OpenAI itself, vLLM, SGLang, Ollama or a fine-tuned checkpoint behind one of them. The
 endpoint, model and key come from `OpenAIConfig` (CLI flags, then the environment:
-OPENAI_BASE_URL, KERNELPILOT_MODEL, OPENAI_API_KEY, then $KERNELPILOT_HOME/config.toml).
+OPENAI_BASE_URL, KERNELPILOT_MODEL, OPENAI_API_KEY, then $KERNELPILOT_HOME/config.toml,
+whose [openai] table may also set timeout_s, attempts and backoff_s).
 Timeouts, 429s, 5xx answers and refused connections are retried with exponential
 backoff (tenacity); what cannot be retried — a refused key, a model the endpoint does
 not have, a request it rejects — raises `PolicyError` with one line saying what to fix.
@@ -44,7 +45,8 @@ class OpenAIConfig:
                               "[openai] table of $KERNELPILOT_HOME/config.toml")
         # Local servers (vLLM, Ollama) accept any key; api.openai.com refuses a missing one loudly.
         api_key = os.environ.get("OPENAI_API_KEY") or file.get("api_key") or "none"
-        return OpenAIConfig(base_url=base_url, model=model, api_key=api_key, **overrides)
+        tuning = {key: file[key] for key in ("timeout_s", "attempts", "backoff_s") if key in file}
+        return OpenAIConfig(base_url=base_url, model=model, api_key=api_key, **{**tuning, **overrides})
 
     @staticmethod
     def configured() -> bool:

@@ -5,7 +5,9 @@ Every message is one small dict serialised with `torch.save` and read back with
 process by writing to the pipe. Bulk tensors do not travel in messages: they sit in a
 exchange arena (`tools/sandbox/shm.py`) and messages carry references to them.
 The dict's `kind` names the message; the keys of each kind are fixed (`REQUEST_KEYS`,
-`REPLY_KEYS`) and checked on arrival.
+`REPLY_KEYS`) and checked on arrival. Later additions are optional keys
+(`REQUEST_OPTIONAL`, `REPLY_OPTIONAL`): a message without them is still well formed,
+so an older peer keeps working; the trusted side decides what a missing one means.
 
 Imports only the standard library and torch: it runs inside the sandbox too.
 """
@@ -19,6 +21,9 @@ REQUEST_KEYS = {
     "time": {"arena", "input_sets", "warmup", "iters", "check_indices", "check_slots"},
     "profile": {"arena", "inputs", "calls"},
 }
+# `time`: which input set each call uses, and the secret element positions whose values
+# every call's outputs leave in the arena (so every timed call is checked).
+REQUEST_OPTIONAL = {"time": {"schedule", "sample_positions", "sample_slots"}}
 # Replies cross from the candidate's process: every field's type is fixed. A spec is a
 # type (matched exactly: True is not an int), [spec] for a list of it, or a dict of specs.
 OUTPUT_META = {"container": str, "items": [{"type": str, "device": str, "dtype": str, "shape": [int],
@@ -32,7 +37,19 @@ REPLY_SCHEMA = {
     "profiled": {"calls": int, "kernels": [{"name": str, "count": int, "device_us": float}]},
     "failure": {"status": str, "phase": str, "message": str, "traceback": str},
 }
+# What the worker saw of the candidate's behaviour after a request: replaced timers and
+# torch functions, threads and child processes left running, precision flags, kernel
+# launches (own: defined by the candidate), the persisting-L2 limit (GPU; -1 unknown).
+AUDIT = {"tampered": [str], "threads": [str], "native_threads": int, "children": [int], "flags_changed": [str],
+         "launches": [{"name": str, "own": bool, "count": int}], "l2_persisting_bytes": int}
+REPLY_OPTIONAL_SCHEMA = {
+    "ready": {"fs_isolated": bool, "fs_note": str},
+    "loaded": {"audit": AUDIT},
+    "ran": {"audit": AUDIT},
+    "timed": {"audit": AUDIT, "call_meta": [OUTPUT_META]},
+}
 REPLY_KEYS = {kind: set(schema) for kind, schema in REPLY_SCHEMA.items()}
+REPLY_OPTIONAL = {kind: set(schema) for kind, schema in REPLY_OPTIONAL_SCHEMA.items()}
 MAX_REPLY_BYTES = 16 * 1024 * 1024
 
 
@@ -71,7 +88,7 @@ def pack(message: dict) -> bytes:
     return buffer.getvalue()
 
 
-def unpack(data: bytes, allowed: dict) -> dict:
+def unpack(data: bytes, allowed: dict, optional: dict | None = None) -> dict:
     try:
         message = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except Exception as error:  # any decode failure is the peer's fault, reported as one error
@@ -79,17 +96,19 @@ def unpack(data: bytes, allowed: dict) -> dict:
     if not isinstance(message, dict) or message.get("kind") not in allowed:
         raise ProtocolError(f"unexpected message kind: {message.get('kind') if isinstance(message, dict) else type(message).__name__}")
     expected = allowed[message["kind"]] | {"kind"}
-    if set(message) != expected:
-        raise ProtocolError(f"message '{message['kind']}' has keys {sorted(message)}, expected {sorted(expected)}")
+    extra = (optional or {}).get(message["kind"], set())
+    if not expected <= set(message) <= expected | extra:
+        raise ProtocolError(f"message '{message['kind']}' has keys {sorted(message)}, expected {sorted(expected)}"
+                            + (f" and optionally {sorted(extra)}" if extra else ""))
     return message
 
 
 def unpack_reply(data: bytes) -> dict:
     """A worker's reply, with every field of the type the protocol says."""
-    message = unpack(data, REPLY_KEYS)
-    schema = REPLY_SCHEMA[message["kind"]]
+    message = unpack(data, REPLY_KEYS, REPLY_OPTIONAL)
+    schema = {**REPLY_SCHEMA[message["kind"]], **REPLY_OPTIONAL_SCHEMA.get(message["kind"], {})}
     for key, spec in schema.items():
-        if not conforms(message[key], spec):
+        if key in message and not conforms(message[key], spec):
             raise ProtocolError(f"field '{key}' of a '{message['kind']}' reply is not of the protocol's type")
     return message
 

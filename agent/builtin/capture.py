@@ -1,0 +1,235 @@
+"""Capture a problem's `Model.forward` as a small op graph with shapes and dtypes.
+
+`torch.fx.symbolic_trace` records the forward; `ShapeProp` runs it on the meta device
+(no memory, no compute) with inputs from the problem's own `get_inputs`, so every node
+gets its shape and dtype at the problem's size. Each fx node becomes an `OpNode` with a
+canonical op name ("linear", "softmax", "add", ...), its tensor arguments as `Ref`s and
+its scalar arguments bound by name. Constructs the plans do not know are listed in
+`OpGraph.unsupported`, never guessed.
+
+    graph = capture(load_problem("benchmarks/problems/07_rmsnorm.py", size="small"))
+    print(graph.describe())
+"""
+import operator
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from tools.problems import Problem
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A tensor argument: the name of the node that produces it."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class OpNode:
+    name: str                       # a valid Python identifier (fx's node name)
+    op: str                         # canonical op: "input", "param", "relu", "linear", ...
+    args: tuple = ()                # Refs and scalar constants, in the op's argument order
+    attrs: dict = field(default_factory=dict)   # bound scalar arguments (dim, eps, stride, ...)
+    shape: tuple[int, ...] | None = None        # None for non-tensor values (sizes)
+    dtype: torch.dtype | None = None
+
+    @property
+    def refs(self) -> list[str]:
+        return [a.name for a in self.args if isinstance(a, Ref)]
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape or ():
+            n *= s
+        return n
+
+
+@dataclass(frozen=True)
+class OpGraph:
+    nodes: tuple[OpNode, ...]
+    output: str | None                          # the node the forward returns
+    unsupported: tuple[str, ...] = ()           # one plain sentence per construct no plan handles
+
+    def node(self, name: str) -> OpNode:
+        return self.by_name[name]
+
+    @property
+    def by_name(self) -> dict[str, OpNode]:
+        return {n.name: n for n in self.nodes}
+
+    def users(self, name: str) -> list[OpNode]:
+        return [n for n in self.nodes if name in n.refs]
+
+    def describe(self) -> str:
+        lines = []
+        for n in self.nodes:
+            args = ", ".join(a.name if isinstance(a, Ref) else repr(a) for a in n.args)
+            attrs = "".join(f", {k}={v!r}" for k, v in n.attrs.items())
+            shape = "x".join(map(str, n.shape)) if n.shape is not None else "scalar"
+            dtype = str(n.dtype).replace("torch.", "") if n.dtype else ""
+            lines.append(f"{n.name} = {n.op}({args}{attrs})  # {shape} {dtype}".rstrip())
+        return "\n".join(lines)
+
+
+class CaptureError(Exception):
+    """The forward could not be traced at all; the message says why."""
+
+
+# Argument names of the functions and methods we recognise (fx keeps positional args).
+SIGNATURES = {
+    "softmax": ("input", "dim"), "log_softmax": ("input", "dim"), "cumsum": ("input", "dim"),
+    "sum": ("input", "dim", "keepdim"), "mean": ("input", "dim", "keepdim"), "amax": ("input", "dim", "keepdim"),
+    "amin": ("input", "dim", "keepdim"), "max": ("input", "dim", "keepdim"), "min": ("input", "dim", "keepdim"),
+    "argmax": ("input", "dim", "keepdim"), "argmin": ("input", "dim", "keepdim"),
+    "norm": ("input", "p", "dim", "keepdim"), "hardtanh": ("input", "min_val", "max_val"),
+    "clamp": ("input", "min", "max"), "leaky_relu": ("input", "negative_slope"), "elu": ("input", "alpha"),
+    "softplus": ("input", "beta", "threshold"), "gelu": ("input",), "pow": ("input", "exponent"),
+    "matmul": ("input", "other"), "mm": ("input", "mat2"), "bmm": ("input", "mat2"), "diag": ("input", "diagonal"),
+    "linear": ("input", "weight", "bias"), "transpose": ("input", "dim0", "dim1"), "t": ("input",),
+    "unsqueeze": ("input", "dim"), "squeeze": ("input", "dim"), "flatten": ("input", "start_dim", "end_dim"),
+    "smooth_l1_loss": ("input", "target", "size_average", "reduce", "reduction", "beta"),
+    "layer_norm": ("input", "normalized_shape", "weight", "bias", "eps"),
+    "group_norm": ("input", "num_groups", "weight", "bias", "eps"), "size": ("input", "dim"),
+    "contiguous": ("input",), "clone": ("input",),
+}
+VARARG_VIEWS = {"view", "reshape", "permute"}
+DEFAULTS = {"keepdim": False, "min_val": -1.0, "max_val": 1.0, "negative_slope": 0.01, "alpha": 1.0, "beta": 1.0,
+            "threshold": 20.0, "approximate": "none", "p": 2, "min": None, "max": None, "start_dim": 0,
+            "end_dim": -1, "reduction": "mean", "eps": 1e-5, "diagonal": 0, "dim": None, "bias": None,
+            "weight": None}
+ALIASES = {"truediv": "div", "floordiv": "floor_divide", "rsub": "rsub", "iadd": "add", "imul": "mul",
+           "isub": "sub", "itruediv": "div", "divide": "div", "multiply": "mul", "subtract": "sub",
+           "clip": "clamp", "T": "t", "silu_": "silu", "relu_": "relu", "getitem": "getitem"}
+
+
+def capture(problem: Problem) -> OpGraph:
+    """The problem's forward as an OpGraph, shapes from `get_inputs` at the problem's size."""
+    with torch.device("meta"):
+        torch.manual_seed(0)
+        inputs = problem.draw_inputs()
+        model = problem.module.Model(*problem.init_inputs())
+    try:
+        traced = fx.symbolic_trace(model)
+        ShapeProp(traced).propagate(*inputs)
+    except Exception as error:  # a trace failure is data for the analysis, not a crash
+        raise CaptureError(f"torch.fx could not trace Model.forward: {type(error).__name__}: {error}") from None
+    return convert(traced)
+
+
+def convert(traced: fx.GraphModule) -> OpGraph:
+    nodes, unsupported, output = [], [], None
+    modules = dict(traced.named_modules())
+    for node in traced.graph.nodes:
+        if node.op == "output":
+            out = node.args[0]
+            if isinstance(out, fx.Node):
+                output = out.name
+            else:
+                unsupported.append(f"the forward returns {type(out).__name__}, not a single tensor")
+            continue
+        made = _convert_node(node, modules, traced)
+        if isinstance(made, str):
+            unsupported.append(made)
+            nodes.append(OpNode(node.name, "unsupported", _refs(node.args), {}, *_meta(node)))
+        else:
+            nodes.extend(made)
+    return OpGraph(tuple(nodes), output, tuple(unsupported))
+
+
+def _meta(node: fx.Node) -> tuple:
+    tm = node.meta.get("tensor_meta")
+    if tm is None or not hasattr(tm, "shape"):
+        return None, None
+    return tuple(int(s) for s in tm.shape), tm.dtype
+
+
+def _refs(args) -> tuple:
+    return tuple(Ref(a.name) if isinstance(a, fx.Node) else a for a in args)
+
+
+def _convert_node(node: fx.Node, modules: dict, traced: fx.GraphModule) -> list[OpNode] | str:
+    shape, dtype = _meta(node)
+    if node.op == "placeholder":
+        return [OpNode(node.name, "input", (), {"arg": node.target}, shape, dtype)]
+    if node.op == "get_attr":
+        return [OpNode(node.name, "param", (), {"path": node.target}, shape, dtype)]
+    if node.op == "call_module":
+        return _convert_module(node, modules[node.target], shape, dtype)
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", str(node.target))
+    name = ALIASES.get(name, name)
+    if node.target is getattr and node.args[1] in ("T", "mT", "shape"):
+        if node.args[1] == "shape":
+            return f"{node.name}: reading .shape in forward is not supported"
+        return [OpNode(node.name, "t", _refs(node.args[:1]), {}, shape, dtype)]
+    if node.target is operator.getitem:
+        return f"{node.name}: indexing (getitem) is not supported by the built-in plans"
+    return [_bind(node, name, shape, dtype)]
+
+
+def _bind(node: fx.Node, name: str, shape, dtype) -> OpNode:
+    if name in VARARG_VIEWS:
+        dims = node.args[1:] if not (len(node.args) == 2 and isinstance(node.args[1], (tuple, list))) else node.args[1]
+        return OpNode(node.name, name, _refs(node.args[:1]), {"dims": tuple(_refs(dims))}, shape, dtype)
+    names = SIGNATURES.get(name)
+    if names is None:  # binary and unary pointwise ops take tensors and scalars positionally
+        return OpNode(node.name, name, _refs(node.args), dict(node.kwargs), shape, dtype)
+    bound = {k: DEFAULTS.get(k) for k in names[1:]}
+    bound.update(dict(zip(names[1:], node.args[1:])))
+    bound.update(node.kwargs)
+    tensors = (node.args[0],) + tuple(v for k, v in bound.items() if isinstance(v, fx.Node))
+    attrs = {k: v for k, v in bound.items() if not isinstance(v, fx.Node)}
+    return OpNode(node.name, name, _refs(tensors), attrs, shape, dtype)
+
+
+ACTIVATIONS = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.SiLU: "silu", nn.Mish: "mish",
+               nn.Hardsigmoid: "hardsigmoid", nn.Hardswish: "hardswish", nn.Softsign: "softsign", nn.SELU: "selu",
+               nn.Identity: "identity"}
+
+
+def _convert_module(node: fx.Node, module: nn.Module, shape, dtype) -> list[OpNode] | str:
+    x = _refs(node.args[:1])
+    kind = type(module)
+    if kind in ACTIVATIONS:
+        return [OpNode(node.name, ACTIVATIONS[kind], x, {}, shape, dtype)]
+    simple = {nn.GELU: ("gelu", {"approximate": getattr(module, "approximate", "none")}),
+              nn.Hardtanh: ("hardtanh", {"min_val": getattr(module, "min_val", -1.0),
+                                         "max_val": getattr(module, "max_val", 1.0)}),
+              nn.LeakyReLU: ("leaky_relu", {"negative_slope": getattr(module, "negative_slope", 0.01)}),
+              nn.ELU: ("elu", {"alpha": getattr(module, "alpha", 1.0)}),
+              nn.Softplus: ("softplus", {"beta": getattr(module, "beta", 1.0), "threshold": getattr(module, "threshold", 20.0)}),
+              nn.Softmax: ("softmax", {"dim": getattr(module, "dim", None)}),
+              nn.LogSoftmax: ("log_softmax", {"dim": getattr(module, "dim", None)})}
+    if kind in simple:
+        op, attrs = simple[kind]
+        return [OpNode(node.name, op, x, attrs, shape, dtype)]
+    if isinstance(module, nn.Dropout) and module.p == 0.0:
+        return [OpNode(node.name, "identity", x, {}, shape, dtype)]
+    layered = {nn.Linear: "linear", nn.Conv2d: "conv2d", nn.LayerNorm: "layer_norm", nn.GroupNorm: "group_norm"}
+    if kind not in layered:
+        return f"{node.name}: module {kind.__name__} ({node.target}) is not supported by the built-in plans"
+    return _layer(node, module, layered[kind], shape, dtype)
+
+
+def _layer(node: fx.Node, module: nn.Module, op: str, shape, dtype) -> list[OpNode] | str:
+    params = []
+    for pname in ("weight", "bias"):
+        p = getattr(module, pname, None)
+        params.append(None if p is None else OpNode(f"{node.name}_{pname}", "param", (),
+                                                    {"path": f"{node.target}.{pname}"}, tuple(p.shape), p.dtype))
+    attrs = {}
+    if op == "conv2d":
+        if module.padding_mode != "zeros":
+            return f"{node.name}: Conv2d with padding_mode={module.padding_mode!r} is not supported"
+        attrs = {"stride": module.stride, "padding": module.padding, "dilation": module.dilation,
+                 "groups": module.groups}
+    elif op == "layer_norm":
+        attrs = {"normalized_shape": tuple(module.normalized_shape), "eps": module.eps}
+    elif op == "group_norm":
+        attrs = {"num_groups": module.num_groups, "eps": module.eps}
+    args = (Ref(node.args[0].name),) + tuple(Ref(p.name) if p else None for p in params)
+    return [p for p in params if p] + [OpNode(node.name, op, args, attrs, shape, dtype)]

@@ -1,0 +1,199 @@
+"""Split a captured op graph into stages, each one kernel (or one torch view line).
+
+A stage is anchored by the op that shapes its kernel — a matmul, a convolution (kept on
+cuDNN), a reduction over the last dim (a row program), a reduction over another dim, a
+group norm — or is a pointwise chain; the pointwise ops that follow an anchor join it as
+its epilogue, and a pointwise chain that feeds a row reduction joins the row program as
+its prologue. Values a stage computes are stored only when something outside it reads
+them. Anything no stage can hold raises `Unsupported` with a plain sentence.
+
+    stages = partition(rewrite(capture(problem)))
+"""
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from agent.builtin import ops
+from agent.builtin.capture import OpGraph, OpNode, Ref
+
+
+class Unsupported(Exception):
+    """The graph holds something the built-in plans cannot turn into a kernel; says what."""
+
+
+class StageKind(StrEnum):
+    VIEW = "view"               # a torch view (no data moved): transpose, reshape, unsqueeze
+    POINTWISE = "pointwise"     # one fused elementwise kernel
+    ROWS = "rows"               # one program per row of the last dim: reductions, softmax, norms, scans
+    REDUCE = "reduce"           # a reduction over a dim that is not the last
+    GROUP_NORM = "group_norm"   # group norm, looping over each (sample, group) slice
+    MATMUL = "matmul"           # tl.dot GEMM with its epilogue
+    CONV = "conv"               # cuDNN convolution, then a Triton epilogue
+
+
+class Operand(StrEnum):
+    """How an external tensor broadcasts against a stage's iteration shape."""
+
+    FULL = "full"               # same shape: one element per output element
+    COL = "col"                 # a vector along the last dim
+    ROW = "row"                 # one value per row (a keepdim reduction result)
+    CHANNEL = "channel"         # (C, 1, 1) against (batch, C, H, W)
+    SCALAR = "scalar"           # a one-element tensor
+
+
+@dataclass
+class Stage:
+    kind: StageKind
+    shape: tuple[int, ...]                      # iteration shape (rows: the row-level shape)
+    anchor: OpNode | None = None
+    body: list[OpNode] = field(default_factory=list)    # ops computed in the kernel, in order
+    outputs: list[str] = field(default_factory=list)    # values the stage stores, in order
+
+    @property
+    def names(self) -> set[str]:
+        return {n.name for n in self.body} | ({self.anchor.name} if self.anchor else set())
+
+
+def classify(shape: tuple[int, ...], target: tuple[int, ...]) -> Operand:
+    """How `shape` broadcasts to `target` (torch rules), as one of the kinds the kernels index."""
+    numel = 1
+    for s in shape:
+        numel *= s
+    core = tuple(shape)
+    while core and core[0] == 1 and len(core) > 1:
+        core = core[1:]
+    if tuple(shape) == tuple(target) or (core == tuple(target)):
+        return Operand.FULL
+    if numel == 1:
+        return Operand.SCALAR
+    if core == (target[-1],):
+        return Operand.COL
+    if len(target) >= 2 and core == tuple(target[-len(core):-1]) + (1,) and len(core) == len(target):
+        return Operand.ROW
+    if len(target) == 4 and core in ((target[1], 1, 1),):
+        return Operand.CHANNEL
+    raise Unsupported(f"an operand of shape {tuple(shape)} broadcast to {tuple(target)} (only full tensors, "
+                      "last-dim vectors, per-row and per-channel values)")
+
+
+def last_dim(node: OpNode, graph: OpGraph) -> bool:
+    """Does this reduction or row op work along the last dim of its input?"""
+    rank = len(graph.node(node.refs[0]).shape)
+    dim = node.attrs.get("dim")
+    if node.op == "layer_norm":
+        return len(node.attrs["normalized_shape"]) == 1
+    if isinstance(dim, (tuple, list)):
+        dim = dim[0] if len(dim) == 1 else None
+    return dim is not None and dim % rank == rank - 1
+
+
+def partition(graph: OpGraph) -> list[Stage]:
+    if graph.unsupported:
+        raise Unsupported("; ".join(graph.unsupported))
+    stages: list[Stage] = []
+    for node in graph.nodes:
+        if node.op in ("input", "param"):
+            continue
+        if not (stages and _absorb(stages[-1], node, graph)):
+            stages.append(_start(node, graph, stages))
+    _set_outputs(stages, graph)
+    return stages
+
+
+def _start(node: OpNode, graph: OpGraph, stages: list[Stage]) -> Stage:
+    op = node.op
+    if op in ops.VIEWS:
+        return Stage(StageKind.VIEW, node.shape or (), node)
+    if ops.is_pointwise(op):
+        _check_pointwise(node)
+        return Stage(StageKind.POINTWISE, node.shape, None, [node])
+    if op in ops.ROW_REDUCTIONS | ops.ROW_MAPS:
+        if op in ("max", "min") and node.attrs.get("dim") is not None:
+            raise Unsupported(f"{node.name}: {op}(dim=...) returns (values, indices); use amax/amin")
+        if node.attrs.get("dim") is None and op != "layer_norm":
+            raise Unsupported(f"{node.name}: {op} over all dims (one scalar) is not a row program")
+        row_shape = graph.node(node.refs[0]).shape
+        if last_dim(node, graph):
+            return Stage(StageKind.ROWS, row_shape, None, [node])
+        if op in ops.ROW_REDUCTIONS and op != "norm":
+            return Stage(StageKind.REDUCE, node.shape, node)
+        raise Unsupported(f"{node.name}: {op} along a dim that is not the last")
+    if op in ops.MATMULS:
+        return Stage(StageKind.MATMUL, node.shape, node)
+    if op in ops.CONVS:
+        return Stage(StageKind.CONV, node.shape, node)
+    if op in ops.GROUP_NORMS:
+        return Stage(StageKind.GROUP_NORM, node.shape, node)
+    raise Unsupported(f"{node.name}: op {op!r} has no built-in plan")
+
+
+def _check_pointwise(node: OpNode) -> None:
+    try:
+        ops.render(node.op, ["a", "b"], node.attrs)
+    except (ValueError, KeyError) as error:
+        raise Unsupported(f"{node.name}: {error}") from None
+
+
+def _absorb(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
+    """Add `node` to the open stage when it can live in the same kernel."""
+    if stage.kind in (StageKind.VIEW, StageKind.GROUP_NORM):
+        return False
+    inside = [r for r in node.refs if r in stage.names]
+    if not inside:
+        return False
+    if ops.is_pointwise(node.op):
+        return _absorb_pointwise(stage, node, graph)
+    if node.op in ops.ROW_REDUCTIONS | ops.ROW_MAPS and stage.kind in (StageKind.ROWS, StageKind.POINTWISE):
+        source = graph.node(node.refs[0])
+        ok = (node.op not in ("max", "min") or node.attrs.get("dim") is None) and node.attrs.get("dim") is not None \
+            or node.op == "layer_norm"
+        if ok and source.name in stage.names and source.shape == stage.shape and last_dim(node, graph):
+            stage.kind = StageKind.ROWS            # a pointwise chain becomes the row program's prologue
+            stage.body.append(node)
+            return True
+    return False
+
+
+def _absorb_pointwise(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
+    _check_pointwise(node)
+    rows = stage.kind is StageKind.ROWS
+    scalar_level = rows and node.shape in (stage.shape[:-1] + (1,), stage.shape[:-1])
+    if node.shape != stage.shape and not scalar_level:
+        return False
+    for ref in node.refs:
+        source = graph.node(ref)
+        if ref in stage.names:
+            if rows and node.shape == stage.shape and source.shape == stage.shape[:-1] and source.shape != (1,):
+                return False                       # a keepdim=False result broadcasts along the last dim
+            continue
+        try:
+            classify(source.shape, stage.shape if not scalar_level else stage.shape[:-1] + (1,))
+        except Unsupported:
+            return False
+    stage.body.append(node)
+    return True
+
+
+def _set_outputs(stages: list[Stage], graph: OpGraph) -> None:
+    for stage in stages:
+        names = stage.names
+        produced = [n.name for n in ([stage.anchor] if stage.anchor else []) + stage.body]
+        used_outside = [n for n in produced
+                        if n == graph.output or any(u.name not in names for u in graph.users(n))]
+        if stage.kind is StageKind.VIEW:
+            stage.outputs = [stage.anchor.name]
+            continue
+        final = produced[-1]
+        stage.outputs = [final] + [n for n in used_outside if n != final]
+        if stage.kind in (StageKind.MATMUL, StageKind.CONV, StageKind.REDUCE, StageKind.GROUP_NORM):
+            if stage.anchor.name in stage.outputs[1:] and stage.kind is not StageKind.MATMUL:
+                raise Unsupported(f"{stage.anchor.name}: its value is needed both inside and after its epilogue")
+
+
+def externals(stage: Stage, graph: OpGraph) -> list[str]:
+    """The tensors a stage reads from outside, in order of first use."""
+    seen: list[str] = []
+    for node in ([stage.anchor] if stage.anchor else []) + stage.body:
+        for ref in node.refs:
+            if ref not in stage.names and ref not in seen:
+                seen.append(ref)
+    return seen

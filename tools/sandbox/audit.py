@@ -1,0 +1,233 @@
+"""What a candidate did to its own process, seen from inside the sandbox worker.
+
+After every request the worker reports raw facts (the trusted side judges them):
+- `tampered`: functions the timing and checking depend on (time.*, torch.cuda.Event and
+  its methods, torch.cuda.synchronize, torch.Tensor methods, torch.nn.Module.__call__,
+  builtins, the worker's own modules, Triton's launch entry points) that were replaced,
+  added or removed since the snapshot taken before the candidate was imported;
+- `threads`: Python threads still alive that were not there before the candidate;
+- `native_threads`: the kernel's thread count of the process (torch's own pools included);
+- `children`: processes still parented to the worker (it is a child subreaper, so even a
+  double-forked, setsid-detached daemon is re-parented here and counted);
+- `launches`: the kernels launched since the last request, by Triton function or
+  load_inline extension function; `own` when the candidate's module defined it;
+- `l2_persisting_bytes`: the CUDA context's persisting-L2 limit (-1 when unknown).
+
+Imports only the standard library, torch and triton: it runs inside the sandbox.
+"""
+import builtins
+import ctypes
+import functools
+import os
+import sys
+import time
+import types
+
+import torch
+
+CANDIDATE_MODULE = "kp_candidate"
+PR_SET_CHILD_SUBREAPER = 36
+CU_LIMIT_PERSISTING_L2_CACHE_SIZE = 0x06
+
+_launches: dict[tuple[str, bool], int] = {}
+
+
+# ----------------------------------------------------------------------------- provenance
+
+def _kernel_name(jit_function) -> tuple[str, bool]:
+    fn = getattr(jit_function, "fn", None)
+    module = getattr(fn, "__module__", "") or ""
+    name = f"{module}.{getattr(fn, '__qualname__', type(jit_function).__name__)}"
+    return name, module == CANDIDATE_MODULE
+
+
+def _counting_run(original):
+    @functools.wraps(original)
+    def run(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        key = _kernel_name(self)   # counted once the launch returned: a kernel that raised did not run
+        _launches[key] = _launches.get(key, 0) + 1
+        return result
+    run.__kp_launch_hook__ = True
+    return run
+
+
+def _counting_extension_call(module_name: str, name: str, function):
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        result = function(*args, **kwargs)
+        key = (f"ext:{module_name}.{name}", True)
+        _launches[key] = _launches.get(key, 0) + 1
+        return result
+    return call
+
+
+def _wrap_extension(module):
+    """The functions of a module built by load_inline/load, counted when called."""
+    for name, value in list(vars(module).items()):
+        if not name.startswith("_") and callable(value) and not isinstance(value, type):
+            setattr(module, name, _counting_extension_call(module.__name__, name, value))
+    return module
+
+
+def _counting_loader(original):
+    @functools.wraps(original)
+    def load(*args, **kwargs):
+        module = original(*args, **kwargs)
+        return _wrap_extension(module) if isinstance(module, types.ModuleType) else module
+    return load
+
+
+def install_launch_hooks() -> None:
+    """Count Triton launches (compiled and interpreted) and calls into C++/CUDA
+    extensions; idempotent (the fork server may already have installed them)."""
+    from triton.runtime import interpreter, jit
+
+    for cls in (jit.JITFunction, interpreter.InterpretedFunction):
+        if not getattr(cls.run, "__kp_launch_hook__", False):
+            cls.run = _counting_run(cls.run)
+    from torch.utils import cpp_extension
+
+    for name in ("load_inline", "load"):
+        original = getattr(cpp_extension, name)
+        if not getattr(original, "__kp_launch_hook__", False):
+            wrapped = _counting_loader(original)
+            wrapped.__kp_launch_hook__ = True
+            setattr(cpp_extension, name, wrapped)
+
+
+def take_launches() -> list[dict]:
+    taken = [{"name": name[:200], "own": own, "count": count} for (name, own), count in sorted(_launches.items())]
+    _launches.clear()
+    return taken
+
+
+# ----------------------------------------------------------------------------- integrity
+
+def _watched_owners() -> dict[str, object]:
+    from triton.runtime import interpreter, jit
+
+    from tools.sandbox import protocol, shm, worker
+
+    return {
+        "time": time, "builtins": builtins, "torch": torch, "torch.Tensor": torch.Tensor,
+        "torch.nn.Module": torch.nn.Module, "torch.nn.functional": torch.nn.functional,
+        "torch.cuda": torch.cuda, "torch.cuda.Event": torch.cuda.Event, "torch.cuda.Stream": torch.cuda.Stream,
+        "torch.cuda.streams": torch.cuda.streams, "triton.JITFunction": jit.JITFunction,
+        "triton.InterpretedFunction": interpreter.InterpretedFunction,
+        "tools.sandbox.worker": worker, "tools.sandbox.protocol": protocol, "tools.sandbox.shm": shm,
+        "tools.sandbox.audit": sys.modules[__name__],
+    }
+
+
+def _callables(owner) -> dict[str, object]:
+    # vars(), not getattr: reading an attribute may import a lazy submodule
+    return {name: value for name, value in vars(owner).items()
+            if callable(value) and not isinstance(value, types.ModuleType)}
+
+
+class Integrity:
+    """A snapshot of the watched functions; `changes()` names what differs now."""
+
+    def __init__(self):
+        self.owners = _watched_owners()
+        self.snapshot = {label: _callables(owner) for label, owner in self.owners.items()}
+        self.modules = {name: sys.modules.get(name) for name in ("time", "torch", "builtins", "tools.sandbox.worker")}
+
+    def changes(self) -> list[str]:
+        found = [f"sys.modules['{name}'] (replaced)" for name, module in self.modules.items()
+                 if sys.modules.get(name) is not module]
+        for label, owner in self.owners.items():
+            before, now = self.snapshot[label], _callables(owner)
+            found += [f"{label}.{name} (replaced)" for name, value in before.items()
+                      if name in now and now[name] is not value]
+            found += [f"{label}.{name} (removed)" for name in before if name not in now]
+            found += [f"{label}.{name} (added)" for name in now if name not in before]
+        return sorted(found)[:50]
+
+
+# ----------------------------------------------------------------------------- processes
+
+def become_subreaper() -> None:
+    """Orphans of the candidate's children are re-parented to the worker, not to init."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def python_threads() -> set[int]:
+    # every thread with a Python thread state, `_thread.start_new_thread` ones included
+    return set(sys._current_frames())
+
+
+def native_thread_count() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def live_children() -> list[int]:
+    """Processes whose parent is this one, zombies left out."""
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if int(fields[1]) == me and fields[0] != "Z":
+            found.append(int(entry))
+    return sorted(found)
+
+
+# ----------------------------------------------------------------------------- persisting L2
+
+def _libcuda():
+    try:
+        return ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+
+
+def persisting_l2_bytes() -> int:
+    """The current context's persisting-L2 limit; -1 without CUDA."""
+    lib = _libcuda() if torch.cuda.is_initialized() else None
+    if lib is None:
+        return -1
+    value = ctypes.c_size_t(0)
+    if lib.cuCtxGetLimit(ctypes.byref(value), CU_LIMIT_PERSISTING_L2_CACHE_SIZE) != 0:
+        return -1
+    return int(value.value)
+
+
+def clear_persisting_l2() -> None:
+    """No L2 lines may persist across the flush between timed calls."""
+    lib = _libcuda() if torch.cuda.is_initialized() else None
+    if lib is not None:
+        lib.cuCtxSetLimit(CU_LIMIT_PERSISTING_L2_CACHE_SIZE, ctypes.c_size_t(0))
+        lib.cuCtxResetPersistingL2Cache()
+
+
+# ----------------------------------------------------------------------------- the report
+
+class Auditor:
+    """Baselines taken before the candidate loads; `report()` after each request."""
+
+    def __init__(self):
+        install_launch_hooks()
+        self.integrity = Integrity()
+        self.threads = python_threads()
+        take_launches()
+
+    def report(self, flags_changed: list, l2_bytes: int | None = None) -> dict:
+        import threading
+
+        extra = python_threads() - self.threads
+        names = {thread.ident: thread.name for thread in threading.enumerate()}
+        return {
+            "tampered": self.integrity.changes(),
+            "threads": sorted(names.get(ident, f"thread {ident}") for ident in extra),
+            "native_threads": native_thread_count(),
+            "children": live_children(),
+            "flags_changed": list(flags_changed),
+            "launches": take_launches(),
+            "l2_persisting_bytes": persisting_l2_bytes() if l2_bytes is None else l2_bytes,
+        }
