@@ -3,6 +3,7 @@
     kernelpilot eval PROBLEM.py CANDIDATE.py [--json] [--trials N] [--timeout S] [--size auto|full|small]
     kernelpilot history list | show ID | best PROBLEM.py | export     (see agent/cli_history.py)
     kernelpilot optimize PROBLEM.py [--policy ...]                   (see agent/cli_optimize.py)
+    kernelpilot chat [FILE [NAME]]                                   (see agent/chat.py)
 
 Exit codes: 0 whenever the evaluation or run finished (whatever the verdict), 2 for
 usage errors, 3 for an unusable problem file, 4 for infrastructure failures (the
@@ -19,6 +20,7 @@ from pathlib import Path
 from rich.console import Console
 
 from agent.cli_common import EXIT_INFRA, EXIT_POLICY, EXIT_PROBLEM, EXIT_USAGE, UsageError, fail, positive_float, positive_int
+from agent.chat import add_chat_parser, run_chat
 from agent.cli_history import HistoryUsageError, add_history_parser, run_history
 from agent.cli_optimize import add_optimize_parser, run_optimize
 from agent.policy import PolicyError
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-record", action="store_true", help="do not record the evaluation in the history store")
     add_history_parser(commands)
     add_optimize_parser(commands)
+    add_chat_parser(commands)
     return parser
 
 
@@ -136,4 +139,8 @@ def _x(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
 
 
-COMMANDS = {"eval": run_eval, "history": run_history, "optimize": run_optimize}
+COMMANDS = {"eval": run_eval, "history": run_history, "optimize": run_optimize, "chat": run_chat}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

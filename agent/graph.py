@@ -96,7 +96,8 @@ def policy_turn(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     elif turn.tool_calls:
         update["pending"] = [asdict(call) for call in turn.tool_calls]
     finished = has_analysis(turn.text) and not turn.tool_calls
-    update["stop"] = stop_reason({**state, **update}, ctx.budget, finished)
+    # A turn's accepted tool calls always run; the budget is looked at after them.
+    update["stop"] = None if update["pending"] else stop_reason({**state, **update}, ctx.budget, finished)
     return update
 
 

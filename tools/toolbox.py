@@ -194,7 +194,9 @@ def history_view(problem: str, entry: Entry) -> HistoryView:
 def render_view(view: HistoryView) -> str:
     speed = f"{view.speedup_vs_eager:.2f}x vs eager" if view.speedup_vs_eager is not None else "not timed"
     flags = f" [{', '.join(view.flags)}]" if view.flags else ""
-    analysis = f" — {view.analysis.splitlines()[0][:120]}" if view.analysis else ""
+    gist = next((line.strip() for line in (view.analysis or "").splitlines()
+                 if line.strip() and not line.lstrip().startswith("#")), "")
+    analysis = f" — {gist[:120]}" if gist else ""
     return f"#{view.id} {view.problem}: {view.status.value}, {speed}{flags}{analysis}"
 
 

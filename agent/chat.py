@@ -1,0 +1,216 @@
+"""`kernelpilot chat`: a terminal conversation with the agent about slow code.
+
+Name a problem (`/problem FILE [NAME]`: a KernelBench-format file, or any file plus the
+nn.Module class or function in it that is slow, next to `get_inputs()` and
+`get_init_inputs()`), or paste one between ``` lines. Then talk: each message runs
+the agent until the policy hands back to you, with every tool result shown. Slash
+commands:
+
+    /problem FILE [NAME]   the code to work on        /optimize [N]  let the agent search N turns
+    /best                  the best kernel so far      /save [PATH]   write it to a file
+    /history               earlier kernels and speedups for this problem
+    /resume ID             go back to an earlier session       /quit   leave (Ctrl-D too)
+
+Ctrl-C stops the turn under way, not the conversation; every session is checkpointed and
+resumable by its id (also `kernelpilot chat --resume ID`).
+"""
+import contextlib
+import hashlib
+import re
+from dataclasses import replace
+from pathlib import Path
+
+from rich.console import Console
+
+from agent.cli_optimize import drive
+from agent.graph import Budget, RunMode, tool_message
+from agent.policy import Backend, PolicyError
+from agent.session import AgentSession, PolicySpec, SessionOptions, kernelpilot_home, open_session
+from tools.sandbox.backends import SandboxKind
+from tools.problems import ProblemError
+from tools.sandbox.process import SandboxError
+
+PROMPT = "you> "
+OPTIMIZE_REQUEST = ("Optimize this problem: write kernels, measure them with benchmark, profile where it helps, "
+                    "and submit the fastest correct one.")
+
+
+class Chat:
+    def __init__(self, options: SessionOptions, console: Console, turns_per_message: int = 4):
+        self.options, self.console, self.turns_per_message = options, console, turns_per_message
+        self.stack = contextlib.ExitStack()
+        self.session: AgentSession | None = None
+
+    def loop(self, read=input) -> None:
+        self.console.print("kernelpilot chat — /problem FILE to begin, /quit to leave", style="bold")
+        if self.options.problem or self.options.session_id:
+            self.open(self.options)
+        while True:
+            try:
+                line = read(PROMPT)
+            except EOFError:
+                break
+            except KeyboardInterrupt:
+                self.console.print("\n(Ctrl-C stops a running turn; /quit leaves)")
+                continue
+            if line.strip() in ("/quit", "/exit"):
+                break
+            if line.strip():
+                self.handle(line, read)
+        self.stack.close()
+
+    def handle(self, line: str, read) -> None:
+        command, _, rest = line.strip().partition(" ")
+        actions = {"/problem": self.set_problem, "/optimize": self.optimize, "/best": self.best,
+                   "/save": self.save, "/history": self.history, "/resume": self.resume}
+        try:
+            if line.strip().startswith("```"):
+                self.paste(read)
+            elif command in actions:
+                actions[command](rest.strip())
+            elif command.startswith("/"):
+                self.console.print(f"unknown command {command}; commands: {', '.join(actions)}, /quit")
+            else:
+                self.say(line.strip())
+        except (ProblemError, PolicyError, SandboxError, OSError) as error:
+            self.console.print(f"error: {error}", style="red", markup=False)
+
+    # ---- sessions -------------------------------------------------------------------------
+
+    def open(self, options: SessionOptions) -> None:
+        self.stack.close()
+        self.stack = contextlib.ExitStack()
+        self.session = None
+        self.session = self.stack.enter_context(open_session(options))
+        problem = self.session.context.toolbox.problem
+        self.console.print(f"session {self.session.id}: {problem.name} ({problem.size} size) on "
+                           f"{self.session.context.device.name}, policy {self.session.context.policy.name}")
+
+    def set_problem(self, rest: str) -> None:
+        if not rest:
+            return self.console.print("usage: /problem FILE [NAME]")
+        path_text, _, name = rest.partition(" ")
+        path = Path(path_text).expanduser()
+        if name.strip():
+            path = wrap_problem(path, name.strip())
+        self.open(replace(self.options, problem=path, session_id=None))
+        self.run_graph(None, turns=1)     # the first turn: the policy's analysis of where the time goes
+
+    def paste(self, read) -> None:
+        lines = []
+        while (line := read("... ")).strip() != "```":
+            lines.append(line)
+        folder = kernelpilot_home() / "pasted"
+        folder.mkdir(parents=True, exist_ok=True)
+        text = "\n".join(lines) + "\n"
+        path = folder / f"pasted_{hashlib.sha256(text.encode()).hexdigest()[:10]}.py"
+        path.write_text(text)
+        self.console.print(f"saved the pasted code as {path}")
+        self.set_problem(str(path))
+
+    def resume(self, session_id: str) -> None:
+        if not session_id:
+            return self.console.print("usage: /resume SESSION_ID")
+        self.open(replace(self.options, problem=None, session_id=session_id))
+
+    # ---- turns ----------------------------------------------------------------------------
+
+    def say(self, text: str, turns: int | None = None) -> None:
+        if self.session is None:
+            return self.console.print("no problem yet: /problem FILE (or paste code between ``` lines)")
+        self.run_graph({"messages": [{"role": "user", "content": text}], "stop": None}, turns)
+
+    def optimize(self, rest: str) -> None:
+        self.say(OPTIMIZE_REQUEST, turns=int(rest) if rest.isdigit() else 8)
+
+    def run_graph(self, state_input, turns: int | None = None) -> None:
+        session = self.session
+        if state_input is None:
+            state_input = session.start_state()
+        done = session.state().get("turns", 0)
+        session.context.budget = replace(session.context.budget, max_turns=done + (turns or self.turns_per_message))
+        session.config["recursion_limit"] = 2 * (turns or self.turns_per_message) + 10
+        try:
+            drive(session, state_input, self.console)
+        except KeyboardInterrupt:
+            self.interrupted()
+
+    def interrupted(self) -> None:
+        """Close the cut turn in the checkpoint: its pending calls answered, control back to the user."""
+        state = self.session.state()
+        answers = [tool_message(call["id"], "interrupted by the user") for call in state.get("pending", [])]
+        self.session.graph.update_state(self.session.config, {"messages": answers, "pending": [], "stop": "ask_user"},
+                                        as_node="run_tools")
+        self.console.print("\ninterrupted: the turn was stopped; the session goes on", style="yellow")
+
+    # ---- results --------------------------------------------------------------------------
+
+    def best(self, _: str = "") -> None:
+        best = self.session and self.session.state().get("best")
+        if not best:
+            return self.console.print("no correct kernel yet")
+        speed = f"{best['speedup_vs_eager']:.2f}x vs eager" if best["speedup_vs_eager"] is not None else "not timed"
+        self.console.print(f"best: turn {best['turn']} ({best['tool']}), {best['status']}, {speed}")
+        self.console.print(best["code"], markup=False, highlight=False)
+
+    def save(self, rest: str) -> None:
+        best = self.session and self.session.state().get("best")
+        if not best:
+            return self.console.print("no correct kernel to save yet")
+        problem = self.session.context.toolbox.problem.path
+        path = Path(rest).expanduser() if rest else problem.with_name(f"{problem.stem}_kernelpilot.py")
+        path.write_text(best["code"])
+        self.console.print(f"saved the best kernel (class ModelNew) to {path}")
+
+    def history(self, _: str = "") -> None:
+        if self.session is None:
+            return self.console.print("no problem yet")
+        self.console.print(self.session.context.toolbox.call("speedup_history", {"k": 3}).text(), markup=False)
+
+
+def wrap_problem(path: Path, name: str) -> Path:
+    """A problem file around the named nn.Module class or function of a user's file."""
+    source = path.read_text()
+    if not re.search(rf"^(class|def)\s+{re.escape(name)}\b", source, re.MULTILINE):
+        raise ProblemError(f"{path}: no class or function named {name}")
+    if re.search(rf"^class\s+{re.escape(name)}\b", source, re.MULTILINE):
+        tail = f"\n\nModel = {name}\n"
+    else:
+        tail = (f"\n\nimport torch.nn as _nn\n\n\nclass Model(_nn.Module):\n    def forward(self, *args):\n"
+                f"        return {name}(*args)\n")
+    wrapped = kernelpilot_home() / "wrapped" / f"{path.stem}_{name}.py"
+    wrapped.parent.mkdir(parents=True, exist_ok=True)
+    wrapped.write_text(source + tail)
+    return wrapped
+
+
+def add_chat_parser(commands) -> None:
+    chat = commands.add_parser(
+        "chat", help="talk with the agent about slow code",
+        description="A terminal conversation: name or paste the slow code, ask where the time goes, let the agent "
+                    "propose and verify kernels, save the best. Commands: /problem FILE [NAME], "
+                    "/optimize [N], /best, /save [PATH], /history, /resume ID, /quit. Ctrl-C stops a turn.",
+        epilog="The policy is chosen as for `optimize` (--policy builtin|openai|replay:FILE).")
+    chat.add_argument("problem", type=Path, nargs="?", help="a problem file to start with")
+    chat.add_argument("name", nargs="?", help="the nn.Module class or function in it to speed up")
+    chat.add_argument("--policy", help="builtin | openai | replay:FILE")
+    chat.add_argument("--model", help="model name for the openai policy")
+    chat.add_argument("--base-url", help="OpenAI-compatible endpoint")
+    chat.add_argument("--turns", type=int, default=4, help="policy turns at most per message (default 4)")
+    chat.add_argument("--resume", metavar="SESSION", help="go on with an earlier session")
+    chat.add_argument("--backend", choices=["triton", "cuda"], default="triton")
+    chat.add_argument("--sandbox", choices=["process", "docker"], default="process")
+    chat.add_argument("--size", choices=["auto", "full", "small"], default="auto")
+    chat.add_argument("--cpu", action="store_true", help="use the Triton interpreter even if a GPU is present")
+    chat.add_argument("--gpu", type=int, default=0, metavar="INDEX")
+    chat.add_argument("--db", metavar="URL", help="history store (SQLAlchemy URL)")
+
+
+def run_chat(args) -> int:
+    problem = wrap_problem(args.problem, args.name) if args.problem and args.name else args.problem
+    options = SessionOptions(problem=problem, policy=PolicySpec.parse(args.policy, args.model, args.base_url),
+                             backend=Backend(args.backend), mode=RunMode.CHAT, budget=Budget(patience=None),
+                             size=args.size, sandbox=SandboxKind(args.sandbox), db=args.db, cuda_index=args.gpu,
+                             force_cpu=args.cpu, session_id=args.resume)
+    Chat(options, Console(soft_wrap=True, highlight=False), turns_per_message=args.turns).loop()
+    return 0
