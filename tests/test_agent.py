@@ -172,3 +172,11 @@ def test_the_best_is_the_fastest_correct_attempt():
 def test_stop_reasons(change, budget, finished, expected):
     state = {"turns": 1, "tokens": 0, "gpu_seconds": 0.0, "stale_turns": 0, "best": None, "mode": "optimize", **change}
     assert stop_reason(state, budget, finished) == expected
+
+
+def test_langgraph_json_names_the_compiled_graph():
+    from langgraph.graph.state import CompiledStateGraph
+    from agent import studio
+    spec = json.loads((Path(__file__).parent.parent / "langgraph.json").read_text())
+    assert spec["graphs"]["kernelpilot"] == "./agent/studio.py:graph"
+    assert isinstance(studio.graph, CompiledStateGraph)
