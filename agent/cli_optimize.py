@@ -43,7 +43,8 @@ def add_optimize_parser(commands) -> None:
     op.add_argument("--target-speedup", type=positive_float, help="stop once a correct kernel is this much faster than eager")
     op.add_argument("--max-gpu-seconds", type=positive_float, help="stop after this much evaluation time on the GPU")
     op.add_argument("--max-tokens", type=positive_int, help="stop after the policy has used this many tokens")
-    op.add_argument("--patience", type=positive_int, default=5, help="stop after N turns without a better kernel (default 5)")
+    op.add_argument("--patience", type=positive_int, help="stop after N turns without a better kernel "
+                    "(default 5 for LLM policies; off for builtin, whose search has its own budget)")
     op.add_argument("--backend", type=Backend, choices=list(Backend), default=Backend.TRITON, help="kernel language (default triton)")
     op.add_argument("--sandbox", type=SandboxKind, choices=list(SandboxKind), default=SandboxKind.PROCESS,
                     help="where candidates run (default process)")
@@ -59,17 +60,19 @@ def add_optimize_parser(commands) -> None:
 
 
 def options_from(args) -> SessionOptions:
+    policy = PolicySpec.parse(args.policy, args.model, args.base_url)
+    patience = args.patience if args.patience else (None if policy.kind == "builtin" else 5)
     budget = Budget(max_turns=args.max_turns, target_speedup=args.target_speedup, max_gpu_seconds=args.max_gpu_seconds,
-                    max_tokens=args.max_tokens, patience=args.patience)
-    return SessionOptions(problem=args.problem, policy=PolicySpec.parse(args.policy, args.model, args.base_url),
+                    max_tokens=args.max_tokens, patience=patience)
+    return SessionOptions(problem=args.problem, policy=policy,
                           backend=args.backend, mode=RunMode.OPTIMIZE, budget=budget, size=args.size,
                           sandbox=args.sandbox, db=args.db, cuda_index=args.gpu, force_cpu=args.cpu,
                           timeout_s=args.timeout, session_id=args.resume)
 
 
 def run_optimize(args) -> int:
-    if args.problem is None and args.resume is None:
-        raise UsageError("name a PROBLEM file, or --resume SESSION")
+    if (args.problem is None) == (args.resume is None):
+        raise UsageError("name a PROBLEM file, or --resume SESSION (not both: a resumed session keeps its problem)")
     console = Console(file=sys.stderr if args.json else sys.stdout, soft_wrap=True, highlight=False)
     with open_session(options_from(args)) as session:
         console.print(f"[bold]session {session.id}[/]: {session.context.toolbox.problem.name} on "

@@ -22,6 +22,7 @@ from agent.graph import AgentContext, AgentState, Budget, RunMode, build_graph, 
 from agent.openai_policy import OpenAIConfig, OpenAIPolicy
 from agent.policy import Backend, Policy, PolicyError
 from agent.prompts import build_messages, exemplars
+from agent.builtin import BuiltinPolicy
 from agent.replay_policy import ReplayPolicy
 from tools.device import DeviceInfo, detect
 from tools.evaluator import EvalConfig, Evaluator
@@ -51,18 +52,13 @@ class PolicySpec:
         return PolicySpec(kind, str(Path(script).resolve()) if script else None, model, base_url)
 
 
-def make_policy(spec: PolicySpec, store: HistoryStore) -> Policy:
+def make_policy(spec: PolicySpec, store: HistoryStore, budget: Budget) -> Policy:
     if spec.kind == "replay":
         return ReplayPolicy.load(spec.script)
     if spec.kind == "openai":
         return OpenAIPolicy(OpenAIConfig.resolve(base_url=spec.base_url, model=spec.model))
-    try:
-        from agent.builtin.policy import BuiltinPolicy
-    except ImportError:
-        raise PolicyError("the built-in policy is not part of this installation yet; configure an LLM "
-                          "endpoint: --policy openai --base-url URL --model NAME (or OPENAI_BASE_URL and "
-                          "KERNELPILOT_MODEL), or script turns with --policy replay:FILE") from None
-    return BuiltinPolicy(store)
+    # The built-in policy benchmarks configurations and keeps two turns to submit and finish.
+    return BuiltinPolicy(history=store, budget=max(1, budget.max_turns - 2))
 
 
 @dataclass(frozen=True)
@@ -130,7 +126,7 @@ def open_session(options: SessionOptions) -> Iterator[AgentSession]:
         options, resumed = resolve(options, graph)
         session_id = options.session_id or f"s-{uuid.uuid4().hex[:10]}"
         store = HistoryStore(options.db)
-        policy = make_policy(options.policy, store)
+        policy = make_policy(options.policy, store, options.budget)
         device = detect(options.cuda_index, force_cpu=options.force_cpu)
         size = options.size if options.size != "auto" else ("full" if device.mode is Mode.GPU else "small")
         problem = load_problem(options.problem, size=size)

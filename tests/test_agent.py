@@ -180,3 +180,13 @@ def test_langgraph_json_names_the_compiled_graph():
     spec = json.loads((Path(__file__).parent.parent / "langgraph.json").read_text())
     assert spec["graphs"]["kernelpilot"] == "./agent/studio.py:graph"
     assert isinstance(studio.graph, CompiledStateGraph)
+
+
+def test_optimize_without_an_llm_uses_the_builtin_policy(capsys, tmp_path):
+    code = main(["optimize", str(PROBLEMS / "07_rmsnorm.py"), "--cpu", "--json", "--out", str(tmp_path / "out")])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert (summary["status"], summary["submitted"], summary["stop_reason"]) == ("correct", True, StopReason.POLICY_DONE)
+    record = [r for r in HistoryStore().records(with_source=True) if r.session == summary["session_id"]][-1]
+    assert record.policy == "builtin" and "no_custom_kernel" not in record.flags
+    assert "@triton.jit" in Path(summary["best_code_path"]).read_text()

@@ -69,7 +69,8 @@ class OpGraph:
         lines = []
         for n in self.nodes:
             args = ", ".join(a.name if isinstance(a, Ref) else repr(a) for a in n.args)
-            attrs = "".join(f", {k}={v!r}" for k, v in n.attrs.items())
+            attrs = ", ".join(f"{k}={v!r}" for k, v in n.attrs.items())
+            attrs = f", {attrs}" if args and attrs else attrs
             shape = "x".join(map(str, n.shape)) if n.shape is not None else "scalar"
             dtype = str(n.dtype).replace("torch.", "") if n.dtype else ""
             lines.append(f"{n.name} = {n.op}({args}{attrs})  # {shape} {dtype}".rstrip())
@@ -82,7 +83,7 @@ class CaptureError(Exception):
 
 # Argument names of the functions and methods we recognise (fx keeps positional args).
 SIGNATURES = {
-    "softmax": ("input", "dim"), "log_softmax": ("input", "dim"), "cumsum": ("input", "dim"),
+    "softmax": ("input", "dim"), "log_softmax": ("input", "dim"), "cumsum": ("input", "dim"), "cumprod": ("input", "dim"),
     "sum": ("input", "dim", "keepdim"), "mean": ("input", "dim", "keepdim"), "amax": ("input", "dim", "keepdim"),
     "amin": ("input", "dim", "keepdim"), "max": ("input", "dim", "keepdim"), "min": ("input", "dim", "keepdim"),
     "argmax": ("input", "dim", "keepdim"), "argmin": ("input", "dim", "keepdim"),
@@ -93,6 +94,8 @@ SIGNATURES = {
     "linear": ("input", "weight", "bias"), "transpose": ("input", "dim0", "dim1"), "t": ("input",),
     "unsqueeze": ("input", "dim"), "squeeze": ("input", "dim"), "flatten": ("input", "start_dim", "end_dim"),
     "smooth_l1_loss": ("input", "target", "size_average", "reduce", "reduction", "beta"),
+    "mse_loss": ("input", "target", "size_average", "reduce", "reduction"),
+    "l1_loss": ("input", "target", "size_average", "reduce", "reduction"),
     "layer_norm": ("input", "normalized_shape", "weight", "bias", "eps"),
     "group_norm": ("input", "num_groups", "weight", "bias", "eps"), "size": ("input", "dim"),
     "contiguous": ("input",), "clone": ("input",),
@@ -124,7 +127,15 @@ def capture(problem: Problem) -> OpGraph:
 def convert(traced: fx.GraphModule) -> OpGraph:
     nodes, unsupported, output = [], [], None
     modules = dict(traced.named_modules())
+    pairs: dict[str, OpNode] = {}       # max/min over a dim: (values, indices), resolved at the getitem
     for node in traced.graph.nodes:
+        if _is_pair(node):
+            pairs[node.name] = _bind(node, node.target.__name__ if node.op == "call_function" else node.target,
+                                     None, None)
+            continue
+        if node.op == "call_function" and node.args and getattr(node.args[0], "name", None) in pairs:
+            nodes.append(_pick(node, pairs[node.args[0].name]))
+            continue
         if node.op == "output":
             out = node.args[0]
             if isinstance(out, fx.Node):
@@ -139,6 +150,21 @@ def convert(traced: fx.GraphModule) -> OpGraph:
         else:
             nodes.extend(made)
     return OpGraph(tuple(nodes), output, tuple(unsupported))
+
+
+def _is_pair(node: fx.Node) -> bool:
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    has_dim = len(node.args) > 1 or "dim" in node.kwargs
+    return node.op in ("call_function", "call_method") and name in ("max", "min") and has_dim \
+        and not isinstance(node.args[1] if len(node.args) > 1 else None, fx.Node)
+
+
+def _pick(node: fx.Node, pair: OpNode) -> OpNode:
+    """`max(x, dim)[0]` / `.values` is amax, `[1]` / `.indices` is argmax (min likewise)."""
+    key = node.args[1]
+    values = key in (0, "values")
+    op = {"max": "amax" if values else "argmax", "min": "amin" if values else "argmin"}[pair.op]
+    return OpNode(node.name, op, pair.args, dict(pair.attrs), *_meta(node))
 
 
 def _meta(node: fx.Node) -> tuple:

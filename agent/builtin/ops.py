@@ -12,7 +12,8 @@ import math
 VIEWS = {"t", "transpose", "view", "reshape", "permute", "unsqueeze", "squeeze", "flatten", "contiguous",
          "identity", "size"}
 ROW_REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin", "norm"}
-ROW_MAPS = {"softmax", "log_softmax", "layer_norm", "cumsum"}
+ROW_MAPS = {"softmax", "log_softmax", "layer_norm", "cumsum", "cumprod"}
+TOTALS = {"sum", "mean", "amax", "amin", "max", "min", "norm"}    # over every element, when dim is None
 MATMULS = {"matmul", "mm", "bmm", "linear"}
 CONVS = {"conv2d"}
 GROUP_NORMS = {"group_norm"}

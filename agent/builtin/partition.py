@@ -28,6 +28,7 @@ class StageKind(StrEnum):
     GROUP_NORM = "group_norm"   # group norm, looping over each (sample, group) slice
     MATMUL = "matmul"           # tl.dot GEMM with its epilogue
     CONV = "conv"               # cuDNN convolution, then a Triton epilogue
+    TOTAL = "total"             # a reduction over every element to one value (losses, norms)
 
 
 class Operand(StrEnum):
@@ -110,7 +111,9 @@ def _start(node: OpNode, graph: OpGraph, stages: list[Stage]) -> Stage:
         if op in ("max", "min") and node.attrs.get("dim") is not None:
             raise Unsupported(f"{node.name}: {op}(dim=...) returns (values, indices); use amax/amin")
         if node.attrs.get("dim") is None and op != "layer_norm":
-            raise Unsupported(f"{node.name}: {op} over all dims (one scalar) is not a row program")
+            if op not in ops.TOTALS:
+                raise Unsupported(f"{node.name}: {op} over all dims")
+            return Stage(StageKind.TOTAL, graph.node(node.refs[0]).shape, node)
         row_shape = graph.node(node.refs[0]).shape
         if last_dim(node, graph):
             return Stage(StageKind.ROWS, row_shape, None, [node])
@@ -138,15 +141,18 @@ def _absorb(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
     if stage.kind in (StageKind.VIEW, StageKind.GROUP_NORM):
         return False
     inside = [r for r in node.refs if r in stage.names]
-    if not inside:
-        return False
+    if not inside and stage.kind is not StageKind.POINTWISE:
+        return False            # an independent chain may share a pointwise kernel, not an anchored one
     if ops.is_pointwise(node.op):
         return _absorb_pointwise(stage, node, graph)
+    if node.op in ops.TOTALS and node.attrs.get("dim") is None and stage.kind is StageKind.POINTWISE:
+        if node.refs[0] in stage.names and graph.node(node.refs[0]).shape == stage.shape:
+            stage.kind, stage.anchor = StageKind.TOTAL, node   # the chain becomes the reduction's prologue
+            return True
     if node.op in ops.ROW_REDUCTIONS | ops.ROW_MAPS and stage.kind in (StageKind.ROWS, StageKind.POINTWISE):
         source = graph.node(node.refs[0])
-        ok = (node.op not in ("max", "min") or node.attrs.get("dim") is None) and node.attrs.get("dim") is not None \
-            or node.op == "layer_norm"
-        if ok and source.name in stage.names and source.shape == stage.shape and last_dim(node, graph):
+        along_a_dim = node.attrs.get("dim") is not None or node.op == "layer_norm"
+        if along_a_dim and source.name in stage.names and source.shape == stage.shape and last_dim(node, graph):
             stage.kind = StageKind.ROWS            # a pointwise chain becomes the row program's prologue
             stage.body.append(node)
             return True
@@ -157,6 +163,8 @@ def _absorb_pointwise(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
     _check_pointwise(node)
     rows = stage.kind is StageKind.ROWS
     scalar_level = rows and node.shape in (stage.shape[:-1] + (1,), stage.shape[:-1])
+    if stage.kind is StageKind.TOTAL:
+        return _absorb_total_epilogue(stage, node, graph)
     if node.shape != stage.shape and not scalar_level:
         return False
     for ref in node.refs:
@@ -173,6 +181,17 @@ def _absorb_pointwise(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
     return True
 
 
+def _absorb_total_epilogue(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
+    """After a total reduction only scalar work joins: on the result and one-element operands."""
+    if node.numel != 1 or stage.anchor.name not in node.refs and not any(n.name in node.refs for n in stage.body
+                                                                          if n.numel == 1):
+        return False
+    if any(graph.node(r).numel != 1 for r in node.refs):
+        return False
+    stage.body.append(node)
+    return True
+
+
 def _set_outputs(stages: list[Stage], graph: OpGraph) -> None:
     for stage in stages:
         names = stage.names
@@ -183,17 +202,13 @@ def _set_outputs(stages: list[Stage], graph: OpGraph) -> None:
             stage.outputs = [stage.anchor.name]
             continue
         final = produced[-1]
+        if stage.kind is StageKind.TOTAL:
+            tail = [n.name for n in stage.body if n.shape != stage.shape]
+            final = tail[-1] if tail else stage.anchor.name
         stage.outputs = [final] + [n for n in used_outside if n != final]
+        if stage.kind is StageKind.TOTAL and len(stage.outputs) > 1:
+            raise Unsupported(f"{stage.anchor.name}: values inside a total reduction are needed elsewhere")
         if stage.kind in (StageKind.MATMUL, StageKind.CONV, StageKind.REDUCE, StageKind.GROUP_NORM):
             if stage.anchor.name in stage.outputs[1:] and stage.kind is not StageKind.MATMUL:
                 raise Unsupported(f"{stage.anchor.name}: its value is needed both inside and after its epilogue")
 
-
-def externals(stage: Stage, graph: OpGraph) -> list[str]:
-    """The tensors a stage reads from outside, in order of first use."""
-    seen: list[str] = []
-    for node in ([stage.anchor] if stage.anchor else []) + stage.body:
-        for ref in node.refs:
-            if ref not in stage.names and ref not in seen:
-                seen.append(ref)
-    return seen

@@ -1,0 +1,14 @@
+"""kernelpilot's built-in policy: Triton kernels from a captured op graph, no LLM.
+
+    capture.py    the reference forward as an op graph (torch.fx + ShapeProp on meta tensors)
+    rewrite.py    exact algebraic rewrites (diagonal products as scalings)
+    partition.py  the graph split into stages, one kernel each
+    ops.py        op families and the Triton expressions of pointwise ops
+    analysis.py   the `## Performance analysis` text: bytes, FLOPs, roofline, fusion savings
+    plans/        one module per stage family, emitting Triton source; program.py builds ModelNew
+    search.py     launch-configuration search (keep the winners, try their neighbours)
+    policy.py     BuiltinPolicy: the turn protocol over the tools
+"""
+from agent.builtin.policy import BuiltinPolicy
+
+__all__ = ["BuiltinPolicy"]

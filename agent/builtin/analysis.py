@@ -1,0 +1,153 @@
+"""The `## Performance analysis` text of a built-in turn: the op graph, FLOPs and bytes,
+the roofline position on the device, which stages are memory-bound, and what fusion
+saves. Pure functions over the captured graph and the stages; the device's ceilings
+come in as numbers (measured by `tools/roofline.py` on a GPU, absent on CPU).
+
+    text = analysis_text(Work.of(graph, stages), graph, stages, device, ceilings=None, notes=[])
+"""
+from dataclasses import dataclass
+
+from agent.builtin import ops
+from agent.builtin.capture import OpGraph, OpNode
+from agent.builtin.partition import Stage, StageKind
+from tools.device import DeviceInfo
+
+HEADING = "## Performance analysis"
+GRAPH_LINES = 40
+LAUNCH_US = 5.0             # rough host cost of one eager launch, for the launch-bound check
+
+
+def nbytes(node: OpNode) -> int:
+    return node.numel * (node.dtype.itemsize if node.dtype is not None else 4) if node.shape is not None else 0
+
+
+def flops(node: OpNode, graph: OpGraph) -> float:
+    """FLOPs of one op: 2MNK for matmuls, 2 * out * (Cin/groups) * kh * kw for convs, about
+    one per element and op otherwise (transcendentals counted as one)."""
+    if node.op in ops.MATMULS:
+        k = graph.node(node.refs[0]).shape[-1]
+        return 2.0 * node.numel * k
+    if node.op in ops.CONVS:
+        w = graph.node(node.refs[1]).shape
+        return 2.0 * node.numel * w[1] * w[2] * w[3]
+    if node.op in ops.VIEWS or node.op in ("input", "param"):
+        return 0.0
+    source = max((graph.node(r).numel for r in node.refs), default=node.numel)
+    return float(max(source, node.numel)) * (5 if node.op in ops.ROW_MAPS else 1)
+
+
+@dataclass(frozen=True)
+class Work:
+    flops: float
+    eager_bytes: float          # every eager op reads its inputs and writes its output
+    eager_launches: int
+    fused_bytes: float          # the plan: each stage reads its operands and writes what it stores
+    fused_launches: int
+    minimum_bytes: float        # inputs, parameters and the output, each once
+
+    @staticmethod
+    def of(graph: OpGraph, stages: list[Stage]) -> "Work":
+        compute = [n for n in graph.nodes if n.op not in ("input", "param") and n.op not in ops.VIEWS]
+        eager = sum(nbytes(n) + sum(nbytes(graph.node(r)) for r in set(n.refs)) for n in compute)
+        leaves = [n for n in graph.nodes if n.op in ("input", "param")]
+        minimum = sum(nbytes(n) for n in leaves) + nbytes(graph.node(graph.output))
+        return Work(sum(flops(n, graph) for n in compute), eager, len(compute),
+                    sum(stage_bytes(s, graph) for s in stages),
+                    sum(2 if s.kind in (StageKind.CONV, StageKind.TOTAL) else 1 for s in stages if s.kind is not StageKind.VIEW), minimum)
+
+
+def stage_bytes(stage: Stage, graph: OpGraph) -> float:
+    if stage.kind is StageKind.VIEW:
+        return 0.0
+    nodes = ([stage.anchor] if stage.anchor else []) + stage.body
+    read = {r for n in nodes for r in n.refs if r not in stage.names}
+    total = sum(nbytes(graph.node(r)) for r in read) + sum(nbytes(graph.node(o)) for o in stage.outputs)
+    if stage.kind is StageKind.CONV:
+        total += 2 * nbytes(stage.anchor)          # cuDNN writes its output, the epilogue reads it back
+    return float(total)
+
+
+def stage_flops(stage: Stage, graph: OpGraph) -> float:
+    return sum(flops(n, graph) for n in ([stage.anchor] if stage.anchor else []) + stage.body)
+
+
+def analysis_text(work: Work, graph: OpGraph, stages: list[Stage], device: DeviceInfo,
+                  ceilings: tuple[float, float] | None, notes: list[str], problem_line: str) -> str:
+    lines = [HEADING, "", problem_line, "", "Op graph (torch.fx, shapes from get_inputs):", "```",
+             _graph_text(graph), "```", "", _work_line(work)]
+    lines += [_roofline_line(work, device, ceilings), _launch_line(work, ceilings)]
+    lines += ["", "Stages (one kernel each):"] + [_stage_line(i, s, graph, ceilings) for i, s in enumerate(stages)]
+    lines += [f"- rewrite: {note}" for note in notes]
+    return "\n".join(lines)
+
+
+def unsupported_text(reason: str, graph: OpGraph | None, problem_line: str) -> str:
+    lines = [HEADING, "", problem_line, ""]
+    if graph is not None:
+        lines += ["Op graph (torch.fx, shapes from get_inputs):", "```", _graph_text(graph), "```", ""]
+    lines += [f"Not supported by the built-in plans: {reason}.",
+              "No kernel is proposed: the built-in policy does not guess at constructs it cannot map to a plan."]
+    return "\n".join(lines)
+
+
+def _graph_text(graph: OpGraph) -> str:
+    lines = graph.describe().splitlines()
+    more = len(lines) - GRAPH_LINES
+    return "\n".join(lines[:GRAPH_LINES] + ([f"... ({more} more nodes)"] if more > 0 else []))
+
+
+def launch_bound(work: Work, ceilings: tuple[float, float] | None) -> bool:
+    """Would launching the kernels cost more than moving and computing the data?"""
+    if ceilings is None:
+        return False
+    floor_s = max(work.minimum_bytes / ceilings[0], work.flops / ceilings[1])
+    return work.fused_launches * LAUNCH_US * 1e-6 > floor_s
+
+
+def _launch_line(work: Work, ceilings: tuple[float, float] | None) -> str:
+    if ceilings is None:
+        return "Launch overhead: not measurable without a GPU; CUDA-graph replay is a GPU-only option."
+    if launch_bound(work, ceilings):
+        return (f"Launch-bound: {work.fused_launches} launches at ~{LAUNCH_US:g} us each exceed the roofline floor, "
+                "so the search also tries replaying the whole forward as one CUDA graph.")
+    return f"Not launch-bound: {work.fused_launches} launch(es) cost less than the roofline floor."
+
+
+def _work_line(work: Work) -> str:
+    saved = 1 - work.fused_bytes / work.eager_bytes if work.eager_bytes else 0.0
+    return (f"Work: {_fmt(work.flops)}FLOP. Eager runs {work.eager_launches} op(s) moving about "
+            f"{_fmt(work.eager_bytes)}B; the fused plan runs {work.fused_launches} kernel(s) moving about "
+            f"{_fmt(work.fused_bytes)}B ({saved:.0%} less); the floor is {_fmt(work.minimum_bytes)}B "
+            f"(inputs, parameters and output once).")
+
+
+def _roofline_line(work: Work, device: DeviceInfo, ceilings: tuple[float, float] | None) -> str:
+    if ceilings is None:
+        return (f"Roofline: no GPU here ({device.name}, {device.mode.value}): the ceilings cannot be measured, so no "
+                "bound is computed and no speed is claimed; kernels are checked for correctness only.")
+    bandwidth, rate = ceilings
+    memory_s, compute_s = work.minimum_bytes / bandwidth, work.flops / rate
+    bound = "compute" if compute_s > memory_s else "memory"
+    return (f"Roofline on {device.name} (measured {bandwidth / 1e9:.0f} GB/s, {rate / 1e12:.1f} TFLOP/s fp32): "
+            f"floor {max(memory_s, compute_s) * 1e3:.4g} ms, {bound}-bound "
+            f"(intensity {work.flops / max(work.minimum_bytes, 1):.2f} FLOP/B, ridge {rate / bandwidth:.1f}).")
+
+
+def _stage_line(index: int, stage: Stage, graph: OpGraph, ceilings: tuple[float, float] | None) -> str:
+    if stage.kind is StageKind.VIEW:
+        return f"{index + 1}. view `{stage.anchor.name}` ({stage.anchor.op}): a torch view, no data moved"
+    moved, work = stage_bytes(stage, graph), stage_flops(stage, graph)
+    intensity = work / max(moved, 1.0)
+    ridge = ceilings[1] / ceilings[0] if ceilings else 10.0   # ~H100 fp32 ridge without a measurement
+    kind = "compute" if intensity > ridge else "memory"
+    fused = ", ".join(n.op for n in stage.body) or "-"
+    anchor = f"{stage.anchor.op} `{stage.anchor.name}` " if stage.anchor else ""
+    return (f"{index + 1}. {stage.kind.value}: {anchor}fused [{fused}], {_fmt(moved)}B, {_fmt(work)}FLOP, "
+            f"{intensity:.2f} FLOP/B: {kind}-bound")
+
+
+def _fmt(value: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.3g} "

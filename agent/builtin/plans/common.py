@@ -1,0 +1,120 @@
+"""What every plan shares: the search configuration, the emitted kernel record, and the
+rendering of a stage's pointwise body into kernel lines.
+
+Kernel variables are canonical (`in0` for the first operand read, `v3` for the fourth
+value computed), so identical stages (the layers of a stack) emit identical kernels
+that the program writes once.
+"""
+from dataclasses import dataclass, field
+
+import torch
+
+from agent.builtin import ops
+from agent.builtin.capture import OpGraph, OpNode, Ref
+from agent.builtin.partition import Operand, Stage, Unsupported
+
+
+@dataclass(frozen=True)
+class Config:
+    """The launch parameters the search tunes; each plan reads the fields it needs."""
+
+    block: int = 1024            # pointwise: elements per program
+    warps: int = 4               # pointwise and reduce: warps per program
+    row_warps: int = 4           # rows: warps per row program
+    tile: int = 0                # matmul: index into MATMUL_TILES
+    reduce_block: int = 32       # reduce: chunk of the reduced dim per step (BLOCK_R)
+    reduce_inner: int = 64       # reduce: outputs per program (BLOCK_I)
+    gn_block: int = 2048         # group norm: elements per step
+    cuda_graph: bool = False     # replay the whole forward as one CUDA graph (GPU only)
+
+
+# (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages), ordered so neighbours are similar tiles
+MATMUL_TILES = ((64, 64, 32, 8, 4, 3), (64, 128, 32, 8, 4, 3), (128, 64, 32, 8, 4, 3), (128, 128, 32, 8, 8, 3),
+                (128, 128, 16, 8, 8, 4), (128, 256, 16, 8, 8, 3), (32, 64, 32, 8, 4, 2), (16, 64, 64, 8, 4, 2))
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """One stage as code: a kernel (plus helpers), its wrapper, and the forward's call."""
+
+    kernel: str
+    wrapper: str
+    call: str                    # e.g. "relu = linear_relu(x, self.linear.weight, self.linear.bias)"
+    helpers: frozenset = field(default_factory=frozenset)
+    pre_call: str = ""           # a torch line the call needs first (the cuDNN convolution)
+
+
+DTYPES = {torch.float32: "torch.float32", torch.float16: "torch.float16", torch.bfloat16: "torch.bfloat16",
+          torch.int64: "torch.int64", torch.int32: "torch.int32", torch.bool: "torch.bool"}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    if dtype not in DTYPES:
+        raise Unsupported(f"dtype {dtype} is not handled by the built-in plans")
+    return DTYPES[dtype]
+
+
+def forward_expr(name: str, graph: OpGraph) -> str:
+    """How ModelNew.forward names a value: an argument, a parameter of a layer, or a local."""
+    node = graph.node(name)
+    if node.op == "input":
+        return node.attrs["arg"]
+    if node.op == "param":
+        parts = node.attrs["path"].split(".")
+        return "self" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in parts)
+    return name
+
+
+def slug(stage: Stage) -> str:
+    """A readable kernel name from the ops it computes, e.g. 'linear_gelu_mul'."""
+    names = []
+    for node in ([stage.anchor] if stage.anchor else []) + stage.body:
+        if node.op not in names and node.op not in ("identity", "contiguous"):
+            names.append(node.op)
+    text = "_".join(names[:3]) + ("_etc" if len(names) > 3 else "")
+    return text or stage.kind.value
+
+
+class Body:
+    """Renders a stage's pointwise ops as kernel lines over canonical variable names."""
+
+    def __init__(self, stage: Stage, graph: OpGraph, anchor_var: str | None = None, extra: tuple[str, ...] = ()):
+        """`anchor_var` names the anchor's result in the kernel (the template computes it);
+        `extra` are operands the template reads besides those of the pointwise body."""
+        self.stage, self.graph = stage, graph
+        inside = stage.names
+        refs = list(extra) + [r for node in stage.body for r in node.refs if r not in inside]
+        self.inputs = list(dict.fromkeys(refs))
+        self.var = {name: f"in{i}" for i, name in enumerate(self.inputs)}
+        if anchor_var:
+            self.var[stage.anchor.name] = anchor_var
+        self.helpers: set[str] = set()
+        self.count = 0
+
+    def fresh(self, name: str) -> str:
+        var = f"v{self.count}"
+        self.count += 1
+        self.var[name] = var
+        return var
+
+    def arg(self, value) -> str:
+        if isinstance(value, Ref):
+            return self.var[value.name]
+        return ops.literal(value)
+
+    def pointwise(self, node: OpNode) -> str:
+        args = [self.arg(a) for a in node.args]
+        if node.op in ops.HELPERS or (node.op == "gelu" and node.attrs.get("approximate") == "tanh"):
+            self.helpers.add("_tanh")
+        expr = ops.render(node.op, args, node.attrs)
+        return f"{self.fresh(node.name)} = {expr}  # {node.op}"
+
+    def kinds(self, target: tuple[int, ...], forced: dict[str, Operand] | None = None) -> dict[str, Operand]:
+        from agent.builtin.partition import classify
+        forced = forced or {}
+        return {name: forced.get(name) or classify(self.graph.node(name).shape, target) for name in self.inputs}
+
+
+def load_cast(node: OpNode) -> str:
+    return ".to(tl.float32)" if node.dtype is not None and node.dtype.is_floating_point else ""
+

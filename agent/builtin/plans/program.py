@@ -1,0 +1,150 @@
+"""Assemble a whole candidate: imports, helpers, one kernel and wrapper per distinct
+stage, and `ModelNew`, whose `__init__` is the problem's own (the same layers in the same
+order, so the same weights after `torch.manual_seed(42)`) and whose forward calls the
+wrappers. With `config.cuda_graph` the forward is captured once per input shape as a
+CUDA graph and replayed on static input buffers (inputs copied in, output cloned out),
+so it stays correct for any input of the captured shapes.
+
+    source = build_source(problem, graph, partition(graph), Config())
+"""
+import ast
+import re
+import textwrap
+
+from agent.builtin.capture import OpGraph, Ref
+from agent.builtin.partition import Stage, StageKind, Unsupported
+from agent.builtin.plans import conv, groupnorm, matmul, pointwise, reduce, rows, total
+from agent.builtin.plans.common import Config, Emitted, forward_expr, slug
+from agent.builtin.ops import TANH_HELPER
+from tools.problems import Problem
+
+EMITTERS = {StageKind.POINTWISE: pointwise.emit, StageKind.ROWS: rows.emit, StageKind.REDUCE: reduce.emit,
+            StageKind.GROUP_NORM: groupnorm.emit, StageKind.MATMUL: matmul.emit, StageKind.CONV: conv.emit,
+            StageKind.TOTAL: total.emit}
+HEADER = '''"""{title}
+
+Written by kernelpilot's built-in policy (no LLM): the reference forward was captured
+with torch.fx and split into {count} stage(s): {stages}.
+Launch configuration: {config}.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+'''
+GRAPH_RUNNER = '''
+
+def replay_as_cuda_graph(model, inputs):
+    """Capture model.fused_forward once per input shapes as a CUDA graph, then replay it:
+    inputs are copied into static buffers and the output is cloned out of the graph's pool."""
+    key = tuple((tuple(t.shape), t.dtype, t.device) for t in inputs)
+    if getattr(model, "graph_key", None) != key:
+        static = [t.clone() for t in inputs]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            model.fused_forward(*static)      # compile every kernel before the capture
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            output = model.fused_forward(*static)
+        model.cuda_graph, model.static_inputs, model.static_output, model.graph_key = graph, static, output, key
+    for static, t in zip(model.static_inputs, inputs):
+        static.copy_(t)
+    model.cuda_graph.replay()
+    return model.static_output.clone()
+'''
+
+
+def build_source(problem: Problem, graph: OpGraph, stages: list[Stage], config: Config) -> str:
+    kernels, wrappers, body, helpers = [], [], [], set()
+    names: dict[str, str] = {}                      # kernel+wrapper text (named __NAME__) -> chosen name
+    for stage in stages:
+        if stage.kind is StageKind.VIEW:
+            body.append(view_line(stage, graph))
+            continue
+        emitted = EMITTERS[stage.kind](stage, graph, config, "__NAME__")
+        key = emitted.kernel + emitted.wrapper
+        if key not in names:
+            name = _unique(f"fused_{slug(stage)}", set(names.values()))
+            names[key] = name
+            kernels.append(emitted.kernel.replace("__NAME__", name))
+            wrappers.append(emitted.wrapper.replace("__NAME__", name))
+            helpers |= emitted.helpers
+        if emitted.pre_call:
+            body.append(emitted.pre_call)
+        body.append(emitted.call.replace("__NAME__", names[key]))
+    body.append(f"return {forward_expr(graph.output, graph)}")
+    title = f"Triton candidate for {problem.name}: built-in policy plan."
+    described = ", ".join(f"{s.kind.value}({slug(s)})" for s in stages if s.kind is not StageKind.VIEW)
+    header = HEADER.format(title=title, count=len(stages), stages=described, config=_config_text(config))
+    parts = [header, _imports(problem)] + ([TANH_HELPER] if "_tanh" in helpers else []) + kernels + wrappers
+    if config.cuda_graph:
+        parts.append(GRAPH_RUNNER)
+    parts.append(model_class(problem, graph, body, config.cuda_graph))
+    return "\n".join(p.rstrip("\n") + "\n" for p in parts if p)
+
+
+def _config_text(config: Config) -> str:
+    return ", ".join(f"{k}={v}" for k, v in vars(config).items())
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate, n = f"{name}_{n}", n + 1
+    return candidate
+
+
+def view_line(stage: Stage, graph: OpGraph) -> str:
+    """A torch view (no data moved) as one forward line."""
+    node = stage.anchor
+    a = forward_expr(node.refs[0], graph)
+    arg = lambda v: forward_expr(v.name, graph) if isinstance(v, Ref) else repr(v)
+    text = {
+        "t": f"{a}.T" if len(graph.node(node.refs[0]).shape) == 2 else f"{a}.mT",
+        "transpose": f"{a}.transpose({node.attrs.get('dim0')}, {node.attrs.get('dim1')})",
+        "unsqueeze": f"{a}.unsqueeze({node.attrs.get('dim')})",
+        "squeeze": f"{a}.squeeze({node.attrs.get('dim')})" if node.attrs.get("dim") is not None else f"{a}.squeeze()",
+        "flatten": f"{a}.flatten({node.attrs.get('start_dim')}, {node.attrs.get('end_dim')})",
+        "identity": a, "contiguous": f"{a}.contiguous()",
+        "size": f"{a}.size({node.attrs.get('dim')})" if node.attrs.get("dim") is not None else f"{a}.size()",
+    }.get(node.op)
+    if node.op in ("view", "reshape", "permute"):
+        method = "reshape" if node.op == "view" else node.op
+        text = f"{a}.{method}({', '.join(arg(d) for d in node.attrs['dims'])})"
+    if text is None:
+        raise Unsupported(f"{node.name}: view op {node.op!r}")
+    return f"{node.name} = {text}"
+
+
+def _imports(problem: Problem) -> str:
+    """The problem's own imports and module-level constants its __init__ may read."""
+    tree = ast.parse(problem.source)
+    keep = [ast.get_source_segment(problem.source, n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    return "".join(f"{line}\n" for line in keep if f"\n{line}\n" not in HEADER)
+
+
+def model_class(problem: Problem, graph: OpGraph, body: list[str], cuda_graph: bool) -> str:
+    init = _init_source(problem)
+    args = [n.attrs["arg"] for n in graph.nodes if n.op == "input"]
+    signature = ", ".join(["self"] + args)
+    lines = "\n".join(f"        {line}" for line in body)
+    if not cuda_graph:
+        return f"\n\nclass ModelNew(nn.Module):\n{init}\n    def forward({signature}):\n{lines}\n"
+    return (f"\n\nclass ModelNew(nn.Module):\n{init}\n    def forward({signature}):\n"
+            f"        return replay_as_cuda_graph(self, [{', '.join(args)}])\n\n"
+            f"    def fused_forward({signature}):\n{lines}\n")
+
+
+def _init_source(problem: Problem) -> str:
+    tree = ast.parse(problem.source)
+    model = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Model"), None)
+    init = next((n for n in (model.body if model else []) if isinstance(n, ast.FunctionDef) and n.name == "__init__"),
+                None)
+    if init is None:
+        raise Unsupported("Model has no __init__ written in the problem file to reproduce its layers")
+    text = textwrap.dedent(" " * init.col_offset + ast.get_source_segment(problem.source, init))
+    text = re.sub(r"super\(\s*Model\s*,", "super(ModelNew,", text)
+    return textwrap.indent(text, "    ")

@@ -1,0 +1,140 @@
+"""Plan: a row program — one Triton program per row of the last dim, the whole row in
+registers (BLOCK_N = next power of two of the row length).
+
+The row is loaded once; pointwise prologue ops, reductions (sum, mean, max, min,
+argmax, argmin, L1/L2 norm), row maps (softmax, log-softmax, layer norm, cumsum) and
+the epilogue all run on it in fp32, and only what the graph needs is stored: a
+softmax is one read and one write, an RMS norm written as five torch ops is too.
+Masked lanes are set to each reduction's neutral element before it reduces.
+"""
+from agent.builtin.capture import OpGraph, OpNode, Ref
+from agent.builtin.partition import Operand, Stage, Unsupported
+from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, forward_expr, load_cast
+
+MAX_ROW = 65536
+NEG_INF, POS_INF = 'float("-inf")', 'float("inf")'
+
+
+def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
+    body = Body(stage, graph)
+    kinds = body.kinds(stage.shape)
+    lines = [_load(body.var[n], kinds[n], graph.node(n)) for n in body.inputs]
+    for node in stage.body:
+        lines += _row_op(body, node) if node.refs and _is_row_op(node) else [body.pointwise(node)]
+    outs = [f"out{j}" for j in range(len(stage.outputs))]
+    lines += [_store(o, body.var[v], _row_level(graph.node(v), stage)) for o, v in zip(outs, stage.outputs)]
+    params = "".join(f"    {body.var[n]}_ptr,  # {kinds[n].value} operand\n" for n in body.inputs)
+    params += "".join(f"    {o}_ptr,  # output\n" for o in outs)
+    kernel = f'''
+@triton.jit
+def {name}_kernel(
+{params}    n_cols,  # row length (the last dim)
+    BLOCK_N: tl.constexpr,  # next power of two >= n_cols: the whole row in one block
+):
+    row = tl.program_id(axis=0)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask = offs_n < n_cols
+''' + "".join(f"    {line}\n" for line in lines)
+    return Emitted(kernel, _wrapper(stage, graph, body, kinds, outs, name, config),
+                   f"{', '.join(stage.outputs)} = {name}({', '.join(forward_expr(n, graph) for n in body.inputs)})",
+                   frozenset(body.helpers))
+
+
+def _is_row_op(node: OpNode) -> bool:
+    from agent.builtin import ops
+    return node.op in ops.ROW_REDUCTIONS | ops.ROW_MAPS
+
+
+def _row_level(node: OpNode, stage: Stage) -> bool:
+    return node.shape == stage.shape
+
+
+def _load(var: str, kind: Operand, node: OpNode) -> str:
+    index = {Operand.FULL: "row * n_cols + offs_n", Operand.COL: "offs_n"}
+    if kind in index:
+        return f"{var} = tl.load({var}_ptr + {index[kind]}, mask=mask, other=0.0){load_cast(node)}"
+    if kind is Operand.ROW:
+        return f"{var} = tl.load({var}_ptr + row){load_cast(node)}"
+    if kind is Operand.SCALAR:
+        return f"{var} = tl.load({var}_ptr){load_cast(node)}"
+    raise Unsupported(f"a {kind.value} operand in a row program")
+
+
+def _store(out: str, var: str, row_level: bool) -> str:
+    if row_level:
+        return f"tl.store({out}_ptr + row * n_cols + offs_n, {var}.to({out}_ptr.dtype.element_ty), mask=mask)"
+    return f"tl.store({out}_ptr + row, {var}.to({out}_ptr.dtype.element_ty))"
+
+
+def _row_op(body: Body, node: OpNode) -> list[str]:
+    a = body.var[node.refs[0]]
+    op = node.op
+    simple = {
+        "sum": f"tl.sum(tl.where(mask, {a}, 0.0), axis=0)",
+        "mean": f"tl.sum(tl.where(mask, {a}, 0.0), axis=0) / n_cols",
+        "amax": f"tl.max(tl.where(mask, {a}, {NEG_INF}), axis=0)", "max": f"tl.max(tl.where(mask, {a}, {NEG_INF}), axis=0)",
+        "amin": f"tl.min(tl.where(mask, {a}, {POS_INF}), axis=0)", "min": f"tl.min(tl.where(mask, {a}, {POS_INF}), axis=0)",
+        "argmax": f"tl.argmax(tl.where(mask, {a}, {NEG_INF}), axis=0)",
+        "argmin": f"tl.argmin(tl.where(mask, {a}, {POS_INF}), axis=0)",
+        "cumsum": f"tl.cumsum(tl.where(mask, {a}, 0.0), axis=0)",
+        "cumprod": f"tl.cumprod(tl.where(mask, {a}, 1.0), axis=0)",
+    }
+    if op in simple:
+        return [f"{body.fresh(node.name)} = {simple[op]}  # {op} over the row"]
+    if op == "norm":
+        p = node.attrs.get("p", 2)
+        if p not in (1, 2, 1.0, 2.0, "fro"):
+            raise Unsupported(f"{node.name}: norm with p={p!r}")
+        term = f"tl.abs({a})" if p in (1, 1.0) else f"{a} * {a}"
+        total = f"tl.sum(tl.where(mask, {term}, 0.0), axis=0)"
+        return [f"{body.fresh(node.name)} = {total if p in (1, 1.0) else f'tl.sqrt({total})'}  # norm p={p}"]
+    if op in ("softmax", "log_softmax"):
+        return _softmax(body, node, a)
+    if op == "layer_norm":
+        return _layer_norm(body, node, a)
+    raise Unsupported(f"{node.name}: {op} in a row program")
+
+
+def _softmax(body: Body, node: OpNode, a: str) -> list[str]:
+    m, e, s = f"m_{body.count}", f"e_{body.count}", f"s_{body.count}"
+    lines = [f"{m} = tl.max(tl.where(mask, {a}, {NEG_INF}), axis=0)  # row max, for stability",
+             f"{e} = tl.where(mask, tl.exp({a} - {m}), 0.0)",
+             f"{s} = tl.sum({e}, axis=0)"]
+    if node.op == "softmax":
+        return lines + [f"{body.fresh(node.name)} = {e} / {s}  # softmax"]
+    return lines + [f"{body.fresh(node.name)} = {a} - {m} - tl.log({s})  # log_softmax"]
+
+
+def _layer_norm(body: Body, node: OpNode, a: str) -> list[str]:
+    weight, bias = (node.args + (None, None))[1:3]
+    mean, diff, rstd = f"mean_{body.count}", f"diff_{body.count}", f"rstd_{body.count}"
+    y = f"{diff} * {rstd}"
+    if isinstance(weight, Ref):
+        y = f"{y} * {body.var[weight.name]}"
+    if isinstance(bias, Ref):
+        y = f"{y} + {body.var[bias.name]}"
+    return [f"{mean} = tl.sum(tl.where(mask, {a}, 0.0), axis=0) / n_cols",
+            f"{diff} = tl.where(mask, {a} - {mean}, 0.0)",
+            f"{rstd} = 1.0 / tl.sqrt(tl.sum({diff} * {diff}, axis=0) / n_cols + {float(node.attrs['eps'])!r})",
+            f"{body.fresh(node.name)} = {y}  # layer_norm"]
+
+
+def _wrapper(stage: Stage, graph: OpGraph, body: Body, kinds: dict, outs: list[str], name: str,
+             config: Config) -> str:
+    args = [body.var[n] for n in body.inputs]
+    full = [a for a, n in zip(args, body.inputs) if kinds[n] is Operand.FULL]
+    if not full:
+        raise Unsupported("a row program with no full-size operand")
+    lines = [f"shape = {full[0]}.shape", "n_cols = shape[-1]", "n_rows = {0}.numel() // n_cols".format(full[0]),
+             f"assert n_cols <= {MAX_ROW}, 'rows longer than {MAX_ROW} need a looping kernel'"]
+    lines += [f"{a} = {a}.contiguous()" for a, n in zip(args, body.inputs) if kinds[n] is not Operand.SCALAR]
+    for o, v in zip(outs, stage.outputs):
+        node = graph.node(v)
+        out_shape = "shape" if _row_level(node, stage) else ("shape[:-1] + (1,)" if node.shape[-1:] == (1,)
+                                                                and len(node.shape) == len(stage.shape) else "shape[:-1]")
+        lines.append(f"{o} = torch.empty({out_shape}, device={full[0]}.device, dtype={dtype_name(node.dtype)})")
+    lines += ["BLOCK_N = triton.next_power_of_2(n_cols)",
+              f"{name}_kernel[(n_rows,)]({', '.join(args + outs)}, n_cols, BLOCK_N=BLOCK_N, "
+              f"num_warps={config.row_warps})",
+              f"return {', '.join(outs)}"]
+    return f"\ndef {name}({', '.join(args)}):\n" + "".join(f"    {line}\n" for line in lines)

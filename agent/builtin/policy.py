@@ -1,0 +1,237 @@
+"""The built-in policy: writes real Triton kernels for a problem without any LLM.
+
+Each turn it captures the reference (once per problem), writes the `## Performance
+analysis` section, and calls one tool:
+- turn 1 benchmarks the plan's first configuration;
+- on a GPU, later turns benchmark the next configuration the search picks from what
+  measured fastest, then submit the fastest correct kernel, only if it beat eager
+  (otherwise it says nothing beat the reference and stops without a submit);
+- without a GPU (no timings) it submits the first kernel verified correct and says
+  plainly that speed was not measured;
+- a turn after the submit has no tool calls, which ends the session.
+Given a read-only HistoryStore, configurations measured in earlier sessions (matched by
+the sha256 of the source it would emit) count as measured.
+
+    policy = BuiltinPolicy(history=HistoryStore(), budget=8)
+    turn = policy.turn(TurnInput(problem, Backend.TRITON, device, messages, Toolbox.schemas(), attempts))
+"""
+import hashlib
+import json
+from dataclasses import dataclass
+
+from agent.builtin import search
+from agent.builtin.analysis import Work, analysis_text, launch_bound, unsupported_text
+from agent.builtin.capture import CaptureError, OpGraph, capture
+from agent.builtin.partition import Stage, Unsupported, partition
+from agent.builtin.plans.common import Config
+from agent.builtin.plans.program import build_source
+from agent.builtin.rewrite import rewrite
+from agent.policy import Attempt, PolicyTurn, ToolCall, TurnInput
+from tools.device import DeviceInfo
+from tools.problems import Problem
+from tools.records import EvalStatus, Mode
+
+CPU_TRIES = 2
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A problem as the built-in policy sees it: captured, rewritten, partitioned, or why not."""
+
+    graph: OpGraph | None
+    stages: tuple[Stage, ...]
+    notes: tuple[str, ...]
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Result:
+    config: Config
+    attempt: Attempt
+
+
+def sha(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def make_plan(problem: Problem) -> Plan:
+    graph = None
+    try:
+        graph, notes = rewrite(capture(problem))
+        stages = partition(graph)
+        build_source(problem, graph, stages, Config())        # every stage must emit, or the plan is refused
+    except (CaptureError, Unsupported) as error:
+        return Plan(graph, (), (), str(error))
+    except (ValueError, KeyError, TypeError, IndexError) as error:   # a graph shape the planner did not foresee
+        return Plan(graph, (), (), f"the planner could not map this graph ({type(error).__name__}: {error})")
+    return Plan(graph, tuple(stages), tuple(notes), None)
+
+
+class BuiltinPolicy:
+    name = "builtin"
+    model = "builtin-0.1"
+
+    def __init__(self, history=None, budget: int = 8, ceilings: tuple[float, float] | None = None):
+        """`history`: a read-only `tools.history.HistoryStore` (anything with `entries(problem_hash)`);
+        `budget`: how many configurations one session may benchmark on a GPU; `ceilings`: the
+        GPU's (bytes/s, FLOP/s) if known, else measured once by `tools/roofline.py` on a GPU."""
+        self.history, self.budget, self.known_ceilings = history, budget, ceilings
+        self._plans: dict[tuple[str, str], Plan] = {}
+        self._sources: dict[tuple[str, str, Config], str] = {}
+        self._ceilings: dict[str, tuple[float, float]] = {}
+
+    def plan(self, problem: Problem) -> Plan:
+        key = (problem.hash, problem.size)
+        if key not in self._plans:
+            self._plans[key] = make_plan(problem)
+        return self._plans[key]
+
+    def source(self, problem: Problem, config: Config) -> str:
+        key = (problem.hash, problem.size, config)
+        if key not in self._sources:
+            plan = self.plan(problem)
+            self._sources[key] = build_source(problem, plan.graph, list(plan.stages), config)
+        return self._sources[key]
+
+    def turn(self, turn_input: TurnInput) -> PolicyTurn:
+        problem, device = turn_input.problem, turn_input.device
+        plan = self.plan(problem)
+        if plan.error:
+            return PolicyTurn(unsupported_text(plan.error, plan.graph, _problem_line(problem, device)))
+        ceilings = self._device_ceilings(device)
+        work = Work.of(plan.graph, list(plan.stages))
+        analysis = analysis_text(work, plan.graph, list(plan.stages), device, ceilings, list(plan.notes),
+                                 _problem_line(problem, device))
+        space = search.space_for(list(plan.stages), plan.graph, device.mode is Mode.GPU, launch_bound(work, ceilings))
+        results = self._results(problem, space, turn_input.attempts)
+        submitted = [a for a in turn_input.attempts if a.tool == "submit"]
+        if submitted:
+            return PolicyTurn(f"{analysis}\n\n{_search_text(results)}\n\n{_final_text(submitted[-1], device)}")
+        if device.mode is Mode.GPU:
+            text, config, tool = self._gpu_step(problem, space, results, turn_input.attempts)
+        else:
+            text, config, tool = self._cpu_step(space, results)
+        body = f"{analysis}\n\n{_search_text(results)}\n\n{text}"
+        if config is None:
+            return PolicyTurn(body)
+        arguments = json.dumps({"code": self.source(problem, config)})
+        return PolicyTurn(body, (ToolCall(f"call_{turn_input.turn}_{tool}", tool, arguments),))
+
+    def _gpu_step(self, problem: Problem, space: search.Space, results: list[Result], attempts: list[Attempt]):
+        measured = self._measured(problem, space, results)
+        spent = sum(a.tool == "benchmark" for a in attempts)
+        nxt = search.next_config(space, measured, self.budget - spent)
+        if nxt is not None:
+            return f"### Next\nBenchmark configuration {_config_text(nxt, space)}.", nxt, "benchmark"
+        winner, speedup = self._fastest(problem, space, results)
+        if winner is None or speedup is None or speedup <= 1.0:
+            best = f"the best correct kernel ran at {speedup:.2f}x of eager" if speedup else "no kernel was both correct and timed"
+            return (f"### Verdict\nNothing beat the reference: {best}. No kernel is handed back as the answer.",
+                    None, "")
+        return (f"### Next\nSubmit the fastest correct kernel ({_config_text(winner, space)}, {speedup:.2f}x vs eager).",
+                winner, "submit")
+
+    def _cpu_step(self, space: search.Space, results: list[Result]):
+        correct = [r for r in results if r.attempt.status is EvalStatus.CORRECT]
+        if correct:
+            return ("### Next\nSubmit the first kernel verified correct. No GPU here: its speed was not measured, "
+                    "so no speedup is claimed.", correct[0].config, "submit")
+        tried = {r.config for r in results}
+        options = [c for c in [space.start] + search.neighbours(space.start, space) if c not in tried]
+        if len(tried) >= CPU_TRIES or not options:
+            return ("### Verdict\nNo configuration was verified correct; no kernel is handed back.", None, "")
+        verb = "Check" if not tried else "The last kernel failed; check"
+        return (f"### Next\n{verb} configuration {_config_text(options[0], space)} (correctness only: no GPU).",
+                options[0], "benchmark")
+
+    def _results(self, problem: Problem, space: search.Space, attempts: list[Attempt]) -> list[Result]:
+        """This session's evaluations of our own sources, matched to their configurations."""
+        by_hash = {sha(self.source(problem, c)): c for c in self._known_configs(problem, space)}
+        by_hash.update({sha(src): c for (h, s, c), src in self._sources.items() if h == problem.hash and s == problem.size})
+        return [Result(by_hash[sha(a.code)], a) for a in attempts
+                if a.tool in ("benchmark", "check_correctness") and sha(a.code) in by_hash]
+
+    def _known_configs(self, problem: Problem, space: search.Space) -> list[Config]:
+        return [space.start] + search.neighbours(space.start, space)
+
+    def _measured(self, problem: Problem, space: search.Space, results: list[Result]) -> dict[Config, float | None]:
+        measured: dict[Config, float | None] = {}
+        for r in results:
+            ok = r.attempt.status is EvalStatus.CORRECT and r.attempt.runtime_ms is not None
+            measured[r.config] = r.attempt.runtime_ms if ok else None
+        history = self._history(problem)
+        frontier = [space.start] + list(measured)
+        while frontier:                       # pull in what earlier sessions measured, around what we know
+            config = frontier.pop(0)
+            for candidate in [config] + search.neighbours(config, space):
+                entry = history.get(sha(self.source(problem, candidate)))
+                if entry is not None and candidate not in measured:
+                    measured[candidate] = entry[0]
+                    frontier.append(candidate)
+        return measured
+
+    def _fastest(self, problem: Problem, space: search.Space, results: list[Result]):
+        speedups: dict[Config, float] = {}
+        for r in results:
+            if r.attempt.status is EvalStatus.CORRECT and r.attempt.speedup_vs_eager is not None:
+                speedups[r.config] = max(speedups.get(r.config, 0.0), r.attempt.speedup_vs_eager)
+        history = self._history(problem)
+        for config in self._measured(problem, space, results):
+            entry = history.get(sha(self.source(problem, config)))
+            if entry is not None and entry[1] is not None and config not in speedups:
+                speedups[config] = entry[1]
+        if not speedups:
+            return None, None
+        winner = max(speedups, key=lambda c: (speedups[c], -list(speedups).index(c)))
+        return winner, speedups[winner]
+
+    def _history(self, problem: Problem) -> dict[str, tuple[float, float | None]]:
+        """candidate sha256 -> (runtime ms, speedup vs eager) of earlier correct, timed evaluations."""
+        if self.history is None:
+            return {}
+        found: dict[str, tuple[float, float | None]] = {}
+        for e in self.history.entries(problem.hash):
+            if e.status is EvalStatus.CORRECT and e.runtime_ms is not None:
+                if e.candidate_hash not in found or e.runtime_ms < found[e.candidate_hash][0]:
+                    found[e.candidate_hash] = (e.runtime_ms, e.speedup_vs_eager)
+        return found
+
+    def _device_ceilings(self, device: DeviceInfo) -> tuple[float, float] | None:
+        if device.mode is not Mode.GPU:
+            return None
+        if self.known_ceilings is not None:
+            return self.known_ceilings
+        if device.name not in self._ceilings:
+            from tools import roofline      # measures once per device, cached on disk
+            self._ceilings[device.name] = roofline.ceilings(device.torch_device)
+        return self._ceilings[device.name]
+
+
+def _problem_line(problem: Problem, device: DeviceInfo) -> str:
+    return (f"Problem `{problem.name}` (category {problem.category or 'unknown'}, size {problem.size}) "
+            f"on {device.name} ({device.mode.value}).")
+
+
+def _config_text(config: Config, space: search.Space) -> str:
+    return ", ".join(f"{axis}={getattr(config, axis)}" for axis in space.axes) or "(no tunable launch parameters)"
+
+
+def _search_text(results: list[Result]) -> str:
+    if not results:
+        return "### Search so far\nNothing evaluated yet."
+    rows = []
+    for r in results:
+        a = r.attempt
+        speed = f"{a.runtime_ms:.4g} ms, {a.speedup_vs_eager:.2f}x vs eager" if a.runtime_ms and a.speedup_vs_eager \
+            else ("not timed" if a.runtime_ms is None else f"{a.runtime_ms:.4g} ms")
+        rows.append(f"- {a.tool} #{a.evaluation_id}: {a.status.value}, {speed}" + (f" ({a.reason[:160]})" if a.reason else ""))
+    return "### Search so far\n" + "\n".join(rows)
+
+
+def _final_text(submit: Attempt, device: DeviceInfo) -> str:
+    if submit.status is not EvalStatus.CORRECT:
+        return f"### Verdict\nThe final check refused the kernel ({submit.status.value}: {submit.reason[:200]}); no answer."
+    if device.mode is not Mode.GPU or submit.speedup_vs_eager is None:
+        return ("### Verdict\nSubmitted a kernel verified correct. No GPU here: its speed was not measured, so no "
+                "speedup is claimed.")
+    return f"### Verdict\nSubmitted: {submit.speedup_vs_eager:.2f}x vs eager in the final check."

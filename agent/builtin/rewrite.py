@@ -1,0 +1,94 @@
+"""Exact algebraic rewrites on the captured graph, before partitioning.
+
+- `A @ x` with x of shape (K, 1) is a matrix-vector product: each output is the sum of
+  one row of A times x, i.e. a row program (`(A * x.T).sum(-1, keepdim=True)`) that
+  streams A once instead of a GEMM tile that wastes all but one column.
+- a loss with `reduction="mean"` or `"sum"` (MSE, L1, smooth L1) is its elementwise
+  terms followed by a total reduction, which the plans fuse into one pass.
+- `diag(v) @ B` is a row scaling `v[:, None] * B`; `B @ diag(v)` a column scaling
+  `B * v`: an O(N^2) elementwise pass instead of an O(N^3) matmul of a mostly-zero
+  matrix, with identical results (each output is one product, no sums).
+
+    graph, notes = rewrite(capture(problem))
+"""
+from dataclasses import replace
+
+from agent.builtin.capture import OpGraph, OpNode, Ref
+
+
+def rewrite(graph: OpGraph) -> tuple[OpGraph, list[str]]:
+    """The rewritten graph and one sentence per rewrite applied."""
+    nodes, notes = list(graph.nodes), []
+    for node in graph.nodes:
+        if node.op in LOSSES and len(node.refs) == 2 and not (node.op == "smooth_l1_loss"
+                                                              and node.attrs.get("reduction") == "none"):
+            nodes = _loss_terms(nodes, graph, node)
+            notes.append(f"{node.name}: {node.op} split into elementwise terms and a {node.attrs.get('reduction')} "
+                         "over every element")
+        if node.op in ("matmul", "mm") and len(node.refs) == 2:
+            changed = _diagonal_product(nodes, graph, node)
+            if changed != nodes:
+                notes.append(f"{node.name}: a product with a diagonal matrix became an elementwise scaling (exact)")
+            elif _is_matvec(node, graph):
+                changed = _matvec(nodes, graph, node)
+                notes.append(f"{node.name}: a matrix-vector product became a row program (rows of A dotted with x)")
+            nodes = changed
+    return replace(graph, nodes=tuple(nodes)), notes
+
+
+def _diagonal_product(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> list[OpNode]:
+    left, right = (graph.node(r) for r in node.refs)
+    for side, diag, other in (("left", left, right), ("right", right, left)):
+        if diag.op != "diag" or diag.attrs.get("diagonal", 0) != 0 or len(graph.users(diag.name)) != 1:
+            continue
+        vector = diag.refs[0]
+        if len(graph.node(vector).shape) != 1:
+            continue
+        if side == "left":   # diag(v) @ B: row i of B scaled by v[i]
+            rows = OpNode(f"{diag.name}_rows", "unsqueeze", (Ref(vector),), {"dim": 1},
+                          (graph.node(vector).shape[0], 1), diag.dtype)
+            scaled = OpNode(node.name, "mul", (Ref(rows.name), Ref(other.name)), {}, node.shape, node.dtype)
+            return [rows if n.name == diag.name else scaled if n.name == node.name else n for n in nodes]
+        scaled = OpNode(node.name, "mul", (Ref(other.name), Ref(vector)), {}, node.shape, node.dtype)
+        return [scaled if n.name == node.name else n for n in nodes if n.name != diag.name]
+    return nodes
+
+
+def _is_matvec(node: OpNode, graph: OpGraph) -> bool:
+    a, x = (graph.node(r).shape for r in node.refs)
+    return len(a) == 2 and len(x) == 2 and x[1] == 1 and a[1] == x[0]
+
+
+def _matvec(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> list[OpNode]:
+    a, x = node.refs
+    k = graph.node(x).shape[0]
+    flat = OpNode(f"{node.name}_vector", "view", (Ref(x),), {"dims": (-1,)}, (k,), graph.node(x).dtype)
+    products = OpNode(f"{node.name}_products", "mul", (Ref(a), Ref(flat.name)), {}, graph.node(a).shape, node.dtype)
+    total = OpNode(node.name, "sum", (Ref(products.name),), {"dim": -1, "keepdim": True}, node.shape, node.dtype)
+    index = next(i for i, n in enumerate(nodes) if n.name == node.name)
+    return nodes[:index] + [flat, products, total] + nodes[index + 1:]
+
+
+LOSSES = {"mse_loss", "l1_loss", "smooth_l1_loss"}
+
+
+def _loss_terms(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> list[OpNode]:
+    a, b = (Ref(r) for r in node.refs)
+    shape = graph.node(a.name).shape
+    reduction = node.attrs.get("reduction", "mean")
+    diff = OpNode(f"{node.name}_diff", "sub", (a, b), {}, shape, node.dtype)
+    if node.op == "mse_loss":
+        terms = [diff, OpNode(f"{node.name}_terms", "mul", (Ref(diff.name), Ref(diff.name)), {}, shape, node.dtype)]
+    elif node.op == "l1_loss":
+        terms = [diff, OpNode(f"{node.name}_terms", "abs", (Ref(diff.name),), {}, shape, node.dtype)]
+    else:
+        terms = [OpNode(f"{node.name}_terms", "smooth_l1_loss", (a, b), {**node.attrs, "reduction": "none"}, shape,
+                        node.dtype)]
+    if reduction == "none":
+        terms[-1] = replace(terms[-1], name=node.name, shape=node.shape)
+        tail = []
+    else:
+        tail = [OpNode(node.name, "sum" if reduction == "sum" else "mean", (Ref(terms[-1].name),),
+                       {"dim": None, "keepdim": False}, node.shape, node.dtype)]
+    index = next(i for i, n in enumerate(nodes) if n.name == node.name)
+    return nodes[:index] + terms + tail + nodes[index + 1:]

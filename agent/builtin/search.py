@@ -1,0 +1,90 @@
+"""The configuration search: which launch configuration to try next.
+
+Each stage family contributes axes (block sizes, warps, matmul tiles, the CUDA-graph
+switch); a configuration is one value per axis. The search starts from a heuristic
+default (or the fastest configuration the history already holds), then keeps the
+winners and walks to their untried neighbours — one axis one step at a time, in a fixed
+order — until the budget is spent or no neighbour is left. Everything it reads is given
+to it (measured runtimes keyed by configuration), so it is deterministic.
+
+    nxt = next_config(space, measured={Config(): 1.3, Config(block=2048): 1.1}, remaining=6)
+"""
+from dataclasses import dataclass, replace
+
+from agent.builtin.capture import OpGraph
+from agent.builtin.partition import Stage, StageKind
+from agent.builtin.plans.common import MATMUL_TILES, Config
+
+AXES = {
+    StageKind.POINTWISE: {"block": (256, 512, 1024, 2048, 4096, 8192), "warps": (2, 4, 8, 16)},
+    StageKind.CONV: {"block": (256, 512, 1024, 2048, 4096, 8192), "warps": (2, 4, 8, 16)},
+    StageKind.ROWS: {"row_warps": (1, 2, 4, 8, 16, 32)},
+    StageKind.REDUCE: {"reduce_block": (8, 16, 32, 64, 128), "reduce_inner": (16, 32, 64, 128, 256),
+                       "warps": (2, 4, 8, 16)},
+    StageKind.GROUP_NORM: {"gn_block": (512, 1024, 2048, 4096, 8192), "warps": (2, 4, 8, 16)},
+    StageKind.MATMUL: {"tile": tuple(range(len(MATMUL_TILES)))},
+    StageKind.TOTAL: {"block": (256, 512, 1024, 2048, 4096, 8192), "warps": (2, 4, 8, 16)},
+}
+
+
+@dataclass(frozen=True)
+class Space:
+    axes: dict[str, tuple]      # field of Config -> its values, in neighbour order
+    start: Config
+
+
+def space_for(stages: list[Stage], graph: OpGraph, gpu: bool, launch_bound: bool) -> Space:
+    axes: dict[str, tuple] = {}
+    for stage in stages:
+        axes.update(AXES.get(stage.kind, {}))
+    if gpu and launch_bound:        # launches dominate: the CUDA graph is the first neighbour tried
+        axes = {"cuda_graph": (False, True), **axes}
+    return Space(axes, default_config(stages, graph))
+
+
+def default_config(stages: list[Stage], graph: OpGraph) -> Config:
+    """Heuristics from the tutorials: wide rows get more warps, big GEMMs bigger tiles."""
+    config = Config()
+    rows = [s.shape[-1] for s in stages if s.kind is StageKind.ROWS]
+    if rows:
+        longest = max(rows)
+        config = replace(config, row_warps=4 if longest <= 2048 else 8 if longest <= 8192 else 16)
+    gemms = [s.shape for s in stages if s.kind is StageKind.MATMUL]
+    if gemms and min(min(shape[-1], shape[-2] if len(shape) > 1 else 1) for shape in gemms) >= 512:
+        config = replace(config, tile=3)
+    elif gemms and min(shape[-1] for shape in gemms) < 32:
+        config = replace(config, tile=7)
+    return config
+
+
+def neighbours(config: Config, space: Space) -> list[Config]:
+    """One axis, one step each way, in the fixed order of the axes."""
+    found = []
+    for axis, values in space.axes.items():
+        current = getattr(config, axis)
+        index = values.index(current) if current in values else 0
+        for step in (1, -1):
+            if 0 <= index + step < len(values):
+                found.append(replace(config, **{axis: values[index + step]}))
+    return found
+
+
+def next_config(space: Space, measured: dict[Config, float | None], remaining: int) -> Config | None:
+    """The next configuration to measure, or None when done. `measured` maps each tried
+    configuration to its runtime in ms (None: failed or untimed); `remaining` is how many
+    more evaluations the budget allows."""
+    if remaining <= 0:
+        return None
+    if space.start not in measured:
+        return space.start
+    ranked = sorted((ms, order, c) for order, (c, ms) in enumerate(measured.items()) if ms is not None)
+    for _, _, config in ranked:
+        for candidate in neighbours(config, space):
+            if candidate not in measured:
+                return candidate
+    return None
+
+
+def best(measured: dict[Config, float | None]) -> Config | None:
+    timed = [(ms, order, c) for order, (c, ms) in enumerate(measured.items()) if ms is not None]
+    return min(timed)[2] if timed else None
