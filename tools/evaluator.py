@@ -8,6 +8,16 @@ candidate is then timed (`tools/timing.py`) and set against the eager and
 torch.compile baselines (`tools/baselines.py`). Without a GPU the worker runs the
 Triton interpreter: correctness only, timings `None`, mode `cpu-interpreter`.
 
+Anti-cheat (tools/THREAT_MODEL.md lists every hack class, its defence and what is not
+covered): the worker's audit after every request (timers and torch patched, threads and
+detached children left running, precision flags, persisting L2: `tools/integrity.py`)
+rejects; every timed call has fresh inputs and is sample-checked (`tools/timing.py`);
+the AST check (`tools/static_check.py`) turns a `correct` verdict with a reject finding
+into `rejected`; kernel provenance (`tools/provenance.py`) flags `no_custom_kernel`;
+fp16/bf16/TF32 in an fp32 problem, or an error using >10% of the tolerance, flags
+`precision_policy`; a speedup above 10x eager or above the roofline is flagged
+`excessive_speedup` and audited by a second, stricter run.
+
     evaluator = Evaluator(ProcessSandbox(None), detect(), EvalConfig())
     result = evaluator.evaluate(load_problem("p.py", size="small"), open("c.py").read())
 """
@@ -20,10 +30,13 @@ import torch
 
 from tools import roofline
 from tools.baselines import BaselineStore
-from tools.compare import Comparison, judge_call
+from tools.compare import TOLERANCES, Comparison, judge_call
 from tools.device import DeviceInfo, versions
 from tools.inputs import Distribution, draw, secret_seed, trial_plan
+from tools.integrity import judge_audit
 from tools.lint import lint_problem
+from tools.provenance import Provenance
+from tools.static_check import Finding, Severity, check_source
 from tools.problems import Problem
 from tools.records import (EvalResult, EvalStatus, Flag, KernelShare, LintReport, Mode, Phase, ProfileResult,
                            TimingStats, failure_verdict)
@@ -35,6 +48,11 @@ from tools.timing import TimingConfig, time_candidate
 
 LOG_CHARS = 4000
 KEPT_CONTEXTS = 2
+EXCESSIVE_SPEEDUP = 10.0       # vs eager; above it (or above the roofline) the candidate is audited again
+ROOFLINE_MARGIN = 1.1          # measured time may beat the roofline floor by this much (ceiling noise)
+PRECISION_FRACTION = 0.1       # an fp32 result using >10% of the tolerance was not computed in fp32
+AUDIT_TRIALS = 10
+AUDIT_CHECKED_CALLS = 20
 
 
 @dataclass(frozen=True)
@@ -59,6 +77,8 @@ class Outcome:
     trials_passed: int = 0
     timing: TimingStats | None = None
     flags: tuple[Flag, ...] = ()
+    provenance: Provenance | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -84,13 +104,47 @@ class Evaluator:
         start = time.perf_counter()
         config = config or self.config
         context = self.context(problem)
+        findings = check_source(source)
+        outcome, ready, log = self._attempt(context, source, config)
+        outcome = apply_static(outcome, findings, context)
+        result = self._result(problem, source, context, outcome, ready, log, time.perf_counter() - start, config)
+        if self._excessive(context, result):
+            result = self._audit(context, source, config, result)
+        return result.model_copy(update={"static_findings": [f.text() for f in findings],
+                                         "seconds": time.perf_counter() - start})
+
+    def _attempt(self, context: ProblemContext, source: str, config: EvalConfig) -> tuple["Outcome", dict, str]:
+        """One run of the candidate in a fresh worker: (outcome, the worker's ready facts, log tail)."""
         worker = self.sandbox.worker()
         try:
             outcome = self._run(context, worker, source, config)
             log = worker.log_tail(LOG_CHARS)
         finally:
             worker.close()
-        return self._result(problem, source, context, outcome, worker.ready, log, time.perf_counter() - start, config)
+        return outcome, worker.ready, log
+
+    def _excessive(self, context: ProblemContext, result: EvalResult) -> bool:
+        """Above 10x eager, or faster than the roofline allows: too good to believe unaudited."""
+        if result.status is not EvalStatus.CORRECT or result.runtime_ms is None:
+            return False
+        if (result.speedup_vs_eager or 0.0) > EXCESSIVE_SPEEDUP:
+            return True
+        inputs = draw(context.reference.problem, secret_seed(), Distribution.OWN, context.reference.device)
+        return roofline.place(context.reference, inputs, result.runtime_ms).fraction_of_roofline > ROOFLINE_MARGIN
+
+    def _audit(self, context: ProblemContext, source: str, config: EvalConfig, result: EvalResult) -> EvalResult:
+        """The automatic extra run of an excessive speedup: twice the trials and many more
+        whole-output checks, in a fresh worker; its failure is the verdict."""
+        strict = replace(config, trials=AUDIT_TRIALS, timing=replace(config.timing, checked_calls=AUDIT_CHECKED_CALLS))
+        outcome, _, log = self._attempt(context, source, strict)
+        flags = [*result.flags, Flag.EXCESSIVE_SPEEDUP]
+        if outcome.status is not EvalStatus.CORRECT:
+            return result.model_copy(update={"status": outcome.status, "phase": outcome.phase, "flags": flags,
+                                             "reason": f"audit run after an excessive speedup: {outcome.reason}",
+                                             "log": log})
+        median = outcome.timing.median_ms if outcome.timing else None
+        return result.model_copy(update={"flags": flags, "notes": [*result.notes, f"excessive speedup: audit run "
+                                                                    f"passed (median {median} ms)"]})
 
     def profile(self, problem: Problem, source: str, calls: int = 10) -> ProfileResult:
         """The kernels one forward launches, with launch counts and time shares."""
@@ -142,16 +196,22 @@ class Evaluator:
         if loaded["flags_changed"]:
             return Outcome(EvalStatus.REJECTED, f"importing the candidate changed global precision flags: "
                            f"{', '.join(loaded['flags_changed'])}", Phase.LOAD)
-        outcome = self._check_trials(context, worker, config)
+        if judge_audit(loaded):
+            return Outcome(EvalStatus.REJECTED, f"while importing: {judge_audit(loaded)}", Phase.LOAD)
+        provenance = Provenance()
+        provenance.add(loaded["audit"]["launches"], 0, "load")
+        outcome = replace(self._check_trials(context, worker, config, provenance), provenance=provenance)
         if outcome.status is not EvalStatus.CORRECT or self.device.mode is Mode.CPU_INTERPRETER or not config.timed:
             return outcome
         self.sandbox.settle()   # warm workers still starting would compete with the timed loop
-        timed = time_candidate(worker, self.exchange, context.reference, config.timing, config.limits)
+        timed = time_candidate(worker, self.exchange, context.reference, config.timing, config.limits, audited=True)
         if timed.status is not EvalStatus.CORRECT:
             return replace(outcome, status=timed.status, reason=timed.reason, phase=Phase.TIME)
+        for index, (launches, forwards) in enumerate(timed.launches):
+            provenance.add(launches, forwards, f"timed request {index + 1}")
         return replace(outcome, timing=timed.stats, flags=timed.flags)
 
-    def _check_trials(self, context: ProblemContext, worker, config: EvalConfig) -> Outcome:
+    def _check_trials(self, context: ProblemContext, worker, config: EvalConfig, provenance: Provenance) -> Outcome:
         reference, limits = context.reference, config.limits
         seeds = [secret_seed() for _ in range(config.trials)]   # drawn after the candidate loaded
         worst_abs, worst_rel = 0.0, 0.0
@@ -163,6 +223,10 @@ class Evaluator:
                                        limits.first_call_s if trial == 0 else limits.call_s)
             if reply["kind"] == "failure":
                 return replace(failed(reply, label), trials_run=trial + 1, trials_passed=trial)
+            if judge_audit(reply):
+                return Outcome(EvalStatus.REJECTED, f"{label}: {judge_audit(reply)}", Phase.RUN,
+                               trials_run=trial + 1, trials_passed=trial)
+            provenance.add(reply["audit"]["launches"], 1, label)
             worst_abs = max(worst_abs, verdict.max_abs_error or 0.0)
             worst_rel = max(worst_rel, verdict.rel_error or 0.0)
             if not verdict.ok:
@@ -178,6 +242,8 @@ class Evaluator:
         isolated = bool(ready and ready["network_isolated"])
         if not isolated:
             flags.append(Flag.NETWORK_NOT_ISOLATED)
+        if self.sandbox.backend == "process" and not (ready and ready.get("fs_isolated")):
+            flags.append(Flag.FILESYSTEM_NOT_ISOLATED)
         eager_ms = compile_ms = None
         notes = []
         if outcome.timing is not None and config.baselines:
@@ -195,7 +261,8 @@ class Evaluator:
             device=self.device.name, mode=self.device.mode, size=problem.size, problem=problem.name,
             problem_hash=problem.hash, candidate_hash=hashlib.sha256(source.encode()).hexdigest(),
             sandbox=self.sandbox.backend, network_isolated=isolated, versions=versions(),
-            lint_findings=context.lint.findings, notes=notes, log=log, seconds=seconds,
+            lint_findings=context.lint.findings, notes=[*notes, *outcome.notes], log=log, seconds=seconds,
+            kernels=outcome.provenance.kernels() if outcome.provenance else [],
         )
 
 
@@ -216,6 +283,36 @@ def run_trial(worker, exchange: Exchange, container: str, expected: list[torch.T
         return reply, judge_call(container, expected, inputs, outputs, reply["output_meta"], seen, device)
     finally:
         exchange.release(arena)
+
+
+def apply_static(outcome: Outcome, findings: list[Finding], context: ProblemContext) -> Outcome:
+    """Static findings on top of the dynamic verdict: a reject finding turns `correct`
+    into `rejected` (a failure keeps its own status); flags are added to a correct one."""
+    if outcome.status is not EvalStatus.CORRECT:
+        return outcome
+    rejects = [f for f in findings if f.severity is Severity.REJECT]
+    if rejects:
+        return replace(outcome, status=EvalStatus.REJECTED, phase=Phase.LOAD,
+                       reason="static check: " + "; ".join(f.text() for f in rejects[:3]))
+    flags = list(outcome.flags)
+    if outcome.provenance is not None and outcome.provenance.no_custom_kernel:
+        flags.append(Flag.NO_CUSTOM_KERNEL)
+    if fp32_outputs(context) and (any(f.rule == "low_precision" for f in findings) or imprecise(outcome)):
+        flags.append(Flag.PRECISION_POLICY)
+    notes = tuple(outcome.provenance.short[:2]) if Flag.NO_CUSTOM_KERNEL in flags else ()
+    return replace(outcome, flags=tuple(dict.fromkeys(flags)), notes=outcome.notes + notes)
+
+
+def fp32_outputs(context: ProblemContext) -> bool:
+    """The reference answers in fp32 or fp64 (where fp16/bf16/TF32 math is a downgrade)."""
+    dtypes = context.reference.output_dtypes
+    return bool(dtypes) and all(d in (torch.float32, torch.float64) for d in dtypes)
+
+
+def imprecise(outcome: Outcome) -> bool:
+    """Passed, but with an error no fp32 computation makes: a share of the tolerance
+    that only reduced-precision math uses up."""
+    return outcome.rel_error is not None and outcome.rel_error > PRECISION_FRACTION * TOLERANCES[torch.float32].rel_l2
 
 
 def failed(reply: dict, label: str = "") -> Outcome:

@@ -26,6 +26,10 @@ class Flag(str, Enum):
     DEGENERATE_PROBLEM = "degenerate_problem"
     TIMING_MISMATCH = "timing_mismatch"
     NETWORK_NOT_ISOLATED = "network_not_isolated"
+    FILESYSTEM_NOT_ISOLATED = "filesystem_not_isolated"   # no Landlock: writes outside the scratch dir possible
+    NO_CUSTOM_KERNEL = "no_custom_kernel"      # a forward that ran none of the candidate's own kernels
+    PRECISION_POLICY = "precision_policy"      # lower-precision math, or error far above fp32 rounding
+    EXCESSIVE_SPEEDUP = "excessive_speedup"    # above 10x eager or above the roofline: audited again
 
 
 class Mode(str, Enum):
@@ -162,6 +166,8 @@ class EvalResult(Frozen):
     notes: list[str]          # what kept a number from being measured (a baseline that failed)
     log: str
     seconds: float
+    kernels: list[str] = []   # kernels the candidate's forwards launched, "name x count" (own ones first)
+    static_findings: list[str] = []   # tools/static_check.py's findings on the source
 
     def summary(self) -> dict:
         """The flat JSON object `kernelpilot eval --json` prints."""

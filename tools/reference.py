@@ -16,6 +16,7 @@ class Reference:
         strict_precision_flags()
         self.problem, self.device = problem, device
         self.model = problem.build_model().to(device)
+        self.output_dtypes: list[torch.dtype] = []   # of the last run (the lint runs it first)
 
     def run(self, inputs: list[torch.Tensor]) -> tuple[str, list[torch.Tensor]]:
         """(container, output tensors on the reference device), in the worker's flattened form."""
@@ -26,4 +27,5 @@ class Reference:
         if not all(type(item) is torch.Tensor for item in items):
             kinds = ", ".join(type(item).__name__ for item in items)
             raise ProblemError(f"{self.problem.path}: Model.forward must return tensors, returned {kinds}")
+        self.output_dtypes = [item.dtype for item in items]
         return container, [item.detach().clone() for item in items]

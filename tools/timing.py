@@ -1,20 +1,30 @@
 """Timing a loaded model in its worker, and checking what the timed calls returned.
 
-The worker runs `warmup` calls, then `iters` calls, each on the next of several input
-sets drawn here from secret seeds, with L2 flushed before each call; each call is
-timed by CUDA events and by the host clock around a device-wide synchronize. A secret
-sample of the timed calls' outputs comes back and is checked against the reference
-like a trial. The median event time is the runtime; the host-clock median must agree
-with it (work hidden on another stream shows up as a gap), and the events together
-can never exceed the wall-clock time of the whole request.
+Every timed call gets fresh inputs drawn here from secret seeds: the calls run in chunks,
+each chunk as many distinct input sets as fit in the input budget (all 100 calls at once
+for most problems), each set used by exactly one call in a secret order, and the next
+chunk's sets drawn only after the previous chunk returned; the warm-up calls use a set of
+their own that is never timed. The worker hands the candidate a private copy of each
+call's inputs (it never sees the other sets), flushes L2 before each call, holds the
+persisting-L2 limit at 0, and times each call by CUDA events and by the host clock around
+a device-wide synchronize.
+
+Every call is checked: the worker leaves each call's outputs at secret element positions
+in the arena (the candidate cannot tell which calls matter, because all do), and a few
+calls drawn at random also return their whole outputs. The median event time is the
+runtime; the host-clock median must agree with it (work hidden on another stream shows
+up as a gap), and the events together can never exceed the wall-clock time of a request.
 """
 import math
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
-from tools.compare import judge_call
+import torch
+
+from tools.compare import check_contract, compare, judge_call
 from tools.inputs import Distribution, draw, secret_seed, tensor_bytes
+from tools.integrity import judge_audit
 from tools.records import EvalStatus, Flag, TimingStats, failure_verdict
 from tools.reference import Reference
 from tools.sandbox.process import Limits
@@ -30,9 +40,10 @@ MISMATCH_SLACK_MS = 0.1    # ... plus launch and synchronize latency
 class TimingConfig:
     warmup: int = 5
     iters: int = 100
-    checked_calls: int = 3
-    max_input_sets: int = 4
+    checked_calls: int = 3          # calls whose whole outputs are compared
+    max_input_sets: int = 100       # distinct input sets per chunk: one per call where the budget allows
     input_budget_bytes: int = 2 * GiB
+    sample_elements: int = 4096     # secret positions of every output checked on every call
 
 
 @dataclass(frozen=True)
@@ -41,41 +52,132 @@ class Timed:
     reason: str = ""
     stats: TimingStats | None = None
     flags: tuple[Flag, ...] = ()
+    launches: tuple = ()            # (launches the worker counted, forward calls) per timed request
+
+
+@dataclass
+class Chunk:
+    """One `time` request's worth of calls, seen from the trusted side."""
+
+    sets: list[list[torch.Tensor]]
+    schedule: list[int]                        # call i uses set schedule[i]
+    container: str
+    like: list[torch.Tensor]                   # meta tensors: the outputs' dtypes and shapes
+    positions: list[torch.Tensor]              # secret flat positions, one tensor per output
+    samples: list[list[torch.Tensor]]          # the reference's values there, per set
+    full: dict[int, list[torch.Tensor]] = field(default_factory=dict)   # call -> whole reference outputs
+    sample_outputs: list[list[torch.Tensor]] = field(default_factory=list)   # what each call left there
+    full_outputs: dict[int, list[torch.Tensor]] = field(default_factory=dict)
 
 
 def input_set_count(set_bytes: int, config: TimingConfig) -> int:
-    """As many distinct input sets as the budget allows, at least two (back-to-back
-    calls never see the same buffers)."""
-    return max(2, min(config.max_input_sets, config.input_budget_bytes // max(set_bytes, 1)))
+    """Distinct input sets per chunk: as many as the budget allows, at most one per call."""
+    return max(1, min(config.iters, config.max_input_sets, config.input_budget_bytes // max(set_bytes, 1)))
 
 
-def time_candidate(worker, exchange: Exchange, reference: Reference, config: TimingConfig, limits: Limits) -> Timed:
-    problem = reference.problem
-    first = draw(problem, secret_seed(), Distribution.OWN, reference.device)
-    sets = [first] + [draw(problem, secret_seed(), Distribution.OWN, reference.device)
-                      for _ in range(input_set_count(tensor_bytes(first), config) - 1)]
-    check = sorted(secrets.SystemRandom().sample(range(config.iters), min(config.checked_calls, config.iters)))
-    expected = [reference.run(sets[index % len(sets)]) for index in check]
-    arena = exchange.acquire(arena_bytes([(x.shape, x.dtype) for inputs in sets for x in inputs]
-                                         + [(y.shape, y.dtype) for _, outputs in expected for y in outputs]))
+def time_candidate(worker, exchange: Exchange, reference: Reference, config: TimingConfig, limits: Limits,
+                   audited: bool = False) -> Timed:
+    """Warm-up and `config.iters` timed calls in as many chunks as the input budget
+    needs. `audited`: also judge the worker's audit (candidates; baselines run trusted code)."""
+    problem, device = reference.problem, reference.device
+    warm = draw(problem, secret_seed(), Distribution.OWN, device)
+    per_chunk = input_set_count(tensor_bytes(warm), config)
+    checked = set(secrets.SystemRandom().sample(range(config.iters), min(config.checked_calls, config.iters)))
+    event_ms, wall_ms, loop_s, launches = [], [], 0.0, []
+    for offset in range(0, config.iters, per_chunk):
+        count = min(per_chunk, config.iters - offset)
+        chunk = plan_chunk(reference, count, {i - offset for i in checked if offset <= i < offset + count}, config)
+        reply, host_s = run_chunk(worker, exchange, chunk, warm if offset == 0 else None, config, limits)
+        verdict = judge_chunk(reply, chunk, offset, config, host_s, audited)
+        if verdict.status is not EvalStatus.CORRECT:
+            return verdict
+        event_ms += reply["event_ms"]
+        wall_ms += reply["wall_ms"]
+        loop_s += reply["loop_wall_s"]
+        if "audit" in reply:
+            launches.append((reply["audit"]["launches"], count + (config.warmup if offset == 0 else 0)))
+    stats = TimingStats.from_samples(event_ms, wall_ms, loop_s)
+    mismatch = stats.wall_median_ms > MISMATCH_RATIO * stats.median_ms + MISMATCH_SLACK_MS
+    return Timed(EvalStatus.CORRECT, "", stats, (Flag.TIMING_MISMATCH,) if mismatch else (), tuple(launches))
+
+
+def plan_chunk(reference: Reference, count: int, full_calls: set[int], config: TimingConfig) -> Chunk:
+    """`count` fresh input sets, a secret order, secret sample positions, and the
+    reference's values there (whole outputs only for the calls in `full_calls`)."""
+    problem, device = reference.problem, reference.device
+    sets = [draw(problem, secret_seed(), Distribution.OWN, device) for _ in range(count)]
+    schedule = secrets.SystemRandom().sample(range(count), count)
+    generator = torch.Generator(device=device).manual_seed(secret_seed())
+    chunk = Chunk(sets, schedule, "", [], [], [])
+    for index, inputs in enumerate(sets):
+        container, outputs = reference.run(inputs)
+        if not chunk.positions:
+            chunk.container = container
+            chunk.like = [torch.empty(y.shape, dtype=y.dtype, device="meta") for y in outputs]
+            chunk.positions = [torch.randint(0, max(y.numel(), 1), (min(config.sample_elements, y.numel()),),
+                                             generator=generator, device=device) for y in outputs]
+        chunk.samples.append([y.reshape(-1)[p] for y, p in zip(outputs, chunk.positions)])
+        for call in full_calls:
+            if schedule[call] == index:
+                chunk.full[call] = outputs
+    return chunk
+
+
+def run_chunk(worker, exchange: Exchange, chunk: Chunk, warm: list[torch.Tensor] | None, config: TimingConfig,
+              limits: Limits) -> tuple[dict, float]:
+    """One `time` request; the reply with the trusted side's views of what came back
+    (sample and whole-output slots, attached to the chunk), and its wall-clock seconds."""
+    sets = chunk.sets + ([warm] if warm is not None else [])
+    shapes = ([(x.shape, x.dtype) for inputs in sets for x in inputs] + [(p.shape, p.dtype) for p in chunk.positions]
+              + [(s.shape, s.dtype) for _ in chunk.schedule for s in chunk.samples[0]]
+              + [(y.shape, y.dtype) for outputs in chunk.full.values() for y in outputs])
+    arena = exchange.acquire(arena_bytes(shapes))
     try:
-        set_refs = [[arena.put(x) for x in inputs] for inputs in sets]
-        del first, sets   # the arena holds them now; a second copy would only crowd the GPU
-        slots = [arena.slots(outputs) for _, outputs in expected]
-        request = {"kind": "time", "arena": arena.describe(), "input_sets": set_refs, "warmup": config.warmup,
-                   "iters": config.iters, "check_indices": check, "check_slots": [refs for _, refs in slots]}
+        request = {"kind": "time", "arena": arena.describe(), "input_sets": [[arena.put(x) for x in s] for s in sets],
+                   "warmup": config.warmup if warm is not None else 0, "iters": len(chunk.schedule),
+                   "schedule": chunk.schedule, "sample_positions": [arena.put(p) for p in chunk.positions]}
+        if warm is not None:
+            request["warmup_set"] = len(chunk.sets)
+        chunk.sets.clear()   # the arena holds them now; a second copy would only crowd the GPU
+        samples = [arena.slots(chunk.samples[0]) for _ in chunk.schedule]
+        calls = sorted(chunk.full)
+        full = [arena.slots(chunk.full[call]) for call in calls]
+        request.update(sample_slots=[refs for _, refs in samples], check_indices=calls,
+                       check_slots=[refs for _, refs in full])
         exchange.ready(arena)
         started = time.perf_counter()
         reply = expect(worker.call(request, limits.timing_s), "timed", "time")
         host_s = time.perf_counter() - started
-        if reply["kind"] == "failure":
-            status, _, reason = failure_verdict(reply)
-            return Timed(status, f"timing: {reason}")
-        checked = [(index, container, outputs, views)
-                   for index, (container, outputs), (views, _) in zip(check, expected, slots)]
-        return judge_timing(reply, checked, str(reference.device), config, host_s)
+        # copies: the arena is reused by the next request
+        chunk.sample_outputs = [[v.clone() for v in views] for views, _ in samples]
+        chunk.full_outputs = {call: [v.clone() for v in views] for call, (views, _) in zip(calls, full)}
+        return reply, host_s
     finally:
         exchange.release(arena)
+
+
+def judge_chunk(reply: dict, chunk: Chunk, offset: int, config: TimingConfig, host_s: float, audited: bool) -> Timed:
+    if reply["kind"] == "failure":
+        status, _, reason = failure_verdict(reply)
+        return Timed(status, f"timing: {reason}")
+    count, device = len(chunk.schedule), str(chunk.positions[0].device) if chunk.positions else "cpu"
+    if audited and judge_audit(reply):
+        return Timed(EvalStatus.REJECTED, f"timing: {judge_audit(reply)}")
+    checked = [(call, chunk.container, chunk.full[call], chunk.full_outputs[call]) for call in sorted(chunk.full)]
+    verdict = judge_timing(reply, checked, device, replace(config, iters=count), host_s)
+    if verdict.status is not EvalStatus.CORRECT:
+        return verdict
+    if len(reply.get("call_meta", [])) != count:
+        return Timed(EvalStatus.REJECTED, "timing: the worker did not return every timed call's samples")
+    for call, meta in enumerate(reply["call_meta"]):
+        label = f"timed call {offset + call + 1} of {config.iters}"
+        broken = check_contract(chunk.container, chunk.like, meta, device)
+        if broken:
+            return Timed(EvalStatus.INCORRECT, f"{label}: {broken}")
+        sampled = compare(chunk.samples[chunk.schedule[call]], chunk.sample_outputs[call])
+        if not sampled.ok:
+            return Timed(EvalStatus.INCORRECT, f"{label} (secret sample of its outputs): {sampled.reason}")
+    return verdict
 
 
 def judge_timing(reply: dict, checked: list, device: str, config: TimingConfig, host_s: float) -> Timed:

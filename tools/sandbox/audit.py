@@ -11,7 +11,8 @@ After every request the worker reports raw facts (the trusted side judges them):
   double-forked, setsid-detached daemon is re-parented here and counted);
 - `launches`: the kernels launched since the last request, by Triton function or
   load_inline extension function; `own` when the candidate's module defined it;
-- `l2_persisting_bytes`: the CUDA context's persisting-L2 limit (-1 when unknown).
+- `l2_persisting_bytes`: how far the candidate raised the persisting-L2 limit (above the
+  driver's default; in the timed loop, above the 0 it was forced to; -1 without CUDA).
 
 Imports only the standard library, torch and triton: it runs inside the sandbox.
 """
@@ -70,30 +71,26 @@ def _wrap_extension(module):
     return module
 
 
-def _counting_loader(original):
-    @functools.wraps(original)
-    def load(*args, **kwargs):
-        module = original(*args, **kwargs)
-        return _wrap_extension(module) if isinstance(module, types.ModuleType) else module
-    return load
-
-
 def install_launch_hooks() -> None:
-    """Count Triton launches (compiled and interpreted) and calls into C++/CUDA
-    extensions; idempotent (the fork server may already have installed them)."""
+    """Count Triton launches, compiled and interpreted; idempotent."""
     from triton.runtime import interpreter, jit
 
     for cls in (jit.JITFunction, interpreter.InterpretedFunction):
         if not getattr(cls.run, "__kp_launch_hook__", False):
             cls.run = _counting_run(cls.run)
-    from torch.utils import cpp_extension
 
-    for name in ("load_inline", "load"):
-        original = getattr(cpp_extension, name)
-        if not getattr(original, "__kp_launch_hook__", False):
-            wrapped = _counting_loader(original)
-            wrapped.__kp_launch_hook__ = True
-            setattr(cpp_extension, name, wrapped)
+
+def wrap_extensions(folder: str | None) -> None:
+    """Count calls into the modules load_inline/load built under `folder` (run after the
+    candidate's import built them; the candidate calls them through the module)."""
+    if not folder:
+        return
+    root = os.path.realpath(folder)
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None) or ""
+        if path and os.path.realpath(path).startswith(root + os.sep) and not getattr(module, "__kp_counted__", False):
+            _wrap_extension(module)
+            module.__kp_counted__ = True
 
 
 def take_launches() -> list[dict]:
@@ -110,7 +107,7 @@ def _watched_owners() -> dict[str, object]:
     from tools.sandbox import protocol, shm, worker
 
     return {
-        "time": time, "builtins": builtins, "torch": torch, "torch.Tensor": torch.Tensor,
+        "time": time, "builtins": builtins, "torch": torch, "torch._C": torch._C, "torch.Tensor": torch.Tensor,
         "torch.nn.Module": torch.nn.Module, "torch.nn.functional": torch.nn.functional,
         "torch.cuda": torch.cuda, "torch.cuda.Event": torch.cuda.Event, "torch.cuda.Stream": torch.cuda.Stream,
         "torch.cuda.streams": torch.cuda.streams, "triton.JITFunction": jit.JITFunction,
@@ -180,6 +177,7 @@ def live_children() -> list[int]:
 
 # ----------------------------------------------------------------------------- persisting L2
 
+@functools.lru_cache(maxsize=1)
 def _libcuda():
     try:
         return ctypes.CDLL("libcuda.so.1")
@@ -215,9 +213,16 @@ class Auditor:
         install_launch_hooks()
         self.integrity = Integrity()
         self.threads = python_threads()
+        self.l2_default = persisting_l2_bytes()   # the driver's own default is not zero (H100: 9.4 MiB)
         take_launches()
 
+    def l2_raised(self) -> int:
+        """The persisting-L2 limit above the driver's default (0 when not raised; -1 without CUDA)."""
+        now = persisting_l2_bytes()
+        return now if now < 0 else max(0, now - self.l2_default)
+
     def report(self, flags_changed: list, l2_bytes: int | None = None) -> dict:
+        """`l2_bytes`: the timed loop's own reading (it forced the limit to 0 first)."""
         import threading
 
         extra = python_threads() - self.threads
@@ -229,5 +234,5 @@ class Auditor:
             "children": live_children(),
             "flags_changed": list(flags_changed),
             "launches": take_launches(),
-            "l2_persisting_bytes": persisting_l2_bytes() if l2_bytes is None else l2_bytes,
+            "l2_persisting_bytes": self.l2_raised() if l2_bytes is None else l2_bytes,
         }

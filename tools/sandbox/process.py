@@ -14,9 +14,14 @@ The fork server itself starts with the scrubbed environment, so no secret of the
 trusted process is in a child's memory or /proc/self/environ. A child dies with the
 fork server (PR_SET_PDEATHSIG), which dies with the trusted process.
 
-Not covered here (see the anti-cheat issue): children the candidate detaches into a
-new session, a candidate that undoes PR_SET_PDEATHSIG, writes to the shared Triton and
-Inductor caches, and running as an unprivileged user.
+The worker is a child subreaper, so children the candidate detaches into a new session
+stay its descendants; closing a worker kills every descendant, then the process group.
+The worker confines itself with Landlock (`tools/sandbox/confine.py`).
+
+Not covered here (see tools/THREAT_MODEL.md): a candidate that undoes PR_SET_PDEATHSIG
+and escapes the subreaper before the worker is killed, writes to the shared Triton and
+Inductor caches (they stay writable so compiled kernels are reused), and running as an
+unprivileged user.
 """
 import atexit
 import dataclasses
@@ -83,6 +88,8 @@ def forkserver_context(interpret: bool):
     global _context, _context_interprets
     if _context is None:
         _context = multiprocessing.get_context("forkserver")
+        # not torch.utils.cpp_extension: importing it asks CUDA for devices, and a fork
+        # server that touched CUDA cannot hand CUDA to its children
         _context.set_forkserver_preload(["torch", "triton", "triton.language", "tools.sandbox.worker"])
         _start_scrubbed(interpret)
         _context_interprets = interpret
@@ -141,13 +148,16 @@ class ProcessWorker:
         env = scrubbed_env()
         env.update(HOME=self.workdir, TMPDIR=self.workdir, LANG="C.UTF-8", PYTHONDONTWRITEBYTECODE="1",
                    TRITON_CACHE_DIR=str(cache / "triton"), TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"),
-                   TORCH_EXTENSIONS_DIR=str(Path(self.workdir) / "torch_extensions"))
+                   TORCH_EXTENSIONS_DIR=str(Path(self.workdir) / "torch_extensions"),
+                   # no pool of compile subprocesses: every child process left running is the candidate's
+                   TORCHINDUCTOR_COMPILE_THREADS="1")
         if cuda_index is None:
             env["TRITON_INTERPRET"] = "1"
         return {
             "workdir": self.workdir, "env": env, "cuda": cuda_index is not None,
             "cuda_index": cuda_index or 0, "gpu_memory_fraction": self.limits.gpu_memory_fraction,
             "host_memory_bytes": self.limits.host_memory_bytes, "max_file_bytes": self.limits.max_file_bytes,
+            "cache_dir": str(cache),
         }
 
     def wait_ready(self) -> dict:
@@ -248,6 +258,7 @@ class ProcessWorker:
 
     def kill(self) -> None:
         pid = self.process.pid
+        kill_descendants(pid)
         for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
             try:
                 kill()
@@ -269,6 +280,39 @@ def _serve(conn, settings: dict) -> None:
     from tools.sandbox.worker import serve  # already imported by the fork server
 
     serve(conn, settings)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid`, by parent links read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, queue = [], list(children.get(pid, []))
+    while queue:
+        child = queue.pop()
+        found.append(child)
+        queue.extend(children.get(child, []))
+    return found
+
+
+def kill_descendants(pid: int, rounds: int = 3) -> None:
+    """SIGKILL the worker's descendants, detached ones included (the worker is their
+    subreaper); a few rounds, since a forking child may add more while we look."""
+    for _ in range(rounds):
+        found = descendants(pid)
+        if not found:
+            return
+        for child in found:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def _resident_bytes(pid: int) -> int:

@@ -21,9 +21,10 @@ REQUEST_KEYS = {
     "time": {"arena", "input_sets", "warmup", "iters", "check_indices", "check_slots"},
     "profile": {"arena", "inputs", "calls"},
 }
-# `time`: which input set each call uses, and the secret element positions whose values
+# `time`: which input set each call uses, the set the warm-up calls use (never timed),
+# and the secret element positions whose values
 # every call's outputs leave in the arena (so every timed call is checked).
-REQUEST_OPTIONAL = {"time": {"schedule", "sample_positions", "sample_slots"}}
+REQUEST_OPTIONAL = {"time": {"schedule", "warmup_set", "sample_positions", "sample_slots"}}
 # Replies cross from the candidate's process: every field's type is fixed. A spec is a
 # type (matched exactly: True is not an int), [spec] for a list of it, or a dict of specs.
 OUTPUT_META = {"container": str, "items": [{"type": str, "device": str, "dtype": str, "shape": [int],

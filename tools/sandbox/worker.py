@@ -7,8 +7,10 @@ standard library, torch, triton and numpy, so it runs unchanged in a bare CUDA i
 a Docker container, or a GPU box with no project dependencies.
 
 Started by `tools/sandbox/process.py` (forked from a server that already imported
-torch); `serve(conn, settings)` isolates the process, initialises the device, says
-`ready`, then answers requests (`load`, `run`, `time`) until the pipe closes.
+torch); `serve(conn, settings)` isolates the process (`tools/sandbox/confine.py`),
+initialises the device, snapshots what the candidate could tamper with
+(`tools/sandbox/audit.py`), says `ready`, then answers requests (`load`, `run`, `time`,
+`profile`) until the pipe closes; `loaded`, `ran` and `timed` replies carry the audit.
 """
 import ctypes
 import importlib.util
@@ -21,14 +23,23 @@ import traceback
 
 import torch
 
-from tools.sandbox.protocol import REQUEST_KEYS, ProtocolError, failure, flatten_output, pack, unpack
+from tools.sandbox import audit, confine
+from tools.sandbox.protocol import (REQUEST_KEYS, REQUEST_OPTIONAL, ProtocolError, failure, flatten_output, pack,
+                                    unpack)
 from tools.sandbox.shm import open_arena
 
 # Taken before any candidate code runs, so a candidate that patches the public names
 # cannot change the clock the worker reads.
 _perf_counter = time.perf_counter
 _Event = torch.cuda.Event
-_synchronize = torch.cuda.synchronize
+_current_stream = torch.cuda.current_stream
+# The C base class's methods and the C synchronize: a candidate cannot patch them (the
+# Python wrappers look names up at call time, so patching those would reach us).
+_EventBase = getattr(torch._C, "_CudaEventBase", None)
+if not hasattr(_EventBase, "record"):   # a CPU build of torch, where nothing is timed
+    _EventBase = torch.cuda.Event
+_record, _elapsed = _EventBase.record, _EventBase.elapsed_time
+_synchronize = getattr(torch._C, "_cuda_synchronize", torch.cuda.synchronize)
 
 PR_SET_PDEATHSIG = 1
 CLONE_NEWNET = 0x40000000
@@ -42,11 +53,14 @@ def serve(conn, settings: dict) -> None:
     """Entry point of the child process; `settings` comes from the trusted parent."""
     isolation_note = isolate(settings)
     device = init_device(settings)
+    fs_note = confine_filesystem(settings)   # after the CUDA context exists: its creation needs more of the OS
     strict_precision_flags()
-    session = {"device": device, "model": None, "flags": precision_flags(), "flush": None}
+    session = {"device": device, "model": None, "flags": precision_flags(), "flush": None,
+               "auditor": audit.Auditor()}
     conn.send_bytes(pack({
         "kind": "ready", "pid": os.getpid(), "device": str(device),
         "network_isolated": isolation_note == "", "isolation_note": isolation_note,
+        "fs_isolated": fs_note == "", "fs_note": fs_note,
     }))
     while True:
         try:
@@ -54,7 +68,7 @@ def serve(conn, settings: dict) -> None:
         except (EOFError, OSError):
             return
         try:
-            request = unpack(data, REQUEST_KEYS)
+            request = unpack(data, REQUEST_KEYS, REQUEST_OPTIONAL)
         except ProtocolError as error:
             conn.send_bytes(pack(failure("crashed", "start", f"the trusted side sent a bad request: {error}")))
             return
@@ -79,7 +93,19 @@ def isolate(settings: dict) -> str:
     os.environ.update(settings["env"])
     sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != settings["workdir"]]
     set_limits(settings)
+    audit.become_subreaper()
     return cut_network()
+
+
+def confine_filesystem(settings: dict) -> str:
+    """Landlock: writes only to the working directory, the arenas, the device files and
+    the compile caches; reads only of the system, Python and those. '' when applied."""
+    workdir = settings["workdir"]
+    caches = [settings["cache_dir"]] if settings.get("cache_dir") else []
+    for cache in caches:
+        os.makedirs(cache, exist_ok=True)
+    write = [workdir, "/dev/shm", "/dev", *caches]
+    return confine.confine(write, confine.read_roots(write))
 
 
 def set_limits(settings: dict) -> None:
@@ -112,6 +138,7 @@ def init_device(settings: dict) -> torch.device:
     torch.cuda.set_device(device)
     if settings["gpu_memory_fraction"]:
         torch.cuda.set_per_process_memory_fraction(settings["gpu_memory_fraction"], device)
+    torch.zeros(1, device=device)   # creates the context now, before the confinement
     return device
 
 
@@ -124,13 +151,22 @@ def strict_precision_flags() -> None:
 
 def precision_flags() -> dict:
     matmul = torch.backends.cuda.matmul
-    return {
+    flags = {
         "torch.backends.cuda.matmul.allow_tf32": matmul.allow_tf32,
         "torch.backends.cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "allow_fp16_reduced_precision_reduction": matmul.allow_fp16_reduced_precision_reduction,
         "allow_bf16_reduced_precision_reduction": matmul.allow_bf16_reduced_precision_reduction,
     }
+    # torch 2.9+ spells the same policy per backend as `fp32_precision`
+    for owner, name in ((torch.backends, "torch.backends"), (matmul, "torch.backends.cuda.matmul"),
+                        (torch.backends.cudnn, "torch.backends.cudnn"),
+                        (getattr(torch.backends.cudnn, "conv", None), "torch.backends.cudnn.conv"),
+                        (getattr(torch.backends, "mkldnn", None), "torch.backends.mkldnn")):
+        value = getattr(owner, "fp32_precision", None) if owner is not None else None
+        if value is not None:
+            flags[f"{name}.fp32_precision"] = str(value)
+    return flags
 
 
 def flags_changed(session: dict) -> list:
@@ -143,7 +179,10 @@ def flags_changed(session: dict) -> list:
 def handle(session: dict, request: dict) -> dict:
     handler = {"load": load, "run": run, "time": time_calls, "profile": profile_calls}[request["kind"]]
     try:
-        return handler(session, request)
+        reply = handler(session, request)
+        if reply["kind"] in ("loaded", "ran", "timed"):
+            reply["audit"] = session["auditor"].report(flags_changed(session), reply.pop("l2_persisting_bytes", None))
+        return reply
     except BaseException as error:  # the candidate's failure is data; SystemExit too
         phase = "load" if request["kind"] == "load" else request["kind"]
         return failure(classify(error), phase, f"{type(error).__name__}: {error}"[:TRACEBACK_CHARS],
@@ -159,6 +198,7 @@ def load(session: dict, request: dict) -> dict:
     module = importlib.util.module_from_spec(spec)
     sys.modules["kp_candidate"] = module
     spec.loader.exec_module(module)
+    audit.wrap_extensions(os.environ.get("TORCH_EXTENSIONS_DIR"))
     cls = getattr(module, request["class_name"], None)
     if not isinstance(cls, type) or not issubclass(cls, torch.nn.Module):
         return failure("compile_error", "load",
@@ -186,44 +226,85 @@ def run(session: dict, request: dict) -> dict:
 
 
 def time_calls(session: dict, request: dict) -> dict:
-    """Warm-up, then `iters` calls, each on the next input set, L2 flushed before each,
-    timed by CUDA events and by the host clock around a device-wide synchronize."""
+    """Warm-up, then `iters` calls, each on a private copy of its input set (the
+    candidate never sees another set), L2 flushed before each, timed by CUDA events and
+    by the host clock around a device-wide synchronize; the persisting-L2 limit is held
+    at 0. With `sample_positions`, every call leaves its outputs' values at those secret
+    positions in the arena, so every timed call is checked, not a known few."""
     model = require_model(session)
     if session["device"].type != "cuda":
         return failure("runtime_error", "time", "timing needs a CUDA device")
     arena = open_arena(request["arena"])
     sets = [[arena.view(ref) for ref in refs] for refs in request["input_sets"]]
+    iters = request["iters"]
+    schedule = request.get("schedule") or [i % len(sets) for i in range(iters)]
     slots = {index: [arena.view(ref) for ref in refs]
              for index, refs in zip(request["check_indices"], request["check_slots"])}
-    if session["flush"] is None:
-        session["flush"] = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device=session["device"])
-    flush, iters = session["flush"], request["iters"]
+    sampler = Sampler(arena, request) if "sample_positions" in request else None
+    flush = l2_flush(session)
+    audit.clear_persisting_l2()
     with torch.no_grad():
+        warm = sets[request["warmup_set"]] if "warmup_set" in request else None
         for i in range(request["warmup"]):
-            model(*sets[i % len(sets)])
+            model(*(warm or sets[schedule[i % len(schedule)]]))
         _synchronize()
         starts = [_Event(enable_timing=True) for _ in range(iters)]
         ends = [_Event(enable_timing=True) for _ in range(iters)]
-        wall_ms, checked_meta = [], []
+        wall_ms, checked_meta, call_meta, l2_bytes = [], [], [], 0
         loop_start = _perf_counter()
         for i in range(iters):
+            inputs = [x.clone() for x in sets[schedule[i]]]
             flush.zero_()
             _synchronize()
             t0 = _perf_counter()
-            starts[i].record()
-            output = model(*sets[i % len(sets)])
-            ends[i].record()
+            _record(starts[i], _current_stream())
+            output = model(*inputs)
+            _record(ends[i], _current_stream())
             _synchronize()  # device-wide: work on any stream is inside the wall time
             wall_ms.append((_perf_counter() - t0) * 1e3)
+            if sampler is not None:
+                call_meta.append(sampler.take(i, output, inputs))
             if i in slots:
-                checked_meta.append({"index": i, "meta": write_output(output, sets[i % len(sets)], slots[i])})
+                checked_meta.append({"index": i, "meta": write_output(output, inputs, slots[i])})
+            l2_bytes = max(l2_bytes, audit.persisting_l2_bytes())
+            del output, inputs
         loop_wall_s = _perf_counter() - loop_start
         _synchronize()
-    return {
-        "kind": "timed", "event_ms": [s.elapsed_time(e) for s, e in zip(starts, ends)],
+    reply = {
+        "kind": "timed", "event_ms": [_elapsed(s, e) for s, e in zip(starts, ends)],
         "wall_ms": wall_ms, "loop_wall_s": loop_wall_s, "checked_meta": checked_meta,
-        "flags_changed": flags_changed(session),
+        "flags_changed": flags_changed(session), "l2_persisting_bytes": l2_bytes,
     }
+    if sampler is not None:
+        reply["call_meta"] = call_meta
+    return reply
+
+
+def l2_flush(session: dict) -> torch.Tensor:
+    if session["flush"] is None:
+        session["flush"] = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device=session["device"])
+    return session["flush"]
+
+
+class Sampler:
+    """Copies each call's outputs at the trusted side's secret flat positions into the
+    call's sample slots; the trusted side compares them with the reference's."""
+
+    def __init__(self, arena, request: dict):
+        self.positions = [arena.view(ref) for ref in request["sample_positions"]]
+        self.needed = [int(p.max()) + 1 if p.numel() else 0 for p in self.positions]
+        self.slots = [[arena.view(ref) for ref in refs] for refs in request["sample_slots"]]
+
+    def take(self, call: int, output, inputs: list) -> dict:
+        meta = describe_output(output, inputs)
+        _, values = flatten_output(output)
+        for item, value, positions, needed, slot in zip(meta["items"], values, self.positions, self.needed,
+                                                         self.slots[call]):
+            if item["type"] == "torch.Tensor" and value.dtype == slot.dtype and value.device == positions.device \
+                    and value.numel() >= needed:
+                slot.copy_(value.detach().reshape(-1).index_select(0, positions))
+                item["written"] = True
+        return meta
 
 
 def profile_calls(session: dict, request: dict) -> dict:
@@ -274,17 +355,26 @@ def require_model(session: dict):
 
 def write_output(output, inputs: list, slots: list) -> dict:
     """Copy each output tensor into its slot when type, dtype and shape fit, and return
-    the facts the trusted side checks: the container, and for each item its exact type,
-    device, dtype, shape, storage sharing with an input, and whether it was written."""
+    the facts the trusted side checks (`describe_output`), `written` set where copied."""
+    meta = describe_output(output, inputs)
+    _, values = flatten_output(output)
+    for index, (value, item) in enumerate(zip(values, meta["items"])):
+        slot = slots[index] if index < len(slots) else None
+        if item["type"] == "torch.Tensor" and slot is not None and value.dtype == slot.dtype \
+                and value.shape == slot.shape:
+            slot.copy_(value.detach())
+            item["written"] = True
+    return meta
+
+
+def describe_output(output, inputs: list) -> dict:
+    """The container, and for each item its exact type, device, dtype, shape and storage
+    sharing with an input; `written` False until a copy lands in the arena."""
     container, values = flatten_output(output)
     input_storages = {x.untyped_storage().data_ptr() for x in inputs if x.numel() > 0}
     meta = {"container": container, "items": []}
-    for index, value in enumerate(values):
+    for value in values:
         exact = type(value) is torch.Tensor
-        slot = slots[index] if index < len(slots) else None
-        fits = exact and slot is not None and value.dtype == slot.dtype and value.shape == slot.shape
-        if fits:
-            slot.copy_(value.detach())
         meta["items"].append({
             "type": f"{type(value).__module__}.{type(value).__qualname__}",
             "device": str(value.device) if exact else "",
@@ -292,7 +382,7 @@ def write_output(output, inputs: list, slots: list) -> dict:
             "shape": list(value.shape) if exact else [],
             "shares_input_storage": exact and value.numel() > 0
             and value.untyped_storage().data_ptr() in input_storages,
-            "written": fits,
+            "written": False,
         })
     return meta
 

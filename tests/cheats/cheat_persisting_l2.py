@@ -1,0 +1,39 @@
+"""Raises the persisting-L2 limit in forward (4 MiB: under the H100's default, so only the
+timed loop, which forces it to 0, sees a rise) so that data can survive the L2 flush."""
+# expect: rejected
+# reason: persisting-L2
+# problem: 04_softmax_rows
+# gpu-only: yes
+# twin: honest_softmax
+import torch
+import torch.nn as nn
+import triton
+import triton.language as tl
+import ctypes
+
+
+@triton.jit
+def softmax_kernel(x_ptr, y_ptr, stride_xm, stride_ym, n_cols, BLOCK: tl.constexpr):
+    # one program per row; the whole row in one block (rows up to BLOCK long)
+    row = tl.program_id(axis=0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    mask = offs < n_cols
+    x = tl.load(x_ptr + row * stride_xm + offs, mask=mask, other=float("-inf"))
+    e = tl.exp(x - tl.max(x, axis=0))
+    tl.store(y_ptr + row * stride_ym + offs, e / tl.sum(e, axis=0), mask=mask)
+
+
+def softmax_rows(x):
+    x2 = x.reshape(-1, x.shape[-1]).contiguous()
+    y = torch.empty_like(x2)
+    softmax_kernel[(x2.shape[0],)](x2, y, x2.stride(0), y.stride(0), x2.shape[1],
+                                   BLOCK=triton.next_power_of_2(x2.shape[1]))
+    return y.view(x.shape)
+
+_cuda = ctypes.CDLL("libcuda.so.1")
+
+
+class ModelNew(nn.Module):
+    def forward(self, x):
+        _cuda.cuCtxSetLimit(0x06, ctypes.c_size_t(4 << 20))   # CU_LIMIT_PERSISTING_L2_CACHE_SIZE
+        return softmax_rows(x)

@@ -1,0 +1,43 @@
+"""Chooses between two of its own kernels by row length (a size branch whose both sides run custom kernels)."""
+# expect: correct
+# problem: 04_softmax_rows
+# gpu-only: no
+import torch
+import torch.nn as nn
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def softmax_kernel(x_ptr, y_ptr, stride_xm, stride_ym, n_cols, BLOCK: tl.constexpr):
+    # one program per row; the whole row in one block (rows up to BLOCK long)
+    row = tl.program_id(axis=0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    mask = offs < n_cols
+    x = tl.load(x_ptr + row * stride_xm + offs, mask=mask, other=float("-inf"))
+    e = tl.exp(x - tl.max(x, axis=0))
+    tl.store(y_ptr + row * stride_ym + offs, e / tl.sum(e, axis=0), mask=mask)
+
+
+def softmax_rows(x):
+    x2 = x.reshape(-1, x.shape[-1]).contiguous()
+    y = torch.empty_like(x2)
+    softmax_kernel[(x2.shape[0],)](x2, y, x2.stride(0), y.stride(0), x2.shape[1],
+                                   BLOCK=triton.next_power_of_2(x2.shape[1]))
+    return y.view(x.shape)
+
+
+
+@triton.jit
+def scale_rows_kernel(y_ptr, n_elements, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n_elements
+    tl.store(y_ptr + offs, tl.load(y_ptr + offs, mask=mask) * 1.0, mask=mask)
+
+
+class ModelNew(nn.Module):
+    def forward(self, x):
+        y = softmax_rows(x)
+        if x.shape[-1] > 16:
+            scale_rows_kernel[(triton.cdiv(y.numel(), 1024),)](y, y.numel(), BLOCK=1024)
+        return y
