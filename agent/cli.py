@@ -4,6 +4,7 @@
     kernelpilot history list | show ID | best PROBLEM.py | export     (see agent/cli_history.py)
     kernelpilot optimize PROBLEM.py [--policy ...]                   (see agent/cli_optimize.py)
     kernelpilot chat [FILE [NAME]]                                   (see agent/chat.py)
+    kernelpilot sandbox build | check                                (see agent/cli_sandbox.py)
 
 Exit codes: 0 whenever the evaluation or run finished (whatever the verdict), 2 for
 usage errors, 3 for an unusable problem file, 4 for infrastructure failures (the
@@ -23,6 +24,7 @@ from agent.cli_common import EXIT_INFRA, EXIT_POLICY, EXIT_PROBLEM, EXIT_USAGE, 
 from agent.chat import add_chat_parser, run_chat
 from agent.cli_history import HistoryUsageError, add_history_parser, run_history
 from agent.cli_optimize import add_optimize_parser, run_optimize
+from agent.cli_sandbox import add_sandbox_parser, run_sandbox
 from agent.policy import PolicyError
 from tools.device import DeviceInfo, detect
 from tools.history import HistoryError, HistoryStore, Origin
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_history_parser(commands)
     add_optimize_parser(commands)
     add_chat_parser(commands)
+    add_sandbox_parser(commands)
     return parser
 
 
@@ -139,7 +142,8 @@ def _x(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
 
 
-COMMANDS = {"eval": run_eval, "history": run_history, "optimize": run_optimize, "chat": run_chat}
+COMMANDS = {"eval": run_eval, "history": run_history, "optimize": run_optimize, "chat": run_chat,
+            "sandbox": run_sandbox}
 
 
 if __name__ == "__main__":

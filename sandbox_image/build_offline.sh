@@ -33,13 +33,15 @@ python3 -m pip download --quiet --only-binary=:all: --implementation cp --python
 
 step "venv /opt/venv with the pinned wheels, offline"
 cp "$HERE/requirements.txt" "$ROOT/tmp/requirements.txt"
-chroot "$ROOT" /usr/bin/python3 -m venv /opt/venv
-chroot "$ROOT" /opt/venv/bin/pip install --quiet --no-index --find-links /tmp/wheels -r /tmp/requirements.txt
-chroot "$ROOT" /opt/venv/bin/python -c "import torch, triton, numpy; print('torch', torch.__version__, 'triton', triton.__version__, 'numpy', numpy.__version__)"
+# env -i: none of the host's PIP_* settings (find-links, constraints) apply inside the rootfs.
+in_root() { env -i PATH=/usr/bin:/bin:/usr/sbin:/sbin LANG=C.UTF-8 chroot "$ROOT" "$@"; }
+in_root /usr/bin/python3 -m venv /opt/venv
+in_root /opt/venv/bin/pip install --quiet --no-index --find-links /tmp/wheels -r /tmp/requirements.txt
+in_root /opt/venv/bin/python -c "import torch, triton, numpy; print('torch', torch.__version__, 'triton', triton.__version__, 'numpy', numpy.__version__)"
 
 step "user, mount points, clean-up"
-chroot "$ROOT" /usr/sbin/groupadd --gid "$SANDBOX_UID" sandbox
-chroot "$ROOT" /usr/sbin/useradd --uid "$SANDBOX_UID" --gid "$SANDBOX_UID" --home-dir /scratch --no-create-home --shell /usr/sbin/nologin sandbox
+in_root /usr/sbin/groupadd --gid "$SANDBOX_UID" sandbox
+in_root /usr/sbin/useradd --uid "$SANDBOX_UID" --gid "$SANDBOX_UID" --home-dir /scratch --no-create-home --shell /usr/sbin/nologin sandbox
 mkdir -p "$ROOT/scratch" "$ROOT/opt/kernelpilot" "$ROOT/run/kernelpilot"
 rm -rf "$ROOT/tmp/wheels" "$ROOT/tmp/requirements.txt" "$ROOT/var/cache/apt/archives/"*.deb "$ROOT/var/lib/apt/lists/"* \
        "$ROOT/usr/share/doc" "$ROOT/usr/share/man" "$ROOT/root/.cache"

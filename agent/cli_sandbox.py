@@ -1,0 +1,85 @@
+"""`kernelpilot sandbox`: the Docker sandbox image and daemon.
+
+    kernelpilot sandbox build [--recipe offline|cuda] [--force]   # skips an image whose recipe tag exists
+    kernelpilot sandbox check [--json]                            # daemon, images, GPU runtime, leftovers
+
+`build --recipe offline` (default) runs sandbox_image/build_offline.sh (root, debootstrap,
+no registry); `--recipe cuda` runs `docker build` on sandbox_image/Dockerfile (needs a
+registry). `check` exits 0 when the daemon answers and the image for this machine
+(cuda with a GPU, offline without) is present, else 4, and says plainly which is missing.
+"""
+import json
+from dataclasses import asdict
+
+from tools.device import detect
+from tools.records import Mode
+from tools.sandbox.container_image import Recipe, build, check, default_tag
+from tools.sandbox.docker import connect
+
+EXIT_INFRA = 4
+
+
+def add_sandbox_parser(commands) -> None:
+    sandbox = commands.add_parser("sandbox", help="build and check the Docker sandbox image",
+                                  description="The Docker sandbox (`--sandbox docker`): build its image, or check "
+                                              "that the daemon, the image and the GPU runtime are there.")
+    verbs = sandbox.add_subparsers(dest="verb", required=True, metavar="VERB")
+    make = verbs.add_parser("build", help="build the sandbox image (skipped when its recipe's tag exists)")
+    make.add_argument("--recipe", type=Recipe, choices=list(Recipe), default=Recipe.OFFLINE,
+                      help="offline: Debian rootfs + pip, then docker import (no registry; CPU torch); "
+                           "cuda: docker build of sandbox_image/Dockerfile (needs a registry)")
+    make.add_argument("--force", action="store_true", help="build even if the tag exists")
+    inspect = verbs.add_parser("check", help="is the daemon reachable, the image present, a GPU runtime there?")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_sandbox(args) -> int:
+    """Raises SandboxError (exit 4 in agent/cli.py) when no daemon answers."""
+    client = connect()
+    if args.verb == "build":
+        report = build(client, args.recipe, force=args.force)
+        what = f"built in {report.seconds:.0f} s" if report.built else "already present, nothing to do"
+        print(f"{report.tag}: {what}")
+        return 0
+    return _check(client, args.json)
+
+
+def _check(client, as_json: bool) -> int:
+    report = check(client)
+    wanted = default_tag(gpu=detect().mode is Mode.GPU)
+    ok = report.images.get(wanted, False)
+    if as_json:
+        print(json.dumps(dict(asdict(report), wanted_image=wanted, ok=ok)))
+        return 0 if ok else EXIT_INFRA
+    print(f"daemon: reachable, {report.daemon}")
+    for tag, present in report.images.items():
+        recipe = tag.split(":")[1].split("-")[0]
+        state = "present" if present else f"missing: `kernelpilot sandbox build --recipe {recipe}` makes it"
+        print(f"image {tag}: {state}{'   (the one this machine uses)' if tag == wanted else ''}")
+    if report.gpu_runtime:
+        print("GPU runtime: present (NVIDIA); GPU containers can start")
+    else:
+        print(f"GPU runtime: absent (runtimes: {', '.join(report.runtimes)}); GPU containers cannot start "
+              "here, CPU containers (Triton interpreter) can")
+    print(f"leftover sandbox containers: {', '.join(report.leftovers) or 'none'}")
+    return 0 if ok else EXIT_INFRA
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m agent.cli_sandbox build|check`: the same verbs before agent/cli.py wires them."""
+    import argparse
+    import sys
+
+    from tools.sandbox.process import SandboxError
+
+    parser = argparse.ArgumentParser(prog="kernelpilot")
+    add_sandbox_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    try:
+        return run_sandbox(parser.parse_args(["sandbox", *(sys.argv[1:] if argv is None else argv)]))
+    except SandboxError as error:
+        print(f"kernelpilot: infrastructure error: {error}", file=sys.stderr)
+        return EXIT_INFRA
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
