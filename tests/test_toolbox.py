@@ -67,3 +67,23 @@ def test_profile_says_plainly_that_it_needs_a_gpu(toolbox):
 def test_malformed_calls_are_results_for_the_model(toolbox, name, arguments, words):
     report = toolbox.call(name, arguments)
     assert isinstance(report, ToolError) and words in report.text()
+
+
+NCU_CSV = '''==PROF== Connected to process 4242
+"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size","Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"
+"0","4242","python3","127.0.0.1","rmsnorm_kernel","1","7","(256, 1, 1)","(4096, 1, 1)","0","9.0","Command line profiler metrics","dram__throughput.avg.pct_of_peak_sustained_elapsed","%","91.52"
+"0","4242","python3","127.0.0.1","rmsnorm_kernel","1","7","(256, 1, 1)","(4096, 1, 1)","0","9.0","Command line profiler metrics","gpu__time_duration.sum","msecond","0.45"
+"0","4242","python3","127.0.0.1","rmsnorm_kernel","1","7","(256, 1, 1)","(4096, 1, 1)","0","9.0","Command line profiler metrics","launch__registers_per_thread","register/thread","32"
+"1","4242","python3","127.0.0.1","add_kernel","1","7","(128, 1, 1)","(64, 1, 1)","0","9.0","Command line profiler metrics","gpu__time_duration.sum","nsecond","2,048"
+==PROF== Disconnected from process 4242
+'''
+
+
+def test_nsight_compute_csv_is_folded_per_launch():
+    from tools.ncu import NcuReport, parse_csv
+    first, second = parse_csv(NCU_CSV)
+    assert (first.name, first.dram_pct, first.duration_us, first.registers) == ("rmsnorm_kernel", 91.52, 450.0, 32.0)
+    assert (second.name, second.duration_us, second.sm_pct) == ("add_kernel", 2.048, None)
+    text = NcuReport(available=True, kernels=[first, second]).text()
+    assert "rmsnorm_kernel: 450us, DRAM 91.5% of peak" in text
+    assert parse_csv("==ERROR== no kernels were profiled") == []

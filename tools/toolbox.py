@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tools.evaluator import Evaluator
 from tools.history import Entry, HistoryStore, Origin
+from tools.ncu import NcuReport, nsight_compute
 from tools.problems import Problem
 from tools.records import EvalResult, EvalStatus, ProfileResult
 
@@ -50,11 +51,16 @@ class EvaluationReport(Report):
 
 class ProfileReport(Report):
     profile: ProfileResult
+    nsight: NcuReport | None = None     # Nsight Compute counters, on a GPU that profiled cleanly
 
     def text(self) -> str:
         p = self.profile
         if not p.available or p.status is not None:
             return f"profile: {p.status.value + ': ' if p.status else ''}{p.reason}"
+        return self._torch_text() + (f"\n{self.nsight.text()}" if self.nsight else "")
+
+    def _torch_text(self) -> str:
+        p = self.profile
         lines = [f"profile on {p.device}: {p.device_ms_per_call:.4g} ms of device time per forward"]
         if p.roofline:
             r = p.roofline
@@ -137,7 +143,11 @@ class Toolbox:
         return self._evaluate("benchmark", request.code)
 
     def profile(self, request: CodeRequest) -> ProfileReport:
-        return ProfileReport(profile=self.evaluator.profile(self.problem, request.code))
+        profile = self.evaluator.profile(self.problem, request.code)
+        if not profile.available or profile.status is not None:
+            return ProfileReport(profile=profile)
+        nsight = nsight_compute(self.problem, request.code, self.evaluator.device.cuda_index)
+        return ProfileReport(profile=profile, nsight=nsight)
 
     def speedup_history(self, request: HistoryRequest) -> HistoryReport:
         view = lambda entries: [history_view(self.problem.name, e) for e in entries]
