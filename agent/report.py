@@ -1,8 +1,9 @@
-"""What an optimization leaves behind: the best kernel, a Markdown report, a JSON summary.
+"""What an optimization leaves behind: the answer's kernel, a Markdown report, a JSON summary.
 
-The best kernel is the fastest correct candidate the session measured (a timed one
-beats an untimed one; without a GPU, the first verified-correct one); `status` in the
-summary is its status, or `none` when no candidate was correct.
+The answer is the candidate the policy submitted, with the numbers of its final full
+check; without an accepted submit, the fastest correct candidate the session measured
+(a timed one beats an untimed one; without a GPU, the first verified-correct one).
+`status` in the summary is its status, or `none` when no candidate was correct.
 
     summary = write_outputs(Path("out"), state, session_id, device)
 """
@@ -38,8 +39,13 @@ class Summary:
         return dict(self.__dict__)
 
 
+def answer(state: dict) -> dict | None:
+    submitted = [a for a in state.get("attempts", []) if a["evaluation_id"] == state.get("submitted")]
+    return submitted[-1] if submitted else state.get("best")
+
+
 def summarize(state: dict, session_id: str, device: DeviceInfo, out: Path | None) -> Summary:
-    best = state.get("best")
+    best = answer(state)
     return Summary(
         status=best["status"] if best else "none",
         best_code_path=str(out / "best.py") if best and out else None,
@@ -56,8 +62,8 @@ def write_outputs(out: Path, state: dict, session_id: str, device: DeviceInfo) -
     """best.py (if any), report.md and summary.json under `out`; written whole or not at all."""
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(state, session_id, device, out)
-    if state.get("best"):
-        _write(out / "best.py", state["best"]["code"])
+    if answer(state):
+        _write(out / "best.py", answer(state)["code"])
     _write(out / "report.md", markdown_report(state, summary))
     _write(out / "summary.json", json.dumps(summary.as_dict(), indent=1) + "\n")
     return summary
