@@ -3,8 +3,9 @@
     ncu --profile-from-start off ... python -m tools.ncu_target small|full
 
 The candidate (`candidate.py`) and the problem (`problem.py`) sit in the working folder.
-Limits and the network cut are applied before the candidate is imported; the warm-up
-forward (Triton compiles there) runs outside the profiled range.
+Limits are applied before the candidate is imported; the network is not cut, because ncu
+talks to its target over a local socket (cutting it hangs both). The warm-up forward
+(Triton compiles there) runs outside the profiled range.
 """
 import importlib.util
 import sys
@@ -20,7 +21,6 @@ GiB = 1024**3
 
 def main(size: str) -> None:
     worker.set_limits({"max_file_bytes": GiB, "host_memory_bytes": 0, "cuda": True})
-    worker.cut_network()
     problem = load_problem(Path("problem.py"), size=size)
     torch.manual_seed(0)
     inputs = [x.cuda() for x in problem.draw_inputs()]

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tools.evaluator import Evaluator
 from tools.history import Entry, HistoryStore, Origin
 from tools.ncu import NcuReport, nsight_compute
+from tools.ncu import enabled as ncu_enabled
 from tools.problems import Problem
 from tools.records import EvalResult, EvalStatus, ProfileResult
 
@@ -144,7 +145,7 @@ class Toolbox:
 
     def profile(self, request: CodeRequest) -> ProfileReport:
         profile = self.evaluator.profile(self.problem, request.code)
-        if not profile.available or profile.status is not None:
+        if not profile.available or profile.status is not None or not ncu_enabled():
             return ProfileReport(profile=profile)
         nsight = nsight_compute(self.problem, request.code, self.evaluator.device.cuda_index)
         return ProfileReport(profile=profile, nsight=nsight)
