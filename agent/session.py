@@ -24,7 +24,7 @@ from agent.policy import Backend, Policy, PolicyError
 from agent.prompts import build_messages, exemplars
 from agent.builtin import BuiltinPolicy
 from agent.replay_policy import ReplayPolicy
-from tools.device import DeviceInfo, detect
+from tools.device import detect
 from tools.evaluator import EvalConfig, Evaluator
 from tools.history import HistoryStore, Origin
 from tools.problems import load_problem

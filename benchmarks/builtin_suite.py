@@ -128,7 +128,6 @@ def smoke(args) -> int:
     input set, no anti-cheat; numbers are labelled as smoke timings."""
     import triton.testing
     from agent.builtin.search import space_for
-    from agent.builtin.analysis import Work, launch_bound
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     policy, rows = BuiltinPolicy(), []
     for f in sorted(PROBLEMS.glob("*.py")):

@@ -63,7 +63,7 @@ def main() -> int:
         with make() as sandbox:
             rows[name] = summary(measure(sandbox, args.n, args.trials))
     base = rows["process"][0]
-    print(f"| backend | median s / evaluation | quartiles | over process |\n|---|---|---|---|")
+    print("| backend | median s / evaluation | quartiles | over process |\n|---|---|---|---|")
     for name, (median, q1, q3) in rows.items():
         print(f"| {name} | {median:.3f} | {q1:.3f}–{q3:.3f} | {median - base:+.3f} s |")
     return 0

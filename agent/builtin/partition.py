@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from agent.builtin import ops
-from agent.builtin.capture import OpGraph, OpNode, Ref
+from agent.builtin.capture import OpGraph, OpNode
 
 
 class Unsupported(Exception):

@@ -42,7 +42,7 @@ from tools.sandbox.container_box import DAEMON_GONE, Box, ChildEnd
 from tools.sandbox.container_image import default_tag
 from tools.sandbox.container_spec import DockerConfig, container_kwargs, container_user, server_env, worker_cuda_index
 from tools.sandbox.process import Limits, SandboxError
-from tools.sandbox.protocol import MAX_REPLY_BYTES, ProtocolError, failure, pack, unpack_reply
+from tools.sandbox.protocol import failure, pack, read_reply
 
 POLL_S = 0.2
 _live_boxes: set[Box] = set()
@@ -154,21 +154,7 @@ class DockerWorker:
                 return failure("timeout", phase, f"no answer within {timeout:.0f} s (wall-clock limit)")
 
     def _read_reply(self, phase: str, deadline: float) -> dict:
-        # A reply started but never finished must not hold the trusted side: at the
-        # deadline the child is killed, which ends the read with EOF.
-        watchdog = threading.Timer(max(deadline - time.monotonic(), 0.01), self._kill_quietly)
-        watchdog.start()
-        try:
-            data = self.conn.recv_bytes(MAX_REPLY_BYTES)
-        except (EOFError, OSError):
-            return self._died(phase)
-        finally:
-            watchdog.cancel()
-        try:
-            return unpack_reply(data)
-        except ProtocolError as error:
-            self.kill()
-            return failure("crashed", phase, f"the worker sent a malformed reply: {error}")
+        return read_reply(self.conn, phase, deadline, self._kill_quietly, self._died)
 
     def _died(self, phase: str) -> dict:
         end = self.kill()

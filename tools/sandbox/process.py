@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.sandbox.protocol import MAX_REPLY_BYTES, ProtocolError, failure, pack, unpack_reply
+from tools.sandbox.protocol import failure, pack, read_reply
 
 PASSED_ENV = ("PATH", "CUDA_HOME", "CUDA_PATH", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
               "TRITON_PTXAS_PATH", "CC", "CXX")
@@ -209,21 +209,7 @@ class ProcessWorker:
                 return failure("timeout", phase, f"no answer within {timeout:.0f} s (wall-clock limit)")
 
     def _read_reply(self, phase: str, deadline: float) -> dict:
-        # A reply started but never finished must not hold the trusted side: at the
-        # deadline the child is killed, which ends the read with EOF.
-        watchdog = threading.Timer(max(deadline - time.monotonic(), 0.01), self.kill)
-        watchdog.start()
-        try:
-            data = self.conn.recv_bytes(MAX_REPLY_BYTES)
-        except (EOFError, OSError):
-            return self._died(phase)
-        finally:
-            watchdog.cancel()
-        try:
-            return unpack_reply(data)
-        except ProtocolError as error:
-            self.kill()
-            return failure("crashed", phase, f"the worker sent a malformed reply: {error}")
+        return read_reply(self.conn, phase, deadline, self.kill, self._died)
 
     def _died(self, phase: str) -> dict:
         self.process.join(5)

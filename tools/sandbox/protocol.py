@@ -12,6 +12,8 @@ so an older peer keeps working; the trusted side decides what a missing one mean
 Imports only the standard library and torch: it runs inside the sandbox too.
 """
 import io
+import threading
+import time
 
 import torch
 
@@ -121,3 +123,22 @@ def conforms(value, spec) -> bool:
     if isinstance(spec, list):
         return isinstance(value, list) and all(conforms(item, spec[0]) for item in value)
     return type(value) is spec
+
+
+def read_reply(conn, phase: str, deadline: float, kill, died) -> dict:
+    """Host side: read one reply from a worker whose `conn` has data. A reply started but
+    never finished must not hold the trusted side: at the deadline `kill()` ends the read
+    with EOF, and a worker that went away is reported by `died(phase)`."""
+    watchdog = threading.Timer(max(deadline - time.monotonic(), 0.01), kill)
+    watchdog.start()
+    try:
+        data = conn.recv_bytes(MAX_REPLY_BYTES)
+    except (EOFError, OSError):
+        return died(phase)
+    finally:
+        watchdog.cancel()
+    try:
+        return unpack_reply(data)
+    except ProtocolError as error:
+        kill()
+        return failure("crashed", phase, f"the worker sent a malformed reply: {error}")

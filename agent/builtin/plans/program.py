@@ -14,7 +14,7 @@ import textwrap
 from agent.builtin.capture import OpGraph, Ref
 from agent.builtin.partition import Stage, StageKind, Unsupported
 from agent.builtin.plans import conv, groupnorm, matmul, pointwise, reduce, rows, total
-from agent.builtin.plans.common import Config, Emitted, forward_expr, slug
+from agent.builtin.plans.common import Config, forward_expr, slug
 from agent.builtin.ops import TANH_HELPER
 from tools.problems import Problem
 
