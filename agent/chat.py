@@ -6,7 +6,7 @@ nn.Module class or function in it that is slow, next to `get_inputs()` and
 the agent until the policy hands back to you, with every tool result shown. Slash
 commands:
 
-    /problem FILE [NAME]   the code to work on        /optimize [N]  let the agent search N turns
+    /problem FILE [NAME]   the code to work on        /optimize [N]  let the agent search N turns (8)
     /best                  the best kernel so far      /save [PATH]   write it to a file
     /history               earlier kernels and speedups for this problem
     /resume ID             go back to an earlier session       /quit   leave (Ctrl-D too)
@@ -27,6 +27,8 @@ from agent.graph import Budget, RunMode, tool_message
 from agent.policy import Backend, PolicyError
 from agent.session import AgentSession, PolicySpec, SessionOptions, kernelpilot_home, open_session
 from tools.sandbox.backends import SandboxKind
+from agent.cli_common import positive_int
+from tools.history import HistoryError
 from tools.problems import ProblemError
 from tools.sandbox.process import SandboxError
 
@@ -43,21 +45,23 @@ class Chat:
 
     def loop(self, read=input) -> None:
         self.console.print("kernelpilot chat — /problem FILE to begin, /quit to leave", style="bold")
-        if self.options.problem or self.options.session_id:
-            self.open(self.options)
-        while True:
-            try:
-                line = read(PROMPT)
-            except EOFError:
-                break
-            except KeyboardInterrupt:
-                self.console.print("\n(Ctrl-C stops a running turn; /quit leaves)")
-                continue
-            if line.strip() in ("/quit", "/exit"):
-                break
-            if line.strip():
-                self.handle(line, read)
-        self.stack.close()
+        try:
+            if self.options.problem or self.options.session_id:
+                self.open(self.options)
+            while True:
+                try:
+                    line = read(PROMPT)
+                except EOFError:
+                    break
+                except KeyboardInterrupt:
+                    self.console.print("\n(Ctrl-C stops a running turn; /quit leaves)")
+                    continue
+                if line.strip() in ("/quit", "/exit"):
+                    break
+                if line.strip():
+                    self.handle(line, read)
+        finally:
+            self.stack.close()      # the sandbox's workers die with the conversation, however it ends
 
     def handle(self, line: str, read) -> None:
         command, _, rest = line.strip().partition(" ")
@@ -72,8 +76,10 @@ class Chat:
                 self.console.print(f"unknown command {command}; commands: {', '.join(actions)}, /quit")
             else:
                 self.say(line.strip())
-        except (ProblemError, PolicyError, SandboxError, OSError) as error:
+        except (ProblemError, PolicyError, SandboxError, HistoryError, OSError) as error:
             self.console.print(f"error: {error}", style="red", markup=False)
+        except (KeyboardInterrupt, EOFError):
+            self.console.print("\n(stopped)", style="yellow")
 
     # ---- sessions -------------------------------------------------------------------------
 
@@ -82,6 +88,8 @@ class Chat:
         self.stack = contextlib.ExitStack()
         self.session = None
         self.session = self.stack.enter_context(open_session(options))
+        if self.session.resumed and self.session.graph.get_state(self.session.config).next:
+            self.interrupted()      # cut mid-turn: its pending tool calls get answers before anything else
         problem = self.session.context.toolbox.problem
         self.console.print(f"session {self.session.id}: {problem.name} ({problem.size} size) on "
                            f"{self.session.context.device.name}, policy {self.session.context.policy.name}")
@@ -121,7 +129,9 @@ class Chat:
         self.run_graph({"messages": [{"role": "user", "content": text}], "stop": None}, turns)
 
     def optimize(self, rest: str) -> None:
-        self.say(OPTIMIZE_REQUEST, turns=int(rest) if rest.isdigit() else 8)
+        if rest and not (rest.isdigit() and int(rest) > 0):
+            return self.console.print("usage: /optimize [N]   (N turns at most; default 8)")
+        self.say(OPTIMIZE_REQUEST, turns=int(rest) if rest else 8)
 
     def run_graph(self, state_input, turns: int | None = None) -> None:
         session = self.session
@@ -196,7 +206,7 @@ def add_chat_parser(commands) -> None:
     chat.add_argument("--policy", help="builtin | openai | replay:FILE")
     chat.add_argument("--model", help="model name for the openai policy")
     chat.add_argument("--base-url", help="OpenAI-compatible endpoint")
-    chat.add_argument("--turns", type=int, default=4, help="policy turns at most per message (default 4)")
+    chat.add_argument("--turns", type=positive_int, default=4, help="policy turns at most per message (default 4)")
     chat.add_argument("--resume", metavar="SESSION", help="go on with an earlier session")
     chat.add_argument("--backend", choices=["triton", "cuda"], default="triton")
     chat.add_argument("--sandbox", choices=["process", "docker"], default="process")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from agent.cli_common import EXIT_INFRA, EXIT_POLICY, EXIT_PROBLEM, EXIT_USAGE, UsageError, fail, positive_float, positive_int
+from agent.cli_common import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_POLICY, EXIT_PROBLEM, EXIT_USAGE, UsageError, fail, positive_float, positive_int
 from agent.chat import add_chat_parser, run_chat
 from agent.cli_history import HistoryUsageError, add_history_parser, run_history
 from agent.cli_optimize import add_optimize_parser, run_optimize
@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"infrastructure error: {error}", EXIT_INFRA)
     except PolicyError as error:
         return fail(f"policy error: {error}", EXIT_POLICY)
+    except KeyboardInterrupt:
+        return fail("interrupted (an agent session goes on with `kernelpilot optimize --resume ID`)", EXIT_INTERRUPTED)
 
 
 def run_eval(args) -> int:

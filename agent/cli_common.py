@@ -2,7 +2,7 @@
 import argparse
 import sys
 
-EXIT_USAGE, EXIT_PROBLEM, EXIT_INFRA, EXIT_POLICY = 2, 3, 4, 5
+EXIT_USAGE, EXIT_PROBLEM, EXIT_INFRA, EXIT_POLICY, EXIT_INTERRUPTED = 2, 3, 4, 5, 130
 
 
 class UsageError(Exception):

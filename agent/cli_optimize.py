@@ -73,14 +73,18 @@ def options_from(args) -> SessionOptions:
 def run_optimize(args) -> int:
     if (args.problem is None) == (args.resume is None):
         raise UsageError("name a PROBLEM file, or --resume SESSION (not both: a resumed session keeps its problem)")
+    if args.resume and (args.policy or args.model or args.base_url):
+        raise UsageError("a resumed session keeps its policy: drop --policy, --model and --base-url")
     console = Console(file=sys.stderr if args.json else sys.stdout, soft_wrap=True, highlight=False)
     with open_session(options_from(args)) as session:
         console.print(f"[bold]session {session.id}[/]: {session.context.toolbox.problem.name} on "
                       f"{session.context.device.name}, policy {session.context.policy.name}")
-        drive(session, session.start_state(), console)
-        state = session.state()
         out = args.out or Path("kernelpilot-out") / session.id
-        summary = write_outputs(out, state, session.id, session.context.device)
+        try:
+            drive(session, session.start_state(), console)
+        finally:
+            # Whatever stopped the run (the endpoint gone, Ctrl-C), what it found is written out.
+            summary = write_outputs(out, session.state(), session.id, session.context.device)
     if args.json:
         print(json.dumps(summary.as_dict()))
     else:

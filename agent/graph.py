@@ -47,6 +47,10 @@ class StopReason(StrEnum):
     ASK_USER = "ask_user"
 
 
+# Tools whose verdict covers every trial (compile runs one forward: it cannot make a kernel the best).
+JUDGED_TOOLS = ("check_correctness", "benchmark", "submit")
+
+
 @dataclass(frozen=True)
 class Budget:
     max_turns: int = 10
@@ -90,6 +94,7 @@ def policy_turn(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     update = {"turns": state["turns"] + 1, "tokens": state["tokens"] + turn.tokens, "pending": [],
               "messages": [assistant_message(turn)]}
     if not has_analysis(turn.text):
+        update["stale_turns"] = state["stale_turns"] + 1
         update["messages"] += [tool_message(call.id, "not run: the reply lacked the performance analysis")
                                for call in turn.tool_calls]
         update["messages"].append({"role": "user", "content": correction(len(turn.tool_calls))})
@@ -112,7 +117,8 @@ def run_tools(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
             attempt = attempt_record(state["turns"], call["name"], report, call_code(call))
             attempts.append(attempt)
             seconds += report.result.seconds if report.result.mode is Mode.GPU else 0.0
-            best = better(best, attempt)
+            if call["name"] in JUDGED_TOOLS:
+                best = better(best, attempt)
             if isinstance(report, SubmitReport) and report.accepted:
                 submitted = report.evaluation_id
     improved = best is not state.get("best")

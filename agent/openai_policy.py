@@ -46,6 +46,11 @@ class OpenAIConfig:
         # Local servers (vLLM, Ollama) accept any key; api.openai.com refuses a missing one loudly.
         api_key = os.environ.get("OPENAI_API_KEY") or file.get("api_key") or "none"
         tuning = {key: file[key] for key in ("timeout_s", "attempts", "backoff_s") if key in file}
+        for key, value in tuning.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise PolicyError(f"config.toml: [openai] {key} must be a positive number, not {value!r}")
+        if "attempts" in tuning and not isinstance(tuning["attempts"], int):
+            raise PolicyError("config.toml: [openai] attempts must be a whole number")
         return OpenAIConfig(base_url=base_url, model=model, api_key=api_key, **{**tuning, **overrides})
 
     @staticmethod

@@ -54,7 +54,10 @@ def parse_turn(raw: dict, index: int, base: Path) -> PolicyTurn:
 
 def parse_call(raw: dict, call_id: str, base: Path) -> ToolCall:
     if "code_file" in raw:
-        arguments = json.dumps({"code": (base / raw["code_file"]).read_text()})
+        path = base / raw["code_file"]
+        if not path.is_file():
+            raise PolicyError(f"{path}: no such code_file (named by tool call {call_id} of the replay script)")
+        arguments = json.dumps({"code": path.read_text()})
     else:
         given = raw.get("arguments", {})
         arguments = given if isinstance(given, str) else json.dumps(given)

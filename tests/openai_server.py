@@ -9,6 +9,7 @@ and error handling run exactly as they do against vLLM or OpenAI.
         ... OpenAIPolicy(OpenAIConfig(base_url=server.url, model="m", api_key="k")) ...
         server.requests   # the JSON bodies received, in order
 """
+import itertools
 import json
 import threading
 import time
@@ -32,9 +33,12 @@ class Stall:
     then: dict
 
 
+_call_ids = itertools.count(1)
+
+
 def call(name: str, arguments: dict | str, call_id: str | None = None) -> dict:
     text = arguments if isinstance(arguments, str) else json.dumps(arguments)
-    return {"id": call_id or f"call-{name}-{abs(hash(text)) % 10**8}", "type": "function",
+    return {"id": call_id or f"call-{name}-{next(_call_ids)}", "type": "function",
             "function": {"name": name, "arguments": text}}
 
 
@@ -63,6 +67,9 @@ class ChatServer:
     def next_action(self, body: dict):
         with self.lock:
             self.requests.append(body)
+            unanswered = unanswered_calls(body.get("messages", []))
+            if unanswered:     # what api.openai.com answers to a broken conversation
+                return Status(400, f"tool_calls without tool messages: {', '.join(unanswered)}")
             if body.get("model") not in self.models:
                 return Status(404, f"The model '{body.get('model')}' does not exist")
             if not self.script:
@@ -101,6 +108,20 @@ class ChatServer:
                 pass
 
         return Handler
+
+
+def unanswered_calls(messages: list[dict]) -> list[str]:
+    """Tool-call ids of an assistant message not answered by the tool messages right after it."""
+    missing = []
+    for index, message in enumerate(messages):
+        if message.get("role") == "assistant" and message.get("tool_calls"):
+            answers = set()
+            for following in messages[index + 1:]:
+                if following.get("role") != "tool":
+                    break
+                answers.add(following.get("tool_call_id"))
+            missing += [c["id"] for c in message["tool_calls"] if c["id"] not in answers]
+    return missing
 
 
 def completion(model: str, message: dict) -> dict:

@@ -190,3 +190,26 @@ def test_optimize_without_an_llm_uses_the_builtin_policy(capsys, tmp_path):
     record = [r for r in HistoryStore().records(with_source=True) if r.session == summary["session_id"]][-1]
     assert record.policy == "builtin" and "no_custom_kernel" not in record.flags
     assert "@triton.jit" in Path(summary["best_code_path"]).read_text()
+
+
+def test_bad_settings_and_scripts_are_one_clear_line(capsys, tmp_path, kernelpilot_home):
+    (kernelpilot_home / "config.toml").write_text('[openai]\nattempts = "3"\n')
+    assert main(["optimize", str(SOFTMAX), "--cpu", "--policy", "openai", "--model", "m"]) == 5
+    assert "[openai] attempts must be a positive number" in capsys.readouterr().err
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps({"turns": [{"text": ANALYSIS, "tool_calls": [
+        {"name": "benchmark", "code_file": "missing.py"}]}]}))
+    assert main(["optimize", str(SOFTMAX), "--cpu", "--policy", f"replay:{script}"]) == 5
+    assert "missing.py: no such code_file" in capsys.readouterr().err
+    assert main(["optimize", "--resume", "s-x", "--model", "m"]) == 2
+
+
+def test_a_kernel_that_only_compiled_is_not_the_answer(capsys, tmp_path):
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps({"turns": [{"text": ANALYSIS, "tool_calls": [
+        {"name": "compile", "code_file": str(CANDIDATES / "04_softmax_rows.py")}]}]}))
+    assert main(["optimize", str(SOFTMAX), "--cpu", "--json", "--policy", f"replay:{script}",
+                 "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["status"], summary["attempts"], summary["best_code_path"]) == ("none", 1, None)
+    assert not (tmp_path / "out" / "best.py").exists()

@@ -5,8 +5,8 @@ torch profiler inside the sandbox. Where NVIDIA's `ncu` is installed, this adds 
 hardware counters: DRAM and SM throughput as a share of peak, achieved occupancy,
 registers per thread. `ncu` replays each kernel, so it runs the candidate in its own
 process (`python -m tools.ncu_target`), started in a new session with a scrubbed
-environment, a throw-away working directory, rlimits (applied before the candidate is
-imported), a wall-clock limit and a kill of its whole group — but with the network, which
+environment, a throw-away working directory, a file-size cap and no core dumps (applied
+before the candidate is imported; no memory cap: CUDA needs its address space), a wall-clock limit and a kill of its whole group — but with the network, which
 ncu needs to reach its target. That is weaker than the sandbox, so it is opt-in
 (KERNELPILOT_NCU=1), and only candidates the sandbox already profiled cleanly (its static
 check rejects network use) run under it.
@@ -132,7 +132,7 @@ def _float(value: str, unit: str) -> float | None:
     except ValueError:
         return None
     scale = {"ns": 1e-3, "us": 1.0, "usecond": 1.0, "nsecond": 1e-3, "ms": 1e3, "msecond": 1e3}
-    return number * scale.get(unit, 1.0) if unit in scale else number
+    return number * scale.get(unit, 1.0)
 
 
 def _num(value: float | None, unit: str) -> str:

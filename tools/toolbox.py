@@ -20,7 +20,7 @@ from tools.history import Entry, HistoryStore, Origin
 from tools.ncu import NcuReport, nsight_compute
 from tools.ncu import enabled as ncu_enabled
 from tools.problems import Problem
-from tools.records import EvalResult, EvalStatus, ProfileResult
+from tools.records import EvalResult, EvalStatus, Mode, ProfileResult
 
 LOG_LINES = 12
 
@@ -219,10 +219,11 @@ def render_eval(tool: str, r: EvalResult) -> str:
         if r.speedup_vs_eager is not None:
             head += f" ({r.speedup_vs_eager:.2f}x vs eager"
             head += f", {r.speedup_vs_compile:.2f}x vs torch.compile)" if r.speedup_vs_compile else ")"
-    elif r.mode.value == "cpu-interpreter":
+    elif r.mode is Mode.CPU_INTERPRETER:
         head += " (no GPU: correctness only, no timing)"
     lines = [head, f"trials passed {r.trials_passed}/{r.trials_run}"
-             + (f", max abs error {r.max_abs_error:.3g}, rel error {r.rel_error:.3g}" if r.rel_error is not None else "")]
+             + (f", max abs error {r.max_abs_error:.3g}, rel error {r.rel_error:.3g}"
+                if r.rel_error is not None and r.max_abs_error is not None else "")]
     if r.reason:
         lines.append(f"reason: {r.reason[:600]}")
     if r.flags:
