@@ -188,7 +188,9 @@ def wrap_problem(path: Path, name: str) -> Path:
     else:
         tail = (f"\n\nimport torch.nn as _nn\n\n\nclass Model(_nn.Module):\n    def forward(self, *args):\n"
                 f"        return {name}(*args)\n")
-    wrapped = kernelpilot_home() / "wrapped" / f"{path.stem}_{name}.py"
+    # Two files of the same name must not share a wrapper (a resumed session would load the other).
+    tag = hashlib.sha256(f"{path.resolve()}\n{source}".encode()).hexdigest()[:10]
+    wrapped = kernelpilot_home() / "wrapped" / f"{path.stem}_{name}_{tag}.py"
     wrapped.parent.mkdir(parents=True, exist_ok=True)
     wrapped.write_text(source + tail)
     return wrapped

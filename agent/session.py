@@ -18,7 +18,8 @@ from typing import Iterator
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from agent.graph import AgentContext, AgentState, Budget, RunMode, build_graph, initial_state, session_config
+from agent.graph import (AgentContext, AgentState, Budget, RunMode, build_graph, initial_state, session_config,
+                         stop_reason)
 from agent.openai_policy import OpenAIConfig, OpenAIPolicy
 from agent.policy import Backend, Policy, PolicyError
 from agent.prompts import build_messages, exemplars
@@ -88,7 +89,10 @@ class AgentSession:
         """The first input of a new session. A resumed one goes on from its checkpoint: None
         where a run was cut off mid-way, a cleared stop where it had ended."""
         if self.resumed:
-            return None if self.graph.get_state(self.config).next else {"stop": None}
+            if self.graph.get_state(self.config).next:
+                return None
+            # An ended run goes on only where the budget given now leaves room for a turn.
+            return None if stop_reason(self.state(), self.context.budget, finished=False) else {"stop": None}
         toolbox = self.context.toolbox
         messages = build_messages(toolbox.problem, self.options.backend, self.context.device,
                                   exemplars(toolbox.store, toolbox.problem))

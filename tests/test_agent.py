@@ -213,3 +213,20 @@ def test_a_kernel_that_only_compiled_is_not_the_answer(capsys, tmp_path):
     summary = json.loads(capsys.readouterr().out)
     assert (summary["status"], summary["attempts"], summary["best_code_path"]) == ("none", 1, None)
     assert not (tmp_path / "out" / "best.py").exists()
+
+
+def test_chat_wraps_a_named_function_or_module_of_a_users_file(tmp_path):
+    import torch
+    from agent.chat import wrap_problem
+    from tools.problems import ProblemError, load_problem
+    user = tmp_path / "utils.py"
+    user.write_text("import torch\n\n\ndef slow_gelu(x):\n    return 0.5 * x * (1 + torch.tanh(x))\n\n\n"
+                    "class Scale(torch.nn.Module):\n    def forward(self, x):\n        return 2 * x\n\n\n"
+                    "def get_inputs():\n    return [torch.rand(4, 8)]\n\n\ndef get_init_inputs():\n    return []\n")
+    x = torch.rand(4, 8)
+    function = load_problem(wrap_problem(user, "slow_gelu"), size="full").build_model()
+    assert torch.equal(function(x), 0.5 * x * (1 + torch.tanh(x)))
+    module = load_problem(wrap_problem(user, "Scale"), size="full").build_model()
+    assert torch.equal(module(x), 2 * x)
+    with pytest.raises(ProblemError, match="no class or function named nope"):
+        wrap_problem(user, "nope")
