@@ -41,7 +41,7 @@ def add_optimize_parser(commands) -> None:
     op.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (or OPENAI_BASE_URL)")
     op.add_argument("--max-turns", type=positive_int, default=10, help="policy turns at most (default 10)")
     op.add_argument("--target-speedup", type=positive_float, help="stop once a correct kernel is this much faster than eager")
-    op.add_argument("--max-gpu-seconds", type=positive_float, help="stop after this much evaluation time on the GPU")
+    op.add_argument("--max-gpu-seconds", type=positive_float, help="stop after this many seconds of evaluation and profiling on the GPU")
     op.add_argument("--max-tokens", type=positive_int, help="stop after the policy has used this many tokens")
     op.add_argument("--patience", type=positive_int, help="stop after N turns without a better kernel "
                     "(default 5 for LLM policies; off for builtin, whose search has its own budget)")

@@ -18,6 +18,7 @@ the one router. State is checkpointed (SQLite), so a session resumes by its id.
 """
 import json
 import operator
+import time
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Annotated, TypedDict
@@ -29,7 +30,7 @@ from agent.policy import Attempt, Backend, Policy, PolicyTurn, TurnInput, has_an
 from agent.prompts import correction
 from tools.device import DeviceInfo
 from tools.records import EvalStatus, Mode
-from tools.toolbox import EvaluationReport, Report, SubmitReport, ToolError, Toolbox
+from tools.toolbox import EvaluationReport, ProfileReport, Report, SubmitReport, ToolError, Toolbox
 
 
 class RunMode(StrEnum):
@@ -111,8 +112,11 @@ def run_tools(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     analysis = state["messages"][-1].get("content") or ""
     messages, attempts, best, submitted, seconds = [], [], state.get("best"), state.get("submitted"), 0.0
     for call in state["pending"]:
+        started = time.monotonic()
         report = run_call(ctx.toolbox, call, analysis)
         messages.append(tool_message(call["id"], report.text()))
+        if isinstance(report, ProfileReport) and ctx.device.mode is Mode.GPU:
+            seconds += time.monotonic() - started      # profiling (and Nsight Compute) holds the GPU too
         if isinstance(report, (EvaluationReport, SubmitReport)):
             attempt = attempt_record(state["turns"], call["name"], report, call_code(call))
             attempts.append(attempt)
