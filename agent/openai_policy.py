@@ -14,12 +14,12 @@ not have, a request it rejects — raises `PolicyError` with one line saying wha
 import os
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 
 import openai
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from agent.policy import PolicyError, PolicyTurn, ToolCall, TurnInput
+from tools.home import kernelpilot_home
 
 RETRIED = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -61,7 +61,7 @@ class OpenAIConfig:
 
 
 def config_file_table() -> dict:
-    path = Path(os.environ.get("KERNELPILOT_HOME", Path.home() / ".kernelpilot")) / "config.toml"
+    path = kernelpilot_home() / "config.toml"
     if not path.is_file():
         return {}
     try:

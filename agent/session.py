@@ -8,7 +8,6 @@ the history store; `resume` rebuilds the live objects from what the checkpoint h
     with open_session(SessionOptions(problem=Path("p.py"), policy=PolicySpec.parse("replay:demo.json"))) as s:
         for update in s.stream(s.start_state()): ...
 """
-import os
 import sqlite3
 import uuid
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from tools.evaluator import EvalConfig, Evaluator
 from tools.history import HistoryStore, Origin
 from tools.problems import load_problem
 from tools.records import Mode
+from tools.home import kernelpilot_home
 from tools.sandbox.backends import SandboxKind, open_sandbox
 from tools.sandbox.process import Limits
 from tools.toolbox import Toolbox
@@ -106,10 +106,6 @@ class AgentSession:
 
     def state(self) -> dict:
         return self.graph.get_state(self.config).values
-
-
-def kernelpilot_home() -> Path:
-    return Path(os.environ.get("KERNELPILOT_HOME", Path.home() / ".kernelpilot"))
 
 
 @contextmanager

@@ -17,7 +17,6 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Float, ForeignKey, Integer, String, Text, create_engine, event, func, inspect, select
@@ -26,6 +25,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
+from tools.home import kernelpilot_home
 from tools.problems import Problem
 from tools.records import EvalResult, EvalStatus
 
@@ -173,7 +173,7 @@ class EvaluationRecord(BaseModel):
 def default_url() -> str:
     if os.environ.get("KERNELPILOT_DB_URL"):
         return os.environ["KERNELPILOT_DB_URL"]
-    home = Path(os.environ.get("KERNELPILOT_HOME", Path.home() / ".kernelpilot"))
+    home = kernelpilot_home()
     home.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{home / 'history.db'}"
 

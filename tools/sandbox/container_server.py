@@ -28,11 +28,12 @@ import os
 import shutil
 import signal
 import socket
-import stat
 import sys
 import time
 import traceback
 from multiprocessing.connection import Connection
+
+from tools.sandbox.logs import log_tail
 
 RUN_DIR = "/run/kernelpilot"
 SCRATCH = "/scratch"
@@ -136,23 +137,6 @@ def answer_until_end(control: Connection, workdir: str) -> bool:
         if request.get("kind") == "log":
             text = log_tail(os.path.join(workdir, LOG_NAME), int(request.get("chars", 4000)))
             control.send_bytes(json.dumps({"kind": "log", "text": text}).encode())
-
-
-def log_tail(path: str, chars: int) -> str:
-    """The end of the child's log. The candidate can replace the file (a FIFO, a link to
-    /dev/zero), so: no links followed, regular files only, and a bounded read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return ""
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return "(the candidate replaced its log with something that is not a file)"
-        os.lseek(fd, max(info.st_size - chars, 0), os.SEEK_SET)
-        return os.read(fd, chars).decode(errors="replace")
-    finally:
-        os.close(fd)
 
 
 def child_settings(raw, serial: int) -> tuple[dict, str]:

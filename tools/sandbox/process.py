@@ -31,7 +31,6 @@ import multiprocessing.forkserver
 import os
 import shutil
 import signal
-import stat
 import sys
 import tempfile
 import threading
@@ -39,6 +38,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools.home import kernelpilot_home
+from tools.sandbox.logs import log_tail
 from tools.sandbox.protocol import failure, pack, read_reply
 
 PASSED_ENV = ("PATH", "CUDA_HOME", "CUDA_PATH", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
@@ -70,8 +71,7 @@ class Limits:
 
 
 def cache_dir() -> Path:
-    home = Path(os.environ.get("KERNELPILOT_HOME", Path.home() / ".kernelpilot"))
-    return home / "cache"
+    return kernelpilot_home() / "cache"
 
 
 _context = None
@@ -226,21 +226,8 @@ class ProcessWorker:
         return f"host memory {rss / GiB:.1f} GiB over the {cap / GiB:.1f} GiB cap" if cap and rss > cap else ""
 
     def log_tail(self, chars: int = 4000) -> str:
-        """The end of the child's stdout and stderr. The candidate can replace the file
-        (a FIFO, a link to /dev/zero), so: no links followed, regular files only, and a
-        bounded read."""
-        try:
-            fd = os.open(Path(self.workdir) / "worker.log", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            return ""
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                return "(the candidate replaced its log with something that is not a file)"
-            os.lseek(fd, max(info.st_size - chars, 0), os.SEEK_SET)
-            return os.read(fd, chars).decode(errors="replace")
-        finally:
-            os.close(fd)
+        """The end of the child's stdout and stderr, read safely."""
+        return log_tail(Path(self.workdir) / "worker.log", chars)
 
     def kill(self) -> None:
         pid = self.process.pid
