@@ -22,13 +22,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from agent.cli_optimize import drive
-from agent.graph import Budget, RunMode, tool_message
-from agent.policy import Backend, PolicyError
-from agent.session import AgentSession, PolicySpec, SessionOptions, kernelpilot_home, open_session
-from tools.sandbox.backends import SandboxKind
 from agent.cli_common import positive_int
+from agent.cli_optimize import add_session_arguments, drive, session_options
+from agent.graph import Budget, RunMode, tool_message
+from agent.policy import PolicyError
+from agent.session import AgentSession, PolicySpec, SessionOptions, open_session
 from tools.history import HistoryError
+from tools.home import kernelpilot_home
 from tools.problems import ProblemError
 from tools.sandbox.process import SandboxError
 
@@ -205,24 +205,13 @@ def add_chat_parser(commands) -> None:
         epilog="The policy is chosen as for `optimize` (--policy builtin|openai|replay:FILE).")
     chat.add_argument("problem", type=Path, nargs="?", help="a problem file to start with")
     chat.add_argument("name", nargs="?", help="the nn.Module class or function in it to speed up")
-    chat.add_argument("--policy", help="builtin | openai | replay:FILE")
-    chat.add_argument("--model", help="model name for the openai policy")
-    chat.add_argument("--base-url", help="OpenAI-compatible endpoint")
+    add_session_arguments(chat)
     chat.add_argument("--turns", type=positive_int, default=4, help="policy turns at most per message (default 4)")
-    chat.add_argument("--resume", metavar="SESSION", help="go on with an earlier session")
-    chat.add_argument("--backend", choices=["triton", "cuda"], default="triton")
-    chat.add_argument("--sandbox", choices=["process", "docker"], default="process")
-    chat.add_argument("--size", choices=["auto", "full", "small"], default="auto")
-    chat.add_argument("--cpu", action="store_true", help="use the Triton interpreter even if a GPU is present")
-    chat.add_argument("--gpu", type=int, default=0, metavar="INDEX")
-    chat.add_argument("--db", metavar="URL", help="history store (SQLAlchemy URL)")
 
 
 def run_chat(args) -> int:
     problem = wrap_problem(args.problem, args.name) if args.problem and args.name else args.problem
-    options = SessionOptions(problem=problem, policy=PolicySpec.parse(args.policy, args.model, args.base_url),
-                             backend=Backend(args.backend), mode=RunMode.CHAT, budget=Budget(patience=None),
-                             size=args.size, sandbox=SandboxKind(args.sandbox), db=args.db, cuda_index=args.gpu,
-                             force_cpu=args.cpu, session_id=args.resume)
+    options = session_options(args, problem, PolicySpec.parse(args.policy, args.model, args.base_url),
+                              RunMode.CHAT, Budget(patience=None))
     Chat(options, Console(soft_wrap=True, highlight=False), turns_per_message=args.turns).loop()
     return 0

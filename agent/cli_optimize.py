@@ -36,27 +36,42 @@ def add_optimize_parser(commands) -> None:
                "Exit status: 0 when the run finished (whatever it found), 2 usage, 3 bad problem, 4 sandbox or "
                "store failure, 5 policy failure (endpoint down, key refused, unknown model).")
     op.add_argument("problem", type=Path, nargs="?", help="KernelBench-format problem file (omit with --resume)")
-    op.add_argument("--policy", help="builtin | openai | replay:FILE")
-    op.add_argument("--model", help="model name for the openai policy (or KERNELPILOT_MODEL)")
-    op.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (or OPENAI_BASE_URL)")
+    add_session_arguments(op)
     op.add_argument("--max-turns", type=positive_int, default=10, help="policy turns at most (default 10)")
     op.add_argument("--target-speedup", type=positive_float, help="stop once a correct kernel is this much faster than eager")
     op.add_argument("--max-gpu-seconds", type=positive_float, help="stop after this many seconds of evaluation and profiling on the GPU")
     op.add_argument("--max-tokens", type=positive_int, help="stop after the policy has used this many tokens")
     op.add_argument("--patience", type=positive_int, help="stop after N turns without a better kernel "
                     "(default 5 for LLM policies; off for builtin, whose search has its own budget)")
-    op.add_argument("--backend", type=Backend, choices=list(Backend), default=Backend.TRITON, help="kernel language (default triton)")
-    op.add_argument("--sandbox", type=SandboxKind, choices=list(SandboxKind), default=SandboxKind.PROCESS,
-                    help="where candidates run (default process)")
-    op.add_argument("--size", choices=["auto", "full", "small"], default="auto",
-                    help="problem size: auto = full on a GPU, the problem's SMALL_SIZES without one")
-    op.add_argument("--cpu", action="store_true", help="use the Triton interpreter even if a GPU is present")
-    op.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="CUDA device index (default 0)")
     op.add_argument("--timeout", type=positive_float, help="wall-clock limit in seconds per evaluation step")
-    op.add_argument("--db", metavar="URL", help="history store (SQLAlchemy URL; default $KERNELPILOT_HOME/history.db)")
     op.add_argument("--out", type=Path, help="folder for best.py, report.md, summary.json (default kernelpilot-out/SESSION)")
-    op.add_argument("--resume", metavar="SESSION", help="go on with an earlier session (its problem and policy)")
     op.add_argument("--json", action="store_true", help="print exactly one JSON object (the summary) on stdout")
+
+
+def add_session_arguments(parser) -> None:
+    """What `optimize` and `chat` both take: the policy, the kernel language, the sandbox,
+    the device, the store, and a session to resume."""
+    parser.add_argument("--policy", help="builtin | openai | replay:FILE")
+    parser.add_argument("--model", help="model name for the openai policy (or KERNELPILOT_MODEL)")
+    parser.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (or OPENAI_BASE_URL)")
+    parser.add_argument("--backend", type=Backend, choices=list(Backend), default=Backend.TRITON,
+                        help="kernel language (default triton)")
+    parser.add_argument("--sandbox", type=SandboxKind, choices=list(SandboxKind), default=SandboxKind.PROCESS,
+                        help="where candidates run (default process)")
+    parser.add_argument("--size", choices=["auto", "full", "small"], default="auto",
+                        help="problem size: auto = full on a GPU, the problem's SMALL_SIZES without one")
+    parser.add_argument("--cpu", action="store_true", help="use the Triton interpreter even if a GPU is present")
+    parser.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="CUDA device index (default 0)")
+    parser.add_argument("--db", metavar="URL", help="history store (SQLAlchemy URL; default $KERNELPILOT_HOME/history.db)")
+    parser.add_argument("--resume", metavar="SESSION", help="go on with an earlier session (its problem and policy)")
+
+
+def session_options(args, problem: Path | None, policy: PolicySpec, mode: RunMode, budget: Budget,
+                    timeout_s: float | None = None) -> SessionOptions:
+    """SessionOptions from the arguments `add_session_arguments` defined."""
+    return SessionOptions(problem=problem, policy=policy, backend=args.backend, mode=mode, budget=budget,
+                          size=args.size, sandbox=args.sandbox, db=args.db, cuda_index=args.gpu,
+                          force_cpu=args.cpu, timeout_s=timeout_s, session_id=args.resume)
 
 
 def options_from(args) -> SessionOptions:
@@ -64,10 +79,7 @@ def options_from(args) -> SessionOptions:
     patience = args.patience if args.patience else (None if policy.kind == "builtin" else 5)
     budget = Budget(max_turns=args.max_turns, target_speedup=args.target_speedup, max_gpu_seconds=args.max_gpu_seconds,
                     max_tokens=args.max_tokens, patience=patience)
-    return SessionOptions(problem=args.problem, policy=policy,
-                          backend=args.backend, mode=RunMode.OPTIMIZE, budget=budget, size=args.size,
-                          sandbox=args.sandbox, db=args.db, cuda_index=args.gpu, force_cpu=args.cpu,
-                          timeout_s=args.timeout, session_id=args.resume)
+    return session_options(args, args.problem, policy, RunMode.OPTIMIZE, budget, args.timeout)
 
 
 def run_optimize(args) -> int:

@@ -30,7 +30,7 @@ from agent.policy import Attempt, Backend, Policy, PolicyTurn, TurnInput, has_an
 from agent.prompts import correction
 from tools.device import DeviceInfo
 from tools.records import EvalStatus, Mode
-from tools.toolbox import EvaluationReport, ProfileReport, Report, SubmitReport, ToolError, Toolbox
+from tools.toolbox import EvaluationReport, ProfileReport, SubmitReport, ToolError, Toolbox
 
 
 class RunMode(StrEnum):
@@ -113,12 +113,14 @@ def run_tools(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     messages, attempts, best, submitted, seconds = [], [], state.get("best"), state.get("submitted"), 0.0
     for call in state["pending"]:
         started = time.monotonic()
-        report = run_call(ctx.toolbox, call, analysis)
+        arguments = parse_arguments(call)
+        report = (arguments if isinstance(arguments, ToolError)
+                  else ctx.toolbox.call(call["name"], arguments, analysis=analysis))
         messages.append(tool_message(call["id"], report.text()))
         if isinstance(report, ProfileReport) and ctx.device.mode is Mode.GPU:
             seconds += time.monotonic() - started      # profiling (and Nsight Compute) holds the GPU too
         if isinstance(report, (EvaluationReport, SubmitReport)):
-            attempt = attempt_record(state["turns"], call["name"], report, call_code(call))
+            attempt = attempt_record(state["turns"], call["name"], report, arguments["code"])
             attempts.append(attempt)
             seconds += report.result.seconds if report.result.mode is Mode.GPU else 0.0
             if call["name"] in JUDGED_TOOLS:
@@ -179,21 +181,15 @@ def better(best: dict | None, attempt: dict) -> dict | None:
     return attempt if mine is not None and (theirs is None or mine > theirs) else best
 
 
-def run_call(toolbox: Toolbox, call: dict, analysis: str) -> Report:
+def parse_arguments(call: dict) -> dict | ToolError:
+    """A tool call's JSON arguments, or the error that goes back to the model."""
     try:
         arguments = json.loads(call["arguments"] or "{}")
     except json.JSONDecodeError as error:
         return ToolError(tool=call["name"], message=f"arguments are not valid JSON ({error}); send a JSON object")
     if not isinstance(arguments, dict):
         return ToolError(tool=call["name"], message="arguments must be a JSON object")
-    return toolbox.call(call["name"], arguments, analysis=analysis)
-
-
-def call_code(call: dict) -> str:
-    try:
-        return json.loads(call["arguments"]).get("code", "")
-    except (json.JSONDecodeError, AttributeError):
-        return ""
+    return arguments
 
 
 def attempt_record(turn: int, tool: str, report: EvaluationReport | SubmitReport, code: str) -> dict:

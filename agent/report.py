@@ -62,8 +62,9 @@ def write_outputs(out: Path, state: dict, session_id: str, device: DeviceInfo) -
     """best.py (if any), report.md and summary.json under `out`; written whole or not at all."""
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(state, session_id, device, out)
-    if answer(state):
-        _write(out / "best.py", answer(state)["code"])
+    chosen = answer(state)
+    if chosen:
+        _write(out / "best.py", chosen["code"])
     _write(out / "report.md", markdown_report(state, summary))
     _write(out / "summary.json", json.dumps(summary.as_dict(), indent=1) + "\n")
     return summary
