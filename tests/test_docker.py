@@ -21,6 +21,7 @@ from tests.conftest import CANDIDATES, FIXTURES, read
 from tools.device import detect
 from tools.evaluator import EvalConfig, Evaluator
 from tools.records import EvalStatus, Phase
+from tools.sandbox.container_box import labelled, remove_labelled
 from tools.sandbox.container_image import default_tag
 from tools.sandbox.container_spec import (LABEL, DockerConfig, GpuSelection, HostDirs, container_kwargs,
                                           gpu_request, worker_cuda_index)
@@ -246,8 +247,7 @@ def test_gpu_without_nvidia_runtime_is_a_clear_error(client):
     with pytest.raises(SandboxError, match="no NVIDIA container runtime"):
         with DockerSandbox(0, LIMITS, warm=0, config=config) as sandbox:
             sandbox.worker()
-    assert client.containers.list(all=True, filters={"label": f"org.kernelpilot.host_pid={os.getpid()}",
-                                                     "status": "created"}) == []
+    assert labelled(client, f"org.kernelpilot.host_pid={os.getpid()}", status="created") == []
 
 
 class DaemonProxy:
@@ -307,12 +307,10 @@ def test_daemon_dying_mid_run_is_a_clear_error(client, softmax_problem, tmp_path
             sandbox.close()
         except SandboxError:
             pass   # removing through the dead daemon fails too, and says so; the real client cleans up
-        for leftover in client.containers.list(all=True, filters={"label": f"org.kernelpilot.session={sandbox.session}"}):
-            leftover.remove(force=True)
+        remove_labelled(client, f"org.kernelpilot.session={sandbox.session}")
 
 
 @pytest.mark.docker
 def test_no_sandbox_container_is_left_behind(client, warm):
     """Runs last in this module: everything but the shared warm container is gone."""
-    mine = client.containers.list(all=True, filters={"label": f"org.kernelpilot.host_pid={os.getpid()}"})
-    assert [c.name for c in mine] == warm.containers()
+    assert labelled(client, f"org.kernelpilot.host_pid={os.getpid()}") == warm.containers()

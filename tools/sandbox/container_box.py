@@ -190,6 +190,27 @@ class Box:
             shutil.rmtree(self.base, ignore_errors=True)
 
 
+def labelled(client: docker.DockerClient, label: str, **filters: str) -> list[str]:
+    """Names of the containers carrying `label` (`key` or `key=value`).
+
+    The low-level listing, because `client.containers.list` inspects each container
+    it found, and an auto-removed one can vanish between the two calls."""
+    found = client.api.containers(all=True, filters={"label": label, **filters})
+    return [entry["Names"][0].lstrip("/") for entry in found]
+
+
+def remove_labelled(client: docker.DockerClient, label: str) -> None:
+    """Force-remove the containers carrying `label`; ones already gone are fine."""
+    for name in labelled(client, label):
+        try:
+            client.api.remove_container(name, force=True)
+        except docker.errors.NotFound:
+            pass   # auto_remove got there first
+        except docker.errors.APIError as error:
+            if "already in progress" not in str(error):
+                raise
+
+
 def _start(client: docker.DockerClient, kwargs: dict):
     try:
         container = client.containers.create(**kwargs)

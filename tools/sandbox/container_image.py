@@ -22,6 +22,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from tools.sandbox.container_box import labelled
 from tools.sandbox.container_spec import IMAGE_REPOSITORY, LABEL
 from tools.sandbox.process import SandboxError
 
@@ -114,7 +115,7 @@ class CheckReport:
 def check(client: docker.DockerClient) -> CheckReport:
     info, version = client.info(), client.version()
     runtimes = sorted(info.get("Runtimes", {}))
-    leftovers = [c.name for c in client.containers.list(all=True, filters={"label": LABEL})]
+    leftovers = labelled(client, LABEL)
     images = {image_tag(recipe): has_image(client, image_tag(recipe)) for recipe in Recipe}
     return CheckReport(daemon=f"Docker {version.get('Version')} ({info.get('Driver')} storage, "
                               f"cgroup v{info.get('CgroupVersion')})", images=images,

@@ -38,7 +38,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from tools.sandbox.container_box import DAEMON_GONE, Box, ChildEnd
+from tools.sandbox.container_box import DAEMON_GONE, Box, ChildEnd, labelled
 from tools.sandbox.container_image import default_tag
 from tools.sandbox.container_spec import DockerConfig, container_kwargs, container_user, server_env, worker_cuda_index
 from tools.sandbox.process import Limits, SandboxError
@@ -287,8 +287,7 @@ class DockerSandbox:
 
     def containers(self) -> list[str]:
         """Names of this sandbox's containers that the daemon still has."""
-        found = self.client.containers.list(all=True, filters={"label": f"org.kernelpilot.session={self.session}"})
-        return [c.name for c in found]
+        return labelled(self.client, f"org.kernelpilot.session={self.session}")
 
     def close(self) -> None:
         errors = []
