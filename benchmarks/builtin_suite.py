@@ -1,12 +1,21 @@
-"""Run the built-in policy on our suite on a GPU: each problem at full size, the policy's
-turns driven to the end with the evaluator doing each tool call, then a Markdown table.
+"""Run the built-in policy on a GPU over our suite or a KernelBench checkout: each problem
+at full size, the policy's turns driven to the end with the evaluator doing each tool
+call, then a Markdown table per level.
 
     python -m benchmarks.builtin_suite --out DIR [--only 'GLOB'] [--budget 3]
+    python -m benchmarks.builtin_suite --out DIR --problems ~/KernelBench --levels 1,2 \
+        --budget 1 --warm 6 --deadline 540          # run again to go on where it stopped
+    python -m benchmarks.builtin_suite --out DIR --problems ~/KernelBench --levels 1,2 --report
 
 It drives the evaluator directly (no tools/toolbox.py, no history store: the GPU image
 has no sqlalchemy): `benchmark` and `check_correctness` are evaluations, `submit` is a
 final evaluation accepted only when correct. Writes DIR/builtin.jsonl, one line per
-problem, flushed as it goes, so a stopped run keeps what it measured.
+problem, flushed as it goes, so a stopped run keeps what it measured and a second run
+skips the problems already there. `--warm N` first compiles, in N processes, each
+supported problem's torch.compile baseline and first kernel into the sandbox's shared
+Triton and Inductor caches, so the measured pass does not pay single-threaded compiles.
+The table counts every problem of the selection: one not run, unsupported or without a
+correct kernel is a failure, as KernelBench's fast_p counts it.
 """
 import argparse
 import fnmatch
@@ -15,65 +24,143 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from agent.builtin import BuiltinPolicy
+from agent.builtin.plans.common import Config
 from agent.policy import Attempt, Backend, TurnInput
 from benchmarks.suite import PROBLEMS
 import torch
 
 from tools.device import detect
 from tools.evaluator import EvalConfig, Evaluator
-from tools.problems import load_problem
+from tools.problems import ProblemFile, find_problem_files, load_problem
 from tools.records import EvalStatus
-from tools.sandbox.process import ProcessSandbox
+from tools.timing import TimingConfig
+from tools.sandbox.process import ProcessSandbox, cache_dir
 
 MAX_TURNS = 16
-
-
-@dataclass(frozen=True)
-class Outcome:
-    name: str
-    supported: bool
-    evaluations: int
-    best_correct: Attempt | None        # the fastest correct kernel measured
-    submitted: Attempt | None           # the accepted answer, if any
-    seconds: float
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--problems", type=Path, default=PROBLEMS,
+                        help="a problem file, a folder of them, or a KernelBench checkout (default: our suite)")
+    parser.add_argument("--levels", default="", help="KernelBench levels to run, e.g. 1,2 (default: every one found)")
     parser.add_argument("--only", default="*", help="comma-separated globs over problem names")
     parser.add_argument("--budget", type=int, default=3, help="benchmarks per problem")
     parser.add_argument("--size", default="full", choices=("full", "small"))
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="start no problem after this many seconds; run again to go on")
+    parser.add_argument("--warm", type=int, default=0, metavar="N",
+                        help="processes that fill the compile caches before measuring (0: none)")
+    parser.add_argument("--trials", type=int, default=EvalConfig.trials, help="correctness trials per evaluation")
+    parser.add_argument("--iters", type=int, default=TimingConfig.iters, help="timed calls per measurement")
+    parser.add_argument("--no-submit", action="store_true",
+                        help="stop each problem at the policy's submit (the final check is not run)")
+    parser.add_argument("--report", action="store_true", help="print the tables from DIR/builtin.jsonl; no GPU")
     parser.add_argument("--smoke", action="store_true",
                         help="no sandbox: run each default kernel in this process, check it and time it roughly")
     args = parser.parse_args()
+    files = selected(args)
     if args.smoke:
-        return smoke(args)
+        return smoke(args, files)
+    if args.report:
+        print(report(read_log(args.out / "builtin.jsonl"), files))
+        return 0
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")   # is_available() must not poison the fork server
     if not torch.cuda.is_available():
         print("builtin_suite: no CUDA GPU here; timings need one (nothing measured)", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
-    files = [p for p in sorted(PROBLEMS.glob("*.py")) if any(fnmatch.fnmatch(p.stem, g) for g in args.only.split(","))]
-    policy = BuiltinPolicy(budget=args.budget)
+    done = {(row["level"], row["name"]) for row in read_log(args.out / "builtin.jsonl")}
+    todo = [f for f in files if (f.level, f.path.stem) not in done]
+    policy, start = BuiltinPolicy(budget=args.budget), time.perf_counter()
+    if args.warm:
+        warm_caches(todo, args.size, args.warm)
     with ProcessSandbox(0) as sandbox, open(args.out / "builtin.jsonl", "a") as log:
         sandbox.worker().close()    # start the fork server before this process initialises CUDA
         device = detect()
-        evaluator = Evaluator(sandbox, device, EvalConfig())
-        outcomes = [run_one(policy, evaluator, device, load_problem(f, size=args.size), log) for f in files]
-    print(table(outcomes, device.name))
+        evaluator = Evaluator(sandbox, device, EvalConfig(trials=args.trials,
+                                                          timing=TimingConfig(iters=args.iters)))
+        for f in todo:
+            if args.deadline is not None and time.perf_counter() - start > args.deadline:
+                print(f"builtin_suite: deadline reached, {len(todo) - todo.index(f)} problem(s) left for the next run")
+                break
+            run_one(policy, evaluator, load_problem(f.path, size=args.size, suite=f.suite, level=f.level), log,
+                    submit=not args.no_submit)
+    print(report(read_log(args.out / "builtin.jsonl"), files, device.name))
     return 0
 
 
-def run_one(policy: BuiltinPolicy, evaluator: Evaluator, device, problem, log) -> Outcome:
+def selected(args) -> list[ProblemFile]:
+    levels = {int(v) for v in args.levels.split(",") if v}
+    return [f for f in find_problem_files(args.problems)
+            if (not levels or f.level in levels) and any(fnmatch.fnmatch(f.path.stem, g) for g in args.only.split(","))]
+
+
+def read_log(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def warm_caches(files: list[ProblemFile], size: str, processes: int) -> None:
+    """Compile each problem's torch.compile baseline and first kernel in `processes`
+    processes (spawned, each on the GPU) into the caches the sandbox's children share.
+    Our own generated kernels run here, outside the sandbox; no timing is taken."""
+    import multiprocessing
+    start = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        notes = pool.map(_warm_one, [(f.path, size, f.suite, f.level) for f in files], chunksize=1)
+    failed = [n for n in notes if n]
+    print(f"warmed the caches for {len(files)} problem(s) in {time.perf_counter() - start:.0f} s"
+          + (f"; {len(failed)} could not be warmed: " + "; ".join(failed)[:2000] if failed else ""), flush=True)
+
+
+def _warm_one(task) -> str:
+    path, size, suite, level = task
+    os.environ.update(TRITON_CACHE_DIR=str(cache_dir() / "triton"), TORCHINDUCTOR_CACHE_DIR=str(cache_dir() / "inductor"),
+                      TORCHINDUCTOR_COMPILE_THREADS="1")        # as in the sandbox, so the cache keys match
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        problem = load_problem(path, size=size, suite=suite, level=level)
+        policy = BuiltinPolicy()
+        if policy.plan(problem).error:
+            return ""
+        inputs = [x.cuda() if isinstance(x, torch.Tensor) else x for x in problem.draw_inputs()]
+        with torch.no_grad():
+            torch.compile(problem.build_model().cuda())(*inputs)
+            candidate = _exec_source(policy.source(problem, Config()), f"warm_{path.stem}")
+            torch.manual_seed(42)
+            candidate.ModelNew(*problem.init_inputs()).cuda()(*inputs)
+        torch.cuda.synchronize()
+        return ""
+    except Exception as error:  # a warm-up failure only costs a cold compile later; the run reports it
+        return f"{path.stem}: {type(error).__name__}: {str(error)[:200]}"
+    finally:
+        torch._dynamo.reset()
+        torch.cuda.empty_cache()
+
+
+def _exec_source(source: str, stem: str):
+    import importlib.util
+    import tempfile
+    path = Path(tempfile.mkdtemp()) / f"{stem}.py"      # @triton.jit needs a file
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_one(policy: BuiltinPolicy, evaluator: Evaluator, problem, log, submit: bool = True) -> None:
     start, attempts = time.perf_counter(), []
     for index in range(MAX_TURNS):
-        turn = policy.turn(TurnInput(problem, Backend.TRITON, device, [], [], list(attempts), index))
-        if not turn.tool_calls:
+        turn = policy.turn(TurnInput(problem, Backend.TRITON, evaluator.device, [], [], list(attempts), index))
+        if not turn.tool_calls or (not submit and any(c.name == "submit" for c in turn.tool_calls)):
             break
         for call in turn.tool_calls:
             code = json.loads(call.arguments)["code"]
@@ -82,45 +169,67 @@ def run_one(policy: BuiltinPolicy, evaluator: Evaluator, device, problem, log) -
             attempts.append(Attempt(index, call.name, len(attempts), code, r.status, r.runtime_ms, r.speedup_vs_eager,
                                     r.speedup_vs_compile, tuple(f.value for f in r.flags), r.reason))
             print(f"  {problem.name} {call.name}: {r.status.value} {r.runtime_ms} ms, {r.speedup_vs_eager}x eager, "
-                  f"{r.speedup_vs_compile}x compile {r.reason[:200]}", flush=True)
+                  f"{r.speedup_vs_compile}x compile {' '.join(f.value for f in r.flags)} {r.reason[:200]}", flush=True)
     correct = [a for a in attempts if a.status is EvalStatus.CORRECT and a.runtime_ms is not None]
     best = min(correct, key=lambda a: a.runtime_ms) if correct else None
     submitted = next((a for a in attempts if a.tool == "submit" and a.status is EvalStatus.CORRECT), None)
-    outcome = Outcome(problem.name, policy.plan(problem).error is None, len(attempts), best, submitted,
-                      time.perf_counter() - start)
-    log.write(json.dumps({"name": problem.name, "supported": outcome.supported, "evaluations": len(attempts),
-                          "best_ms": best.runtime_ms if best else None,
-                          "best_vs_eager": best.speedup_vs_eager if best else None,
-                          "best_vs_compile": best.speedup_vs_compile if best else None,
-                          "submitted_vs_eager": submitted.speedup_vs_eager if submitted else None,
-                          "submitted_vs_compile": submitted.speedup_vs_compile if submitted else None,
-                          "unsupported": policy.plan(problem).error, "seconds": outcome.seconds}) + "\n")
+    plan = policy.plan(problem)
+    row = {"level": problem.level, "name": problem.name, "supported": plan.error is None, "evaluations": len(attempts),
+           "statuses": [a.status.value for a in attempts], "best_ms": best.runtime_ms if best else None,
+           "best_vs_eager": best.speedup_vs_eager if best else None,
+           "best_vs_compile": best.speedup_vs_compile if best else None,
+           "best_flags": list(best.flags) if best else [],
+           "submitted_vs_eager": submitted.speedup_vs_eager if submitted else None,
+           "submitted_vs_compile": submitted.speedup_vs_compile if submitted else None,
+           "kept_in_torch": [s.anchor.name for s in plan.stages if s.kind.value == "torch"],
+           "unsupported": plan.error, "seconds": round(time.perf_counter() - start, 1)}
+    log.write(json.dumps(row) + "\n")
     log.flush()
-    print(f"{problem.name}: {len(attempts)} evaluations, {outcome.seconds:.0f} s", flush=True)
-    return outcome
+    print(f"{problem.name}: {len(attempts)} evaluations, {row['seconds']:.0f} s", flush=True)
 
 
-def table(outcomes: list[Outcome], device: str) -> str:
-    lines = [f"Device: {device}", "", "| problem | evals | best vs eager | best vs compile | answer (vs eager) |",
-             "|---|---|---|---|---|"]
-    for o in outcomes:
-        best = o.best_correct
-        answer = f"{o.submitted.speedup_vs_eager:.2f}x" if o.submitted and o.submitted.speedup_vs_eager else \
-            ("unsupported" if not o.supported else "none (nothing beat eager)")
-        lines.append(f"| {o.name} | {o.evaluations} | {fmt(best and best.speedup_vs_eager)} | "
-                     f"{fmt(best and best.speedup_vs_compile)} | {answer} |")
-    correct = [o.best_correct for o in outcomes if o.best_correct]
-    n = len(outcomes)
-    eager = [a.speedup_vs_eager for a in correct if a.speedup_vs_eager]
-    compiled = [a.speedup_vs_compile for a in correct if a.speedup_vs_compile]
-    lines += ["", f"correct kernel on {len(correct)}/{n}; fast_1 vs eager {sum(s > 1 for s in eager)}/{n}, "
-                  f"vs torch.compile {sum(s > 1 for s in compiled)}/{n}; geomean of the best correct kernels: "
-                  f"{fmt(eager and statistics.geometric_mean(eager))}x vs eager, "
-                  f"{fmt(compiled and statistics.geometric_mean(compiled))}x vs torch.compile"]
-    return "\n".join(lines)
+def report(rows: list[dict], files: list[ProblemFile], device: str = "") -> str:
+    """One table per level over every selected problem, then its summary line."""
+    by_key = {(r["level"], r["name"]): r for r in rows}
+    parts = [f"Device: {device}" if device else "From the run's log."]
+    for level in sorted({f.level for f in files}, key=lambda v: (v is None, v)):
+        chosen = [f for f in files if f.level == level]
+        lines = ["", f"Level {level}" if level is not None else "Suite",
+                 "| problem | evals | best vs eager | best vs compile | answer (vs eager) | note |", "|---|---|---|---|---|---|"]
+        for f in chosen:
+            r = by_key.get((level, f.path.stem))
+            lines.append(_row(f.path.stem, r))
+        parts += lines + ["", summary([by_key.get((level, f.path.stem)) for f in chosen])]
+    return "\n".join(parts)
 
 
-def smoke(args) -> int:
+def _row(name: str, r: dict | None) -> str:
+    if r is None:
+        return f"| {name} | - | - | - | - | not run |"
+    if not r["supported"]:
+        return f"| {name} | 0 | - | - | - | unsupported: {r['unsupported'][:90]} |"
+    answer = f"{r['submitted_vs_eager']:.2f}x" if r["submitted_vs_eager"] else "none"
+    note = ", ".join(r.get("best_flags") or []) or ("" if r["best_ms"] else "no correct kernel: "
+                                                    + ",".join(r.get("statuses") or []))
+    kept = r.get("kept_in_torch") or []
+    note += (f"; kept in PyTorch: {', '.join(kept)}" if kept else "")
+    return (f"| {name} | {r['evaluations']} | {fmt(r['best_vs_eager'])} | {fmt(r['best_vs_compile'])} | "
+            f"{answer} | {note.strip('; ')} |")
+
+
+def summary(rows: list[dict | None]) -> str:
+    n = len(rows)
+    correct = [r for r in rows if r and r["best_ms"] is not None and "no_custom_kernel" not in (r.get("best_flags") or [])]
+    eager = [r["best_vs_eager"] for r in correct if r["best_vs_eager"]]
+    compiled = [r["best_vs_compile"] for r in correct if r["best_vs_compile"]]
+    run = sum(1 for r in rows if r)
+    return (f"{run}/{n} run; correct kernel on {len(correct)}/{n} ({len(correct) / max(n, 1):.0%}); "
+            f"fast_1 vs eager {sum(s > 1 for s in eager)}/{n}, vs torch.compile {sum(s > 1 for s in compiled)}/{n}; "
+            f"geomean of the best correct kernels {fmt(eager and statistics.geometric_mean(eager))}x vs eager, "
+            f"{fmt(compiled and statistics.geometric_mean(compiled))}x vs torch.compile")
+
+
+def smoke(args, files: list[ProblemFile]) -> int:
     """A development check when the sandbox cannot run: each problem's first kernel
     (and its CUDA-graph variant where the plan offers one) exec'd here, compared with the
     reference at fp32 tolerance on one input, and timed with triton.testing.do_bench
@@ -130,10 +239,8 @@ def smoke(args) -> int:
     from agent.builtin.search import space_for
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     policy, rows = BuiltinPolicy(), []
-    for f in sorted(PROBLEMS.glob("*.py")):
-        if not any(fnmatch.fnmatch(f.stem, g) for g in args.only.split(",")):
-            continue
-        problem = load_problem(f, size=args.size)
+    for f in files:
+        problem = load_problem(f.path, size=args.size, suite=f.suite, level=f.level)
         plan = policy.plan(problem)
         if plan.error:
             rows.append(f"| {problem.name} | unsupported | - | - | - |")

@@ -9,6 +9,7 @@ import json
 from dataclasses import replace
 
 import pytest
+import torch
 
 from agent.builtin import BuiltinPolicy
 from agent.builtin.capture import capture
@@ -16,6 +17,7 @@ from agent.builtin.partition import StageKind
 from agent.builtin.plans.common import Config
 from agent.builtin.policy import make_plan
 from agent.builtin.search import Space, neighbours, next_config, space_for
+from agent.builtin.torch_call import torch_call
 from agent.policy import Attempt, Backend, TurnInput, has_analysis
 from tests.conftest import PROBLEMS
 from tools.device import DeviceInfo, detect
@@ -129,13 +131,33 @@ EXTRA = {  # KernelBench level-2 shapes of work beyond our suite: forward body, 
     "frobenius_normalise": ("return x / torch.norm(x, p='fro')", "torch.randn(3, 7, 50)", "0, 0",
                             ["total", "pointwise"], "pass"),
     "mean_squared_error": ("return F.mse_loss(x, torch.zeros_like(x) + 0.5)", "torch.rand(13, 301)", "0, 0",
-                           None, "pass"),
-    "tensor_indexing": ("return x[:, 0] * 2.0", "torch.rand(3, 50, 6)", "0, 0", None, "pass"),
+                           ["torch", "total"], "pass"),
+    # ops with no Triton plan stay in PyTorch as written; what follows them is a Triton epilogue
+    "tensor_indexing": ("return x[:, 0] * 2.0", "torch.rand(3, 50, 6)", "0, 0", ["torch"], "pass"),
+    "conv_transpose3d_clamp": ("return torch.clamp(self.conv(x), min=-0.2) / 2.0", "torch.rand(2, 3, 4, 5, 3)",
+                               "3, 4", ["conv"],
+                               "self.conv = nn.ConvTranspose3d(a, b, 3, stride=2, padding=1, output_padding=1)"),
+    "conv1d_batchnorm_tanh": ("return torch.tanh(self.bn(self.conv(x)))", "torch.rand(4, 3, 30)", "3, 6",
+                              ["conv", "torch"], "self.conv = nn.Conv1d(a, b, 3)\n        self.bn = nn.BatchNorm1d(b)"),
+    "maxpool_mish": ("return F.mish(self.pool(self.conv(x) - 0.5))", "torch.rand(2, 3, 11, 9)", "3, 5",
+                     ["conv", "torch"], "self.conv = nn.Conv2d(a, b, 3)\n        self.pool = nn.MaxPool2d(2)"),
+    "channel_softmax_scale": ("return torch.softmax(x, dim=1) * self.scale", "torch.rand(2, 5, 4, 6)", "0, 5",
+                              ["torch"], "self.scale = nn.Parameter(torch.randn(b, 1, 1))"),
+    "plane_centering": ("return x - x.mean(dim=(2, 3), keepdim=True)", "torch.randn(2, 5, 4, 6)", "0, 0",
+                        ["torch", "pointwise"], "pass"),
+    "shape_unpack_softmax": ("b, c, h, w = x.shape\n        return torch.softmax(x.view(b, c, -1), dim=2).view(b, c, h, w)",
+                             "torch.randn(2, 3, 4, 5)", "0, 0",
+                             ["torch"] * 5 + ["view", "rows", "view"], "pass"),
+    "gemm_logsumexp": ("return torch.logsumexp(self.linear(x), dim=1, keepdim=True)", "torch.randn(9, 40)", "40, 24",
+                       ["matmul", "rows"], "self.linear = nn.Linear(a, b)"),
 }
 
 
-def extra_problem(tmp_path, name: str):
-    forward, inputs, init, _, layers = EXTRA[name]
+LONE_POOL = ("return self.pool(x)", "torch.rand(2, 3, 8, 8)", "0, 0", None, "self.pool = nn.MaxPool2d(2)")
+
+
+def extra_problem(tmp_path, name: str, spec: tuple | None = None):
+    forward, inputs, init, _, layers = spec or EXTRA[name]
     path = tmp_path / f"{name}.py"
     path.write_text(f"""import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\n\nclass Model(nn.Module):
     def __init__(self, a, b):
@@ -160,12 +182,35 @@ def get_init_inputs():
 def test_level2_shapes_of_work(name, tmp_path, evaluator):
     problem = extra_problem(tmp_path, name)
     plan = make_plan(problem)
-    if EXTRA[name][3] is None:   # indexing a tensor, or creating one in forward, is not in the plans: said plainly
-        assert plan.error and ("getitem" in plan.error or "zeros_like" in plan.error)
-        return
     assert plan.error is None and [s.kind.value for s in plan.stages] == EXTRA[name][3]
     result = evaluator.evaluate(problem, BuiltinPolicy().source(problem, Config()))
     assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
+
+
+def test_ops_kept_in_pytorch_are_written_as_the_reference_wrote_them_and_named(tmp_path):
+    problem = extra_problem(tmp_path, "maxpool_mish")
+    kept = [s.anchor for s in make_plan(problem).stages if s.kind is StageKind.TORCH]
+    assert [n.kept.render(["y"]) for n in kept] == ["self.pool(y)"]
+    assert "pool = self.pool(sub)  # kept in PyTorch" in BuiltinPolicy().source(problem, Config())
+    turn = first_turn(BuiltinPolicy(), problem)
+    assert "Kept in PyTorch as the reference wrote them (no Triton plan): `pool` (torch)" in turn.text
+
+
+def test_a_forward_with_nothing_for_triton_gets_no_kernel(tmp_path):
+    turn = first_turn(BuiltinPolicy(), extra_problem(tmp_path, "lone_pool", LONE_POOL))
+    assert not turn.tool_calls and "no op of this forward has a Triton plan" in turn.text
+
+
+def test_torch_call_renders_literals_and_refuses_what_has_no_source_form():
+    class Padded(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.pad(x, (1, 2), value=float("-inf")).sum(dim=[0, 1]).to(torch.device("cpu"))
+
+    pad, total, moved = [n for n in torch.fx.symbolic_trace(Padded()).graph.nodes
+                         if n.op in ("call_function", "call_method")]
+    assert torch_call(pad).render(["x"]) == "F.pad(x, (1, 2), mode='constant', value=float(\"-inf\"))"
+    assert torch_call(total).refs == ("pad",) and torch_call(total).render(["p"]) == "p.sum(dim=[0, 1])"
+    assert torch_call(moved) is None       # a torch.device object has no literal form
 
 
 def test_max_over_a_dim_is_read_as_amax_and_argmax(tmp_path):

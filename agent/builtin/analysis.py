@@ -22,14 +22,15 @@ def nbytes(node: OpNode) -> int:
 
 
 def flops(node: OpNode, graph: OpGraph) -> float:
-    """FLOPs of one op: 2MNK for matmuls, 2 * out * (Cin/groups) * kh * kw for convs, about
-    one per element and op otherwise (transcendentals counted as one)."""
+    """FLOPs of one op: 2MNK for matmuls, 2 * out * (Cin/groups) * kernel taps for convs,
+    about one per element and op otherwise (transcendentals counted as one; ops kept in
+    PyTorch too, a lower bound for a pooling window)."""
     if node.op in ops.MATMULS:
         k = graph.node(node.refs[0]).shape[-1]
         return 2.0 * node.numel * k
-    if node.op in ops.CONVS:
-        w = graph.node(node.refs[1]).shape
-        return 2.0 * node.numel * w[1] * w[2] * w[3]
+    if node.op in ops.CONVS:        # each output (input, when transposed) meets Cin/groups (Cout/groups) * kernel taps
+        taps = graph.node(node.refs[1]).numel // graph.node(node.refs[1]).shape[0]
+        return 2.0 * (graph.node(node.refs[0]).numel if "transpose" in node.op else node.numel) * taps
     if node.op in ops.VIEWS or node.op in ("input", "param"):
         return 0.0
     source = max((graph.node(r).numel for r in node.refs), default=node.numel)
@@ -53,7 +54,15 @@ class Work:
         minimum = sum(nbytes(n) for n in leaves) + nbytes(graph.node(graph.output))
         return Work(sum(flops(n, graph) for n in compute), eager, len(compute),
                     sum(stage_bytes(s, graph) for s in stages),
-                    sum(2 if s.kind in (StageKind.CONV, StageKind.TOTAL) else 1 for s in stages if s.kind is not StageKind.VIEW), minimum)
+                    sum(launches(s) for s in stages), minimum)
+
+
+def launches(stage: Stage) -> int:
+    if stage.kind is StageKind.VIEW:
+        return 0
+    if stage.kind in (StageKind.CONV, StageKind.TORCH):
+        return 1 + bool(stage.body or (stage.kind is StageKind.CONV and len(stage.anchor.refs) > 2))
+    return 2 if stage.kind is StageKind.TOTAL else 1
 
 
 def stage_bytes(stage: Stage, graph: OpGraph) -> float:
@@ -62,8 +71,8 @@ def stage_bytes(stage: Stage, graph: OpGraph) -> float:
     nodes = ([stage.anchor] if stage.anchor else []) + stage.body
     read = {r for n in nodes for r in n.refs if r not in stage.names}
     total = sum(nbytes(graph.node(r)) for r in read) + sum(nbytes(graph.node(o)) for o in stage.outputs)
-    if stage.kind is StageKind.CONV:
-        total += 2 * nbytes(stage.anchor)          # cuDNN writes its output, the epilogue reads it back
+    if stage.kind in (StageKind.CONV, StageKind.TORCH) and launches(stage) == 2:
+        total += 2 * nbytes(stage.anchor)          # the library op writes its output, the epilogue reads it back
     return float(total)
 
 
@@ -76,7 +85,13 @@ def analysis_text(work: Work, graph: OpGraph, stages: list[Stage], device: Devic
     lines = [HEADING, "", problem_line, "", "Op graph (torch.fx, shapes from get_inputs):", "```",
              _graph_text(graph), "```", "", _work_line(work)]
     lines += [_roofline_line(work, device, ceilings), _launch_line(work, ceilings)]
-    lines += ["", "Stages (one kernel each):"] + [_stage_line(i, s, graph, ceilings) for i, s in enumerate(stages)]
+    lines += ["", "Stages (one kernel each; cuDNN and ops kept in PyTorch run before their epilogue):"]
+    lines += [_stage_line(i, s, graph, ceilings) for i, s in enumerate(stages)]
+    kept = [s.anchor for s in stages if s.kind is StageKind.TORCH]
+    if kept:
+        lines.append("Kept in PyTorch as the reference wrote them (no Triton plan): "
+                     + ", ".join(f"`{n.name}` ({n.op if n.op != 'torch' else n.kept.template.split('(')[0]})"
+                                 for n in kept) + ".")
     lines += [f"- rewrite: {note}" for note in notes]
     return "\n".join(lines)
 

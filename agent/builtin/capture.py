@@ -3,21 +3,24 @@
 `torch.fx.symbolic_trace` records the forward; `ShapeProp` runs it on the meta device
 (no memory, no compute) with inputs from the problem's own `get_inputs`, so every node
 gets its shape and dtype at the problem's size. Each fx node becomes an `OpNode` with a
-canonical op name ("linear", "softmax", "add", ...), its tensor arguments as `Ref`s and
-its scalar arguments bound by name. Constructs the plans do not know are listed in
-`OpGraph.unsupported`, never guessed.
+canonical op name ("linear", "softmax", "add", ...), its tensor arguments as `Ref`s, its
+scalar arguments bound by name, and the torch expression the reference wrote
+(`OpNode.kept`), which is how a plan keeps an op in PyTorch. An op with no canonical
+name becomes op "torch" (kept as written); constructs that cannot even be written back
+are listed in `OpGraph.unsupported`, never guessed.
 
     graph = capture(load_problem("benchmarks/problems/07_rmsnorm.py", size="small"))
     print(graph.describe())
 """
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from agent.builtin.torch_call import TorchCall, torch_call
 from tools.problems import Problem
 
 
@@ -36,6 +39,7 @@ class OpNode:
     attrs: dict = field(default_factory=dict)   # bound scalar arguments (dim, eps, stride, ...)
     shape: tuple[int, ...] | None = None        # None for non-tensor values (sizes)
     dtype: torch.dtype | None = None
+    kept: TorchCall | None = None               # the op as the reference wrote it, to keep it in PyTorch
 
     @property
     def refs(self) -> list[str]:
@@ -84,7 +88,7 @@ class CaptureError(Exception):
 # Argument names of the functions and methods we recognise (fx keeps positional args).
 SIGNATURES = {
     "softmax": ("input", "dim"), "log_softmax": ("input", "dim"), "cumsum": ("input", "dim"), "cumprod": ("input", "dim"),
-    "sum": ("input", "dim", "keepdim"), "mean": ("input", "dim", "keepdim"), "amax": ("input", "dim", "keepdim"),
+    "sum": ("input", "dim", "keepdim"), "logsumexp": ("input", "dim", "keepdim"), "mean": ("input", "dim", "keepdim"), "amax": ("input", "dim", "keepdim"),
     "amin": ("input", "dim", "keepdim"), "max": ("input", "dim", "keepdim"), "min": ("input", "dim", "keepdim"),
     "argmax": ("input", "dim", "keepdim"), "argmin": ("input", "dim", "keepdim"),
     "norm": ("input", "p", "dim", "keepdim"), "hardtanh": ("input", "min_val", "max_val"),
@@ -107,7 +111,7 @@ DEFAULTS = {"keepdim": False, "min_val": -1.0, "max_val": 1.0, "negative_slope":
             "weight": None}
 ALIASES = {"truediv": "div", "floordiv": "floor_divide", "rsub": "rsub", "iadd": "add", "imul": "mul",
            "isub": "sub", "itruediv": "div", "divide": "div", "multiply": "mul", "subtract": "sub",
-           "clip": "clamp", "T": "t", "silu_": "silu", "relu_": "relu", "getitem": "getitem"}
+           "clip": "clamp", "T": "t", "detach": "identity", "silu_": "silu", "relu_": "relu", "getitem": "getitem"}
 
 
 def capture(problem: Problem) -> OpGraph:
@@ -125,13 +129,14 @@ def capture(problem: Problem) -> OpGraph:
 
 
 def convert(traced: fx.GraphModule) -> OpGraph:
+    _inline_constants(traced)
     nodes, unsupported, output = [], [], None
     modules = dict(traced.named_modules())
     pairs: dict[str, OpNode] = {}       # max/min over a dim: (values, indices), resolved at the getitem
     for node in traced.graph.nodes:
         if _is_pair(node):
-            pairs[node.name] = _bind(node, node.target.__name__ if node.op == "call_function" else node.target,
-                                     None, None)
+            pair = _bind(node, node.target.__name__ if node.op == "call_function" else node.target, None, None)
+            pairs[node.name] = replace(pair, kept=torch_call(node))
             continue
         if node.op == "call_function" and node.args and getattr(node.args[0], "name", None) in pairs:
             nodes.append(_pick(node, pairs[node.args[0].name]))
@@ -143,13 +148,33 @@ def convert(traced: fx.GraphModule) -> OpGraph:
             else:
                 unsupported.append(f"the forward returns {type(out).__name__}, not a single tensor")
             continue
-        made = _convert_node(node, modules, traced)
+        made, kept = _convert_node(node, modules, traced), torch_call(node)
+        if isinstance(made, str) and kept is not None:
+            made = [OpNode(node.name, "torch", tuple(Ref(r) for r in kept.refs), {}, *_meta(node))]
         if isinstance(made, str):
             unsupported.append(made)
             nodes.append(OpNode(node.name, "unsupported", _refs(node.args), {}, *_meta(node)))
         else:
-            nodes.extend(made)
+            nodes.extend(made[:-1] + [replace(made[-1], kept=kept)])
     return OpGraph(tuple(nodes), output, tuple(unsupported))
+
+
+def _inline_constants(traced: fx.GraphModule) -> None:
+    """fx keeps a tensor the forward builds from constants (`torch.tensor(0.5)`) as an
+    attribute of the traced module only, which ModelNew lacks: a one-element one becomes
+    the number it holds (`torch.min(x, c)` becoming the elementwise minimum)."""
+    pairwise = {torch.min: torch.minimum, torch.max: torch.maximum, "min": "minimum", "max": "maximum"}
+    for node in list(traced.graph.nodes):
+        if node.op != "get_attr" or not node.target.startswith("_tensor_constant"):
+            continue
+        value = getattr(traced, node.target)
+        if value.numel() != 1:
+            continue
+        for user in list(node.users):
+            user.target = pairwise.get(user.target, user.target)
+            user.args = tuple(value.item() if a is node else a for a in user.args)
+            user.kwargs = {k: value.item() if v is node else v for k, v in user.kwargs.items()}
+        traced.graph.erase_node(node)
 
 
 def _is_pair(node: fx.Node) -> bool:
@@ -164,7 +189,8 @@ def _pick(node: fx.Node, pair: OpNode) -> OpNode:
     key = node.args[1]
     values = key in (0, "values")
     op = {"max": "amax" if values else "argmax", "min": "amin" if values else "argmin"}[pair.op]
-    return OpNode(node.name, op, pair.args, dict(pair.attrs), *_meta(node))
+    kept = pair.kept and pair.kept.then(f".{key}" if isinstance(key, str) else f"[{key!r}]")
+    return OpNode(node.name, op, pair.args, dict(pair.attrs), *_meta(node), kept)
 
 
 def _meta(node: fx.Node) -> tuple:
@@ -183,6 +209,8 @@ def _convert_node(node: fx.Node, modules: dict, traced: fx.GraphModule) -> list[
     if node.op == "placeholder":
         return [OpNode(node.name, "input", (), {"arg": node.target}, shape, dtype)]
     if node.op == "get_attr":
+        if node.target.startswith("_tensor_constant"):
+            return f"{node.name}: a tensor of several constants built in forward"
         return [OpNode(node.name, "param", (), {"path": node.target}, shape, dtype)]
     if node.op == "call_module":
         return _convert_module(node, modules[node.target], shape, dtype)
@@ -194,6 +222,8 @@ def _convert_node(node: fx.Node, modules: dict, traced: fx.GraphModule) -> list[
         return [OpNode(node.name, "t", _refs(node.args[:1]), {}, shape, dtype)]
     if node.target is operator.getitem:
         return f"{node.name}: indexing (getitem) is not supported by the built-in plans"
+    if name in ("max", "min") and len(node.args) == 2 and isinstance(node.args[1], fx.Node):
+        return [OpNode(node.name, {"max": "maximum", "min": "minimum"}[name], _refs(node.args), {}, shape, dtype)]
     return [_bind(node, name, shape, dtype)]
 
 
@@ -212,6 +242,8 @@ def _bind(node: fx.Node, name: str, shape, dtype) -> OpNode:
     return OpNode(node.name, name, _refs(tensors), attrs, shape, dtype)
 
 
+CONV_MODULES = {nn.Conv1d: "conv1d", nn.Conv2d: "conv2d", nn.Conv3d: "conv3d", nn.ConvTranspose1d: "conv_transpose1d",
+                nn.ConvTranspose2d: "conv_transpose2d", nn.ConvTranspose3d: "conv_transpose3d"}
 ACTIVATIONS = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.SiLU: "silu", nn.Mish: "mish",
                nn.Hardsigmoid: "hardsigmoid", nn.Hardswish: "hardswish", nn.Softsign: "softsign", nn.SELU: "selu",
                nn.Identity: "identity"}
@@ -235,7 +267,7 @@ def _convert_module(node: fx.Node, module: nn.Module, shape, dtype) -> list[OpNo
         return [OpNode(node.name, op, x, attrs, shape, dtype)]
     if isinstance(module, nn.Dropout) and module.p == 0.0:
         return [OpNode(node.name, "identity", x, {}, shape, dtype)]
-    layered = {nn.Linear: "linear", nn.Conv2d: "conv2d", nn.LayerNorm: "layer_norm", nn.GroupNorm: "group_norm"}
+    layered = {nn.Linear: "linear", nn.LayerNorm: "layer_norm", nn.GroupNorm: "group_norm", **CONV_MODULES}
     if kind not in layered:
         return f"{node.name}: module {kind.__name__} ({node.target}) is not supported by the built-in plans"
     return _layer(node, module, layered[kind], shape, dtype)
@@ -248,11 +280,13 @@ def _layer(node: fx.Node, module: nn.Module, op: str, shape, dtype) -> list[OpNo
         params.append(None if p is None else OpNode(f"{node.name}_{pname}", "param", (),
                                                     {"path": f"{node.target}.{pname}"}, tuple(p.shape), p.dtype))
     attrs = {}
-    if op == "conv2d":
-        if module.padding_mode != "zeros":
-            return f"{node.name}: Conv2d with padding_mode={module.padding_mode!r} is not supported"
+    if op in CONV_MODULES.values():
+        if module.padding_mode != "zeros" or isinstance(module.padding, str):
+            return f"{node.name}: {type(module).__name__} with padding {module.padding_mode!r} {module.padding!r}"
         attrs = {"stride": module.stride, "padding": module.padding, "dilation": module.dilation,
                  "groups": module.groups}
+        if op.startswith("conv_transpose"):
+            attrs["output_padding"] = module.output_padding
     elif op == "layer_norm":
         attrs = {"normalized_shape": tuple(module.normalized_shape), "eps": module.eps}
     elif op == "group_norm":

@@ -11,11 +11,13 @@ import math
 
 VIEWS = {"t", "transpose", "view", "reshape", "permute", "unsqueeze", "squeeze", "flatten", "contiguous",
          "identity", "size"}
-ROW_REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin", "norm"}
+ROW_REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin", "norm", "logsumexp"}
 ROW_MAPS = {"softmax", "log_softmax", "layer_norm", "cumsum", "cumprod"}
+STRIDED_REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin"}   # over a dim not the last
+MAX_ROW = 65536             # the longest row a row program holds in registers
 TOTALS = {"sum", "mean", "amax", "amin", "max", "min", "norm"}    # over every element, when dim is None
 MATMULS = {"matmul", "mm", "bmm", "linear"}
-CONVS = {"conv2d"}
+CONVS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
 GROUP_NORMS = {"group_norm"}
 HELPERS = {"tanh": "_tanh", "gelu_tanh": "_tanh", "mish": "_tanh"}   # ops whose expression calls a jit helper
 
@@ -42,6 +44,7 @@ UNARY = {
     "selu": "(1.0507009873554805 * tl.where({a} > 0.0, {a}, 1.6732632423543772 * (tl.exp({a}) - 1.0)))",
     "identity": "{a}",
     "contiguous": "{a}",
+    "clone": "{a}",         # the kernel writes a new tensor anyway
 }
 BINARY = {"add": "({a} + {b})", "sub": "({a} - {b})", "mul": "({a} * {b})", "div": "({a} / {b})",
           "rsub": "({b} - {a})", "maximum": "tl.maximum({a}, {b})", "minimum": "tl.minimum({a}, {b})"}

@@ -2,9 +2,9 @@
 
 A stage is anchored by the op that shapes its kernel — a matmul, a convolution (kept on
 cuDNN), a reduction over the last dim (a row program), a reduction over another dim, a
-group norm — or is a pointwise chain; the pointwise ops that follow an anchor join it as
-its epilogue, and a pointwise chain that feeds a row reduction joins the row program as
-its prologue. Values a stage computes are stored only when something outside it reads
+group norm, an op no plan covers (kept in PyTorch as the reference wrote it) — or is a
+pointwise chain; the pointwise ops that follow an anchor join it as its epilogue, and a
+pointwise chain that feeds a row reduction joins the row program as its prologue. Values a stage computes are stored only when something outside it reads
 them. Anything no stage can hold raises `Unsupported` with a plain sentence.
 
     stages = partition(rewrite(capture(problem)))
@@ -29,6 +29,7 @@ class StageKind(StrEnum):
     MATMUL = "matmul"           # tl.dot GEMM with its epilogue
     CONV = "conv"               # cuDNN convolution, then a Triton epilogue
     TOTAL = "total"             # a reduction over every element to one value (losses, norms)
+    TORCH = "torch"             # an op kept in PyTorch as written, then a Triton epilogue if one follows
 
 
 class Operand(StrEnum):
@@ -37,7 +38,8 @@ class Operand(StrEnum):
     FULL = "full"               # same shape: one element per output element
     COL = "col"                 # a vector along the last dim
     ROW = "row"                 # one value per row (a keepdim reduction result)
-    CHANNEL = "channel"         # (C, 1, 1) against (batch, C, H, W)
+    CHANNEL = "channel"         # (C, 1, 1) against (batch, C, H, W), any number of trailing dims
+    PLANE = "plane"             # (batch, C, 1, 1) against (batch, C, H, W): one value per channel plane
     SCALAR = "scalar"           # a one-element tensor
 
 
@@ -70,10 +72,12 @@ def classify(shape: tuple[int, ...], target: tuple[int, ...]) -> Operand:
         return Operand.COL
     if len(target) >= 2 and core == tuple(target[-len(core):-1]) + (1,) and len(core) == len(target):
         return Operand.ROW
-    if len(target) == 4 and core in ((target[1], 1, 1),):
+    if len(target) >= 3 and core == (target[1],) + (1,) * (len(target) - 2):
         return Operand.CHANNEL
+    if len(target) >= 3 and tuple(shape) == tuple(target[:2]) + (1,) * (len(target) - 2):
+        return Operand.PLANE
     raise Unsupported(f"an operand of shape {tuple(shape)} broadcast to {tuple(target)} (only full tensors, "
-                      "last-dim vectors, per-row and per-channel values)")
+                      "last-dim vectors, per-row, per-channel and per-plane values)")
 
 
 def last_dim(node: OpNode, graph: OpGraph) -> bool:
@@ -101,6 +105,18 @@ def partition(graph: OpGraph) -> list[Stage]:
 
 
 def _start(node: OpNode, graph: OpGraph, stages: list[Stage]) -> Stage:
+    """The stage `node` opens: its plan's, or, when no plan takes it, the op kept in PyTorch."""
+    try:
+        if node.op == "torch":
+            raise Unsupported(f"{node.name}: no built-in plan")
+        return _planned(node, graph)
+    except Unsupported:
+        if node.kept is None:
+            raise
+        return Stage(StageKind.TORCH, node.shape, node)
+
+
+def _planned(node: OpNode, graph: OpGraph) -> Stage:
     op = node.op
     if op in ops.VIEWS:
         return Stage(StageKind.VIEW, node.shape or (), node)
@@ -110,14 +126,18 @@ def _start(node: OpNode, graph: OpGraph, stages: list[Stage]) -> Stage:
     if op in ops.ROW_REDUCTIONS | ops.ROW_MAPS:
         if op in ("max", "min") and node.attrs.get("dim") is not None:
             raise Unsupported(f"{node.name}: {op}(dim=...) returns (values, indices); use amax/amin")
-        if node.attrs.get("dim") is None and op != "layer_norm":
+        dim = node.attrs.get("dim")
+        if isinstance(dim, (tuple, list)) and len(dim) > 1:
+            raise Unsupported(f"{node.name}: {op} over several dims at once")
+        if dim is None and op != "layer_norm":
             if op not in ops.TOTALS:
                 raise Unsupported(f"{node.name}: {op} over all dims")
             return Stage(StageKind.TOTAL, graph.node(node.refs[0]).shape, node)
         row_shape = graph.node(node.refs[0]).shape
         if last_dim(node, graph):
+            _check_row(node, row_shape)
             return Stage(StageKind.ROWS, row_shape, None, [node])
-        if op in ops.ROW_REDUCTIONS and op != "norm":
+        if op in ops.STRIDED_REDUCTIONS:
             return Stage(StageKind.REDUCE, node.shape, node)
         raise Unsupported(f"{node.name}: {op} along a dim that is not the last")
     if op in ops.MATMULS:
@@ -129,6 +149,12 @@ def _start(node: OpNode, graph: OpGraph, stages: list[Stage]) -> Stage:
     raise Unsupported(f"{node.name}: op {op!r} has no built-in plan")
 
 
+def _check_row(node: OpNode, row_shape: tuple[int, ...]) -> None:
+    if row_shape[-1] > ops.MAX_ROW:
+        raise Unsupported(f"{node.name}: rows of {row_shape[-1]} elements (the row program holds at most "
+                          f"{ops.MAX_ROW} in registers)")
+
+
 def _check_pointwise(node: OpNode) -> None:
     try:
         ops.render(node.op, ["a", "b"], node.attrs)
@@ -138,7 +164,7 @@ def _check_pointwise(node: OpNode) -> None:
 
 def _absorb(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
     """Add `node` to the open stage when it can live in the same kernel."""
-    if stage.kind in (StageKind.VIEW, StageKind.GROUP_NORM):
+    if stage.kind in (StageKind.VIEW, StageKind.GROUP_NORM) or stage.shape is None:
         return False
     inside = [r for r in node.refs if r in stage.names]
     if not inside and stage.kind is not StageKind.POINTWISE:
@@ -152,7 +178,8 @@ def _absorb(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
     if node.op in ops.ROW_REDUCTIONS | ops.ROW_MAPS and stage.kind in (StageKind.ROWS, StageKind.POINTWISE):
         source = graph.node(node.refs[0])
         along_a_dim = node.attrs.get("dim") is not None or node.op == "layer_norm"
-        if along_a_dim and source.name in stage.names and source.shape == stage.shape and last_dim(node, graph):
+        if along_a_dim and source.name in stage.names and source.shape == stage.shape and last_dim(node, graph) \
+                and stage.shape[-1] <= ops.MAX_ROW and node.op not in ("max", "min"):
             stage.kind = StageKind.ROWS            # a pointwise chain becomes the row program's prologue
             stage.body.append(node)
             return True
@@ -160,7 +187,10 @@ def _absorb(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
 
 
 def _absorb_pointwise(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
-    _check_pointwise(node)
+    try:
+        _check_pointwise(node)
+    except Unsupported:
+        return False            # it opens its own stage, kept in PyTorch
     rows = stage.kind is StageKind.ROWS
     scalar_level = rows and node.shape in (stage.shape[:-1] + (1,), stage.shape[:-1])
     if stage.kind is StageKind.TOTAL:

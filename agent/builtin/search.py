@@ -18,6 +18,7 @@ from agent.builtin.plans.common import MATMUL_TILES, Config
 AXES = {
     StageKind.POINTWISE: {"block": (256, 512, 1024, 2048, 4096, 8192), "warps": (2, 4, 8, 16)},
     StageKind.CONV: {"block": (256, 512, 1024, 2048, 4096, 8192), "warps": (2, 4, 8, 16)},
+    StageKind.TORCH: {"block": (256, 512, 1024, 2048, 4096, 8192), "warps": (2, 4, 8, 16)},
     StageKind.ROWS: {"row_warps": (1, 2, 4, 8, 16, 32)},
     StageKind.REDUCE: {"reduce_block": (8, 16, 32, 64, 128), "reduce_inner": (16, 32, 64, 128, 256),
                        "warps": (2, 4, 8, 16)},

@@ -69,7 +69,7 @@ def slug(stage: Stage) -> str:
     """A readable kernel name from the ops it computes, e.g. 'linear_gelu_mul'."""
     names = []
     for node in ([stage.anchor] if stage.anchor else []) + stage.body:
-        if node.op not in names and node.op not in ("identity", "contiguous"):
+        if node.op not in names and node.op not in ("identity", "contiguous", "torch"):
             names.append(node.op)
     text = "_".join(names[:3]) + ("_etc" if len(names) > 3 else "")
     return text or stage.kind.value

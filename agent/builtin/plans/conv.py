@@ -1,40 +1,35 @@
-"""Plan: the convolution stays on cuDNN (`F.conv2d` without its bias); the bias and the
-chain that follows it run in one Triton epilogue over the convolution's output.
+"""Plan: the convolution (1-, 2- or 3-d, plain or transposed) stays on cuDNN, called
+without its bias; the bias and the chain that follows it run in one Triton epilogue over
+the convolution's output.
 
 Eager writes the convolution's output, then reads and writes it again for the bias
 (inside cuDNN) and for every later op; here the bias is a per-channel operand of the
 fused elementwise kernel, so the output crosses memory once more in total.
 """
 from agent.builtin.capture import OpGraph, OpNode, Ref
-from agent.builtin.partition import Operand, Stage, StageKind, Unsupported
-from agent.builtin.plans import pointwise
+from agent.builtin.partition import Operand, Stage
+from agent.builtin.plans import library
 from agent.builtin.plans.common import Config, Emitted, forward_expr
 
 
 def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     anchor = stage.anchor
     x, weight, bias = (list(anchor.args) + [None, None])[:3]
-    if not isinstance(bias, Ref) and not stage.body:
-        raise Unsupported(f"{anchor.name}: a lone convolution without bias leaves nothing to fuse (cuDNN alone is it)")
-    biased = f"{anchor.name}_biased"
-    body = []
-    if isinstance(bias, Ref):
-        body.append(OpNode(biased, "add", (Ref(anchor.name), bias), {}, anchor.shape, anchor.dtype))
-    rename = {anchor.name: biased} if isinstance(bias, Ref) else {}
-    body += [_renamed(node, rename) for node in stage.body]
-    outputs = [rename.get(o, o) for o in stage.outputs]
-    epilogue = Stage(StageKind.POINTWISE, stage.shape, None, body, outputs)
-    synthetic = OpGraph(graph.nodes + tuple(n for n in body if n.name == biased), graph.output)
-    forced = {bias.name: Operand.CHANNEL} if isinstance(bias, Ref) else {}
-    views = {bias.name: f"{forward_expr(bias.name, graph)}.view(-1, 1, 1)"} if isinstance(bias, Ref) else {}
-    emitted = pointwise.emit(epilogue, synthetic, config, name, forced, views)
+    if not isinstance(bias, Ref):
+        return library.epilogue(stage, graph, config, name, _conv_line(anchor, anchor.name, x, weight, graph))
+    raw, channel = f"{anchor.name}_nobias", "(-1" + ", 1" * (len(anchor.shape) - 2) + ")"
+    biased = OpNode(anchor.name, "add", (Ref(raw), bias), {}, anchor.shape, anchor.dtype)
+    return library.epilogue(stage, graph, config, name, _conv_line(anchor, raw, x, weight, graph),
+                            body=[biased] + stage.body, extra=(OpNode(raw, "conv", (), {}, anchor.shape, anchor.dtype),),
+                            forced={bias.name: Operand.CHANNEL},
+                            views={bias.name: f"{forward_expr(bias.name, graph)}.view{channel}"})
+
+
+def _conv_line(anchor: OpNode, target: str, x: Ref, weight: Ref, graph: OpGraph) -> str:
     a = anchor.attrs
-    pre = (f"{anchor.name} = F.conv2d({forward_expr(x.name, graph)}, {forward_expr(weight.name, graph)}, None, "
-           f"{a['stride']}, {a['padding']}, {a['dilation']}, {a['groups']})  # cuDNN; bias goes to the epilogue")
-    lhs, rhs = emitted.call.split(" = ", 1)
-    return Emitted(emitted.kernel, emitted.wrapper, f"{', '.join(stage.outputs)} = {rhs}", emitted.helpers, pre)
-
-
-def _renamed(node: OpNode, rename: dict[str, str]) -> OpNode:
-    args = tuple(Ref(rename.get(a.name, a.name)) if isinstance(a, Ref) else a for a in node.args)
-    return OpNode(node.name, node.op, args, node.attrs, node.shape, node.dtype)
+    if anchor.op.startswith("conv_transpose"):
+        rest = f"{a['stride']}, {a['padding']}, {a['output_padding']}, {a['groups']}, {a['dilation']}"
+    else:
+        rest = f"{a['stride']}, {a['padding']}, {a['dilation']}, {a['groups']}"
+    return (f"{target} = F.{anchor.op}({forward_expr(x.name, graph)}, {forward_expr(weight.name, graph)}, None, {rest})"
+            "  # cuDNN; the bias goes to the epilogue")

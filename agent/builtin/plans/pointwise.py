@@ -11,7 +11,7 @@ from agent.builtin.partition import Operand, Stage
 from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, forward_expr, load_cast
 
 INDEX = {Operand.FULL: "offs", Operand.COL: "offs % n_cols", Operand.ROW: "offs // n_cols",
-         Operand.CHANNEL: "(offs // n_inner) % n_channels"}
+         Operand.CHANNEL: "(offs // n_inner) % n_channels", Operand.PLANE: "offs // n_inner"}
 
 
 def emit(stage: Stage, graph: OpGraph, config: Config, name: str, forced: dict | None = None,
@@ -29,7 +29,7 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str, forced: dict |
     kernel = f'''
 @triton.jit
 def {name}_kernel(
-{params}    n_elements, n_cols, n_inner, n_channels,  # output size; last dim; H*W and C of (N, C, H, W)
+{params}    n_elements, n_cols, n_inner, n_channels,  # output size; last dim; C and the size of one channel of (N, C, ...)
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(axis=0)
@@ -59,7 +59,7 @@ def {name}({", ".join(args)}):
     assert len(shape) == {len(stage.shape)}, f"expected a rank-{len(stage.shape)} result, got {{tuple(shape)}}"
 {contiguous}{allocs}    n_elements = {outs[0]}.numel()
     n_cols = shape[-1]
-    n_channels, n_inner = (shape[1], shape[2] * shape[3]) if len(shape) == 4 else (1, 1)
+    n_channels, n_inner = (shape[1], shape.numel() // (shape[0] * shape[1])) if len(shape) >= 3 else (1, 1)
     grid = (triton.cdiv(n_elements, {config.block}),)
     {name}_kernel[grid]({", ".join(args + outs)}, n_elements, n_cols, n_inner, n_channels,
         BLOCK={config.block}, num_warps={config.warps})

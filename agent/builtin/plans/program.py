@@ -13,14 +13,14 @@ import textwrap
 
 from agent.builtin.capture import OpGraph, Ref
 from agent.builtin.partition import Stage, StageKind, Unsupported
-from agent.builtin.plans import conv, groupnorm, matmul, pointwise, reduce, rows, total
+from agent.builtin.plans import conv, groupnorm, library, matmul, pointwise, reduce, rows, total
 from agent.builtin.plans.common import Config, forward_expr, slug
 from agent.builtin.ops import TANH_HELPER
 from tools.problems import Problem
 
 EMITTERS = {StageKind.POINTWISE: pointwise.emit, StageKind.ROWS: rows.emit, StageKind.REDUCE: reduce.emit,
             StageKind.GROUP_NORM: groupnorm.emit, StageKind.MATMUL: matmul.emit, StageKind.CONV: conv.emit,
-            StageKind.TOTAL: total.emit}
+            StageKind.TOTAL: total.emit, StageKind.TORCH: library.emit}
 HEADER = '''"""{title}
 
 Written by kernelpilot's built-in policy (no LLM): the reference forward was captured
@@ -65,6 +65,9 @@ def build_source(problem: Problem, graph: OpGraph, stages: list[Stage], config: 
             body.append(view_line(stage, graph))
             continue
         emitted = EMITTERS[stage.kind](stage, graph, config, "__NAME__")
+        if not emitted.kernel:                      # an op kept in PyTorch with nothing fused after it
+            body.append(emitted.pre_call)
+            continue
         key = emitted.kernel + emitted.wrapper
         if key not in names:
             name = _unique(f"fused_{slug(stage)}", set(names.values()))
@@ -75,6 +78,9 @@ def build_source(problem: Problem, graph: OpGraph, stages: list[Stage], config: 
         if emitted.pre_call:
             body.append(emitted.pre_call)
         body.append(emitted.call.replace("__NAME__", names[key]))
+    if not kernels:
+        raise Unsupported("no op of this forward has a Triton plan (every op would stay in PyTorch), "
+                          "so there is no kernel to write")
     body.append(f"return {forward_expr(graph.output, graph)}")
     title = f"Triton candidate for {problem.name}: built-in policy plan."
     described = ", ".join(f"{s.kind.value}({slug(s)})" for s in stages if s.kind is not StageKind.VIEW)

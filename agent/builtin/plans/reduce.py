@@ -65,7 +65,8 @@ def {name}_kernel(
 {loop}    v_red = {result}
 ''' + "".join(f"    {line}\n" for line in lines)
     return Emitted(kernel, _wrapper(stage, graph, body, outs, name, config),
-                   f"{', '.join(stage.outputs)} = {name}({', '.join(forward_expr(n, graph) for n in [source.name] + body.inputs)})")
+                   f"{', '.join(stage.outputs)} = {name}({', '.join(forward_expr(n, graph) for n in [source.name] + body.inputs)})",
+                   frozenset(body.helpers))
 
 
 def _wrapper(stage: Stage, graph: OpGraph, body: Body, outs: list[str], name: str, config: Config) -> str:

@@ -2,16 +2,16 @@
 registers (BLOCK_N = next power of two of the row length).
 
 The row is loaded once; pointwise prologue ops, reductions (sum, mean, max, min,
-argmax, argmin, L1/L2 norm), row maps (softmax, log-softmax, layer norm, cumsum) and
+argmax, argmin, L1/L2 norm, logsumexp), row maps (softmax, log-softmax, layer norm, cumsum) and
 the epilogue all run on it in fp32, and only what the graph needs is stored: a
 softmax is one read and one write, an RMS norm written as five torch ops is too.
 Masked lanes are set to each reduction's neutral element before it reduces.
 """
 from agent.builtin.capture import OpGraph, OpNode, Ref
+from agent.builtin.ops import MAX_ROW
 from agent.builtin.partition import Operand, Stage, Unsupported
 from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, forward_expr, load_cast
 
-MAX_ROW = 65536
 NEG_INF, POS_INF = 'float("-inf")', 'float("inf")'
 
 
@@ -90,6 +90,11 @@ def _row_op(body: Body, node: OpNode) -> list[str]:
         return [f"{body.fresh(node.name)} = {total if p in (1, 1.0) else f'tl.sqrt({total})'}  # norm p={p}"]
     if op in ("softmax", "log_softmax"):
         return _softmax(body, node, a)
+    if op == "logsumexp":
+        m = f"m_{body.count}"
+        return [f"{m} = tl.max(tl.where(mask, {a}, {NEG_INF}), axis=0)  # row max, for stability",
+                f"{body.fresh(node.name)} = {m} + tl.log(tl.sum(tl.where(mask, tl.exp({a} - {m}), 0.0), axis=0))"
+                "  # logsumexp"]
     if op == "layer_norm":
         return _layer_norm(body, node, a)
     raise Unsupported(f"{node.name}: {op} in a row program")
