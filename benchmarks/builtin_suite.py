@@ -6,6 +6,7 @@ call, then a Markdown table per level.
     python -m benchmarks.builtin_suite --out DIR --problems ~/KernelBench --levels 1,2 \
         --budget 1 --warm 6 --deadline 540          # run again to go on where it stopped
     python -m benchmarks.builtin_suite --out DIR --problems ~/KernelBench --levels 1,2 --report
+    python -m benchmarks.builtin_suite --out DIR --problems ~/KernelBench --levels 2 --cpu --size small
 
 It drives the evaluator directly (no tools/toolbox.py, no history store: the GPU image
 has no sqlalchemy): `benchmark` and `check_correctness` are evaluations, `submit` is a
@@ -16,6 +17,10 @@ supported problem's torch.compile baseline and first kernel into the sandbox's s
 Triton and Inductor caches, so the measured pass does not pay single-threaded compiles.
 The table counts every problem of the selection: one not run, unsupported or without a
 correct kernel is a failure, as KernelBench's fast_p counts it.
+
+`--cpu` needs no GPU: each supported problem's first kernel goes through the evaluator in
+the Triton interpreter (correctness only, no timings), written to DIR/cpu.jsonl; with
+`--size small`, KernelBench problems are shrunk by `benchmarks/small_sizes.py`.
 """
 import argparse
 import fnmatch
@@ -61,6 +66,8 @@ def main() -> int:
     parser.add_argument("--no-submit", action="store_true",
                         help="stop each problem at the policy's submit (the final check is not run)")
     parser.add_argument("--report", action="store_true", help="print the tables from DIR/builtin.jsonl; no GPU")
+    parser.add_argument("--cpu", action="store_true",
+                        help="no GPU: check each first kernel in the Triton interpreter (correctness only)")
     parser.add_argument("--smoke", action="store_true",
                         help="no sandbox: run each default kernel in this process, check it and time it roughly")
     args = parser.parse_args()
@@ -70,6 +77,8 @@ def main() -> int:
     if args.report:
         print(report(read_log(args.out / "builtin.jsonl"), files))
         return 0
+    if args.cpu:
+        return cpu_check(args, files)
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")   # is_available() must not poison the fork server
     if not torch.cuda.is_available():
         print("builtin_suite: no CUDA GPU here; timings need one (nothing measured)", file=sys.stderr)
@@ -93,6 +102,42 @@ def main() -> int:
                     submit=not args.no_submit)
     print(report(read_log(args.out / "builtin.jsonl"), files, device.name))
     return 0
+
+
+def cpu_check(args, files: list[ProblemFile]) -> int:
+    """The first kernel of each supported problem through the evaluator in the interpreter."""
+    from benchmarks.small_sizes import shrink
+    args.out.mkdir(parents=True, exist_ok=True)
+    policy, counts = BuiltinPolicy(), {}
+    with ProcessSandbox(None) as sandbox, open(args.out / "cpu.jsonl", "a") as log:
+        evaluator = Evaluator(sandbox, detect(force_cpu=True), EvalConfig(trials=args.trials, timed=False))
+        for f in progress(files):
+            row = {"level": f.level, "name": f.path.stem}
+            try:
+                problem = load_problem(f.path, size="full" if f.suite == "kernelbench" else args.size,
+                                       suite=f.suite, level=f.level)
+                problem = shrink(problem) if f.suite == "kernelbench" and args.size == "small" else problem
+                plan = policy.plan(problem)
+            except Exception as error:   # a problem the shrink broke: reported, not scored
+                plan, row["status"] = None, f"not loadable: {type(error).__name__}: {str(error)[:200]}"
+            if plan is not None and plan.error:
+                row["status"] = "unsupported"
+            elif plan is not None:
+                r = evaluator.evaluate(problem, policy.source(problem, Config()))
+                row.update(status=r.status.value, flags=[x.value for x in r.flags], reason=r.reason[:300])
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            key = row["status"].split(":")[0]
+            counts[key] = counts.get(key, 0) + 1
+            print(f"{f.path.stem}: {row['status']} {row.get('reason', '')[:160]}", flush=True)
+    print(f"{len(files)} problem(s): " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    return 0
+
+
+def progress(items: list):
+    for index, item in enumerate(items, 1):
+        print(f"[{index}/{len(items)}] ", end="", flush=True)
+        yield item
 
 
 def selected(args) -> list[ProblemFile]:

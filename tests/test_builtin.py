@@ -193,7 +193,7 @@ def test_ops_kept_in_pytorch_are_written_as_the_reference_wrote_them_and_named(t
     assert [n.kept.render(["y"]) for n in kept] == ["self.pool(y)"]
     assert "pool = self.pool(sub)  # kept in PyTorch" in BuiltinPolicy().source(problem, Config())
     turn = first_turn(BuiltinPolicy(), problem)
-    assert "Kept in PyTorch as the reference wrote them (no Triton plan): `pool` (torch)" in turn.text
+    assert "Kept in PyTorch as the reference wrote them (no Triton plan): `pool` (self.pool)" in turn.text
 
 
 def test_a_forward_with_nothing_for_triton_gets_no_kernel(tmp_path):

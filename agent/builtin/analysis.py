@@ -90,8 +90,7 @@ def analysis_text(work: Work, graph: OpGraph, stages: list[Stage], device: Devic
     kept = [s.anchor for s in stages if s.kind is StageKind.TORCH]
     if kept:
         lines.append("Kept in PyTorch as the reference wrote them (no Triton plan): "
-                     + ", ".join(f"`{n.name}` ({n.op if n.op != 'torch' else n.kept.template.split('(')[0]})"
-                                 for n in kept) + ".")
+                     + ", ".join(f"`{n.name}` ({_label(n)})" for n in kept) + ".")
     lines += [f"- rewrite: {note}" for note in notes]
     return "\n".join(lines)
 
@@ -156,9 +155,14 @@ def _stage_line(index: int, stage: Stage, graph: OpGraph, ceilings: tuple[float,
     ridge = ceilings[1] / ceilings[0] if ceilings else 10.0   # ~H100 fp32 ridge without a measurement
     kind = "compute" if intensity > ridge else "memory"
     fused = ", ".join(n.op for n in stage.body) or "-"
-    anchor = f"{stage.anchor.op} `{stage.anchor.name}` " if stage.anchor else ""
+    anchor = f"{_label(stage.anchor)} `{stage.anchor.name}` " if stage.anchor else ""
     return (f"{index + 1}. {stage.kind.value}: {anchor}fused [{fused}], {_fmt(moved)}B, {_fmt(work)}FLOP, "
             f"{intensity:.2f} FLOP/B: {kind}-bound")
+
+
+def _label(node: OpNode) -> str:
+    """An op's name; for one kept in PyTorch with no canonical name, what the reference called."""
+    return node.kept.template.split("(")[0] if node.op == "torch" and node.kept else node.op
 
 
 def _fmt(value: float) -> str:

@@ -1,11 +1,12 @@
 """Kernel plans: one module per stage family, each turning a `Stage` into Triton source.
 
     pointwise.py   fused elementwise chains (activations, scale, bias, clamp, residual adds)
-    rows.py        one program per row: softmax, log-softmax, layer/RMS norm, sums, arg-reductions, cumsum
+    rows.py        one program per row: softmax, log-softmax, layer/RMS norm, sums, logsumexp, arg-reductions, cumsum
     reduce.py      reductions and arg-reductions over a dim that is not the last
     groupnorm.py   group norm, looping over each (sample, group) slice
     matmul.py      tl.dot GEMM (and batched) with the epilogue on the accumulator
     total.py       a reduction over every element: partials, then one ordered finish
-    conv.py        cuDNN convolution, bias and the following chain in a Triton epilogue
+    conv.py        cuDNN convolution (1/2/3-d, transposed too), bias and the following chain in a Triton epilogue
+    library.py     an op kept in PyTorch as the reference wrote it, the following chain in a Triton epilogue
     program.py     the whole candidate: kernels, wrappers, ModelNew, optional CUDA graph
 """
