@@ -312,14 +312,8 @@ def smoke(args, files: list[ProblemFile]) -> int:
 
 def smoke_row(problem, source, inputs, expected, eager_ms, compile_ms, variant) -> str:
     import triton.testing
-    import importlib.util
-    import tempfile
-    path = Path(tempfile.mkdtemp()) / f"builtin_{problem.name}_{variant}.py"    # @triton.jit needs a file
-    path.write_text(source)
     try:
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = _exec_source(source, f"builtin_{problem.name}_{variant}")
         init = problem.init_inputs()
         torch.manual_seed(42)
         model = module.ModelNew(*init).cuda()

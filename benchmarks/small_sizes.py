@@ -27,7 +27,7 @@ def shrink(problem: Problem) -> Problem:
         value = module.get(name)
         if type(value) is int and value > limit:
             module[name] = limit
-            if "channels" in name or "features" in name or "size" in name and name != "batch_size":
+            if "channels" in name or "features" in name or (name.endswith("_size") and name != "batch_size"):
                 lowered.setdefault(value, limit)        # parameter shapes hold channels and features
     for name, value in list(module.items()):
         if isinstance(value, tuple) and value and all(type(v) is int for v in value):
