@@ -33,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from agent.builtin import BuiltinPolicy
-from agent.builtin.plans.common import Config
+from agent.builtin.search import default_config
 from agent.policy import Attempt, Backend, TurnInput
 from benchmarks.suite import PROBLEMS
 import torch
@@ -123,7 +123,7 @@ def cpu_check(args, files: list[ProblemFile]) -> int:
             if plan is not None and plan.error:
                 row["status"] = "unsupported"
             elif plan is not None:
-                r = evaluator.evaluate(problem, policy.source(problem, Config()))
+                r = evaluator.evaluate(problem, policy.source(problem, default_config(list(plan.stages), plan.graph)))
                 row.update(status=r.status.value, flags=[x.value for x in r.flags], reason=r.reason[:300])
             log.write(json.dumps(row) + "\n")
             log.flush()
@@ -173,12 +173,14 @@ def _warm_one(task) -> str:
     try:
         problem = load_problem(path, size=size, suite=suite, level=level)
         policy = BuiltinPolicy()
-        if policy.plan(problem).error:
+        plan = policy.plan(problem)
+        if plan.error:
             return ""
         inputs = [x.cuda() if isinstance(x, torch.Tensor) else x for x in problem.draw_inputs()]
         with torch.no_grad():
             torch.compile(problem.build_model().cuda())(*inputs)
-            candidate = _exec_source(policy.source(problem, Config()), f"warm_{path.stem}")
+            first = default_config(list(plan.stages), plan.graph)     # the search's start
+            candidate = _exec_source(policy.source(problem, first), f"warm_{path.stem}")
             torch.manual_seed(42)
             candidate.ModelNew(*problem.init_inputs()).cuda()(*inputs)
         torch.cuda.synchronize()
@@ -230,7 +232,9 @@ def run_one(policy: BuiltinPolicy, evaluator: Evaluator, problem, log, submit: b
            "unsupported": plan.error, "seconds": round(time.perf_counter() - start, 1)}
     log.write(json.dumps(row) + "\n")
     log.flush()
-    print(f"{problem.name}: {len(attempts)} evaluations, {row['seconds']:.0f} s", flush=True)
+    held = (f", the trusted process holds {torch.cuda.memory_reserved() / 2**30:.1f} GiB of GPU memory"
+            if torch.cuda.is_initialized() else "")
+    print(f"{problem.name}: {len(attempts)} evaluations, {row['seconds']:.0f} s{held}", flush=True)
 
 
 def report(rows: list[dict], files: list[ProblemFile], device: str = "") -> str:

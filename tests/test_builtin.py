@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from agent.builtin import BuiltinPolicy
+from agent.builtin.analysis import Work, launch_bound
 from agent.builtin.capture import capture
 from agent.builtin.partition import StageKind
 from agent.builtin.plans.common import Config
@@ -277,6 +278,32 @@ def test_gpu_search_keeps_winners_and_never_submits_a_slower_kernel():
     faster = slow + [Attempt(1, "benchmark", 2, tried, EvalStatus.CORRECT, 0.5, 2.0, 1.1)]
     submit = first_turn(BuiltinPolicy(budget=2, ceilings=H100_CEILINGS), problem, GPU, faster)
     assert submit.tool_calls[0].name == "submit" and json.loads(submit.tool_calls[0].arguments)["code"] == tried
+
+
+def test_fp32_gemm_with_a_chain_starts_on_cublas_and_measures_tl_dot_next(evaluator):
+    """Both variants are correct in the interpreter; on a GPU the first benchmark is the
+    cuBLAS product with a Triton epilogue, the second the all-`tl.dot` kernel, and a tile
+    change (moot while the product is on cuBLAS) is never benchmarked as a new kernel."""
+    problem = small("19_linear_gelu_scale")
+    policy = BuiltinPolicy(budget=4, ceilings=H100_CEILINGS)
+    plan = policy.plan(problem)
+    bound = launch_bound(Work.of(plan.graph, list(plan.stages)), H100_CEILINGS)
+    space = space_for(list(plan.stages), plan.graph, True, bound)
+    library, dot = policy.source(problem, space.start), policy.source(problem, replace(space.start, gemm_library=False))
+    assert space.start.gemm_library and "F.linear(" in library and "tl.dot" not in library and "tl.dot" in dot
+    for source in (library, dot):
+        assert evaluator.evaluate(problem, source).status is EvalStatus.CORRECT
+    first = first_turn(policy, problem, GPU)
+    assert json.loads(first.tool_calls[0].arguments)["code"] == library and "on cuBLAS" in first.text
+    second = first_turn(policy, problem, GPU, [attempt(policy, problem, space.start, 1.1)])
+    assert list(space.axes)[bound] == "gemm_library"     # after the CUDA-graph switch, when launch-bound
+    assert json.loads(second.tool_calls[0].arguments)["code"] == (policy.source(problem, replace(
+        space.start, cuda_graph=True)) if bound else dot)
+    both = [attempt(policy, problem, space.start, 1.1), attempt(policy, problem, replace(space.start, gemm_library=False), 0.5)]
+    for _ in range(2):     # what follows changes the epilogue's launch, never only the (moot) tile
+        nxt = json.loads(first_turn(policy, problem, GPU, both).tool_calls[0].arguments)["code"]
+        assert nxt not in (library, dot) and "F.linear(" in nxt
+        both.append(Attempt(1, "benchmark", 3, nxt, EvalStatus.CORRECT, 2.0, 0.5, 0.5))
 
 
 def test_search_walks_to_neighbours_of_the_fastest():

@@ -120,7 +120,7 @@ class BuiltinPolicy:
     def _gpu_step(self, problem: Problem, space: search.Space, results: list[Result], attempts: list[Attempt]):
         measured = self._measured(problem, space, results)
         spent = sum(a.tool == "benchmark" for a in attempts)
-        nxt = search.next_config(space, measured, self.budget - spent)
+        nxt = self._next_distinct(problem, space, measured, self.budget - spent)
         if nxt is not None:
             return f"### Next\nBenchmark configuration {_config_text(nxt, space)}.", nxt, "benchmark"
         winner, speedup = self._fastest(problem, space, results)
@@ -130,6 +130,18 @@ class BuiltinPolicy:
                     None, "")
         return (f"### Next\nSubmit the fastest correct kernel ({_config_text(winner, space)}, {speedup:.2f}x vs eager).",
                 winner, "submit")
+
+    def _next_distinct(self, problem: Problem, space: search.Space, measured: dict[Config, float | None],
+                       remaining: int) -> Config | None:
+        """The search's next configuration whose source differs from every measured one (an
+        axis can be moot: tiles when the GEMM runs on cuBLAS); moot ones take the twin's time."""
+        timed = {sha(self.source(problem, c)): ms for c, ms in measured.items()}
+        while (nxt := search.next_config(space, measured, remaining)) is not None:
+            twin = sha(self.source(problem, nxt))
+            if twin not in timed:
+                return nxt
+            measured[nxt] = timed[twin]
+        return None
 
     def _cpu_step(self, space: search.Space, results: list[Result]):
         correct = [r for r in results if r.attempt.status is EvalStatus.CORRECT]

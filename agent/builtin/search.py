@@ -11,6 +11,8 @@ to it (measured runtimes keyed by configuration), so it is deterministic.
 """
 from dataclasses import dataclass, replace
 
+import torch
+
 from agent.builtin.capture import OpGraph
 from agent.builtin.partition import Stage, StageKind
 from agent.builtin.plans.common import MATMUL_TILES, Config
@@ -36,15 +38,20 @@ class Space:
 
 def space_for(stages: list[Stage], graph: OpGraph, gpu: bool, launch_bound: bool) -> Space:
     axes: dict[str, tuple] = {}
+    start = default_config(stages, graph)
+    if any(s.kind is StageKind.MATMUL and s.body for s in stages):   # cuBLAS + epilogue, or all in tl.dot
+        axes.update({"gemm_library": (start.gemm_library, not start.gemm_library), **AXES[StageKind.POINTWISE]})
     for stage in stages:
         axes.update(AXES.get(stage.kind, {}))
     if gpu and launch_bound:        # launches dominate: the CUDA graph is the first neighbour tried
         axes = {"cuda_graph": (False, True), **axes}
-    return Space(axes, default_config(stages, graph))
+    return Space(axes, start)
 
 
 def default_config(stages: list[Stage], graph: OpGraph) -> Config:
-    """Heuristics from the tutorials: wide rows get more warps, big GEMMs bigger tiles."""
+    """Heuristics from the tutorials: wide rows get more warps, big GEMMs bigger tiles;
+    an fp32 GEMM with a chain after it starts on cuBLAS (exact fp32 `tl.dot` cannot use
+    the tensor cores, measured at about 0.45x of cuBLAS on an H100)."""
     config = Config()
     rows = [s.shape[-1] for s in stages if s.kind is StageKind.ROWS]
     if rows:
@@ -55,6 +62,9 @@ def default_config(stages: list[Stage], graph: OpGraph) -> Config:
         config = replace(config, tile=3)
     elif gemms and min(shape[-1] for shape in gemms) < 32:
         config = replace(config, tile=7)
+    chained = [s for s in stages if s.kind is StageKind.MATMUL and s.body]
+    if chained and all(graph.node(s.anchor.refs[0]).dtype == torch.float32 for s in chained):
+        config = replace(config, gemm_library=True)
     return config
 
 

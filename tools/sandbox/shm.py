@@ -153,9 +153,13 @@ class Exchange:
         return self._cuda.reset()
 
     def ready(self, arena: Arena) -> None:
-        """Writes into a CUDA arena must land before another process reads it."""
+        """Writes into a CUDA arena must land before another process reads it. Memory this
+        process's allocator caches but no longer uses (reference activations, drawn input
+        sets) goes back to the device first: the worker is another process and cannot use
+        that cache (on KernelBench's sizes it grew to 75 GiB, and workers ran out)."""
         if arena.description["kind"] == "cuda":
             torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
 
     def release(self, arena: Arena) -> None:
         if arena.description["kind"] == "cuda":

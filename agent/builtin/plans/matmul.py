@@ -5,9 +5,17 @@ reuse), a second grid axis for batched products. Operands are read through their
 strides, so `x @ W.T` of a Linear and `a @ b.T` need no transposed copy; fp32 uses
 `input_precision="ieee"` to stay exact. Bias, activations, scales and residual adds
 run on the fp32 accumulator before the only store.
+
+With `config.gemm_library` the product runs on cuBLAS instead (bias included, through
+addmm's own epilogue) and the chain after it is one Triton epilogue over its output, as
+for convolutions: exact fp32 in `tl.dot` is the slow path on tensor-core GPUs, so for
+fp32 the search starts there and tries the `tl.dot` kernel as its neighbour.
 """
+import torch
+
 from agent.builtin.capture import OpGraph, OpNode, Ref
 from agent.builtin.partition import Operand, Stage, Unsupported
+from agent.builtin.plans import library
 from agent.builtin.plans.common import MATMUL_TILES, Body, Config, Emitted, dtype_name, forward_expr, load_cast
 
 EPILOGUE_LOADS = {
@@ -35,6 +43,8 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     mode = mode_of(anchor, graph)
     a_name, b_name = anchor.refs[:2]
     bias = anchor.args[2] if mode == "linear" and len(anchor.args) > 2 and isinstance(anchor.args[2], Ref) else None
+    if config.gemm_library and stage.body:
+        return library.epilogue(stage, graph, config, name, _library_line(anchor, mode, bias, graph))
     body = Body(stage, graph, "acc", (bias.name,) if bias is not None else ())
     kinds = body.kinds(stage.shape)
     lines = [f"{body.var[n]} = {EPILOGUE_LOADS[kinds[n]].format(p=body.var[n] + '_ptr')}{load_cast(graph.node(n))}"
@@ -45,12 +55,22 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     outs = [f"out{j}" for j in range(len(stage.outputs))]
     lines += [f"tl.store({o}_ptr + (pid_b * M + offs_m)[:, None] * N + offs_n[None, :], "
               f"{body.var[v]}.to({o}_ptr.dtype.element_ty), mask=mask)" for o, v in zip(outs, stage.outputs)]
-    fp32 = graph.node(a_name).dtype.is_floating_point and str(graph.node(a_name).dtype) == "torch.float32"
-    precision = ', input_precision="ieee"' if fp32 else ""
+    precision = ', input_precision="ieee"' if is_fp32(stage, graph) else ""
     kernel = _kernel(name, body, kinds, outs, precision) + "".join(f"    {line}\n" for line in lines)
     call_args = [forward_expr(n, graph) for n in [a_name, b_name] + body.inputs]
     return Emitted(kernel, _wrapper(name, mode, stage, graph, body, outs, config),
                    f"{', '.join(stage.outputs)} = {name}({', '.join(call_args)})", frozenset(body.helpers))
+
+
+def _library_line(anchor: OpNode, mode: str, bias: Ref | None, graph: OpGraph) -> str:
+    a, b = (forward_expr(r, graph) for r in anchor.refs[:2])
+    call = {"linear": f"F.linear({a}, {b}, {forward_expr(bias.name, graph) if bias else None})",
+            "mm": f"torch.matmul({a}, {b})", "bmm": f"torch.bmm({a}, {b})"}[mode]
+    return f"{anchor.name} = {call}  # cuBLAS; the chain after it is the Triton epilogue"
+
+
+def is_fp32(stage: Stage, graph: OpGraph) -> bool:
+    return graph.node(stage.anchor.refs[0]).dtype == torch.float32
 
 
 def _kernel(name: str, body: Body, kinds: dict, outs: list[str], precision: str) -> str:
