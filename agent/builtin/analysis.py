@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from agent.builtin import ops
 from agent.builtin.capture import OpGraph, OpNode
 from agent.builtin.partition import Stage, StageKind
+from agent.builtin.search import library_gemm_fits
 from tools.device import DeviceInfo
 
 HEADING = "## Performance analysis"
@@ -91,10 +92,10 @@ def analysis_text(work: Work, graph: OpGraph, stages: list[Stage], device: Devic
     if kept:
         lines.append("Kept in PyTorch as the reference wrote them (no Triton plan): "
                      + ", ".join(f"`{n.name}` ({_label(n)})" for n in kept) + ".")
-    if any(s.kind is StageKind.MATMUL and s.body for s in stages):
-        lines.append("GEMMs with a chain after them: in fp32 the search starts with the product on cuBLAS and the "
-                     "chain as one Triton epilogue (exact fp32 `tl.dot` has no tensor cores), in other dtypes with "
-                     "`tl.dot` and the chain on its accumulator; the other variant is the next one it measures.")
+    if library_gemm_fits(stages):
+        lines.append("GEMMs: in fp32 the search starts with the product on cuBLAS and any chain after it as one Triton "
+                     "epilogue (exact fp32 `tl.dot` has no tensor cores), in other dtypes with `tl.dot` and the chain "
+                     "on its accumulator; the other variant is the next one it measures.")
     lines += [f"- rewrite: {note}" for note in notes]
     return "\n".join(lines)
 

@@ -39,7 +39,7 @@ class Space:
 def space_for(stages: list[Stage], graph: OpGraph, gpu: bool, launch_bound: bool) -> Space:
     axes: dict[str, tuple] = {}
     start = default_config(stages, graph)
-    if any(s.kind is StageKind.MATMUL and s.body for s in stages):   # cuBLAS + epilogue, or all in tl.dot
+    if library_gemm_fits(stages):   # cuBLAS + epilogue, or all in tl.dot
         axes.update({"gemm_library": (start.gemm_library, not start.gemm_library), **AXES[StageKind.POINTWISE]})
     for stage in stages:
         axes.update(AXES.get(stage.kind, {}))
@@ -50,7 +50,7 @@ def space_for(stages: list[Stage], graph: OpGraph, gpu: bool, launch_bound: bool
 
 def default_config(stages: list[Stage], graph: OpGraph) -> Config:
     """Heuristics from the tutorials: wide rows get more warps, big GEMMs bigger tiles;
-    an fp32 GEMM with a chain after it starts on cuBLAS (exact fp32 `tl.dot` cannot use
+    fp32 GEMMs start on cuBLAS where a Triton kernel remains (exact fp32 `tl.dot` cannot use
     the tensor cores, measured at about 0.45x of cuBLAS on an H100)."""
     config = Config()
     rows = [s.shape[-1] for s in stages if s.kind is StageKind.ROWS]
@@ -62,10 +62,18 @@ def default_config(stages: list[Stage], graph: OpGraph) -> Config:
         config = replace(config, tile=3)
     elif gemms and min(shape[-1] for shape in gemms) < 32:
         config = replace(config, tile=7)
-    chained = [s for s in stages if s.kind is StageKind.MATMUL and s.body]
-    if chained and all(graph.node(s.anchor.refs[0]).dtype == torch.float32 for s in chained):
+    matmuls = [s for s in stages if s.kind is StageKind.MATMUL]
+    if library_gemm_fits(stages) and all(graph.node(s.anchor.refs[0]).dtype == torch.float32 for s in matmuls):
         config = replace(config, gemm_library=True)
     return config
+
+
+def library_gemm_fits(stages: list[Stage]) -> bool:
+    """Can the GEMMs go to cuBLAS and leave a Triton kernel in the program? Yes when some
+    GEMM has a chain after it, or another stage always holds a kernel (a row program)."""
+    kernels = (StageKind.POINTWISE, StageKind.ROWS, StageKind.REDUCE, StageKind.GROUP_NORM, StageKind.TOTAL)
+    return any(s.kind is StageKind.MATMUL for s in stages) and any(
+        s.kind in kernels or (s.kind is StageKind.MATMUL and s.body) for s in stages)
 
 
 def neighbours(config: Config, space: Space) -> list[Config]:

@@ -7,8 +7,8 @@ strides, so `x @ W.T` of a Linear and `a @ b.T` need no transposed copy; fp32 us
 run on the fp32 accumulator before the only store.
 
 With `config.gemm_library` the product runs on cuBLAS instead (bias included, through
-addmm's own epilogue) and the chain after it is one Triton epilogue over its output, as
-for convolutions: exact fp32 in `tl.dot` is the slow path on tensor-core GPUs, so for
+addmm's own epilogue) and the chain after it, if any, is one Triton epilogue over its
+output, as for convolutions: exact fp32 in `tl.dot` is the slow path on tensor-core GPUs, so for
 fp32 the search starts there and tries the `tl.dot` kernel as its neighbour.
 """
 import torch
@@ -43,8 +43,8 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     mode = mode_of(anchor, graph)
     a_name, b_name = anchor.refs[:2]
     bias = anchor.args[2] if mode == "linear" and len(anchor.args) > 2 and isinstance(anchor.args[2], Ref) else None
-    if config.gemm_library and stage.body:
-        return library.epilogue(stage, graph, config, name, _library_line(anchor, mode, bias, graph))
+    if config.gemm_library:     # with no chain after it, the product is just a line of the forward
+        return library.epilogue(stage, graph, config, name, _library_line(anchor, mode, bias, graph, bool(stage.body)))
     body = Body(stage, graph, "acc", (bias.name,) if bias is not None else ())
     kinds = body.kinds(stage.shape)
     lines = [f"{body.var[n]} = {EPILOGUE_LOADS[kinds[n]].format(p=body.var[n] + '_ptr')}{load_cast(graph.node(n))}"
@@ -62,11 +62,11 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
                    f"{', '.join(stage.outputs)} = {name}({', '.join(call_args)})", frozenset(body.helpers))
 
 
-def _library_line(anchor: OpNode, mode: str, bias: Ref | None, graph: OpGraph) -> str:
+def _library_line(anchor: OpNode, mode: str, bias: Ref | None, graph: OpGraph, chained: bool) -> str:
     a, b = (forward_expr(r, graph) for r in anchor.refs[:2])
     call = {"linear": f"F.linear({a}, {b}, {forward_expr(bias.name, graph) if bias else None})",
             "mm": f"torch.matmul({a}, {b})", "bmm": f"torch.bmm({a}, {b})"}[mode]
-    return f"{anchor.name} = {call}  # cuBLAS; the chain after it is the Triton epilogue"
+    return f"{anchor.name} = {call}  # cuBLAS" + ("; the chain after it is the Triton epilogue" if chained else "")
 
 
 def is_fp32(stage: Stage, graph: OpGraph) -> bool:
