@@ -69,11 +69,10 @@ def default_config(stages: list[Stage], graph: OpGraph) -> Config:
 
 
 def library_gemm_fits(stages: list[Stage]) -> bool:
-    """Can the GEMMs go to cuBLAS and leave a Triton kernel in the program? Yes when some
-    GEMM has a chain after it, or another stage always holds a kernel (a row program)."""
+    """Can the GEMMs go to cuBLAS and leave a Triton kernel in the program? Yes when a stage
+    always holds one (a row program) or a library op has a chain after it (the epilogue)."""
     kernels = (StageKind.POINTWISE, StageKind.ROWS, StageKind.REDUCE, StageKind.GROUP_NORM, StageKind.TOTAL)
-    return any(s.kind is StageKind.MATMUL for s in stages) and any(
-        s.kind in kernels or (s.kind is StageKind.MATMUL and s.body) for s in stages)
+    return any(s.kind is StageKind.MATMUL for s in stages) and any(s.kind in kernels or s.body for s in stages)
 
 
 def neighbours(config: Config, space: Space) -> list[Config]:
