@@ -17,7 +17,8 @@ from tools.problems import Problem
 
 LIMITS = {"batch_size": 2, "in_channels": 16, "out_channels": 16, "in_features": 64, "out_features": 64,
           "hidden_size": 64, "input_size": 64, "depth": 12, "height": 12, "width": 12, "D": 12, "H": 12, "W": 12,
-          "length": 12, "input_length": 12, "seq_len": 12, "height_in": 12, "width_in": 12, "depth_in": 12}
+          "length": 12, "input_length": 12, "seq_len": 12, "height_in": 12, "width_in": 12, "depth_in": 12,
+          "channels": 16, "features": 16, "sequence_length": 41, "dim1": 13, "dim2": 12, "dim3": 11}
 
 
 def shrink(problem: Problem) -> Problem:

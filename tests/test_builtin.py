@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from agent.builtin import BuiltinPolicy
-from agent.builtin.analysis import Work, launch_bound
+from agent.builtin.analysis import Work, flops, launch_bound
 from agent.builtin.capture import capture
 from agent.builtin.partition import StageKind
 from agent.builtin.plans.common import Config
@@ -141,7 +141,29 @@ EXTRA = {  # KernelBench level-2 shapes of work beyond our suite: forward body, 
     "conv1d_batchnorm_tanh": ("return torch.tanh(self.bn(self.conv(x)))", "torch.rand(4, 3, 30)", "3, 6",
                               ["conv", "torch"], "self.conv = nn.Conv1d(a, b, 3)\n        self.bn = nn.BatchNorm1d(b)"),
     "maxpool_mish": ("return F.mish(self.pool(self.conv(x) - 0.5))", "torch.rand(2, 3, 11, 9)", "3, 5",
-                     ["conv", "torch"], "self.conv = nn.Conv2d(a, b, 3)\n        self.pool = nn.MaxPool2d(2)"),
+                     ["conv", "pool"], "self.conv = nn.Conv2d(a, b, 3)\n        self.pool = nn.MaxPool2d(2)"),
+    # pooling (KernelBench level 1 problems 41-46): odd sizes, so windows hang over every edge
+    "maxpool1d_dilated_ceil": ("return self.pool(x)", "torch.randn(2, 3, 29)", "0, 0", ["pool"],
+                               "self.pool = nn.MaxPool1d(4, stride=3, padding=2, dilation=2, ceil_mode=True)"),
+    "maxpool2d_strided": ("return self.pool(x)", "torch.randn(2, 3, 13, 11)", "0, 0", ["pool"],
+                          "self.pool = nn.MaxPool2d((3, 2), stride=(2, 1), padding=1)"),
+    "maxpool3d_functional": ("return F.max_pool3d(x, 3, 2, 1, 2)", "torch.randn(2, 3, 9, 10, 11)", "0, 0", ["pool"],
+                             "pass"),
+    "avgpool2d_padded": ("return self.pool(x)", "torch.randn(2, 3, 13, 11)", "0, 0", ["pool"],
+                         "self.pool = nn.AvgPool2d(3, stride=2, padding=1)"),
+    "avgpool2d_padding_excluded": ("return self.pool(x)", "torch.randn(2, 3, 13, 11)", "0, 0", ["pool"],
+                                   "self.pool = nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False)"),
+    "avgpool1d_ceil": ("return F.avg_pool1d(x, 4, 3, 1, True)", "torch.randn(2, 3, 30)", "0, 0", ["pool"], "pass"),
+    "avgpool3d": ("return self.pool(x)", "torch.randn(2, 3, 7, 8, 9)", "0, 0", ["pool"], "self.pool = nn.AvgPool3d(2)"),
+    "maxpool_relu_scale": ("return torch.relu(self.pool(x) - 0.5) * self.scale", "torch.rand(2, 5, 13, 11)", "0, 5",
+                           ["pool"], "self.pool = nn.MaxPool2d(3, 2)\n        self.scale = nn.Parameter(torch.randn(b, 1, 1))"),
+    "avgpool_stored_twice": ("p = self.pool(x)\n        return torch.relu(p) * p.sum(dim=-1, keepdim=True)",
+                             "torch.randn(2, 3, 9, 9)", "0, 0", ["pool", "rows"], "self.pool = nn.AvgPool2d(2, 1)"),
+    # what the pool plan leaves to PyTorch: indices, a divisor override
+    "maxpool_indices": ("return self.pool(x)[0] * 2.0", "torch.rand(2, 3, 9, 9)", "0, 0", ["torch", "torch"],
+                        "self.pool = nn.MaxPool2d(2, return_indices=True)"),
+    "avgpool_divisor_override": ("return torch.relu(F.avg_pool2d(x, 3, 2, 1, divisor_override=4))",
+                                 "torch.randn(2, 3, 9, 9)", "0, 0", ["torch"], "pass"),
     "channel_softmax_scale": ("return torch.softmax(x, dim=1) * self.scale", "torch.rand(2, 5, 4, 6)", "0, 5",
                               ["torch"], "self.scale = nn.Parameter(torch.randn(b, 1, 1))"),
     "plane_centering": ("return x - x.mean(dim=(2, 3), keepdim=True)", "torch.randn(2, 5, 4, 6)", "0, 0",
@@ -149,12 +171,18 @@ EXTRA = {  # KernelBench level-2 shapes of work beyond our suite: forward body, 
     "shape_unpack_softmax": ("b, c, h, w = x.shape\n        return torch.softmax(x.view(b, c, -1), dim=2).view(b, c, h, w)",
                              "torch.randn(2, 3, 4, 5)", "0, 0",
                              ["torch"] * 5 + ["view", "rows", "view"], "pass"),
+    "exclusive_cumsum": ("c = torch.cumsum(x.narrow(dim=1, start=0, length=x.size(1) - 1), dim=1)\n        "
+                         "return torch.cat((torch.zeros_like(x.select(1, 0).unsqueeze(1)), c), dim=1)",
+                         "torch.rand(6, 37)", "0, 0", ["view", "torch", "torch", "rows", "torch", "view", "torch", "torch"],
+                         "pass"),
+    "gemm_batchnorm_relu": ("return torch.relu(self.bn(self.linear(x)))", "torch.randn(16, 40)", "40, 24",
+                            ["matmul", "torch"], "self.linear = nn.Linear(a, b)\n        self.bn = nn.BatchNorm1d(b)"),
     "gemm_logsumexp": ("return torch.logsumexp(self.linear(x), dim=1, keepdim=True)", "torch.randn(9, 40)", "40, 24",
                        ["matmul", "rows"], "self.linear = nn.Linear(a, b)"),
 }
 
 
-LONE_POOL = ("return self.pool(x)", "torch.rand(2, 3, 8, 8)", "0, 0", None, "self.pool = nn.MaxPool2d(2)")
+LONE_BATCHNORM = ("return self.bn(x)", "torch.rand(2, 3, 8, 8)", "3, 0", None, "self.bn = nn.BatchNorm2d(a)")
 
 
 def extra_problem(tmp_path, name: str, spec: tuple | None = None):
@@ -189,16 +217,27 @@ def test_level2_shapes_of_work(name, tmp_path, evaluator):
 
 
 def test_ops_kept_in_pytorch_are_written_as_the_reference_wrote_them_and_named(tmp_path):
-    problem = extra_problem(tmp_path, "maxpool_mish")
+    problem = extra_problem(tmp_path, "conv1d_batchnorm_tanh")
     kept = [s.anchor for s in make_plan(problem).stages if s.kind is StageKind.TORCH]
-    assert [n.kept.render(["y"]) for n in kept] == ["self.pool(y)"]
-    assert "pool = self.pool(sub)  # kept in PyTorch" in BuiltinPolicy().source(problem, Config())
+    assert [n.kept.render(["y"]) for n in kept] == ["self.bn(y)"]
+    assert "bn = self.bn(conv)  # kept in PyTorch" in BuiltinPolicy().source(problem, Config())
     turn = first_turn(BuiltinPolicy(), problem)
-    assert "Kept in PyTorch as the reference wrote them (no Triton plan): `pool` (self.pool)" in turn.text
+    assert "Kept in PyTorch as the reference wrote them (no Triton plan): `bn` (self.bn)" in turn.text
+
+
+def test_pools_are_captured_with_pytorch_defaults_and_counted_per_tap(tmp_path):
+    problem = extra_problem(tmp_path, "maxpool_mish")
+    pool = next(s for s in make_plan(problem).stages if s.kind is StageKind.POOL)
+    assert pool.anchor.attrs == {"dims": 2, "kernel": (2, 2), "stride": (2, 2), "padding": (0, 0), "dilation": (1, 1),
+                                 "ceil_mode": False, "count_include_pad": True, "divisor_override": None,
+                                 "return_indices": False}
+    assert [n.op for n in pool.body] == ["mish"] and pool.anchor.kept.render(["y"]) == "self.pool(y)"
+    graph = capture(problem)
+    assert flops(graph.node("pool"), graph) == 4 * graph.node("pool").numel
 
 
 def test_a_forward_with_nothing_for_triton_gets_no_kernel(tmp_path):
-    turn = first_turn(BuiltinPolicy(), extra_problem(tmp_path, "lone_pool", LONE_POOL))
+    turn = first_turn(BuiltinPolicy(), extra_problem(tmp_path, "lone_batchnorm", LONE_BATCHNORM))
     assert not turn.tool_calls and "no op of this forward has a Triton plan" in turn.text
 
 
@@ -304,6 +343,17 @@ def test_fp32_gemm_with_a_chain_starts_on_cublas_and_measures_tl_dot_next(evalua
         nxt = json.loads(first_turn(policy, problem, GPU, both).tool_calls[0].arguments)["code"]
         assert nxt not in (library, dot) and "F.linear(" in nxt
         both.append(Attempt(1, "benchmark", 3, nxt, EvalStatus.CORRECT, 2.0, 0.5, 0.5))
+
+
+@pytest.mark.parametrize("name", ["gemm_logsumexp", "gemm_batchnorm_relu"])
+def test_a_bare_fp32_gemm_goes_to_cublas_when_a_triton_kernel_remains(name, tmp_path, evaluator):
+    problem = extra_problem(tmp_path, name)
+    plan = make_plan(problem)
+    start = space_for(list(plan.stages), plan.graph, True, False).start
+    source = BuiltinPolicy().source(problem, start)
+    assert start.gemm_library and "F.linear(x, self.linear.weight, self.linear.bias)  # cuBLAS" in source
+    assert "tl.dot" not in source and "@triton.jit" in source
+    assert evaluator.evaluate(problem, source).status is EvalStatus.CORRECT
 
 
 def test_search_walks_to_neighbours_of_the_fastest():

@@ -5,6 +5,7 @@ come in as numbers (measured by `tools/roofline.py` on a GPU, absent on CPU).
 
     text = analysis_text(Work.of(graph, stages), graph, stages, device, ceilings=None, notes=[])
 """
+import math
 from dataclasses import dataclass
 
 from agent.builtin import ops
@@ -24,14 +25,16 @@ def nbytes(node: OpNode) -> int:
 
 def flops(node: OpNode, graph: OpGraph) -> float:
     """FLOPs of one op: 2MNK for matmuls, 2 * out * (Cin/groups) * kernel taps for convs,
-    about one per element and op otherwise (transcendentals counted as one; ops kept in
-    PyTorch too, a lower bound for a pooling window)."""
+    one per output element and window tap for pools, about one per element and op otherwise
+    (transcendentals counted as one; ops kept in PyTorch too, a lower bound for them)."""
     if node.op in ops.MATMULS:
         k = graph.node(node.refs[0]).shape[-1]
         return 2.0 * node.numel * k
     if node.op in ops.CONVS:        # each output (input, when transposed) meets Cin/groups (Cout/groups) * kernel taps
         taps = graph.node(node.refs[1]).numel // graph.node(node.refs[1]).shape[0]
         return 2.0 * (graph.node(node.refs[0]).numel if "transpose" in node.op else node.numel) * taps
+    if node.op in ops.POOLS:
+        return float(node.numel * math.prod(node.attrs["kernel"]))
     if node.op in ops.VIEWS or node.op in ("input", "param"):
         return 0.0
     source = max((graph.node(r).numel for r in node.refs), default=node.numel)

@@ -224,6 +224,11 @@ def _convert_node(node: fx.Node, modules: dict, traced: fx.GraphModule) -> list[
         return f"{node.name}: indexing (getitem) is not supported by the built-in plans"
     if name in ("max", "min") and len(node.args) == 2 and isinstance(node.args[1], fx.Node):
         return [OpNode(node.name, {"max": "maximum", "min": "minimum"}[name], _refs(node.args), {}, shape, dtype)]
+    if name in POOL_FUNCTIONS:
+        kind, dims = POOL_FUNCTIONS[name]
+        bound = dict(zip(POOL_SIGNATURES[kind], node.args[1:]))
+        bound.update(node.kwargs)
+        return _pool(node, kind, dims, bound, shape, dtype)
     return [_bind(node, name, shape, dtype)]
 
 
@@ -267,6 +272,10 @@ def _convert_module(node: fx.Node, module: nn.Module, shape, dtype) -> list[OpNo
         return [OpNode(node.name, op, x, attrs, shape, dtype)]
     if isinstance(module, nn.Dropout) and module.p == 0.0:
         return [OpNode(node.name, "identity", x, {}, shape, dtype)]
+    if kind in POOL_MODULES:
+        pool, dims = POOL_MODULES[kind]
+        return _pool(node, pool, dims, {k: getattr(module, k) for k in POOL_SIGNATURES[pool] if hasattr(module, k)},
+                     shape, dtype)
     layered = {nn.Linear: "linear", nn.LayerNorm: "layer_norm", nn.GroupNorm: "group_norm", **CONV_MODULES}
     if kind not in layered:
         return f"{node.name}: module {kind.__name__} ({node.target}) is not supported by the built-in plans"
@@ -293,3 +302,35 @@ def _layer(node: fx.Node, module: nn.Module, op: str, shape, dtype) -> list[OpNo
         attrs = {"num_groups": module.num_groups, "eps": module.eps}
     args = (Ref(node.args[0].name),) + tuple(Ref(p.name) if p else None for p in params)
     return [p for p in params if p] + [OpNode(node.name, op, args, attrs, shape, dtype)]
+
+
+POOL_MODULES = {nn.MaxPool1d: ("max_pool", 1), nn.MaxPool2d: ("max_pool", 2), nn.MaxPool3d: ("max_pool", 3),
+                nn.AvgPool1d: ("avg_pool", 1), nn.AvgPool2d: ("avg_pool", 2), nn.AvgPool3d: ("avg_pool", 3)}
+POOL_FUNCTIONS = {f"{kind.split('_')[0]}_pool{dims}d": (kind, dims) for kind, dims in POOL_MODULES.values()}
+# F.max_poolNd / torch.max_poolNd and F.avg_poolNd / torch.avg_poolNd, after the input, in positional order
+POOL_SIGNATURES = {"max_pool": ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+                   "avg_pool": ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                                "divisor_override")}
+
+
+def _pool(node: fx.Node, op: str, dims: int, bound: dict, shape, dtype) -> list[OpNode] | str:
+    """A pooling layer or call as op "max_pool" / "avg_pool" with every size a tuple of `dims`
+    ints (stride defaults to the kernel, as in PyTorch); the plan decides what it supports."""
+    if any(isinstance(v, fx.Node) for v in bound.values()):
+        return f"{node.name}: {op} with a size computed in forward"
+    tuples = {k: _per_dim(bound.get(k, default), dims)
+              for k, default in (("kernel_size", None), ("padding", 0), ("dilation", 1))}
+    stride = bound.get("stride")
+    attrs = {"dims": dims, "kernel": tuples["kernel_size"],
+             "stride": tuples["kernel_size"] if stride in (None, (), []) else _per_dim(stride, dims),
+             "padding": tuples["padding"], "dilation": tuples["dilation"],
+             "ceil_mode": bool(bound.get("ceil_mode", False)),
+             "count_include_pad": bool(bound.get("count_include_pad", True)),
+             "divisor_override": bound.get("divisor_override"), "return_indices": bool(bound.get("return_indices"))}
+    return [OpNode(node.name, op, _refs(node.args[:1]), attrs, shape, dtype)]
+
+
+def _per_dim(value, dims: int) -> tuple[int, ...]:
+    """An int or a sequence of ints, as a tuple of `dims` ints (PyTorch's `_ntuple`)."""
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value,) * dims
+    return values * dims if len(values) == 1 else values

@@ -19,6 +19,7 @@ TOTALS = {"sum", "mean", "amax", "amin", "max", "min", "norm"}    # over every e
 MATMULS = {"matmul", "mm", "bmm", "linear"}
 CONVS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
 GROUP_NORMS = {"group_norm"}
+POOLS = {"max_pool", "avg_pool"}   # over 1, 2 or 3 trailing spatial dims, window sizes as attrs
 HELPERS = {"tanh": "_tanh", "gelu_tanh": "_tanh", "mish": "_tanh"}   # ops whose expression calls a jit helper
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)

@@ -2,8 +2,8 @@
 
 A stage is anchored by the op that shapes its kernel — a matmul, a convolution (kept on
 cuDNN), a reduction over the last dim (a row program), a reduction over another dim, a
-group norm, an op no plan covers (kept in PyTorch as the reference wrote it) — or is a
-pointwise chain; the pointwise ops that follow an anchor join it as its epilogue, and a
+group norm, a max or average pool, an op no plan covers (kept in PyTorch as the reference
+wrote it) — or is a pointwise chain; the pointwise ops that follow an anchor join it as its epilogue, and a
 pointwise chain that feeds a row reduction joins the row program as its prologue. Values a stage computes are stored only when something outside it reads
 them. Anything no stage can hold raises `Unsupported` with a plain sentence.
 
@@ -26,6 +26,7 @@ class StageKind(StrEnum):
     ROWS = "rows"               # one program per row of the last dim: reductions, softmax, norms, scans
     REDUCE = "reduce"           # a reduction over a dim that is not the last
     GROUP_NORM = "group_norm"   # group norm, looping over each (sample, group) slice
+    POOL = "pool"               # max or average pooling, one output element per lane, then its epilogue
     MATMUL = "matmul"           # tl.dot GEMM with its epilogue
     CONV = "conv"               # cuDNN convolution, then a Triton epilogue
     TOTAL = "total"             # a reduction over every element to one value (losses, norms)
@@ -121,6 +122,8 @@ def _planned(node: OpNode, graph: OpGraph) -> Stage:
     if op in ops.VIEWS:
         return Stage(StageKind.VIEW, node.shape or (), node)
     if ops.is_pointwise(op):
+        if node.shape is None:
+            raise Unsupported(f"{node.name}: {op} of Python scalars (no tensor to write a kernel over)")
         _check_pointwise(node)
         return Stage(StageKind.POINTWISE, node.shape, None, [node])
     if op in ops.ROW_REDUCTIONS | ops.ROW_MAPS:
@@ -146,6 +149,9 @@ def _planned(node: OpNode, graph: OpGraph) -> Stage:
         return Stage(StageKind.CONV, node.shape, node)
     if op in ops.GROUP_NORMS:
         return Stage(StageKind.GROUP_NORM, node.shape, node)
+    if op in ops.POOLS:
+        _check_pool(node, graph)
+        return Stage(StageKind.POOL, node.shape, node)
     raise Unsupported(f"{node.name}: op {op!r} has no built-in plan")
 
 
@@ -153,6 +159,19 @@ def _check_row(node: OpNode, row_shape: tuple[int, ...]) -> None:
     if row_shape[-1] > ops.MAX_ROW:
         raise Unsupported(f"{node.name}: rows of {row_shape[-1]} elements (the row program holds at most "
                           f"{ops.MAX_ROW} in registers)")
+
+
+def _check_pool(node: OpNode, graph: OpGraph) -> None:
+    """The pool plan computes values only, with PyTorch's own divisor; the rest stays in PyTorch."""
+    a, source = node.attrs, graph.node(node.refs[0])
+    if a["return_indices"]:
+        raise Unsupported(f"{node.name}: {node.op} with return_indices=True")
+    if a["divisor_override"] is not None:
+        raise Unsupported(f"{node.name}: {node.op} with divisor_override={a['divisor_override']!r}")
+    if not (source.dtype and source.dtype.is_floating_point and node.dtype and node.dtype.is_floating_point):
+        raise Unsupported(f"{node.name}: {node.op} of a {source.dtype} tensor")
+    if source.shape is None or len(source.shape) <= a["dims"]:
+        raise Unsupported(f"{node.name}: {node.op} over {a['dims']} dims of a rank-{len(source.shape or ())} tensor")
 
 
 def _check_pointwise(node: OpNode) -> None:

@@ -24,9 +24,10 @@ AXES = {
     StageKind.ROWS: {"row_warps": (1, 2, 4, 8, 16, 32)},
     StageKind.REDUCE: {"reduce_block": (8, 16, 32, 64, 128), "reduce_inner": (16, 32, 64, 128, 256),
                        "warps": (2, 4, 8, 16)},
-    StageKind.GROUP_NORM: {"gn_block": (512, 1024, 2048, 4096, 8192), "warps": (2, 4, 8, 16)},
+    StageKind.GROUP_NORM: {"gn_block": (64, 128, 256, 512, 1024, 2048, 4096, 8192), "warps": (2, 4, 8, 16)},
     StageKind.MATMUL: {"tile": tuple(range(len(MATMUL_TILES)))},
     StageKind.TOTAL: {"block": (256, 512, 1024, 2048, 4096, 8192), "warps": (2, 4, 8, 16)},
+    StageKind.POOL: {"block": (128, 256, 512, 1024, 2048, 4096), "warps": (2, 4, 8, 16)},
 }
 
 
@@ -49,7 +50,8 @@ def space_for(stages: list[Stage], graph: OpGraph, gpu: bool, launch_bound: bool
 
 
 def default_config(stages: list[Stage], graph: OpGraph) -> Config:
-    """Heuristics from the tutorials: wide rows get more warps, big GEMMs bigger tiles;
+    """Heuristics from the tutorials: wide rows get more warps, big GEMMs bigger tiles, short
+    group-norm slices shorter blocks;
     fp32 GEMMs start on cuBLAS where a Triton kernel remains (exact fp32 `tl.dot` cannot use
     the tensor cores, measured at about 0.45x of cuBLAS on an H100)."""
     config = Config()
@@ -62,16 +64,28 @@ def default_config(stages: list[Stage], graph: OpGraph) -> Config:
         config = replace(config, tile=3)
     elif gemms and min(shape[-1] for shape in gemms) < 32:
         config = replace(config, tile=7)
+    slices = [group_slice(s) for s in stages if s.kind is StageKind.GROUP_NORM]
+    if slices:          # a block no longer than the (sample, group) slice: no lanes masked off on every pass
+        config = replace(config, gn_block=min(config.gn_block, max(64, 1 << (max(slices) - 1).bit_length())))
     matmuls = [s for s in stages if s.kind is StageKind.MATMUL]
     if library_gemm_fits(stages) and all(graph.node(s.anchor.refs[0]).dtype == torch.float32 for s in matmuls):
         config = replace(config, gemm_library=True)
     return config
 
 
+def group_slice(stage: Stage) -> int:
+    """Elements in one (sample, group) slice of a group norm's (N, C, *spatial) output."""
+    count = stage.shape[1] // stage.anchor.attrs["num_groups"]
+    for dim in stage.shape[2:]:
+        count *= dim
+    return count
+
+
 def library_gemm_fits(stages: list[Stage]) -> bool:
     """Can the GEMMs go to cuBLAS and leave a Triton kernel in the program? Yes when a stage
     always holds one (a row program) or a library op has a chain after it (the epilogue)."""
-    kernels = (StageKind.POINTWISE, StageKind.ROWS, StageKind.REDUCE, StageKind.GROUP_NORM, StageKind.TOTAL)
+    kernels = (StageKind.POINTWISE, StageKind.ROWS, StageKind.REDUCE, StageKind.GROUP_NORM, StageKind.TOTAL,
+               StageKind.POOL)
     return any(s.kind is StageKind.MATMUL for s in stages) and any(s.kind in kernels or s.body for s in stages)
 
 

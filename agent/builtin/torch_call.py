@@ -1,7 +1,7 @@
 """An fx node rendered back to the torch expression the reference wrote.
 
 The built-in plans have no Triton kernel for some ops (a transposed convolution, a
-pooling layer, batch norm in training mode, a softmax across channels). Such an op is
+pool returning indices, batch norm in training mode, a softmax across channels). Such an op is
 kept in PyTorch exactly as the reference calls it, and what follows it is fused into a
 Triton epilogue; the analysis names every op kept this way. The expression is a
 template over the node's tensor arguments, so the program can name them the way

@@ -1,6 +1,6 @@
-"""Plan: an op kept in PyTorch exactly as the reference calls it (a pooling layer, batch
-norm, a transposed convolution's bias-free call, a softmax across channels), with the
-pointwise chain that follows it fused into one Triton epilogue over its output.
+"""Plan: an op kept in PyTorch exactly as the reference calls it (batch norm, a pool that
+returns indices, a transposed convolution's bias-free call, a softmax across channels),
+with the pointwise chain that follows it fused into one Triton epilogue over its output.
 
 Eager reads and writes the op's output once more for every later elementwise op; here
 the chain is one pass. With no chain after it the op is just a line of the forward, and

@@ -13,14 +13,14 @@ import textwrap
 
 from agent.builtin.capture import OpGraph, Ref
 from agent.builtin.partition import Stage, StageKind, Unsupported
-from agent.builtin.plans import conv, groupnorm, library, matmul, pointwise, reduce, rows, total
+from agent.builtin.plans import conv, groupnorm, library, matmul, pointwise, pool, reduce, rows, total
 from agent.builtin.plans.common import Config, forward_expr, slug
 from agent.builtin.ops import TANH_HELPER
 from tools.problems import Problem
 
 EMITTERS = {StageKind.POINTWISE: pointwise.emit, StageKind.ROWS: rows.emit, StageKind.REDUCE: reduce.emit,
             StageKind.GROUP_NORM: groupnorm.emit, StageKind.MATMUL: matmul.emit, StageKind.CONV: conv.emit,
-            StageKind.TOTAL: total.emit, StageKind.TORCH: library.emit}
+            StageKind.TOTAL: total.emit, StageKind.POOL: pool.emit, StageKind.TORCH: library.emit}
 HEADER = '''"""{title}
 
 Written by kernelpilot's built-in policy (no LLM): the reference forward was captured
