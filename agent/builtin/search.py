@@ -11,23 +11,24 @@ to it (measured runtimes keyed by configuration), so it is deterministic.
 """
 from dataclasses import dataclass, replace
 
-import torch
-
 from agent.builtin.capture import OpGraph
 from agent.builtin.partition import Stage, StageKind
+from agent.builtin.plans import matmul
 from agent.builtin.plans.common import MATMUL_TILES, Config
 
+# kernels that give each lane one element: pointwise chains, epilogues, totals, pools
+ELEMENTWISE = {"block": (256, 512, 1024, 2048, 4096, 8192), "warps": (2, 4, 8, 16)}
 AXES = {
-    StageKind.POINTWISE: {"block": (256, 512, 1024, 2048, 4096, 8192), "warps": (2, 4, 8, 16)},
-    StageKind.CONV: {"block": (256, 512, 1024, 2048, 4096, 8192), "warps": (2, 4, 8, 16)},
-    StageKind.TORCH: {"block": (256, 512, 1024, 2048, 4096, 8192), "warps": (2, 4, 8, 16)},
+    StageKind.POINTWISE: ELEMENTWISE,
+    StageKind.CONV: ELEMENTWISE,
+    StageKind.TORCH: ELEMENTWISE,
     StageKind.ROWS: {"row_warps": (1, 2, 4, 8, 16, 32)},
     StageKind.REDUCE: {"reduce_block": (8, 16, 32, 64, 128), "reduce_inner": (16, 32, 64, 128, 256),
                        "warps": (2, 4, 8, 16)},
     StageKind.GROUP_NORM: {"gn_block": (64, 128, 256, 512, 1024, 2048, 4096, 8192), "warps": (2, 4, 8, 16)},
     StageKind.MATMUL: {"tile": tuple(range(len(MATMUL_TILES)))},
-    StageKind.TOTAL: {"block": (256, 512, 1024, 2048, 4096, 8192), "warps": (2, 4, 8, 16)},
-    StageKind.POOL: {"block": (128, 256, 512, 1024, 2048, 4096), "warps": (2, 4, 8, 16)},
+    StageKind.TOTAL: ELEMENTWISE,
+    StageKind.POOL: ELEMENTWISE,
 }
 
 
@@ -41,7 +42,7 @@ def space_for(stages: list[Stage], graph: OpGraph, gpu: bool, launch_bound: bool
     axes: dict[str, tuple] = {}
     start = default_config(stages, graph)
     if library_gemm_fits(stages):   # cuBLAS + epilogue, or all in tl.dot
-        axes.update({"gemm_library": (start.gemm_library, not start.gemm_library), **AXES[StageKind.POINTWISE]})
+        axes.update({"gemm_library": (start.gemm_library, not start.gemm_library), **ELEMENTWISE})
     for stage in stages:
         axes.update(AXES.get(stage.kind, {}))
     if gpu and launch_bound:        # launches dominate: the CUDA graph is the first neighbour tried
@@ -51,9 +52,8 @@ def space_for(stages: list[Stage], graph: OpGraph, gpu: bool, launch_bound: bool
 
 def default_config(stages: list[Stage], graph: OpGraph) -> Config:
     """Heuristics from the tutorials: wide rows get more warps, big GEMMs bigger tiles, short
-    group-norm slices shorter blocks;
-    fp32 GEMMs start on cuBLAS where a Triton kernel remains (exact fp32 `tl.dot` cannot use
-    the tensor cores, measured at about 0.45x of cuBLAS on an H100)."""
+    group-norm slices shorter blocks; fp32 GEMMs start on cuBLAS where a Triton kernel
+    remains (exact fp32 `tl.dot` has no tensor cores: 0.45x of cuBLAS on an H100)."""
     config = Config()
     rows = [s.shape[-1] for s in stages if s.kind is StageKind.ROWS]
     if rows:
@@ -68,7 +68,7 @@ def default_config(stages: list[Stage], graph: OpGraph) -> Config:
     if slices:          # a block no longer than the (sample, group) slice: no lanes masked off on every pass
         config = replace(config, gn_block=min(config.gn_block, max(64, 1 << (max(slices) - 1).bit_length())))
     matmuls = [s for s in stages if s.kind is StageKind.MATMUL]
-    if library_gemm_fits(stages) and all(graph.node(s.anchor.refs[0]).dtype == torch.float32 for s in matmuls):
+    if library_gemm_fits(stages) and all(matmul.is_fp32(s, graph) for s in matmuls):
         config = replace(config, gemm_library=True)
     return config
 

@@ -8,8 +8,8 @@ run on the fp32 accumulator before the only store.
 
 With `config.gemm_library` the product runs on cuBLAS instead (bias included, through
 addmm's own epilogue) and the chain after it, if any, is one Triton epilogue over its
-output, as for convolutions: exact fp32 in `tl.dot` is the slow path on tensor-core GPUs, so for
-fp32 the search starts there and tries the `tl.dot` kernel as its neighbour.
+output, as for convolutions. Exact fp32 `tl.dot` has no tensor cores, so in fp32 the
+search starts on cuBLAS and tries the `tl.dot` kernel as its neighbour.
 """
 import torch
 
