@@ -3,8 +3,9 @@
 A stage is anchored by the op that shapes its kernel — a matmul, a convolution (kept on
 cuDNN), a reduction over the last dim (a row program), a reduction over another dim, a
 group norm, a max or average pool, an op no plan covers (kept in PyTorch as the reference
-wrote it) — or is a pointwise chain; the pointwise ops that follow an anchor join it as its epilogue, and a
-pointwise chain that feeds a row reduction joins the row program as its prologue. Values a stage computes are stored only when something outside it reads
+wrote it) — or is a pointwise chain. The pointwise ops that follow an anchor join it as
+its epilogue, and a pointwise chain that feeds a row reduction joins the row program as
+its prologue. Values a stage computes are stored only when something outside it reads
 them. Anything no stage can hold raises `Unsupported` with a plain sentence.
 
     stages = partition(rewrite(capture(problem)))
