@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from agent.builtin import ops
 from agent.builtin.capture import OpGraph, OpNode
 from agent.builtin.partition import Stage, StageKind
-from agent.builtin.search import library_gemm_fits
+from agent.builtin.search import library_fits
 from tools.device import DeviceInfo
 
 HEADING = "## Performance analysis"
@@ -95,10 +95,16 @@ def analysis_text(work: Work, graph: OpGraph, stages: list[Stage], device: Devic
     if kept:
         lines.append("Kept in PyTorch as the reference wrote them (no Triton plan): "
                      + ", ".join(f"`{n.name}` ({_label(n)})" for n in kept) + ".")
-    if library_gemm_fits(stages):
+    if library_fits(stages, StageKind.MATMUL):
         lines.append("GEMMs: in fp32 the search starts with the product on cuBLAS and any chain after it as one Triton "
                      "epilogue (exact fp32 `tl.dot` has no tensor cores), in other dtypes with `tl.dot` and the chain "
                      "on its accumulator; the other variant is the next one it measures.")
+    if library_fits(stages, StageKind.CONV):
+        lines.append("Convolutions: the search starts with cuDNN and the chain after it as one Triton epilogue; a "
+                     "Triton implicit-GEMM convolution with the chain fused is the next variant it measures.")
+    elif any(s.kind is StageKind.CONV for s in stages):
+        lines.append("Convolutions: nothing else here needs a kernel, so the convolution itself is a Triton "
+                     "implicit GEMM (exact fp32 `tl.dot`), measured against cuDNN.")
     lines += [f"- rewrite: {note}" for note in notes]
     return "\n".join(lines)
 

@@ -276,10 +276,31 @@ def _convert_module(node: fx.Node, module: nn.Module, shape, dtype) -> list[OpNo
         pool, dims = POOL_MODULES[kind]
         return _pool(node, pool, dims, {k: getattr(module, k) for k in POOL_SIGNATURES[pool] if hasattr(module, k)},
                      shape, dtype)
+    if kind in INSTANCE_NORMS and not module.affine and not module.track_running_stats:
+        return _instance_norm(node, module, shape, dtype)
     layered = {nn.Linear: "linear", nn.LayerNorm: "layer_norm", nn.GroupNorm: "group_norm", **CONV_MODULES}
     if kind not in layered:
         return f"{node.name}: module {kind.__name__} ({node.target}) is not supported by the built-in plans"
     return _layer(node, module, layered[kind], shape, dtype)
+
+
+INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+
+
+def _instance_norm(node: fx.Node, module: nn.Module, shape, dtype) -> list[OpNode] | str:
+    """Instance norm without affine or running stats (its statistics are always the
+    sample's own) normalises each (sample, channel) plane: a layer norm over the plane,
+    seen as the last dim of an (N, C, H*W) view."""
+    if shape is None or len(shape) < 3:
+        return f"{node.name}: instance norm of a rank-{len(shape or ())} tensor"
+    plane = 1
+    for d in shape[2:]:
+        plane *= d
+    rows = tuple(shape[:2]) + (plane,)
+    flat = OpNode(f"{node.name}_planes", "view", _refs(node.args[:1]), {"dims": rows}, rows, dtype)
+    norm = OpNode(f"{node.name}_rows", "layer_norm", (Ref(flat.name),), {"normalized_shape": (plane,),
+                                                                       "eps": module.eps}, rows, dtype)
+    return [flat, norm, OpNode(node.name, "view", (Ref(norm.name),), {"dims": tuple(shape)}, tuple(shape), dtype)]
 
 
 def _layer(node: fx.Node, module: nn.Module, op: str, shape, dtype) -> list[OpNode] | str:

@@ -15,6 +15,8 @@ ROW_REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin
 ROW_MAPS = {"softmax", "log_softmax", "layer_norm", "cumsum", "cumprod"}
 STRIDED_REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin"}   # over a dim not the last
 MAX_ROW = 65536             # the longest row a row program holds in registers
+LOOPED_ROW_OPS = {"sum", "mean", "amax", "amin", "norm", "logsumexp", "softmax", "log_softmax", "layer_norm"}
+# ^ what a row program that walks its row in steps computes (longer rows); scans and arg-reductions need the whole row
 TOTALS = {"sum", "mean", "amax", "amin", "max", "min", "norm"}    # over every element, when dim is None
 MATMULS = {"matmul", "mm", "bmm", "linear"}
 CONVS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}

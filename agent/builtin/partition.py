@@ -157,9 +157,17 @@ def _planned(node: OpNode, graph: OpGraph) -> Stage:
 
 
 def _check_row(node: OpNode, row_shape: tuple[int, ...]) -> None:
-    if row_shape[-1] > ops.MAX_ROW:
-        raise Unsupported(f"{node.name}: rows of {row_shape[-1]} elements (the row program holds at most "
-                          f"{ops.MAX_ROW} in registers)")
+    if row_shape[-1] > ops.MAX_ROW and node.op not in ops.LOOPED_ROW_OPS:
+        raise Unsupported(f"{node.name}: {node.op} over rows of {row_shape[-1]} elements (a row program holds at "
+                          f"most {ops.MAX_ROW} in registers, and a walking one does no scans or arg-reductions)")
+
+
+def _fits_row(stage: Stage, node: OpNode) -> bool:
+    """Rows up to MAX_ROW are held whole; longer ones are walked, which only some row ops allow."""
+    if stage.shape[-1] <= ops.MAX_ROW:
+        return True
+    row_ops = [n for n in stage.body + [node] if n.op in ops.ROW_REDUCTIONS | ops.ROW_MAPS]
+    return all(n.op in ops.LOOPED_ROW_OPS for n in row_ops)
 
 
 def _check_pool(node: OpNode, graph: OpGraph) -> None:
@@ -199,7 +207,7 @@ def _absorb(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
         source = graph.node(node.refs[0])
         along_a_dim = node.attrs.get("dim") is not None or node.op == "layer_norm"
         if along_a_dim and source.name in stage.names and source.shape == stage.shape and last_dim(node, graph) \
-                and stage.shape[-1] <= ops.MAX_ROW and node.op not in ("max", "min"):
+                and _fits_row(stage, node) and node.op not in ("max", "min"):
             stage.kind = StageKind.ROWS            # a pointwise chain becomes the row program's prologue
             stage.body.append(node)
             return True

@@ -59,7 +59,7 @@ def make_plan(problem: Problem) -> Plan:
     try:
         graph, notes = rewrite(capture(problem))
         stages = partition(graph)
-        build_source(problem, graph, stages, Config())        # every stage must emit, or the plan is refused
+        build_source(problem, graph, stages, search.default_config(stages, graph))   # it must emit, or no plan
     except (CaptureError, Unsupported) as error:
         return Plan(graph, (), (), str(error))
     except (ValueError, KeyError, TypeError, IndexError) as error:   # a graph shape the planner did not foresee

@@ -5,6 +5,8 @@
   streams A once instead of a GEMM tile that wastes all but one column.
 - a loss with `reduction="mean"` or `"sum"` (MSE, L1, smooth L1) is its elementwise
   terms followed by a total reduction, which the plans fuse into one pass.
+- a layer norm over several trailing dims is a layer norm over one: the contiguous view
+  with those dims flattened (weight and bias flattened alike), so the row program takes it.
 - `diag(v) @ B` is a row scaling `v[:, None] * B`; `B @ diag(v)` a column scaling
   `B * v`: an O(N^2) elementwise pass instead of an O(N^3) matmul of a mostly-zero
   matrix, with identical results (each output is one product, no sums).
@@ -25,6 +27,10 @@ def rewrite(graph: OpGraph) -> tuple[OpGraph, list[str]]:
             nodes = _loss_terms(nodes, graph, node)
             notes.append(f"{node.name}: {node.op} split into elementwise terms and a {node.attrs.get('reduction')} "
                          "over every element")
+        if node.op == "layer_norm" and len(node.attrs["normalized_shape"]) > 1:
+            nodes = _flat_layer_norm(nodes, graph, node)
+            notes.append(f"{node.name}: a layer norm over {len(node.attrs['normalized_shape'])} dims became a row "
+                         "program over their flattened view (the same elements, the same order)")
         if node.op in ("matmul", "mm") and len(node.refs) == 2:
             changed = _diagonal_product(nodes, graph, node)
             if changed != nodes:
@@ -67,6 +73,30 @@ def _matvec(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> list[OpNode]:
     total = OpNode(node.name, "sum", (Ref(products.name),), {"dim": -1, "keepdim": True}, node.shape, node.dtype)
     index = next(i for i, n in enumerate(nodes) if n.name == node.name)
     return nodes[:index] + [flat, products, total] + nodes[index + 1:]
+
+
+def _flat_layer_norm(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> list[OpNode]:
+    """layer_norm(x, (D1..Dk), w, b) is, on the contiguous view of x with D1..Dk flattened
+    into one last dim of D elements, a layer norm over that dim with w and b flattened."""
+    shape, dims = node.shape, len(node.attrs["normalized_shape"])
+    size = 1
+    for d in node.attrs["normalized_shape"]:
+        size *= d
+    flat_shape = tuple(shape[:-dims]) + (size,)
+    made, args = [], []
+    for i, arg in enumerate(node.args):
+        if not isinstance(arg, Ref):
+            args.append(arg)
+            continue
+        source = graph.node(arg.name)
+        target = flat_shape if i == 0 else (size,)
+        made.append(OpNode(f"{node.name}_flat{i}", "view", (arg,), {"dims": target}, target, source.dtype))
+        args.append(Ref(made[-1].name))
+    norm = OpNode(f"{node.name}_rows", "layer_norm", tuple(args), {**node.attrs, "normalized_shape": (size,)},
+                  flat_shape, node.dtype)
+    back = OpNode(node.name, "view", (Ref(norm.name),), {"dims": tuple(shape)}, tuple(shape), node.dtype)
+    index = next(i for i, n in enumerate(nodes) if n.name == node.name)
+    return nodes[:index] + made + [norm, back] + nodes[index + 1:]
 
 
 LOSSES = {"mse_loss", "l1_loss", "smooth_l1_loss"}

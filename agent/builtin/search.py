@@ -13,16 +13,18 @@ from dataclasses import dataclass, replace
 
 from agent.builtin.capture import OpGraph
 from agent.builtin.partition import Stage, StageKind
-from agent.builtin.plans import matmul
+from agent.builtin.ops import MAX_ROW
+from agent.builtin.plans import long_rows, matmul
 from agent.builtin.plans.common import MATMUL_TILES, Config
 
 # kernels that give each lane one element: pointwise chains, epilogues, totals, pools
 ELEMENTWISE = {"block": (256, 512, 1024, 2048, 4096, 8192), "warps": (2, 4, 8, 16)}
+ROW_BLOCKS = (0, 1024, 2048, 4096, 8192, 16384)   # 0: the whole row in registers
 AXES = {
     StageKind.POINTWISE: ELEMENTWISE,
-    StageKind.CONV: ELEMENTWISE,
+    StageKind.CONV: {**ELEMENTWISE, "tile": tuple(range(len(MATMUL_TILES)))},   # tiles: the Triton conv
     StageKind.TORCH: ELEMENTWISE,
-    StageKind.ROWS: {"row_warps": (1, 2, 4, 8, 16, 32)},
+    StageKind.ROWS: {"row_warps": (1, 2, 4, 8, 16, 32)},      # and ROW_BLOCKS where every row op can walk
     StageKind.REDUCE: {"reduce_block": (8, 16, 32, 64, 128), "reduce_inner": (16, 32, 64, 128, 256),
                        "warps": (2, 4, 8, 16)},
     StageKind.GROUP_NORM: {"gn_block": (64, 128, 256, 512, 1024, 2048, 4096, 8192), "warps": (2, 4, 8, 16)},
@@ -41,10 +43,15 @@ class Space:
 def space_for(stages: list[Stage], graph: OpGraph, gpu: bool, launch_bound: bool) -> Space:
     axes: dict[str, tuple] = {}
     start = default_config(stages, graph)
-    if library_gemm_fits(stages):   # cuBLAS + epilogue, or all in tl.dot
+    if library_fits(stages, StageKind.MATMUL):   # cuBLAS + epilogue, or all in tl.dot
         axes.update({"gemm_library": (start.gemm_library, not start.gemm_library), **ELEMENTWISE})
+    if library_fits(stages, StageKind.CONV):     # cuDNN + epilogue, or all in a Triton implicit GEMM
+        axes.update({"conv_library": (start.conv_library, not start.conv_library), **ELEMENTWISE})
     for stage in stages:
         axes.update(AXES.get(stage.kind, {}))
+    rows = [s for s in stages if s.kind is StageKind.ROWS]
+    if rows and all(long_rows.loopable(s) for s in rows):
+        axes["row_block"] = ROW_BLOCKS      # walk the row in steps (a row longer than MAX_ROW must)
     if gpu and launch_bound:        # launches dominate: the CUDA graph is the first neighbour tried
         axes = {"cuda_graph": (False, True), **axes}
     return Space(axes, start)
@@ -52,13 +59,15 @@ def space_for(stages: list[Stage], graph: OpGraph, gpu: bool, launch_bound: bool
 
 def default_config(stages: list[Stage], graph: OpGraph) -> Config:
     """Heuristics from the tutorials: wide rows get more warps, big GEMMs bigger tiles, short
-    group-norm slices shorter blocks; fp32 GEMMs start on cuBLAS where a Triton kernel
-    remains (exact fp32 `tl.dot` has no tensor cores: 0.45x of cuBLAS on an H100)."""
+    group-norm slices shorter blocks; fp32 GEMMs start on cuBLAS and convolutions on cuDNN
+    where a Triton kernel remains (exact fp32 `tl.dot` has no tensor cores: 0.45x of cuBLAS
+    on an H100); a lone convolution becomes a Triton implicit GEMM."""
     config = Config()
     rows = [s.shape[-1] for s in stages if s.kind is StageKind.ROWS]
     if rows:
         longest = max(rows)
-        config = replace(config, row_warps=4 if longest <= 2048 else 8 if longest <= 8192 else 16)
+        config = replace(config, row_warps=4 if longest <= 2048 else 8 if longest <= 8192 else 16,
+                         row_block=long_rows.DEFAULT_BLOCK if longest > MAX_ROW else 0)
     gemms = [s.shape for s in stages if s.kind is StageKind.MATMUL]
     if gemms and min(min(shape[-1], shape[-2] if len(shape) > 1 else 1) for shape in gemms) >= 512:
         config = replace(config, tile=3)
@@ -68,8 +77,10 @@ def default_config(stages: list[Stage], graph: OpGraph) -> Config:
     if slices:          # a block no longer than the (sample, group) slice: no lanes masked off on every pass
         config = replace(config, gn_block=min(config.gn_block, max(64, 1 << (max(slices) - 1).bit_length())))
     matmuls = [s for s in stages if s.kind is StageKind.MATMUL]
-    if library_gemm_fits(stages) and all(matmul.is_fp32(s, graph) for s in matmuls):
+    if library_fits(stages, StageKind.MATMUL) and all(matmul.is_fp32(s, graph) for s in matmuls):
         config = replace(config, gemm_library=True)
+    if any(s.kind is StageKind.CONV for s in stages) and not library_fits(stages, StageKind.CONV):
+        config = replace(config, conv_library=False)
     return config
 
 
@@ -81,12 +92,13 @@ def group_slice(stage: Stage) -> int:
     return count
 
 
-def library_gemm_fits(stages: list[Stage]) -> bool:
-    """Can the GEMMs go to cuBLAS and leave a Triton kernel in the program? Yes when a stage
-    always holds one (a row program) or a library op has a chain after it (the epilogue)."""
+def library_fits(stages: list[Stage], kind: StageKind) -> bool:
+    """Can the GEMMs (kind MATMUL) or convolutions (CONV) go to cuBLAS/cuDNN and leave a
+    Triton kernel in the program? Yes when a stage always holds one (a row program) or a
+    library op has a chain after it (the epilogue)."""
     kernels = (StageKind.POINTWISE, StageKind.ROWS, StageKind.REDUCE, StageKind.GROUP_NORM, StageKind.TOTAL,
                StageKind.POOL)
-    return any(s.kind is StageKind.MATMUL for s in stages) and any(s.kind in kernels or s.body for s in stages)
+    return any(s.kind is kind for s in stages) and any(s.kind in kernels or s.body for s in stages)
 
 
 def neighbours(config: Config, space: Space) -> list[Config]:

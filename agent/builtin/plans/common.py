@@ -21,8 +21,10 @@ class Config:
     block: int = 1024            # pointwise: elements per program
     warps: int = 4               # pointwise and reduce: warps per program
     row_warps: int = 4           # rows: warps per row program
+    row_block: int = 0           # rows: 0 holds the whole row in registers, else the row is walked in such steps
     tile: int = 0                # matmul: index into MATMUL_TILES
     gemm_library: bool = False   # matmul: cuBLAS for the product, Triton for the chain after it
+    conv_library: bool = True    # conv: cuDNN for the convolution, Triton for the chain after it
     reduce_block: int = 32       # reduce: chunk of the reduced dim per step (BLOCK_R)
     reduce_inner: int = 64       # reduce: outputs per program (BLOCK_I)
     gn_block: int = 2048         # group norm: elements per step

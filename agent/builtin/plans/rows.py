@@ -1,5 +1,6 @@
 """Plan: a row program — one Triton program per row of the last dim, the whole row in
-registers (BLOCK_N = next power of two of the row length).
+registers (BLOCK_N = next power of two of the row length). Rows longer than MAX_ROW, and
+the search's `row_block` variant, walk the row instead (long_rows.py).
 
 The row is loaded once; pointwise prologue ops, reductions (sum, mean, max, min,
 argmax, argmin, L1/L2 norm, logsumexp), row maps (softmax, log-softmax, layer norm, cumsum) and
@@ -10,12 +11,15 @@ Masked lanes are set to each reduction's neutral element before it reduces.
 from agent.builtin.capture import OpGraph, OpNode, Ref
 from agent.builtin.ops import MAX_ROW
 from agent.builtin.partition import Operand, Stage, Unsupported
+from agent.builtin.plans import long_rows
 from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, forward_expr, load_cast
 
 NEG_INF, POS_INF = 'float("-inf")', 'float("inf")'
 
 
 def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
+    if config.row_block or stage.shape[-1] > MAX_ROW:
+        return long_rows.emit(stage, graph, config, name)
     body = Body(stage, graph)
     kinds = body.kinds(stage.shape)
     lines = [_load(body.var[n], kinds[n], graph.node(n)) for n in body.inputs]
@@ -35,7 +39,7 @@ def {name}_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     mask = offs_n < n_cols
 ''' + "".join(f"    {line}\n" for line in lines)
-    return Emitted(kernel, _wrapper(stage, graph, body, kinds, outs, name, config),
+    return Emitted(kernel, wrapper(stage, graph, body, kinds, outs, name, config),
                    f"{', '.join(stage.outputs)} = {name}({', '.join(forward_expr(n, graph) for n in body.inputs)})",
                    frozenset(body.helpers))
 
@@ -124,21 +128,24 @@ def _layer_norm(body: Body, node: OpNode, a: str) -> list[str]:
             f"{body.fresh(node.name)} = {y}  # layer_norm"]
 
 
-def _wrapper(stage: Stage, graph: OpGraph, body: Body, kinds: dict, outs: list[str], name: str,
-             config: Config) -> str:
+def wrapper(stage: Stage, graph: OpGraph, body: Body, kinds: dict, outs: list[str], name: str,
+            config: Config, block: int | None = None) -> str:
+    """Check, allocate, launch one program per row; `block` is the step of a looping row
+    program (None: the whole row in one block)."""
     args = [body.var[n] for n in body.inputs]
     full = [a for a, n in zip(args, body.inputs) if kinds[n] is Operand.FULL]
     if not full:
         raise Unsupported("a row program with no full-size operand")
-    lines = [f"shape = {full[0]}.shape", "n_cols = shape[-1]", "n_rows = {0}.numel() // n_cols".format(full[0]),
-             f"assert n_cols <= {MAX_ROW}, 'rows longer than {MAX_ROW} need a looping kernel'"]
+    lines = [f"shape = {full[0]}.shape", "n_cols = shape[-1]", "n_rows = {0}.numel() // n_cols".format(full[0])]
+    if block is None:
+        lines.append(f"assert n_cols <= {MAX_ROW}, 'rows longer than {MAX_ROW} need the looping row program'")
     lines += [f"{a} = {a}.contiguous()" for a, n in zip(args, body.inputs) if kinds[n] is not Operand.SCALAR]
     for o, v in zip(outs, stage.outputs):
         node = graph.node(v)
         out_shape = "shape" if _row_level(node, stage) else ("shape[:-1] + (1,)" if node.shape[-1:] == (1,)
                                                                 and len(node.shape) == len(stage.shape) else "shape[:-1]")
         lines.append(f"{o} = torch.empty({out_shape}, device={full[0]}.device, dtype={dtype_name(node.dtype)})")
-    lines += ["BLOCK_N = triton.next_power_of_2(n_cols)",
+    lines += [f"BLOCK_N = {block}" if block else "BLOCK_N = triton.next_power_of_2(n_cols)",
               f"{name}_kernel[(n_rows,)]({', '.join(args + outs)}, n_cols, BLOCK_N=BLOCK_N, "
               f"num_warps={config.row_warps})",
               f"return {', '.join(outs)}"]

@@ -1,0 +1,187 @@
+"""Plan: a row program that walks its row in BLOCK_N steps, for rows too long to hold in
+registers (softmax over 393216 columns, a layer norm over a whole (C, H, W) sample, a
+matrix-vector product with K = 2**20) or, as a search variant, shorter ones.
+
+The stage's values fall in two levels: row-level (one per element: loads, the pointwise
+chain, a softmax's output) and row-scalars (one per row: a sum, a max, a layer norm's
+mean). Each row reduction is one loop over the row that recomputes the row-level
+values it needs from the loads — memory is re-read, never written — and folds them into
+a BLOCK_N-wide accumulator; a softmax is two such loops (max, then the sum of
+exponentials), a layer norm two (mean, then the variance around it: fp32 stays exact).
+A last loop recomputes and stores the row-level outputs; row-scalar outputs are stored
+once. A softmax therefore reads its row three times and writes it once.
+"""
+from agent.builtin import ops
+from agent.builtin.capture import OpGraph, OpNode, Ref
+from agent.builtin.partition import Operand, Stage, Unsupported
+from agent.builtin.plans.common import Body, Config, Emitted, forward_expr, load_cast
+
+DEFAULT_BLOCK = 4096
+NEG_INF, POS_INF = 'float("-inf")', 'float("inf")'
+# reduction -> (accumulator's initial value, how a block folds in, how the accumulator reduces)
+FOLDS = {
+    "sum": ("0.0", "{acc} + tl.where(mask, {a}, 0.0)", "tl.sum({acc}, axis=0)"),
+    "mean": ("0.0", "{acc} + tl.where(mask, {a}, 0.0)", "tl.sum({acc}, axis=0) / n_cols"),
+    "amax": (NEG_INF, "tl.maximum({acc}, tl.where(mask, {a}, {NEG_INF}))", "tl.max({acc}, axis=0)"),
+    "amin": (POS_INF, "tl.minimum({acc}, tl.where(mask, {a}, {POS_INF}))", "tl.min({acc}, axis=0)"),
+}
+
+
+def loopable(stage: Stage) -> bool:
+    """Can this row program walk its row? Scans (cumsum) and arg-reductions cannot yet."""
+    return all(n.op in ops.LOOPED_ROW_OPS for n in stage.body if n.op in ops.ROW_REDUCTIONS | ops.ROW_MAPS)
+
+
+def block_for(stage: Stage, config: Config) -> int:
+    """Elements per step: the configured block, or the default for a row too long to hold."""
+    return config.row_block or DEFAULT_BLOCK
+
+
+def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
+    if not loopable(stage):
+        raise Unsupported(f"a scan or arg-reduction over rows of {stage.shape[-1]} elements (longer than "
+                          f"{ops.MAX_ROW}, the most a row program holds in registers)")
+    writer = _Writer(stage, graph)
+    for node in stage.body:
+        writer.add(node)
+    outs = [f"out{j}" for j in range(len(stage.outputs))]
+    lines = writer.lines + writer.store(outs)
+    params = "".join(f"    {writer.body.var[n]}_ptr,  # {writer.kinds[n].value} operand\n" for n in writer.body.inputs)
+    params += "".join(f"    {o}_ptr,  # output\n" for o in outs)
+    kernel = f'''
+@triton.jit
+def {name}_kernel(
+{params}    n_cols,  # row length (the last dim)
+    BLOCK_N: tl.constexpr,  # elements per step along the row
+):
+    row = tl.program_id(axis=0).to(tl.int64)  # rows * n_cols can pass 2**31
+''' + "".join(f"    {line}\n" for line in lines)
+    from agent.builtin.plans.rows import wrapper     # rows imports this module for its dispatch
+    body = writer.body
+    return Emitted(kernel, wrapper(stage, graph, body, writer.kinds, outs, name, config, block_for(stage, config)),
+                   f"{', '.join(stage.outputs)} = {name}({', '.join(forward_expr(n, graph) for n in body.inputs)})",
+                   frozenset(body.helpers))
+
+
+class _Writer:
+    """Emits the kernel body: row-scalars in order, each reduction as its loop(s)."""
+
+    def __init__(self, stage: Stage, graph: OpGraph):
+        self.stage, self.graph = stage, graph
+        self.body = Body(stage, graph)
+        self.kinds = self.body.kinds(stage.shape)
+        if any(k not in (Operand.FULL, Operand.COL, Operand.ROW, Operand.SCALAR) for k in self.kinds.values()):
+            raise Unsupported("a per-channel or per-plane operand in a row program")
+        self.recipes: dict[str, OpNode] = {}    # row-level values, recomputed in every loop that needs them
+        self.stats: dict[str, tuple[str, str]] = {}    # softmax: (max, sum); layer norm: (mean, rstd)
+        self.lines = [self._load(n) for n in self.body.inputs if not self._row_level(n)]
+        self.loops = 0
+
+    def _row_level(self, name: str) -> bool:
+        if name in self.kinds:
+            return self.kinds[name] in (Operand.FULL, Operand.COL)
+        return self.graph.node(name).shape == self.stage.shape
+
+    def add(self, node: OpNode) -> None:
+        if node.op in FOLDS or node.op in ("max", "min", "norm", "logsumexp"):
+            self._reduction(node)
+        elif node.op in ("softmax", "log_softmax"):
+            a = node.refs[0]
+            m = self._fold(a, "amax")
+            self.stats[node.name] = (m, self._fold(a, "sum", lambda v: f"tl.exp({v} - {m})"))
+            self.recipes[node.name] = node
+        elif node.op == "layer_norm":
+            a = node.refs[0]
+            mean = self._fold(a, "mean")
+            var = self._fold(a, "mean", lambda v: f"({v} - {mean}) * ({v} - {mean})")
+            rstd = f"rstd_{self.loops}"
+            self.lines.append(f"{rstd} = 1.0 / tl.sqrt({var} + {float(node.attrs['eps'])!r})")
+            self.stats[node.name] = (mean, rstd)
+            self.recipes[node.name] = node
+        elif self._row_level(node.name):
+            self.recipes[node.name] = node
+        else:
+            self.lines.append(self.body.pointwise(node))     # row-scalar arithmetic, once per row
+
+    def _reduction(self, node: OpNode) -> None:
+        a, op = node.refs[0], node.op
+        var = self.body.fresh(node.name)
+        if op == "logsumexp":
+            m = self._fold(a, "amax")
+            total = self._fold(a, "sum", lambda v: f"tl.exp({v} - {m})")
+            self.lines.append(f"{var} = {m} + tl.log({total})  # logsumexp")
+        elif op == "norm":
+            p = node.attrs.get("p", 2)
+            if p not in (1, 2, 1.0, 2.0, "fro"):
+                raise Unsupported(f"{node.name}: norm with p={p!r}")
+            total = self._fold(a, "sum", (lambda v: f"tl.abs({v})") if p in (1, 1.0) else (lambda v: f"{v} * {v}"))
+            self.lines.append(f"{var} = {total if p in (1, 1.0) else f'tl.sqrt({total})'}  # norm p={p}")
+        else:
+            self.lines.append(f"{var} = {self._fold(a, 'amax' if op == 'max' else 'amin' if op == 'min' else op)}"
+                              f"  # {op} over the row")
+
+    def _fold(self, source: str, kind: str, term=lambda v: v) -> str:
+        """One loop over the row folding `term(source's variable)` with `kind`; returns
+        the row-scalar it leaves."""
+        self.loops += 1
+        acc, result = f"acc_{self.loops}", f"r_{self.loops}"
+        init, fold, final = FOLDS[kind]
+        block = self._block([source])
+        value = term(self.body.var[source])
+        self.lines += [f"{acc} = tl.full((BLOCK_N,), {init}, dtype=tl.float32)",
+                       "for start in range(0, n_cols, BLOCK_N):"]
+        self.lines += [f"    {line}" for line in block]
+        self.lines += [f"    {acc} = {fold.format(acc=acc, a=value, NEG_INF=NEG_INF, POS_INF=POS_INF)}",
+                       f"{result} = {final.format(acc=acc)}"]
+        return result
+
+    def _block(self, targets: list[str]) -> list[str]:
+        """Lines computing the row-level `targets` for the block at `start`: their loads,
+        then every row-level op they depend on, in graph order."""
+        needed, stack = set(), list(targets)
+        while stack:
+            name = stack.pop()
+            if name in needed or not self._row_level(name):
+                continue
+            needed.add(name)
+            if name in self.recipes:
+                stack += [r for r in self.recipes[name].refs]
+        lines = ["offs_n = start + tl.arange(0, BLOCK_N)", "mask = offs_n < n_cols"]
+        lines += [self._load(n) for n in self.body.inputs if n in needed]
+        for node in self.stage.body:
+            if node.name in needed and node.name in self.recipes:
+                lines += self._render(node)
+        return lines
+
+    def _render(self, node: OpNode) -> list[str]:
+        if node.op in ("softmax", "log_softmax"):
+            (m, s), a = self.stats[node.name], self.body.var[node.refs[0]]
+            expr = f"tl.exp({a} - {m}) / {s}" if node.op == "softmax" else f"{a} - {m} - tl.log({s})"
+            return [f"{self.body.fresh(node.name)} = {expr}  # {node.op}"]
+        if node.op == "layer_norm":
+            (mean, rstd), a = self.stats[node.name], self.body.var[node.refs[0]]
+            weight, bias = (node.args + (None, None))[1:3]
+            y = f"({a} - {mean}) * {rstd}"
+            y += f" * {self.body.var[weight.name]}" if isinstance(weight, Ref) else ""
+            y += f" + {self.body.var[bias.name]}" if isinstance(bias, Ref) else ""
+            return [f"{self.body.fresh(node.name)} = {y}  # layer_norm"]
+        return [self.body.pointwise(node)]
+
+    def _load(self, name: str) -> str:
+        var, kind, node = self.body.var[name], self.kinds[name], self.graph.node(name)
+        index = {Operand.FULL: "row * n_cols + offs_n", Operand.COL: "offs_n"}
+        if kind in index:
+            return f"{var} = tl.load({var}_ptr + {index[kind]}, mask=mask, other=0.0){load_cast(node)}"
+        return f"{var} = tl.load({var}_ptr{' + row' if kind is Operand.ROW else ''}){load_cast(node)}"
+
+    def store(self, outs: list[str]) -> list[str]:
+        row_outs = [(o, v) for o, v in zip(outs, self.stage.outputs) if self._row_level(v)]
+        lines = []
+        if row_outs:
+            lines += ["for start in range(0, n_cols, BLOCK_N):"]
+            lines += [f"    {line}" for line in self._block([v for _, v in row_outs])]
+            lines += [f"    tl.store({o}_ptr + row * n_cols + offs_n, {self.body.var[v]}.to({o}_ptr.dtype.element_ty), "
+                      "mask=mask)" for o, v in row_outs]
+        lines += [f"tl.store({o}_ptr + row, {self.body.var[v]}.to({o}_ptr.dtype.element_ty))"
+                  for o, v in zip(outs, self.stage.outputs) if not self._row_level(v)]
+        return lines
