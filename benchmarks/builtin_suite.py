@@ -20,7 +20,9 @@ correct kernel is a failure, as KernelBench's fast_p counts it.
 
 `--cpu` needs no GPU: each supported problem's first kernel goes through the evaluator in
 the Triton interpreter (correctness only, no timings), written to DIR/cpu.jsonl; with
-`--size small`, KernelBench problems are shrunk by `benchmarks/small_sizes.py`.
+`--size small`, KernelBench problems are shrunk by `benchmarks/small_sizes.py`. `--check`
+does the same on the GPU at full size (DIR/check.jsonl, resumable): the share of problems
+with a correct kernel costs a few seconds a problem, since nothing is timed.
 """
 import argparse
 import fnmatch
@@ -68,6 +70,9 @@ def main() -> int:
     parser.add_argument("--report", action="store_true", help="print the tables from DIR/builtin.jsonl; no GPU")
     parser.add_argument("--cpu", action="store_true",
                         help="no GPU: check each first kernel in the Triton interpreter (correctness only)")
+    parser.add_argument("--check", action="store_true",
+                        help="on the GPU, correctness only: each first kernel checked, nothing timed, no baselines "
+                             "(DIR/check.jsonl; run again to go on)")
     parser.add_argument("--smoke", action="store_true",
                         help="no sandbox: run each default kernel in this process, check it and time it roughly")
     args = parser.parse_args()
@@ -77,8 +82,8 @@ def main() -> int:
     if args.report:
         print(report(read_log(args.out / "builtin.jsonl"), files))
         return 0
-    if args.cpu:
-        return cpu_check(args, files)
+    if args.cpu or args.check:
+        return check(args, files, gpu=args.check)
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")   # is_available() must not poison the fork server
     if not torch.cuda.is_available():
         print("builtin_suite: no CUDA GPU here; timings need one (nothing measured)", file=sys.stderr)
@@ -104,14 +109,25 @@ def main() -> int:
     return 0
 
 
-def cpu_check(args, files: list[ProblemFile]) -> int:
-    """The first kernel of each supported problem through the evaluator in the interpreter."""
+def check(args, files: list[ProblemFile], gpu: bool) -> int:
+    """The first kernel of each supported problem through the evaluator, correctness only:
+    in the interpreter, or on the GPU (compiled, full size, skipping problems already logged)."""
     from benchmarks.small_sizes import shrink
     args.out.mkdir(parents=True, exist_ok=True)
-    policy, counts = BuiltinPolicy(), {}
-    with ProcessSandbox(None) as sandbox, open(args.out / "cpu.jsonl", "a") as log:
-        evaluator = Evaluator(sandbox, detect(force_cpu=True), EvalConfig(trials=args.trials, timed=False))
+    policy, counts, start = BuiltinPolicy(), {}, time.perf_counter()
+    path = args.out / ("check.jsonl" if gpu else "cpu.jsonl")
+    if gpu:
+        os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+        done = {(row["level"], row["name"]) for row in read_log(path)}
+        files = [f for f in files if (f.level, f.path.stem) not in done]
+    with ProcessSandbox(0 if gpu else None) as sandbox, open(path, "a") as log:
+        if gpu:
+            sandbox.worker().close()    # start the fork server before this process initialises CUDA
+        evaluator = Evaluator(sandbox, detect(force_cpu=not gpu), EvalConfig(trials=args.trials, timed=False))
         for f in progress(files):
+            if args.deadline is not None and time.perf_counter() - start > args.deadline:
+                print(f"builtin_suite: deadline reached, {len(files) - files.index(f)} problem(s) left")
+                break
             row = {"level": f.level, "name": f.path.stem}
             try:
                 problem = load_problem(f.path, size="full" if f.suite == "kernelbench" else args.size,

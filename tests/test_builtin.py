@@ -139,7 +139,13 @@ EXTRA = {  # KernelBench level-2 shapes of work beyond our suite: forward body, 
                                "3, 4", ["conv"],
                                "self.conv = nn.ConvTranspose3d(a, b, 3, stride=2, padding=1, output_padding=1)"),
     "conv1d_batchnorm_tanh": ("return torch.tanh(self.bn(self.conv(x)))", "torch.rand(4, 3, 30)", "3, 6",
-                              ["conv", "torch"], "self.conv = nn.Conv1d(a, b, 3)\n        self.bn = nn.BatchNorm1d(b)"),
+                              ["conv", "batch_norm"], "self.conv = nn.Conv1d(a, b, 3)\n        self.bn = nn.BatchNorm1d(b)"),
+    # batch norm with the batch's statistics (training mode), its chain fused; eval mode reads the running ones
+    "batchnorm_scale_relu": ("return torch.relu(self.bn(x) * self.scale)", "torch.rand(3, 5, 7, 9)", "5, 0",
+                             ["batch_norm"], "self.bn = nn.BatchNorm2d(a, momentum=0.3)\n        "
+                             "nn.init.normal_(self.bn.weight)\n        self.scale = nn.Parameter(torch.randn(a, 1, 1))"),
+    "batchnorm3d_no_affine": ("return self.bn(x - 0.5)", "torch.rand(2, 4, 3, 5, 6)", "4, 0", ["pointwise", "batch_norm"],
+                              "self.bn = nn.BatchNorm3d(a, affine=False)"),
     "maxpool_mish": ("return F.mish(self.pool(self.conv(x) - 0.5))", "torch.rand(2, 3, 11, 9)", "3, 5",
                      ["conv", "pool"], "self.conv = nn.Conv2d(a, b, 3)\n        self.pool = nn.MaxPool2d(2)"),
     # pooling (KernelBench level 1 problems 41-46): odd sizes, so windows hang over every edge
@@ -182,7 +188,7 @@ EXTRA = {  # KernelBench level-2 shapes of work beyond our suite: forward body, 
 }
 
 
-LONE_BATCHNORM = ("return self.bn(x)", "torch.rand(2, 3, 8, 8)", "3, 0", None, "self.bn = nn.BatchNorm2d(a)")
+LONE_FLIP = ("return torch.flip(x, dims=(1,))", "torch.rand(2, 3, 8, 8)", "0, 0", None, "pass")
 
 
 def extra_problem(tmp_path, name: str, spec: tuple | None = None):
@@ -217,10 +223,10 @@ def test_level2_shapes_of_work(name, tmp_path, evaluator):
 
 
 def test_ops_kept_in_pytorch_are_written_as_the_reference_wrote_them_and_named(tmp_path):
-    problem = extra_problem(tmp_path, "conv1d_batchnorm_tanh")
+    problem = extra_problem(tmp_path, "gemm_batchnorm_relu")     # batch norm over (N, C): strided channels
     kept = [s.anchor for s in make_plan(problem).stages if s.kind is StageKind.TORCH]
     assert [n.kept.render(["y"]) for n in kept] == ["self.bn(y)"]
-    assert "bn = self.bn(conv)  # kept in PyTorch" in BuiltinPolicy().source(problem, Config())
+    assert "bn = self.bn(linear)  # kept in PyTorch" in BuiltinPolicy().source(problem, Config())
     turn = first_turn(BuiltinPolicy(), problem)
     assert "Kept in PyTorch as the reference wrote them (no Triton plan): `bn` (self.bn)" in turn.text
 
@@ -237,7 +243,7 @@ def test_pools_are_captured_with_pytorch_defaults_and_counted_per_tap(tmp_path):
 
 
 def test_a_forward_with_nothing_for_triton_gets_no_kernel(tmp_path):
-    turn = first_turn(BuiltinPolicy(), extra_problem(tmp_path, "lone_batchnorm", LONE_BATCHNORM))
+    turn = first_turn(BuiltinPolicy(), extra_problem(tmp_path, "lone_flip", LONE_FLIP))
     assert not turn.tool_calls and "no op of this forward has a Triton plan" in turn.text
 
 

@@ -66,7 +66,22 @@ def launches(stage: Stage) -> int:
         return 0
     if stage.kind in (StageKind.CONV, StageKind.TORCH):
         return 1 + bool(stage.body or (stage.kind is StageKind.CONV and len(stage.anchor.refs) > 2))
+    if stage.kind is StageKind.BATCH_NORM:
+        return 3                                   # two statistics passes, then the normalising one
     return 2 if stage.kind is StageKind.TOTAL else 1
+
+
+def passes(stage: Stage) -> int:
+    """How many times the stage reads its inputs: a walked row (longer than registers hold)
+    is re-read by each reduction's loop(s) and by the storing loop; batch norm reads x three
+    times (mean, variance, normalise)."""
+    if stage.kind is StageKind.BATCH_NORM:
+        return 3
+    if stage.kind is not StageKind.ROWS or stage.shape[-1] <= ops.MAX_ROW:
+        return 1
+    loops = {"softmax": 2, "log_softmax": 2, "layer_norm": 2, "logsumexp": 2}
+    row_ops = [n for n in stage.body if n.op in ops.ROW_REDUCTIONS | ops.ROW_MAPS]
+    return sum(loops.get(n.op, 1) for n in row_ops) + any(n.shape == stage.shape for n in stage.body)
 
 
 def stage_bytes(stage: Stage, graph: OpGraph) -> float:
@@ -74,7 +89,7 @@ def stage_bytes(stage: Stage, graph: OpGraph) -> float:
         return 0.0
     nodes = ([stage.anchor] if stage.anchor else []) + stage.body
     read = {r for n in nodes for r in n.refs if r not in stage.names}
-    total = sum(nbytes(graph.node(r)) for r in read) + sum(nbytes(graph.node(o)) for o in stage.outputs)
+    total = passes(stage) * sum(nbytes(graph.node(r)) for r in read) + sum(nbytes(graph.node(o)) for o in stage.outputs)
     if stage.kind in (StageKind.CONV, StageKind.TORCH) and launches(stage) == 2:
         total += 2 * nbytes(stage.anchor)          # the library op writes its output, the epilogue reads it back
     return float(total)
@@ -145,7 +160,8 @@ def _work_line(work: Work) -> str:
     saved = 1 - work.fused_bytes / work.eager_bytes if work.eager_bytes else 0.0
     return (f"Work: {_fmt(work.flops)}FLOP. Eager runs {work.eager_launches} op(s) moving about "
             f"{_fmt(work.eager_bytes)}B; the fused plan runs {work.fused_launches} kernel(s) moving about "
-            f"{_fmt(work.fused_bytes)}B ({saved:.0%} less); the floor is {_fmt(work.minimum_bytes)}B "
+            f"{_fmt(work.fused_bytes)}B ({abs(saved):.0%} {'less' if saved >= 0 else 'more'}); the floor is "
+            f"{_fmt(work.minimum_bytes)}B "
             f"(inputs, parameters and output once).")
 
 

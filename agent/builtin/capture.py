@@ -278,6 +278,8 @@ def _convert_module(node: fx.Node, module: nn.Module, shape, dtype) -> list[OpNo
                      shape, dtype)
     if kind in INSTANCE_NORMS and not module.affine and not module.track_running_stats:
         return _instance_norm(node, module, shape, dtype)
+    if kind in BATCH_NORMS and shape is not None and len(shape) >= 3:   # (N, C) stays in PyTorch: strided channels
+        return [OpNode(node.name, "batch_norm", x, {"module": node.target}, shape, dtype)]
     layered = {nn.Linear: "linear", nn.LayerNorm: "layer_norm", nn.GroupNorm: "group_norm", **CONV_MODULES}
     if kind not in layered:
         return f"{node.name}: module {kind.__name__} ({node.target}) is not supported by the built-in plans"
@@ -285,6 +287,7 @@ def _convert_module(node: fx.Node, module: nn.Module, shape, dtype) -> list[OpNo
 
 
 INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def _instance_norm(node: fx.Node, module: nn.Module, shape, dtype) -> list[OpNode] | str:

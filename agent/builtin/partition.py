@@ -27,6 +27,7 @@ class StageKind(StrEnum):
     ROWS = "rows"               # one program per row of the last dim: reductions, softmax, norms, scans
     REDUCE = "reduce"           # a reduction over a dim that is not the last
     GROUP_NORM = "group_norm"   # group norm, looping over each (sample, group) slice
+    BATCH_NORM = "batch_norm"   # batch norm: per-channel statistics, then one normalising pass with its epilogue
     POOL = "pool"               # max or average pooling, one output element per lane, then its epilogue
     MATMUL = "matmul"           # tl.dot GEMM with its epilogue
     CONV = "conv"               # cuDNN convolution, then a Triton epilogue
@@ -150,6 +151,8 @@ def _planned(node: OpNode, graph: OpGraph) -> Stage:
         return Stage(StageKind.CONV, node.shape, node)
     if op in ops.GROUP_NORMS:
         return Stage(StageKind.GROUP_NORM, node.shape, node)
+    if op == "batch_norm":
+        return Stage(StageKind.BATCH_NORM, node.shape, node)
     if op in ops.POOLS:
         _check_pool(node, graph)
         return Stage(StageKind.POOL, node.shape, node)
@@ -266,7 +269,8 @@ def _set_outputs(stages: list[Stage], graph: OpGraph) -> None:
         stage.outputs = [final] + [n for n in used_outside if n != final]
         if stage.kind is StageKind.TOTAL and len(stage.outputs) > 1:
             raise Unsupported(f"{stage.anchor.name}: values inside a total reduction are needed elsewhere")
-        if stage.kind in (StageKind.MATMUL, StageKind.CONV, StageKind.REDUCE, StageKind.GROUP_NORM):
+        if stage.kind in (StageKind.MATMUL, StageKind.CONV, StageKind.REDUCE, StageKind.GROUP_NORM,
+                          StageKind.BATCH_NORM):
             if stage.anchor.name in stage.outputs[1:] and stage.kind is not StageKind.MATMUL:
                 raise Unsupported(f"{stage.anchor.name}: its value is needed both inside and after its epilogue")
 

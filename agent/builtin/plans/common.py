@@ -63,9 +63,13 @@ def forward_expr(name: str, graph: OpGraph) -> str:
     if node.op == "input":
         return node.attrs["arg"]
     if node.op == "param":
-        parts = node.attrs["path"].split(".")
-        return "self" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in parts)
+        return module_expr(node.attrs["path"])
     return name
+
+
+def module_expr(path: str) -> str:
+    """A submodule or parameter of the model by its dotted path, e.g. 'self.layers[0].bn'."""
+    return "self" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in path.split("."))
 
 
 def slug(stage: Stage) -> str:

@@ -13,14 +13,16 @@ import textwrap
 
 from agent.builtin.capture import OpGraph, Ref
 from agent.builtin.partition import Stage, StageKind, Unsupported
-from agent.builtin.plans import conv, groupnorm, library, matmul, pointwise, pool, reduce, rows, total
+from agent.builtin.plans import batchnorm, conv, groupnorm, library, matmul, pointwise, pool, reduce, rows, total
 from agent.builtin.plans.common import Config, forward_expr, slug
 from agent.builtin.ops import TANH_HELPER
 from tools.problems import Problem
 
 EMITTERS = {StageKind.POINTWISE: pointwise.emit, StageKind.ROWS: rows.emit, StageKind.REDUCE: reduce.emit,
             StageKind.GROUP_NORM: groupnorm.emit, StageKind.MATMUL: matmul.emit, StageKind.CONV: conv.emit,
-            StageKind.TOTAL: total.emit, StageKind.POOL: pool.emit, StageKind.TORCH: library.emit}
+            StageKind.TOTAL: total.emit, StageKind.POOL: pool.emit, StageKind.TORCH: library.emit,
+            StageKind.BATCH_NORM: batchnorm.emit}
+HELPERS = {"_tanh": TANH_HELPER, "update_running_stats": batchnorm.RUNNING_STATS}   # emitted once, when used
 HEADER = '''"""{title}
 
 Written by kernelpilot's built-in policy (no LLM): the reference forward was captured
@@ -85,7 +87,7 @@ def build_source(problem: Problem, graph: OpGraph, stages: list[Stage], config: 
     title = f"Triton candidate for {problem.name}: built-in policy plan."
     described = ", ".join(f"{s.kind.value}({slug(s)})" for s in stages if s.kind is not StageKind.VIEW)
     header = HEADER.format(title=title, count=len(stages), stages=described, config=_config_text(config))
-    parts = [header, _imports(problem)] + ([TANH_HELPER] if "_tanh" in helpers else []) + kernels + wrappers
+    parts = [header, _imports(problem)] + [HELPERS[h] for h in sorted(helpers)] + kernels + wrappers
     if config.cuda_graph:
         parts.append(GRAPH_RUNNER)
     parts.append(model_class(problem, graph, body, config.cuda_graph))
