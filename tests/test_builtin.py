@@ -183,6 +183,9 @@ EXTRA = {  # KernelBench level-2 shapes of work beyond our suite: forward body, 
                          "pass"),
     "gemm_batchnorm_relu": ("return torch.relu(self.bn(self.linear(x)))", "torch.randn(16, 40)", "40, 24",
                             ["matmul", "torch"], "self.linear = nn.Linear(a, b)\n        self.bn = nn.BatchNorm1d(b)"),
+    # a keepdim reduction over channels, broadcast back over them (KernelBench level 1 RMSNorm)
+    "channel_rms_norm": ("return x / torch.sqrt(torch.mean(x ** 2, dim=1, keepdim=True) + 1e-5)",
+                         "torch.rand(2, 5, 4, 6)", "0, 0", ["pointwise", "reduce", "pointwise"], "pass"),
     "gemm_logsumexp": ("return torch.logsumexp(self.linear(x), dim=1, keepdim=True)", "torch.randn(9, 40)", "40, 24",
                        ["matmul", "rows"], "self.linear = nn.Linear(a, b)"),
 }

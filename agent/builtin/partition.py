@@ -43,6 +43,7 @@ class Operand(StrEnum):
     ROW = "row"                 # one value per row (a keepdim reduction result)
     CHANNEL = "channel"         # (C, 1, 1) against (batch, C, H, W), any number of trailing dims
     PLANE = "plane"             # (batch, C, 1, 1) against (batch, C, H, W): one value per channel plane
+    SPATIAL = "spatial"         # (batch, 1, H, W) against (batch, C, H, W): a keepdim reduction over channels
     SCALAR = "scalar"           # a one-element tensor
 
 
@@ -79,8 +80,10 @@ def classify(shape: tuple[int, ...], target: tuple[int, ...]) -> Operand:
         return Operand.CHANNEL
     if len(target) >= 3 and tuple(shape) == tuple(target[:2]) + (1,) * (len(target) - 2):
         return Operand.PLANE
+    if len(target) >= 3 and tuple(shape) == (target[0], 1) + tuple(target[2:]):
+        return Operand.SPATIAL
     raise Unsupported(f"an operand of shape {tuple(shape)} broadcast to {tuple(target)} (only full tensors, "
-                      "last-dim vectors, per-row, per-channel and per-plane values)")
+                      "last-dim vectors, per-row, per-channel, per-plane and per-position values)")
 
 
 def last_dim(node: OpNode, graph: OpGraph) -> bool:
@@ -235,9 +238,11 @@ def _absorb_pointwise(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
                 return False                       # a keepdim=False result broadcasts along the last dim
             continue
         try:
-            classify(source.shape, stage.shape if not scalar_level else stage.shape[:-1] + (1,))
+            kind = classify(source.shape, stage.shape if not scalar_level else stage.shape[:-1] + (1,))
         except Unsupported:
             return False
+        if kind is Operand.SPATIAL and stage.kind not in (StageKind.POINTWISE, StageKind.TORCH):
+            return False                           # only the flat elementwise kernel indexes per-position values
     stage.body.append(node)
     return True
 

@@ -2,7 +2,8 @@
 
 Each program handles BLOCK contiguous elements of the output; every operand is loaded
 once with the index its broadcast needs (full tensors by offset, last-dim vectors by
-column, per-row values by row, per-channel values by channel), the chain runs in fp32
+column, per-row values by row, per-channel values by channel, per-position values by
+sample and position), the chain runs in fp32
 registers, and each value the graph needs later is stored once: one read of each input
 and one write of each output instead of one pass per eager op.
 """
@@ -11,7 +12,8 @@ from agent.builtin.partition import Operand, Stage
 from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, forward_expr, load_cast
 
 INDEX = {Operand.FULL: "offs", Operand.COL: "offs % n_cols", Operand.ROW: "offs // n_cols",
-         Operand.CHANNEL: "(offs // n_inner) % n_channels", Operand.PLANE: "offs // n_inner"}
+         Operand.CHANNEL: "(offs // n_inner) % n_channels", Operand.PLANE: "offs // n_inner",
+         Operand.SPATIAL: "offs // (n_inner * n_channels) * n_inner + offs % n_inner"}
 
 
 def emit(stage: Stage, graph: OpGraph, config: Config, name: str, forced: dict | None = None,
