@@ -186,6 +186,9 @@ EXTRA = {  # KernelBench level-2 shapes of work beyond our suite: forward body, 
     # a keepdim reduction over channels, broadcast back over them (KernelBench level 1 RMSNorm)
     "channel_rms_norm": ("return x / torch.sqrt(torch.mean(x ** 2, dim=1, keepdim=True) + 1e-5)",
                          "torch.rand(2, 5, 4, 6)", "0, 0", ["pointwise", "reduce", "pointwise"], "pass"),
+    # KernelBench level 1 problem 11's contraction: a matrix product of A's rows
+    "einsum_rows_times_matrix": ("return torch.einsum('bijl,lk->bijk', x, self.w)", "torch.rand(2, 3, 5, 24)", "24, 20",
+                                 ["view", "matmul", "view"], "self.w = nn.Parameter(torch.randn(a, b))"),
     "gemm_logsumexp": ("return torch.logsumexp(self.linear(x), dim=1, keepdim=True)", "torch.randn(9, 40)", "40, 24",
                        ["matmul", "rows"], "self.linear = nn.Linear(a, b)"),
 }
@@ -221,6 +224,38 @@ def test_level2_shapes_of_work(name, tmp_path, evaluator):
     problem = extra_problem(tmp_path, name)
     plan = make_plan(problem)
     assert plan.error is None and [s.kind.value for s in plan.stages] == EXTRA[name][3]
+    result = evaluator.evaluate(problem, BuiltinPolicy().source(problem, Config()))
+    assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
+
+
+TRIPLET = '''import torch
+import torch.nn as nn
+
+
+class Model(nn.Module):
+    def __init__(self, margin):
+        super().__init__()
+        self.loss_fn = nn.TripletMarginLoss(margin=margin)
+
+    def forward(self, anchor, positive, negative):
+        return self.loss_fn(anchor, positive, negative)
+
+
+def get_inputs():
+    return [torch.rand(37, 50) * 0.5, torch.rand(37, 50), torch.rand(37, 50)]
+
+
+def get_init_inputs():
+    return [0.5]
+'''
+
+
+def test_triplet_margin_loss_is_two_row_programs_and_a_total(tmp_path, evaluator):
+    path = tmp_path / "triplet.py"
+    path.write_text(TRIPLET)
+    problem = load_problem(path)
+    plan = make_plan(problem)
+    assert plan.error is None and [s.kind.value for s in plan.stages] == ["rows", "rows", "total"]
     result = evaluator.evaluate(problem, BuiltinPolicy().source(problem, Config()))
     assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
 

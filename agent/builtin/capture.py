@@ -224,12 +224,35 @@ def _convert_node(node: fx.Node, modules: dict, traced: fx.GraphModule) -> list[
         return f"{node.name}: indexing (getitem) is not supported by the built-in plans"
     if name in ("max", "min") and len(node.args) == 2 and isinstance(node.args[1], fx.Node):
         return [OpNode(node.name, {"max": "maximum", "min": "minimum"}[name], _refs(node.args), {}, shape, dtype)]
+    if name == "einsum":
+        return _einsum(node, shape, dtype)
     if name in POOL_FUNCTIONS:
         kind, dims = POOL_FUNCTIONS[name]
         bound = dict(zip(POOL_SIGNATURES[kind], node.args[1:]))
         bound.update(node.kwargs)
         return _pool(node, kind, dims, bound, shape, dtype)
     return [_bind(node, name, shape, dtype)]
+
+
+def _einsum(node: fx.Node, shape, dtype) -> list[OpNode] | str:
+    """An einsum that contracts the last index of A with the first of a matrix B
+    ('bijl,lk->bijk') is a matrix product of A's rows, seen as an (M, l) view, with B."""
+    equation, operands = node.args[0], node.args[1:]
+    if not isinstance(equation, str) or len(operands) != 2 or "->" not in equation:
+        return f"{node.name}: einsum {equation!r}"
+    inputs, out = equation.replace(" ", "").split("->")
+    left, right = (inputs.split(",") + [""])[:2]
+    if not (len(right) == 2 and left[-1:] == right[0] and out == left[:-1] + right[1]
+            and len(set(left + right[1])) == len(left) + 1):
+        return f"{node.name}: einsum {equation!r} (only a contraction of A's last index with a matrix's first)"
+    a_shape, _ = _meta(operands[0])
+    rows = 1
+    for d in a_shape[:-1]:
+        rows *= d
+    flat = (rows, a_shape[-1])
+    view = OpNode(f"{node.name}_rows", "view", _refs(operands[:1]), {"dims": flat}, flat, dtype)
+    product = OpNode(f"{node.name}_mm", "mm", (Ref(view.name),) + _refs(operands[1:]), {}, (rows, shape[-1]), dtype)
+    return [view, product, OpNode(node.name, "view", (Ref(product.name),), {"dims": tuple(shape)}, tuple(shape), dtype)]
 
 
 def _bind(node: fx.Node, name: str, shape, dtype) -> OpNode:
@@ -276,6 +299,8 @@ def _convert_module(node: fx.Node, module: nn.Module, shape, dtype) -> list[OpNo
         pool, dims = POOL_MODULES[kind]
         return _pool(node, pool, dims, {k: getattr(module, k) for k in POOL_SIGNATURES[pool] if hasattr(module, k)},
                      shape, dtype)
+    if isinstance(module, nn.TripletMarginLoss):
+        return _triplet_margin_loss(node, module, shape, dtype)
     if kind in INSTANCE_NORMS and not module.affine and not module.track_running_stats:
         return _instance_norm(node, module, shape, dtype)
     if kind in BATCH_NORMS and shape is not None and len(shape) >= 3:   # (N, C) stays in PyTorch: strided channels
@@ -284,6 +309,29 @@ def _convert_module(node: fx.Node, module: nn.Module, shape, dtype) -> list[OpNo
     if kind not in layered:
         return f"{node.name}: module {kind.__name__} ({node.target}) is not supported by the built-in plans"
     return _layer(node, module, layered[kind], shape, dtype)
+
+
+def _triplet_margin_loss(node: fx.Node, module: nn.Module, shape, dtype) -> list[OpNode] | str:
+    """mean(relu(d(a, p) - d(a, n) + margin)) with d(x, y) = ||x - y + eps||_2 over the last
+    dim, as nn.TripletMarginLoss computes it (p=2, no swap): two row programs and a total."""
+    if module.p != 2 or module.swap or module.reduction not in ("mean", "sum") or len(node.args) != 3:
+        return f"{node.name}: TripletMarginLoss with p={module.p}, swap={module.swap}, reduction={module.reduction!r}"
+    rows_shape, _ = _meta(node.args[0])
+    if rows_shape is None or len(rows_shape) != 2:
+        return f"{node.name}: TripletMarginLoss over a rank-{len(rows_shape or ())} input"
+    anchor, positive, negative = _refs(node.args)
+    made, distances = [], []
+    for side, other in (("positive", positive), ("negative", negative)):
+        diff = OpNode(f"{node.name}_{side}_diff", "sub", (anchor, other), {}, rows_shape, dtype)
+        shifted = OpNode(f"{node.name}_{side}_shift", "add", (Ref(diff.name), module.eps), {}, rows_shape, dtype)
+        distances.append(OpNode(f"{node.name}_{side}_distance", "norm", (Ref(shifted.name),),
+                                {"p": 2, "dim": -1, "keepdim": False}, rows_shape[:1], dtype))
+        made += [diff, shifted, distances[-1]]
+    gap = OpNode(f"{node.name}_gap", "sub", tuple(Ref(d.name) for d in distances), {}, rows_shape[:1], dtype)
+    margin = OpNode(f"{node.name}_margin", "add", (Ref(gap.name), module.margin), {}, rows_shape[:1], dtype)
+    hinge = OpNode(f"{node.name}_hinge", "relu", (Ref(margin.name),), {}, rows_shape[:1], dtype)
+    total = OpNode(node.name, module.reduction, (Ref(hinge.name),), {"dim": None, "keepdim": False}, shape, dtype)
+    return made + [gap, margin, hinge, total]
 
 
 INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
