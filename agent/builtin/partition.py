@@ -198,7 +198,7 @@ def _check_pointwise(node: OpNode) -> None:
 
 def _absorb(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
     """Add `node` to the open stage when it can live in the same kernel."""
-    if stage.kind in (StageKind.VIEW, StageKind.GROUP_NORM) or stage.shape is None:
+    if stage.kind is StageKind.VIEW or stage.shape is None:
         return False
     inside = [r for r in node.refs if r in stage.names]
     if not inside and stage.kind is not StageKind.POINTWISE:
@@ -243,6 +243,8 @@ def _absorb_pointwise(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
             return False
         if kind is Operand.SPATIAL and stage.kind not in (StageKind.POINTWISE, StageKind.TORCH):
             return False                           # only the flat elementwise kernel indexes per-position values
+        if stage.kind is StageKind.GROUP_NORM and kind not in (Operand.FULL, Operand.CHANNEL, Operand.SCALAR):
+            return False
     stage.body.append(node)
     return True
 

@@ -1,4 +1,4 @@
-"""Plan: group norm, one program per (sample, group) slice.
+"""Plan: group norm, one program per (sample, group) slice, with the chain after it fused.
 
 The channels of a group are adjacent in an NCHW tensor, so each slice is one contiguous
 run of (C / G) * H * W elements, too long for registers: the program walks it three
@@ -11,6 +11,9 @@ from agent.builtin.partition import Operand, Stage, Unsupported
 from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, forward_expr, load_cast
 
 
+INDEX = {Operand.FULL: "base + offs", Operand.CHANNEL: "channel", Operand.SCALAR: "0"}   # epilogue operands
+
+
 def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     anchor = stage.anchor
     x, weight, bias = (list(anchor.args) + [None, None])[:3]
@@ -19,14 +22,15 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     source = graph.node(x.name)
     body = Body(stage, graph, "v_norm")
     kinds = body.kinds(stage.shape)
-    if any(k is not Operand.FULL for k in kinds.values()):
-        raise Unsupported(f"{anchor.name}: an epilogue operand that is not full-size after a group norm")
-    lines = [f"{body.var[n]} = tl.load({body.var[n]}_ptr + base + offs, mask=mask, other=0.0){load_cast(graph.node(n))}"
-             for n in body.inputs] + [body.pointwise(node) for node in stage.body]
+    if any(k not in INDEX for k in kinds.values()):
+        raise Unsupported(f"{anchor.name}: an epilogue operand after a group norm that is not full-size, "
+                          "per-channel or a scalar")
+    lines = [f"{body.var[n]} = tl.load({body.var[n]}_ptr + {INDEX[kinds[n]]}, mask=mask, other=0.0)"
+             f"{load_cast(graph.node(n))}" for n in body.inputs] + [body.pointwise(node) for node in stage.body]
     outs = [f"out{j}" for j in range(len(stage.outputs))]
     lines += [f"tl.store({o}_ptr + base + offs, {body.var[v]}.to({o}_ptr.dtype.element_ty), mask=mask)"
               for o, v in zip(outs, stage.outputs)]
-    params = "".join(f"    {body.var[n]}_ptr,  # full operand\n" for n in body.inputs)
+    params = "".join(f"    {body.var[n]}_ptr,  # {kinds[n].value} operand\n" for n in body.inputs)
     params += "".join(f"    {o}_ptr,  # output\n" for o in outs)
     kernel = f'''
 @triton.jit
