@@ -14,6 +14,7 @@ VIEWS = {"t", "transpose", "view", "reshape", "permute", "unsqueeze", "squeeze",
 ROW_REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin", "norm", "logsumexp"}
 ROW_MAPS = {"softmax", "log_softmax", "layer_norm", "cumsum", "cumprod"}
 STRIDED_REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin"}   # over a dim not the last
+STRIDED_MAPS = {"softmax", "log_softmax", "logsumexp"}   # over a short dim not the last, held whole
 MAX_ROW = 65536             # the longest row a row program holds in registers
 LOOPED_ROW_OPS = {"sum", "mean", "amax", "amin", "norm", "logsumexp", "softmax", "log_softmax", "layer_norm"}
 # ^ what a row program that walks its row in steps computes (longer rows); scans and arg-reductions need the whole row

@@ -25,7 +25,7 @@ class StageKind(StrEnum):
     VIEW = "view"               # a torch view (no data moved): transpose, reshape, unsqueeze
     POINTWISE = "pointwise"     # one fused elementwise kernel
     ROWS = "rows"               # one program per row of the last dim: reductions, softmax, norms, scans
-    REDUCE = "reduce"           # a reduction over a dim that is not the last
+    REDUCE = "reduce"           # a reduction (or a softmax) over a dim that is not the last
     GROUP_NORM = "group_norm"   # group norm, looping over each (sample, group) slice
     BATCH_NORM = "batch_norm"   # batch norm: per-channel statistics, then one normalising pass with its epilogue
     POOL = "pool"               # max or average pooling, one output element per lane, then its epilogue
@@ -145,7 +145,7 @@ def _planned(node: OpNode, graph: OpGraph) -> Stage:
         if last_dim(node, graph):
             _check_row(node, row_shape)
             return Stage(StageKind.ROWS, row_shape, None, [node])
-        if op in ops.STRIDED_REDUCTIONS:
+        if op in ops.STRIDED_REDUCTIONS | ops.STRIDED_MAPS:
             return Stage(StageKind.REDUCE, node.shape, node)
         raise Unsupported(f"{node.name}: {op} along a dim that is not the last")
     if op in ops.MATMULS:
@@ -245,8 +245,14 @@ def _absorb_pointwise(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
             return False                           # only the flat elementwise kernel indexes per-position values
         if stage.kind is StageKind.GROUP_NORM and kind not in (Operand.FULL, Operand.CHANNEL, Operand.SCALAR):
             return False
+        if stage.kind is StageKind.REDUCE and kind not in _REDUCE_OPERANDS[stage.anchor.op in ops.STRIDED_MAPS
+                                                                           and stage.anchor.op != "logsumexp"]:
+            return False                           # a strided reduction's epilogue indexes by output position
     stage.body.append(node)
     return True
+
+
+_REDUCE_OPERANDS = {False: (Operand.FULL,), True: (Operand.FULL, Operand.CHANNEL, Operand.SCALAR)}
 
 
 def _absorb_total_epilogue(stage: Stage, node: OpNode, graph: OpGraph) -> bool:

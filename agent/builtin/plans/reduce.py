@@ -3,10 +3,12 @@
 The input is viewed as (outer, n_reduce, n_inner), contiguous. Each program owns
 BLOCK_I neighbouring outputs of one outer slice and walks the reduced dim in chunks of
 BLOCK_R rows, so every load is a coalesced (BLOCK_R, BLOCK_I) tile; sums accumulate in
-fp32, arg-reductions keep the first index of the extreme value, as torch does.
+fp32, arg-reductions keep the first index of the extreme value, as torch does. Softmax,
+log-softmax and logsumexp over such a dim are channel_map.py's.
 """
 from agent.builtin.capture import OpGraph
 from agent.builtin.partition import Operand, Stage, Unsupported
+from agent.builtin.plans import channel_map
 from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, forward_expr, load_cast
 
 START = {"sum": "tl.zeros((BLOCK_I,), dtype=tl.float32)", "mean": "tl.zeros((BLOCK_I,), dtype=tl.float32)",
@@ -27,6 +29,8 @@ STEP["max"], STEP["min"] = STEP["amax"], STEP["amin"]
 
 def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     anchor = stage.anchor
+    if anchor.op in channel_map.MAPS:
+        return channel_map.emit(stage, graph, config, name)
     if anchor.op not in STEP:
         raise Unsupported(f"{anchor.name}: {anchor.op} over a dim that is not the last")
     source = graph.node(anchor.refs[0])
