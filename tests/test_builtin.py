@@ -239,6 +239,47 @@ def test_level2_shapes_of_work(name, tmp_path, evaluator):
     assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
 
 
+BATCHNORM_MODES = '''
+import importlib.util, sys, torch
+def load(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+problem, candidate = load(sys.argv[1], "problem"), load(sys.argv[2], "candidate")
+torch.manual_seed(42)
+model = problem.Model(*problem.get_init_inputs())
+torch.manual_seed(42)
+new = candidate.ModelNew(*problem.get_init_inputs())
+for step in range(2):                       # training mode: batch statistics, running stats updated
+    x = torch.rand(3, 5, 7, 9) * (step + 1)
+    torch.testing.assert_close(new(x), model(x), rtol=1e-4, atol=1e-5)
+for name in ("running_mean", "running_var", "num_batches_tracked"):
+    torch.testing.assert_close(getattr(new.bn, name), getattr(model.bn, name), rtol=1e-5, atol=1e-6)
+model.eval(), new.eval()                    # eval mode: the running statistics
+x = torch.rand(3, 5, 7, 9)
+torch.testing.assert_close(new(x), model(x), rtol=1e-4, atol=1e-5)
+print("same")
+'''
+
+
+def test_batch_norm_follows_the_module_in_training_and_eval_mode(tmp_path):
+    """The evaluator runs models as built (training mode); this drives one candidate
+    through two training steps and then eval mode, against the reference, in the
+    interpreter: outputs, running statistics and the batch counter all match."""
+    import os
+    import subprocess
+    import sys
+    problem = extra_problem(tmp_path, "batchnorm_scale_relu")
+    candidate = tmp_path / "candidate.py"
+    candidate.write_text(BuiltinPolicy().source(problem, Config()))
+    script = tmp_path / "modes.py"
+    script.write_text(BATCHNORM_MODES)
+    done = subprocess.run([sys.executable, str(script), str(problem.path), str(candidate)], capture_output=True,
+                          text=True, env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr[-3000:]
+
+
 TRIPLET = '''import torch
 import torch.nn as nn
 
