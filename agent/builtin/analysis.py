@@ -57,13 +57,22 @@ class Work:
         leaves = [n for n in graph.nodes if n.op in ("input", "param")]
         minimum = sum(nbytes(n) for n in leaves) + nbytes(graph.node(graph.output))
         return Work(sum(flops(n, graph) for n in compute), eager, len(compute),
-                    sum(stage_bytes(s, graph) for s in stages),
-                    sum(launches(s) for s in stages), minimum)
+                    sum(stage_bytes(s, graph, _triton_conv(stages)) for s in stages),
+                    sum(launches(s, _triton_conv(stages)) for s in stages), minimum)
 
 
-def launches(stage: Stage) -> int:
+def _triton_conv(stages: list[Stage]) -> bool:
+    """Does the plan start with the convolutions in Triton (nothing else needs a kernel)?"""
+    return any(s.kind is StageKind.CONV for s in stages) and not library_fits(stages, StageKind.CONV)
+
+
+def launches(stage: Stage, triton_conv: bool = False) -> int:
+    """Kernels the stage launches; `triton_conv`: convolutions are one implicit-GEMM
+    kernel with their chain, not cuDNN plus an epilogue."""
     if stage.kind is StageKind.VIEW:
         return 0
+    if stage.kind is StageKind.CONV and triton_conv:
+        return 1
     if stage.kind in (StageKind.CONV, StageKind.TORCH):
         return 1 + bool(stage.body or (stage.kind is StageKind.CONV and len(stage.anchor.refs) > 2))
     if stage.kind is StageKind.BATCH_NORM:
@@ -84,13 +93,13 @@ def passes(stage: Stage) -> int:
     return sum(loops.get(n.op, 1) for n in row_ops) + any(n.shape == stage.shape for n in stage.body)
 
 
-def stage_bytes(stage: Stage, graph: OpGraph) -> float:
+def stage_bytes(stage: Stage, graph: OpGraph, triton_conv: bool = False) -> float:
     if stage.kind is StageKind.VIEW:
         return 0.0
     nodes = ([stage.anchor] if stage.anchor else []) + stage.body
     read = {r for n in nodes for r in n.refs if r not in stage.names}
     total = passes(stage) * sum(nbytes(graph.node(r)) for r in read) + sum(nbytes(graph.node(o)) for o in stage.outputs)
-    if stage.kind in (StageKind.CONV, StageKind.TORCH) and launches(stage) == 2:
+    if stage.kind in (StageKind.CONV, StageKind.TORCH) and launches(stage, triton_conv) == 2:
         total += 2 * nbytes(stage.anchor)          # the library op writes its output, the epilogue reads it back
     return float(total)
 
@@ -105,7 +114,7 @@ def analysis_text(work: Work, graph: OpGraph, stages: list[Stage], device: Devic
              _graph_text(graph), "```", "", _work_line(work)]
     lines += [_roofline_line(work, device, ceilings), _launch_line(work, ceilings)]
     lines += ["", "Stages (one kernel each; cuDNN and ops kept in PyTorch run before their epilogue):"]
-    lines += [_stage_line(i, s, graph, ceilings) for i, s in enumerate(stages)]
+    lines += [_stage_line(i, s, graph, ceilings, _triton_conv(stages)) for i, s in enumerate(stages)]
     kept = [s.anchor for s in stages if s.kind is StageKind.TORCH]
     if kept:
         lines.append("Kept in PyTorch as the reference wrote them (no Triton plan): "
@@ -177,10 +186,11 @@ def _roofline_line(work: Work, device: DeviceInfo, ceilings: tuple[float, float]
             f"(intensity {work.flops / max(work.minimum_bytes, 1):.2f} FLOP/B, ridge {rate / bandwidth:.1f}).")
 
 
-def _stage_line(index: int, stage: Stage, graph: OpGraph, ceilings: tuple[float, float] | None) -> str:
+def _stage_line(index: int, stage: Stage, graph: OpGraph, ceilings: tuple[float, float] | None,
+                triton_conv: bool) -> str:
     if stage.kind is StageKind.VIEW:
         return f"{index + 1}. view `{stage.anchor.name}` ({stage.anchor.op}): a torch view, no data moved"
-    moved, work = stage_bytes(stage, graph), stage_flops(stage, graph)
+    moved, work = stage_bytes(stage, graph, triton_conv), stage_flops(stage, graph)
     intensity = work / max(moved, 1.0)
     ridge = ceilings[1] / ceilings[0] if ceilings else 10.0   # ~H100 fp32 ridge without a measurement
     kind = "compute" if intensity > ridge else "memory"

@@ -1,6 +1,7 @@
 """Plan: the convolution (1-, 2- or 3-d, plain or transposed) stays on cuDNN, called
 without its bias; the bias and the chain that follows it run in one Triton epilogue over
-the convolution's output.
+the convolution's output. Without `config.conv_library` the whole stage is one Triton
+implicit-GEMM kernel instead (plans/conv_triton.py).
 
 Eager writes the convolution's output, then reads and writes it again for the bias
 (inside cuDNN) and for every later op; here the bias is a per-channel operand of the
@@ -8,11 +9,13 @@ fused elementwise kernel, so the output crosses memory once more in total.
 """
 from agent.builtin.capture import OpGraph, OpNode, Ref
 from agent.builtin.partition import Operand, Stage
-from agent.builtin.plans import library
+from agent.builtin.plans import conv_triton, library
 from agent.builtin.plans.common import Config, Emitted, forward_expr
 
 
 def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
+    if not config.conv_library:
+        return conv_triton.emit(stage, graph, config, name)
     anchor = stage.anchor
     x, weight, bias = (list(anchor.args) + [None, None])[:3]
     if not isinstance(bias, Ref):
