@@ -92,3 +92,30 @@ def test_tiny_outputs_are_not_degenerate_because_the_relative_error_still_binds(
 def test_lint_drops_distributions_the_reference_is_not_defined_on(tmp_path):
     report = lint(tmp_path, "return torch.log(x)", inputs="torch.rand(batch_size, dim) + 0.5")
     assert report.distributions == ["own", "scaled"] and not report.degenerate
+
+
+@pytest.mark.parametrize("case", ["close", "one_far", "inf_agrees", "nan_where_finite"])
+def test_comparison_in_slices_matches_the_comparison_in_one_piece(case, monkeypatch):
+    """Outputs are compared CHUNK elements at a time (float64 temporaries stay small next to
+    a billion-element output); slices of 7 give the same verdict, figures and reason."""
+    from tools import compare as module
+    torch.manual_seed(0)
+    ref = torch.randn(5, 37) * 3.0
+    out = ref + 1e-6 * torch.randn_like(ref)
+    if case == "one_far":
+        out[3, 20] += 0.5
+        out[1, 2] += 0.25
+    if case == "inf_agrees":
+        ref[2, 5] = out[2, 5] = float("inf")
+    if case == "nan_where_finite":
+        out[4, 36] = float("nan")
+    whole = module.compare([ref], [out])
+    monkeypatch.setattr(module, "CHUNK", 7)
+    sliced = module.compare([ref], [out])
+    assert (sliced.ok, sliced.reason) == (whole.ok, whole.reason)
+    assert sliced.ok is (case in ("close", "inf_agrees"))
+    if whole.max_abs_error is not None:
+        assert sliced.max_abs_error == pytest.approx(whole.max_abs_error)
+        assert sliced.rel_error == pytest.approx(whole.rel_error, rel=1e-9)
+    if case == "one_far":
+        assert "2/185 elements outside" in sliced.reason and "expected" in sliced.reason

@@ -5,7 +5,9 @@ no storage shared with an input), then numerics in float64: every element within
 `atol * max(1, rms(ref)) + rtol * |ref|` (the absolute term follows the output's scale,
 so an fp32 sum of large values is held to fp32 accuracy, not to 1e-4 absolute), the
 relative L2 error within `rel_l2`, non-finite values exactly where the reference has
-them. Integer and boolean outputs must be equal.
+them. Integer and boolean outputs must be equal. Floating outputs are compared in
+slices of CHUNK elements, so the float64 temporaries of a billion-element output stay
+small next to the model that made it.
 """
 from dataclasses import dataclass
 
@@ -70,6 +72,9 @@ def compare(reference: list[torch.Tensor], outputs: list[torch.Tensor]) -> Compa
     return worst
 
 
+CHUNK = 1 << 24     # elements compared at once in float64 (128 MiB a temporary): a billion-element output fits
+
+
 def _compare_one(ref: torch.Tensor, out: torch.Tensor, label: str) -> Comparison:
     if not ref.is_floating_point():
         mismatched = int((ref != out.to(ref.device)).sum())
@@ -77,31 +82,56 @@ def _compare_one(ref: torch.Tensor, out: torch.Tensor, label: str) -> Comparison
             return Comparison(False, f"{label}: {mismatched}/{ref.numel()} elements differ (exact match required)", None, None)
         return Comparison(True, "", 0.0, 0.0)
     tol = TOLERANCES.get(ref.dtype, TOLERANCES[torch.float32])
-    r, o = ref.double(), out.to(ref.device).double()
-    finite = torch.isfinite(r)
-    nonfinite_bad = int((finite & ~torch.isfinite(o)).sum())
+    nonfinite_bad, special_bad, squares, count = 0, False, 0.0, 0
+    for r, o in _slices(ref, out):              # first pass: non-finite values, and the reference's scale
+        finite = torch.isfinite(r)
+        nonfinite_bad += int((finite & ~torch.isfinite(o)).sum())
+        special = ~finite
+        if bool(special.any()) and not bool(((o[special] == r[special]) | (o[special].isnan() & r[special].isnan())).all()):
+            special_bad = True
+        kept = r[finite]
+        squares, count = squares + float(kept.pow(2).sum()), count + kept.numel()
     if nonfinite_bad:
         return Comparison(False, f"{label}: {nonfinite_bad} non-finite values where the reference is finite")
-    special = ~finite
-    if bool(special.any()) and not bool(((o[special] == r[special]) | (o[special].isnan() & r[special].isnan())).all()):
+    if special_bad:
         return Comparison(False, f"{label}: differs from the reference where the reference is inf or nan")
-    return _numeric(r[finite], o[finite], tol, label)
-
-
-def _numeric(r: torch.Tensor, o: torch.Tensor, tol: Tolerance, label: str) -> Comparison:
-    if r.numel() == 0:
+    if count == 0:
         return Comparison(True, "", 0.0, 0.0)
-    diff = (o - r).abs()
-    scale = max(1.0, float(r.pow(2).mean().sqrt()))
-    allowed = tol.atol * scale + tol.rtol * r.abs()
-    outside = diff > allowed
-    max_abs = float(diff.max())
-    rel = float(diff.norm() / max(float(r.norm()), 1e-300))
-    n_out = int(outside.sum())
+    return _numeric(ref, out, tol, label, max(1.0, (squares / count) ** 0.5), squares, count)
+
+
+def _slices(ref: torch.Tensor, out: torch.Tensor):
+    """(reference, output) float64 slices of CHUNK elements, flattened, on the reference's device."""
+    r_flat, o_flat = ref.reshape(-1), out.to(ref.device).reshape(-1)
+    for start in range(0, r_flat.numel(), CHUNK):
+        yield r_flat[start:start + CHUNK].double(), o_flat[start:start + CHUNK].double()
+
+
+def _numeric(ref: torch.Tensor, out: torch.Tensor, tol: Tolerance, label: str, scale: float, squares: float,
+             count: int) -> Comparison:
+    """Second pass over the finite elements: every one within atol * scale + rtol * |ref|,
+    then the relative L2 error; the worst element (largest excess) is reported."""
+    max_abs, diff_squares, n_out, worst = 0.0, 0.0, 0, (0.0, 0.0, 0.0)    # worst: (excess, got, expected)
+    for r, o in _slices(ref, out):
+        finite = torch.isfinite(r)
+        if not bool(finite.all()):
+            r, o = r[finite], o[finite]
+        if r.numel() == 0:
+            continue
+        diff = (o - r).abs()
+        allowed = tol.atol * scale + tol.rtol * r.abs()
+        outside = diff > allowed
+        max_abs, diff_squares = max(max_abs, float(diff.max())), diff_squares + float(diff.pow(2).sum())
+        n_out += int(outside.sum())
+        if bool(outside.any()):
+            excess = (diff - allowed) * outside
+            at = int(torch.argmax(excess))
+            if float(excess[at]) > worst[0]:
+                worst = (float(excess[at]), float(o[at]), float(r[at]))
+    rel = diff_squares ** 0.5 / max(squares ** 0.5, 1e-300)
     if n_out:
-        at = int(torch.argmax((diff - allowed) * outside))
-        reason = (f"{label}: {n_out}/{r.numel()} elements outside atol={tol.atol:g}*{scale:.3g}, rtol={tol.rtol:g}; "
-                  f"worst got {float(o[at]):.6g}, expected {float(r[at]):.6g}; max abs error {max_abs:.3g}")
+        reason = (f"{label}: {n_out}/{count} elements outside atol={tol.atol:g}*{scale:.3g}, rtol={tol.rtol:g}; "
+                  f"worst got {worst[1]:.6g}, expected {worst[2]:.6g}; max abs error {max_abs:.3g}")
         return Comparison(False, reason, max_abs, rel)
     if rel > tol.rel_l2:
         return Comparison(False, f"{label}: relative L2 error {rel:.3g} above {tol.rel_l2:g}", max_abs, rel)
