@@ -183,6 +183,8 @@ class Evaluator:
                 self._contexts.popitem(last=False)
             reference = Reference(problem, self.device.torch_device)
             lint = lint_problem(reference)
+            if self.device.mode is Mode.GPU:
+                torch.cuda.empty_cache()    # the lint's outputs, gigabytes on KernelBench's sizes
             self._contexts[key] = ProblemContext(reference, lint, [Distribution(d) for d in lint.distributions])
         self._contexts.move_to_end(key)
         return self._contexts[key]

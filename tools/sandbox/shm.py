@@ -149,6 +149,9 @@ class Exchange:
             return Arena.host(nbytes)
         if self._cuda is None or self._cuda.nbytes < nbytes:
             # Grow in powers of two: a replaced arena that a killed worker had opened is never freed.
+            # The old one is let go first, so its memory can serve the new one where no worker holds it.
+            self._cuda = None
+            torch.cuda.empty_cache()
             self._cuda = Arena.cuda(1 << max(nbytes - 1, 1).bit_length(), self.device)
         return self._cuda.reset()
 
