@@ -64,3 +64,9 @@ def test_arena_views_stay_inside_the_buffer():
 def test_replies_of_the_wrong_types_are_refused(reply):
     with pytest.raises(ProtocolError, match="not of the protocol's type"):
         unpack_reply(pack(reply))
+
+
+def test_cuda_arenas_grow_in_powers_of_two_then_whole_gib():
+    from tools.sandbox.shm import GIB, arena_size
+    assert [arena_size(n) for n in (1, 1000, GIB)] == [2, 1024, GIB]
+    assert arena_size(GIB + 1) == 2 * GIB and arena_size(21 * GIB + 5) == 22 * GIB    # not 32 GiB

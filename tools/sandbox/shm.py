@@ -137,6 +137,18 @@ def open_arena(description: dict) -> Arena:
     return _opened[key]
 
 
+GIB = 1 << 30
+
+
+def arena_size(nbytes: int) -> int:
+    """Powers of two up to 1 GiB, then whole GiB: growth steps stay few (a replaced arena
+    that a killed worker had opened is never freed), and a 21 GiB request on KernelBench's
+    sizes takes 21 GiB, not 32, beside the inputs and outputs the trusted side holds."""
+    if nbytes <= GIB:
+        return 1 << max(nbytes - 1, 1).bit_length()
+    return -(-nbytes // GIB) * GIB
+
+
 class Exchange:
     """The trusted side's source of arenas: one reused CUDA arena (grown when a request
     needs more), or a fresh host arena per request."""
@@ -148,11 +160,10 @@ class Exchange:
         if self.device.type != "cuda":
             return Arena.host(nbytes)
         if self._cuda is None or self._cuda.nbytes < nbytes:
-            # Grow in powers of two: a replaced arena that a killed worker had opened is never freed.
-            # The old one is let go first, so its memory can serve the new one where no worker holds it.
+            # The old arena is let go first, so its memory can serve the new one where no worker holds it.
             self._cuda = None
             torch.cuda.empty_cache()
-            self._cuda = Arena.cuda(1 << max(nbytes - 1, 1).bit_length(), self.device)
+            self._cuda = Arena.cuda(arena_size(nbytes), self.device)
         return self._cuda.reset()
 
     def ready(self, arena: Arena) -> None:
