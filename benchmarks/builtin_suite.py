@@ -81,6 +81,8 @@ def main() -> int:
         return smoke(args, files)
     if args.report:
         print(report(read_log(args.out / "builtin.jsonl"), files))
+        if (args.out / "check.jsonl").exists():
+            print(check_report(read_log(args.out / "check.jsonl"), files))
         return 0
     if args.cpu or args.check:
         return check(args, files, gpu=args.check)
@@ -265,6 +267,26 @@ def report(rows: list[dict], files: list[ProblemFile], device: str = "") -> str:
             r = by_key.get((level, f.path.stem))
             lines.append(_row(f.path.stem, r))
         parts += lines + ["", summary([by_key.get((level, f.path.stem)) for f in chosen])]
+    return "\n".join(parts)
+
+
+def check_report(rows: list[dict], files: list[ProblemFile]) -> str:
+    """The `--check` log (correctness only, no timing): one table per level, then a count."""
+    by_key = {(r["level"], r["name"]): r for r in rows}
+    parts = ["", "Correctness check (first kernel, nothing timed)"]
+    for level in sorted({f.level for f in files}, key=lambda v: (v is None, v)):
+        chosen = [by_key.get((level, f.path.stem)) for f in files if f.level == level]
+        if not any(chosen):
+            continue
+        lines = ["", f"Level {level}" if level is not None else "Suite", "| problem | status | flags | reason |",
+                 "|---|---|---|---|"]
+        for f, r in zip([f for f in files if f.level == level], chosen):
+            status = r["status"] if r else "not run"
+            lines.append(f"| {f.path.stem} | {status[:90]} | {', '.join((r or {}).get('flags') or [])} | "
+                         f"{(r or {}).get('reason', '')[:90]} |")
+        correct = sum(1 for r in chosen if r and r["status"] == "correct")
+        parts += lines + ["", f"{sum(1 for r in chosen if r)}/{len(chosen)} checked; a correct kernel on "
+                              f"{correct}/{len(chosen)} ({correct / max(len(chosen), 1):.0%})"]
     return "\n".join(parts)
 
 
