@@ -27,7 +27,7 @@ from tools.problems import load_problem
 from tools.records import EvalStatus, Mode
 from tools.toolbox import Toolbox
 
-# problem -> the stage families its plan uses (attention and losses beyond smooth L1 are not built in)
+# problem -> the stage families its plan uses (attention is not built in)
 SUPPORTED = {
     "01_scale_bias_relu_chain": {"pointwise"}, "02_gelu_tanh": {"pointwise"}, "03_silu_hardtanh": {"pointwise"},
     "04_softmax_rows": {"rows"}, "05_log_softmax_rows": {"rows"}, "06_layernorm": {"rows"}, "07_rmsnorm": {"rows"},
@@ -36,8 +36,9 @@ SUPPORTED = {
     "15_matmul_transposed_b": {"view", "matmul"}, "16_batched_matmul": {"matmul"}, "17_matvec": {"view", "rows"},
     "18_linear_bias_relu": {"matmul"}, "19_linear_gelu_scale": {"matmul"}, "20_conv2d_bias_relu": {"conv"},
     "21_conv1x1_residual": {"conv"}, "24_tiny_mlp": {"matmul", "rows"},
+    "12_cross_entropy_loss": {"view", "rows", "total"},
 }
-UNSUPPORTED = {"12_cross_entropy_loss": "cross_entropy", "22_sdpa_attention": "scaled_dot_product_attention",
+UNSUPPORTED = {"22_sdpa_attention": "scaled_dot_product_attention",
                "23_causal_attention": "could not trace"}
 CPU = DeviceInfo(Mode.CPU_INTERPRETER, "cpu", None)
 GPU = DeviceInfo(Mode.GPU, "NVIDIA H100 80GB HBM3", 0)     # decision logic only: nothing runs on it
@@ -310,6 +311,46 @@ def test_triplet_margin_loss_is_two_row_programs_and_a_total(tmp_path, evaluator
     assert plan.error is None and [s.kind.value for s in plan.stages] == ["rows", "rows", "total"]
     result = evaluator.evaluate(problem, BuiltinPolicy().source(problem, Config()))
     assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
+
+
+CROSS_ENTROPY = '''import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.loss = nn.CrossEntropyLoss(reduction="sum")
+
+    def forward(self, logits, targets):
+        return {forward}
+
+
+def get_inputs():
+    targets = torch.randint(0, 37, (29,))
+    targets[::4] = -100     # the ignored class: no term, and not counted by the mean
+    return [torch.randn(29, 37) * 3.0, targets]
+
+
+def get_init_inputs():
+    return []
+'''
+
+
+@pytest.mark.parametrize("forward", ["F.cross_entropy(logits, targets)", "self.loss(logits, targets)"])
+def test_cross_entropy_is_a_row_program_and_two_totals(forward, tmp_path, evaluator):
+    path = tmp_path / "cross_entropy.py"
+    path.write_text(CROSS_ENTROPY.replace("{forward}", forward))
+    problem = load_problem(path)
+    plan = make_plan(problem)
+    assert plan.error is None and [s.kind.value for s in plan.stages] == (
+        ["view", "rows", "total", "total"] if forward.startswith("F.") else ["view", "rows", "total"])
+    result = evaluator.evaluate(problem, BuiltinPolicy().source(problem, Config()))
+    assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
+    weighted = tmp_path / "weighted.py"
+    weighted.write_text(CROSS_ENTROPY.replace("{forward}", "F.cross_entropy(logits, targets, label_smoothing=0.1)"))
+    assert "no op of this forward has a Triton plan" in make_plan(load_problem(weighted)).error   # kept in PyTorch
 
 
 def test_ops_kept_in_pytorch_are_written_as_the_reference_wrote_them_and_named(tmp_path):

@@ -226,6 +226,10 @@ def _convert_node(node: fx.Node, modules: dict, traced: fx.GraphModule) -> list[
         return [OpNode(node.name, {"max": "maximum", "min": "minimum"}[name], _refs(node.args), {}, shape, dtype)]
     if name == "einsum":
         return _einsum(node, shape, dtype)
+    if name == "cross_entropy":
+        bound = dict(zip(("weight", "size_average", "ignore_index", "reduce", "reduction", "label_smoothing"),
+                         node.args[2:]))
+        return _cross_entropy(node, {**bound, **node.kwargs}, shape, dtype)
     if name in POOL_FUNCTIONS:
         kind, dims = POOL_FUNCTIONS[name]
         bound = dict(zip(POOL_SIGNATURES[kind], node.args[1:]))
@@ -299,6 +303,10 @@ def _convert_module(node: fx.Node, module: nn.Module, shape, dtype) -> list[OpNo
         pool, dims = POOL_MODULES[kind]
         return _pool(node, pool, dims, {k: getattr(module, k) for k in POOL_SIGNATURES[pool] if hasattr(module, k)},
                      shape, dtype)
+    if isinstance(module, nn.CrossEntropyLoss):
+        return _cross_entropy(node, {"weight": module.weight, "ignore_index": module.ignore_index,
+                                     "reduction": module.reduction, "label_smoothing": module.label_smoothing},
+                              shape, dtype)
     if isinstance(module, nn.TripletMarginLoss):
         return _triplet_margin_loss(node, module, shape, dtype)
     if kind in INSTANCE_NORMS and not module.affine and not module.track_running_stats:
@@ -332,6 +340,36 @@ def _triplet_margin_loss(node: fx.Node, module: nn.Module, shape, dtype) -> list
     hinge = OpNode(f"{node.name}_hinge", "relu", (Ref(margin.name),), {}, rows_shape[:1], dtype)
     total = OpNode(node.name, module.reduction, (Ref(hinge.name),), {"dim": None, "keepdim": False}, shape, dtype)
     return made + [gap, margin, hinge, total]
+
+
+def _cross_entropy(node: fx.Node, options: dict, shape, dtype) -> list[OpNode] | str:
+    """Cross-entropy of (N, C) logits against (N,) class indices: per row, logsumexp minus
+    the target's logit (zero for the ignored class), then their sum, or their mean over the
+    targets that count; a row program and two totals."""
+    reduction, ignore = options.get("reduction", "mean"), options.get("ignore_index", -100)
+    if options.get("weight") is not None or options.get("label_smoothing", 0.0) or reduction not in ("mean", "sum") \
+            or options.get("size_average") is not None or options.get("reduce") is not None:
+        return f"{node.name}: cross_entropy with class weights, label smoothing or reduction={reduction!r}"
+    (logits_shape, _), (target_shape, target_dtype) = _meta(node.args[0]), _meta(node.args[1])
+    if logits_shape is None or len(logits_shape) != 2 or target_shape != logits_shape[:1] \
+            or target_dtype not in (torch.int64, torch.int32):
+        return f"{node.name}: cross_entropy over {logits_shape} logits and {target_shape} {target_dtype} targets"
+    logits, target = _refs(node.args[:2])
+    rows, n = (logits_shape[0], 1), node.name
+    made = [OpNode(f"{n}_target", "unsqueeze", (target,), {"dim": 1}, rows, target_dtype),
+            OpNode(f"{n}_logits", "clone", (logits,), {}, logits_shape, dtype),
+            OpNode(f"{n}_lse", "logsumexp", (Ref(f"{n}_logits"),), {"dim": -1, "keepdim": True}, rows, dtype),
+            OpNode(f"{n}_picked", "pick", (Ref(f"{n}_logits"), Ref(f"{n}_target")), {"dim": -1, "keepdim": True},
+                   rows, dtype),
+            OpNode(f"{n}_nll", "sub", (Ref(f"{n}_lse"), Ref(f"{n}_picked")), {}, rows, dtype),
+            OpNode(f"{n}_terms", "drop_ignored", (Ref(f"{n}_nll"), Ref(f"{n}_target")), {"ignore_index": ignore},
+                   rows, dtype)]
+    total = OpNode(n if reduction == "sum" else f"{n}_total", "sum", (Ref(f"{n}_terms"),), {"dim": None}, (), dtype)
+    if reduction == "sum":
+        return made + [total]
+    kept = OpNode(f"{n}_kept", "kept_target", (Ref(f"{n}_target"),), {"ignore_index": ignore}, rows, dtype)
+    count = OpNode(f"{n}_count", "sum", (Ref(kept.name),), {"dim": None}, (), dtype)
+    return made + [total, kept, count, OpNode(n, "div", (Ref(total.name), Ref(count.name)), {}, tuple(shape), dtype)]
 
 
 INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)

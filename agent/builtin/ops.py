@@ -11,7 +11,8 @@ import math
 
 VIEWS = {"t", "transpose", "view", "reshape", "permute", "unsqueeze", "squeeze", "flatten", "contiguous",
          "identity", "size"}
-ROW_REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin", "norm", "logsumexp"}
+ROW_REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin", "norm", "logsumexp",
+                  "pick"}   # pick: the row's element at a per-row index (cross-entropy's target logit)
 ROW_MAPS = {"softmax", "log_softmax", "layer_norm", "cumsum", "cumprod"}
 STRIDED_REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin"}   # over a dim not the last
 STRIDED_MAPS = {"softmax", "log_softmax", "logsumexp"}   # over a short dim not the last, held whole
@@ -56,7 +57,7 @@ BINARY = {"add": "({a} + {b})", "sub": "({a} - {b})", "mul": "({a} * {b})", "div
 
 def is_pointwise(op: str) -> bool:
     return op in UNARY or op in BINARY or op in {"gelu", "hardtanh", "clamp", "leaky_relu", "elu", "softplus",
-                                                 "pow", "smooth_l1_loss"}
+                                                 "pow", "smooth_l1_loss", "drop_ignored", "kept_target"}
 
 
 def literal(value) -> str:
@@ -96,6 +97,10 @@ def render(op: str, args: list[str], attrs: dict) -> str:
         return _pow(a, attrs["exponent"])
     if op == "smooth_l1_loss":
         return _smooth_l1(a, args[1], attrs)
+    if op == "drop_ignored":    # a loss term, zero where the target is the ignored class
+        return f"tl.where({args[1]} == {literal(attrs['ignore_index'])}, 0.0, {a})"
+    if op == "kept_target":     # 1 for a target that counts, 0 for the ignored class
+        return f"tl.where({a} == {literal(attrs['ignore_index'])}, 0.0, 1.0)"
     raise ValueError(f"no Triton expression for op {op!r}")
 
 

@@ -85,6 +85,10 @@ def _row_op(body: Body, node: OpNode) -> list[str]:
     }
     if op in simple:
         return [f"{body.fresh(node.name)} = {simple[op]}  # {op} over the row"]
+    if op == "pick":
+        index = body.var[node.refs[1]]
+        return [f"{body.fresh(node.name)} = tl.sum(tl.where(offs_n == {index}, {a}, 0.0), axis=0)"
+                "  # the row's element at its index"]
     if op == "norm":
         p = node.attrs.get("p", 2)
         if p not in (1, 2, 1.0, 2.0, "fro"):
