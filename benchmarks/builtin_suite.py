@@ -84,6 +84,8 @@ def main() -> int:
         if (args.out / "check.jsonl").exists():
             print(check_report(read_log(args.out / "check.jsonl"), files))
         return 0
+    if args.cpu and args.check:
+        parser.error("--cpu (the interpreter) and --check (the GPU) exclude each other")
     if args.cpu or args.check:
         return check(args, files, gpu=args.check)
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")   # is_available() must not poison the fork server
@@ -139,7 +141,7 @@ def check(args, files: list[ProblemFile], gpu: bool) -> int:
             except Exception as error:   # a problem the shrink broke: reported, not scored
                 plan, row["status"] = None, f"not loadable: {type(error).__name__}: {str(error)[:200]}"
             if plan is not None and plan.error:
-                row["status"] = "unsupported"
+                row.update(status="unsupported", reason=plan.error[:300])
             elif plan is not None:
                 r = evaluator.evaluate(problem, policy.source(problem, default_config(list(plan.stages), plan.graph)))
                 row.update(status=r.status.value, flags=[x.value for x in r.flags], reason=r.reason[:300])

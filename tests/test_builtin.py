@@ -201,6 +201,21 @@ EXTRA = {  # KernelBench level-2 shapes of work beyond our suite: forward body, 
     # KernelBench level 1 problem 11's contraction: a matrix product of A's rows
     "einsum_rows_times_matrix": ("return torch.einsum('bijl,lk->bijk', x, self.w)", "torch.rand(2, 3, 5, 24)", "24, 20",
                                  ["view", "matmul", "view"], "self.w = nn.Parameter(torch.randn(a, b))"),
+    # review cases: each must plan and be correct (per-channel values only line up with dim 1,
+    # an unbatched instance norm stays in PyTorch, a norm's value may be used after its chain)
+    "dim2_softmax_channel_scale": ("return torch.softmax(x, dim=2) * self.scale", "torch.rand(2, 3, 5, 4)", "0, 3",
+                                   ["reduce", "pointwise"], "self.scale = nn.Parameter(torch.randn(b, 1, 1))"),
+    "long_channel_softmax": ("return torch.relu(torch.softmax(x, dim=1) - 1e-3)", "torch.rand(2, 1100, 3)", "0, 0",
+                             ["torch"], "pass"),
+    "unbatched_instance_norm": ("return self.inorm(x) * 2.0", "torch.rand(3, 6, 5)", "3, 0", ["torch"],
+                                "self.inorm = nn.InstanceNorm2d(a)"),
+    "groupnorm_used_twice": ("y = self.gn(x)\n        return torch.relu(y) + torch.softmax(y, -1)",
+                             "torch.randn(2, 4, 3, 5)", "4, 0", ["group_norm", "rows"], "self.gn = nn.GroupNorm(2, a)"),
+    "batchnorm_last_dim_weight": ("return self.bn(x) * self.w", "torch.rand(2, 3, 4, 5)", "3, 5",
+                                  ["batch_norm", "pointwise"],
+                                  "self.bn = nn.BatchNorm2d(a)\n        self.w = nn.Parameter(torch.randn(b))"),
+    "layer_norm_bias_only": ("return F.layer_norm(x, (20,), bias=self.b)", "torch.randn(3, 20)", "20, 0", ["rows"],
+                             "self.b = nn.Parameter(torch.randn(a))"),
     "gemm_logsumexp": ("return torch.logsumexp(self.linear(x), dim=1, keepdim=True)", "torch.randn(9, 40)", "40, 24",
                        ["matmul", "rows"], "self.linear = nn.Linear(a, b)"),
 }
@@ -540,6 +555,15 @@ def test_rows_longer_than_registers_hold_are_walked_by_default(tmp_path, evaluat
     assert space.start.row_block == 4096 and 0 in space.axes["row_block"]
     source = BuiltinPolicy().source(problem, space.start)
     assert "BLOCK_N = 4096" in source and evaluator.evaluate(problem, source).status is EvalStatus.CORRECT
+
+
+def test_a_long_row_leaves_the_other_row_programs_whole(tmp_path, evaluator):
+    problem = extra_problem(tmp_path, "long_and_short", (
+        "y = torch.softmax(x, dim=1)\n        return y.sum() + torch.cumsum(y.view(2, 10000, 7), dim=2).sum()",
+        "torch.randn(2, 70000)", "0, 0", None, "pass"))
+    plan = make_plan(problem)
+    assert plan.error is None and "cumsum over the row" in BuiltinPolicy().source(problem, space_for(
+        list(plan.stages), plan.graph, True, False).start)
 
 
 def test_scans_over_rows_longer_than_registers_hold_are_refused(tmp_path):

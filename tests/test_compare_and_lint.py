@@ -78,6 +78,7 @@ def test_lint_passes_an_honest_problem(tmp_path):
     ("return x.mean() * 0 + 3.0", "barely depends on the input"),
     ("return torch.relu(-x)", "all-zeros output passes"),
     ("return self.drop(x)", "does not reproduce itself"),
+    ("return x > 2.0", "all-zeros output passes"),          # a bool output, all False for rand inputs
 ])
 def test_lint_flags_degenerate_problems(tmp_path, forward, words):
     report = lint(tmp_path, forward)

@@ -52,7 +52,7 @@ def usable_distributions(reference: Reference, own_outputs: list[torch.Tensor]) 
 
 
 def _peak(outputs: list[torch.Tensor]) -> float:
-    return max((float(x.nan_to_num(posinf=0.0, neginf=0.0).abs().max())
+    return max((float(x.float().nan_to_num(posinf=0.0, neginf=0.0).abs().max())
                 for x in outputs if x.numel() > 0), default=0.0)
 
 

@@ -270,6 +270,8 @@ def _bind(node: fx.Node, name: str, shape, dtype) -> OpNode:
     bound.update(dict(zip(names[1:], node.args[1:])))
     bound.update(node.kwargs)
     tensors = (node.args[0],) + tuple(v for k, v in bound.items() if isinstance(v, fx.Node))
+    if name in ("layer_norm", "group_norm"):        # weight and bias keep their places: either may be None
+        tensors = (node.args[0], bound["weight"], bound["bias"])
     attrs = {k: v for k, v in bound.items() if not isinstance(v, fx.Node)}
     return OpNode(node.name, name, _refs(tensors), attrs, shape, dtype)
 
@@ -309,7 +311,8 @@ def _convert_module(node: fx.Node, module: nn.Module, shape, dtype) -> list[OpNo
                               shape, dtype)
     if isinstance(module, nn.TripletMarginLoss):
         return _triplet_margin_loss(node, module, shape, dtype)
-    if kind in INSTANCE_NORMS and not module.affine and not module.track_running_stats:
+    if kind in INSTANCE_NORMS and not module.affine and not module.track_running_stats \
+            and shape is not None and len(shape) == INSTANCE_NORMS[kind]:      # batched: (N, C, *spatial)
         return _instance_norm(node, module, shape, dtype)
     if kind in BATCH_NORMS and shape is not None and len(shape) >= 3:   # (N, C) stays in PyTorch: strided channels
         return [OpNode(node.name, "batch_norm", x, {"module": node.target}, shape, dtype)]
@@ -372,7 +375,7 @@ def _cross_entropy(node: fx.Node, options: dict, shape, dtype) -> list[OpNode] |
     return made + [total, kept, count, OpNode(n, "div", (Ref(total.name), Ref(count.name)), {}, tuple(shape), dtype)]
 
 
-INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+INSTANCE_NORMS = {nn.InstanceNorm1d: 3, nn.InstanceNorm2d: 4, nn.InstanceNorm3d: 5}   # the batched rank
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 

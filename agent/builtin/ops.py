@@ -16,6 +16,7 @@ ROW_REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin
 ROW_MAPS = {"softmax", "log_softmax", "layer_norm", "cumsum", "cumprod"}
 STRIDED_REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin"}   # over a dim not the last
 STRIDED_MAPS = {"softmax", "log_softmax", "logsumexp"}   # over a short dim not the last, held whole
+MAX_STRIDED_MAP = 1024      # the longest such dim a program holds
 MAX_ROW = 65536             # the longest row a row program holds in registers
 LOOPED_ROW_OPS = {"sum", "mean", "amax", "amin", "norm", "logsumexp", "softmax", "log_softmax", "layer_norm"}
 # ^ what a row program that walks its row in steps computes (longer rows); scans and arg-reductions need the whole row

@@ -145,6 +145,11 @@ def _planned(node: OpNode, graph: OpGraph) -> Stage:
         if last_dim(node, graph):
             _check_row(node, row_shape)
             return Stage(StageKind.ROWS, row_shape, None, [node])
+        if op in ops.STRIDED_MAPS and op not in ops.STRIDED_REDUCTIONS:
+            reduced = graph.node(node.refs[0]).shape[_dim(node) % len(row_shape)]
+            if reduced > ops.MAX_STRIDED_MAP:
+                raise Unsupported(f"{node.name}: {op} over a strided dim of {reduced} (a program holds at most "
+                                  f"{ops.MAX_STRIDED_MAP})")
         if op in ops.STRIDED_REDUCTIONS | ops.STRIDED_MAPS:
             return Stage(StageKind.REDUCE, node.shape, node)
         raise Unsupported(f"{node.name}: {op} along a dim that is not the last")
@@ -243,16 +248,31 @@ def _absorb_pointwise(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
             return False
         if kind is Operand.SPATIAL and stage.kind not in (StageKind.POINTWISE, StageKind.TORCH):
             return False                           # only the flat elementwise kernel indexes per-position values
-        if stage.kind is StageKind.GROUP_NORM and kind not in (Operand.FULL, Operand.CHANNEL, Operand.SCALAR):
+        if kind not in _epilogue_operands(stage, graph):
             return False
-        if stage.kind is StageKind.REDUCE and kind not in _REDUCE_OPERANDS[stage.anchor.op in ops.STRIDED_MAPS
-                                                                           and stage.anchor.op != "logsumexp"]:
-            return False                           # a strided reduction's epilogue indexes by output position
     stage.body.append(node)
     return True
 
 
-_REDUCE_OPERANDS = {False: (Operand.FULL,), True: (Operand.FULL, Operand.CHANNEL, Operand.SCALAR)}
+def _epilogue_operands(stage: Stage, graph: OpGraph) -> tuple[Operand, ...]:
+    """The operand kinds a norm's or a strided reduction's epilogue can index (every kind
+    for the other stages): per-channel values only where the channels are dim 1 of the
+    stage's own shape."""
+    norms = (Operand.FULL, Operand.CHANNEL, Operand.SCALAR)
+    if stage.kind in (StageKind.GROUP_NORM, StageKind.BATCH_NORM):
+        return norms
+    if stage.kind is not StageKind.REDUCE:
+        return tuple(Operand)
+    anchor = stage.anchor
+    if anchor.op not in ops.STRIDED_MAPS or anchor.op == "logsumexp":
+        return (Operand.FULL,)                     # a strided reduction's epilogue indexes by output position
+    rank = len(graph.node(anchor.refs[0]).shape)
+    return norms if rank >= 3 and _dim(anchor) % rank == 1 else (Operand.FULL, Operand.SCALAR)
+
+
+def _dim(node: OpNode) -> int:
+    dim = node.attrs["dim"]
+    return dim[0] if isinstance(dim, (tuple, list)) else dim
 
 
 def _absorb_total_epilogue(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
@@ -282,8 +302,7 @@ def _set_outputs(stages: list[Stage], graph: OpGraph) -> None:
         stage.outputs = [final] + [n for n in used_outside if n != final]
         if stage.kind is StageKind.TOTAL and len(stage.outputs) > 1:
             raise Unsupported(f"{stage.anchor.name}: values inside a total reduction are needed elsewhere")
-        if stage.kind in (StageKind.MATMUL, StageKind.CONV, StageKind.REDUCE, StageKind.GROUP_NORM,
-                          StageKind.BATCH_NORM):
-            if stage.anchor.name in stage.outputs[1:] and stage.kind is not StageKind.MATMUL:
+        if stage.kind in (StageKind.CONV, StageKind.REDUCE):     # the norms and the GEMM store their value too
+            if stage.anchor.name in stage.outputs[1:]:
                 raise Unsupported(f"{stage.anchor.name}: its value is needed both inside and after its epilogue")
 

@@ -8,27 +8,31 @@ stay in registers, and the result (and its epilogue) is stored once. Eager PyTor
 such a softmax as a strided kernel and every op after it as another pass.
 """
 from agent.builtin.capture import OpGraph
+from agent.builtin.ops import MAX_STRIDED_MAP
 from agent.builtin.partition import Operand, Stage, Unsupported
 from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, forward_expr, load_cast
 
 MAPS = {"softmax", "log_softmax", "logsumexp"}
-MAX_REDUCE = 1024           # the longest reduced dim a program holds whole
 TILE = 4096                 # elements per (BLOCK_R, BLOCK_I) tile
 NEG_INF = 'float("-inf")'
 
 
 def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
+    """The stage's kernel, wrapper and call; its anchor is the softmax, log-softmax or logsumexp."""
     anchor = stage.anchor
     source = graph.node(anchor.refs[0])
-    n_reduce = source.shape[_dim(anchor, len(source.shape))]
-    if n_reduce > MAX_REDUCE:
-        raise Unsupported(f"{anchor.name}: {anchor.op} over a strided dim of {n_reduce} (at most {MAX_REDUCE})")
+    dim = _dim(anchor, len(source.shape))
+    n_reduce = source.shape[dim]
+    if n_reduce > MAX_STRIDED_MAP:
+        raise Unsupported(f"{anchor.name}: {anchor.op} over a strided dim of {n_reduce} (at most {MAX_STRIDED_MAP})")
     full = anchor.op != "logsumexp"         # softmax keeps the reduced dim; logsumexp drops it
     body = Body(stage, graph, "v_map")
     kinds = body.kinds(stage.shape)
     index = ({Operand.FULL: "base + offs_r[:, None] * n_inner + offs_i[None, :]",
               Operand.CHANNEL: "offs_r[:, None]", Operand.SCALAR: "0"} if full else
-             {Operand.FULL: "pid_o * n_inner + offs_i", Operand.SCALAR: "0"})
+             {Operand.FULL: "pid_o.to(tl.int64) * n_inner + offs_i", Operand.SCALAR: "0"})
+    if dim != 1:
+        index.pop(Operand.CHANNEL, None)        # a (C, 1, 1) value lines up with dim 1 only
     if any(k not in index for k in kinds.values()):
         raise Unsupported(f"{anchor.name}: an epilogue operand after a strided {anchor.op} that is not "
                           f"{'full-size, per-channel or a scalar' if full else 'full-size or a scalar'}")
@@ -47,8 +51,8 @@ def {name}_kernel(
 {params}    n_reduce, n_inner,  # the reduced dim and the product of the dims after it
     BLOCK_R: tl.constexpr, BLOCK_I: tl.constexpr,  # the whole reduced dim; positions per program
 ):
-    pid_o = tl.program_id(axis=0)
-    pid_i = tl.program_id(axis=1)
+    pid_i = tl.program_id(axis=0)  # positions on axis 0: it takes 2**31 - 1 programs, axis 1 only 65535
+    pid_o = tl.program_id(axis=1)
     offs_r = tl.arange(0, BLOCK_R)
     offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
     mask_i = offs_i < n_inner
@@ -90,7 +94,7 @@ def {name}({", ".join(args)}):
     n_inner = x[{"0, " * dim}0].numel() if x.dim() > {dim + 1} else 1
     outer = x.numel() // (n_reduce * n_inner)
 {"".join(f"    {a} = {a}.contiguous(){chr(10)}" for a in args[1:])}{allocs}    BLOCK_I = min({max(16, TILE // block_r)}, triton.next_power_of_2(n_inner))
-    grid = (outer, triton.cdiv(n_inner, BLOCK_I))
+    grid = (triton.cdiv(n_inner, BLOCK_I), outer)
     {name}_kernel[grid]({", ".join(args + outs)}, n_reduce, n_inner,
         BLOCK_R={block_r}, BLOCK_I=BLOCK_I, num_warps={config.warps})
     return {", ".join(outs)}

@@ -41,7 +41,7 @@ def {name}_kernel(
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(axis=0)  # one (sample, group) slice
-    base = pid * group_size
+    base = pid.to(tl.int64) * group_size
     total = tl.zeros((BLOCK,), dtype=tl.float32)
     for start in range(0, group_size, BLOCK):
         offs = start + tl.arange(0, BLOCK)

@@ -18,8 +18,8 @@ NEG_INF, POS_INF = 'float("-inf")', 'float("inf")'
 
 
 def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
-    if config.row_block or stage.shape[-1] > MAX_ROW:
-        return long_rows.emit(stage, graph, config, name)
+    if stage.shape[-1] > MAX_ROW or (config.row_block and long_rows.loopable(stage)):
+        return long_rows.emit(stage, graph, config, name)     # a scan keeps its whole row whatever row_block says
     body = Body(stage, graph)
     kinds = body.kinds(stage.shape)
     lines = [_load(body.var[n], kinds[n], graph.node(n)) for n in body.inputs]
