@@ -122,8 +122,8 @@ def check(args, files: list[ProblemFile], gpu: bool) -> int:
     path = args.out / ("check.jsonl" if gpu else "cpu.jsonl")
     if gpu:
         os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-        done = {(row["level"], row["name"]) for row in read_log(path)}
-        files = [f for f in files if (f.level, f.path.stem) not in done]
+        done = {(row["level"], row["name"], row.get("size")) for row in read_log(path)}
+        files = [f for f in files if (f.level, f.path.stem, args.size) not in done]
     with ProcessSandbox(0 if gpu else None) as sandbox, open(path, "a") as log:
         if gpu:
             sandbox.worker().close()    # start the fork server before this process initialises CUDA
@@ -132,7 +132,7 @@ def check(args, files: list[ProblemFile], gpu: bool) -> int:
             if args.deadline is not None and time.perf_counter() - start > args.deadline:
                 print(f"builtin_suite: deadline reached, {len(files) - files.index(f)} problem(s) left")
                 break
-            row = {"level": f.level, "name": f.path.stem}
+            row = {"level": f.level, "name": f.path.stem, "size": args.size}
             try:
                 problem = load_problem(f.path, size="full" if f.suite == "kernelbench" else args.size,
                                        suite=f.suite, level=f.level)

@@ -173,6 +173,22 @@ def _check_row(node: OpNode, row_shape: tuple[int, ...]) -> None:
                           f"most {ops.MAX_ROW} in registers, and a walking one does no scans or arg-reductions)")
 
 
+def _spatial_operands(stage: Stage, graph: OpGraph) -> bool:
+    """Does the chain read a per-position value? Only the flat elementwise kernel indexes
+    one, so such a chain cannot become a row program's or a total's prologue."""
+    outside = [r for n in stage.body for r in n.refs if r not in stage.names]
+    return any(_kind(graph.node(r).shape, stage.shape) is Operand.SPATIAL for r in outside)
+
+
+def _kind(shape: tuple[int, ...] | None, target: tuple[int, ...]) -> Operand | None:
+    if shape is None:
+        return None
+    try:
+        return classify(shape, target)
+    except Unsupported:
+        return None
+
+
 def _fits_row(stage: Stage, node: OpNode) -> bool:
     """Rows up to MAX_ROW are held whole; longer ones are walked, which only some row ops allow."""
     if stage.shape[-1] <= ops.MAX_ROW:
@@ -211,14 +227,15 @@ def _absorb(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
     if ops.is_pointwise(node.op):
         return _absorb_pointwise(stage, node, graph)
     if node.op in ops.TOTALS and node.attrs.get("dim") is None and stage.kind is StageKind.POINTWISE:
-        if node.refs[0] in stage.names and graph.node(node.refs[0]).shape == stage.shape:
+        if node.refs[0] in stage.names and graph.node(node.refs[0]).shape == stage.shape \
+                and not _spatial_operands(stage, graph):
             stage.kind, stage.anchor = StageKind.TOTAL, node   # the chain becomes the reduction's prologue
             return True
     if node.op in ops.ROW_REDUCTIONS | ops.ROW_MAPS and stage.kind in (StageKind.ROWS, StageKind.POINTWISE):
         source = graph.node(node.refs[0])
         along_a_dim = node.attrs.get("dim") is not None or node.op == "layer_norm"
         if along_a_dim and source.name in stage.names and source.shape == stage.shape and last_dim(node, graph) \
-                and _fits_row(stage, node) and node.op not in ("max", "min"):
+                and _fits_row(stage, node) and node.op not in ("max", "min") and not _spatial_operands(stage, graph):
             stage.kind = StageKind.ROWS            # a pointwise chain becomes the row program's prologue
             stage.body.append(node)
             return True

@@ -18,6 +18,8 @@ PROGRAMS = 1024      # statistics programs to aim for: (channel, chunk) pairs
 
 
 def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
+    """The statistics and normalising kernels, the wrapper (module in, statistics chosen
+    by its mode) and the forward's call."""
     anchor = stage.anchor
     x = anchor.refs[0]
     body = Body(stage, graph, "v_norm")

@@ -35,6 +35,8 @@ EPILOGUE_LOADS = {
 
 
 def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
+    """The implicit-GEMM kernel with the stage's bias and chain on its accumulator, the
+    wrapper and the forward's call (the convolution's parameters as keywords)."""
     anchor = stage.anchor
     x, weight, bias = (list(anchor.args) + [None, None])[:3]
     bias = bias if isinstance(bias, Ref) else None
