@@ -11,8 +11,9 @@ module's running statistics exactly as nn.BatchNorm does, so the module stays us
 eval mode afterwards.
 """
 from agent.builtin.capture import OpGraph
-from agent.builtin.partition import Operand, Stage, Unsupported
-from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, forward_expr, load_cast, module_expr
+from agent.builtin.partition import Operand, Stage
+from agent.builtin.plans.common import (Body, Config, Emitted, dtype_name, epilogue, forward_expr, load_cast,
+                                        module_expr)
 
 PROGRAMS = 1024      # statistics programs to aim for: (channel, chunk) pairs
 
@@ -23,18 +24,9 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     anchor = stage.anchor
     x = anchor.refs[0]
     body = Body(stage, graph, "v_norm")
-    kinds = body.kinds(stage.shape)
-    index = {Operand.FULL: "offs", Operand.CHANNEL: "channel", Operand.SCALAR: "0"}
-    if any(k not in index for k in kinds.values()):
-        raise Unsupported(f"{anchor.name}: an epilogue operand after a batch norm that is not full-size, "
-                          "per-channel or a scalar")
-    lines = [f"{body.var[n]} = tl.load({body.var[n]}_ptr + {index[kinds[n]]}, mask=mask, other=0.0)"
-             f"{load_cast(graph.node(n))}" for n in body.inputs] + [body.pointwise(node) for node in stage.body]
-    outs = [f"out{j}" for j in range(len(stage.outputs))]
-    lines += [f"tl.store({o}_ptr + offs, {body.var[v]}.to({o}_ptr.dtype.element_ty), mask=mask)"
-              for o, v in zip(outs, stage.outputs)]
-    params = "".join(f"    {body.var[n]}_ptr,  # {kinds[n].value} operand\n" for n in body.inputs)
-    params += "".join(f"    {o}_ptr,  # output\n" for o in outs)
+    chain = epilogue(stage, graph, body, {Operand.FULL: "offs", Operand.CHANNEL: "channel", Operand.SCALAR: "0"},
+                     "a batch norm")
+    lines, params, outs = chain.lines, chain.params, chain.outs
     kernel = STATS_KERNEL.format(name=name, cast=load_cast(graph.node(x))) + f'''
 @triton.jit
 def {name}_kernel(

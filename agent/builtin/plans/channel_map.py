@@ -10,7 +10,7 @@ such a softmax as a strided kernel and every op after it as another pass.
 from agent.builtin.capture import OpGraph
 from agent.builtin.ops import MAX_STRIDED_MAP
 from agent.builtin.partition import Operand, Stage, Unsupported
-from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, forward_expr, load_cast
+from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, epilogue, forward_expr, load_cast
 
 MAPS = {"softmax", "log_softmax", "logsumexp"}
 TILE = 4096                 # elements per (BLOCK_R, BLOCK_I) tile
@@ -27,23 +27,13 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
         raise Unsupported(f"{anchor.name}: {anchor.op} over a strided dim of {n_reduce} (at most {MAX_STRIDED_MAP})")
     full = anchor.op != "logsumexp"         # softmax keeps the reduced dim; logsumexp drops it
     body = Body(stage, graph, "v_map")
-    kinds = body.kinds(stage.shape)
     index = ({Operand.FULL: "base + offs_r[:, None] * n_inner + offs_i[None, :]",
               Operand.CHANNEL: "offs_r[:, None]", Operand.SCALAR: "0"} if full else
              {Operand.FULL: "pid_o.to(tl.int64) * n_inner + offs_i", Operand.SCALAR: "0"})
     if dim != 1:
         index.pop(Operand.CHANNEL, None)        # a (C, 1, 1) value lines up with dim 1 only
-    if any(k not in index for k in kinds.values()):
-        raise Unsupported(f"{anchor.name}: an epilogue operand after a strided {anchor.op} that is not "
-                          f"{'full-size, per-channel or a scalar' if full else 'full-size or a scalar'}")
-    mask = "mask" if full else "mask_i"
-    lines = [f"{body.var[n]} = tl.load({body.var[n]}_ptr + {index[kinds[n]]}, mask={mask}, other=0.0)"
-             f"{load_cast(graph.node(n))}" for n in body.inputs] + [body.pointwise(node) for node in stage.body]
-    outs = [f"out{j}" for j in range(len(stage.outputs))]
-    lines += [f"tl.store({o}_ptr + {index[Operand.FULL]}, {body.var[v]}.to({o}_ptr.dtype.element_ty), mask={mask})"
-              for o, v in zip(outs, stage.outputs)]
-    params = "".join(f"    {body.var[n]}_ptr,  # {kinds[n].value} operand\n" for n in body.inputs)
-    params += "".join(f"    {o}_ptr,  # output\n" for o in outs)
+    chain = epilogue(stage, graph, body, index, f"a strided {anchor.op}", "mask" if full else "mask_i")
+    lines, params, outs = chain.lines, chain.params, chain.outs
     kernel = f'''
 @triton.jit
 def {name}_kernel(

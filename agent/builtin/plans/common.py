@@ -36,6 +36,15 @@ MATMUL_TILES = ((64, 64, 32, 8, 4, 3), (64, 128, 32, 8, 4, 3), (128, 64, 32, 8, 
                 (128, 128, 16, 8, 8, 4), (128, 256, 16, 8, 8, 3), (32, 64, 32, 8, 4, 2), (16, 64, 64, 8, 4, 2))
 
 
+# kernel lines: program `pid` -> its (pid_m, pid_n) tile, GROUP_M tile rows at a time so
+# neighbouring programs share operand tiles in L2 (the Triton matmul tutorial's ordering)
+GROUPED_TILES = """    num_pid_in_group = GROUP_M * num_pid_n
+    first_pid_m = (pid // num_pid_in_group) * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m"""
+
+
 @dataclass(frozen=True)
 class Emitted:
     """One stage as code: a kernel (plus helpers), its wrapper, and the forward's call."""
@@ -120,6 +129,35 @@ class Body:
         from agent.builtin.partition import classify
         forced = forced or {}
         return {name: forced.get(name) or classify(self.graph.node(name).shape, target) for name in self.inputs}
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """The chain after a stage's anchor as kernel lines, and the pointers they read and write."""
+
+    lines: list[str]             # operand loads, the pointwise ops, the stores
+    params: str                  # the kernel's pointer parameters, one per line
+    outs: list[str]              # the output pointers' names, in the order of stage.outputs
+
+
+def epilogue(stage: Stage, graph: OpGraph, body: Body, index: dict[Operand, str], after: str,
+             mask: str = "mask") -> Epilogue:
+    """Each operand is loaded with the index its kind needs (`index[Operand.FULL]` is also
+    where the outputs are stored); an operand kind `index` lacks raises Unsupported, naming
+    what it comes `after`."""
+    kinds = body.kinds(stage.shape)
+    missing = [kinds[n] for n in body.inputs if kinds[n] not in index]
+    if missing:
+        raise Unsupported(f"{stage.anchor.name}: an epilogue operand read as {missing[0].value} after {after} "
+                          f"(only {', '.join(k.value for k in index)})")
+    lines = [f"{body.var[n]} = tl.load({body.var[n]}_ptr + {index[kinds[n]]}, mask={mask}, other=0.0)"
+             f"{load_cast(graph.node(n))}" for n in body.inputs] + [body.pointwise(node) for node in stage.body]
+    outs = [f"out{j}" for j in range(len(stage.outputs))]
+    lines += [f"tl.store({o}_ptr + {index[Operand.FULL]}, {body.var[v]}.to({o}_ptr.dtype.element_ty), mask={mask})"
+              for o, v in zip(outs, stage.outputs)]
+    params = "".join(f"    {body.var[n]}_ptr,  # {kinds[n].value} operand\n" for n in body.inputs)
+    params += "".join(f"    {o}_ptr,  # output\n" for o in outs)
+    return Epilogue(lines, params, outs)
 
 
 def load_cast(node: OpNode) -> str:

@@ -20,7 +20,8 @@ usually wins in fp32; the search measures both.
 """
 from agent.builtin.capture import OpGraph, Ref
 from agent.builtin.partition import Operand, Stage, Unsupported
-from agent.builtin.plans.common import MATMUL_TILES, Body, Config, Emitted, dtype_name, forward_expr, load_cast
+from agent.builtin.plans.common import (GROUPED_TILES, MATMUL_TILES, Body, Config, Emitted, dtype_name, forward_expr,
+                                        load_cast)
 from agent.builtin.plans.matmul import is_fp32
 
 # how an epilogue operand is read at output tile (offs_m, offs_n); out_offs is the output's own offset
@@ -109,11 +110,7 @@ def {name}_kernel(
     pid_g = tl.program_id(axis=1)  # convolution group
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(C_out_g, BLOCK_N)
-    num_pid_in_group = GROUP_M * num_pid_n
-    first_pid_m = (pid // num_pid_in_group) * GROUP_M
-    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-    pid_n = (pid % num_pid_in_group) // group_size_m
+{GROUPED_TILES}
 
     # output side, once per tile: m -> (batch, od, oh, ow) with ow fastest, so lanes walk contiguous positions
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)

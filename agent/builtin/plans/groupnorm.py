@@ -8,7 +8,7 @@ last pass before the only store.
 """
 from agent.builtin.capture import OpGraph, Ref
 from agent.builtin.partition import Operand, Stage, Unsupported
-from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, forward_expr, load_cast
+from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, epilogue, forward_expr, load_cast
 
 
 INDEX = {Operand.FULL: "base + offs", Operand.CHANNEL: "channel", Operand.SCALAR: "0"}   # epilogue operands
@@ -21,17 +21,8 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
         raise Unsupported(f"{anchor.name}: group norm without affine weight and bias")
     source = graph.node(x.name)
     body = Body(stage, graph, "v_norm")
-    kinds = body.kinds(stage.shape)
-    if any(k not in INDEX for k in kinds.values()):
-        raise Unsupported(f"{anchor.name}: an epilogue operand after a group norm that is not full-size, "
-                          "per-channel or a scalar")
-    lines = [f"{body.var[n]} = tl.load({body.var[n]}_ptr + {INDEX[kinds[n]]}, mask=mask, other=0.0)"
-             f"{load_cast(graph.node(n))}" for n in body.inputs] + [body.pointwise(node) for node in stage.body]
-    outs = [f"out{j}" for j in range(len(stage.outputs))]
-    lines += [f"tl.store({o}_ptr + base + offs, {body.var[v]}.to({o}_ptr.dtype.element_ty), mask=mask)"
-              for o, v in zip(outs, stage.outputs)]
-    params = "".join(f"    {body.var[n]}_ptr,  # {kinds[n].value} operand\n" for n in body.inputs)
-    params += "".join(f"    {o}_ptr,  # output\n" for o in outs)
+    chain = epilogue(stage, graph, body, INDEX, "a group norm")
+    lines, params, outs = chain.lines, chain.params, chain.outs
     kernel = f'''
 @triton.jit
 def {name}_kernel(

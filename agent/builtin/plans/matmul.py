@@ -16,7 +16,8 @@ import torch
 from agent.builtin.capture import OpGraph, OpNode, Ref
 from agent.builtin.partition import Operand, Stage, Unsupported
 from agent.builtin.plans import library
-from agent.builtin.plans.common import MATMUL_TILES, Body, Config, Emitted, dtype_name, forward_expr, load_cast
+from agent.builtin.plans.common import (GROUPED_TILES, MATMUL_TILES, Body, Config, Emitted, dtype_name, forward_expr,
+                                        load_cast)
 
 EPILOGUE_LOADS = {
     Operand.FULL: "tl.load({p} + (pid_b * M + offs_m)[:, None] * N + offs_n[None, :], mask=mask, other=0.0)",
@@ -90,11 +91,7 @@ def {name}_kernel(
     pid_b = tl.program_id(axis=1)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
-    num_pid_in_group = GROUP_M * num_pid_n
-    first_pid_m = (pid // num_pid_in_group) * GROUP_M
-    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-    pid_n = (pid % num_pid_in_group) // group_size_m
+{GROUPED_TILES}
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
