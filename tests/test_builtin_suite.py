@@ -1,0 +1,62 @@
+"""The built-in policy's batch runner (benchmarks/builtin_suite.py) on CPU: the interpreter
+check over suite problems, the tables' counting (a missing row or a kernel that never
+ran counts as a failure, as KernelBench's fast_p does) and the flags that exclude each
+other.
+
+    pytest -q tests/test_builtin_suite.py
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+from benchmarks.builtin_suite import check_report, summary
+from benchmarks.suite import PROBLEMS
+from tools.problems import find_problem_files
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_suite(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "benchmarks.builtin_suite", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_the_interpreter_check_logs_one_row_per_problem(tmp_path):
+    done = run_suite("--out", str(tmp_path), "--cpu", "--size", "small", "--trials", "1",
+                     "--only", "01_scale_bias_relu_chain,04_softmax_rows,22_sdpa_attention")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {r["name"]: r for r in map(json.loads, (tmp_path / "cpu.jsonl").read_text().splitlines())}
+    assert rows["01_scale_bias_relu_chain"]["status"] == rows["04_softmax_rows"]["status"] == "correct"
+    assert rows["22_sdpa_attention"]["status"] == "unsupported"
+    assert "no op of this forward has a Triton plan" in rows["22_sdpa_attention"]["reason"]
+    assert "3 problem(s): 2 correct, 1 unsupported" in done.stdout
+
+
+def test_cpu_and_check_exclude_each_other(tmp_path):
+    done = run_suite("--out", str(tmp_path), "--cpu", "--check")
+    assert done.returncode == 2 and "exclude each other" in done.stderr
+
+
+def row(name: str, eager: float | None, compiled: float | None, flags=()) -> dict:
+    return {"level": 2, "name": name, "supported": True, "best_ms": 1.0 if eager else None, "best_vs_eager": eager,
+            "best_vs_compile": compiled, "best_flags": list(flags)}
+
+
+def test_summary_counts_every_problem_of_the_selection():
+    rows = [row("a", 2.0, 1.5), row("b", 0.5, 0.25), row("c", 4.0, 2.0, ["no_custom_kernel"]), row("d", None, None),
+            None]                          # d: no correct kernel; the fifth was not run
+    text = summary(rows)
+    assert text.startswith("4/5 run; correct kernel on 2/5 (40%)")
+    assert "fast_1 vs eager 1/5, vs torch.compile 1/5" in text
+    assert "geomean of the best correct kernels 1.00x vs eager, 0.61x vs torch.compile" in text
+
+
+def test_the_check_table_counts_missing_problems_as_failures(tmp_path):
+    files = [f for f in find_problem_files(PROBLEMS)][:3]
+    rows = [{"level": files[0].level, "name": files[0].path.stem, "status": "correct"},
+            {"level": files[1].level, "name": files[1].path.stem, "status": "incorrect", "reason": "trial 1"}]
+    text = check_report(rows, files)
+    assert "2/3 checked; a correct kernel on 1/3 (33%)" in text
+    assert f"| {files[2].path.stem} | not run |" in text
