@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from benchmarks.builtin_suite import check_report, summary
 from benchmarks.suite import PROBLEMS
 from tools.problems import find_problem_files
