@@ -142,8 +142,8 @@ GIB = 1 << 30
 
 def arena_size(nbytes: int) -> int:
     """Powers of two up to 1 GiB, then whole GiB: growth steps stay few (a replaced arena
-    that a killed worker had opened is never freed), and a 21 GiB request on KernelBench's
-    sizes takes 21 GiB, not 32, beside the inputs and outputs the trusted side holds."""
+    that a killed worker had opened is never freed), and L1-45's 16.1 GiB request takes
+    17 GiB, not 32, beside the inputs and outputs the trusted side holds."""
     if nbytes <= GIB:
         return 1 << max(nbytes - 1, 1).bit_length()
     return -(-nbytes // GIB) * GIB
