@@ -32,11 +32,6 @@ def loopable(stage: Stage) -> bool:
     return all(n.op in ops.LOOPED_ROW_OPS for n in stage.body if n.op in ops.ROW_REDUCTIONS | ops.ROW_MAPS)
 
 
-def block_for(stage: Stage, config: Config) -> int:
-    """Elements per step: the configured block, or the default for a row too long to hold."""
-    return config.row_block or DEFAULT_BLOCK
-
-
 def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     if not loopable(stage):
         raise Unsupported(f"a scan or arg-reduction over rows of {stage.shape[-1]} elements (longer than "
@@ -58,7 +53,8 @@ def {name}_kernel(
 ''' + "".join(f"    {line}\n" for line in lines)
     from agent.builtin.plans.rows import wrapper     # rows imports this module for its dispatch
     body = writer.body
-    return Emitted(kernel, wrapper(stage, graph, body, writer.kinds, outs, name, config, block_for(stage, config)),
+    return Emitted(kernel, wrapper(stage, graph, body, writer.kinds, outs, name, config,
+                                   config.row_block or DEFAULT_BLOCK),
                    f"{', '.join(stage.outputs)} = {name}({', '.join(forward_expr(n, graph) for n in body.inputs)})",
                    frozenset(body.helpers))
 
