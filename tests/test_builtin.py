@@ -218,9 +218,42 @@ EXTRA = {  # KernelBench level-2 shapes of work beyond our suite: forward body, 
                                  ["reduce", "pointwise", "total"], "pass"),
     "layer_norm_bias_only": ("return F.layer_norm(x, (20,), bias=self.b)", "torch.randn(3, 20)", "20, 0", ["rows"],
                              "self.b = nn.Parameter(torch.randn(a))"),
+    # a linear reduction over a GEMM's output features, folded into its weights (KernelBench level 2
+    # problems 14, 18, 51 and 98)
+    "gemm_divide_sum_scale": ("return torch.sum(torch.matmul(x, self.w.T) / 2, dim=1, keepdim=True) * 1.5",
+                              "torch.rand(9, 40)", "40, 24", ["reduce", "rows"],
+                              "self.w = nn.Parameter(torch.randn(b, a))"),
+    "linear_affine_mean_gelu_residual": ("y = torch.mean(self.linear(x) * 3.0 - self.v + 0.25, dim=1, keepdim=True)"
+                                         "\n        return F.gelu(y) + x",
+                                         "torch.rand(9, 40)", "40, 24", ["rows", "reduce", "rows"],
+                                         "self.linear = nn.Linear(a, b)\n        self.v = nn.Parameter(torch.randn(b))"),
+    "linear_sum_no_keepdim": ("return self.linear(x).sum(-1)", "torch.randn(9, 40)", "40, 24",
+                              ["rows", "reduce", "rows", "view"],
+                              "self.linear = nn.Linear(a, b)"),
+    "linear_avgpool_gelu_max": ("y = self.pool(self.linear(x).unsqueeze(1)).squeeze(1)\n        "
+                                "return torch.amax(F.gelu(y) * 2.0, dim=1)", "torch.randn(9, 40)", "40, 24",
+                                ["view", "reduce", "view", "rows", "matmul", "rows"],
+                                "self.linear = nn.Linear(a, b)\n        self.pool = nn.AvgPool1d(4)"),
     "gemm_logsumexp": ("return torch.logsumexp(self.linear(x), dim=1, keepdim=True)", "torch.randn(9, 40)", "40, 24",
                        ["matmul", "rows"], "self.linear = nn.Linear(a, b)"),
 }
+
+
+@pytest.mark.parametrize("forward, layers", [
+    ("y = self.linear(x)\n        return y.sum(1, keepdim=True) + y", "pass"),             # G is used again
+    ("return (self.linear(x) * self.v).sum(1)", "self.v = nn.Parameter(torch.randn(b))"),  # per-column scale
+    ("return torch.relu(self.linear(x)).sum(1)", "pass"),                                  # not linear
+    ("return self.linear(x).sum(0)", "pass"),                                              # over the rows
+    ("return self.pool(self.linear(x).unsqueeze(1)).squeeze(1)", "self.pool = nn.AvgPool1d(4, 2)"),  # overlaps
+    ("return self.pool(self.linear(x).unsqueeze(1)).squeeze(1)", "self.pool = nn.AvgPool1d(7)"),  # 24 % 7 != 0
+    ("return self.pool(self.linear(x).unsqueeze(1)).squeeze(1)", "self.pool = nn.MaxPool1d(4)"),
+])
+def test_gemm_folds_take_only_linear_reductions_of_the_output_features(forward, layers, tmp_path):
+    layers = "self.linear = nn.Linear(a, b)" + ("" if layers == "pass" else "\n        " + layers)
+    problem = extra_problem(tmp_path, "no_fold", (forward, "torch.randn(9, 40)", "40, 24", None, layers))
+    plan = make_plan(problem)
+    assert plan.error is None and StageKind.MATMUL in [s.kind for s in plan.stages]
+    assert not [note for note in plan.notes if "output features" in note]
 
 
 LONE_FLIP = ("return torch.flip(x, dims=(1,))", "torch.rand(2, 3, 8, 8)", "0, 0", None, "pass")

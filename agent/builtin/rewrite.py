@@ -16,6 +16,7 @@
 from dataclasses import replace
 
 from agent.builtin.capture import OpGraph, OpNode, Ref
+from agent.builtin.fold import fold_pool, fold_sum
 
 
 def rewrite(graph: OpGraph) -> tuple[OpGraph, list[str]]:
@@ -31,6 +32,13 @@ def rewrite(graph: OpGraph) -> tuple[OpGraph, list[str]]:
             nodes = _flat_layer_norm(nodes, graph, node)
             notes.append(f"{node.name}: a layer norm over {len(node.attrs['normalized_shape'])} dims became a row "
                          "program over their flattened view (the same elements, the same order)")
+        if node.op in ("linear", "matmul", "mm"):
+            nodes, note = fold_sum(nodes, replace(graph, nodes=tuple(nodes)), node)
+            if note is None:
+                nodes, note = fold_pool(nodes, replace(graph, nodes=tuple(nodes)), node)
+            if note:
+                notes.append(note)
+                continue
         if node.op in ("matmul", "mm") and len(node.refs) == 2:
             changed = _diagonal_product(nodes, graph, node)
             if changed != nodes:
