@@ -26,8 +26,9 @@ with a correct kernel costs a few seconds a problem, since nothing is timed.
 """
 import argparse
 import fnmatch
-import os
+import hashlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -246,6 +247,7 @@ def run_one(policy: BuiltinPolicy, evaluator: Evaluator, problem, log, submit: b
            "best_vs_eager": best.speedup_vs_eager if best else None,
            "best_vs_compile": best.speedup_vs_compile if best else None,
            "best_flags": list(best.flags) if best else [],
+           "best_kernel": hashlib.sha256(best.code.encode()).hexdigest()[:16] if best else None,   # which source
            "submitted_vs_eager": submitted.speedup_vs_eager if submitted else None,
            "submitted_vs_compile": submitted.speedup_vs_compile if submitted else None,
            "kept_in_torch": [s.anchor.name for s in plan.stages if s.kind.value == "torch"],

@@ -62,7 +62,8 @@ def default_config(stages: list[Stage], graph: OpGraph) -> Config:
     """Heuristics from the tutorials: wide rows get more warps, big GEMMs bigger tiles, short
     group-norm slices shorter blocks; fp32 GEMMs start on cuBLAS and convolutions on cuDNN
     where a Triton kernel remains (exact fp32 `tl.dot` has no tensor cores: 0.45x of cuBLAS
-    on an H100); a lone convolution becomes a Triton implicit GEMM."""
+    on an H100); a lone convolution becomes a Triton implicit GEMM; a long strided reduction
+    with few programs takes taller steps."""
     config = Config()
     rows = [s.shape[-1] for s in stages if s.kind is StageKind.ROWS]
     if rows:
@@ -77,12 +78,27 @@ def default_config(stages: list[Stage], graph: OpGraph) -> Config:
     slices = [group_slice(s) for s in stages if s.kind is StageKind.GROUP_NORM]
     if slices:          # a block no longer than the (sample, group) slice: no lanes masked off on every pass
         config = replace(config, gn_block=min(config.gn_block, max(64, 1 << (max(slices) - 1).bit_length())))
+    if any(few_long_reductions(s, graph) for s in stages if s.kind is StageKind.REDUCE):
+        config = replace(config, reduce_block=128)
     matmuls = [s for s in stages if s.kind is StageKind.MATMUL]
     if library_fits(stages, StageKind.MATMUL) and all(matmul.is_fp32(s, graph) for s in matmuls):
         config = replace(config, gemm_library=True)
     if any(s.kind is StageKind.CONV for s in stages) and not library_fits(stages, StageKind.CONV):
         config = replace(config, conv_library=False)
     return config
+
+
+def few_long_reductions(stage: Stage, graph: OpGraph) -> bool:
+    """A strided reduction with few programs (at the default outputs per program) and a long
+    reduced dim, like a weight matrix summed over its rows: each program walks many steps, so
+    taller steps keep more bytes in flight per program."""
+    source = graph.node(stage.anchor.refs[0]).shape
+    dim = stage.anchor.attrs.get("dim")
+    dim = (dim[0] if isinstance(dim, (tuple, list)) else dim) % len(source)
+    outputs = 1
+    for size in stage.shape:
+        outputs *= size
+    return source[dim] >= 1024 and outputs // Config().reduce_inner < 1024
 
 
 def group_slice(stage: Stage) -> int:
