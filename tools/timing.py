@@ -87,8 +87,10 @@ def time_candidate(worker, exchange: Exchange, reference: Reference, config: Tim
     for offset in range(0, config.iters, per_chunk):
         count = min(per_chunk, config.iters - offset)
         chunk = plan_chunk(reference, count, {i - offset for i in checked if offset <= i < offset + count}, config)
-        reply, host_s = run_chunk(worker, exchange, chunk, warm if offset == 0 else None, config, limits)
+        reply, host_s = run_chunk(worker, exchange, chunk, warm, config, limits)
+        warm = None                 # only the first chunk warms up; big inputs must not stay held
         verdict = judge_chunk(reply, chunk, offset, config, host_s, audited)
+        chunk = None                # let this chunk's sets and outputs go before the next are drawn
         if verdict.status is not EvalStatus.CORRECT:
             return verdict
         event_ms += reply["event_ms"]
