@@ -28,7 +28,7 @@ from agent.builtin.plans.program import build_source
 from agent.builtin.rewrite import rewrite
 from agent.policy import Attempt, PolicyTurn, ToolCall, TurnInput
 from tools.device import DeviceInfo
-from tools.problems import Problem
+from tools.problems import Problem, ProblemError
 from tools.records import EvalStatus, Mode
 
 CPU_TRIES = 2
@@ -62,6 +62,8 @@ def make_plan(problem: Problem) -> Plan:
         build_source(problem, graph, stages, search.default_config(stages, graph))   # it must emit, or no plan
     except (CaptureError, Unsupported) as error:
         return Plan(graph, (), (), str(error))
+    except ProblemError as error:       # e.g. get_inputs() returns what the evaluator cannot draw
+        return Plan(graph, (), (), f"the problem's inputs cannot be drawn: {error}")
     except (ValueError, KeyError, TypeError, IndexError) as error:   # a graph shape the planner did not foresee
         return Plan(graph, (), (), f"the planner could not map this graph ({type(error).__name__}: {error})")
     return Plan(graph, tuple(stages), tuple(notes), None)
