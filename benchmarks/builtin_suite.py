@@ -108,8 +108,11 @@ def main() -> int:
             if args.deadline is not None and time.perf_counter() - start > args.deadline:
                 print(f"builtin_suite: deadline reached, {len(todo) - todo.index(f)} problem(s) left for the next run")
                 break
-            run_one(policy, evaluator, load_problem(f.path, size=args.size, suite=f.suite, level=f.level), log,
-                    submit=not args.no_submit)
+            try:
+                run_one(policy, evaluator, load_problem(f.path, size=args.size, suite=f.suite, level=f.level), log,
+                        submit=not args.no_submit)
+            except Exception as error:  # the trusted side failed on this problem: logged as failed, the batch goes on
+                log_failure(log, f, error)
     print(report(read_log(args.out / "builtin.jsonl"), files, device.name))
     return 0
 
@@ -259,6 +262,21 @@ def run_one(policy: BuiltinPolicy, evaluator: Evaluator, problem, log, submit: b
     print(f"{problem.name}: {len(attempts)} evaluations, {row['seconds']:.0f} s{held}", flush=True)
 
 
+def log_failure(log, f: ProblemFile, error: Exception) -> None:
+    """A row for a problem the run could not finish (e.g. the trusted side ran out of GPU
+    memory): no kernel counts for it, and the reason is kept for the report."""
+    reason = f"{type(error).__name__}: {str(error)[:300]}"
+    row = {"level": f.level, "name": f.path.stem, "supported": True, "evaluations": 0, "statuses": [],
+           "best_ms": None, "best_vs_eager": None, "best_vs_compile": None, "best_flags": [], "best_kernel": None,
+           "submitted_vs_eager": None, "submitted_vs_compile": None, "kept_in_torch": [], "unsupported": None,
+           "error": reason, "seconds": None}
+    log.write(json.dumps(row) + "\n")
+    log.flush()
+    print(f"{f.path.stem}: the run failed: {reason}", flush=True)
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 def report(rows: list[dict], files: list[ProblemFile], device: str = "") -> str:
     """One table per level over every selected problem, then its summary line."""
     by_key = {(r["level"], r["name"]): r for r in rows}
@@ -301,7 +319,7 @@ def _row(name: str, r: dict | None) -> str:
         return f"| {name} | 0 | - | - | - | unsupported: {r['unsupported'][:90]} |"
     answer = f"{r['submitted_vs_eager']:.2f}x" if r["submitted_vs_eager"] else "none"
     note = ", ".join(r.get("best_flags") or []) or ("" if r["best_ms"] else "no correct kernel: "
-                                                    + ",".join(r.get("statuses") or []))
+                                                    + (r.get("error") or ",".join(r.get("statuses") or []))[:120])
     kept = r.get("kept_in_torch") or []
     note += (f"; kept in PyTorch: {', '.join(kept)}" if kept else "")
     return (f"| {name} | {r['evaluations']} | {fmt(r['best_vs_eager'])} | {fmt(r['best_vs_compile'])} | "
