@@ -243,6 +243,7 @@ EXTRA = {  # KernelBench level-2 shapes of work beyond our suite: forward body, 
     ("y = self.linear(x)\n        return y.sum(1, keepdim=True) + y", "pass"),             # G is used again
     ("return (self.linear(x) * self.v).sum(1)", "self.v = nn.Parameter(torch.randn(b))"),  # per-column scale
     ("return torch.relu(self.linear(x)).sum(1)", "pass"),                                  # not linear
+    ("return (self.linear(x) / 0.0).sum(1)", "pass"),                                      # infinities
     ("return self.linear(x).sum(0)", "pass"),                                              # over the rows
     ("return self.pool(self.linear(x).unsqueeze(1)).squeeze(1)", "self.pool = nn.AvgPool1d(4, 2)"),  # overlaps
     ("return self.pool(self.linear(x).unsqueeze(1)).squeeze(1)", "self.pool = nn.AvgPool1d(7)"),  # 24 % 7 != 0

@@ -68,6 +68,8 @@ class Affine:
             return False
         other = node.args[1]
         if isinstance(other, (int, float)) and not isinstance(other, bool):
+            if node.op == "div" and other == 0:
+                return False        # infinities: a sum of them is not the sum's scaled value
             if node.op in ("mul", "div"):
                 factor = other if node.op == "mul" else 1.0 / other
                 self.scale, self.constant = self.scale * factor, self.constant * factor
