@@ -234,6 +234,26 @@ EXTRA = {  # KernelBench level-2 shapes of work beyond our suite: forward body, 
                                 "return torch.amax(F.gelu(y) * 2.0, dim=1)", "torch.randn(9, 40)", "40, 24",
                                 ["view", "reduce", "view", "rows", "matmul", "rows"],
                                 "self.linear = nn.Linear(a, b)\n        self.pool = nn.AvgPool1d(4)"),
+    # a mean or sum over every output position of a convolution, folded into tap sums and a GEMM
+    # (KernelBench level 2 problems 42 and 44); strides, padding and dilation move which inputs a tap reads
+    "conv_transpose_scale_global_mean": ("return torch.mean(self.conv(x) * 0.5, dim=[2, 3], keepdim=True)",
+                                         "torch.rand(2, 3, 7, 6)", "3, 5",
+                                         ["view", "pointwise", "tap_sums", "view", "view", "view", "matmul", "view"],
+                                         "self.conv = nn.ConvTranspose2d(a, b, 3, stride=2, padding=1, "
+                                         "output_padding=1)"),
+    "conv_strided_dilated_mean_bias": ("return (self.conv(x) - self.v).mean(dim=(-2, -1)) + 1.0",
+                                       "torch.randn(2, 3, 11, 9)", "3, 4",
+                                       ["view", "view", "pointwise", "tap_sums", "view", "view", "matmul", "view",
+                                        "pointwise"],
+                                       "self.conv = nn.Conv2d(a, b, 3, stride=2, padding=1, dilation=2)\n        "
+                                       "self.v = nn.Parameter(torch.randn(b, 1, 1))"),
+    "conv3d_sum_over_positions": ("return self.conv(x).sum(dim=(2, 3, 4))", "torch.randn(2, 3, 5, 6, 7)", "3, 4",
+                                  ["tap_sums", "view", "view", "matmul", "view"],
+                                  "self.conv = nn.Conv3d(a, b, (2, 3, 2), stride=(1, 2, 3), padding=(1, 0, 1), "
+                                  "bias=False)"),
+    "conv_transpose1d_dilated_mean": ("return torch.relu(self.conv(x).mean(-1))", "torch.randn(3, 4, 10)", "4, 6",
+                                      ["view", "tap_sums", "view", "view", "view", "matmul", "view", "pointwise"],
+                                      "self.conv = nn.ConvTranspose1d(a, b, 3, stride=3, padding=2, dilation=2)"),
     "gemm_logsumexp": ("return torch.logsumexp(self.linear(x), dim=1, keepdim=True)", "torch.randn(9, 40)", "40, 24",
                        ["matmul", "rows"], "self.linear = nn.Linear(a, b)"),
 }
@@ -255,6 +275,20 @@ def test_gemm_folds_take_only_linear_reductions_of_the_output_features(forward, 
     plan = make_plan(problem)
     assert plan.error is None and StageKind.MATMUL in [s.kind for s in plan.stages]
     assert not [note for note in plan.notes if "output features" in note]
+
+
+@pytest.mark.parametrize("forward, layer", [
+    ("return self.conv(x).mean(dim=(2, 3))", "nn.Conv2d(a, b, 3, groups=3)"),                 # grouped
+    ("return torch.relu(self.conv(x)).mean(dim=(2, 3))", "nn.Conv2d(a, b, 3)"),               # not linear
+    ("return self.conv(x).mean(dim=2)", "nn.Conv2d(a, b, 3)"),                                # not every position
+    ("y = self.conv(x)\n        return y.mean(dim=(2, 3), keepdim=True) * y", "nn.Conv2d(a, b, 3)"),  # used again
+    ("return (self.conv(x) * x.mean()).mean(dim=(2, 3))", "nn.Conv2d(a, b, 3, padding=1)"),  # a tensor scale
+])
+def test_conv_folds_take_only_linear_means_over_every_position(forward, layer, tmp_path):
+    problem = extra_problem(tmp_path, "no_fold", (forward, "torch.randn(2, 3, 9, 8)", "3, 6", None, f"self.conv = {layer}"))
+    plan = make_plan(problem)
+    assert plan.error is None and StageKind.CONV in [s.kind for s in plan.stages]
+    assert not [note for note in plan.notes if "output position" in note]
 
 
 LONE_FLIP = ("return torch.flip(x, dims=(1,))", "torch.rand(2, 3, 8, 8)", "0, 0", None, "pass")

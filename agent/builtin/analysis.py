@@ -25,7 +25,8 @@ def nbytes(node: OpNode) -> int:
 
 def flops(node: OpNode, graph: OpGraph) -> float:
     """FLOPs of one op: 2MNK for matmuls, 2 * out * (Cin/groups) * kernel taps for convs,
-    one per output element and window tap for pools, about one per element and op otherwise
+    one per output element and window tap for pools, one per input element and tap for a
+    convolution's tap sums, about one per element and op otherwise
     (transcendentals counted as one; ops kept in PyTorch too, a lower bound for them)."""
     if node.op in ops.MATMULS:
         k = graph.node(node.refs[0]).shape[-1]
@@ -35,6 +36,8 @@ def flops(node: OpNode, graph: OpGraph) -> float:
         return 2.0 * (graph.node(node.refs[0]).numel if "transpose" in node.op else node.numel) * taps
     if node.op in ops.POOLS:
         return float(node.numel * math.prod(node.attrs["kernel"]))
+    if node.op == "tap_sums":       # each input element is added into every tap that reads it
+        return float(graph.node(node.refs[0]).numel * math.prod(node.attrs["kernel"]))
     if node.op in ops.VIEWS or node.op in ("input", "param"):
         return 0.0
     source = max((graph.node(r).numel for r in node.refs), default=node.numel)
@@ -51,12 +54,16 @@ class Work:
     minimum_bytes: float        # inputs, parameters and the output, each once
 
     @staticmethod
-    def of(graph: OpGraph, stages: list[Stage]) -> "Work":
+    def of(graph: OpGraph, stages: list[Stage], captured: OpGraph | None = None) -> "Work":
+        """The plan's work on `graph`; eager's bytes and launches on `captured`, the graph
+        before the rewrites (an exact rewrite can remove most of eager's work)."""
         compute = [n for n in graph.nodes if n.op not in ("input", "param") and n.op not in ops.VIEWS]
-        eager = sum(nbytes(n) + sum(nbytes(graph.node(r)) for r in set(n.refs)) for n in compute)
+        reference = captured or graph
+        ran = [n for n in reference.nodes if n.op not in ("input", "param") and n.op not in ops.VIEWS]
+        eager = sum(nbytes(n) + sum(nbytes(reference.node(r)) for r in set(n.refs)) for n in ran)
         leaves = [n for n in graph.nodes if n.op in ("input", "param")]
         minimum = sum(nbytes(n) for n in leaves) + nbytes(graph.node(graph.output))
-        return Work(sum(flops(n, graph) for n in compute), eager, len(compute),
+        return Work(sum(flops(n, graph) for n in compute), eager, len(ran),
                     sum(stage_bytes(s, graph, _triton_conv(stages)) for s in stages),
                     sum(launches(s, _triton_conv(stages)) for s in stages), minimum)
 

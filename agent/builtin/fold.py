@@ -20,6 +20,7 @@ a reduction on every call (no cached weights), so it stays right when W changes.
 from dataclasses import dataclass, replace
 
 from agent.builtin.capture import OpGraph, OpNode, Ref
+from agent.builtin.ops import CONVS
 
 AFFINE = ("mul", "div", "add", "sub")
 
@@ -60,10 +61,11 @@ class Affine:
 
     scale: float = 1.0
     constant: float = 0.0
-    vectors: tuple[tuple[float, str], ...] = ()     # (coefficient, node of shape (N,) or (1, N))
+    vectors: tuple[tuple[float, str], ...] = ()     # (coefficient, node of one of the `shapes` given to step)
 
-    def step(self, node: OpNode, source: str, graph: OpGraph, width: int) -> bool:
-        """Apply `node` (one of AFFINE, reading `source`) in place; False when it is not affine."""
+    def step(self, node: OpNode, source: str, graph: OpGraph, shapes: set[tuple[int, ...]]) -> bool:
+        """Apply `node` (one of AFFINE, reading `source`) in place; False when it is not affine
+        or adds a tensor not of `shapes` (one value per output feature or channel)."""
         if node.op not in AFFINE or len(node.args) != 2 or node.args[0] != Ref(source) or node.args[1] == Ref(source):
             return False
         other = node.args[1]
@@ -78,7 +80,7 @@ class Affine:
                 self.constant += other if node.op == "add" else -other
             return True
         shape = graph.node(other.name).shape if isinstance(other, Ref) else None
-        if node.op in ("add", "sub") and shape in ((width,), (1, width)):
+        if node.op in ("add", "sub") and shape in shapes:
             self.vectors += ((1.0 if node.op == "add" else -1.0, other.name),)
             return True
         return False
@@ -90,20 +92,11 @@ def fold_sum(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> tuple[list[Op
     if found is None:
         return nodes, None
     (m, k), n = graph.node(found.x).shape, graph.node(found.weight).shape[0]
-    chain, affine, last = [node], Affine(), node
-    if found.bias is not None:
-        affine.vectors = ((1.0, found.bias),)
-    while True:
-        users = graph.users(last.name)
-        if len(users) != 1 or last.name == graph.output:
-            return nodes, None
-        user = users[0]
-        if user.op in ("sum", "mean") and user.attrs.get("dim") in (1, -1, (1,), (-1,), [1], [-1]):
-            break
-        if not affine.step(user, last.name, graph, n):
-            return nodes, None
-        chain.append(user)
-        last = user
+    over_features = lambda user: user.op in ("sum", "mean") and user.attrs.get("dim") in (1, -1, (1,), (-1,), [1], [-1])
+    walked = _affine_chain(node, graph, {(n,), (1, n)}, over_features, found.bias)
+    if walked is None:
+        return nodes, None
+    chain, affine, user = walked
     total, dtype = user, node.dtype
     factor = 1.0 / n if total.op == "mean" else 1.0
     made = _vector_total(affine, factor, total.name, graph, dtype)
@@ -125,11 +118,29 @@ def fold_sum(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> tuple[list[Op
                            tuple(total.shape), dtype))
     made[-1] = replace(made[-1], name=total.name)
     dropped = {c.name for c in chain} | ({found.transpose} if found.transpose else set())
-    index = next(i for i, other in enumerate(nodes) if other.name == total.name)
-    kept = [other for other in nodes[:index] if other.name not in dropped] + made + nodes[index + 1:]
     how = "mean" if total.op == "mean" else "sum"
-    return kept, (f"{total.name}: the {how} over {node.name}'s output features became a matrix-vector product "
+    return _splice(nodes, dropped, made, total.name), (f"{total.name}: the {how} over {node.name}'s output features became a matrix-vector product "
                   f"with its weights summed first (an M x {n} x {k} GEMM became one pass over the weights)")
+
+
+def _affine_chain(node: OpNode, graph: OpGraph, shapes: set[tuple[int, ...]], is_end, bias: str | None):
+    """(the nodes from `node` up to the reduction, what they did to `node`'s value, the
+    reduction) when each is the only user of the one before and all but the last are affine
+    steps (`Affine.step` with `shapes`) and `is_end` takes the last; else None."""
+    chain, affine, last = [node], Affine(), node
+    if bias is not None:
+        affine.vectors = ((1.0, bias),)
+    while True:
+        users = graph.users(last.name)
+        if len(users) != 1 or last.name == graph.output:
+            return None
+        user = users[0]
+        if is_end(user):
+            return chain, affine, user
+        if not affine.step(user, last.name, graph, shapes):
+            return None
+        chain.append(user)
+        last = user
 
 
 def _vector_total(affine: Affine, factor: float, prefix: str, graph: OpGraph, dtype) -> list[OpNode]:
@@ -185,9 +196,7 @@ def fold_pool(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> tuple[list[O
     made.append(OpNode(squeeze.name, "linear", (Ref(found.x), Ref(f"{squeeze.name}_weight"), bias), {}, (m, groups),
                        dtype))
     dropped = {node.name, unsqueeze.name, pool.name} | ({found.transpose} if found.transpose else set())
-    index = next(i for i, other in enumerate(nodes) if other.name == squeeze.name)
-    kept = [other for other in nodes[:index] if other.name not in dropped] + made + nodes[index + 1:]
-    return kept, (f"{pool.name}: the average pool over {node.name}'s output features (groups of {size}) became a "
+    return _splice(nodes, dropped, made, squeeze.name), (f"{pool.name}: the average pool over {node.name}'s output features (groups of {size}) became a "
                   f"linear layer over the group means of its weights: an M x {groups} x {k} GEMM instead of "
                   f"M x {n} x {k}")
 
@@ -202,3 +211,90 @@ def _single_user_chain(node: OpNode, graph: OpGraph, ops: tuple[str, ...]) -> li
         chain.append(users[0])
         last = users[0]
     return chain
+
+
+def _splice(nodes: list[OpNode], dropped: set[str], made: list[OpNode], at: str) -> list[OpNode]:
+    """`nodes` without `dropped`, with `made` in place of the node named `at` (made's last)."""
+    index = next(i for i, other in enumerate(nodes) if other.name == at)
+    return [other for other in nodes[:index] if other.name not in dropped] + made + nodes[index + 1:]
+
+
+def fold_conv_mean(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> tuple[list[OpNode], str | None]:
+    """Fold a mean or sum over every output position of a convolution (through affine steps)
+    into the sums of the input each tap reads and a GEMM with the weights (`plans/tap_sums.py`)."""
+    if node.op not in CONVS or len(node.refs) < 2 or node.attrs.get("groups", 1) != 1:
+        return nodes, None
+    x, weight = node.refs[:2]
+    bias = node.args[2] if len(node.args) > 2 and isinstance(node.args[2], Ref) else None
+    (batch, channels), spatial = node.shape[:2], tuple(node.shape[2:])
+    rank, kernel = len(spatial), tuple(graph.node(weight).shape[2:])
+    per_dim = {key: _per_dim(node.attrs.get(key, default), rank) for key, default in
+               (("stride", 1), ("padding", 0), ("dilation", 1))}
+    if None in per_dim.values():
+        return nodes, None                                  # padding="same" and the like
+    positions = 1
+    for size in spatial:
+        positions *= size
+    every_position = lambda user: user.op in ("sum", "mean") and _dims(user, rank + 2) == set(range(2, rank + 2))
+    walked = _affine_chain(node, graph, {(channels,) + (1,) * rank, (1, channels) + (1,) * rank}, every_position,
+                           bias.name if bias else None)
+    if walked is None:
+        return nodes, None
+    chain, affine, total = walked
+    mean, dtype, name = total.op == "mean", node.dtype, total.name
+    inputs, taps = graph.node(x).shape[1], len(kernel) and _product(kernel)
+    transposed = node.op.startswith("conv_transpose")
+    channel_values = []     # per-channel values, first, so the GEMM's epilogue can add them
+    for i, (coefficient, vector) in enumerate(affine.vectors):  # a per-channel value's mean over positions is itself
+        channel_values.append(OpNode(f"{name}_channel{i}", "view", (Ref(vector),), {"dims": (channels,)}, (channels,),
+                                     dtype))
+        if coefficient * (1 if mean else positions) != 1.0:
+            channel_values.append(_scaled(channel_values[-1], coefficient * (1 if mean else positions)))
+    added = [n.name for n in channel_values if not any(n.name in m.refs for m in channel_values)]
+    made = channel_values + [
+        OpNode(f"{name}_taps", "tap_sums", (Ref(x),), {"transposed": transposed, "kernel": kernel, "out": spatial,
+                                                      **per_dim}, (batch, inputs) + kernel, dtype),
+        OpNode(f"{name}_tap_rows", "view", (Ref(f"{name}_taps"),), {"dims": (batch, inputs * taps)},
+               (batch, inputs * taps), dtype)]
+    if transposed:      # (in, out, *kernel) -> (out, in, *kernel)
+        made.append(OpNode(f"{name}_weight_t", "transpose", (Ref(weight),), {"dim0": 0, "dim1": 1},
+                           (channels, inputs) + kernel, dtype))
+    made += [OpNode(f"{name}_weight", "view", (Ref(made[-1].name if transposed else weight),),
+                    {"dims": (channels, inputs * taps)}, (channels, inputs * taps), dtype),
+             OpNode(f"{name}_product", "linear", (Ref(f"{name}_tap_rows"), Ref(f"{name}_weight"), None), {},
+                    (batch, channels), dtype)]
+    if affine.scale / (positions if mean else 1) != 1.0:
+        made.append(_scaled(made[-1], affine.scale / (positions if mean else 1)))
+    for i, value in enumerate(added):
+        made.append(OpNode(f"{name}_plus{i}", "add", (Ref(made[-1].name), Ref(value)), {}, (batch, channels), dtype))
+    if affine.constant:
+        made.append(OpNode(f"{name}_plus", "add", (Ref(made[-1].name), affine.constant * (1 if mean else positions)),
+                           {}, (batch, channels), dtype))
+    made.append(OpNode(f"{name}_out", "view", (Ref(made[-1].name),), {"dims": tuple(total.shape)}, tuple(total.shape),
+                       dtype))
+    made[-1] = replace(made[-1], name=name)
+    return _splice(nodes, {c.name for c in chain}, made, name), (
+        f"{name}: the {total.op} over every output position of {node.name} became the sums of the input each of its "
+        f"{taps} taps reads and a {batch} x {channels} x {inputs * taps} GEMM with its weights (the "
+        f"{'x'.join(map(str, spatial))} output is never written)")
+
+
+def _per_dim(value, rank: int) -> tuple[int, ...] | None:
+    if isinstance(value, int):
+        return (value,) * rank
+    if isinstance(value, (tuple, list)) and len(value) == rank and all(isinstance(v, int) for v in value):
+        return tuple(value)
+    return None
+
+
+def _dims(node: OpNode, rank: int) -> set[int]:
+    dim = node.attrs.get("dim")
+    dims = dim if isinstance(dim, (tuple, list)) else (dim,) if dim is not None else ()
+    return {d % rank for d in dims}
+
+
+def _product(values: tuple[int, ...]) -> int:
+    result = 1
+    for v in values:
+        result *= v
+    return result

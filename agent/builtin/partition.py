@@ -33,6 +33,7 @@ class StageKind(StrEnum):
     CONV = "conv"               # cuDNN convolution, then a Triton epilogue
     TOTAL = "total"             # a reduction over every element to one value (losses, norms)
     TORCH = "torch"             # an op kept in PyTorch as written, then a Triton epilogue if one follows
+    TAP_SUMS = "tap_sums"       # a convolution's per-tap input sums (a folded mean over its output positions)
 
 
 class Operand(StrEnum):
@@ -161,6 +162,8 @@ def _planned(node: OpNode, graph: OpGraph) -> Stage:
         return Stage(StageKind.GROUP_NORM, node.shape, node)
     if op == "batch_norm":
         return Stage(StageKind.BATCH_NORM, node.shape, node)
+    if op == "tap_sums":
+        return Stage(StageKind.TAP_SUMS, node.shape, node)
     if op in ops.POOLS:
         _check_pool(node, graph)
         return Stage(StageKind.POOL, node.shape, node)

@@ -16,7 +16,8 @@
 from dataclasses import replace
 
 from agent.builtin.capture import OpGraph, OpNode, Ref
-from agent.builtin.fold import fold_pool, fold_sum
+from agent.builtin.fold import fold_conv_mean, fold_pool, fold_sum
+from agent.builtin.ops import CONVS
 
 
 def rewrite(graph: OpGraph) -> tuple[OpGraph, list[str]]:
@@ -32,6 +33,11 @@ def rewrite(graph: OpGraph) -> tuple[OpGraph, list[str]]:
             nodes = _flat_layer_norm(nodes, graph, node)
             notes.append(f"{node.name}: a layer norm over {len(node.attrs['normalized_shape'])} dims became a row "
                          "program over their flattened view (the same elements, the same order)")
+        if node.op in CONVS:
+            nodes, note = fold_conv_mean(nodes, replace(graph, nodes=tuple(nodes)), node)
+            if note:
+                notes.append(note)
+                continue
         if node.op in ("linear", "matmul", "mm"):
             nodes, note = fold_sum(nodes, replace(graph, nodes=tuple(nodes)), node)
             if note is None:

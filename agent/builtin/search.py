@@ -32,6 +32,7 @@ AXES = {
     StageKind.TOTAL: ELEMENTWISE,
     StageKind.POOL: ELEMENTWISE,
     StageKind.BATCH_NORM: ELEMENTWISE,
+    StageKind.TAP_SUMS: {"warps": (2, 4, 8, 16)},
 }
 
 
@@ -114,7 +115,7 @@ def library_fits(stages: list[Stage], kind: StageKind) -> bool:
     Triton kernel in the program? Yes when a stage always holds one (a row program) or a
     library op has a chain after it (the epilogue)."""
     kernels = (StageKind.POINTWISE, StageKind.ROWS, StageKind.REDUCE, StageKind.GROUP_NORM, StageKind.TOTAL,
-               StageKind.POOL, StageKind.BATCH_NORM)
+               StageKind.POOL, StageKind.BATCH_NORM, StageKind.TAP_SUMS)
     return any(s.kind is kind for s in stages) and any(s.kind in kernels or s.body for s in stages)
 
 

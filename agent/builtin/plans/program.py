@@ -13,7 +13,8 @@ import textwrap
 
 from agent.builtin.capture import OpGraph, Ref
 from agent.builtin.partition import Stage, StageKind, Unsupported
-from agent.builtin.plans import batchnorm, conv, groupnorm, library, matmul, pointwise, pool, reduce, rows, total
+from agent.builtin.plans import (batchnorm, conv, groupnorm, library, matmul, pointwise, pool, reduce, rows,
+                                 tap_sums, total)
 from agent.builtin.plans.common import Config, forward_expr, slug
 from agent.builtin.ops import TANH_HELPER
 from tools.problems import Problem
@@ -21,8 +22,8 @@ from tools.problems import Problem
 EMITTERS = {StageKind.POINTWISE: pointwise.emit, StageKind.ROWS: rows.emit, StageKind.REDUCE: reduce.emit,
             StageKind.GROUP_NORM: groupnorm.emit, StageKind.MATMUL: matmul.emit, StageKind.CONV: conv.emit,
             StageKind.TOTAL: total.emit, StageKind.POOL: pool.emit, StageKind.TORCH: library.emit,
-            StageKind.BATCH_NORM: batchnorm.emit}
-HELPERS = {"_tanh": TANH_HELPER, "update_running_stats": batchnorm.RUNNING_STATS}   # emitted once, when used
+            StageKind.BATCH_NORM: batchnorm.emit, StageKind.TAP_SUMS: tap_sums.emit}
+HELPERS = {"_tanh": TANH_HELPER, "update_running_stats": batchnorm.RUNNING_STATS, "_tap_reads": tap_sums.READS}   # emitted once, when used
 HEADER = '''"""{title}
 
 Written by kernelpilot's built-in policy (no LLM): the reference forward was captured
