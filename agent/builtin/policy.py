@@ -42,6 +42,7 @@ class Plan:
     stages: tuple[Stage, ...]
     notes: tuple[str, ...]
     error: str | None
+    captured: OpGraph | None = None     # before the rewrites: what eager runs
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,10 @@ def sha(source: str) -> str:
 
 
 def make_plan(problem: Problem) -> Plan:
-    graph = None
+    graph = captured = None
     try:
-        graph, notes = rewrite(capture(problem))
+        captured = capture(problem)
+        graph, notes = rewrite(captured)
         stages = partition(graph)
         build_source(problem, graph, stages, search.default_config(stages, graph))   # it must emit, or no plan
     except (CaptureError, Unsupported) as error:
@@ -66,7 +68,7 @@ def make_plan(problem: Problem) -> Plan:
         return Plan(graph, (), (), f"the problem's inputs cannot be drawn: {error}")
     except (ValueError, KeyError, TypeError, IndexError) as error:   # a graph shape the planner did not foresee
         return Plan(graph, (), (), f"the planner could not map this graph ({type(error).__name__}: {error})")
-    return Plan(graph, tuple(stages), tuple(notes), None)
+    return Plan(graph, tuple(stages), tuple(notes), None, captured)
 
 
 class BuiltinPolicy:
@@ -101,7 +103,7 @@ class BuiltinPolicy:
         if plan.error:
             return PolicyTurn(unsupported_text(plan.error, plan.graph, _problem_line(problem, device)))
         ceilings = self._device_ceilings(device)
-        work = Work.of(plan.graph, list(plan.stages))
+        work = Work.of(plan.graph, list(plan.stages), plan.captured)
         analysis = analysis_text(work, plan.graph, list(plan.stages), device, ceilings, list(plan.notes),
                                  _problem_line(problem, device))
         space = search.space_for(list(plan.stages), plan.graph, device.mode is Mode.GPU, launch_bound(work, ceilings))
