@@ -1,4 +1,4 @@
-"""Exact rewrites that fold a linear reduction after a GEMM into the GEMM's weights.
+"""Exact rewrites that fold a linear reduction after a GEMM or a convolution into its weights.
 
 A GEMM `G = x @ W.T` (a `linear`, or a `matmul` whose right side is `W.t()`) is linear in
 its weight rows, so a linear reduction of its columns can be applied to W first:
@@ -11,9 +11,15 @@ its weight rows, so a linear reduction of its columns can be applied to W first:
   linear layer whose weight rows and bias are the means of each group of k: the GEMM
   shrinks k times (L2-98).
 
-Both are exact in real arithmetic; in fp32 they change only the order of the sums, and
-the evaluator's tolerances judge the result like any other kernel's. Each runs W through
-a reduction on every call (no cached weights), so it stays right when W changes.
+A convolution is linear in its input, so **a mean (or sum) over every output position**
+of `a * conv(x) + c` (c per channel) is, per output channel, the weights times the sum of
+the input elements each tap reads: `plans/tap_sums.py` computes those sums in one pass
+over x, and a (batch, Cin * taps) x (Cin * taps, Cout) GEMM finishes (L2-42, 44). The
+convolution's output is never written.
+
+All are exact in real arithmetic; in fp32 they change only the order of the sums, and
+the evaluator's tolerances judge the result like any other kernel's. Each reads the
+weights on every call (no cached weights), so it stays right when they change.
 
     nodes, note = fold_sum(nodes, graph, node)      # note is None when nothing matched
 """
