@@ -16,7 +16,7 @@
 from dataclasses import replace
 
 from agent.builtin.capture import OpGraph, OpNode, Ref
-from agent.builtin.fold import fold_conv_mean, fold_pool, fold_sum
+from agent.builtin.fold import fold_conv_depth_mean, fold_conv_mean, fold_pool, fold_sum
 from agent.builtin.ops import CONVS
 
 
@@ -35,6 +35,8 @@ def rewrite(graph: OpGraph) -> tuple[OpGraph, list[str]]:
                          "program over their flattened view (the same elements, the same order)")
         if node.op in CONVS:
             nodes, note = fold_conv_mean(nodes, replace(graph, nodes=tuple(nodes)), node)
+            if note is None:
+                nodes, note = fold_conv_depth_mean(nodes, replace(graph, nodes=tuple(nodes)), node)
             if note:
                 notes.append(note)
                 continue

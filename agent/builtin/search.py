@@ -32,7 +32,7 @@ AXES = {
     StageKind.TOTAL: ELEMENTWISE,
     StageKind.POOL: ELEMENTWISE,
     StageKind.BATCH_NORM: ELEMENTWISE,
-    StageKind.TAP_SUMS: {"warps": (2, 4, 8, 16)},
+    StageKind.TAP_SUMS: ELEMENTWISE,
 }
 
 

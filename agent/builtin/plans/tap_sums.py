@@ -1,4 +1,5 @@
-"""Plan: the tap sums of a convolution, for the mean of its output over all positions.
+"""Plan: the tap sums of a convolution, for the mean of its output over all positions
+(or over its first spatial dim).
 
 A convolution's output summed over every output position is, per output channel,
 sum over (input channel, tap) of the weight times the sum of the input elements that
@@ -9,6 +10,10 @@ One program per (sample, channel) plane, viewed as (rows = D*H, W) with 1 for mi
 leading dims. Whether a tap reads an element is a product of one test per dim, so each
 (BLOCK_R, BLOCK_W) tile is first summed along W once per W-tap (a (BLOCK_R,) vector), then
 each of those along the rows once per (D, H)-tap; the input is read once.
+
+Over the first spatial dim only (`over="first"`, fold.fold_conv_depth_mean), each program
+owns BLOCK positions of one plane's other dims and walks the first dim, adding each slice
+into the taps that read it: (N, C, D, *rest) -> (N, C, KD, *rest).
 
 A tap (index j, stride s, padding p, dilation d) reads input index i when
 - plain:      u = i - (j*d - p) is in [0, s*(O-1)] and a multiple of s (O: output size);
@@ -37,6 +42,8 @@ def padded(values: tuple, fill: int) -> tuple:
 
 
 def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
+    if stage.anchor.attrs.get("over") == "first":
+        return _emit_first(stage, graph, config, name)
     anchor = stage.anchor
     source = graph.node(anchor.refs[0])
     a = anchor.attrs
@@ -93,7 +100,51 @@ def {name}(x):
     BLOCK_R = max(1, 4096 // BLOCK_W)
     {name}_kernel[(x.shape[0] * x.shape[1],)](x, out, D, H, W, OD, OH, OW, {constants},
         TAPS=triton.next_power_of_2({taps}), BLOCK_R=BLOCK_R, BLOCK_W=BLOCK_W, num_warps={config.warps})
-    return out{"" if out.dtype is None or dtype_name(out.dtype) == "torch.float32" else f".to({dtype_name(out.dtype)})"}
+    return out{"" if dtype_name(out.dtype) == "torch.float32" else f".to({dtype_name(out.dtype)})"}
+'''
+    return Emitted(kernel, wrapper, f"{stage.outputs[0]} = {name}({forward_expr(source.name, graph)})",
+                   frozenset({"_tap_reads"}))
+
+
+def _emit_first(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
+    anchor = stage.anchor
+    source, a = graph.node(anchor.refs[0]), anchor.attrs
+    kernel = f'''
+@triton.jit
+def {name}_kernel(
+    x_ptr,  # input (N*C, D, inner), contiguous
+    out_ptr,  # (N*C, KD, inner) fp32: the slices each tap of the first dim reads, summed
+    D, OD, inner,  # the first spatial dim in and out; the product of the other spatial dims
+    KD: tl.constexpr, S: tl.constexpr, P: tl.constexpr, DL: tl.constexpr,  # taps, stride, padding, dilation
+    TRANSPOSED: tl.constexpr, TAPS: tl.constexpr,  # a transposed convolution; KD rounded up to a power of 2
+    BLOCK: tl.constexpr,
+):
+    pid_p = tl.program_id(axis=0)  # one (sample, channel) plane
+    pid_i = tl.program_id(axis=1)
+    offs = pid_i * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < inner
+    taps = tl.arange(0, TAPS)
+    acc = tl.zeros((TAPS, BLOCK), dtype=tl.float32)
+    base = pid_p.to(tl.int64) * D * inner
+    for d in range(0, D):
+        v = tl.load(x_ptr + base + d * inner + offs, mask=mask, other=0.0){load_cast(source)}
+        reads = _tap_reads(d, taps, S, P, DL, OD, TRANSPOSED) & (taps < KD)
+        acc += tl.where(reads[:, None], v[None, :], 0.0)
+    out = out_ptr + pid_p.to(tl.int64) * KD * inner + taps[:, None] * inner + offs[None, :]
+    tl.store(out, acc, mask=(taps[:, None] < KD) & mask[None, :])
+'''
+    out = graph.node(stage.outputs[0])
+    wrapper = f'''
+def {name}(x):
+    x = x.contiguous()
+    inner = x[0, 0, 0].numel()
+    out = torch.empty({tuple(out.shape)!r}, device=x.device, dtype=torch.float32)
+    BLOCK = min(triton.next_power_of_2(inner), {config.block})
+    grid = (x.shape[0] * x.shape[1], triton.cdiv(inner, BLOCK))
+    {name}_kernel[grid](x, out, x.shape[2], {a["out"][0]}, inner, KD={a["kernel"][0]}, S={a["stride"][0]},
+        P={a["padding"][0]}, DL={a["dilation"][0]}, TRANSPOSED={bool(a["transposed"])},
+        TAPS=triton.next_power_of_2({a["kernel"][0]}), BLOCK=BLOCK, num_warps={config.warps})
+    return out{"" if dtype_name(out.dtype) == "torch.float32" else f".to({dtype_name(out.dtype)})"}
 '''
     return Emitted(kernel, wrapper, f"{stage.outputs[0]} = {name}({forward_expr(source.name, graph)})",
                    frozenset({"_tap_reads"}))
