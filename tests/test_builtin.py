@@ -309,6 +309,23 @@ def test_conv_folds_take_only_linear_means_over_positions(forward, layer, tmp_pa
     assert not [note for note in plan.notes if "never written" in note]
 
 
+@pytest.mark.parametrize("forward, layers", [
+    ("return F.conv2d(x, self.w, self.b, 2, 1).mean((2, 3))", "conv"),           # settings by position
+    ("return F.conv2d(x, self.w, bias=self.b, stride=2).mean((2, 3))", "conv"),   # a keyword bias
+    ("return torch.add(self.conv(x), 1.0, alpha=3.0).mean((2, 3))", "module"),    # alpha scales the added value
+    ("return torch.div(self.conv(x), 2.0, rounding_mode='floor').mean((2, 3))", "module"),   # not affine
+    ("return self.conv(x).mean((2, 3), dtype=torch.float64)", "module"),
+    ("return self.linear(x.flatten(1)).sum(1, dtype=torch.float64)", "linear"),
+    ("return torch.sub(self.linear(x.flatten(1)), self.v, alpha=2.0).sum(1)", "linear"),
+])
+def test_folds_refuse_what_they_cannot_read_exactly(forward, layers, tmp_path):
+    layers = {"conv": "self.w = nn.Parameter(torch.randn(b, a, 3, 3))\n        self.b = nn.Parameter(torch.randn(b))",
+              "module": "self.conv = nn.Conv2d(a, b, 3)",
+              "linear": "self.linear = nn.Linear(a * 90, b)\n        self.v = nn.Parameter(torch.randn(b))"}[layers]
+    problem = extra_problem(tmp_path, "no_fold", (forward, "torch.randn(2, 3, 9, 10)", "3, 6", None, layers))
+    assert not [note for note in make_plan(problem).notes if "never written" in note or "output features" in note]
+
+
 LONE_FLIP = ("return torch.flip(x, dims=(1,))", "torch.rand(2, 3, 8, 8)", "0, 0", None, "pass")
 
 

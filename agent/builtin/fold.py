@@ -72,9 +72,11 @@ class Affine:
     vectors: tuple[tuple[float, str], ...] = ()     # (coefficient, node of one of the `shapes` given to step)
 
     def step(self, node: OpNode, source: str, graph: OpGraph, shapes: set[tuple[int, ...]]) -> bool:
-        """Apply `node` (one of AFFINE, reading `source`) in place; False when it is not affine
-        or adds a tensor not of `shapes` (one value per output feature or channel)."""
-        if node.op not in AFFINE or len(node.args) != 2 or node.args[0] != Ref(source) or node.args[1] == Ref(source):
+        """Apply `node` (one of AFFINE, reading `source`) in place; False when it is not affine,
+        adds a tensor not of `shapes` (one value per output feature or channel), or has
+        options (`alpha=`, `rounding_mode=`) that change what it computes."""
+        if node.op not in AFFINE or len(node.args) != 2 or node.args[0] != Ref(source) or node.args[1] == Ref(source) \
+                or node.attrs:
             return False
         other = node.args[1]
         if isinstance(other, (int, float)) and not isinstance(other, bool):
@@ -143,8 +145,8 @@ def _affine_chain(node: OpNode, graph: OpGraph, shapes: set[tuple[int, ...]], is
         if len(users) != 1 or last.name == graph.output:
             return None
         user = users[0]
-        if is_end(user):
-            return chain, affine, user
+        if is_end(user):    # a reduction with options beyond its dims (dtype=) is not taken
+            return (chain, affine, user) if set(user.attrs) <= {"dim", "keepdim"} else None
         if not affine.step(user, last.name, graph, shapes):
             return None
         chain.append(user)
@@ -244,9 +246,14 @@ class Conv:
 
 
 def conv(node: OpNode, graph: OpGraph) -> Conv | None:
-    if node.op not in CONVS or len(node.refs) < 2 or node.attrs.get("groups", 1) != 1:
+    """A convolution module's node (its settings bound by name); a functional call with
+    settings by position, a keyword bias or an unbatched input is left alone."""
+    named = {"stride", "padding", "dilation", "groups"} <= set(node.attrs) and "bias" not in node.attrs
+    if node.op not in CONVS or len(node.refs) < 2 or len(node.args) > 3 or not named or node.attrs["groups"] != 1:
         return None
     rank = len(node.shape) - 2
+    if {len(graph.node(node.refs[0]).shape), len(graph.node(node.refs[1]).shape)} != {rank + 2}:
+        return None
     per_dim = {key: _per_dim(node.attrs.get(key, default), rank) for key, default in
                (("stride", 1), ("padding", 0), ("dilation", 1))}
     if None in per_dim.values():
