@@ -271,6 +271,9 @@ EXTRA = {  # KernelBench level-2 shapes of work beyond our suite: forward body, 
     "conv2d_height_mean": ("return self.conv(x - 0.5).mean(dim=-2)", "torch.randn(2, 3, 8, 7)", "3, 4",
                            ["pointwise", "view", "tap_sums", "view", "view", "conv", "view"],
                            "self.conv = nn.Conv2d(a, b, 3, stride=2, padding=1)"),
+    # add/sub with alpha= and div with rounding_mode= are not their plain forms: kept in PyTorch, the rest fused
+    "add_alpha_floor_divide": ("return torch.div(torch.add(x, 1.0, alpha=3.0), 2.0, rounding_mode='floor') * 2.0",
+                               "torch.randn(4, 8)", "0, 0", ["torch", "torch"], "pass"),
     "gemm_logsumexp": ("return torch.logsumexp(self.linear(x), dim=1, keepdim=True)", "torch.randn(9, 40)", "40, 24",
                        ["matmul", "rows"], "self.linear = nn.Linear(a, b)"),
 }

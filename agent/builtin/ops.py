@@ -72,6 +72,9 @@ def literal(value) -> str:
 
 def render(op: str, args: list[str], attrs: dict) -> str:
     """The Triton expression of pointwise `op` over `args` (variable names or literals)."""
+    changes = {k: v for k, v in attrs.items() if (k, v) not in (("alpha", 1), ("rounding_mode", None))}
+    if op in BINARY and set(changes) & {"alpha", "rounding_mode", "out"}:
+        raise ValueError(f"{op} with {', '.join(f'{k}={v!r}' for k, v in changes.items())} is not its plain form")
     if op in UNARY:
         return UNARY[op].format(a=args[0])
     if op in BINARY:
