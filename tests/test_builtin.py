@@ -306,7 +306,8 @@ def test_gemm_folds_take_only_linear_reductions_of_the_output_features(forward, 
     ("return (self.conv(x) * x.mean()).mean(dim=(2, 3))", "nn.Conv2d(a, b, 3, padding=1)"),  # a tensor scale
 ])
 def test_conv_folds_take_only_linear_means_over_positions(forward, layer, tmp_path):
-    problem = extra_problem(tmp_path, "no_fold", (forward, "torch.randn(2, 3, 9, 8)", "3, 6", None, f"self.conv = {layer}"))
+    spec = (forward, "torch.randn(2, 3, 9, 8)", "3, 6", None, f"self.conv = {layer}")
+    problem = extra_problem(tmp_path, "no_fold", spec)
     plan = make_plan(problem)
     assert plan.error is None and StageKind.CONV in [s.kind for s in plan.stages]
     assert not [note for note in plan.notes if "never written" in note]

@@ -106,8 +106,8 @@ def fold_sum(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> tuple[list[Op
     walked = _affine_chain(node, graph, {(n,), (1, n)}, over_features, found.bias)
     if walked is None:
         return nodes, None
-    chain, affine, user = walked
-    total, dtype = user, node.dtype
+    chain, affine, total = walked
+    dtype = node.dtype
     factor = 1.0 / n if total.op == "mean" else 1.0
     made = _vector_total(affine, factor, total.name, graph, dtype)
     offset = made[-1].name if made else None
@@ -129,8 +129,9 @@ def fold_sum(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> tuple[list[Op
     made[-1] = replace(made[-1], name=total.name)
     dropped = {c.name for c in chain} | ({found.transpose} if found.transpose else set())
     how = "mean" if total.op == "mean" else "sum"
-    return _splice(nodes, dropped, made, total.name), (f"{total.name}: the {how} over {node.name}'s output features became a matrix-vector product "
-                  f"with its weights summed first (an M x {n} x {k} GEMM became one pass over the weights)")
+    return _splice(nodes, dropped, made, total.name), (
+        f"{total.name}: the {how} over {node.name}'s output features became a matrix-vector product with its "
+        f"weights summed first (an M x {n} x {k} GEMM became one pass over the weights)")
 
 
 def _affine_chain(node: OpNode, graph: OpGraph, shapes: set[tuple[int, ...]], is_end, bias: str | None):
@@ -206,9 +207,9 @@ def fold_pool(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> tuple[list[O
     made.append(OpNode(squeeze.name, "linear", (Ref(found.x), Ref(f"{squeeze.name}_weight"), bias), {}, (m, groups),
                        dtype))
     dropped = {node.name, unsqueeze.name, pool.name} | ({found.transpose} if found.transpose else set())
-    return _splice(nodes, dropped, made, squeeze.name), (f"{pool.name}: the average pool over {node.name}'s output features (groups of {size}) became a "
-                  f"linear layer over the group means of its weights: an M x {groups} x {k} GEMM instead of "
-                  f"M x {n} x {k}")
+    return _splice(nodes, dropped, made, squeeze.name), (
+        f"{pool.name}: the average pool over {node.name}'s output features (groups of {size}) became a linear "
+        f"layer over the group means of its weights: an M x {groups} x {k} GEMM instead of M x {n} x {k}")
 
 
 def _single_user_chain(node: OpNode, graph: OpGraph, ops: tuple[str, ...]) -> list[OpNode] | None:
@@ -254,8 +255,7 @@ def conv(node: OpNode, graph: OpGraph) -> Conv | None:
     rank = len(node.shape) - 2
     if {len(graph.node(node.refs[0]).shape), len(graph.node(node.refs[1]).shape)} != {rank + 2}:
         return None
-    per_dim = {key: _per_dim(node.attrs.get(key, default), rank) for key, default in
-               (("stride", 1), ("padding", 0), ("dilation", 1))}
+    per_dim = {key: _per_dim(node.attrs[key], rank) for key in ("stride", "padding", "dilation")}
     if None in per_dim.values():
         return None                                         # padding="same" and the like
     bias = node.args[2] if len(node.args) > 2 and isinstance(node.args[2], Ref) else None
