@@ -23,7 +23,7 @@ All are exact in real arithmetic; in fp32 they change only the order of the sums
 the evaluator's tolerances judge the result like any other kernel's. Each reads the
 weights on every call (no cached weights), so it stays right when they change.
 
-    nodes, note = fold_sum(nodes, graph, node)      # note is None when nothing matched
+    nodes, note = fold(nodes, graph, node)      # note is None when no fold applies to node
 """
 from dataclasses import dataclass, replace
 
@@ -31,6 +31,16 @@ from agent.builtin.capture import OpGraph, OpNode, Ref
 from agent.builtin.ops import CONVS
 
 AFFINE = ("mul", "div", "add", "sub")
+
+
+def fold(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> tuple[list[OpNode], str | None]:
+    """The first fold that applies to `node` (a GEMM or a convolution): the new node list and
+    one sentence for the analysis; else `nodes` unchanged and None."""
+    for attempt in (fold_sum, fold_pool, fold_conv_mean, fold_conv_depth_mean):
+        folded, note = attempt(nodes, graph, node)
+        if note:
+            return folded, note
+    return nodes, None
 
 
 @dataclass(frozen=True)

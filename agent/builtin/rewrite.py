@@ -10,14 +10,14 @@
 - `diag(v) @ B` is a row scaling `v[:, None] * B`; `B @ diag(v)` a column scaling
   `B * v`: an O(N^2) elementwise pass instead of an O(N^3) matmul of a mostly-zero
   matrix, with identical results (each output is one product, no sums).
+- a linear reduction after a GEMM or a convolution folds into its weights (fold.py).
 
     graph, notes = rewrite(capture(problem))
 """
 from dataclasses import replace
 
 from agent.builtin.capture import OpGraph, OpNode, Ref
-from agent.builtin.fold import fold_conv_depth_mean, fold_conv_mean, fold_pool, fold_sum
-from agent.builtin.ops import CONVS
+from agent.builtin.fold import fold
 
 
 def rewrite(graph: OpGraph) -> tuple[OpGraph, list[str]]:
@@ -33,20 +33,10 @@ def rewrite(graph: OpGraph) -> tuple[OpGraph, list[str]]:
             nodes = _flat_layer_norm(nodes, graph, node)
             notes.append(f"{node.name}: a layer norm over {len(node.attrs['normalized_shape'])} dims became a row "
                          "program over their flattened view (the same elements, the same order)")
-        if node.op in CONVS:
-            nodes, note = fold_conv_mean(nodes, replace(graph, nodes=tuple(nodes)), node)
-            if note is None:
-                nodes, note = fold_conv_depth_mean(nodes, replace(graph, nodes=tuple(nodes)), node)
-            if note:
-                notes.append(note)
-                continue
-        if node.op in ("linear", "matmul", "mm"):
-            nodes, note = fold_sum(nodes, replace(graph, nodes=tuple(nodes)), node)
-            if note is None:
-                nodes, note = fold_pool(nodes, replace(graph, nodes=tuple(nodes)), node)
-            if note:
-                notes.append(note)
-                continue
+        nodes, note = fold(nodes, replace(graph, nodes=tuple(nodes)), node)
+        if note:
+            notes.append(note)
+            continue
         if node.op in ("matmul", "mm") and len(node.refs) == 2:
             changed = _diagonal_product(nodes, graph, node)
             if changed != nodes:

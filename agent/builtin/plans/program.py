@@ -23,7 +23,8 @@ EMITTERS = {StageKind.POINTWISE: pointwise.emit, StageKind.ROWS: rows.emit, Stag
             StageKind.GROUP_NORM: groupnorm.emit, StageKind.MATMUL: matmul.emit, StageKind.CONV: conv.emit,
             StageKind.TOTAL: total.emit, StageKind.POOL: pool.emit, StageKind.TORCH: library.emit,
             StageKind.BATCH_NORM: batchnorm.emit, StageKind.TAP_SUMS: tap_sums.emit}
-HELPERS = {"_tanh": TANH_HELPER, "update_running_stats": batchnorm.RUNNING_STATS, "_tap_reads": tap_sums.READS}   # emitted once, when used
+HELPERS = {"_tanh": TANH_HELPER, "update_running_stats": batchnorm.RUNNING_STATS,   # emitted once, when used
+           "_tap_reads": tap_sums.READS}
 HEADER = '''"""{title}
 
 Written by kernelpilot's built-in policy (no LLM): the reference forward was captured
