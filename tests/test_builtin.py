@@ -274,6 +274,14 @@ EXTRA = {  # KernelBench level-2 shapes of work beyond our suite: forward body, 
     # add/sub with alpha= and div with rounding_mode= are not their plain forms: kept in PyTorch, the rest fused
     "add_alpha_floor_divide": ("return torch.div(torch.add(x, 1.0, alpha=3.0), 2.0, rounding_mode='floor') * 2.0",
                                "torch.randn(4, 8)", "0, 0", ["torch", "torch"], "pass"),
+    # steps with the GEMM's or the convolution's value second: c + G, c * G, c - G
+    "gemm_value_second_sum": ("return (1.0 - 2.0 * self.linear(x) + self.v).sum(1)", "torch.randn(9, 40)", "40, 24",
+                              ["rows", "reduce", "rows", "view"],
+                              "self.linear = nn.Linear(a, b)\n        self.v = nn.Parameter(torch.randn(b))"),
+    "conv_value_second_mean": ("return (self.v - 3.0 * self.conv(x)).mean(dim=(2, 3))", "torch.randn(2, 3, 7, 6)",
+                               "3, 4", ["view", "pointwise", "view", "tap_sums", "view", "view", "matmul", "view"],
+                               "self.conv = nn.Conv2d(a, b, 3, padding=1)\n        "
+                               "self.v = nn.Parameter(torch.randn(b, 1, 1))"),
     "gemm_logsumexp": ("return torch.logsumexp(self.linear(x), dim=1, keepdim=True)", "torch.randn(9, 40)", "40, 24",
                        ["matmul", "rows"], "self.linear = nn.Linear(a, b)"),
 }
@@ -284,6 +292,7 @@ EXTRA = {  # KernelBench level-2 shapes of work beyond our suite: forward body, 
     ("return (self.linear(x) * self.v).sum(1)", "self.v = nn.Parameter(torch.randn(b))"),  # per-column scale
     ("return torch.relu(self.linear(x)).sum(1)", "pass"),                                  # not linear
     ("return (self.linear(x) / 0.0).sum(1)", "pass"),                                      # infinities
+    ("return (2.0 / self.linear(x)).sum(1)", "pass"),                                      # c / G
     ("return self.linear(x).sum(0)", "pass"),                                              # over the rows
     ("return self.pool(self.linear(x).unsqueeze(1)).squeeze(1)", "self.pool = nn.AvgPool1d(4, 2)"),  # overlaps
     ("return self.pool(self.linear(x).unsqueeze(1)).squeeze(1)", "self.pool = nn.AvgPool1d(7)"),  # 24 % 7 != 0

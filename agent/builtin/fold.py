@@ -82,28 +82,31 @@ class Affine:
     vectors: tuple[tuple[float, str], ...] = ()     # (coefficient, node of one of the `shapes` given to step)
 
     def step(self, node: OpNode, source: str, graph: OpGraph, shapes: set[tuple[int, ...]]) -> bool:
-        """Apply `node` (one of AFFINE, reading `source`) in place; False when it is not affine,
-        adds a tensor not of `shapes` (one value per output feature or channel), or has
-        options (`alpha=`, `rounding_mode=`) that change what it computes."""
-        if node.op not in AFFINE or len(node.args) != 2 or node.args[0] != Ref(source) or node.args[1] == Ref(source) \
-                or node.attrs:
+        """Apply `node` (one of AFFINE, reading `source` once) in place; False when it is not
+        affine (`c / G`), adds a tensor not of `shapes` (one value per output feature or
+        channel), or has options (`alpha=`, `rounding_mode=`) that change what it computes."""
+        if node.op not in AFFINE or len(node.args) != 2 or node.attrs or node.args.count(Ref(source)) != 1:
             return False
-        other = node.args[1]
-        if isinstance(other, (int, float)) and not isinstance(other, bool):
-            if node.op == "div" and other == 0:
-                return False        # infinities: a sum of them is not the sum's scaled value
-            if node.op in ("mul", "div"):
-                factor = other if node.op == "mul" else 1.0 / other
-                self.scale, self.constant = self.scale * factor, self.constant * factor
-                self.vectors = tuple((c * factor, v) for c, v in self.vectors)
-            else:
-                self.constant += other if node.op == "add" else -other
-            return True
-        shape = graph.node(other.name).shape if isinstance(other, Ref) else None
-        if node.op in ("add", "sub") and shape in shapes:
-            self.vectors += ((1.0 if node.op == "add" else -1.0, other.name),)
-            return True
-        return False
+        flipped = node.args[1] == Ref(source)           # c + G, c * G, c - G
+        other = node.args[0] if flipped else node.args[1]
+        scalar = isinstance(other, (int, float)) and not isinstance(other, bool)
+        vector = isinstance(other, Ref) and graph.node(other.name).shape in shapes and node.op in ("add", "sub")
+        if not (scalar or vector) or (node.op == "div" and (flipped or other == 0)):
+            return False            # c / G; a division by zero (a sum of infinities is not the scaled sum)
+        if flipped and node.op == "sub":                # c - G = -G + c
+            self._times(-1.0)
+        sign = -1.0 if node.op == "sub" and not flipped else 1.0
+        if node.op in ("mul", "div"):
+            self._times(other if node.op == "mul" else 1.0 / other)
+        elif scalar:
+            self.constant += sign * other
+        else:
+            self.vectors += ((sign, other.name),)
+        return True
+
+    def _times(self, factor: float) -> None:
+        self.scale, self.constant = self.scale * factor, self.constant * factor
+        self.vectors = tuple((c * factor, v) for c, v in self.vectors)
 
 
 def fold_sum(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> tuple[list[OpNode], str | None]:
