@@ -10,14 +10,16 @@
 - `diag(v) @ B` is a row scaling `v[:, None] * B`; `B @ diag(v)` a column scaling
   `B * v`: an O(N^2) elementwise pass instead of an O(N^3) matmul of a mostly-zero
   matrix, with identical results (each output is one product, no sums).
-- a linear reduction after a GEMM or a convolution folds into its weights (fold.py).
+- a linear reduction after a GEMM or a convolution folds into its weights (fold.py,
+  fold_conv.py).
 
     graph, notes = rewrite(capture(problem))
 """
 from dataclasses import replace
 
 from agent.builtin.capture import OpGraph, OpNode, Ref
-from agent.builtin.fold import fold
+from agent.builtin.fold import fold_pool, fold_sum
+from agent.builtin.fold_conv import fold_conv_depth_mean, fold_conv_mean
 
 
 def rewrite(graph: OpGraph) -> tuple[OpGraph, list[str]]:
@@ -46,6 +48,19 @@ def rewrite(graph: OpGraph) -> tuple[OpGraph, list[str]]:
                 notes.append(f"{node.name}: a matrix-vector product became a row program (rows of A dotted with x)")
             nodes = changed
     return replace(graph, nodes=tuple(nodes)), notes
+
+
+FOLDS = (fold_sum, fold_pool, fold_conv_mean, fold_conv_depth_mean)
+
+
+def fold(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> tuple[list[OpNode], str | None]:
+    """The first fold that applies to `node` (a GEMM or a convolution): the new node list and
+    one sentence for the analysis; else `nodes` unchanged and None."""
+    for attempt in FOLDS:
+        folded, note = attempt(nodes, graph, node)
+        if note:
+            return folded, note
+    return nodes, None
 
 
 def _diagonal_product(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> list[OpNode]:

@@ -3,7 +3,7 @@
 
 A convolution's output summed over every output position is, per output channel,
 sum over (input channel, tap) of the weight times the sum of the input elements that
-tap reads (zero padding reads nothing). `fold.fold_conv_mean` rewrites such a mean into
+tap reads (zero padding reads nothing). `fold_conv.fold_conv_mean` rewrites such a mean into
 `tap_sums(x)`, a small GEMM with the weights and the bias; this kernel computes the first.
 
 One program per (sample, channel) plane, viewed as (rows = D*H, W) with 1 for missing
@@ -11,7 +11,7 @@ leading dims. Whether a tap reads an element is a product of one test per dim, s
 (BLOCK_R, BLOCK_W) tile is first summed along W once per W-tap (a (BLOCK_R,) vector), then
 each of those along the rows once per (D, H)-tap; the input is read once.
 
-Over the first spatial dim only (`over="first"`, fold.fold_conv_depth_mean), each program
+Over the first spatial dim only (`over="first"`, fold_conv.fold_conv_depth_mean), each program
 owns BLOCK positions of one plane's other dims and walks the first dim, adding each slice
 into the taps that read it: (N, C, D, *rest) -> (N, C, KD, *rest).
 
