@@ -1,0 +1,43 @@
+"""The built-in policy's folds on a GPU (`pytest -m gpu`, on the device machine): the
+tap-sum kernels and the folded GEMMs compiled by the real Triton compiler, each first
+kernel correct through the evaluator (correctness only; speed is the batch runner's).
+
+    pytest -q -m gpu tests/test_builtin_gpu.py
+"""
+from dataclasses import replace
+
+import pytest
+import torch
+
+from agent.builtin import BuiltinPolicy
+from agent.builtin.plans.common import Config
+from agent.builtin.policy import make_plan
+from tests.test_builtin import EXTRA, extra_problem
+from tools.device import detect
+from tools.evaluator import EvalConfig, Evaluator
+from tools.records import EvalStatus
+from tools.sandbox.process import ProcessSandbox
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+FOLDED = ["conv_transpose_scale_global_mean", "conv_strided_dilated_mean_bias", "conv3d_sum_over_positions",
+          "conv_transpose1d_dilated_mean", "conv_transpose3d_depth_mean_softmax", "conv3d_dilated_depth_sum",
+          "conv2d_height_mean", "conv_value_second_mean", "gemm_divide_sum_scale", "linear_affine_mean_gelu_residual",
+          "gemm_value_second_sum", "linear_avgpool_gelu_max"]
+
+
+@pytest.fixture(scope="module")
+def gpu_evaluator():
+    device = detect()
+    with ProcessSandbox(device.cuda_index) as sandbox:
+        yield Evaluator(sandbox, device, EvalConfig(timed=False))
+
+
+@pytest.mark.parametrize("name", FOLDED)
+def test_folded_kernels_are_correct_compiled(name, tmp_path, gpu_evaluator):
+    problem = extra_problem(tmp_path, name)
+    plan = make_plan(problem)
+    assert plan.error is None and [s.kind.value for s in plan.stages] == EXTRA[name][3]
+    for config in (Config(), replace(Config(), warps=8, block=256)):
+        result = gpu_evaluator.evaluate(problem, BuiltinPolicy().source(problem, config))
+        assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
