@@ -5,12 +5,13 @@ other.
 
     pytest -q tests/test_builtin_suite.py
 """
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.builtin_suite import check_report, summary
+from benchmarks.builtin_suite import check_report, log_failure, report, summary
 from benchmarks.suite import PROBLEMS
 from tools.problems import find_problem_files
 
@@ -59,3 +60,16 @@ def test_the_check_table_counts_missing_problems_as_failures(tmp_path):
     text = check_report(rows, files)
     assert "2/3 checked; a correct kernel on 1/3 (33%)" in text
     assert f"| {files[2].path.stem} | not run |" in text
+
+
+def test_a_problem_the_run_could_not_finish_is_a_failed_row_with_its_reason():
+    files = [f for f in find_problem_files(PROBLEMS)][:2]
+    log = io.StringIO()
+    log_failure(log, files[0], MemoryError("trusted side: CUDA out of memory"))
+    rows = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert rows[0]["name"] == files[0].path.stem and rows[0]["best_ms"] is None
+    timed = dict(rows[0], name=files[1].path.stem, level=files[1].level, evaluations=1, best_ms=1.0,
+                 best_vs_eager=2.0, best_vs_compile=1.0, error=None)
+    text = report(rows + [timed], files)
+    assert "no correct kernel: MemoryError: trusted side: CUDA out of memory" in text
+    assert "2/2 run; correct kernel on 1/2 (50%)" in text
