@@ -16,6 +16,7 @@ fold.py's GEMM folds, and judged by the evaluator's tolerances like any kernel.
 
     nodes, note = fold_conv_mean(nodes, graph, node)      # note is None when it does not apply
 """
+import math
 from dataclasses import dataclass
 
 from agent.builtin.capture import OpGraph, OpNode, Ref
@@ -50,7 +51,7 @@ def conv(node: OpNode, graph: OpGraph) -> Conv | None:
         return None
     per_dim = {key: _per_dim(node.attrs[key], rank) for key in ("stride", "padding", "dilation")}
     if None in per_dim.values():
-        return None                                         # padding="same" and the like
+        return None                                         # not one int per spatial dim
     bias = node.args[2] if len(node.args) > 2 and isinstance(node.args[2], Ref) else None
     return Conv(node, node.refs[0], node.refs[1], bias.name if bias else None, per_dim,
                 node.op.startswith("conv_transpose"))
@@ -99,7 +100,7 @@ def fold_conv_mean(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> tuple[l
     chain, affine, total = walked
     (batch, channels), spatial, dtype, name = node.shape[:2], found.spatial, node.dtype, total.name
     kernel = tuple(graph.node(found.weight).shape[2:])
-    inputs, taps = graph.node(found.x).shape[1], _product(kernel)
+    inputs, taps = graph.node(found.x).shape[1], math.prod(kernel)
     made = [OpNode(f"{name}_taps", "tap_sums", (Ref(found.x),), {"transposed": found.transposed, "kernel": kernel,
                                                                 "out": spatial, **found.per_dim},
                    (batch, inputs) + kernel, dtype),
@@ -112,7 +113,7 @@ def fold_conv_mean(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> tuple[l
                     {"dims": (channels, inputs * taps)}, (channels, inputs * taps), dtype),
              OpNode(f"{name}_product", "linear", (Ref(f"{name}_tap_rows"), Ref(f"{name}_weight"), None), {},
                     (batch, channels), dtype)]
-    made = _finish(made, affine, total, _product(spatial), (batch, channels))
+    made = _finish(made, affine, total, math.prod(spatial), (batch, channels))
     return splice(nodes, {c.name for c in chain}, made, name), (
         f"{name}: the {total.op} over every output position of {node.name} became the sums of the input each of its "
         f"{taps} taps reads and a {batch} x {channels} x {inputs * taps} GEMM with its weights (the "
@@ -173,10 +174,3 @@ def _dims(node: OpNode, rank: int) -> set[int]:
     dim = node.attrs.get("dim")
     dims = dim if isinstance(dim, (tuple, list)) else (dim,) if dim is not None else ()
     return {d % rank for d in dims}
-
-
-def _product(values: tuple[int, ...]) -> int:
-    result = 1
-    for v in values:
-        result *= v
-    return result

@@ -9,6 +9,7 @@ to it (measured runtimes keyed by configuration), so it is deterministic.
 
     nxt = next_config(space, measured={Config(): 1.3, Config(block=2048): 1.1}, remaining=6)
 """
+import math
 from dataclasses import dataclass, replace
 
 from agent.builtin.capture import OpGraph
@@ -96,10 +97,7 @@ def few_long_reductions(stage: Stage, graph: OpGraph) -> bool:
     source = graph.node(stage.anchor.refs[0]).shape
     dim = stage.anchor.attrs.get("dim")
     dim = (dim[0] if isinstance(dim, (tuple, list)) else dim) % len(source)
-    outputs = 1
-    for size in stage.shape:
-        outputs *= size
-    return source[dim] >= 1024 and outputs // Config().reduce_inner < 1024
+    return source[dim] >= 1024 and math.prod(stage.shape) // Config().reduce_inner < 1024
 
 
 def group_slice(stage: Stage) -> int:
