@@ -257,8 +257,8 @@ def run_one(policy: BuiltinPolicy, evaluator: Evaluator, problem, log, submit: b
            "unsupported": plan.error, "seconds": round(time.perf_counter() - start, 1)}
     log.write(json.dumps(row) + "\n")
     log.flush()
-    held = (f", the trusted process holds {torch.cuda.memory_reserved() / 2**30:.1f} GiB of GPU memory"
-            if torch.cuda.is_initialized() else "")
+    held = (f", the trusted process holds {torch.cuda.memory_reserved() / 2**30:.1f} GiB of GPU memory and "
+            f"{evaluator.exchange.held_bytes / 2**30:.1f} GiB in arenas" if torch.cuda.is_initialized() else "")
     print(f"{problem.name}: {len(attempts)} evaluations, {row['seconds']:.0f} s{held}", flush=True)
 
 

@@ -79,3 +79,39 @@ def test_profile_names_the_candidates_own_kernel(gpu_evaluator):
     roof = profile.roofline   # softmax moves bytes: 1.5 GiB in, 1.5 GiB out, no counted FLOPs
     assert roof.bound == "memory" and roof.flops == 0 and 0.3 < roof.fraction_of_roofline <= 1.2
     print(profile.model_dump_json(indent=1))   # recorded in the issue note
+
+
+OPEN_AND_HOLD = '''
+import json, sys, time
+from tools.sandbox.shm import open_arena
+arena = open_arena(json.loads(sys.argv[1]))
+arena.buffer[0] = 7
+import torch; torch.cuda.synchronize()
+print("held", flush=True)
+time.sleep(600)
+'''
+
+
+def test_outgrown_arenas_are_freed_after_a_worker_that_opened_them_is_killed():
+    """A worker that opened the arena is SIGKILLed (no teardown), the arena is outgrown
+    twice; after `collect` the device has the memory back (PyTorch's own IPC sharing kept
+    such arenas forever: 65-74 GiB held on a KernelBench level-1 run)."""
+    import json, subprocess, sys
+    from tools.sandbox.shm import Exchange
+
+    device, mib = torch.device("cuda", torch.cuda.current_device()), 1 << 20
+    exchange = Exchange(device)
+    torch.cuda.synchronize()
+    free_before, _ = torch.cuda.mem_get_info()
+    for size in (512 * mib, 1024 * mib, 2048 * mib):
+        arena = exchange.acquire(size)
+        holder = subprocess.Popen([sys.executable, "-c", OPEN_AND_HOLD, json.dumps(arena.describe())],
+                                  stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "held"
+        assert arena.buffer[0].item() == 7          # the worker wrote into the trusted side's memory
+        holder.kill()
+        holder.wait()
+        exchange.collect()
+    assert exchange.held_bytes == 2048 * mib        # the two outgrown arenas are gone
+    free_after, _ = torch.cuda.mem_get_info()
+    assert free_before - free_after < 2048 * mib + 256 * mib, (free_before, free_after)

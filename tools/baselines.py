@@ -67,6 +67,7 @@ class BaselineStore:
             timed = timing.time_candidate(worker, self.exchange, reference, self.config, self.limits)
         finally:
             worker.close()
+            self.exchange.collect()
         if timed.status is not EvalStatus.CORRECT:
             notes.append(f"{label} baseline unavailable: {timed.reason}")
             return None

@@ -121,6 +121,7 @@ class Evaluator:
             log = worker.log_tail(LOG_CHARS)
         finally:
             worker.close()
+            self.exchange.collect()
         return outcome, worker.ready, log
 
     def _excessive(self, context: ProblemContext, result: EvalResult) -> bool:
@@ -166,6 +167,7 @@ class Evaluator:
         finally:
             self.exchange.release(arena)
             worker.close()
+            self.exchange.collect()
         if reply["kind"] == "failure":
             status, _, reason = failure_verdict(reply)
             return ProfileResult(available=True, reason=reason, status=status, kernels=[], device_ms_per_call=None,

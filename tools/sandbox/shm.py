@@ -7,9 +7,8 @@ where the trusted side looks) and copies its outputs into the slots. Messages ca
 only references `{"offset", "shape", "dtype"}`; nothing in an arena is unpickled.
 
 - On a GPU the buffer is device memory of the trusted process, opened by the worker
-  through CUDA IPC: no byte crosses the PCIe bus. The trusted side keeps the buffer
-  for its whole life and reuses it, because CUDA IPC memory whose consumer was killed
-  can never be returned safely.
+  through CUDA IPC (`cuda_ipc`): no byte crosses the PCIe bus. The trusted side reuses
+  it; one it outgrows is freed once the workers that may have opened it are closed.
 - On the CPU it is a file in /dev/shm mapped by both, made per request.
 
 The worker can scribble on an arena at any time: the trusted side compares against its
@@ -17,10 +16,11 @@ own private copies. Imports only the standard library and torch (it runs inside 
 sandbox too).
 """
 import os
-import pickle
 import tempfile
 
 import torch
+
+from tools.sandbox.cuda_ipc import DeviceBlock, open_block
 
 ALIGN = 256
 SHM_DIR = "/dev/shm"
@@ -46,8 +46,9 @@ def arena_bytes(shapes_and_dtypes) -> int:
 class Arena:
     """A byte buffer carved into tensor views by a bump allocator."""
 
-    def __init__(self, buffer: torch.Tensor, description: dict):
+    def __init__(self, buffer: torch.Tensor, description: dict, block: DeviceBlock | None = None):
         self.buffer, self.description, self.used = buffer, description, 0
+        self.block = block      # the device memory behind a trusted-side CUDA arena
 
     @property
     def nbytes(self) -> int:
@@ -70,11 +71,10 @@ class Arena:
 
     @classmethod
     def cuda(cls, nbytes: int, device: torch.device) -> "Arena":
-        from torch.multiprocessing.reductions import reduce_tensor
-
-        buffer = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=device)
-        rebuild, args = reduce_tensor(buffer)
-        return cls(buffer, {"kind": "cuda", "ipc": pickle.dumps((rebuild, args)), "nbytes": buffer.numel()})
+        block = DeviceBlock.allocate(max(nbytes, 1), device)
+        description = {"kind": "cuda", "handle": block.handle.hex(), "nbytes": block.nbytes,
+                       "device": block.device.index}
+        return cls(block.tensor(), description, block)
 
     def describe(self) -> dict:
         return self.description
@@ -120,7 +120,7 @@ class Arena:
                 pass
 
 
-_opened: dict[bytes, Arena] = {}
+_opened: dict[str, Arena] = {}
 
 
 def open_arena(description: dict) -> Arena:
@@ -130,10 +130,10 @@ def open_arena(description: dict) -> Arena:
         return Arena(buffer, description)
     if description["kind"] != "cuda":
         raise ArenaError(f"unknown arena kind {description['kind']!r}")
-    key = description["ipc"]
+    key = description["handle"]
     if key not in _opened:
-        rebuild, args = pickle.loads(key)  # from the trusted parent, never from a candidate
-        _opened[key] = Arena(rebuild(*args), description)
+        device = torch.device("cuda", description["device"])
+        _opened[key] = Arena(open_block(bytes.fromhex(key), description["nbytes"], device), description)
     return _opened[key]
 
 
@@ -141,9 +141,8 @@ GIB = 1 << 30
 
 
 def arena_size(nbytes: int) -> int:
-    """Powers of two up to 1 GiB, then whole GiB: growth steps stay few (a replaced arena
-    that a killed worker had opened is never freed), and L1-45's 16.1 GiB request takes
-    17 GiB, not 32, beside the inputs and outputs the trusted side holds."""
+    """Powers of two up to 1 GiB, then whole GiB: few growth steps, and L1-45's 16.1 GiB
+    request takes 17 GiB, not 32, beside the inputs and outputs the trusted side holds."""
     if nbytes <= GIB:
         return 1 << max(nbytes - 1, 1).bit_length()
     return -(-nbytes // GIB) * GIB
@@ -151,18 +150,22 @@ def arena_size(nbytes: int) -> int:
 
 class Exchange:
     """The trusted side's source of arenas: one reused CUDA arena (grown when a request
-    needs more), or a fresh host arena per request."""
+    needs more), or a fresh host arena per request.
+
+    An outgrown CUDA arena is retired, not freed: the worker of the evaluation under way
+    may still have it mapped. `collect` frees the retired ones; call it once that worker is
+    closed."""
 
     def __init__(self, device: torch.device):
-        self.device, self._cuda = device, None
+        self.device, self._cuda, self._retired = device, None, []
 
     def acquire(self, nbytes: int) -> Arena:
         if self.device.type != "cuda":
             return Arena.host(nbytes)
         if self._cuda is None or self._cuda.nbytes < nbytes:
-            # The old arena is let go first, so its memory can serve the new one where no worker holds it.
-            self._cuda = None
-            torch.cuda.empty_cache()
+            if self._cuda is not None:
+                self._retired.append(self._cuda)
+            torch.cuda.empty_cache()        # what this process caches but does not use can hold the new one
             self._cuda = Arena.cuda(arena_size(nbytes), self.device)
         return self._cuda.reset()
 
@@ -180,3 +183,16 @@ class Exchange:
             torch.cuda.synchronize(self.device)
         else:
             arena.close()
+
+    def collect(self) -> None:
+        """Free the retired CUDA arenas; every worker that may have opened one is closed."""
+        if self._retired:
+            torch.cuda.synchronize(self.device)
+        while self._retired:
+            self._retired.pop().block.free()
+
+    @property
+    def held_bytes(self) -> int:
+        """Device memory in arenas, the current one and the retired ones (outside torch's
+        allocator, so `torch.cuda.memory_reserved` does not count it)."""
+        return sum(a.nbytes for a in self._retired + ([self._cuda] if self._cuda else []))
