@@ -198,7 +198,7 @@ def timed_chunk(answers):
 
     refs = [torch.arange(6.0).view(2, 3), torch.arange(6.0).view(2, 3) * -1]
     positions = torch.tensor([0, 5])
-    chunk = Chunk([], [1, 0], "tensor", [torch.empty(2, 3, device="meta")], [positions],
+    chunk = Chunk([1, 0], "tensor", [torch.empty(2, 3, device="meta")], [positions],
                   [[r.reshape(-1)[positions]] for r in refs])
     chunk.sample_outputs = [[refs[answer].reshape(-1)[positions]] for answer in answers]
     reply = {"kind": "timed", "event_ms": [1.0, 1.0], "wall_ms": [1.05, 1.05], "loop_wall_s": 0.01,

@@ -18,11 +18,12 @@ class Reference:
         self.model = problem.build_model().to(device)
         self.output_dtypes: list[torch.dtype] = []   # of the last run (the lint runs it first)
 
-    def run(self, inputs: list[torch.Tensor]) -> tuple[str, list[torch.Tensor]]:
-        """(container, output tensors on the reference device), in the worker's flattened form."""
+    def run(self, inputs: list[torch.Tensor], copy: bool = True) -> tuple[str, list[torch.Tensor]]:
+        """(container, output tensors on the reference device), in the worker's flattened form.
+        `copy=False`: the caller gives `inputs` up, and the reference may change them."""
         with torch.no_grad():
             # copies: a reference that works in place must not change what the candidate gets
-            output = self.model(*[x.to(self.device, copy=True) for x in inputs])
+            output = self.model(*[x.to(self.device, copy=copy) for x in inputs])
         container, items = flatten_output(output)
         if not all(type(item) is torch.Tensor for item in items):
             kinds = ", ".join(type(item).__name__ for item in items)

@@ -29,11 +29,13 @@ from tools.records import EvalStatus, Flag, TimingStats, failure_verdict
 from tools.reference import Reference
 from tools.sandbox.process import Limits
 from tools.sandbox.protocol import expect
-from tools.sandbox.shm import Exchange, arena_bytes
+from tools.sandbox.shm import Arena, Exchange, arena_bytes
 
 GiB = 1024**3
 MISMATCH_RATIO = 1.25      # wall median above 1.25x the event median ...
 MISMATCH_SLACK_MS = 0.1    # ... plus launch and synchronize latency
+HOG_SHARE = 0.5            # a candidate holding more than this share of the device starved the trusted side
+CONTEXT_BYTES = GiB        # about what this process's CUDA context and libraries take outside the allocator
 
 
 @dataclass(frozen=True)
@@ -59,12 +61,12 @@ class Timed:
 class Chunk:
     """One `time` request's worth of calls, seen from the trusted side."""
 
-    sets: list[list[torch.Tensor]]
     schedule: list[int]                        # call i uses set schedule[i]
     container: str
     like: list[torch.Tensor]                   # meta tensors: the outputs' dtypes and shapes
     positions: list[torch.Tensor]              # secret flat positions, one tensor per output
     samples: list[list[torch.Tensor]]          # the reference's values there, per set
+    full_calls: set[int] = field(default_factory=set)    # the calls whose whole outputs are checked
     full: dict[int, list[torch.Tensor]] = field(default_factory=dict)   # call -> whole reference outputs
     sample_outputs: list[list[torch.Tensor]] = field(default_factory=list)   # what each call left there
     full_outputs: dict[int, list[torch.Tensor]] = field(default_factory=dict)
@@ -81,14 +83,24 @@ def time_candidate(worker, exchange: Exchange, reference: Reference, config: Tim
     needs. `audited`: also judge the worker's audit (candidates; baselines run trusted code)."""
     problem, device = reference.problem, reference.device
     warm = draw(problem, secret_seed(), Distribution.OWN, device)
+    _, outputs = reference.run(warm)        # the outputs' shapes size every chunk's arena
+    like = [torch.empty(y.shape, dtype=y.dtype, device="meta") for y in outputs]
+    set_shapes, outputs = [(x.shape, x.dtype) for x in warm], None
     per_chunk = input_set_count(tensor_bytes(warm), config)
     checked = set(secrets.SystemRandom().sample(range(config.iters), min(config.checked_calls, config.iters)))
     event_ms, wall_ms, loop_s, launches = [], [], 0.0, []
     for offset in range(0, config.iters, per_chunk):
         count = min(per_chunk, config.iters - offset)
-        chunk = plan_chunk(reference, count, {i - offset for i in checked if offset <= i < offset + count}, config)
-        reply, host_s = run_chunk(worker, exchange, chunk, warm, config, limits)
-        warm = None                 # only the first chunk warms up; big inputs must not stay held
+        full_calls = {i - offset for i in checked if offset <= i < offset + count}
+        chunk = plan_chunk(like, count, full_calls, device, config)
+        try:
+            reply, host_s = run_chunk(worker, exchange, reference, chunk, set_shapes, warm, config, limits)
+        except torch.OutOfMemoryError:
+            hog = memory_hog(exchange, device)
+            if hog is None:
+                raise               # the problem itself does not fit: an infrastructure failure
+            return Timed(EvalStatus.RUNTIME_ERROR, hog)
+        warm = None                 # only the first chunk warms up (run_chunk moved it into the arena)
         verdict = judge_chunk(reply, chunk, offset, config, host_s, audited)
         chunk = None                # let this chunk's sets and outputs go before the next are drawn
         if verdict.status is not EvalStatus.CORRECT:
@@ -103,44 +115,64 @@ def time_candidate(worker, exchange: Exchange, reference: Reference, config: Tim
     return Timed(EvalStatus.CORRECT, "", stats, (Flag.TIMING_MISMATCH,) if mismatch else (), tuple(launches))
 
 
-def plan_chunk(reference: Reference, count: int, full_calls: set[int], config: TimingConfig) -> Chunk:
-    """`count` fresh input sets, a secret order, secret sample positions, and the
-    reference's values there (whole outputs only for the calls in `full_calls`)."""
-    problem, device = reference.problem, reference.device
-    sets = [draw(problem, secret_seed(), Distribution.OWN, device) for _ in range(count)]
+def memory_hog(exchange: Exchange, device: torch.device) -> str | None:
+    """Why the trusted side ran out of GPU memory between timed calls, when the candidate's
+    process is the one holding it (more than half the device: a cache of every output, say);
+    None when it is not, and the failure is the trusted side's own."""
+    free, total = torch.cuda.mem_get_info(device)
+    others = total - free - torch.cuda.memory_reserved(device) - exchange.held_bytes - CONTEXT_BYTES
+    if others <= HOG_SHARE * total:
+        return None
+    return (f"timing: the candidate's process held about {others / GiB:.1f} GiB of the device's "
+            f"{total / GiB:.1f} GiB, and the trusted side could not draw the next timed inputs")
+
+
+def plan_chunk(like: list[torch.Tensor], count: int, full_calls: set[int], device: torch.device,
+               config: TimingConfig) -> Chunk:
+    """`count` calls in a secret order with secret sample positions; `run_chunk` draws
+    their sets (whole outputs come back only for the calls in `full_calls`)."""
     schedule = secrets.SystemRandom().sample(range(count), count)
     generator = torch.Generator(device=device).manual_seed(secret_seed())
-    chunk = Chunk(sets, schedule, "", [], [], [])
-    for index, inputs in enumerate(sets):
-        container, outputs = reference.run(inputs)
-        if not chunk.positions:
-            chunk.container = container
-            chunk.like = [torch.empty(y.shape, dtype=y.dtype, device="meta") for y in outputs]
-            chunk.positions = [torch.randint(0, max(y.numel(), 1), (min(config.sample_elements, y.numel()),),
-                                             generator=generator, device=device) for y in outputs]
-        chunk.samples.append([y.reshape(-1)[p] for y, p in zip(outputs, chunk.positions)])
-        for call in full_calls:
-            if schedule[call] == index:
-                chunk.full[call] = outputs
-    return chunk
+    positions = [torch.randint(0, max(y.numel(), 1), (min(config.sample_elements, y.numel()),),
+                               generator=generator, device=device) for y in like]
+    return Chunk(schedule, "", like, positions, [], set(full_calls))
 
 
-def run_chunk(worker, exchange: Exchange, chunk: Chunk, warm: list[torch.Tensor] | None, config: TimingConfig,
-              limits: Limits) -> tuple[dict, float]:
+def draw_into(arena: Arena, reference: Reference, chunk: Chunk, index: int) -> list[dict]:
+    """Set `index` of the chunk: drawn, copied into the arena (the worker's copy), then
+    given to the reference, which may change it, and dropped: beside the arena the trusted
+    side holds one set at a time (KernelBench's largest level-1 sets are 16 GiB)."""
+    inputs = draw(reference.problem, secret_seed(), Distribution.OWN, reference.device)
+    refs = [arena.put(x) for x in inputs]
+    chunk.container, outputs = reference.run(inputs, copy=False)
+    chunk.samples.append([y.reshape(-1)[p] for y, p in zip(outputs, chunk.positions)])
+    for call in chunk.full_calls:
+        if chunk.schedule[call] == index:
+            chunk.full[call] = outputs
+    return refs
+
+
+def run_chunk(worker, exchange: Exchange, reference: Reference, chunk: Chunk, set_shapes: list,
+              warm: list[torch.Tensor] | None, config: TimingConfig, limits: Limits) -> tuple[dict, float]:
     """One `time` request; the reply with the trusted side's views of what came back
-    (sample and whole-output slots, attached to the chunk), and its wall-clock seconds."""
-    sets = chunk.sets + ([warm] if warm is not None else [])
-    shapes = ([(x.shape, x.dtype) for inputs in sets for x in inputs] + [(p.shape, p.dtype) for p in chunk.positions]
-              + [(s.shape, s.dtype) for _ in chunk.schedule for s in chunk.samples[0]]
-              + [(y.shape, y.dtype) for outputs in chunk.full.values() for y in outputs])
+    (sample and whole-output slots, attached to the chunk), and its wall-clock seconds.
+    `warm`, the warm-up set, is moved into the arena: the list is emptied."""
+    count = len(chunk.schedule)
+    shapes = (set_shapes * (count + (warm is not None)) + [(p.shape, p.dtype) for p in chunk.positions]
+              + [(p.shape, y.dtype) for _ in range(count) for p, y in zip(chunk.positions, chunk.like)]
+              + [(y.shape, y.dtype) for _ in chunk.full_calls for y in chunk.like])
     arena = exchange.acquire(arena_bytes(shapes))
     try:
-        request = {"kind": "time", "arena": arena.describe(), "input_sets": [[arena.put(x) for x in s] for s in sets],
-                   "warmup": config.warmup if warm is not None else 0, "iters": len(chunk.schedule),
-                   "schedule": chunk.schedule, "sample_positions": [arena.put(p) for p in chunk.positions]}
+        warm_refs = [arena.put(x) for x in warm] if warm is not None else None
         if warm is not None:
-            request["warmup_set"] = len(chunk.sets)
-        chunk.sets.clear()   # the arena holds them now; a second copy would only crowd the GPU
+            warm.clear()     # the arena holds it now; the trusted copy goes before the sets are drawn
+        request = {"kind": "time", "arena": arena.describe(), "warmup": config.warmup if warm is not None else 0,
+                   "iters": count, "schedule": chunk.schedule,
+                   "sample_positions": [arena.put(p) for p in chunk.positions],
+                   "input_sets": [draw_into(arena, reference, chunk, index) for index in range(count)]}
+        if warm_refs is not None:
+            request["input_sets"].append(warm_refs)
+            request["warmup_set"] = count
         samples = [arena.slots(chunk.samples[0]) for _ in chunk.schedule]
         calls = sorted(chunk.full)
         full = [arena.slots(chunk.full[call]) for call in calls]
