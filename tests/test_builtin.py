@@ -39,7 +39,7 @@ SUPPORTED = {
     "12_cross_entropy_loss": {"view", "rows", "total"},
 }
 UNSUPPORTED = {"22_sdpa_attention": "scaled_dot_product_attention",
-               "23_causal_attention": "could not trace"}
+               "23_causal_attention": "ones: ones builds a tensor on a fixed device (meta), not on the inputs' device"}
 CPU = DeviceInfo(Mode.CPU_INTERPRETER, "cpu", None)
 GPU = DeviceInfo(Mode.GPU, "NVIDIA H100 80GB HBM3", 0)     # decision logic only: nothing runs on it
 H100_CEILINGS = (3.0e12, 5.0e13)

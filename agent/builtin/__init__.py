@@ -1,7 +1,8 @@
 """kernelpilot's built-in policy: Triton kernels from a captured op graph, no LLM.
 
     capture.py    the reference forward as an op graph (torch.fx + ShapeProp on meta tensors)
-    rewrite.py    exact algebraic rewrites (diagonal products as scalings)
+    export.py     the capture's fallback: torch.export's aten graph in the form capture reads
+    rewrite.py    exact algebraic rewrites (diagonal products as scalings); fold.py, fold_conv.py the folds
     partition.py  the graph split into stages, one kernel each
     ops.py        op families and the Triton expressions of pointwise ops
     analysis.py   the `## Performance analysis` text: bytes, FLOPs, roofline, fusion savings

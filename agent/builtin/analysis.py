@@ -117,7 +117,7 @@ def stage_flops(stage: Stage, graph: OpGraph) -> float:
 
 def analysis_text(work: Work, graph: OpGraph, stages: list[Stage], device: DeviceInfo,
                   ceilings: tuple[float, float] | None, notes: list[str], problem_line: str) -> str:
-    lines = [HEADING, "", problem_line, "", "Op graph (torch.fx, shapes from get_inputs):", "```",
+    lines = [HEADING, "", problem_line, "", _graph_heading(graph), "```",
              _graph_text(graph), "```", "", _work_line(work)]
     lines += [_roofline_line(work, device, ceilings), _launch_line(work, ceilings)]
     lines += ["", "Stages (one kernel each; cuDNN and ops kept in PyTorch run before their epilogue):"]
@@ -143,10 +143,15 @@ def analysis_text(work: Work, graph: OpGraph, stages: list[Stage], device: Devic
 def unsupported_text(reason: str, graph: OpGraph | None, problem_line: str) -> str:
     lines = [HEADING, "", problem_line, ""]
     if graph is not None:
-        lines += ["Op graph (torch.fx, shapes from get_inputs):", "```", _graph_text(graph), "```", ""]
+        lines += [_graph_heading(graph), "```", _graph_text(graph), "```", ""]
     lines += [f"Not supported by the built-in plans: {reason}.",
               "No kernel is proposed: the built-in policy does not guess at constructs it cannot map to a plan."]
     return "\n".join(lines)
+
+
+def _graph_heading(graph: OpGraph) -> str:
+    fixed = "; sizes read in forward are fixed at those shapes" if graph.tracer == "torch.export" else ""
+    return f"Op graph ({graph.tracer}, shapes from get_inputs{fixed}):"
 
 
 def _graph_text(graph: OpGraph) -> str:

@@ -2,12 +2,15 @@
 
 `torch.fx.symbolic_trace` records the forward; `ShapeProp` runs it on the meta device
 (no memory, no compute) with inputs from the problem's own `get_inputs`, so every node
-gets its shape and dtype at the problem's size. Each fx node becomes an `OpNode` with a
-canonical op name ("linear", "softmax", "add", ...), its tensor arguments as `Ref`s, its
-scalar arguments bound by name, and the torch expression the reference wrote
-(`OpNode.kept`), which is how a plan keeps an op in PyTorch. An op with no canonical
-name becomes op "torch" (kept as written); constructs that cannot even be written back
-are listed in `OpGraph.unsupported`, never guessed.
+gets its shape and dtype at the problem's size. A forward fx cannot trace, or leaves
+constructs unsupported (sizes used as Python numbers), is exported with torch.export
+instead (export.py), its sizes fixed at get_inputs' shapes; `OpGraph.tracer` says which
+captured it. Each node becomes an `OpNode` with a canonical op name ("linear",
+"softmax", "add", ...), its tensor arguments as `Ref`s, its scalar arguments bound by
+name, and the torch expression the reference wrote (`OpNode.kept`), which is how a plan
+keeps an op in PyTorch. An op with no canonical name becomes op "torch" (kept as
+written); constructs that cannot even be written back are listed in
+`OpGraph.unsupported`, never guessed.
 
     graph = capture(load_problem("benchmarks/problems/07_rmsnorm.py", size="small"))
     print(graph.describe())
@@ -58,6 +61,7 @@ class OpGraph:
     nodes: tuple[OpNode, ...]
     output: str | None                          # the node the forward returns
     unsupported: tuple[str, ...] = ()           # one plain sentence per construct no plan handles
+    tracer: str = "torch.fx"                    # or "torch.export": the fallback, sizes fixed at get_inputs' shapes
 
     def node(self, name: str) -> OpNode:
         return self.by_name[name]
@@ -115,17 +119,46 @@ ALIASES = {"truediv": "div", "floordiv": "floor_divide", "rsub": "rsub", "iadd":
 
 
 def capture(problem: Problem) -> OpGraph:
-    """The problem's forward as an OpGraph, shapes from `get_inputs` at the problem's size."""
+    """The problem's forward as an OpGraph, shapes from `get_inputs` at the problem's size:
+    torch.fx's, unless it fails or leaves constructs unsupported that torch.export's has fewer of."""
     with torch.device("meta"):
         torch.manual_seed(0)
         inputs = problem.draw_inputs()
         model = problem.module.Model(*problem.init_inputs())
+    try:
+        graph = _fx_graph(model, inputs)
+    except CaptureError as fx_error:
+        try:
+            return _export_graph(model, inputs)
+        except CaptureError as export_error:
+            raise CaptureError(f"{fx_error}; {export_error}") from None
+    if not graph.unsupported:
+        return graph
+    try:
+        exported = _export_graph(model, inputs)
+    except CaptureError:    # fx's graph stands, its unsupported entries say why no plan takes it
+        return graph
+    return exported if len(exported.unsupported) < len(graph.unsupported) else graph
+
+
+def _fx_graph(model: nn.Module, inputs: list[torch.Tensor]) -> OpGraph:
     try:
         traced = fx.symbolic_trace(model)
         ShapeProp(traced).propagate(*inputs)
     except Exception as error:  # a trace failure is data for the analysis, not a crash
         raise CaptureError(f"torch.fx could not trace Model.forward: {type(error).__name__}: {error}") from None
     return convert(traced)
+
+
+def _export_graph(model: nn.Module, inputs: list[torch.Tensor]) -> OpGraph:
+    from agent.builtin.export import exported_module    # export.py reads this module's tables: imported late
+    module = exported_module(model, inputs)
+    try:
+        ShapeProp(module).propagate(*inputs)
+    except Exception as error:  # as for fx: data for the analysis
+        raise CaptureError(f"torch.export's graph did not run on meta tensors: {type(error).__name__}: {error}") \
+            from None
+    return replace(convert(module), tracer="torch.export")
 
 
 def convert(traced: fx.GraphModule) -> OpGraph:
@@ -149,6 +182,8 @@ def convert(traced: fx.GraphModule) -> OpGraph:
                 unsupported.append(f"the forward returns {type(out).__name__}, not a single tensor")
             continue
         made, kept = _convert_node(node, modules, traced), torch_call(node)
+        if kept is None:
+            made = _fixed_device(node) or _python_number(node) or made
         if isinstance(made, str) and kept is not None:
             made = [OpNode(node.name, "torch", tuple(Ref(r) for r in kept.refs), {}, *_meta(node))]
         if isinstance(made, str):
@@ -157,6 +192,25 @@ def convert(traced: fx.GraphModule) -> OpGraph:
         else:
             nodes.extend(made[:-1] + [replace(made[-1], kept=kept)])
     return OpGraph(tuple(nodes), output, tuple(unsupported))
+
+
+def _fixed_device(node: fx.Node) -> str | None:
+    """A call given a device object (export bakes in the meta device it ran on) cannot be
+    written back: the tensor it builds would not follow the inputs to their device."""
+    device = next((a for a in (*node.args, *node.kwargs.values()) if isinstance(a, torch.device)), None)
+    if device is None:
+        return None
+    name = getattr(node.target, "__name__", node.target)
+    return f"{node.name}: {name} builds a tensor on a fixed device ({device}), not on the inputs' device"
+
+
+def _python_number(node: fx.Node) -> str | None:
+    """A size computed with a function no kernel and no torch expression has (`math.sqrt`
+    of a size): torch.export's graph holds it as the number it is at get_inputs' shapes."""
+    if node.op != "call_function" or "tensor_meta" in node.meta:
+        return None
+    name = getattr(node.target, "__name__", node.target)
+    return f"{node.name}: {name} of sizes read in forward (a Python number no kernel computes)"
 
 
 def _inline_constants(traced: fx.GraphModule) -> None:
@@ -214,6 +268,8 @@ def _convert_node(node: fx.Node, modules: dict, traced: fx.GraphModule) -> list[
         return [OpNode(node.name, "param", (), {"path": node.target}, shape, dtype)]
     if node.op == "call_module":
         return _convert_module(node, modules[node.target], shape, dtype)
+    if isinstance(node.target, torch._ops.OpOverload):     # export.py found no torch-level name for it
+        return f"{node.name}: aten op {node.target} has no torch-level name"
     name = node.target if node.op == "call_method" else getattr(node.target, "__name__", str(node.target))
     name = ALIASES.get(name, name)
     if node.target is getattr and node.args[1] in ("T", "mT", "shape"):

@@ -7,6 +7,8 @@ Triton epilogue; the analysis names every op kept this way. The expression is a
 template over the node's tensor arguments, so the program can name them the way
 `ModelNew.forward` does.
 
+A call torch.export left as an aten overload renders as `torch.ops.aten.<op>.<overload>(...)`.
+
     call = torch_call(node)     # TorchCall("self.pool({0})", ("conv",)), or None
     call.render(["x"])          # "self.pool(x)"
 """
@@ -67,8 +69,10 @@ def _callee(node: fx.Node, args: list[str], kwargs: list[str]) -> str | None:
         return f"{args[0]}.{node.args[1]}"
     if fn in OPERATORS and len(args) == 2 and not kwargs:
         return f"({args[0]} {OPERATORS[fn]} {args[1]})"
+    if isinstance(fn, torch._ops.OpOverload):     # an aten call from torch.export with no torch-level binding
+        return f"torch.ops.{fn.namespace}.{fn._opname}.{fn._overloadname}({', '.join(args + kwargs)})"
     name = getattr(fn, "__name__", "")
-    for prefix, namespace in (("torch", torch), ("F", F)):
+    for prefix, namespace in (("torch", torch), ("F", F), ("torch._C._nn", torch._C._nn)):
         if name and getattr(namespace, name, None) is fn:
             return f"{prefix}.{name}({', '.join(args + kwargs)})"
     return None
@@ -83,10 +87,10 @@ def _arg(value, refs: list[str]) -> str:
         if isinstance(value, list):
             return f"[{', '.join(items)}]"
         return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
-    if isinstance(value, torch.dtype):
-        return str(value)                       # "torch.float32"
+    if isinstance(value, (torch.dtype, torch.memory_format, torch.layout)):
+        return str(value)                       # "torch.float32", "torch.contiguous_format"
     if isinstance(value, float) and not math.isfinite(value):
         return f'float("{value}")'
     if isinstance(value, LITERALS):
         return repr(value).replace("{", "{{").replace("}", "}}")
-    raise _NotRenderable(type(value).__name__)
+    raise _NotRenderable(type(value).__name__)     # a torch.device among them: written back it would pin the device

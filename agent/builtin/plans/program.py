@@ -28,7 +28,7 @@ HELPERS = {"_tanh": TANH_HELPER, "update_running_stats": batchnorm.RUNNING_STATS
 HEADER = '''"""{title}
 
 Written by kernelpilot's built-in policy (no LLM): the reference forward was captured
-with torch.fx and split into {count} stage(s): {stages}.
+with {tracer} and split into {count} stage(s): {stages}.
 Launch configuration: {config}.
 """
 import torch
@@ -88,7 +88,8 @@ def build_source(problem: Problem, graph: OpGraph, stages: list[Stage], config: 
     body.append(f"return {forward_expr(graph.output, graph)}")
     title = f"Triton candidate for {problem.name}: built-in policy plan."
     described = ", ".join(f"{s.kind.value}({slug(s)})" for s in stages if s.kind is not StageKind.VIEW)
-    header = HEADER.format(title=title, count=len(stages), stages=described, config=_config_text(config))
+    header = HEADER.format(title=title, tracer=graph.tracer, count=len(stages), stages=described,
+                           config=_config_text(config))
     parts = [header, _imports(problem)] + [HELPERS[h] for h in sorted(helpers)] + kernels + wrappers
     if config.cuda_graph:
         parts.append(GRAPH_RUNNER)
