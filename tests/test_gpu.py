@@ -115,3 +115,56 @@ def test_outgrown_arenas_are_freed_after_a_worker_that_opened_them_is_killed():
     assert exchange.held_bytes == 2048 * mib        # the two outgrown arenas are gone
     free_after, _ = torch.cuda.mem_get_info()
     assert free_before - free_after < 2048 * mib + 256 * mib, (free_before, free_after)
+
+
+GRAPHED_TORCH_ONLY = '''
+import torch
+import torch.nn as nn
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def copy_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):   # defined, never launched
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(y_ptr + offs, tl.load(x_ptr + offs, mask=offs < n), mask=offs < n)
+
+
+def replay(model, x):
+    """The built-in policy's graph runner, around a softmax by PyTorch: its own kernel never runs."""
+    if getattr(model, "graph", None) is None:
+        static = x.clone()
+        torch.softmax(static, dim=-1)                   # warm-up outside the capture
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            output = torch.softmax(static, dim=-1)
+        model.graph, model.static, model.output = graph, static, output
+    model.static.copy_(x)
+    model.graph.replay()
+    return model.output.clone()
+
+
+class ModelNew(nn.Module):
+    def forward(self, x):
+        return replay(self, x)
+'''
+
+
+def test_kernels_replayed_from_a_cuda_graph_count_as_the_candidates_own(gpu_evaluator):
+    """The built-in policy's CUDA-graph variant launches its Triton kernels only inside the
+    capture: each replay is credited with them (no `no_custom_kernel`); its twin replays a
+    graph of PyTorch ops only and keeps the flag."""
+    from dataclasses import replace
+
+    from agent.builtin import BuiltinPolicy
+    from agent.builtin.plans.common import Config
+    from tools.records import Flag
+
+    problem = load_problem(PROBLEMS / "24_tiny_mlp.py")
+    graphed = gpu_evaluator.evaluate(problem, BuiltinPolicy().source(problem, replace(Config(), cuda_graph=True)))
+    assert graphed.status is EvalStatus.CORRECT and Flag.NO_CUSTOM_KERNEL not in graphed.flags, graphed.reason
+    assert any("kp_candidate" in k and "not the candidate" not in k for k in graphed.kernels), graphed.kernels
+    softmax = load_problem(PROBLEMS / "04_softmax_rows.py")
+    torch_only = gpu_evaluator.evaluate(softmax, GRAPHED_TORCH_ONLY)
+    assert torch_only.status is EvalStatus.CORRECT and Flag.NO_CUSTOM_KERNEL in torch_only.flags

@@ -1,15 +1,16 @@
 """Kernel provenance: which kernels a candidate's forwards launched, and whether its own ran.
 
 The worker counts launches through Triton's `JITFunction.run` / `InterpretedFunction.run`
-(compiled and interpreted alike) and calls into extensions built by
-`torch.utils.cpp_extension.load_inline`/`load` (`tools/sandbox/audit.py`); a kernel is the
+(compiled and interpreted alike), calls into extensions built by
+`torch.utils.cpp_extension.load_inline`/`load`, and the replays of a `torch.cuda.CUDAGraph`
+(each runs the launches made while it was captured) (`tools/sandbox/audit.py`); a kernel is the
 candidate's own when the candidate's module defined it. Every forward — each trial, each
 warm-up and timed call — must launch at least one own kernel, else the result gets the
 flag `no_custom_kernel` (a flag, not a rejection: an honest PyTorch rewrite is still a
 speedup a user may want; a ghost branch or a fallback taken on some inputs is caught too).
 
-Not seen: kernels replayed from a CUDA graph the candidate captured, and CUDA kernels
-launched through ctypes (the static check rejects ctypes).
+Not seen: CUDA kernels launched through ctypes (the static check rejects ctypes), and
+graphs captured or replayed other than through `torch.cuda.CUDAGraph`.
 """
 from dataclasses import dataclass, field
 

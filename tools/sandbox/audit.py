@@ -10,7 +10,8 @@ After every request the worker reports raw facts (the trusted side judges them):
 - `children`: processes still parented to the worker (it is a child subreaper, so even a
   double-forked, setsid-detached daemon is re-parented here and counted);
 - `launches`: the kernels launched since the last request, by Triton function or
-  load_inline extension function; `own` when the candidate's module defined it;
+  load_inline extension function (a CUDA graph's replay counts the launches made while
+  it was captured); `own` when the candidate's module defined it;
 - `l2_persisting_bytes`: how far the candidate raised the persisting-L2 limit (above the
   driver's default; in the timed loop, above the 0 it was forced to; -1 without CUDA).
 
@@ -71,13 +72,59 @@ def _wrap_extension(module):
     return module
 
 
+_capturing: dict[int, dict[tuple[str, bool], int]] = {}    # graph id -> the counts when its capture began
+_captured: dict[int, dict[tuple[str, bool], int]] = {}     # graph id -> the launches recorded into it
+
+
+def _counting_capture_begin(original):
+    @functools.wraps(original)
+    def capture_begin(self, *args, **kwargs):
+        _capturing[id(self)] = dict(_launches)
+        return original(self, *args, **kwargs)
+    capture_begin.__kp_launch_hook__ = True
+    return capture_begin
+
+
+def _counting_capture_end(original):
+    """The launches made during the capture were recorded, not run: they move from the
+    counts to the graph, and each replay runs them."""
+    @functools.wraps(original)
+    def capture_end(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        before = _capturing.pop(id(self), {})
+        recorded = {key: count - before.get(key, 0) for key, count in _launches.items() if count > before.get(key, 0)}
+        for key, count in recorded.items():
+            _launches[key] -= count
+        _captured[id(self)] = recorded
+        return result
+    capture_end.__kp_launch_hook__ = True
+    return capture_end
+
+
+def _counting_replay(original):
+    @functools.wraps(original)
+    def replay(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        for key, count in _captured.get(id(self), {}).items():
+            _launches[key] = _launches.get(key, 0) + count
+        return result
+    replay.__kp_launch_hook__ = True
+    return replay
+
+
 def install_launch_hooks() -> None:
-    """Count Triton launches, compiled and interpreted; idempotent."""
+    """Count Triton launches, compiled and interpreted, and the ones a CUDA graph replays
+    (those made while it was captured); idempotent."""
     from triton.runtime import interpreter, jit
 
     for cls in (jit.JITFunction, interpreter.InterpretedFunction):
         if not getattr(cls.run, "__kp_launch_hook__", False):
             cls.run = _counting_run(cls.run)
+    graph = torch.cuda.CUDAGraph
+    for name, hook in (("capture_begin", _counting_capture_begin), ("capture_end", _counting_capture_end),
+                       ("replay", _counting_replay)):
+        if not getattr(getattr(graph, name), "__kp_launch_hook__", False):
+            setattr(graph, name, hook(getattr(graph, name)))
 
 
 def wrap_extensions(folder: str | None) -> None:
@@ -110,7 +157,8 @@ def _watched_owners() -> dict[str, object]:
         "time": time, "builtins": builtins, "torch": torch, "torch._C": torch._C, "torch.Tensor": torch.Tensor,
         "torch.nn.Module": torch.nn.Module, "torch.nn.functional": torch.nn.functional,
         "torch.cuda": torch.cuda, "torch.cuda.Event": torch.cuda.Event, "torch.cuda.Stream": torch.cuda.Stream,
-        "torch.cuda.streams": torch.cuda.streams, "triton.JITFunction": jit.JITFunction,
+        "torch.cuda.streams": torch.cuda.streams, "torch.cuda.CUDAGraph": torch.cuda.CUDAGraph,
+        "triton.JITFunction": jit.JITFunction,
         "triton.InterpretedFunction": interpreter.InterpretedFunction,
         "tools.sandbox.worker": worker, "tools.sandbox.protocol": protocol, "tools.sandbox.shm": shm,
         "tools.sandbox.audit": sys.modules[__name__],
