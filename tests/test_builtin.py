@@ -572,7 +572,9 @@ def attempt(policy, problem, config, speedup, tool="benchmark", status=EvalStatu
 def test_gpu_search_keeps_winners_and_never_submits_a_slower_kernel():
     problem = small("01_scale_bias_relu_chain")
     policy = BuiltinPolicy(budget=3, ceilings=H100_CEILINGS)
-    start = space_for(list(policy.plan(problem).stages), policy.plan(problem).graph, True, False).start
+    plan = policy.plan(problem)
+    bound = launch_bound(Work.of(plan.graph, list(plan.stages)), H100_CEILINGS, list(plan.stages))
+    start = space_for(list(plan.stages), plan.graph, True, bound).start    # at the small size: a CUDA graph
     first = first_turn(policy, problem, GPU)
     assert "Roofline on NVIDIA H100" in first.text
     assert json.loads(first.tool_calls[0].arguments)["code"] == policy.source(problem, start)
@@ -596,22 +598,25 @@ def test_fp32_gemm_with_a_chain_starts_on_cublas_and_measures_tl_dot_next(evalua
     problem = small("19_linear_gelu_scale")
     policy = BuiltinPolicy(budget=4, ceilings=H100_CEILINGS)
     plan = policy.plan(problem)
-    bound = launch_bound(Work.of(plan.graph, list(plan.stages)), H100_CEILINGS)
+    bound = launch_bound(Work.of(plan.graph, list(plan.stages)), H100_CEILINGS, list(plan.stages))
     space = space_for(list(plan.stages), plan.graph, True, bound)
-    library, dot = policy.source(problem, space.start), policy.source(problem, replace(space.start, gemm_library=False))
+    assert space.start.cuda_graph is bound          # a launch-bound plan starts as a CUDA graph
+    plain = replace(space.start, cuda_graph=False)  # what the interpreter can run
+    library, dot = policy.source(problem, plain), policy.source(problem, replace(plain, gemm_library=False))
     assert space.start.gemm_library and "F.linear(" in library and "tl.dot" not in library and "tl.dot" in dot
     for source in (library, dot):
         assert evaluator.evaluate(problem, source).status is EvalStatus.CORRECT
     first = first_turn(policy, problem, GPU)
-    assert json.loads(first.tool_calls[0].arguments)["code"] == library and "on cuBLAS" in first.text
+    assert json.loads(first.tool_calls[0].arguments)["code"] == policy.source(problem, space.start)
+    assert "on cuBLAS" in first.text
     second = first_turn(policy, problem, GPU, [attempt(policy, problem, space.start, 1.1)])
     assert list(space.axes)[bound] == "gemm_library"     # after the CUDA-graph switch, when launch-bound
-    assert json.loads(second.tool_calls[0].arguments)["code"] == (policy.source(problem, replace(
-        space.start, cuda_graph=True)) if bound else dot)
+    assert json.loads(second.tool_calls[0].arguments)["code"] == (library if bound else dot)
     both = [attempt(policy, problem, space.start, 1.1), attempt(policy, problem, replace(space.start, gemm_library=False), 0.5)]
-    for _ in range(2):     # what follows changes the epilogue's launch, never only the (moot) tile
+    both += [attempt(policy, problem, plain, 1.0)] if bound else []     # the graph's first neighbour, measured
+    for _ in range(4 - len(both)):   # the rest of the budget changes the epilogue's launch, never only the moot tile
         nxt = json.loads(first_turn(policy, problem, GPU, both).tool_calls[0].arguments)["code"]
-        assert nxt not in (library, dot) and "F.linear(" in nxt
+        assert nxt not in [a.code for a in both] + [library, dot] and "F.linear(" in nxt
         both.append(Attempt(1, "benchmark", 3, nxt, EvalStatus.CORRECT, 2.0, 0.5, 0.5))
 
 
@@ -726,3 +731,21 @@ def record_timed(store, problem, code, runtime_ms, speedup):
                         candidate_hash="", sandbox="process", network_isolated=True, versions={}, lint_findings=[],
                         notes=[], log="", seconds=1.0)
     store.record(problem, code, result, Origin("builtin", "builtin-0.1"), "earlier-session")
+
+
+def test_launch_bound_plans_start_as_a_cuda_graph_and_convolutions_never_do():
+    """24_tiny_mlp (64 launches for 9 MB) starts replayed as one CUDA graph on a GPU; a
+    small convolution is never called launch-bound (cuDNN's time is not the FLOP floor's)."""
+    policy = BuiltinPolicy(ceilings=H100_CEILINGS)
+    mlp = load_problem(PROBLEMS / "24_tiny_mlp.py")
+    plan = policy.plan(mlp)
+    assert launch_bound(Work.of(plan.graph, list(plan.stages)), H100_CEILINGS, list(plan.stages))
+    turn = first_turn(policy, mlp, GPU)
+    assert "replay_as_cuda_graph(" in json.loads(turn.tool_calls[0].arguments)["code"] and "Launch-bound" in turn.text
+    conv = small("20_conv2d_bias_relu")
+    plan = policy.plan(conv)
+    work = Work.of(plan.graph, list(plan.stages))
+    assert launch_bound(work, H100_CEILINGS) and not launch_bound(work, H100_CEILINGS, list(plan.stages))
+    turn = first_turn(policy, conv, GPU)
+    assert "replay_as_cuda_graph(" not in json.loads(turn.tool_calls[0].arguments)["code"]
+    assert "no CUDA graph is tried" in turn.text

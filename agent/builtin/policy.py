@@ -106,7 +106,8 @@ class BuiltinPolicy:
         work = Work.of(plan.graph, list(plan.stages), plan.captured)
         analysis = analysis_text(work, plan.graph, list(plan.stages), device, ceilings, list(plan.notes),
                                  _problem_line(problem, device))
-        space = search.space_for(list(plan.stages), plan.graph, device.mode is Mode.GPU, launch_bound(work, ceilings))
+        bound = launch_bound(work, ceilings, list(plan.stages))
+        space = search.space_for(list(plan.stages), plan.graph, device.mode is Mode.GPU, bound)
         results = self._results(problem, space, turn_input.attempts)
         submitted = [a for a in turn_input.attempts if a.tool == "submit"]
         if submitted:

@@ -55,8 +55,9 @@ def space_for(stages: list[Stage], graph: OpGraph, gpu: bool, launch_bound: bool
     rows = [s for s in stages if s.kind is StageKind.ROWS]
     if rows and all(long_rows.loopable(s) for s in rows):
         axes["row_block"] = ROW_BLOCKS      # walk the row in steps (a row longer than MAX_ROW must)
-    if gpu and launch_bound:        # launches dominate: the CUDA graph is the first neighbour tried
-        axes = {"cuda_graph": (False, True), **axes}
+    if gpu and launch_bound:        # launches dominate: start as a CUDA graph, one by one is the first neighbour
+        start = replace(start, cuda_graph=True)
+        axes = {"cuda_graph": (True, False), **axes}
     return Space(axes, start)
 
 
