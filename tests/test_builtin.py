@@ -345,7 +345,7 @@ LONE_FLIP = ("return torch.flip(x, dims=(1,))", "torch.rand(2, 3, 8, 8)", "0, 0"
 def extra_problem(tmp_path, name: str, spec: tuple | None = None):
     forward, inputs, init, _, layers = spec or EXTRA[name]
     path = tmp_path / f"{name}.py"
-    path.write_text(f"""import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\n\nclass Model(nn.Module):
+    path.write_text(f"""import math\n\nimport torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\n\nclass Model(nn.Module):
     def __init__(self, a, b):
         super().__init__()
         {layers}

@@ -16,31 +16,12 @@ from agent.builtin.partition import StageKind
 from agent.builtin.plans.common import Config
 from agent.builtin.policy import make_plan
 from agent.policy import has_analysis
-from tests.test_builtin import first_turn
-from tools.problems import load_problem
+from tests.test_builtin import extra_problem, first_turn
 from tools.records import EvalStatus
 
 
 def write_problem(tmp_path, forward: str, inputs: str, layers: str = "pass", init: str = "0, 0"):
-    path = tmp_path / "exported.py"
-    path.write_text(f"""import math\n\nimport torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\n
-class Model(nn.Module):
-    def __init__(self, a, b):
-        super().__init__()
-        {layers}
-
-    def forward(self, x):
-        {forward}
-
-
-def get_inputs():
-    return [{inputs}]
-
-
-def get_init_inputs():
-    return [{init}]
-""")
-    return load_problem(path, size="small")
+    return extra_problem(tmp_path, "exported", (forward, inputs, init, None, layers))
 
 
 def assert_correct(problem, evaluator) -> str:
