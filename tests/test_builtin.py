@@ -139,6 +139,8 @@ EXTRA = {  # KernelBench level-2 shapes of work beyond our suite: forward body, 
                            ["torch", "total"], "pass"),
     # ops with no Triton plan stay in PyTorch as written; what follows them is a Triton epilogue
     "tensor_indexing": ("return x[:, 0] * 2.0", "torch.rand(3, 50, 6)", "0, 0", ["torch"], "pass"),
+    "scalar_epilogue": ("return torch.dist(x, x.flip(0)) / 3.0", "torch.rand(5, 7)", "0, 0", ["torch", "torch"],
+                        "pass"),   # a rank-0 result from a kept op, then an epilogue
     "conv_transpose3d_clamp": ("return torch.clamp(self.conv(x), min=-0.2) / 2.0", "torch.rand(2, 3, 4, 5, 3)",
                                "3, 4", ["conv"],
                                "self.conv = nn.ConvTranspose3d(a, b, 3, stride=2, padding=1, output_padding=1)"),

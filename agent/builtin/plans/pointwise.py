@@ -60,7 +60,7 @@ def {name}({", ".join(args)}):
     shape = torch.broadcast_shapes({"".join(f"{a}.shape, " for a in args)})
     assert len(shape) == {len(stage.shape)}, f"expected a rank-{len(stage.shape)} result, got {{tuple(shape)}}"
 {contiguous}{allocs}    n_elements = {outs[0]}.numel()
-    n_cols = shape[-1]
+    n_cols = shape[-1] if len(shape) else 1   # a rank-0 result (after a kept `torch.dist`, say)
     n_channels, n_inner = (shape[1], shape.numel() // (shape[0] * shape[1])) if len(shape) >= 3 else (1, 1)
     grid = (triton.cdiv(n_elements, {config.block}),)
     {name}_kernel[grid]({", ".join(args + outs)}, n_elements, n_cols, n_inner, n_channels,
