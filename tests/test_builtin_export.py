@@ -122,12 +122,21 @@ def test_a_loss_whose_aten_arguments_mean_other_things_stays_an_aten_call(tmp_pa
     assert_correct(problem, evaluator)
 
 
-def test_a_tensor_built_on_the_inputs_device_is_reported_not_written_back(tmp_path):
-    # fx cannot call torch.ones with traced sizes; export bakes the meta device it ran on into the call
+def test_a_tensor_built_on_the_inputs_device_follows_the_inputs(tmp_path, evaluator):
+    # fx cannot call torch.ones with traced sizes; export ran on meta tensors and wrote device=meta
     problem = write_problem(tmp_path, "n = x.size(-1)\n        mask = torch.ones(n, n, device=x.device).triu(1)\n"
-                            "        return x @ mask", "torch.randn(4, 9)")
+                            "        return torch.relu(x @ mask)", "torch.randn(4, 9)")
     plan = make_plan(problem)
-    assert plan.error == "ones: ones builds a tensor on a fixed device (meta), not on the inputs' device"
+    assert plan.error is None and plan.captured.tracer == "torch.export"
+    source = assert_correct(problem, evaluator)
+    assert "= x.device  # kept in PyTorch" in source and "device=getattr" in source
+
+
+def test_a_tensor_built_on_a_fixed_device_is_reported_not_written_back(tmp_path):
+    problem = write_problem(tmp_path, "n = x.size(-1)\n        mask = torch.ones(n, n, device='cpu').to(x.device)\n"
+                            "        return x @ mask.triu(1)", "torch.randn(4, 9)")
+    plan = make_plan(problem)
+    assert plan.error == "ones: ones builds a tensor on a fixed device (cpu), not on the inputs' device"
     turn = first_turn(BuiltinPolicy(), problem)
     assert not turn.tool_calls and "Not supported by the built-in plans: ones:" in turn.text
     assert "Op graph (torch.export" in turn.text

@@ -195,8 +195,9 @@ def convert(traced: fx.GraphModule) -> OpGraph:
 
 
 def _fixed_device(node: fx.Node) -> str | None:
-    """A call given a device object (export bakes in the meta device it ran on) cannot be
-    written back: the tensor it builds would not follow the inputs to their device."""
+    """A call given a fixed device object (`device="cpu"`; export.py already turned the meta
+    device it ran on back into the inputs' device) cannot be written back: the tensor it
+    builds would not follow the inputs to their device."""
     device = next((a for a in (*node.args, *node.kwargs.values()) if isinstance(a, torch.device)), None)
     if device is None:
         return None

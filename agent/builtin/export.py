@@ -40,6 +40,7 @@ def exported_module(model: nn.Module, inputs: list[torch.Tensor]) -> fx.GraphMod
         elif node.op == "get_attr" and not _owned(model, node.target):
             _name_constant(module, node)
         elif node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
+            _follow_inputs(node)
             if not _restore_layer(node, module, model):
                 _to_torch_level(node)
     output = graph.output_node()
@@ -51,6 +52,20 @@ def exported_module(model: nn.Module, inputs: list[torch.Tensor]) -> fx.GraphMod
     graph.set_codegen(fx.graph.CodeGen())   # a plain forward(*inputs) -> output, not export's pytree one
     module.recompile()
     return module
+
+
+def _follow_inputs(node: fx.Node) -> None:
+    """Export ran on meta tensors, so a tensor the forward builds on its inputs' device
+    (`torch.ones(n, device=q.device)`) carries `device=meta`: it becomes the first input's
+    `.device` again, as torch.fx records it. Other fixed devices stay (and are reported)."""
+    if not any(isinstance(a, torch.device) and a.type == "meta" for a in (*node.args, *node.kwargs.values())):
+        return
+    first = next(n for n in node.graph.nodes if n.op == "placeholder")
+    with node.graph.inserting_before(node):
+        device = node.graph.call_function(getattr, (first, "device"))
+    swap = lambda a: device if isinstance(a, torch.device) and a.type == "meta" else a   # noqa: E731
+    node.args = tuple(swap(a) for a in node.args)
+    node.kwargs = {k: swap(v) for k, v in node.kwargs.items()}
 
 
 def _owned(model: nn.Module, target: str) -> bool:

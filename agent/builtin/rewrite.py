@@ -10,11 +10,14 @@
 - `diag(v) @ B` is a row scaling `v[:, None] * B`; `B @ diag(v)` a column scaling
   `B * v`: an O(N^2) elementwise pass instead of an O(N^3) matmul of a mostly-zero
   matrix, with identical results (each output is one product, no sums).
+- a product of stacks of matrices, (..., M, K) @ (..., K, N) with the same leading
+  dims, is one batched product over their flattened leading dims.
 - a linear reduction after a GEMM or a convolution folds into its weights (fold.py,
   fold_conv.py).
 
     graph, notes = rewrite(capture(problem))
 """
+import math
 from dataclasses import replace
 
 from agent.builtin.capture import OpGraph, OpNode, Ref
@@ -46,6 +49,10 @@ def rewrite(graph: OpGraph) -> tuple[OpGraph, list[str]]:
             elif _is_matvec(node, graph):
                 changed = _matvec(nodes, graph, node)
                 notes.append(f"{node.name}: a matrix-vector product became a row program (rows of A dotted with x)")
+            elif _is_stacked(node, graph):
+                changed = _stacked_as_batched(nodes, graph, node)
+                notes.append(f"{node.name}: a product of stacks of matrices became one batched product over "
+                             "their flattened leading dims")
             nodes = changed
     return replace(graph, nodes=tuple(nodes)), notes
 
@@ -94,6 +101,25 @@ def _matvec(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> list[OpNode]:
     total = OpNode(node.name, "sum", (Ref(products.name),), {"dim": -1, "keepdim": True}, node.shape, node.dtype)
     index = next(i for i, n in enumerate(nodes) if n.name == node.name)
     return nodes[:index] + [flat, products, total] + nodes[index + 1:]
+
+
+def _is_stacked(node: OpNode, graph: OpGraph) -> bool:
+    a, b = (graph.node(r).shape for r in node.refs)
+    return node.op == "matmul" and len(a) == len(b) >= 4 and a[:-2] == b[:-2] and a[-1] == b[-2]
+
+
+def _stacked_as_batched(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> list[OpNode]:
+    """(..., M, K) @ (..., K, N) with the same leading dims is a batched (B, M, K) @ (B, K, N)
+    over B = their product: the same dot products (a transposed operand is copied by the view)."""
+    (a, b), shape = node.refs, node.shape
+    batch = math.prod(shape[:-2])
+    made = [OpNode(f"{node.name}_{side}", "view", (Ref(ref),), {"dims": (batch,) + graph.node(ref).shape[-2:]},
+                   (batch,) + graph.node(ref).shape[-2:], graph.node(ref).dtype) for side, ref in (("a", a), ("b", b))]
+    product = OpNode(f"{node.name}_batched", "matmul", tuple(Ref(m.name) for m in made), {},
+                     (batch,) + shape[-2:], node.dtype)
+    back = OpNode(node.name, "view", (Ref(product.name),), {"dims": tuple(shape)}, tuple(shape), node.dtype)
+    index = next(i for i, n in enumerate(nodes) if n.name == node.name)
+    return nodes[:index] + made + [product, back] + nodes[index + 1:]
 
 
 def _flat_layer_norm(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> list[OpNode]:
