@@ -12,6 +12,8 @@
   matrix, with identical results (each output is one product, no sums).
 - a product of stacks of matrices, (..., M, K) @ (..., K, N) with the same leading
   dims, is one batched product over their flattened leading dims.
+- attention with no mask, dropout or scale of its own is its definition: softmax(Q K^T /
+  sqrt(E)) V as two batched products and a row softmax (the scores are written once).
 - a linear reduction after a GEMM or a convolution folds into its weights (fold.py,
   fold_conv.py).
 
@@ -38,6 +40,11 @@ def rewrite(graph: OpGraph) -> tuple[OpGraph, list[str]]:
             nodes = _flat_layer_norm(nodes, graph, node)
             notes.append(f"{node.name}: a layer norm over {len(node.attrs['normalized_shape'])} dims became a row "
                          "program over their flattened view (the same elements, the same order)")
+        if node.op == "scaled_dot_product_attention" and _plain_attention(node, graph):
+            nodes = _attention(nodes, graph, node)
+            notes.append(f"{node.name}: attention as its definition: batched Q K^T, scaled, a row softmax, "
+                         "then a batched product with V (the scores are written once)")
+            continue
         nodes, note = fold(nodes, replace(graph, nodes=tuple(nodes)), node)
         if note:
             notes.append(note)
@@ -120,6 +127,38 @@ def _stacked_as_batched(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> li
     back = OpNode(node.name, "view", (Ref(product.name),), {"dims": tuple(shape)}, tuple(shape), node.dtype)
     index = next(i for i, n in enumerate(nodes) if n.name == node.name)
     return nodes[:index] + made + [product, back] + nodes[index + 1:]
+
+
+ATTENTION_DEFAULTS = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None, "enable_gqa": False}
+
+
+def _plain_attention(node: OpNode, graph: OpGraph) -> bool:
+    """softmax(Q K^T / sqrt(E)) V with no mask, dropout, causal flag or own scale, over
+    query, key and value stacks with the same leading dims."""
+    if len(node.args) != 3 or len(node.refs) != 3:
+        return False
+    if any(ATTENTION_DEFAULTS.get(k, object()) != v for k, v in node.attrs.items()):
+        return False
+    q, k, v = (graph.node(r).shape for r in node.refs)
+    return len(q) >= 3 and q[:-2] == k[:-2] == v[:-2] and q[-1] == k[-1] and k[-2] == v[-2]
+
+
+def _attention(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> list[OpNode]:
+    q, k, v = node.refs
+    (*lead, length, depth), keys = graph.node(q).shape, graph.node(k).shape[-2]
+    scores_shape, dtype, n = tuple(lead) + (length, keys), node.dtype, node.name
+    key_t = OpNode(f"{n}_keys_t", "transpose", (Ref(k),), {"dim0": -2, "dim1": -1},
+                   tuple(lead) + (depth, keys), graph.node(k).dtype)
+    scores = OpNode(f"{n}_scores", "matmul", (Ref(q), Ref(key_t.name)), {}, scores_shape, dtype)
+    scaled = OpNode(f"{n}_scaled", "mul", (Ref(scores.name), 1.0 / math.sqrt(depth)), {}, scores_shape, dtype)
+    weights = OpNode(f"{n}_weights", "softmax", (Ref(scaled.name),), {"dim": -1}, scores_shape, dtype)
+    out = OpNode(n, "matmul", (Ref(weights.name), Ref(v)), {}, node.shape, dtype)
+    made = [key_t, scores, scaled, weights, out]
+    for product in (scores, out):
+        if len(product.shape) >= 4:     # stacks of matrices: one batched product each
+            made = _stacked_as_batched(made, replace(graph, nodes=tuple(nodes + made)), product)
+    index = next(i for i, m in enumerate(nodes) if m.name == n)
+    return nodes[:index] + made + nodes[index + 1:]
 
 
 def _flat_layer_norm(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> list[OpNode]:
