@@ -145,6 +145,9 @@ EXTRA = {  # KernelBench level-2 shapes of work beyond our suite: forward body, 
                            ["torch", "total"], "pass"),
     # ops with no Triton plan stay in PyTorch as written; what follows them is a Triton epilogue
     "tensor_indexing": ("return x[:, 0] * 2.0", "torch.rand(3, 50, 6)", "0, 0", ["torch"], "pass"),
+    "odd_broadcast": ("x = torch.min(self.linear(x), dim=1, keepdim=True)[0]\n        return x + self.bias",
+                      "torch.rand(6, 10)", "10, 4", ["matmul", "rows", "torch"],   # L2-75: (N, 1) + (1, C, 1, 1)
+                      "self.linear = nn.Linear(a, b)\n        self.bias = nn.Parameter(torch.randn(1, b, 1, 1))"),
     "scalar_epilogue": ("return torch.dist(x, x.flip(0)) / 3.0", "torch.rand(5, 7)", "0, 0", ["torch", "torch"],
                         "pass"),   # a rank-0 result from a kept op, then an epilogue
     "conv_transpose3d_clamp": ("return torch.clamp(self.conv(x), min=-0.2) / 2.0", "torch.rand(2, 3, 4, 5, 3)",

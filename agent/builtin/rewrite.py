@@ -16,15 +16,20 @@
   sqrt(E)) V as two batched products and a row softmax (the scores are written once).
 - a linear reduction after a GEMM or a convolution folds into its weights (fold.py,
   fold_conv.py).
+- not a rewrite of the math: an elementwise operand broadcast in a pattern the kernels do
+  not index is expanded to the op's shape in PyTorch first.
 
     graph, notes = rewrite(capture(problem))
 """
 import math
 from dataclasses import replace
 
+from agent.builtin import ops
 from agent.builtin.capture import OpGraph, OpNode, Ref
 from agent.builtin.fold import fold_pool, fold_sum
 from agent.builtin.fold_conv import fold_conv_depth_mean, fold_conv_mean
+from agent.builtin.partition import Unsupported, classify
+from agent.builtin.torch_call import TorchCall
 
 
 def rewrite(graph: OpGraph) -> tuple[OpGraph, list[str]]:
@@ -61,6 +66,8 @@ def rewrite(graph: OpGraph) -> tuple[OpGraph, list[str]]:
                 notes.append(f"{node.name}: a product of stacks of matrices became one batched product over "
                              "their flattened leading dims")
             nodes = changed
+    nodes, expanded = _expand_operands(nodes, replace(graph, nodes=tuple(nodes)))
+    notes += expanded
     return replace(graph, nodes=tuple(nodes)), notes
 
 
@@ -75,6 +82,36 @@ def fold(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> tuple[list[OpNode
         if note:
             return folded, note
     return nodes, None
+
+
+def _expand_operands(nodes: list[OpNode], graph: OpGraph) -> tuple[list[OpNode], list[str]]:
+    """An operand of an elementwise op that broadcasts in a pattern the kernels do not index
+    ((N, 1) against (1, C, N, 1)) is expanded to the op's shape first, in PyTorch: one more
+    pass of the output's size, instead of no plan for the whole forward."""
+    made, notes = [], []
+    for node in nodes:
+        if node.op in ops.BINARY and node.shape:
+            args = list(node.args)
+            for i, arg in enumerate(args):
+                source = graph.node(arg.name) if isinstance(arg, Ref) else None
+                if source is None or not source.shape or tuple(source.shape) == tuple(node.shape) \
+                        or _indexable(source.shape, node.shape):
+                    continue
+                call = TorchCall(f"{{0}}.expand{tuple(node.shape)!r}.contiguous()", (arg.name,))
+                made.append(OpNode(f"{node.name}_expand{i}", "torch", (arg,), {}, node.shape, source.dtype, call))
+                args[i] = Ref(made[-1].name)
+                notes.append(f"{node.name}: its {source.shape} operand is expanded to {node.shape} first (PyTorch)")
+            node = replace(node, args=tuple(args))
+        made.append(node)
+    return made, notes
+
+
+def _indexable(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    try:
+        classify(shape, target)
+    except Unsupported:
+        return False
+    return True
 
 
 def _diagonal_product(nodes: list[OpNode], graph: OpGraph, node: OpNode) -> list[OpNode]:
