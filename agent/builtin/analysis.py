@@ -55,7 +55,7 @@ class Work:
     fused_bytes: float          # the plan: each stage reads its operands and writes what it stores
     fused_launches: int
     minimum_bytes: float        # inputs, parameters and the output, each once
-    io_bytes: float = 0.0       # inputs and the output: what a CUDA-graph replay copies in and out
+    io_bytes: float             # inputs and the output: what a CUDA-graph replay copies in and out
 
     @staticmethod
     def of(graph: OpGraph, stages: list[Stage], captured: OpGraph | None = None) -> "Work":
@@ -73,9 +73,13 @@ class Work:
                     sum(launches(s, _triton_conv(stages)) for s in stages), minimum, io)
 
 
+def _has_conv(stages: list[Stage]) -> bool:
+    return any(s.kind is StageKind.CONV for s in stages)
+
+
 def _triton_conv(stages: list[Stage]) -> bool:
     """Does the plan start with the convolutions in Triton (nothing else needs a kernel)?"""
-    return any(s.kind is StageKind.CONV for s in stages) and not library_fits(stages, StageKind.CONV)
+    return _has_conv(stages) and not library_fits(stages, StageKind.CONV)
 
 
 def launches(stage: Stage, triton_conv: bool = False) -> int:
@@ -138,7 +142,7 @@ def analysis_text(work: Work, graph: OpGraph, stages: list[Stage], device: Devic
     if library_fits(stages, StageKind.CONV):
         lines.append("Convolutions: the search starts with cuDNN and the chain after it as one Triton epilogue; a "
                      "Triton implicit-GEMM convolution with the chain fused is the next variant it measures.")
-    elif any(s.kind is StageKind.CONV for s in stages):
+    elif _has_conv(stages):
         lines.append("Convolutions: nothing else here needs a kernel, so the convolution itself is a Triton "
                      "implicit GEMM (exact fp32 `tl.dot`), measured against cuDNN.")
     lines += [f"- rewrite: {note}" for note in notes]
@@ -170,7 +174,7 @@ def launch_bound(work: Work, ceilings: tuple[float, float] | None, stages: list[
     plus what a CUDA-graph replay adds (copying the inputs in and the output out)? Never with
     a convolution among `stages`: fp32 convolutions run far above the FLOP floor (L2-6 and 79
     take 0.7 ms on an H100 against a floor under 0.1 ms), so the floor cannot show that."""
-    if ceilings is None or any(s.kind is StageKind.CONV for s in stages):
+    if ceilings is None or _has_conv(stages):
         return False
     floor_s = max(work.minimum_bytes / ceilings[0], work.flops / ceilings[1])
     return work.fused_launches * LAUNCH_US * 1e-6 > floor_s + 2 * work.io_bytes / ceilings[0]
@@ -182,7 +186,7 @@ def _launch_line(work: Work, ceilings: tuple[float, float] | None, stages: list[
     if launch_bound(work, ceilings, stages):
         return (f"Launch-bound: {work.fused_launches} launches at ~{LAUNCH_US:g} us each exceed the roofline floor "
                 "and a CUDA graph's copies, so the search starts by replaying the whole forward as one CUDA graph.")
-    if any(s.kind is StageKind.CONV for s in stages):
+    if _has_conv(stages):
         return "Launch overhead: a convolution's time is not predicted by the floor, so no CUDA graph is tried."
     return f"Not launch-bound: {work.fused_launches} launch(es) cost less than the roofline floor and a graph's copies."
 
