@@ -217,7 +217,7 @@ def test_a_kernel_that_only_compiled_is_not_the_answer(capsys, tmp_path):
 
 def test_chat_wraps_a_named_function_or_module_of_a_users_file(tmp_path):
     import torch
-    from agent.chat import wrap_problem
+    from agent.cli.chat import wrap_problem
     from tools.problems import ProblemError, load_problem
     user = tmp_path / "utils.py"
     user.write_text("import torch\n\n\ndef slow_gelu(x):\n    return 0.5 * x * (1 + torch.tanh(x))\n\n\n"

@@ -1,10 +1,10 @@
 """`kernelpilot`: the command line.
 
     kernelpilot eval PROBLEM.py CANDIDATE.py [--json] [--trials N] [--timeout S] [--size auto|full|small]
-    kernelpilot history list | show ID | best PROBLEM.py | export     (see agent/cli_history.py)
-    kernelpilot optimize PROBLEM.py [--policy ...]                   (see agent/cli_optimize.py)
-    kernelpilot chat [FILE [NAME]]                                   (see agent/chat.py)
-    kernelpilot sandbox build | check                                (see agent/cli_sandbox.py)
+    kernelpilot history list | show ID | best PROBLEM.py | export     (see agent/cli/history.py)
+    kernelpilot optimize PROBLEM.py [--policy ...]                   (see agent/cli/optimize.py)
+    kernelpilot chat [FILE [NAME]]                                   (see agent/cli/chat.py)
+    kernelpilot sandbox build | check                                (see agent/cli/sandbox.py)
 
 Exit codes: 0 whenever the evaluation or run finished (whatever the verdict), 2 for
 usage errors, 3 for an unusable problem file, 4 for infrastructure failures (the
@@ -20,11 +20,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from agent.cli_common import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_POLICY, EXIT_PROBLEM, EXIT_USAGE, UsageError, fail, positive_float, positive_int
-from agent.chat import add_chat_parser, run_chat
-from agent.cli_history import HistoryUsageError, add_history_parser, run_history
-from agent.cli_optimize import add_optimize_parser, run_optimize
-from agent.cli_sandbox import add_sandbox_parser, run_sandbox
+from agent.cli.common import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_POLICY, EXIT_PROBLEM, EXIT_USAGE, UsageError, fail, positive_float, positive_int
+from agent.cli.chat import add_chat_parser, run_chat
+from agent.cli.history import HistoryUsageError, add_history_parser, run_history
+from agent.cli.optimize import add_optimize_parser, run_optimize
+from agent.cli.sandbox import add_sandbox_parser, run_sandbox
 from agent.policy import PolicyError
 from tools.device import DeviceInfo, detect
 from tools.history import HistoryError, HistoryStore, Origin

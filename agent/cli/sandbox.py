@@ -34,7 +34,7 @@ def add_sandbox_parser(commands) -> None:
 
 
 def run_sandbox(args) -> int:
-    """Raises SandboxError (exit 4 in agent/cli.py) when no daemon answers."""
+    """Raises SandboxError (exit 4 in agent/cli/main.py) when no daemon answers."""
     client = connect()
     if args.verb == "build":
         report = build(client, args.recipe, force=args.force)
@@ -66,7 +66,7 @@ def _check(client, as_json: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m agent.cli_sandbox build|check`: the same verbs before agent/cli.py wires them."""
+    """`python -m agent.cli.sandbox build|check`: the same verbs before agent/cli/main.py wires them."""
     import argparse
     import sys
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from agent.cli_common import positive_int
-from agent.cli_optimize import add_session_arguments, drive, session_options
+from agent.cli.common import positive_int
+from agent.cli.optimize import add_session_arguments, drive, session_options
 from agent.graph import Budget, RunMode, tool_message
 from agent.policy import PolicyError
 from agent.session import AgentSession, PolicySpec, SessionOptions, open_session

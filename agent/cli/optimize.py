@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from agent.cli_common import UsageError, positive_float, positive_int
+from agent.cli.common import UsageError, positive_float, positive_int
 from agent.graph import Budget, RunMode
 from agent.policy import Backend
 from agent.report import write_outputs
