@@ -26,7 +26,7 @@ from typing import Annotated, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agent.policy import Attempt, Backend, Policy, PolicyTurn, TurnInput, has_analysis
+from agent.policy import Attempt, Backend, Policy, PolicyTurn, ToolCall, TurnInput, has_analysis
 from agent.prompts import correction
 from tools.device import DeviceInfo
 from tools.records import EvalStatus, Mode
@@ -66,11 +66,11 @@ class AgentState(TypedDict, total=False):
     size: str
     backend: str
     mode: str
-    policy: dict                                    # agent.session.PolicySpec, to rebuild it on resume
+    policy: dict                                    # agent.policies.PolicySpec.to_state(), to rebuild it on resume
     messages: Annotated[list[dict], operator.add]   # the conversation, OpenAI chat format
-    attempts: Annotated[list[dict], operator.add]   # agent.policy.Attempt as dicts, in order
-    pending: list[dict]                             # the accepted tool calls of the last turn
-    best: dict | None                               # the best correct attempt so far
+    attempts: Annotated[list[dict], operator.add]   # Attempt.to_state(), in order; read with attempts_of
+    pending: list[dict]                             # the accepted tool calls of the last turn (ToolCall as dicts)
+    best: dict | None                               # the best correct attempt so far; read with best_of
     submitted: int | None                           # evaluation id of the accepted submit
     turns: int
     tokens: int
@@ -110,25 +110,26 @@ def policy_turn(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
 def run_tools(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     ctx = runtime.context
     analysis = state["messages"][-1].get("content") or ""
-    messages, attempts, best, submitted, seconds = [], [], state.get("best"), state.get("submitted"), 0.0
-    for call in state["pending"]:
+    messages, attempts, best, submitted, seconds = [], [], best_of(state), state.get("submitted"), 0.0
+    for call in map(pending_call, state["pending"]):
         started = time.monotonic()
         arguments = parse_arguments(call)
         report = (arguments if isinstance(arguments, ToolError)
-                  else ctx.toolbox.call(call["name"], arguments, analysis=analysis))
-        messages.append(tool_message(call["id"], report.text()))
+                  else ctx.toolbox.call(call.name, arguments, analysis=analysis))
+        messages.append(tool_message(call.id, report.text()))
         if isinstance(report, ProfileReport) and ctx.device.mode is Mode.GPU:
             seconds += time.monotonic() - started      # profiling (and Nsight Compute) holds the GPU too
         if isinstance(report, (EvaluationReport, SubmitReport)):
-            attempt = attempt_record(state["turns"], call["name"], report, arguments["code"])
+            attempt = attempt_record(state["turns"], call.name, report, arguments["code"])
             attempts.append(attempt)
             seconds += report.result.seconds if report.result.mode is Mode.GPU else 0.0
-            if call["name"] in JUDGED_TOOLS:
+            if call.name in JUDGED_TOOLS:
                 best = better(best, attempt)
             if isinstance(report, SubmitReport) and report.accepted:
                 submitted = report.evaluation_id
-    improved = best is not state.get("best")
-    update = {"messages": messages, "attempts": attempts, "pending": [], "best": best, "submitted": submitted,
+    improved = best != best_of(state)
+    update = {"messages": messages, "attempts": [a.to_state() for a in attempts], "pending": [],
+              "best": best and best.to_state(), "submitted": submitted,
               "gpu_seconds": state["gpu_seconds"] + seconds,
               "stale_turns": 0 if improved else state["stale_turns"] + 1}
     update["stop"] = stop_reason({**state, **update}, ctx.budget, finished=False)
@@ -154,8 +155,8 @@ def build_graph(checkpointer=None):
 # ---- the pure pieces the nodes use ------------------------------------------------------------
 
 def stop_reason(state: AgentState, budget: Budget, finished: bool) -> str | None:
-    best = state.get("best")
-    speedup = best and best.get("speedup_vs_eager")
+    best = best_of(state)
+    speedup = best and best.speedup_vs_eager
     if budget.target_speedup is not None and speedup is not None and speedup >= budget.target_speedup:
         return StopReason.TARGET_REACHED.value
     if finished:
@@ -171,41 +172,51 @@ def stop_reason(state: AgentState, budget: Budget, finished: bool) -> str | None
     return None
 
 
-def better(best: dict | None, attempt: dict) -> dict | None:
+def attempts_of(state: AgentState) -> list[Attempt]:
+    return [Attempt.from_state(a) for a in state.get("attempts", [])]
+
+
+def best_of(state: AgentState) -> Attempt | None:
+    best = state.get("best")
+    return Attempt.from_state(best) if best else None
+
+
+def better(best: Attempt | None, attempt: Attempt) -> Attempt | None:
     """The faster of two correct attempts (a timed one beats an untimed one; ties keep the first)."""
-    if attempt["status"] != EvalStatus.CORRECT.value:
+    if attempt.status is not EvalStatus.CORRECT:
         return best
     if best is None:
         return attempt
-    mine, theirs = attempt["speedup_vs_eager"], best["speedup_vs_eager"]
+    mine, theirs = attempt.speedup_vs_eager, best.speedup_vs_eager
     return attempt if mine is not None and (theirs is None or mine > theirs) else best
 
 
-def parse_arguments(call: dict) -> dict | ToolError:
+def pending_call(saved: dict) -> ToolCall:
+    return ToolCall(id=saved["id"], name=saved["name"], arguments=saved["arguments"])
+
+
+def parse_arguments(call: ToolCall) -> dict | ToolError:
     """A tool call's JSON arguments, or the error that goes back to the model."""
     try:
-        arguments = json.loads(call["arguments"] or "{}")
+        arguments = json.loads(call.arguments or "{}")
     except json.JSONDecodeError as error:
-        return ToolError(tool=call["name"], message=f"arguments are not valid JSON ({error}); send a JSON object")
+        return ToolError(tool=call.name, message=f"arguments are not valid JSON ({error}); send a JSON object")
     if not isinstance(arguments, dict):
-        return ToolError(tool=call["name"], message="arguments must be a JSON object")
+        return ToolError(tool=call.name, message="arguments must be a JSON object")
     return arguments
 
 
-def attempt_record(turn: int, tool: str, report: EvaluationReport | SubmitReport, code: str) -> dict:
+def attempt_record(turn: int, tool: str, report: EvaluationReport | SubmitReport, code: str) -> Attempt:
     r = report.result
-    attempt = Attempt(turn=turn, tool=tool, evaluation_id=report.evaluation_id, code=code, status=r.status,
-                      runtime_ms=r.runtime_ms, speedup_vs_eager=r.speedup_vs_eager,
-                      speedup_vs_compile=r.speedup_vs_compile, flags=tuple(f.value for f in r.flags),
-                      reason=r.reason[:500])
-    return {**asdict(attempt), "status": r.status.value, "flags": list(attempt.flags)}
+    return Attempt(turn=turn, tool=tool, evaluation_id=report.evaluation_id, code=code, status=r.status,
+                   runtime_ms=r.runtime_ms, speedup_vs_eager=r.speedup_vs_eager,
+                   speedup_vs_compile=r.speedup_vs_compile, flags=tuple(f.value for f in r.flags),
+                   reason=r.reason[:500])
 
 
 def turn_input(state: AgentState, ctx: AgentContext) -> TurnInput:
-    attempts = [Attempt(**{**a, "status": EvalStatus(a["status"]), "flags": tuple(a["flags"])})
-                for a in state.get("attempts", [])]
     return TurnInput(problem=ctx.toolbox.problem, backend=Backend(state["backend"]), device=ctx.device,
-                     messages=state["messages"], tools=ctx.toolbox.schemas(), attempts=attempts,
+                     messages=state["messages"], tools=ctx.toolbox.schemas(), attempts=attempts_of(state),
                      turn=state["turns"])
 
 

@@ -9,7 +9,7 @@ refuses to run the tool calls of a turn whose text lacks the analysis.
     turn = policy.turn(TurnInput(problem, Backend.TRITON, device, messages, Toolbox.schemas(), attempts))
 """
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -57,6 +57,14 @@ class Attempt:
     speedup_vs_compile: float | None
     flags: tuple[str, ...] = ()
     reason: str = ""
+
+    def to_state(self) -> dict:
+        """The JSON form kept in the session's checkpoint."""
+        return {**asdict(self), "status": self.status.value, "flags": list(self.flags)}
+
+    @staticmethod
+    def from_state(saved: dict) -> "Attempt":
+        return Attempt(**{**saved, "status": EvalStatus(saved["status"]), "flags": tuple(saved["flags"])})
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.policy import has_analysis
+from agent.graph import attempts_of, best_of
+from agent.policy import Attempt, has_analysis
 from tools.device import DeviceInfo
 
 ANALYSIS_CHARS = 3000
@@ -39,19 +40,19 @@ class Summary:
         return dict(self.__dict__)
 
 
-def answer(state: dict) -> dict | None:
-    submitted = [a for a in state.get("attempts", []) if a["evaluation_id"] == state.get("submitted")]
-    return submitted[-1] if submitted else state.get("best")
+def answer(state: dict) -> Attempt | None:
+    submitted = [a for a in attempts_of(state) if a.evaluation_id == state.get("submitted")]
+    return submitted[-1] if submitted else best_of(state)
 
 
 def summarize(state: dict, session_id: str, device: DeviceInfo, out: Path | None) -> Summary:
     best = answer(state)
     return Summary(
-        status=best["status"] if best else "none",
+        status=best.status.value if best else "none",
         best_code_path=str(out / "best.py") if best and out else None,
-        speedup_vs_eager=best["speedup_vs_eager"] if best else None,
-        speedup_vs_compile=best["speedup_vs_compile"] if best else None,
-        runtime_ms=best["runtime_ms"] if best else None,
+        speedup_vs_eager=best.speedup_vs_eager if best else None,
+        speedup_vs_compile=best.speedup_vs_compile if best else None,
+        runtime_ms=best.runtime_ms if best else None,
         turns=state.get("turns", 0), session_id=session_id, stop_reason=state.get("stop"),
         submitted=state.get("submitted") is not None, attempts=len(state.get("attempts", [])),
         tokens=state.get("tokens", 0), gpu_seconds=round(state.get("gpu_seconds", 0.0), 3),
@@ -64,7 +65,7 @@ def write_outputs(out: Path, state: dict, session_id: str, device: DeviceInfo) -
     summary = summarize(state, session_id, device, out)
     chosen = answer(state)
     if chosen:
-        _write(out / "best.py", chosen["code"])
+        _write(out / "best.py", chosen.code)
     _write(out / "report.md", markdown_report(state, summary))
     _write(out / "summary.json", json.dumps(summary.as_dict(), indent=1) + "\n")
     return summary
@@ -85,7 +86,7 @@ def markdown_report(state: dict, summary: Summary) -> str:
              "## Result", "", result_line(summary), "", "## Attempts", "",
              "| turn | tool | status | runtime ms | vs eager | vs torch.compile | flags |",
              "|---:|---|---|---:|---:|---:|---|"]
-    lines += [attempt_row(a) for a in state.get("attempts", [])]
+    lines += [attempt_row(a) for a in attempts_of(state)]
     lines += ["", "## Analysis trail", ""]
     turn = 0
     for message in state.get("messages", []):
@@ -109,8 +110,8 @@ def result_line(summary: Summary) -> str:
     return f"Best kernel: `best.py`, {summary.status}, {speed}; {submitted}.{slower}"
 
 
-def attempt_row(a: dict) -> str:
+def attempt_row(a: Attempt) -> str:
     number = lambda v, fmt: "" if v is None else format(v, fmt)
-    return (f"| {a['turn']} | {a['tool']} | {a['status']} | {number(a['runtime_ms'], '.4g')} | "
-            f"{number(a['speedup_vs_eager'], '.2f')} | {number(a['speedup_vs_compile'], '.2f')} | "
-            f"{', '.join(a['flags'])} |")
+    return (f"| {a.turn} | {a.tool} | {a.status.value} | {number(a.runtime_ms, '.4g')} | "
+            f"{number(a.speedup_vs_eager, '.2f')} | {number(a.speedup_vs_compile, '.2f')} | "
+            f"{', '.join(a.flags)} |")

@@ -1,89 +1,80 @@
-"""One agent session: the problem, the sandbox, the toolbox, the policy and the checkpoints.
+"""One agent session: a problem, a policy and a toolbox on an open runtime, with checkpoints.
 
-`optimize` and `chat` both open a session here. A session's id names its LangGraph
-thread in the checkpoint database ($KERNELPILOT_HOME/sessions.db) and its evaluations in
-the history store; `resume` rebuilds the live objects from what the checkpoint holds
-(problem path, size, backend, policy), so a stopped run goes on where it stopped.
+A session's id names its LangGraph thread in the runtime's checkpoint database and its
+evaluations in the history store; `resolve` rebuilds a stopped session's options (problem
+path, size, backend, mode, policy) from its checkpoint, so it goes on where it stopped.
+The runtime (`agent/runtime.py`) is opened once and serves any number of sessions; the
+policy is an object the caller built (`agent/policies.py` builds one from a named kind).
 
-    with open_session(SessionOptions(problem=Path("p.py"), policy=PolicySpec.parse("replay:demo.json"))) as s:
-        for update in s.stream(s.start_state()): ...
+    with Runtime.open(RuntimeOptions()) as runtime:
+        session = AgentSession.open(runtime, SessionOptions(problem=Path("p.py")), BuiltinPolicy())
+        final = session.run()
+
+`open_session(options)` does all of it for a single session (the CLI's `optimize`, `chat`).
 """
-import sqlite3
 import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from langgraph.checkpoint.sqlite import SqliteSaver
-
-from agent.graph import (AgentContext, AgentState, Budget, RunMode, build_graph, initial_state, session_config,
-                         stop_reason)
-from agent.openai_policy import OpenAIConfig, OpenAIPolicy
+from agent.graph import AgentContext, AgentState, Budget, RunMode, initial_state, session_config, stop_reason
+from agent.policies import PolicyKind, PolicySpec
 from agent.policy import Backend, Policy, PolicyError
 from agent.prompts import build_messages, exemplars
-from agent.builtin import BuiltinPolicy
-from agent.replay_policy import ReplayPolicy
-from tools.device import detect
-from tools.evaluator import EvalConfig, Evaluator
-from tools.history import HistoryStore, Origin
-from tools.problems import load_problem
-from tools.records import Mode
+from agent.runtime import Runtime, RuntimeOptions
+from tools.evaluator import EvalConfig
+from tools.history import Origin
 from tools.home import kernelpilot_home
-from tools.sandbox.backends import SandboxKind, open_sandbox
-from tools.sandbox.process import Limits
+from tools.problems import Problem, load_problem
+from tools.sandbox.backends import SandboxKind
 from tools.toolbox import Toolbox
 
-
-@dataclass(frozen=True)
-class PolicySpec:
-    kind: str                       # "builtin", "openai" or "replay"
-    script: str | None = None       # replay: the script's path
-    model: str | None = None
-    base_url: str | None = None
-
-    @staticmethod
-    def parse(text: str | None, model: str | None = None, base_url: str | None = None) -> "PolicySpec":
-        """`builtin`, `openai`, `replay:FILE`; none given: openai when an endpoint is configured, else builtin."""
-        if text is None:
-            text = "openai" if (base_url or model or OpenAIConfig.configured()) else "builtin"
-        kind, _, script = text.partition(":")
-        if kind not in ("builtin", "openai", "replay") or (kind == "replay") != bool(script):
-            raise PolicyError(f"unknown policy '{text}': use builtin, openai or replay:FILE")
-        return PolicySpec(kind, str(Path(script).resolve()) if script else None, model, base_url)
-
-
-def make_policy(spec: PolicySpec, store: HistoryStore, budget: Budget) -> Policy:
-    if spec.kind == "replay":
-        return ReplayPolicy.load(spec.script)
-    if spec.kind == "openai":
-        return OpenAIPolicy(OpenAIConfig.resolve(base_url=spec.base_url, model=spec.model))
-    # The built-in policy benchmarks configurations and keeps two turns to submit and finish.
-    return BuiltinPolicy(history=store, budget=max(1, budget.max_turns - 2))
+__all__ = ["AgentSession", "PolicyKind", "PolicySpec", "SessionOptions", "open_session", "resolve"]
 
 
 @dataclass(frozen=True)
 class SessionOptions:
     problem: Path | None = None             # None: resume `session_id` from its checkpoint
-    policy: PolicySpec = PolicySpec("builtin")
+    policy: PolicySpec = PolicySpec(PolicyKind.BUILTIN)
     backend: Backend = Backend.TRITON
     mode: RunMode = RunMode.OPTIMIZE
     budget: Budget = field(default_factory=Budget)
     size: str = "auto"                      # auto | full | small
+    session_id: str | None = None
+    # Where it runs, for `open_session` (a caller with its own runtime ignores these).
     sandbox: SandboxKind = SandboxKind.PROCESS
     db: str | None = None
     cuda_index: int = 0
     force_cpu: bool = False
     timeout_s: float | None = None
-    session_id: str | None = None
+
+    def runtime_options(self, eval_config: EvalConfig = EvalConfig()) -> RuntimeOptions:
+        return RuntimeOptions(sandbox=self.sandbox, db=self.db, cuda_index=self.cuda_index,
+                              force_cpu=self.force_cpu, timeout_s=self.timeout_s, eval=eval_config)
 
 
 class AgentSession:
     """The live objects of one session and its compiled, checkpointed graph."""
 
-    def __init__(self, options: SessionOptions, context: AgentContext, graph, session_id: str, resumed: bool):
-        self.options, self.context, self.graph, self.id, self.resumed = options, context, graph, session_id, resumed
+    def __init__(self, runtime: Runtime, options: SessionOptions, context: AgentContext, session_id: str,
+                 resumed: bool):
+        self.runtime, self.options, self.context, self.id, self.resumed = runtime, options, context, session_id, resumed
+        self.graph = runtime.graph
         self.config = session_config(session_id, context.budget)
+
+    @staticmethod
+    def open(runtime: Runtime, options: SessionOptions, policy: Policy, problem: Problem | None = None,
+             resumed: bool = False) -> "AgentSession":
+        """A session on `runtime`. `options` must be resolved (see `resolve`); `problem`, when
+        given, is used as loaded (a batch run that shrinks its problems) instead of loading
+        `options.problem` at the runtime's size."""
+        session_id = options.session_id or f"s-{uuid.uuid4().hex[:10]}"
+        problem = problem or load_problem(options.problem, size=runtime.size(options.size))
+        toolbox = Toolbox(problem, runtime.evaluator, runtime.store, session_id,
+                          Origin(policy=policy.name, model=policy.model))
+        context = AgentContext(policy=policy, toolbox=toolbox, device=runtime.device, budget=options.budget)
+        return AgentSession(runtime, replace(options, session_id=session_id), context, session_id, resumed)
 
     def start_state(self) -> AgentState | dict | None:
         """The first input of a new session. A resumed one goes on from its checkpoint: None
@@ -98,48 +89,25 @@ class AgentSession:
                                   exemplars(toolbox.store, toolbox.problem))
         state = initial_state(str(toolbox.problem.path), toolbox.problem.size, self.options.backend,
                               self.options.mode, messages)
-        return {**state, "policy": asdict(self.options.policy)}
+        return {**state, "policy": self.options.policy.to_state()}
 
     def stream(self, state_input) -> Iterator[dict]:
         """Graph updates as they happen: {node name: partial state}."""
         return self.graph.stream(state_input, self.config, context=self.context, stream_mode="updates")
 
+    def run(self, on_update: Callable[[dict], None] | None = None) -> dict:
+        """Drive the session to its stop (or on from its checkpoint) and return the final state."""
+        for update in self.stream(self.start_state()):
+            if on_update is not None:
+                on_update(update)
+        return self.state()
+
     def state(self) -> dict:
         return self.graph.get_state(self.config).values
 
 
-@contextmanager
-def checkpoints() -> Iterator[SqliteSaver]:
-    path = kernelpilot_home() / "sessions.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path, check_same_thread=False)
-    try:
-        yield SqliteSaver(connection)
-    finally:
-        connection.close()
-
-
-@contextmanager
-def open_session(options: SessionOptions) -> Iterator[AgentSession]:
-    with checkpoints() as saver:
-        graph = build_graph(saver)
-        options, resumed = resolve(options, graph)
-        session_id = options.session_id or f"s-{uuid.uuid4().hex[:10]}"
-        store = HistoryStore(options.db)
-        policy = make_policy(options.policy, store, options.budget)
-        device = detect(options.cuda_index, force_cpu=options.force_cpu)
-        size = options.size if options.size != "auto" else ("full" if device.mode is Mode.GPU else "small")
-        problem = load_problem(options.problem, size=size)
-        limits = Limits() if options.timeout_s is None else Limits().with_timeout(options.timeout_s)
-        with open_sandbox(options.sandbox, device.cuda_index, limits, warm=1) as sandbox:
-            evaluator = Evaluator(sandbox, device, EvalConfig(limits=limits))
-            toolbox = Toolbox(problem, evaluator, store, session_id, Origin(policy=policy.name, model=policy.model))
-            context = AgentContext(policy=policy, toolbox=toolbox, device=device, budget=options.budget)
-            yield AgentSession(options, context, graph, session_id, resumed)
-
-
 def resolve(options: SessionOptions, graph) -> tuple[SessionOptions, bool]:
-    """A resumed session takes its problem, size, backend and policy from its checkpoint."""
+    """A resumed session takes its problem, size, backend, mode and policy from its checkpoint."""
     if options.problem is not None:
         return options, False
     if options.session_id is None:
@@ -149,4 +117,13 @@ def resolve(options: SessionOptions, graph) -> tuple[SessionOptions, bool]:
         raise PolicyError(f"no session '{options.session_id}' in {kernelpilot_home() / 'sessions.db'}")
     return replace(options, problem=Path(saved["problem_path"]), size=saved["size"],
                    backend=Backend(saved["backend"]), mode=RunMode(saved["mode"]),
-                   policy=PolicySpec(**saved["policy"])), True
+                   policy=PolicySpec.from_state(saved["policy"])), True
+
+
+@contextmanager
+def open_session(options: SessionOptions) -> Iterator[AgentSession]:
+    """A runtime of its own and one session on it, with the policy its options name."""
+    with Runtime.open(options.runtime_options()) as runtime:
+        options, resumed = resolve(options, runtime.graph)
+        policy = options.policy.build(runtime.store, options.budget)
+        yield AgentSession.open(runtime, options, policy, resumed=resumed)

@@ -8,9 +8,11 @@ import pytest
 
 from agent.cli import main
 from agent.graph import Budget, StopReason, better, build_graph, stop_reason
+from agent.policy import Attempt
 from tests.conftest import CANDIDATES, PROBLEMS
 from tests.openai_server import ChatServer, Stall, Status, call, reply
 from tools.history import HistoryStore
+from tools.records import EvalStatus
 
 SOFTMAX = PROBLEMS / "04_softmax_rows.py"
 CANDIDATE = (CANDIDATES / "04_softmax_rows.py").read_text()
@@ -148,8 +150,9 @@ def test_resuming_an_unknown_session_says_so(capsys):
     assert "no session 's-nope'" in capsys.readouterr().err
 
 
-def attempt(status: str, speedup: float | None) -> dict:
-    return {"status": status, "speedup_vs_eager": speedup}
+def attempt(status: str, speedup: float | None) -> Attempt:
+    return Attempt(turn=1, tool="benchmark", evaluation_id=1, code="", status=EvalStatus(status), runtime_ms=None,
+                   speedup_vs_eager=speedup, speedup_vs_compile=None)
 
 
 def test_the_best_is_the_fastest_correct_attempt():
@@ -165,8 +168,8 @@ def test_the_best_is_the_fastest_correct_attempt():
     ({"tokens": 5000}, Budget(max_tokens=4000), False, StopReason.TOKEN_BUDGET),
     ({"gpu_seconds": 61.0}, Budget(max_gpu_seconds=60), False, StopReason.GPU_BUDGET),
     ({"stale_turns": 3}, Budget(patience=3), False, StopReason.NO_IMPROVEMENT),
-    ({"best": attempt("correct", 2.5)}, Budget(target_speedup=2.0), False, StopReason.TARGET_REACHED),
-    ({"best": attempt("correct", 1.5)}, Budget(target_speedup=2.0), True, StopReason.POLICY_DONE),
+    ({"best": attempt("correct", 2.5).to_state()}, Budget(target_speedup=2.0), False, StopReason.TARGET_REACHED),
+    ({"best": attempt("correct", 1.5).to_state()}, Budget(target_speedup=2.0), True, StopReason.POLICY_DONE),
     ({"mode": "chat"}, Budget(), True, StopReason.ASK_USER),
 ])
 def test_stop_reasons(change, budget, finished, expected):

@@ -11,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.builtin_suite import check_report, log_failure, report, summary
+from dataclasses import replace
+
+from benchmarks.suite_rows import SuiteRow, check_report, failure_row, report, summary, write_row
 from benchmarks.suite import PROBLEMS
 from tools.problems import find_problem_files
 
@@ -47,9 +49,9 @@ def test_cpu_and_check_exclude_each_other(tmp_path):
     assert done.returncode == 2 and "exclude each other" in done.stderr
 
 
-def row(name: str, eager: float | None, compiled: float | None, flags=()) -> dict:
-    return {"level": 2, "name": name, "supported": True, "best_ms": 1.0 if eager else None, "best_vs_eager": eager,
-            "best_vs_compile": compiled, "best_flags": list(flags)}
+def row(name: str, eager: float | None, compiled: float | None, flags=()) -> SuiteRow:
+    return SuiteRow(level=2, name=name, status="correct" if eager else "incorrect", best_ms=1.0 if eager else None,
+                    best_vs_eager=eager, best_vs_compile=compiled, best_flags=tuple(flags))
 
 
 def test_summary_counts_every_problem_of_the_selection():
@@ -63,8 +65,8 @@ def test_summary_counts_every_problem_of_the_selection():
 
 def test_the_check_table_counts_missing_problems_as_failures(tmp_path):
     files = [f for f in find_problem_files(PROBLEMS)][:3]
-    rows = [{"level": files[0].level, "name": files[0].path.stem, "status": "correct"},
-            {"level": files[1].level, "name": files[1].path.stem, "status": "incorrect", "reason": "trial 1"}]
+    rows = [SuiteRow(level=files[0].level, name=files[0].path.stem, status="correct"),
+            SuiteRow(level=files[1].level, name=files[1].path.stem, status="incorrect", reason="trial 1")]
     text = check_report(rows, files)
     assert "2/3 checked; a correct kernel on 1/3 (33%)" in text
     assert f"| {files[2].path.stem} | not run |" in text
@@ -73,11 +75,11 @@ def test_the_check_table_counts_missing_problems_as_failures(tmp_path):
 def test_a_problem_the_run_could_not_finish_is_a_failed_row_with_its_reason():
     files = [f for f in find_problem_files(PROBLEMS)][:2]
     log = io.StringIO()
-    log_failure(log, files[0], MemoryError("trusted side: CUDA out of memory"))
-    rows = [json.loads(line) for line in log.getvalue().splitlines()]
-    assert rows[0]["name"] == files[0].path.stem and rows[0]["best_ms"] is None
-    timed = dict(rows[0], name=files[1].path.stem, level=files[1].level, evaluations=1, best_ms=1.0,
-                 best_vs_eager=2.0, best_vs_compile=1.0, error=None)
+    write_row(log, failure_row(files[0], "full", MemoryError("trusted side: CUDA out of memory")))
+    rows = [SuiteRow.from_dict(json.loads(line)) for line in log.getvalue().splitlines()]
+    assert rows[0].name == files[0].path.stem and rows[0].best_ms is None
+    timed = replace(rows[0], name=files[1].path.stem, level=files[1].level, evaluations=1, best_ms=1.0,
+                    best_vs_eager=2.0, best_vs_compile=1.0, error=None)
     text = report(rows + [timed], files)
     assert "no correct kernel: MemoryError: trusted side: CUDA out of memory" in text
     assert "2/2 run; correct kernel on 1/2 (50%)" in text

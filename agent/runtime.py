@@ -1,0 +1,91 @@
+"""The runtime: what a process opens once per device and reuses for every problem.
+
+It holds the sandbox (with its warm workers and fork server), the device, the evaluator
+(whose reference and baseline caches then serve every problem), the history store, and
+the checkpoint database with the compiled agent graph. `chat`, `optimize`, the batch
+runner and training rollouts open one and run sessions on it (`agent/session.py`).
+
+    with Runtime.open(RuntimeOptions(force_cpu=True)) as runtime:
+        for path in problems:
+            with AgentSession.open(runtime, SessionOptions(problem=path), policy) as session:
+                session.run()
+
+The sandbox opens first: its fork server must start before this process touches CUDA,
+and device detection (the device's name) initialises CUDA.
+"""
+import os
+import sqlite3
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Iterator
+
+import torch
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from agent.graph import build_graph
+from tools.device import DeviceInfo, detect
+from tools.evaluator import EvalConfig, Evaluator
+from tools.history import HistoryStore
+from tools.home import kernelpilot_home
+from tools.records import Mode
+from tools.sandbox.backends import SandboxKind, open_sandbox
+from tools.sandbox.contracts import Limits, Sandbox
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    sandbox: SandboxKind = SandboxKind.PROCESS
+    db: str | None = None                   # history store URL; None: $KERNELPILOT_HOME/history.db
+    cuda_index: int = 0
+    force_cpu: bool = False                 # the Triton interpreter even where a GPU is present
+    timeout_s: float | None = None          # wall-clock limit per sandbox step; None: the Limits defaults
+    eval: EvalConfig = field(default_factory=EvalConfig)   # trials, timing, baselines (its limits are replaced)
+    warm: int = 1                           # workers the sandbox keeps started ahead of need
+
+    def limits(self) -> Limits:
+        return Limits() if self.timeout_s is None else Limits().with_timeout(self.timeout_s)
+
+
+class Runtime:
+    """Opened once, closed once; safe to reuse for thousands of sessions, one at a time."""
+
+    def __init__(self, options: RuntimeOptions, sandbox: Sandbox, device: DeviceInfo, evaluator: Evaluator,
+                 store: HistoryStore, saver: SqliteSaver):
+        self.options, self.sandbox, self.device, self.evaluator, self.store = options, sandbox, device, evaluator, store
+        self.saver, self.graph = saver, build_graph(saver)
+
+    @staticmethod
+    @contextmanager
+    def open(options: RuntimeOptions = RuntimeOptions()) -> Iterator["Runtime"]:
+        store = HistoryStore(options.db)        # a bad URL or a corrupt file fails before anything starts
+        limits = options.limits()
+        with ExitStack() as stack:
+            sandbox = stack.enter_context(open_sandbox(options.sandbox, cuda_index(options), limits, warm=options.warm))
+            device = detect(options.cuda_index, force_cpu=options.force_cpu)
+            evaluator = Evaluator(sandbox, device, replace(options.eval, limits=limits))
+            saver = stack.enter_context(checkpoints())
+            yield Runtime(options, sandbox, device, evaluator, store, saver)
+
+    def size(self, requested: str) -> str:
+        """`auto` is full size on a GPU and the problem's small sizes in the interpreter."""
+        if requested != "auto":
+            return requested
+        return "full" if self.device.mode is Mode.GPU else "small"
+
+
+def cuda_index(options: RuntimeOptions) -> int | None:
+    """The device the sandbox serves, found without initialising CUDA in this process."""
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")    # is_available() then asks NVML, not CUDA
+    return None if options.force_cpu or not torch.cuda.is_available() else options.cuda_index
+
+
+@contextmanager
+def checkpoints() -> Iterator[SqliteSaver]:
+    """The sessions' LangGraph checkpoints: $KERNELPILOT_HOME/sessions.db."""
+    path = kernelpilot_home() / "sessions.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, check_same_thread=False)
+    try:
+        yield SqliteSaver(connection)
+    finally:
+        connection.close()
