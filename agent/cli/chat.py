@@ -22,8 +22,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from agent.cli.common import positive_int
-from agent.cli.optimize import add_session_arguments, drive, session_options
+from agent.cli.common import ExitCode, add_session_arguments, drive, positive_int, session_options
 from agent.graph import Budget, RunMode, tool_message
 from agent.policy import PolicyError
 from agent.session import AgentSession, PolicySpec, SessionOptions, open_session
@@ -209,9 +208,9 @@ def add_chat_parser(commands) -> None:
     chat.add_argument("--turns", type=positive_int, default=4, help="policy turns at most per message (default 4)")
 
 
-def run_chat(args) -> int:
+def run_chat(args) -> ExitCode:
     problem = wrap_problem(args.problem, args.name) if args.problem and args.name else args.problem
     options = session_options(args, problem, PolicySpec.parse(args.policy, args.model, args.base_url),
                               RunMode.CHAT, Budget(patience=None))
     Chat(options, Console(soft_wrap=True, highlight=False), turns_per_message=args.turns).loop()
-    return 0
+    return ExitCode.OK

@@ -11,12 +11,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from agent.cli.common import ExitCode, UsageError
 from tools.history import EvaluationRecord, HistoryStore
 from tools.problems import load_problem
-
-
-class HistoryUsageError(Exception):
-    pass
 
 
 def add_history_parser(commands) -> None:
@@ -38,16 +35,16 @@ def add_history_parser(commands) -> None:
         verb.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def run_history(args) -> int:
+def run_history(args) -> ExitCode:
     store = HistoryStore(args.db)
     if args.verb == "export":
         for record in reversed(store.records(with_source=True)):
             print(record.model_dump_json())
-        return 0
+        return ExitCode.OK
     if args.verb == "show":
         found = store.records(ids=[args.id], with_source=True)
         if not found:
-            raise HistoryUsageError(f"no evaluation with id {args.id}")
+            raise UsageError(f"no evaluation with id {args.id}")
         return _print(found, args.json, full=True)
     if args.verb == "best":
         problem = load_problem(args.problem)
@@ -57,10 +54,10 @@ def run_history(args) -> int:
     return _print(store.records(limit=args.limit), args.json)
 
 
-def _print(records: list[EvaluationRecord], as_json: bool, full: bool = False) -> int:
+def _print(records: list[EvaluationRecord], as_json: bool, full: bool = False) -> ExitCode:
     if as_json:
         print(json.dumps([r.model_dump(mode="json") for r in records]))
-        return 0
+        return ExitCode.OK
     out = Console(soft_wrap=True)
     if full:
         record = records[0]
@@ -68,13 +65,13 @@ def _print(records: list[EvaluationRecord], as_json: bool, full: bool = False) -
             out.print(f"{key}: {value}", markup=False)
         out.print("source:", markup=False)
         out.print(record.source, markup=False, highlight=False)
-        return 0
+        return ExitCode.OK
     table = Table("id", "problem", "status", "vs eager", "vs compile", "policy", "session", "created")
     for r in records:
         table.add_row(str(r.id), r.problem, r.status.value, _x(r.speedup_vs_eager), _x(r.speedup_vs_compile),
                       r.policy, r.session, r.created)
     out.print(table if records else "no evaluations stored")
-    return 0
+    return ExitCode.OK
 
 
 def _x(value: float | None) -> str:

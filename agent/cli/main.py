@@ -1,15 +1,7 @@
-"""`kernelpilot`: the command line.
+"""`kernelpilot eval`, the parser of every subcommand, and the one place errors become exit
+codes (listed in agent/cli/__init__.py).
 
     kernelpilot eval PROBLEM.py CANDIDATE.py [--json] [--trials N] [--timeout S] [--size auto|full|small]
-    kernelpilot history list | show ID | best PROBLEM.py | export     (see agent/cli/history.py)
-    kernelpilot optimize PROBLEM.py [--policy ...]                   (see agent/cli/optimize.py)
-    kernelpilot chat [FILE [NAME]]                                   (see agent/cli/chat.py)
-    kernelpilot sandbox build | check                                (see agent/cli/sandbox.py)
-
-Exit codes: 0 whenever the evaluation or run finished (whatever the verdict), 2 for
-usage errors, 3 for an unusable problem file, 4 for infrastructure failures (the
-sandbox could not start, the disk is full), 5 when the policy cannot go on (endpoint
-down, key refused, unknown model). Errors are one line on stderr, never a traceback.
 """
 import argparse
 import json
@@ -20,9 +12,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from agent.cli.common import EXIT_INFRA, EXIT_INTERRUPTED, EXIT_POLICY, EXIT_PROBLEM, EXIT_USAGE, UsageError, fail, positive_float, positive_int
+from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, fail, positive_float, positive_int
 from agent.cli.chat import add_chat_parser, run_chat
-from agent.cli.history import HistoryUsageError, add_history_parser, run_history
+from agent.cli.history import add_history_parser, run_history
 from agent.cli.optimize import add_optimize_parser, run_optimize
 from agent.cli.sandbox import add_sandbox_parser, run_sandbox
 from agent.policy import PolicyError
@@ -46,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "file defining Model, get_inputs, get_init_inputs) in a sandboxed child process: correctness "
                     "on fresh secret inputs, then on a GPU the median runtime and the speedups over eager and "
                     "torch.compile. Without a GPU, Triton runs in its interpreter and timings are null.",
-        epilog="Exit status is 0 whenever the evaluation ran, whatever the verdict.")
+        epilog=EXIT_STATUS_HELP)
     ev.add_argument("problem", type=Path, help="KernelBench-format problem file")
     ev.add_argument("candidate", type=Path, help="candidate source defining class ModelNew")
     ev.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
@@ -70,25 +62,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> ExitCode:
+    """Run one subcommand; argparse itself exits with ExitCode.USAGE on a bad command line."""
     args = build_parser().parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the sandbox's children are killed on the way out.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(ExitCode.TERMINATED))
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, HistoryUsageError) as error:
-        return fail(f"error: {error}", EXIT_USAGE)
+    except UsageError as error:
+        return fail(f"error: {error}", ExitCode.USAGE)
     except ProblemError as error:
-        return fail(f"bad problem: {error}", EXIT_PROBLEM)
+        return fail(f"bad problem: {error}", ExitCode.PROBLEM)
     except (SandboxError, HistoryError, OSError) as error:
-        return fail(f"infrastructure error: {error}", EXIT_INFRA)
+        return fail(f"infrastructure error: {error}", ExitCode.INFRA)
     except PolicyError as error:
-        return fail(f"policy error: {error}", EXIT_POLICY)
+        return fail(f"policy error: {error}", ExitCode.POLICY)
     except KeyboardInterrupt:
-        return fail("interrupted (an agent session goes on with `kernelpilot optimize --resume ID`)", EXIT_INTERRUPTED)
+        return fail("interrupted (an agent session goes on with `kernelpilot optimize --resume ID`)", ExitCode.INTERRUPTED)
 
 
-def run_eval(args) -> int:
+def run_eval(args) -> ExitCode:
     if not args.candidate.is_file():
         raise UsageError(f"{args.candidate}: no such candidate file")
     try:
@@ -108,7 +101,7 @@ def run_eval(args) -> int:
         print(json.dumps(result.summary()))
     else:
         render(result, device)
-    return 0
+    return ExitCode.OK
 
 
 def render(result: EvalResult, device: DeviceInfo) -> None:
@@ -146,7 +139,3 @@ def _x(value: float | None) -> str:
 
 COMMANDS = {"eval": run_eval, "history": run_history, "optimize": run_optimize, "chat": run_chat,
             "sandbox": run_sandbox}
-
-
-if __name__ == "__main__":
-    sys.exit(main())

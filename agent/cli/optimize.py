@@ -6,7 +6,7 @@
 
 Each turn streams to the terminal (the analysis, each tool's result, the best so far);
 `--out` gets best.py, report.md and summary.json. With `--json`, stdout carries exactly
-one JSON object (the summary) and the stream goes to stderr.
+one JSON object (the summary) and the stream goes to stderr. Exit codes: agent/cli/__init__.py.
 """
 import json
 import sys
@@ -14,14 +14,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from agent.cli.common import UsageError, positive_float, positive_int
+from agent.cli.common import (EXIT_STATUS_HELP, ExitCode, UsageError, add_session_arguments, drive, positive_float,
+                               positive_int, session_options)
 from agent.graph import Budget, RunMode
-from agent.policy import Backend
 from agent.report import write_outputs
-from agent.session import AgentSession, PolicySpec, SessionOptions, open_session
-from tools.sandbox.backends import SandboxKind
-
-TEXT_LINES = 14
+from agent.session import PolicySpec, SessionOptions, open_session
 
 
 def add_optimize_parser(commands) -> None:
@@ -33,8 +30,7 @@ def add_optimize_parser(commands) -> None:
         epilog="Policies: builtin (no LLM needed), openai (any OpenAI-compatible endpoint: --base-url, --model, "
                "OPENAI_API_KEY), replay:FILE (scripted turns). Without --policy: openai when an endpoint is "
                "configured (OPENAI_BASE_URL / KERNELPILOT_MODEL / $KERNELPILOT_HOME/config.toml), else builtin. "
-               "Exit status: 0 when the run finished (whatever it found), 2 usage, 3 bad problem, 4 sandbox or "
-               "store failure, 5 policy failure (endpoint down, key refused, unknown model).")
+               + EXIT_STATUS_HELP)
     op.add_argument("problem", type=Path, nargs="?", help="KernelBench-format problem file (omit with --resume)")
     add_session_arguments(op)
     op.add_argument("--max-turns", type=positive_int, default=10, help="policy turns at most (default 10)")
@@ -48,32 +44,6 @@ def add_optimize_parser(commands) -> None:
     op.add_argument("--json", action="store_true", help="print exactly one JSON object (the summary) on stdout")
 
 
-def add_session_arguments(parser) -> None:
-    """What `optimize` and `chat` both take: the policy, the kernel language, the sandbox,
-    the device, the store, and a session to resume."""
-    parser.add_argument("--policy", help="builtin | openai | replay:FILE")
-    parser.add_argument("--model", help="model name for the openai policy (or KERNELPILOT_MODEL)")
-    parser.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (or OPENAI_BASE_URL)")
-    parser.add_argument("--backend", type=Backend, choices=list(Backend), default=Backend.TRITON,
-                        help="kernel language (default triton)")
-    parser.add_argument("--sandbox", type=SandboxKind, choices=list(SandboxKind), default=SandboxKind.PROCESS,
-                        help="where candidates run (default process)")
-    parser.add_argument("--size", choices=["auto", "full", "small"], default="auto",
-                        help="problem size: auto = full on a GPU, the problem's SMALL_SIZES without one")
-    parser.add_argument("--cpu", action="store_true", help="use the Triton interpreter even if a GPU is present")
-    parser.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="CUDA device index (default 0)")
-    parser.add_argument("--db", metavar="URL", help="history store (SQLAlchemy URL; default $KERNELPILOT_HOME/history.db)")
-    parser.add_argument("--resume", metavar="SESSION", help="go on with an earlier session (its problem and policy)")
-
-
-def session_options(args, problem: Path | None, policy: PolicySpec, mode: RunMode, budget: Budget,
-                    timeout_s: float | None = None) -> SessionOptions:
-    """SessionOptions from the arguments `add_session_arguments` defined."""
-    return SessionOptions(problem=problem, policy=policy, backend=args.backend, mode=mode, budget=budget,
-                          size=args.size, sandbox=args.sandbox, db=args.db, cuda_index=args.gpu,
-                          force_cpu=args.cpu, timeout_s=timeout_s, session_id=args.resume)
-
-
 def options_from(args) -> SessionOptions:
     policy = PolicySpec.parse(args.policy, args.model, args.base_url)
     patience = args.patience if args.patience else (None if policy.kind == "builtin" else 5)
@@ -82,7 +52,7 @@ def options_from(args) -> SessionOptions:
     return session_options(args, args.problem, policy, RunMode.OPTIMIZE, budget, args.timeout)
 
 
-def run_optimize(args) -> int:
+def run_optimize(args) -> ExitCode:
     if (args.problem is None) == (args.resume is None):
         raise UsageError("name a PROBLEM file, or --resume SESSION (not both: a resumed session keeps its problem)")
     if args.resume and (args.policy or args.model or args.base_url):
@@ -103,35 +73,4 @@ def run_optimize(args) -> int:
         console.print(f"stopped: {summary.stop_reason}; best: {summary.status}"
                       + (f" {summary.speedup_vs_eager:.2f}x vs eager" if summary.speedup_vs_eager else "")
                       + f"; report in {out / 'report.md'}")
-    return 0
-
-
-def drive(session: AgentSession, state_input, console: Console) -> None:
-    """Run the graph, printing each update as it lands."""
-    for update in session.stream(state_input):
-        for node, change in update.items():
-            render_update(console, node, change or {})
-
-
-def render_update(console: Console, node: str, change: dict) -> None:
-    for message in change.get("messages", []):
-        if message["role"] == "assistant":
-            console.rule(f"turn {change.get('turns', '?')}")
-            console.print(clip(message.get("content") or "(no text)"), markup=False)
-            for call in message.get("tool_calls", []):
-                console.print(f"→ {call['function']['name']}", style="cyan")
-        elif message["role"] == "tool":
-            console.print(clip(message["content"]), markup=False, style="dim")
-        elif message["role"] == "user":
-            console.print(f"kernelpilot → policy: {message['content']}", style="yellow", markup=False)
-    best = change.get("best")
-    if node == "run_tools" and best:
-        speed = f"{best['speedup_vs_eager']:.2f}x vs eager" if best["speedup_vs_eager"] is not None else "untimed"
-        console.print(f"best so far: turn {best['turn']}, {best['status']}, {speed}", style="green")
-    if change.get("stop"):
-        console.print(f"stop: {change['stop']}", style="bold")
-
-
-def clip(text: str) -> str:
-    lines = text.strip().splitlines()
-    return "\n".join(lines[:TEXT_LINES]) + (f"\n  … {len(lines) - TEXT_LINES} more lines" if len(lines) > TEXT_LINES else "")
+    return ExitCode.OK

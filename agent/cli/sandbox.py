@@ -6,17 +6,17 @@
 `build --recipe offline` (default) runs sandbox_image/build_offline.sh (root, debootstrap,
 no registry); `--recipe cuda` runs `docker build` on sandbox_image/Dockerfile (needs a
 registry). `check` exits 0 when the daemon answers and the image for this machine
-(cuda with a GPU, offline without) is present, else 4, and says plainly which is missing.
+(cuda with a GPU, offline without) is present, else 4 (ExitCode.INFRA), and says plainly
+which is missing.
 """
 import json
 from dataclasses import asdict
 
+from agent.cli.common import ExitCode
 from tools.device import detect
 from tools.records import Mode
 from tools.sandbox.container_image import Recipe, build, check, default_tag
 from tools.sandbox.docker import connect
-
-EXIT_INFRA = 4
 
 
 def add_sandbox_parser(commands) -> None:
@@ -33,24 +33,24 @@ def add_sandbox_parser(commands) -> None:
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def run_sandbox(args) -> int:
-    """Raises SandboxError (exit 4 in agent/cli/main.py) when no daemon answers."""
+def run_sandbox(args) -> ExitCode:
+    """Raises SandboxError (ExitCode.INFRA, from agent/cli/main.py) when no daemon answers."""
     client = connect()
     if args.verb == "build":
         report = build(client, args.recipe, force=args.force)
         what = f"built in {report.seconds:.0f} s" if report.built else "already present, nothing to do"
         print(f"{report.tag}: {what}")
-        return 0
+        return ExitCode.OK
     return _check(client, args.json)
 
 
-def _check(client, as_json: bool) -> int:
+def _check(client, as_json: bool) -> ExitCode:
     report = check(client)
     wanted = default_tag(gpu=detect().mode is Mode.GPU)
     ok = report.images.get(wanted, False)
     if as_json:
         print(json.dumps(dict(asdict(report), wanted_image=wanted, ok=ok)))
-        return 0 if ok else EXIT_INFRA
+        return ExitCode.OK if ok else ExitCode.INFRA
     print(f"daemon: reachable, {report.daemon}")
     for tag, present in report.images.items():
         recipe = tag.split(":")[1].split("-")[0]
@@ -62,24 +62,4 @@ def _check(client, as_json: bool) -> int:
         print(f"GPU runtime: absent (runtimes: {', '.join(report.runtimes)}); GPU containers cannot start "
               "here, CPU containers (Triton interpreter) can")
     print(f"leftover sandbox containers: {', '.join(report.leftovers) or 'none'}")
-    return 0 if ok else EXIT_INFRA
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m agent.cli.sandbox build|check`: the same verbs before agent/cli/main.py wires them."""
-    import argparse
-    import sys
-
-    from tools.sandbox.process import SandboxError
-
-    parser = argparse.ArgumentParser(prog="kernelpilot")
-    add_sandbox_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    try:
-        return run_sandbox(parser.parse_args(["sandbox", *(sys.argv[1:] if argv is None else argv)]))
-    except SandboxError as error:
-        print(f"kernelpilot: infrastructure error: {error}", file=sys.stderr)
-        return EXIT_INFRA
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return ExitCode.OK if ok else ExitCode.INFRA
