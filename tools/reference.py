@@ -8,7 +8,7 @@ import torch
 
 from tools.problems import Problem, ProblemError
 from tools.sandbox.protocol import flatten_output
-from tools.sandbox.worker import strict_precision_flags
+from tools.sandbox.precision import strict_precision_flags
 
 
 class Reference:

@@ -151,7 +151,7 @@ def take_launches() -> list[dict]:
 def _watched_owners() -> dict[str, object]:
     from triton.runtime import interpreter, jit
 
-    from tools.sandbox import protocol, shm, worker
+    from tools.sandbox import precision, protocol, shm, worker
 
     return {
         "time": time, "builtins": builtins, "torch": torch, "torch._C": torch._C, "torch.Tensor": torch.Tensor,
@@ -161,6 +161,7 @@ def _watched_owners() -> dict[str, object]:
         "triton.JITFunction": jit.JITFunction,
         "triton.InterpretedFunction": interpreter.InterpretedFunction,
         "tools.sandbox.worker": worker, "tools.sandbox.protocol": protocol, "tools.sandbox.shm": shm,
+        "tools.sandbox.precision": precision,
         "tools.sandbox.audit": sys.modules[__name__],
     }
 

@@ -24,6 +24,7 @@ import traceback
 import torch
 
 from tools.sandbox import audit, confine
+from tools.sandbox.precision import precision_flags, strict_precision_flags
 from tools.sandbox.protocol import (REQUEST_KEYS, REQUEST_OPTIONAL, ProtocolError, failure, flatten_output, pack,
                                     unpack)
 from tools.sandbox.shm import open_arena
@@ -140,33 +141,6 @@ def init_device(settings: dict) -> torch.device:
         torch.cuda.set_per_process_memory_fraction(settings["gpu_memory_fraction"], device)
     torch.zeros(1, device=device)   # creates the context now, before the confinement
     return device
-
-
-def strict_precision_flags() -> None:
-    """fp32 means fp32: the reference and the baselines run the same way."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
-
-
-def precision_flags() -> dict:
-    matmul = torch.backends.cuda.matmul
-    flags = {
-        "torch.backends.cuda.matmul.allow_tf32": matmul.allow_tf32,
-        "torch.backends.cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        "allow_fp16_reduced_precision_reduction": matmul.allow_fp16_reduced_precision_reduction,
-        "allow_bf16_reduced_precision_reduction": matmul.allow_bf16_reduced_precision_reduction,
-    }
-    # torch 2.9+ spells the same policy per backend as `fp32_precision`
-    for owner, name in ((torch.backends, "torch.backends"), (matmul, "torch.backends.cuda.matmul"),
-                        (torch.backends.cudnn, "torch.backends.cudnn"),
-                        (getattr(torch.backends.cudnn, "conv", None), "torch.backends.cudnn.conv"),
-                        (getattr(torch.backends, "mkldnn", None), "torch.backends.mkldnn")):
-        value = getattr(owner, "fp32_precision", None) if owner is not None else None
-        if value is not None:
-            flags[f"{name}.fp32_precision"] = str(value)
-    return flags
 
 
 def flags_changed(session: dict) -> list:
