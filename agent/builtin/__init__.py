@@ -1,5 +1,6 @@
 """kernelpilot's built-in policy: Triton kernels from a captured op graph, no LLM.
 
+    ir.py         the op graph (OpGraph, OpNode, Ref), CaptureError, the tables that bind a call's arguments
     capture.py    the reference forward as an op graph (torch.fx + ShapeProp on meta tensors)
     export.py     the capture's fallback: torch.export's aten graph in the form capture reads
     rewrite.py    exact algebraic rewrites (diagonal products as scalings); fold.py, fold_conv.py the folds

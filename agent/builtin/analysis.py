@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 
 from agent.builtin import ops
-from agent.builtin.capture import OpGraph, OpNode
+from agent.builtin.ir import OpGraph, OpNode
 from agent.builtin.partition import Stage, StageKind
 from agent.builtin.search import library_fits
 from tools.device import DeviceInfo

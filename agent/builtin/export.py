@@ -2,7 +2,7 @@
 used as Python numbers: `range(x.shape[1])`): export runs them on fake tensors, so those
 sizes become constants at get_inputs' shapes. The aten graph is rewritten into the form
 `capture.convert` reads: an aten call with a torch builtin of the same schema calls it
-(`aten.softmax.int` as `torch.softmax`), arguments `capture.SIGNATURES` does not place
+(`aten.softmax.int` as `torch.softmax`), arguments `ir.SIGNATURES` does not place
 going by schema keyword; a linear, convolution or norm with a module's own weights and
 settings is that module's call again. Other aten calls stay as they are.
 
@@ -16,7 +16,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from agent.builtin.capture import ALIASES, SIGNATURES, CaptureError
+from agent.builtin.ir import ALIASES, SIGNATURES, CaptureError
 
 aten = torch.ops.aten
 LAYERS = {aten.linear.default: nn.Linear, aten.conv1d.default: nn.Conv1d, aten.conv2d.default: nn.Conv2d,

@@ -20,7 +20,7 @@ weights on every call (no cached weights), so it stays right when they change.
 """
 from dataclasses import dataclass, replace
 
-from agent.builtin.capture import OpGraph, OpNode, Ref
+from agent.builtin.ir import OpGraph, OpNode, Ref
 
 AFFINE = ("mul", "div", "add", "sub")
 

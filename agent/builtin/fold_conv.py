@@ -19,8 +19,8 @@ fold.py's GEMM folds, and judged by the evaluator's tolerances like any kernel.
 import math
 from dataclasses import dataclass
 
-from agent.builtin.capture import OpGraph, OpNode, Ref
 from agent.builtin.fold import Affine, affine_chain, scaled, splice
+from agent.builtin.ir import OpGraph, OpNode, Ref
 from agent.builtin.ops import CONVS
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from agent.builtin import ops
-from agent.builtin.capture import OpGraph, OpNode
+from agent.builtin.ir import OpGraph, OpNode
 
 
 class Unsupported(Exception):

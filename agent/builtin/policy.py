@@ -21,12 +21,14 @@ from dataclasses import dataclass
 
 from agent.builtin import search
 from agent.builtin.analysis import Work, analysis_text, launch_bound, unsupported_text
-from agent.builtin.capture import CaptureError, OpGraph, capture
+from agent.builtin.capture import capture
+from agent.builtin.ir import CaptureError, OpGraph
 from agent.builtin.partition import Stage, Unsupported, partition
 from agent.builtin.plans.common import Config
 from agent.builtin.plans.program import build_source
 from agent.builtin.rewrite import rewrite
 from agent.policy import Attempt, PolicyTurn, ToolCall, TurnInput
+from tools import roofline
 from tools.device import DeviceInfo
 from tools.problems import Problem, ProblemError
 from tools.records import EvalStatus, Mode
@@ -219,8 +221,7 @@ class BuiltinPolicy:
         if self.known_ceilings is not None:
             return self.known_ceilings
         if device.name not in self._ceilings:
-            from tools import roofline      # measures once per device, cached on disk
-            self._ceilings[device.name] = roofline.ceilings(device.torch_device)
+            self._ceilings[device.name] = roofline.ceilings(device.torch_device)   # measured once, cached on disk
         return self._ceilings[device.name]
 
 

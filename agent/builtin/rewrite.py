@@ -25,9 +25,9 @@ import math
 from dataclasses import replace
 
 from agent.builtin import ops
-from agent.builtin.capture import OpGraph, OpNode, Ref
 from agent.builtin.fold import fold_pool, fold_sum
 from agent.builtin.fold_conv import fold_conv_depth_mean, fold_conv_mean
+from agent.builtin.ir import OpGraph, OpNode, Ref
 from agent.builtin.partition import Unsupported, classify
 from agent.builtin.torch_call import TorchCall
 

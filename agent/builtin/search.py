@@ -12,7 +12,7 @@ to it (measured runtimes keyed by configuration), so it is deterministic.
 import math
 from dataclasses import dataclass, replace
 
-from agent.builtin.capture import OpGraph
+from agent.builtin.ir import OpGraph
 from agent.builtin.partition import Stage, StageKind
 from agent.builtin.ops import MAX_ROW
 from agent.builtin.plans import long_rows, matmul

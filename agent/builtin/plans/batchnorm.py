@@ -10,7 +10,7 @@ elementwise kernel: x read once more, the output written once. The wrapper updat
 module's running statistics exactly as nn.BatchNorm does, so the module stays usable in
 eval mode afterwards.
 """
-from agent.builtin.capture import OpGraph
+from agent.builtin.ir import OpGraph
 from agent.builtin.partition import Operand, Stage
 from agent.builtin.plans.common import (Body, Config, Emitted, dtype_name, epilogue, forward_expr, load_cast,
                                         module_expr)

@@ -7,7 +7,7 @@ coalesced (BLOCK_R, BLOCK_I) tile, loaded once; the max, the exponentials and th
 stay in registers, and the result (and its epilogue) is stored once. Eager PyTorch runs
 such a softmax as a strided kernel and every op after it as another pass.
 """
-from agent.builtin.capture import OpGraph
+from agent.builtin.ir import OpGraph
 from agent.builtin.ops import MAX_STRIDED_MAP
 from agent.builtin.partition import Operand, Stage, Unsupported
 from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, epilogue, forward_expr, load_cast

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import torch
 
 from agent.builtin import ops
-from agent.builtin.capture import OpGraph, OpNode, Ref
-from agent.builtin.partition import Operand, Stage, Unsupported
+from agent.builtin.ir import OpGraph, OpNode, Ref
+from agent.builtin.partition import Operand, Stage, Unsupported, classify
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,6 @@ class Body:
         return f"{self.fresh(node.name)} = {expr}  # {node.op}"
 
     def kinds(self, target: tuple[int, ...], forced: dict[str, Operand] | None = None) -> dict[str, Operand]:
-        from agent.builtin.partition import classify
         forced = forced or {}
         return {name: forced.get(name) or classify(self.graph.node(name).shape, target) for name in self.inputs}
 

@@ -7,7 +7,7 @@ Eager writes the convolution's output, then reads and writes it again for the bi
 (inside cuDNN) and for every later op; here the bias is a per-channel operand of the
 fused elementwise kernel, so the output crosses memory once more in total.
 """
-from agent.builtin.capture import OpGraph, OpNode, Ref
+from agent.builtin.ir import OpGraph, OpNode, Ref
 from agent.builtin.partition import Operand, Stage
 from agent.builtin.plans import conv_triton, library
 from agent.builtin.plans.common import Config, Emitted, forward_expr

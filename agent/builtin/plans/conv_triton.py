@@ -18,7 +18,7 @@ weight once per M tile, the input once per N tile), and only the values the grap
 are written, once. Exact fp32 uses `input_precision="ieee"` (no tensor cores), so cuDNN
 usually wins in fp32; the search measures both.
 """
-from agent.builtin.capture import OpGraph, Ref
+from agent.builtin.ir import OpGraph, Ref
 from agent.builtin.partition import Operand, Stage, Unsupported
 from agent.builtin.plans.common import (GROUPED_TILES, MATMUL_TILES, Body, Config, Emitted, dtype_name, forward_expr,
                                         load_cast)

@@ -6,7 +6,7 @@ times in BLOCK steps — the mean, then the variance around it (two passes keep 
 exact), then the normalised, per-channel affine output — and the epilogue runs on the
 last pass before the only store.
 """
-from agent.builtin.capture import OpGraph, Ref
+from agent.builtin.ir import OpGraph, Ref
 from agent.builtin.partition import Operand, Stage, Unsupported
 from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, epilogue, forward_expr, load_cast
 

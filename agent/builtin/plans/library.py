@@ -6,7 +6,7 @@ Eager reads and writes the op's output once more for every later elementwise op;
 the chain is one pass. With no chain after it the op is just a line of the forward, and
 the program needs some other stage to hold a Triton kernel.
 """
-from agent.builtin.capture import OpGraph, OpNode
+from agent.builtin.ir import OpGraph, OpNode
 from agent.builtin.partition import Operand, Stage, StageKind
 from agent.builtin.plans import pointwise
 from agent.builtin.plans.common import Config, Emitted, forward_expr

@@ -13,7 +13,7 @@ search starts on cuBLAS and tries the `tl.dot` kernel as its neighbour.
 """
 import torch
 
-from agent.builtin.capture import OpGraph, OpNode, Ref
+from agent.builtin.ir import OpGraph, OpNode, Ref
 from agent.builtin.partition import Operand, Stage, Unsupported
 from agent.builtin.plans import library
 from agent.builtin.plans.common import (GROUPED_TILES, MATMUL_TILES, Body, Config, Emitted, dtype_name, forward_expr,

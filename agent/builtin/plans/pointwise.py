@@ -7,7 +7,7 @@ sample and position), the chain runs in fp32
 registers, and each value the graph needs later is stored once: one read of each input
 and one write of each output instead of one pass per eager op.
 """
-from agent.builtin.capture import OpGraph
+from agent.builtin.ir import OpGraph
 from agent.builtin.partition import Operand, Stage
 from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, forward_expr, load_cast
 

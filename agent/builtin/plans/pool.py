@@ -12,7 +12,7 @@ the only store, so the pooled tensor crosses memory once.
 """
 import math
 
-from agent.builtin.capture import OpGraph, OpNode
+from agent.builtin.ir import OpGraph, OpNode
 from agent.builtin.partition import Operand, Stage
 from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, forward_expr, load_cast
 from agent.builtin.plans.pointwise import INDEX

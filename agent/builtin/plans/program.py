@@ -11,7 +11,7 @@ import ast
 import re
 import textwrap
 
-from agent.builtin.capture import OpGraph, Ref
+from agent.builtin.ir import OpGraph, Ref
 from agent.builtin.partition import Stage, StageKind, Unsupported
 from agent.builtin.plans import (batchnorm, conv, groupnorm, library, matmul, pointwise, pool, reduce, rows,
                                  tap_sums, total)

@@ -6,7 +6,7 @@ BLOCK_R rows, so every load is a coalesced (BLOCK_R, BLOCK_I) tile; sums accumul
 fp32, arg-reductions keep the first index of the extreme value, as torch does. Softmax,
 log-softmax and logsumexp over such a dim are channel_map.py's.
 """
-from agent.builtin.capture import OpGraph
+from agent.builtin.ir import OpGraph
 from agent.builtin.partition import Operand, Stage, Unsupported
 from agent.builtin.plans import channel_map
 from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, forward_expr, load_cast

@@ -19,7 +19,7 @@ A tap (index j, stride s, padding p, dilation d) reads input index i when
 - plain:      u = i - (j*d - p) is in [0, s*(O-1)] and a multiple of s (O: output size);
 - transposed: o = i*s - p + j*d is in [0, O) (the output position it writes).
 """
-from agent.builtin.capture import OpGraph
+from agent.builtin.ir import OpGraph
 from agent.builtin.partition import Stage
 from agent.builtin.plans.common import Config, Emitted, dtype_name, forward_expr, load_cast
 

@@ -5,7 +5,7 @@ prologue (the elementwise chain that feeds the reduction, never written to memor
 one fp32 partial; one program of the second reduces the partials in order (so the
 result is deterministic, unlike atomics) and runs the scalar epilogue before the store.
 """
-from agent.builtin.capture import OpGraph
+from agent.builtin.ir import OpGraph
 from agent.builtin.partition import Operand, Stage, Unsupported
 from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, forward_expr, load_cast
 
