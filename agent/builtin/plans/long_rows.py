@@ -12,12 +12,12 @@ A last loop recomputes and stores the row-level outputs; row-scalar outputs are 
 once. A softmax therefore reads its row three times and writes it once.
 """
 from agent.builtin import ops
-from agent.builtin.capture import OpGraph, OpNode, Ref
+from agent.builtin.ir import OpGraph, OpNode, Ref
 from agent.builtin.partition import Operand, Stage, Unsupported
 from agent.builtin.plans.common import Body, Config, Emitted, forward_expr, load_cast
+from agent.builtin.plans.row_wrapper import NEG_INF, POS_INF, wrapper
 
 DEFAULT_BLOCK = 4096
-NEG_INF, POS_INF = 'float("-inf")', 'float("inf")'
 # reduction -> (accumulator's initial value, how a block folds in, how the accumulator reduces)
 FOLDS = {
     "sum": ("0.0", "{acc} + tl.where(mask, {a}, 0.0)", "tl.sum({acc}, axis=0)"),
@@ -51,7 +51,6 @@ def {name}_kernel(
 ):
     row = tl.program_id(axis=0).to(tl.int64)  # rows * n_cols can pass 2**31
 ''' + "".join(f"    {line}\n" for line in lines)
-    from agent.builtin.plans.rows import wrapper     # rows imports this module for its dispatch
     body = writer.body
     return Emitted(kernel, wrapper(stage, graph, body, writer.kinds, outs, name, config,
                                    config.row_block or DEFAULT_BLOCK),

@@ -8,17 +8,16 @@ the epilogue all run on it in fp32, and only what the graph needs is stored: a
 softmax is one read and one write, an RMS norm written as five torch ops is too.
 Masked lanes are set to each reduction's neutral element before it reduces.
 """
-from agent.builtin.capture import OpGraph, OpNode, Ref
-from agent.builtin.ops import MAX_ROW
+from agent.builtin import ops
+from agent.builtin.ir import OpGraph, OpNode, Ref
 from agent.builtin.partition import Operand, Stage, Unsupported
 from agent.builtin.plans import long_rows
-from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, forward_expr, load_cast
-
-NEG_INF, POS_INF = 'float("-inf")', 'float("inf")'
+from agent.builtin.plans.common import Body, Config, Emitted, forward_expr, load_cast
+from agent.builtin.plans.row_wrapper import NEG_INF, POS_INF, row_level, wrapper
 
 
 def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
-    if stage.shape[-1] > MAX_ROW or (config.row_block and long_rows.loopable(stage)):
+    if stage.shape[-1] > ops.MAX_ROW or (config.row_block and long_rows.loopable(stage)):
         return long_rows.emit(stage, graph, config, name)     # a scan keeps its whole row whatever row_block says
     body = Body(stage, graph)
     kinds = body.kinds(stage.shape)
@@ -26,7 +25,7 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     for node in stage.body:
         lines += _row_op(body, node) if node.refs and _is_row_op(node) else [body.pointwise(node)]
     outs = [f"out{j}" for j in range(len(stage.outputs))]
-    lines += [_store(o, body.var[v], _row_level(graph.node(v), stage)) for o, v in zip(outs, stage.outputs)]
+    lines += [_store(o, body.var[v], row_level(graph.node(v), stage)) for o, v in zip(outs, stage.outputs)]
     params = "".join(f"    {body.var[n]}_ptr,  # {kinds[n].value} operand\n" for n in body.inputs)
     params += "".join(f"    {o}_ptr,  # output\n" for o in outs)
     kernel = f'''
@@ -45,12 +44,7 @@ def {name}_kernel(
 
 
 def _is_row_op(node: OpNode) -> bool:
-    from agent.builtin import ops
     return node.op in ops.ROW_REDUCTIONS | ops.ROW_MAPS
-
-
-def _row_level(node: OpNode, stage: Stage) -> bool:
-    return node.shape == stage.shape
 
 
 def _load(var: str, kind: Operand, node: OpNode) -> str:
@@ -130,27 +124,3 @@ def _layer_norm(body: Body, node: OpNode, a: str) -> list[str]:
             f"{diff} = tl.where(mask, {a} - {mean}, 0.0)",
             f"{rstd} = 1.0 / tl.sqrt(tl.sum({diff} * {diff}, axis=0) / n_cols + {float(node.attrs['eps'])!r})",
             f"{body.fresh(node.name)} = {y}  # layer_norm"]
-
-
-def wrapper(stage: Stage, graph: OpGraph, body: Body, kinds: dict, outs: list[str], name: str,
-            config: Config, block: int | None = None) -> str:
-    """Check, allocate, launch one program per row; `block` is the step of a looping row
-    program (None: the whole row in one block)."""
-    args = [body.var[n] for n in body.inputs]
-    full = [a for a, n in zip(args, body.inputs) if kinds[n] is Operand.FULL]
-    if not full:
-        raise Unsupported("a row program with no full-size operand")
-    lines = [f"shape = {full[0]}.shape", "n_cols = shape[-1]", "n_rows = {0}.numel() // n_cols".format(full[0])]
-    if block is None:
-        lines.append(f"assert n_cols <= {MAX_ROW}, 'rows longer than {MAX_ROW} need the looping row program'")
-    lines += [f"{a} = {a}.contiguous()" for a, n in zip(args, body.inputs) if kinds[n] is not Operand.SCALAR]
-    for o, v in zip(outs, stage.outputs):
-        node = graph.node(v)
-        out_shape = "shape" if _row_level(node, stage) else ("shape[:-1] + (1,)" if node.shape[-1:] == (1,)
-                                                                and len(node.shape) == len(stage.shape) else "shape[:-1]")
-        lines.append(f"{o} = torch.empty({out_shape}, device={full[0]}.device, dtype={dtype_name(node.dtype)})")
-    lines += [f"BLOCK_N = {block}" if block else "BLOCK_N = triton.next_power_of_2(n_cols)",
-              f"{name}_kernel[(n_rows,)]({', '.join(args + outs)}, n_cols, BLOCK_N=BLOCK_N, "
-              f"num_warps={config.row_warps})",
-              f"return {', '.join(outs)}"]
-    return f"\ndef {name}({', '.join(args)}):\n" + "".join(f"    {line}\n" for line in lines)
