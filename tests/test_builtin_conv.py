@@ -11,7 +11,7 @@ import pytest
 
 from agent.builtin import BuiltinPolicy, search
 from agent.builtin.policy import make_plan
-from tests.test_builtin import EXTRA, extra_problem
+from tests.builtin_helpers import EXTRA, extra_problem
 from tools.records import EvalStatus
 
 # name -> (forward body, inputs, init inputs (a, b), layers)
@@ -42,7 +42,7 @@ CONVS = {
                                     "self.scale = nn.Parameter(torch.randn(b, 1, 1))\n        "
                                     "self.shift = nn.Parameter(torch.randn(1))"),
 }
-# level-2 shapes of work from tests/test_builtin.py where the convolution has company
+# level-2 shapes of work from tests/builtin_helpers.py where the convolution has company
 MIXED = ["conv_transpose3d_clamp", "conv_groupnorm_mean"]
 
 

@@ -16,7 +16,7 @@ from agent.builtin.partition import StageKind
 from agent.builtin.plans.common import Config
 from agent.builtin.policy import make_plan
 from agent.policy import has_analysis
-from tests.test_builtin import extra_problem, first_turn
+from tests.builtin_helpers import extra_problem, first_turn
 from tools.records import EvalStatus
 
 

@@ -12,7 +12,7 @@ import torch
 from agent.builtin import BuiltinPolicy
 from agent.builtin.plans.common import Config
 from agent.builtin.policy import make_plan
-from tests.test_builtin import EXTRA, extra_problem
+from tests.builtin_helpers import EXTRA, extra_problem
 from tools.device import detect
 from tools.evaluator import EvalConfig, Evaluator
 from tools.records import EvalStatus
