@@ -17,11 +17,12 @@ import time
 from pathlib import Path
 
 from benchmarks.suite import suite_pairs
-from tools.device import detect
+from tools.device import detect, pick_index
 from tools.evaluator import EvalConfig, Evaluator
 from tools.problems import load_problem
 from tools.records import EvalStatus, Flag
-from tools.sandbox.process import Limits, ProcessSandbox
+from tools.sandbox.contracts import Limits
+from tools.sandbox.process import ProcessSandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 CHEATS = ROOT / "tests" / "cheats"
@@ -73,12 +74,12 @@ def main() -> int:
     parser.add_argument("--cpu", action="store_true", help="Triton interpreter, small sizes, CPU fixtures only")
     parser.add_argument("--baselines", action="store_true", help="also time eager and torch.compile (slower)")
     args = parser.parse_args()
-    device = detect(force_cpu=args.cpu)
-    size = "small" if device.cuda_index is None else "full"
+    size = "small" if pick_index(force_cpu=args.cpu) is None else "full"
     args.out.mkdir(parents=True, exist_ok=True)
     limits = Limits(load_s=120, first_call_s=120, call_s=30, timing_s=180)
     rows, ok = [], True
-    with ProcessSandbox(device.cuda_index, limits) as sandbox, open(args.out / "cheats.jsonl", "a") as log:
+    with ProcessSandbox(pick_index(force_cpu=args.cpu), limits) as sandbox, open(args.out / "cheats.jsonl", "a") as log:
+        device = detect(force_cpu=args.cpu)   # after the sandbox: its fork server starts before CUDA
         evaluator = Evaluator(sandbox, device, EvalConfig(limits=limits, baselines=args.baselines))
         for path in sorted(CHEATS.glob("*.py")):
             fields = header(path)

@@ -22,7 +22,8 @@ from tools.problems import load_problem
 from tools.records import EvalStatus
 from tools.sandbox.container_spec import DockerConfig
 from tools.sandbox.docker import DockerSandbox
-from tools.sandbox.process import Limits, ProcessSandbox
+from tools.sandbox.contracts import Limits
+from tools.sandbox.process import ProcessSandbox
 
 ROOT = Path(__file__).resolve().parent
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from benchmarks.suite import suite_pairs
-from tools.device import detect
+from tools.device import detect, pick_index
 from tools.evaluator import EvalConfig, Evaluator
 from tools.problems import load_problem
 from tools.sandbox.process import ProcessSandbox
@@ -28,13 +28,13 @@ def main() -> int:
     parser.add_argument("--only", default="*", help="glob over problem names (default: all)")
     parser.add_argument("--out", type=Path, help="folder for throughput.json")
     args = parser.parse_args()
-    device = detect()
-    if device.cuda_index is None:
+    if pick_index() is None:
         print("eval_throughput: no CUDA GPU here; nothing measured", file=sys.stderr)
         return 1
     pairs = suite_pairs(args.only)
     problems = {pair.name: load_problem(pair.problem) for pair in pairs}
-    with ProcessSandbox(device.cuda_index, warm=1) as sandbox:
+    with ProcessSandbox(pick_index(), warm=1) as sandbox:
+        device = detect()   # after the sandbox: its fork server starts before this process initialises CUDA
         evaluator = Evaluator(sandbox, device, EvalConfig(baselines=False))
         for pair in pairs:   # pass 1: compile caches, references, lint
             evaluator.evaluate(problems[pair.name], pair.candidate.read_text())

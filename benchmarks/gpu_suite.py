@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from benchmarks.suite import suite_pairs
-from tools.device import detect
+from tools.device import detect, pick_index
 from tools.evaluator import EvalConfig, Evaluator
 from tools.problems import load_problem
 from tools.records import EvalResult
@@ -28,12 +28,12 @@ def main() -> int:
     parser.add_argument("--repeat", help="problem whose candidate is evaluated --times times in separate evaluations")
     parser.add_argument("--times", type=int, default=5)
     args = parser.parse_args()
-    device = detect()
-    if device.cuda_index is None:
+    if pick_index() is None:
         print("gpu_suite: no CUDA GPU here; timings need one (nothing measured)", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
-    with ProcessSandbox(device.cuda_index) as sandbox, open(args.out / "suite.jsonl", "a") as log:
+    with ProcessSandbox(pick_index()) as sandbox, open(args.out / "suite.jsonl", "a") as log:
+        device = detect()   # after the sandbox: its fork server starts before this process initialises CUDA
         evaluator = Evaluator(sandbox, device, EvalConfig())
         rows = [evaluate(evaluator, pair, log) for pair in suite_pairs(args.only)]
         print(table(rows, device.name))

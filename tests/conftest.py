@@ -7,7 +7,8 @@ import pytest
 from tools.device import detect
 from tools.evaluator import EvalConfig, Evaluator
 from tools.problems import load_problem
-from tools.sandbox.process import Limits, ProcessSandbox
+from tools.sandbox.contracts import Limits
+from tools.sandbox.process import ProcessSandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBLEMS = ROOT / "benchmarks" / "problems"

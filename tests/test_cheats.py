@@ -173,14 +173,14 @@ def test_gpu_fixture_gets_its_verdict(gpu_cheat_evaluator, fixture):
 
 @pytest.fixture(scope="module")
 def gpu_cheat_evaluator():
-    from tools.device import detect
+    from tools.device import detect, pick_index
     from tools.evaluator import EvalConfig, Evaluator
-    from tools.sandbox.process import Limits, ProcessSandbox
+    from tools.sandbox.contracts import Limits
+    from tools.sandbox.process import ProcessSandbox
 
-    device = detect()
     limits = Limits(load_s=120, first_call_s=120, call_s=30, timing_s=120)
-    with ProcessSandbox(device.cuda_index, limits) as sandbox:
-        yield Evaluator(sandbox, device, EvalConfig(limits=limits, baselines=False))
+    with ProcessSandbox(pick_index(), limits) as sandbox:   # before detect(): the fork server starts before CUDA
+        yield Evaluator(sandbox, detect(), EvalConfig(limits=limits, baselines=False))
 
 
 # ----------------------------------------------------------------------------- the timed loop's judgement
@@ -207,7 +207,12 @@ def timed_chunk(answers):
 
 
 def test_every_timed_call_is_checked_on_its_own_fresh_set():
-    from tools.timing import TimingConfig, judge_chunk
+    from tools.records import Phase
+    from tools.sandbox.replies import ReplyKind, parse_reply
+    from tools.timing import TimingConfig, judge_chunk as judge_wire
+
+    def judge_chunk(reply, *args, **kwargs):   # the wire reply, parsed once as the trusted side does
+        return judge_wire(parse_reply(reply, ReplyKind.TIMED, Phase.TIME), *args, **kwargs)
 
     config = TimingConfig(iters=2, checked_calls=0)
     chunk, reply = timed_chunk([1, 0])

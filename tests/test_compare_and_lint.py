@@ -9,12 +9,14 @@ from tools.device import detect
 from tools.lint import lint_problem
 from tools.problems import load_problem
 from tools.reference import Reference
+from tools.sandbox.replies import parse_output_meta
 
 
-def meta(*items):
-    return {"container": "tensor", "items": [{"type": "torch.Tensor", "device": "cpu", "shares_input_storage": False,
-                                             "dtype": "torch.float32", "shape": [2, 3], "written": True, **item}
-                                            for item in items]}
+def meta(*items, container="tensor"):
+    """The worker's facts about the outputs, parsed as the trusted side reads them."""
+    return parse_output_meta({"container": container, "items": [
+        {"type": "torch.Tensor", "device": "cpu", "shares_input_storage": False, "dtype": "torch.float32",
+         "shape": [2, 3], "written": True, **item} for item in items]})
 
 
 def test_fp32_accuracy_passes_and_tf32_like_error_fails():
@@ -56,7 +58,7 @@ def test_non_finite_values_must_match_and_integers_must_be_equal():
 ])
 def test_output_contract(item, words):
     assert words in check_contract("tensor", [torch.zeros(2, 3)], meta(item), "cpu")
-    assert "a tuple of 1" in check_contract("tensor", [torch.zeros(2, 3)], {**meta({}), "container": "tuple"}, "cpu")
+    assert "a tuple of 1" in check_contract("tensor", [torch.zeros(2, 3)], meta({}, container="tuple"), "cpu")
     assert check_contract("tensor", [torch.zeros(2, 3)], meta({}), "cpu") == ""
 
 

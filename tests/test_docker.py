@@ -25,7 +25,7 @@ from tools.sandbox.container_box import labelled, remove_labelled
 from tools.sandbox.container_image import default_tag
 from tools.sandbox.container_spec import (LABEL, DockerConfig, GpuSelection, HostDirs, container_kwargs,
                                           gpu_request, worker_cuda_index)
-from tools.sandbox.process import GiB, Limits, SandboxError
+from tools.sandbox.contracts import GiB, Limits, SandboxError
 
 HOSTILE = FIXTURES / "hostile"
 LIMITS = Limits(start_s=90, load_s=15, first_call_s=15, call_s=6, timing_s=30, host_memory_bytes=4 * GiB)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tests.conftest import CANDIDATES, FIXTURES, PROBLEMS, read
-from tools.device import detect
+from tools.device import detect, pick_index
 from tools.evaluator import EvalConfig, Evaluator
 from tools.problems import load_problem
 from tools.records import EvalStatus, Mode
@@ -30,9 +30,8 @@ class ModelNew(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def gpu_evaluator():
-    device = detect()
-    with ProcessSandbox(device.cuda_index) as sandbox:
-        yield Evaluator(sandbox, device, EvalConfig())
+    with ProcessSandbox(pick_index()) as sandbox:   # before detect(): the fork server starts before CUDA
+        yield Evaluator(sandbox, detect(), EvalConfig())
 
 
 def test_honest_candidate_is_timed_against_both_baselines(gpu_evaluator):

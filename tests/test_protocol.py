@@ -5,9 +5,10 @@ import pickle
 import pytest
 import torch
 
-from tools.evaluator import failed
-from tools.records import EvalStatus
+from tools.evaluator import failed as failed_outcome
+from tools.records import EvalStatus, Phase
 from tools.sandbox.protocol import REPLY_KEYS, ProtocolError, expect, pack, unpack, unpack_reply
+from tools.sandbox.replies import ReplyKind, parse_reply
 from tools.sandbox.shm import Arena, ArenaError
 
 
@@ -33,6 +34,9 @@ def test_a_pickle_with_code_is_refused_not_run(capsys):
 
 
 def test_forged_failure_records_and_wrong_answers_are_findings():
+    def failed(reply):   # the evaluator's reading of a wire reply: parsed once, then judged
+        return failed_outcome(parse_reply(reply, ReplyKind.RAN, Phase.RUN))
+
     forged = {"kind": "failure", "status": "correct", "phase": "run", "message": "", "traceback": ""}
     assert failed(forged).status is EvalStatus.REJECTED
     assert failed({**forged, "status": "timeout", "phase": "elsewhere"}).status is EvalStatus.REJECTED

@@ -2,7 +2,8 @@
 forging one) could send them: no GPU needed, only the judgement is under test."""
 import torch
 
-from tools.records import EvalStatus, Flag
+from tools.records import EvalStatus, Flag, Phase
+from tools.sandbox.replies import ReplyKind, parse_reply
 from tools.timing import TimingConfig, judge_timing
 
 CONFIG = TimingConfig(iters=10, checked_calls=2)
@@ -12,8 +13,10 @@ META = {"container": "tensor", "items": [{"type": "torch.Tensor", "device": "cpu
 
 
 def reply(event=1.0, wall=1.05, flags=(), indices=(2, 7)):
-    return {"kind": "timed", "event_ms": [event] * 10, "wall_ms": [wall] * 10, "loop_wall_s": 0.02,
-            "checked_meta": [{"index": i, "meta": META} for i in indices], "flags_changed": list(flags)}
+    """A `timed` reply as the trusted side reads it: the wire dict, parsed once."""
+    return parse_reply({"kind": "timed", "event_ms": [event] * 10, "wall_ms": [wall] * 10, "loop_wall_s": 0.02,
+                        "checked_meta": [{"index": i, "meta": META} for i in indices], "flags_changed": list(flags)},
+                       ReplyKind.TIMED, Phase.TIME)
 
 
 def checked(output=EXPECTED):

@@ -18,13 +18,14 @@ from tools import timing
 from tools.device import DeviceInfo, versions
 from tools.records import Baselines, EvalStatus
 from tools.reference import Reference
-from tools.sandbox.process import Limits, cache_dir
-from tools.sandbox.protocol import expect, load_request
+from tools.sandbox.contracts import Limits, Sandbox, cache_dir
+from tools.sandbox.protocol import load_request
+from tools.sandbox.replies import Failure, ask
 from tools.sandbox.shm import Exchange
 
 
 class BaselineStore:
-    def __init__(self, sandbox, device: DeviceInfo, exchange: Exchange, config: timing.TimingConfig,
+    def __init__(self, sandbox: Sandbox, device: DeviceInfo, exchange: Exchange, config: timing.TimingConfig,
                  limits: Limits = Limits()):
         self.sandbox, self.device, self.exchange, self.config, self.limits = sandbox, device, exchange, config, limits
         self.folder = cache_dir() / "baselines"
@@ -58,10 +59,10 @@ class BaselineStore:
         problem = reference.problem
         worker = self.sandbox.worker()
         try:
-            loaded = expect(worker.call(load_request(problem.source, "Model", problem.init_inputs(), torch_compile),
-                                        self.limits.load_s), "loaded", "load")
-            if loaded["kind"] == "failure":
-                notes.append(f"{label} baseline failed to load: {loaded['message']}")
+            loaded = ask(worker, load_request(problem.source, "Model", problem.init_inputs(), torch_compile),
+                         self.limits.load_s)
+            if isinstance(loaded, Failure):
+                notes.append(f"{label} baseline failed to load: {loaded.message}")
                 return None
             self.sandbox.settle()
             timed = timing.time_candidate(worker, self.exchange, reference, self.config, self.limits)

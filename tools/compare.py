@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tools.sandbox.replies import OutputMeta
+
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -37,25 +39,25 @@ class Comparison:
     rel_error: float | None = None
 
 
-def check_contract(ref_container: str, reference: list[torch.Tensor], meta: dict, device: str) -> str:
+def check_contract(ref_container: str, reference: list[torch.Tensor], meta: OutputMeta, device: str) -> str:
     """'' when the worker's facts about the outputs match the reference's exact form,
     else what is wrong."""
-    items = meta["items"]
-    if meta["container"] != ref_container or len(items) != len(reference):
-        return f"output is a {meta['container']} of {len(items)}, expected a {ref_container} of {len(reference)}"
+    items = meta.items
+    if meta.container != ref_container or len(items) != len(reference):
+        return f"output is a {meta.container} of {len(items)}, expected a {ref_container} of {len(reference)}"
     for index, (ref, item) in enumerate(zip(reference, items)):
         label = "output" if ref_container == "tensor" else f"output {index}"
-        if item["type"] != "torch.Tensor":
-            return f"{label} is a {item['type']}, expected exactly torch.Tensor"
-        if item["device"] != device:
-            return f"{label} is on {item['device']}, expected {device}"
-        if item["dtype"] != str(ref.dtype):
-            return f"{label} has dtype {item['dtype']}, expected {ref.dtype}"
-        if list(item["shape"]) != list(ref.shape):
-            return f"{label} has shape {tuple(item['shape'])}, expected {tuple(ref.shape)}"
-        if item["shares_input_storage"]:
+        if item.type != "torch.Tensor":
+            return f"{label} is a {item.type}, expected exactly torch.Tensor"
+        if item.device != device:
+            return f"{label} is on {item.device}, expected {device}"
+        if item.dtype != str(ref.dtype):
+            return f"{label} has dtype {item.dtype}, expected {ref.dtype}"
+        if list(item.shape) != list(ref.shape):
+            return f"{label} has shape {tuple(item.shape)}, expected {tuple(ref.shape)}"
+        if item.shares_input_storage:
             return f"{label} shares storage with an input"
-        if item["written"] is not True:
+        if item.written is not True:
             return f"{label} was not delivered by the worker"
     return ""
 
@@ -139,7 +141,7 @@ def _numeric(ref: torch.Tensor, out: torch.Tensor, tol: Tolerance, label: str, s
 
 
 def judge_call(container: str, expected: list[torch.Tensor], inputs: list[torch.Tensor] | None,
-               outputs: list, meta: dict, inputs_after: list | None, device: str) -> Comparison:
+               outputs: list, meta: OutputMeta, inputs_after: list | None, device: str) -> Comparison:
     """Contract, then untouched inputs, then numerics: one call's outputs (the arena
     slots the worker wrote) against the reference."""
     broken = check_contract(container, expected, meta, device)

@@ -24,10 +24,18 @@ class DeviceInfo:
         return str(self.torch_device)
 
 
+def pick_index(cuda_index: int = 0, force_cpu: bool = False) -> int | None:
+    """The CUDA device `detect` will describe (None: the Triton interpreter), found without
+    initialising CUDA, so that a process sandbox can be opened first."""
+    return None if force_cpu or not torch.cuda.is_available() else cuda_index
+
+
 def detect(cuda_index: int = 0, force_cpu: bool = False) -> DeviceInfo:
-    if force_cpu or not torch.cuda.is_available():
+    """The device, by name: initialises CUDA on a GPU (open the process sandbox before)."""
+    index = pick_index(cuda_index, force_cpu)
+    if index is None:
         return DeviceInfo(Mode.CPU_INTERPRETER, "cpu", None)
-    return DeviceInfo(Mode.GPU, torch.cuda.get_device_name(cuda_index), cuda_index)
+    return DeviceInfo(Mode.GPU, torch.cuda.get_device_name(index), index)
 
 
 def versions() -> dict[str, str]:

@@ -18,7 +18,7 @@ fp16/bf16/TF32 in an fp32 problem, or an error using >10% of the tolerance, flag
 `precision_policy`; a speedup above 10x eager or above the roofline is flagged
 `excessive_speedup` and audited by a second, stricter run.
 
-    evaluator = Evaluator(ProcessSandbox(None), detect(), EvalConfig())
+    evaluator = Evaluator(ProcessSandbox(None), detect(), EvalConfig())   # the sandbox before detect(): CUDA
     result = evaluator.evaluate(load_problem("p.py", size="small"), open("c.py").read())
 """
 import hashlib
@@ -39,10 +39,11 @@ from tools.provenance import Provenance
 from tools.static_check import Finding, Severity, check_source
 from tools.problems import Problem
 from tools.records import (EvalResult, EvalStatus, Flag, KernelShare, LintReport, Mode, Phase, ProfileResult,
-                           TimingStats, failure_verdict)
+                           TimingStats)
 from tools.reference import Reference
-from tools.sandbox.process import Limits
-from tools.sandbox.protocol import expect, load_request
+from tools.sandbox.contracts import Limits, Sandbox, Worker
+from tools.sandbox.protocol import load_request
+from tools.sandbox.replies import Failure, Profiled, Ready, Reply, ask
 from tools.sandbox.shm import Exchange, arena_bytes
 from tools.timing import TimingConfig, time_candidate
 
@@ -92,7 +93,7 @@ class Evaluator:
     """Evaluates candidates on one device through one sandbox; keeps each problem's
     reference, lint and baselines between calls (batch runs evaluate many candidates)."""
 
-    def __init__(self, sandbox, device: DeviceInfo, config: EvalConfig = EvalConfig(),
+    def __init__(self, sandbox: Sandbox, device: DeviceInfo, config: EvalConfig = EvalConfig(),
                  baselines: BaselineStore | None = None):
         self.sandbox, self.device, self.config = sandbox, device, config
         self.exchange = Exchange(device.torch_device)
@@ -113,7 +114,7 @@ class Evaluator:
         return result.model_copy(update={"static_findings": [f.text() for f in findings],
                                          "seconds": time.perf_counter() - start})
 
-    def _attempt(self, context: ProblemContext, source: str, config: EvalConfig) -> tuple["Outcome", dict, str]:
+    def _attempt(self, context: ProblemContext, source: str, config: EvalConfig) -> tuple[Outcome, Ready | None, str]:
         """One run of the candidate in a fresh worker: (outcome, the worker's ready facts, log tail)."""
         worker = self.sandbox.worker()
         try:
@@ -157,21 +158,19 @@ class Evaluator:
         worker = self.sandbox.worker()
         arena = self.exchange.acquire(arena_bytes([(x.shape, x.dtype) for x in inputs]))
         try:
-            reply = expect(worker.call(load_request(source, "ModelNew", problem.init_inputs()),
-                                       self.config.limits.load_s), "loaded", "load")
-            if reply["kind"] != "failure":
+            reply = ask(worker, load_request(source, "ModelNew", problem.init_inputs()), self.config.limits.load_s)
+            if not isinstance(reply, Failure):
                 refs = [arena.put(x) for x in inputs]
                 self.exchange.ready(arena)
-                reply = expect(worker.call({"kind": "profile", "arena": arena.describe(), "inputs": refs,
-                                            "calls": calls}, self.config.limits.timing_s), "profiled", "profile")
+                reply = ask(worker, {"kind": "profile", "arena": arena.describe(), "inputs": refs, "calls": calls},
+                            self.config.limits.timing_s)
         finally:
             self.exchange.release(arena)
             worker.close()
             self.exchange.collect()
-        if reply["kind"] == "failure":
-            status, _, reason = failure_verdict(reply)
-            return ProfileResult(available=True, reason=reason, status=status, kernels=[], device_ms_per_call=None,
-                                 roofline=None, device=self.device.name)
+        if isinstance(reply, Failure):
+            return ProfileResult(available=True, reason=reply.message, status=reply.status, kernels=[],
+                                 device_ms_per_call=None, roofline=None, device=self.device.name)
         result = profile_result(reply, self.device.name)
         roof = roofline.place(context.reference, inputs, result.device_ms_per_call)
         return result.model_copy(update={"roofline": roof})
@@ -191,19 +190,18 @@ class Evaluator:
         self._contexts.move_to_end(key)
         return self._contexts[key]
 
-    def _run(self, context: ProblemContext, worker, source: str, config: EvalConfig) -> Outcome:
+    def _run(self, context: ProblemContext, worker: Worker, source: str, config: EvalConfig) -> Outcome:
         problem = context.reference.problem
-        loaded = expect(worker.call(load_request(source, "ModelNew", problem.init_inputs()), config.limits.load_s),
-                        "loaded", "load")
-        if loaded["kind"] == "failure":
+        loaded = ask(worker, load_request(source, "ModelNew", problem.init_inputs()), config.limits.load_s)
+        if isinstance(loaded, Failure):
             return failed(loaded)
-        if loaded["flags_changed"]:
+        if loaded.flags_changed:
             return Outcome(EvalStatus.REJECTED, f"importing the candidate changed global precision flags: "
-                           f"{', '.join(loaded['flags_changed'])}", Phase.LOAD)
-        if judge_audit(loaded):
-            return Outcome(EvalStatus.REJECTED, f"while importing: {judge_audit(loaded)}", Phase.LOAD)
+                           f"{', '.join(loaded.flags_changed)}", Phase.LOAD)
+        if judge_audit(loaded.audit):
+            return Outcome(EvalStatus.REJECTED, f"while importing: {judge_audit(loaded.audit)}", Phase.LOAD)
         provenance = Provenance()
-        provenance.add(loaded["audit"]["launches"], 0, "load")
+        provenance.add(loaded.audit.launches, 0, "load")
         outcome = replace(self._check_trials(context, worker, config, provenance), provenance=provenance)
         if outcome.status is not EvalStatus.CORRECT or self.device.mode is Mode.CPU_INTERPRETER or not config.timed:
             return outcome
@@ -215,7 +213,7 @@ class Evaluator:
             provenance.add(launches, forwards, f"timed request {index + 1}")
         return replace(outcome, timing=timed.stats, flags=timed.flags)
 
-    def _check_trials(self, context: ProblemContext, worker, config: EvalConfig, provenance: Provenance) -> Outcome:
+    def _check_trials(self, context: ProblemContext, worker: Worker, config: EvalConfig, provenance: Provenance) -> Outcome:
         reference, limits = context.reference, config.limits
         seeds = [secret_seed() for _ in range(config.trials)]   # drawn after the candidate loaded
         worst_abs, worst_rel = 0.0, 0.0
@@ -225,12 +223,12 @@ class Evaluator:
             label = f"trial {trial + 1} ({distribution.value} inputs)"
             reply, verdict = run_trial(worker, self.exchange, container, expected, inputs, self.device.worker_device,
                                        limits.first_call_s if trial == 0 else limits.call_s)
-            if reply["kind"] == "failure":
+            if isinstance(reply, Failure):
                 return replace(failed(reply, label), trials_run=trial + 1, trials_passed=trial)
-            if judge_audit(reply):
-                return Outcome(EvalStatus.REJECTED, f"{label}: {judge_audit(reply)}", Phase.RUN,
+            if judge_audit(reply.audit):
+                return Outcome(EvalStatus.REJECTED, f"{label}: {judge_audit(reply.audit)}", Phase.RUN,
                                trials_run=trial + 1, trials_passed=trial)
-            provenance.add(reply["audit"]["launches"], 1, label)
+            provenance.add(reply.audit.launches, 1, label)
             worst_abs = max(worst_abs, verdict.max_abs_error or 0.0)
             worst_rel = max(worst_rel, verdict.rel_error or 0.0)
             if not verdict.ok:
@@ -239,14 +237,14 @@ class Evaluator:
         return Outcome(EvalStatus.CORRECT, "", None, worst_abs, worst_rel, config.trials, config.trials)
 
     def _result(self, problem: Problem, source: str, context: ProblemContext, outcome: Outcome,
-                ready: dict | None, log: str, seconds: float, config: EvalConfig) -> EvalResult:
+                ready: Ready | None, log: str, seconds: float, config: EvalConfig) -> EvalResult:
         flags = list(outcome.flags)
         if context.lint.degenerate:
             flags.append(Flag.DEGENERATE_PROBLEM)
-        isolated = bool(ready and ready["network_isolated"])
+        isolated = ready is not None and ready.network_isolated
         if not isolated:
             flags.append(Flag.NETWORK_NOT_ISOLATED)
-        if self.sandbox.backend == "process" and not (ready and ready.get("fs_isolated")):
+        if not (ready is not None and ready.fs_isolated):   # the worker says (docker: its container's read-only root)
             flags.append(Flag.FILESYSTEM_NOT_ISOLATED)
         eager_ms = compile_ms = None
         notes = []
@@ -264,14 +262,14 @@ class Evaluator:
             speedup_vs_eager=ratio(eager_ms, runtime), speedup_vs_compile=ratio(compile_ms, runtime),
             device=self.device.name, mode=self.device.mode, size=problem.size, problem=problem.name,
             problem_hash=problem.hash, candidate_hash=hashlib.sha256(source.encode()).hexdigest(),
-            sandbox=self.sandbox.backend, network_isolated=isolated, versions=versions(),
+            sandbox=str(self.sandbox.backend), network_isolated=isolated, versions=versions(),
             lint_findings=context.lint.findings, notes=[*notes, *outcome.notes], log=log, seconds=seconds,
             kernels=outcome.provenance.kernels() if outcome.provenance else [],
         )
 
 
-def run_trial(worker, exchange: Exchange, container: str, expected: list[torch.Tensor], inputs: list[torch.Tensor],
-              device: str, timeout: float) -> tuple[dict, Comparison | None]:
+def run_trial(worker: Worker, exchange: Exchange, container: str, expected: list[torch.Tensor],
+              inputs: list[torch.Tensor], device: str, timeout: float) -> tuple[Reply, Comparison | None]:
     """One `run` request: inputs into the arena, the call, then the outputs the worker
     put in the slots and the inputs as the call left them, judged against the reference."""
     arena = exchange.acquire(arena_bytes([(x.shape, x.dtype) for x in inputs] + [(y.shape, y.dtype) for y in expected]))
@@ -280,11 +278,11 @@ def run_trial(worker, exchange: Exchange, container: str, expected: list[torch.T
         seen = [arena.view(ref) for ref in in_refs]
         outputs, out_refs = arena.slots(expected)
         exchange.ready(arena)
-        reply = expect(worker.call({"kind": "run", "arena": arena.describe(), "inputs": in_refs,
-                                    "output_slots": out_refs}, timeout), "ran", "run")
-        if reply["kind"] == "failure":
+        reply = ask(worker, {"kind": "run", "arena": arena.describe(), "inputs": in_refs, "output_slots": out_refs},
+                    timeout)
+        if isinstance(reply, Failure):
             return reply, None
-        return reply, judge_call(container, expected, inputs, outputs, reply["output_meta"], seen, device)
+        return reply, judge_call(container, expected, inputs, outputs, reply.output_meta, seen, device)
     finally:
         exchange.release(arena)
 
@@ -319,17 +317,16 @@ def imprecise(outcome: Outcome) -> bool:
     return outcome.rel_error is not None and outcome.rel_error > PRECISION_FRACTION * TOLERANCES[torch.float32].rel_l2
 
 
-def failed(reply: dict, label: str = "") -> Outcome:
-    status, phase, reason = failure_verdict(reply)
-    return Outcome(status, f"{label}: {reason}" if label else reason, phase)
+def failed(reply: Failure, label: str = "") -> Outcome:
+    return Outcome(reply.status, f"{label}: {reply.message}" if label else reply.message, reply.phase)
 
 
-def profile_result(reply: dict, device: str) -> ProfileResult:
-    calls = max(reply["calls"], 1)
-    total_us = sum(k["device_us"] for k in reply["kernels"]) or 1.0
-    kernels = sorted((KernelShare(name=k["name"], launches_per_call=k["count"] / calls,
-                                  device_ms_per_call=k["device_us"] / calls / 1e3, share=k["device_us"] / total_us)
-                      for k in reply["kernels"]), key=lambda k: k.share, reverse=True)
+def profile_result(reply: Profiled, device: str) -> ProfileResult:
+    calls = max(reply.calls, 1)
+    total_us = sum(k.device_us for k in reply.kernels) or 1.0
+    kernels = sorted((KernelShare(name=k.name, launches_per_call=k.count / calls,
+                                  device_ms_per_call=k.device_us / calls / 1e3, share=k.device_us / total_us)
+                      for k in reply.kernels), key=lambda k: k.share, reverse=True)
     return ProfileResult(available=True, reason="", status=None, kernels=kernels,
                          device_ms_per_call=total_us / calls / 1e3, roofline=None, device=device)
 

@@ -7,7 +7,7 @@ own floating inputs by 10. Integer inputs (indices, class targets) always keep t
 problem's own draw, which is what gives them a valid range.
 """
 import secrets
-from enum import Enum
+from enum import StrEnum
 
 import torch
 
@@ -16,7 +16,7 @@ from tools.problems import Problem
 SCALE = 10.0
 
 
-class Distribution(str, Enum):
+class Distribution(StrEnum):
     OWN = "own"
     SIGNED = "signed"
     SCALED = "scaled"

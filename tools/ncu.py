@@ -26,7 +26,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from tools.problems import Problem
-from tools.sandbox.process import scrubbed_env
+from tools.sandbox.contracts import scrubbed_env
 
 METRICS = {
     "gpu__time_duration.sum": "duration_us",

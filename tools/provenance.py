@@ -14,6 +14,8 @@ graphs captured or replayed other than through `torch.cuda.CUDAGraph`.
 """
 from dataclasses import dataclass, field
 
+from tools.sandbox.replies import Launch
+
 
 @dataclass
 class Provenance:
@@ -21,13 +23,13 @@ class Provenance:
     forwards: int = 0
     short: list[str] = field(default_factory=list)   # requests whose forwards outnumbered own launches
 
-    def add(self, launches: list[dict], forwards: int, label: str) -> None:
+    def add(self, launches: tuple[Launch, ...], forwards: int, label: str) -> None:
         """The launches one request reported, for `forwards` calls of forward (0 for a load)."""
         own = 0
         for launch in launches:
-            key = (launch["name"], launch["own"])
-            self.counts[key] = self.counts.get(key, 0) + launch["count"]
-            own += launch["count"] if launch["own"] else 0
+            key = (launch.name, launch.own)
+            self.counts[key] = self.counts.get(key, 0) + launch.count
+            own += launch.count if launch.own else 0
         self.forwards += forwards
         if own < forwards:
             self.short.append(f"{label}: {own} launches of its own kernels for {forwards} forward call(s)")

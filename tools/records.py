@@ -5,12 +5,12 @@ agent, history store, RL reward) reads. Failures of the candidate are data here,
 never exceptions.
 """
 import statistics
-from enum import Enum
+from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
 
-class EvalStatus(str, Enum):
+class EvalStatus(StrEnum):
     CORRECT = "correct"
     INCORRECT = "incorrect"
     COMPILE_ERROR = "compile_error"
@@ -20,7 +20,7 @@ class EvalStatus(str, Enum):
     REJECTED = "rejected"
 
 
-class Flag(str, Enum):
+class Flag(StrEnum):
     """Policy findings: they annotate a verdict, they do not change it."""
 
     DEGENERATE_PROBLEM = "degenerate_problem"
@@ -32,28 +32,24 @@ class Flag(str, Enum):
     EXCESSIVE_SPEEDUP = "excessive_speedup"    # above 10x eager or above the roofline: audited again
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     GPU = "gpu"
     CPU_INTERPRETER = "cpu-interpreter"
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     START = "start"
     LOAD = "load"
     RUN = "run"
     TIME = "time"
+    PROFILE = "profile"
 
 
-WORKER_FAILURES = {"compile_error", "runtime_error", "crashed", "timeout"}
+class Bound(StrEnum):
+    """Which roofline floor is higher for one forward."""
 
-
-def failure_verdict(reply: dict) -> tuple[EvalStatus, Phase | None, str]:
-    """A worker's `failure` reply as (status, phase, reason). The reply crossed from the
-    candidate's process, so a status a failure cannot have, or an unknown phase, is a
-    forgery and itself the verdict."""
-    if reply["status"] not in WORKER_FAILURES or reply["phase"] not in {p.value for p in Phase}:
-        return EvalStatus.REJECTED, None, f"forged failure record from the worker (status {reply['status']!r})"
-    return EvalStatus(reply["status"]), Phase(reply["phase"]), reply["message"]
+    MEMORY = "memory"
+    COMPUTE = "compute"
 
 
 class Frozen(BaseModel):
@@ -122,7 +118,7 @@ class Roofline(Frozen):
     achieved_tflops: float
     ceiling_gbps: float
     ceiling_tflops: float
-    bound: str                # "memory" or "compute": which floor is higher
+    bound: Bound              # which floor is higher
     fraction_of_roofline: float   # the floor's time over the measured time (1.0 = at the roof)
 
 
@@ -139,34 +135,36 @@ class ProfileResult(Frozen):
 
 
 class EvalResult(Frozen):
-    status: EvalStatus
-    flags: list[Flag]
-    reason: str
-    phase: Phase | None
-    max_abs_error: float | None
-    rel_error: float | None
-    trials_run: int
-    trials_passed: int
-    runtime_ms: float | None
-    timing: TimingStats | None
-    eager_ms: float | None
-    compile_ms: float | None
-    speedup_vs_eager: float | None
-    speedup_vs_compile: float | None
-    device: str
-    mode: Mode
-    size: str
-    problem: str
-    problem_hash: str
-    candidate_hash: str
-    sandbox: str
-    network_isolated: bool
-    versions: dict[str, str]
-    lint_findings: list[str]
-    notes: list[str]          # what kept a number from being measured (a baseline that failed)
-    log: str
-    seconds: float
-    kernels: list[str] = []   # kernels the candidate's forwards launched, "name x count" (own ones first)
+    """One evaluation of one candidate on one problem: the verdict, its evidence, the numbers."""
+
+    status: EvalStatus              # the verdict: correct, or how the candidate failed
+    flags: list[Flag]               # policy findings on top of the verdict (they do not change it)
+    reason: str                     # why it is not correct, in words ('' when correct)
+    phase: Phase | None             # where it failed (load, run, time, ...); None when correct
+    max_abs_error: float | None     # worst absolute error over the trials that ran
+    rel_error: float | None         # worst relative L2 error over the trials that ran
+    trials_run: int                 # correctness trials started
+    trials_passed: int              # correctness trials whose outputs matched the reference
+    runtime_ms: float | None        # median time of one forward (CUDA events); None untimed
+    timing: TimingStats | None      # the timed loop's statistics; None untimed
+    eager_ms: float | None          # the problem's own Model, eager, timed the same way
+    compile_ms: float | None        # the problem's Model under torch.compile, timed the same way
+    speedup_vs_eager: float | None  # eager_ms / runtime_ms
+    speedup_vs_compile: float | None   # compile_ms / runtime_ms
+    device: str                     # the device's name ("NVIDIA H100 80GB HBM3", "cpu")
+    mode: Mode                      # GPU, or the CPU Triton interpreter (correctness only)
+    size: str                       # the problem's input size ("full", "small")
+    problem: str                    # the problem's name
+    problem_hash: str               # sha256 of the problem's source: keys caches and the history store
+    candidate_hash: str             # sha256 of the candidate's source
+    sandbox: str                    # the sandbox backend that ran it ("process", "docker")
+    network_isolated: bool          # the worker had no network
+    versions: dict[str, str]        # torch, triton, python and CUDA versions
+    lint_findings: list[str]        # the problem lint's findings (why a degenerate_problem flag)
+    notes: list[str]                # what kept a number from being measured (a baseline that failed)
+    log: str                        # the end of what the candidate printed
+    seconds: float                  # wall-clock time of the whole evaluation
+    kernels: list[str] = []         # kernels the candidate's forwards launched, "name x count" (own ones first)
     static_findings: list[str] = []   # tools/static_check.py's findings on the source
 
     def summary(self) -> dict:

@@ -11,9 +11,9 @@ import json
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tools.records import Roofline
+from tools.records import Bound, Roofline
 from tools.reference import Reference
-from tools.sandbox.process import cache_dir
+from tools.sandbox.contracts import cache_dir
 
 COPY_BYTES = 1 << 30
 MATMUL_N = 8192
@@ -48,7 +48,7 @@ def place(reference: Reference, inputs: list[torch.Tensor], runtime_ms: float) -
     seconds = runtime_ms / 1e3
     return Roofline(flops=flops, min_bytes=moved, achieved_gbps=moved / seconds / 1e9,
                     achieved_tflops=flops / seconds / 1e12, ceiling_gbps=bandwidth / 1e9,
-                    ceiling_tflops=rate / 1e12, bound="compute" if flops / rate > moved / bandwidth else "memory",
+                    ceiling_tflops=rate / 1e12, bound=Bound.COMPUTE if flops / rate > moved / bandwidth else Bound.MEMORY,
                     fraction_of_roofline=floor_s / seconds)
 
 

@@ -21,7 +21,7 @@ Rules (flag): no Triton kernel and no C++/CUDA extension at all; lower-precision
 """
 import ast
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 FORBIDDEN_MODULES = {
     "subprocess": "process spawning", "socket": "network access", "multiprocessing": "process spawning",
@@ -46,7 +46,7 @@ IDENTITY_CALLS = {"data_ptr", "id", "hash", "untyped_storage", "storage", "_cdat
 SYNC_CALLS = {"wait_stream", "synchronize", "wait_event", "wait"}
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     REJECT = "reject"
     FLAG = "flag"
 

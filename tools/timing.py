@@ -25,13 +25,12 @@ import torch
 from tools.compare import check_contract, compare, judge_call
 from tools.inputs import Distribution, draw, secret_seed, tensor_bytes
 from tools.integrity import judge_audit
-from tools.records import EvalStatus, Flag, TimingStats, failure_verdict
+from tools.records import EvalStatus, Flag, TimingStats
 from tools.reference import Reference
-from tools.sandbox.process import Limits
-from tools.sandbox.protocol import expect
+from tools.sandbox.contracts import GiB, Limits, Worker
+from tools.sandbox.replies import Failure, Launch, Reply, TimedReply, ask
 from tools.sandbox.shm import Arena, Exchange, arena_bytes
 
-GiB = 1024**3
 MISMATCH_RATIO = 1.25      # wall median above 1.25x the event median ...
 MISMATCH_SLACK_MS = 0.1    # ... plus launch and synchronize latency
 HOG_SHARE = 0.5            # a candidate holding more than this share of the device starved the trusted side
@@ -54,7 +53,7 @@ class Timed:
     reason: str = ""
     stats: TimingStats | None = None
     flags: tuple[Flag, ...] = ()
-    launches: tuple = ()            # (launches the worker counted, forward calls) per timed request
+    launches: tuple[tuple[tuple[Launch, ...], int], ...] = ()   # (launches counted, forward calls) per request
 
 
 @dataclass
@@ -77,7 +76,7 @@ def input_set_count(set_bytes: int, config: TimingConfig) -> int:
     return max(1, min(config.iters, config.max_input_sets, config.input_budget_bytes // max(set_bytes, 1)))
 
 
-def time_candidate(worker, exchange: Exchange, reference: Reference, config: TimingConfig, limits: Limits,
+def time_candidate(worker: Worker, exchange: Exchange, reference: Reference, config: TimingConfig, limits: Limits,
                    audited: bool = False) -> Timed:
     """Warm-up and `config.iters` timed calls in as many chunks as the input budget
     needs. `audited`: also judge the worker's audit (candidates; baselines run trusted code)."""
@@ -105,11 +104,11 @@ def time_candidate(worker, exchange: Exchange, reference: Reference, config: Tim
         chunk = None                # let this chunk's sets and outputs go before the next are drawn
         if verdict.status is not EvalStatus.CORRECT:
             return verdict
-        event_ms += reply["event_ms"]
-        wall_ms += reply["wall_ms"]
-        loop_s += reply["loop_wall_s"]
-        if "audit" in reply:
-            launches.append((reply["audit"]["launches"], count + (config.warmup if offset == 0 else 0)))
+        event_ms += reply.event_ms
+        wall_ms += reply.wall_ms
+        loop_s += reply.loop_wall_s
+        if reply.audit is not None:
+            launches.append((reply.audit.launches, count + (config.warmup if offset == 0 else 0)))
     stats = TimingStats.from_samples(event_ms, wall_ms, loop_s)
     mismatch = stats.wall_median_ms > MISMATCH_RATIO * stats.median_ms + MISMATCH_SLACK_MS
     return Timed(EvalStatus.CORRECT, "", stats, (Flag.TIMING_MISMATCH,) if mismatch else (), tuple(launches))
@@ -152,8 +151,8 @@ def draw_into(arena: Arena, reference: Reference, chunk: Chunk, index: int) -> l
     return refs
 
 
-def run_chunk(worker, exchange: Exchange, reference: Reference, chunk: Chunk, set_shapes: list,
-              warm: list[torch.Tensor] | None, config: TimingConfig, limits: Limits) -> tuple[dict, float]:
+def run_chunk(worker: Worker, exchange: Exchange, reference: Reference, chunk: Chunk, set_shapes: list,
+              warm: list[torch.Tensor] | None, config: TimingConfig, limits: Limits) -> tuple[Reply, float]:
     """One `time` request; the reply with the trusted side's views of what came back
     (sample and whole-output slots, attached to the chunk), and its wall-clock seconds.
     `warm`, the warm-up set, is moved into the arena: the list is emptied."""
@@ -180,7 +179,7 @@ def run_chunk(worker, exchange: Exchange, reference: Reference, chunk: Chunk, se
                        check_slots=[refs for _, refs in full])
         exchange.ready(arena)
         started = time.perf_counter()
-        reply = expect(worker.call(request, limits.timing_s), "timed", "time")
+        reply = ask(worker, request, limits.timing_s)
         host_s = time.perf_counter() - started
         # copies: the arena is reused by the next request
         chunk.sample_outputs = [[v.clone() for v in views] for views, _ in samples]
@@ -190,20 +189,19 @@ def run_chunk(worker, exchange: Exchange, reference: Reference, chunk: Chunk, se
         exchange.release(arena)
 
 
-def judge_chunk(reply: dict, chunk: Chunk, offset: int, config: TimingConfig, host_s: float, audited: bool) -> Timed:
-    if reply["kind"] == "failure":
-        status, _, reason = failure_verdict(reply)
-        return Timed(status, f"timing: {reason}")
+def judge_chunk(reply: Reply, chunk: Chunk, offset: int, config: TimingConfig, host_s: float, audited: bool) -> Timed:
+    if isinstance(reply, Failure):
+        return Timed(reply.status, f"timing: {reply.message}")
     count, device = len(chunk.schedule), str(chunk.positions[0].device) if chunk.positions else "cpu"
-    if audited and judge_audit(reply):
-        return Timed(EvalStatus.REJECTED, f"timing: {judge_audit(reply)}")
+    if audited and judge_audit(reply.audit):
+        return Timed(EvalStatus.REJECTED, f"timing: {judge_audit(reply.audit)}")
     checked = [(call, chunk.container, chunk.full[call], chunk.full_outputs[call]) for call in sorted(chunk.full)]
     verdict = judge_timing(reply, checked, device, replace(config, iters=count), host_s)
     if verdict.status is not EvalStatus.CORRECT:
         return verdict
-    if len(reply.get("call_meta", [])) != count:
+    if len(reply.call_meta or ()) != count:
         return Timed(EvalStatus.REJECTED, "timing: the worker did not return every timed call's samples")
-    for call, meta in enumerate(reply["call_meta"]):
+    for call, meta in enumerate(reply.call_meta):
         label = f"timed call {offset + call + 1} of {config.iters}"
         broken = check_contract(chunk.container, chunk.like, meta, device)
         if broken:
@@ -214,29 +212,29 @@ def judge_chunk(reply: dict, chunk: Chunk, offset: int, config: TimingConfig, ho
     return verdict
 
 
-def judge_timing(reply: dict, checked: list, device: str, config: TimingConfig, host_s: float) -> Timed:
+def judge_timing(reply: TimedReply, checked: list, device: str, config: TimingConfig, host_s: float) -> Timed:
     """`checked`: (call index, reference container, reference outputs, arena slots) per checked call."""
-    event_ms, wall_ms = reply["event_ms"], reply["wall_ms"]
+    event_ms, wall_ms = reply.event_ms, reply.wall_ms
     if not _valid_samples(event_ms, config.iters) or not _valid_samples(wall_ms, config.iters):
         return Timed(EvalStatus.REJECTED, "timing: the worker returned malformed timings")
-    if reply["flags_changed"]:
+    if reply.flags_changed:
         return Timed(EvalStatus.REJECTED, f"timing: the candidate changed global precision flags: "
-                     f"{', '.join(reply['flags_changed'])}")
+                     f"{', '.join(reply.flags_changed)}")
     if sum(event_ms) / 1e3 > host_s:
         return Timed(EvalStatus.REJECTED, f"timing: the events add up to {sum(event_ms) / 1e3:.3f} s but the whole "
                      f"timed request took {host_s:.3f} s of wall-clock time (timers tampered with)")
-    if [entry["index"] for entry in reply["checked_meta"]] != [entry[0] for entry in checked]:
+    if [entry.index for entry in reply.checked_meta] != [entry[0] for entry in checked]:
         return Timed(EvalStatus.REJECTED, "timing: the worker returned other calls than the ones asked for")
-    for (index, container, expected, outputs), entry in zip(checked, reply["checked_meta"]):
-        verdict = judge_call(container, expected, None, outputs, entry["meta"], None, device)
+    for (index, container, expected, outputs), entry in zip(checked, reply.checked_meta):
+        verdict = judge_call(container, expected, None, outputs, entry.meta, None, device)
         if not verdict.ok:
             return Timed(EvalStatus.INCORRECT, f"timed call {index + 1} of {config.iters}: {verdict.reason}")
-    if not 0 <= reply["loop_wall_s"] <= host_s:
+    if not 0 <= reply.loop_wall_s <= host_s:
         return Timed(EvalStatus.REJECTED, "timing: the worker returned a malformed loop time")
-    stats = TimingStats.from_samples(event_ms, wall_ms, reply["loop_wall_s"])
+    stats = TimingStats.from_samples(list(event_ms), list(wall_ms), reply.loop_wall_s)
     mismatch = stats.wall_median_ms > MISMATCH_RATIO * stats.median_ms + MISMATCH_SLACK_MS
     return Timed(EvalStatus.CORRECT, "", stats, (Flag.TIMING_MISMATCH,) if mismatch else ())
 
 
-def _valid_samples(samples: list[float], count: int) -> bool:
+def _valid_samples(samples: tuple[float, ...], count: int) -> bool:
     return len(samples) == count and all(math.isfinite(x) and x >= 0 for x in samples)

@@ -27,7 +27,7 @@ import docker.errors
 import requests.exceptions
 
 from tools.sandbox.container_spec import HostDirs
-from tools.sandbox.process import SandboxError
+from tools.sandbox.contracts import SandboxError
 
 CONTROL_BYTES = 1024 * 1024
 POLL_S = 0.05

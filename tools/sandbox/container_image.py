@@ -24,7 +24,7 @@ import docker.errors
 
 from tools.sandbox.container_box import labelled
 from tools.sandbox.container_spec import IMAGE_REPOSITORY, LABEL
-from tools.sandbox.process import SandboxError
+from tools.sandbox.contracts import SandboxError
 
 IMAGE_DIR = Path(__file__).resolve().parents[2] / "sandbox_image"
 

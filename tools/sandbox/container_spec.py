@@ -16,7 +16,7 @@ from pathlib import Path
 
 from docker.types import DeviceRequest, Mount, Ulimit
 
-from tools.sandbox.process import GiB, Limits
+from tools.sandbox.contracts import GiB, Limits
 
 IMAGE_REPOSITORY = "kernelpilot-sandbox"
 SANDBOX_UID = 10001                  # the image's `sandbox` user

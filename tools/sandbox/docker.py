@@ -1,8 +1,9 @@
 """The docker sandbox: every candidate runs in a fresh child inside a hardened container.
 
-Same interface as `tools/sandbox/process.py` (`worker()`, `settle()`, `close()`; a
-worker's `call`, `log_tail`, `kill`, `close`), same requests, same replies, so the
-evaluator judges both alike. Two modes:
+A sibling of `tools/sandbox/process.py`: both satisfy the `Sandbox` and `Worker` protocols
+of `tools/sandbox/contracts.py` (`worker()`, `settle()`, `close()`; a worker's `call`,
+`log_tail`, `kill`, `close`), same requests, same replies, so the evaluator judges both
+alike. Two modes:
 
 - warm (default): a long-lived container whose server (PID 1, torch imported) forks a
   fresh child per candidate and, after it, SIGKILLs everything in the container but
@@ -28,6 +29,7 @@ earlier ones (strict mode does not); the GPU path (CUDA IPC arenas across the co
 boundary) has not been run on a GPU host yet.
 """
 import atexit
+import dataclasses
 import os
 import signal
 import threading
@@ -38,11 +40,13 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from tools.records import Phase
 from tools.sandbox.container_box import DAEMON_GONE, Box, ChildEnd, labelled
 from tools.sandbox.container_image import default_tag
 from tools.sandbox.container_spec import DockerConfig, container_kwargs, container_user, server_env, worker_cuda_index
-from tools.sandbox.process import Limits, SandboxError
+from tools.sandbox.contracts import Limits, SandboxError, SandboxKind
 from tools.sandbox.protocol import failure, pack, read_reply
+from tools.sandbox.replies import Ready, ReplyKind, parse_reply
 
 POLL_S = 0.2
 _live_boxes: set[Box] = set()
@@ -83,24 +87,26 @@ class DockerWorker:
 
     def __init__(self, box: Box, settings: dict, limits: Limits, release):
         self.box, self.limits, self._release = box, limits, release
-        self.ready: dict | None = None
+        self.ready: Ready | None = None
         self.ended: ChildEnd | None = None
         self._last_log = ""
         self._ending = threading.Lock()   # the reply watchdog may end the child from its own thread
         self._sender: threading.Thread | None = None
         self.conn = box.spawn(settings, limits.start_s)
 
-    def wait_ready(self) -> dict:
+    def wait_ready(self) -> Ready:
         if self.ready is None:
-            reply = self._receive(self.limits.start_s, "start")
-            if reply["kind"] != "ready":
+            reply = parse_reply(self._receive(self.limits.start_s, "start"), ReplyKind.READY, Phase.START)
+            if not isinstance(reply, Ready):
                 log = self.log_tail()
                 self.close()
                 raise SandboxError(f"sandbox worker failed to start in container {self.box.name}: "
-                                   f"{reply['message']}\n{log}")
-            # The container has no network interface but loopback (network_mode none), a
-            # fact of its configuration, whatever the worker's own unshare() could do.
-            self.ready = dict(reply, network_isolated=True, isolation_note="docker: network none")
+                                   f"{reply.message}\n{log}")
+            # Facts of the container's configuration, whatever the worker's own unshare()
+            # and Landlock could do: no network interface but loopback (network_mode none),
+            # a read-only root where only the tmpfs scratch and the protocol's folders are writable.
+            self.ready = dataclasses.replace(reply, network_isolated=True, isolation_note="docker: network none",
+                                             fs_isolated=True, fs_note="docker: read-only root, tmpfs scratch")
         return self.ready
 
     def alive(self) -> bool:
@@ -201,7 +207,7 @@ class DockerSandbox:
     """Hands out fresh workers in sandbox containers: warm (reused containers, a fresh
     child per candidate) or strict (a container per candidate), `warm` started ahead."""
 
-    backend = "docker"
+    backend = SandboxKind.DOCKER
 
     def __init__(self, cuda_index: int | None, limits: Limits = Limits(), warm: int = 1,
                  config: DockerConfig | None = None):

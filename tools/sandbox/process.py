@@ -2,7 +2,9 @@
 
 Children are forked from a fork server that imported torch and triton once (so a child
 starts in milliseconds) and never touched CUDA (so each child initialises its own CUDA
-context). A small pool keeps `warm` children started and initialised ahead of need;
+context). The fork server starts when the first `ProcessSandbox` is constructed; a GPU
+sandbox refuses to start it in a process that already initialised CUDA (open the sandbox
+before touching CUDA). A small pool keeps `warm` children started and initialised ahead of need;
 each child serves exactly one candidate and is then killed with its whole process
 group. What a child gets: its own session and process group, a throw-away working
 directory, a scrubbed environment, no network (a network namespace where the OS
@@ -24,56 +26,26 @@ Inductor caches (they stay writable so compiled kernels are reused), and running
 unprivileged user.
 """
 import atexit
-import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.forkserver
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from tools.home import kernelpilot_home
+import torch
+
+from tools.records import Phase
+from tools.sandbox.contracts import GiB, Limits, SandboxError, SandboxKind, cache_dir, scrubbed_env
 from tools.sandbox.logs import log_tail
 from tools.sandbox.protocol import failure, pack, read_reply
+from tools.sandbox.replies import Ready, ReplyKind, parse_reply
 
-PASSED_ENV = ("PATH", "CUDA_HOME", "CUDA_PATH", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
-              "TRITON_PTXAS_PATH", "CC", "CXX")
 POLL_S = 0.2
-GiB = 1024**3
-
-
-class SandboxError(RuntimeError):
-    """The sandbox itself failed (not the candidate): raised, never turned into a status."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Wall-clock and resource limits of one child, in seconds and bytes."""
-
-    start_s: float = 180.0          # fork + CUDA initialisation
-    load_s: float = 300.0           # import + constructor (CUDA C++ builds happen here)
-    first_call_s: float = 300.0     # the first forward compiles the Triton kernels
-    call_s: float = 60.0            # every later forward
-    timing_s: float = 300.0         # warm-up + timed loop
-    host_memory_bytes: int = 16 * GiB
-    gpu_memory_fraction: float = 0.9
-    max_file_bytes: int = 1 * GiB
-
-    def with_timeout(self, seconds: float) -> "Limits":
-        """`--timeout S`: every per-request limit becomes S."""
-        return dataclasses.replace(self, load_s=seconds, first_call_s=seconds, call_s=seconds, timing_s=seconds)
-
-
-def cache_dir() -> Path:
-    return kernelpilot_home() / "cache"
-
-
 _context = None
 _context_interprets: bool | None = None
 _live_workers: set = set()
@@ -87,6 +59,7 @@ def forkserver_context(interpret: bool):
     environment the fork server starts with; one process serves one mode."""
     global _context, _context_interprets
     if _context is None:
+        refuse_after_cuda(interpret)
         _context = multiprocessing.get_context("forkserver")
         # not torch.utils.cpp_extension: importing it asks CUDA for devices, and a fork
         # server that touched CUDA cannot hand CUDA to its children
@@ -99,12 +72,14 @@ def forkserver_context(interpret: bool):
     return _context
 
 
-def scrubbed_env() -> dict[str, str]:
-    """What a sandbox child may see of the trusted process's environment."""
-    env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
-    # The interpreter's own bin folder (a venv's ninja) even when the venv is not activated.
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
-    return env
+def refuse_after_cuda(interpret: bool) -> None:
+    """A GPU fork server must start before this process initialises CUDA: open the
+    sandbox (the runtime) first, then detect the device. The interpreter's children
+    never touch CUDA, so a CPU sandbox may start at any time."""
+    if not interpret and torch.cuda.is_initialized():
+        raise SandboxError("this process initialised CUDA before it opened its process sandbox: open the sandbox "
+                           "(the runtime) before touching CUDA (before tools.device.detect(), before any tensor "
+                           "on the GPU), so that its fork server starts from a process without a CUDA context")
 
 
 def _start_scrubbed(interpret: bool) -> None:
@@ -130,7 +105,7 @@ class ProcessWorker:
     def __init__(self, cuda_index: int | None, limits: Limits):
         self.limits = limits
         self.workdir = tempfile.mkdtemp(prefix="kernelpilot-sbx-")
-        self.ready: dict | None = None
+        self.ready: Ready | None = None
         self._sender: threading.Thread | None = None
         try:
             context = forkserver_context(interpret=cuda_index is None)
@@ -160,14 +135,14 @@ class ProcessWorker:
             "cache_dir": str(cache),
         }
 
-    def wait_ready(self) -> dict:
+    def wait_ready(self) -> Ready:
         """The child's `ready` message (isolation facts); raises SandboxError if it never comes."""
         if self.ready is None:
-            reply = self._receive(self.limits.start_s, "start")
-            if reply["kind"] != "ready":
+            reply = parse_reply(self._receive(self.limits.start_s, "start"), ReplyKind.READY, Phase.START)
+            if not isinstance(reply, Ready):
                 log = self.log_tail()
                 self.close()
-                raise SandboxError(f"sandbox worker failed to start: {reply['message']}\n{log}")
+                raise SandboxError(f"sandbox worker failed to start: {reply.message}\n{log}")
             self.ready = reply
         return self.ready
 
@@ -300,11 +275,12 @@ class ProcessSandbox:
     """Hands out fresh workers, keeping `warm` of them started ahead of need (0: start
     each on demand, for a single evaluation)."""
 
-    backend = "process"
+    backend = SandboxKind.PROCESS
 
     def __init__(self, cuda_index: int | None, limits: Limits = Limits(), warm: int = 1):
         self.cuda_index, self.limits, self.warm = cuda_index, limits, warm
         self._pool: list[ProcessWorker] = []
+        forkserver_context(interpret=cuda_index is None)   # now, before the caller can initialise CUDA
 
     def worker(self) -> ProcessWorker:
         worker = self._pool.pop(0) if self._pool else ProcessWorker(self.cuda_index, self.limits)

@@ -109,11 +109,24 @@ def unpack(data: bytes, allowed: dict, optional: dict | None = None) -> dict:
 def unpack_reply(data: bytes) -> dict:
     """A worker's reply, with every field of the type the protocol says."""
     message = unpack(data, REPLY_KEYS, REPLY_OPTIONAL)
-    schema = {**REPLY_SCHEMA[message["kind"]], **REPLY_OPTIONAL_SCHEMA.get(message["kind"], {})}
+    problem = reply_problem(message)
+    if problem:
+        raise ProtocolError(problem)
+    return message
+
+
+def reply_problem(message) -> str:
+    """'' when `message` is a reply the protocol allows, every field of its type; else what is wrong."""
+    kind = message.get("kind") if isinstance(message, dict) else None
+    if not isinstance(kind, str) or kind not in REPLY_SCHEMA:
+        return f"unexpected message kind: {kind if isinstance(message, dict) else type(message).__name__}"
+    required, schema = set(REPLY_SCHEMA[kind]) | {"kind"}, {**REPLY_SCHEMA[kind], **REPLY_OPTIONAL_SCHEMA.get(kind, {})}
+    if not required <= set(message) <= set(schema) | {"kind"}:
+        return f"message '{kind}' has keys {sorted(map(str, message))}, expected {sorted(required)}"
     for key, spec in schema.items():
         if key in message and not conforms(message[key], spec):
-            raise ProtocolError(f"field '{key}' of a '{message['kind']}' reply is not of the protocol's type")
-    return message
+            return f"field '{key}' of a '{kind}' reply is not of the protocol's type"
+    return ""
 
 
 def conforms(value, spec) -> bool:
