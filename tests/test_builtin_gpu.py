@@ -13,7 +13,7 @@ from agent.builtin import BuiltinPolicy
 from agent.builtin.plans.common import Config
 from agent.builtin.policy import make_plan
 from tests.builtin_helpers import EXTRA, extra_problem
-from tools.device import detect
+from tools.device import detect, pick_index
 from tools.evaluator import EvalConfig, Evaluator
 from tools.records import EvalStatus
 from tools.sandbox.process import ProcessSandbox
@@ -28,9 +28,8 @@ FOLDED = ["conv_transpose_scale_global_mean", "conv_strided_dilated_mean_bias", 
 
 @pytest.fixture(scope="module")
 def gpu_evaluator():
-    device = detect()
-    with ProcessSandbox(device.cuda_index) as sandbox:
-        yield Evaluator(sandbox, device, EvalConfig(timed=False))
+    with ProcessSandbox(pick_index()) as sandbox:   # before detect(): the fork server starts before CUDA
+        yield Evaluator(sandbox, detect(), EvalConfig(timed=False))
 
 
 @pytest.mark.parametrize("name", FOLDED)
