@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# benchmarks/device_wheels.sh -- fetch the wheels that let agent/, tools/ and
+# benchmarks/ run on the GPU device machine.
+#
+# WHAT IT IS
+#   The device image ('cuda', see /work/.library/device/KINDS.md) has Python
+#   3.12, torch, triton, numpy, pytest, transformers and many common packages,
+#   but not pydantic, sqlalchemy, langgraph, langgraph-checkpoint-sqlite,
+#   openai, tenacity, docker, psycopg and their dependencies, and it cannot
+#   reach any package registry.  This script downloads, into ./.whl/ (ignored
+#   by git), cp312 manylinux x86_64 or py3-none-any wheels of the closure of
+#   pyproject.toml's [project].dependencies, pinned to the exact versions that
+#   the project's .venv resolved here, LEAVING OUT:
+#     * torch, triton, numpy and their dependencies (nvidia-*, sympy, ...):
+#       the image's own builds must be used;
+#     * packages the image already has (KINDS.md's package list) whenever every
+#       bound the closure puts on them is old enough for any recent image
+#       (see IMAGE_PKGS below); the image ones are kept where a bound is recent
+#       (typing-extensions>=4.16, certifi>=2026.10.19, idna>=3.18,
+#       anyio>=4.10) or the project pins them (rich==15.0.0): those travel;
+#     * psycopg + psycopg-binary (PostgreSQL stores only; ~4 MiB, imported
+#       only when a postgresql+psycopg:// URL is used) and zstandard (~5.4 MiB;
+#       langsmith imports it inside try/except, for compressed trace upload
+#       only): see OPTIONAL_PKGS.
+#   Default result: 36 wheels, 14.2 MiB (the working tree that travels to the
+#   device is limited to 64 MiB).
+#
+# USAGE (from the repo root, on this machine, where pip can reach the index)
+#   benchmarks/device_wheels.sh                 # the default set described above
+#   benchmarks/device_wheels.sh --with-optional # + psycopg[binary], zstandard
+#   benchmarks/device_wheels.sh --with-image    # + the packages the image has
+#   benchmarks/device_wheels.sh --all           # both: the whole closure (52, 26.9 MiB),
+#                                               # for a bare Python 3.12 + torch
+#   PYTHON=/path/to/python benchmarks/device_wheels.sh   # pip to use (default python3)
+#
+#   It deletes from .whl/ any wheel of a package it manages that is not
+#   selected in this run or has another version (two versions of one package
+#   stop the whole install), warns about wheels it does not manage, refuses
+#   torch/triton/numpy/nvidia-* wheels, fails loudly if any download fails,
+#   warns if a pin here drifts from `.venv/bin/pip freeze`, and prints each
+#   wheel's size and the total.
+#
+#   Then, on the device machine (run tool: carry [".whl"]), start the command with
+#     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+#         --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH || exit;
+#
+#   Checked without a GPU: a Python 3.12 venv with only torch==2.13.0,
+#   triton==3.7.1, numpy; the install line above of the --all set (and of the
+#   default set, with the IMAGE_PKGS on PYTHONPATH behind /tmp/site standing in
+#   for the image's own); then
+#     PYTHONPATH=/tmp/site python -c "import agent.session, agent.graph, tools.history,
+#       tools.toolbox, tools.evaluator, benchmarks.builtin_suite, langgraph.checkpoint.sqlite"
+#
+#   To refresh the pins after pyproject.toml changes: recompute the closure from
+#   .venv (the Requires-Dist of each installed distribution, markers evaluated for
+#   CPython 3.12 on Linux x86_64) and edit the lists below.
+set -euo pipefail
+
+PYTHON="${PYTHON:-python3}"
+DEST=".whl"
+
+# Closure of [project].dependencies minus torch/triton/numpy, pinned as in .venv.
+CORE_PKGS=(
+  aiosqlite==0.22.1            # langgraph-checkpoint-sqlite
+  annotated-types==0.8.0       # pydantic
+  anyio==4.16.0                # openai, httpx2 (>=4.10; image has an older?)
+  certifi==2026.10.19.post1    # langchain-core needs >=2026.10.19
+  distro==1.9.0                # openai, langsmith
+  docker==7.2.0                # pyproject (tools/sandbox imports it at module level)
+  httpcore2==2.17.0            # httpx2
+  httpx2==2.17.0               # openai
+  idna==3.21                   # httpx2 needs >=3.18
+  jiter==0.19.0                # openai
+  jsonpatch==1.48              # langchain-core
+  jsonpointer==3.12            # jsonpatch
+  langchain-core==1.8.3        # langgraph
+  langchain-protocol==0.0.20   # langchain-core
+  langgraph==1.2.22            # pyproject
+  langgraph-checkpoint==4.3.2  # langgraph
+  langgraph-checkpoint-sqlite==3.1.2  # pyproject
+  langgraph-prebuilt==1.1.3    # langgraph
+  langgraph-sdk==0.4.14        # langgraph
+  langsmith==0.15.1            # langchain-core
+  openai==3.54.0               # pyproject
+  orjson==3.13.0               # langsmith, langgraph-sdk
+  ormsgpack==1.13.1            # langgraph-checkpoint
+  pydantic==2.14.3             # pyproject
+  pydantic-core==2.50.4        # pydantic (exact pin)
+  requests-toolbelt==1.0.0     # langsmith
+  rich==15.0.0                 # pyproject pins it (image's version unknown)
+  sniffio==1.3.1               # openai
+  sqlalchemy==2.1.9            # pyproject
+  sqlite-vec==0.1.9            # langgraph-checkpoint-sqlite
+  tenacity==9.2.1              # pyproject
+  truststore==0.10.5           # httpx2
+  typing-extensions==4.16.0    # pydantic/pydantic-core/anyio need >=4.16
+  typing-inspection==0.4.5     # pydantic
+  uuid-utils==0.19.0           # langchain-core
+  websockets==17.4             # langsmith
+)
+# In the closure, already in the image with bounds any recent image meets.
+IMAGE_PKGS=(
+  charset-normalizer==3.5.3    # requests: >=2,<4
+  h11==0.16.0                  # httpcore(2): >=0.16
+  httpcore==1.0.9              # httpx: ==1.*
+  httpx==0.29.0                # langchain-core >=0.23, langgraph-sdk >=0.25.2
+  markdown-it-py==4.3.0        # rich: >=2.2
+  mdurl==0.1.2                 # markdown-it-py: ~=0.1
+  ninja==1.13.2                # pyproject; torch.utils.cpp_extension runs the image's ninja on PATH
+  packaging==26.4              # langchain-core, langsmith: >=23.2
+  pygments==2.21.0             # rich: >=2.13,<3
+  pyyaml==6.0.4                # langchain-core: >=5.3
+  requests==2.34.2             # docker >=2.26, langsmith, requests-toolbelt
+  urllib3==2.8.0               # docker, requests: >=1.26
+  xxhash==4.1.0                # langgraph >=3.5, langsmith
+)
+# In the closure but not needed to import or run the project on the device.
+OPTIONAL_PKGS=(
+  psycopg==3.3.9               # pyproject psycopg[binary]: PostgreSQL stores only
+  psycopg-binary==3.3.9
+  zstandard==0.25.0            # langsmith: optional (try/except import)
+)
+
+with_image=0; with_optional=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-image) with_image=1 ;;
+    --with-optional) with_optional=1 ;;
+    --all) with_image=1; with_optional=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+    *) echo "device_wheels.sh: unknown argument: $arg" >&2; exit 2 ;;
+  esac
+done
+
+if [[ ! -f pyproject.toml || ! -d benchmarks ]]; then
+  echo "device_wheels.sh: run it from the repo root" >&2; exit 2
+fi
+
+selected=("${CORE_PKGS[@]}")
+if (( with_image )); then selected+=("${IMAGE_PKGS[@]}"); fi
+if (( with_optional )); then selected+=("${OPTIONAL_PKGS[@]}"); fi
+managed=("${CORE_PKGS[@]}" "${IMAGE_PKGS[@]}" "${OPTIONAL_PKGS[@]}")
+
+# Wheel file names spell the project name normalized: lower case, runs of -_. -> _
+norm() { echo "$1" | tr 'A-Z' 'a-z' | sed -E 's/[-_.]+/_/g'; }
+
+declare -A want=() managed_names=()
+for spec in "${managed[@]}"; do managed_names[$(norm "${spec%%==*}")]=1; done
+for spec in "${selected[@]}"; do want[$(norm "${spec%%==*}")]="${spec#*==}"; done
+
+# Drift check against the project's resolved environment here.
+if [[ -x .venv/bin/pip ]]; then
+  freeze="$(.venv/bin/pip freeze 2>/dev/null || true)"
+  declare -A have=()
+  while IFS= read -r line; do
+    [[ "$line" == *==* ]] || continue
+    have[$(norm "${line%%==*}")]="${line#*==}"
+  done <<< "$freeze"
+  for spec in "${managed[@]}"; do
+    n=$(norm "${spec%%==*}"); v="${spec#*==}"
+    if [[ "${have[$n]:-}" != "$v" ]]; then
+      echo "WARNING: $spec here, but .venv has ${have[$n]:-nothing} (pyproject or .venv changed? refresh the pins)" >&2
+    fi
+  done
+fi
+
+mkdir -p "$DEST"
+
+# Clear out what would break the install: torch & co, other versions, deselected.
+shopt -s nullglob
+for f in "$DEST"/*.whl; do
+  base=$(basename "$f"); n=$(norm "${base%%-*}"); v=$(echo "$base" | cut -d- -f2)
+  case "$n" in
+    torch|triton|numpy|nvidia_*)
+      echo "ERROR: $f must not travel (the image's own build is used); remove it" >&2; exit 1 ;;
+  esac
+  if [[ -n "${managed_names[$n]:-}" ]]; then
+    if [[ "${want[$n]:-}" != "$v" ]]; then
+      echo "removing $f (not selected, or not the pinned version)"; rm -f -- "$f"
+    fi
+  else
+    echo "WARNING: $f is not managed by this script; it stays and will be installed too" >&2
+  fi
+done
+
+# pip's own config here names file:// indexes; hide its noise about them.
+quiet_pip_noise() { grep -v "^WARNING: Location '.*' is ignored" >&2 || true; }
+download() {
+  "$PYTHON" -m pip download -q --no-deps --only-binary=:all: \
+    --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 \
+    -d "$DEST" "$@" 2> >(quiet_pip_noise)
+}
+echo "downloading ${#selected[@]} wheels into $DEST ..."
+if ! download "${selected[@]}"; then
+  # One call for all is fast; on failure, go one by one to name the culprits.
+  failed=()
+  for spec in "${selected[@]}"; do download "$spec" || failed+=("$spec"); done
+  wait
+  echo "ERROR: download failed for: ${failed[*]:-(each alone succeeded; rerun)}" >&2
+  exit 1
+fi
+wait
+
+# Exactly one wheel per selected package, at its pinned version.
+for n in "${!want[@]}"; do
+  count=0
+  for f in "$DEST"/*.whl; do
+    base=$(basename "$f")
+    if [[ $(norm "${base%%-*}") == "$n" ]]; then count=$(( count + 1 )); fi
+  done
+  if (( count != 1 )); then
+    echo "ERROR: $count wheels of $n in $DEST (want exactly one, version ${want[$n]})" >&2; exit 1
+  fi
+done
+
+echo "wheels in $DEST:"
+total=0
+for f in "$DEST"/*.whl; do
+  size=$(stat -c %s "$f"); total=$(( total + size ))
+  awk -v s="$size" -v f="$(basename "$f")" 'BEGIN { printf "  %8.1f KiB  %s\n", s / 1024, f }'
+done
+count=$(ls "$DEST"/*.whl | wc -l)
+awk -v c="$count" -v t="$total" -v d="$DEST" \
+  'BEGIN { printf "total: %d wheels in %s, %d bytes (%.2f MiB)\n", c, d, t, t / 1048576 }'
