@@ -13,17 +13,15 @@ runner and training rollouts open one and run sessions on it (`agent/session.py`
 The sandbox opens first: its fork server must start before this process touches CUDA,
 and device detection (the device's name) initialises CUDA.
 """
-import os
 import sqlite3
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Iterator
 
-import torch
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agent.graph import build_graph
-from tools.device import DeviceInfo, detect
+from tools.device import DeviceInfo, detect, pick_index
 from tools.evaluator import EvalConfig, Evaluator
 from tools.history import HistoryStore
 from tools.home import kernelpilot_home
@@ -60,7 +58,8 @@ class Runtime:
         store = HistoryStore(options.db)        # a bad URL or a corrupt file fails before anything starts
         limits = options.limits()
         with ExitStack() as stack:
-            sandbox = stack.enter_context(open_sandbox(options.sandbox, cuda_index(options), limits, warm=options.warm))
+            index = pick_index(options.cuda_index, options.force_cpu)
+            sandbox = stack.enter_context(open_sandbox(options.sandbox, index, limits, warm=options.warm))
             device = detect(options.cuda_index, force_cpu=options.force_cpu)
             evaluator = Evaluator(sandbox, device, replace(options.eval, limits=limits))
             saver = stack.enter_context(checkpoints())
@@ -71,12 +70,6 @@ class Runtime:
         if requested != "auto":
             return requested
         return "full" if self.device.mode is Mode.GPU else "small"
-
-
-def cuda_index(options: RuntimeOptions) -> int | None:
-    """The device the sandbox serves, found without initialising CUDA in this process."""
-    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")    # is_available() then asks NVML, not CUDA
-    return None if options.force_cpu or not torch.cuda.is_available() else options.cuda_index
 
 
 @contextmanager

@@ -66,6 +66,7 @@ def main() -> int:
                   "interpreter)", file=sys.stderr)
             return 1
         rows = run_all(runtime, todo, args, log_path)
+        print(store_check(runtime, read_log(log_path)))
     if args.cpu or args.check:
         counts = Counter(row.status for row in rows)
         print(f"{len(rows)} problem(s): " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
@@ -173,6 +174,16 @@ def problem_row(f: ProblemFile, size: str, session: str, final: dict, plan, seco
         submitted_vs_compile=submitted.speedup_vs_compile if submitted else None,
         kept_in_torch=tuple(s.anchor.name for s in plan.stages if s.kind.value == "torch"),
         reason=(plan.error or (failing.reason if failing else ""))[:300], seconds=round(seconds, 1))
+
+
+def store_check(runtime: Runtime, rows: list[SuiteRow]) -> str:
+    """Are the run's evaluations all in the history store (so that the run is training data)?"""
+    sessions = [row.session for row in rows if row.session]
+    stored, logged = runtime.store.count(sessions), sum(row.evaluations for row in rows if row.session)
+    verdict = "all recorded" if stored == logged else "MISSING from the store" if stored < logged else "more stored"
+    where = runtime.store.engine.url.render_as_string(hide_password=True)
+    return (f"history store {where}: {stored} evaluation(s) of the log's {len(sessions)} session(s); "
+            f"the log counts {logged}: {verdict}")
 
 
 def progress_line(runtime: Runtime, row: SuiteRow) -> str:

@@ -1,4 +1,5 @@
 """Which device an evaluation runs on, and the software versions that key its caches."""
+import os
 import platform
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ class DeviceInfo:
 def pick_index(cuda_index: int = 0, force_cpu: bool = False) -> int | None:
     """The CUDA device `detect` will describe (None: the Triton interpreter), found without
     initialising CUDA, so that a process sandbox can be opened first."""
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")    # is_available() then asks NVML, not the driver
     return None if force_cpu or not torch.cuda.is_available() else cuda_index
 
 

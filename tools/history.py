@@ -324,9 +324,13 @@ class HistoryStore:
         with Session(self.engine) as db:
             return list(db.scalars(select(BaselineRow).where(BaselineRow.problem_hash == problem_hash)))
 
-    def count(self) -> int:
+    def count(self, sessions: list[str] | None = None) -> int:
+        """Stored evaluations; only those of `sessions` when given."""
+        query = select(func.count()).select_from(EvaluationRow)
+        if sessions is not None:
+            query = query.where(EvaluationRow.session.in_(sessions))
         with Session(self.engine) as db:
-            return db.scalar(select(func.count()).select_from(EvaluationRow))
+            return db.scalar(query)
 
     def source(self, candidate_hash: str) -> str | None:
         with Session(self.engine) as db:
