@@ -29,7 +29,7 @@ from agent.session import AgentSession, PolicySpec, SessionOptions, open_session
 from tools.history import HistoryError
 from tools.home import kernelpilot_home
 from tools.problems import ProblemError
-from tools.sandbox.process import SandboxError
+from tools.sandbox.contracts import SandboxError
 
 PROMPT = "you> "
 OPTIMIZE_REQUEST = ("Optimize this problem: write kernels, measure them with benchmark, profile where it helps, "

@@ -24,7 +24,7 @@ from tools.evaluator import EvalConfig, Evaluator
 from tools.problems import ProblemError, load_problem
 from tools.records import EvalResult, EvalStatus, Mode
 from tools.sandbox.backends import SandboxKind, open_sandbox
-from tools.sandbox.process import Limits, SandboxError
+from tools.sandbox.contracts import Limits, SandboxError
 
 STATUS_STYLE = {EvalStatus.CORRECT: "bold green", EvalStatus.INCORRECT: "bold red", EvalStatus.REJECTED: "bold magenta"}
 
