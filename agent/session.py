@@ -30,9 +30,6 @@ from tools.problems import Problem, load_problem
 from tools.sandbox.backends import SandboxKind
 from tools.toolbox import Toolbox
 
-__all__ = ["AgentSession", "PolicyKind", "PolicySpec", "SessionOptions", "open_session", "resolve"]
-
-
 @dataclass(frozen=True)
 class SessionOptions:
     problem: Path | None = None             # None: resume `session_id` from its checkpoint

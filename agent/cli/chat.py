@@ -23,9 +23,11 @@ from pathlib import Path
 from rich.console import Console
 
 from agent.cli.common import ExitCode, add_session_arguments, drive, positive_int, session_options
-from agent.graph import Budget, RunMode, tool_message
+from agent.graph import Budget, RunMode, best_of, tool_message
 from agent.policy import PolicyError
-from agent.session import AgentSession, PolicySpec, SessionOptions, open_session
+from agent.runtime import Runtime
+from agent.policies import PolicySpec
+from agent.session import AgentSession, SessionOptions, resolve
 from tools.history import HistoryError
 from tools.home import kernelpilot_home
 from tools.problems import ProblemError
@@ -40,6 +42,7 @@ class Chat:
     def __init__(self, options: SessionOptions, console: Console, turns_per_message: int = 4):
         self.options, self.console, self.turns_per_message = options, console, turns_per_message
         self.stack = contextlib.ExitStack()
+        self.runtime: Runtime | None = None
         self.session: AgentSession | None = None
 
     def loop(self, read=input) -> None:
@@ -83,10 +86,13 @@ class Chat:
     # ---- sessions -------------------------------------------------------------------------
 
     def open(self, options: SessionOptions) -> None:
-        self.stack.close()
-        self.stack = contextlib.ExitStack()
+        """A session on the conversation's one runtime (opened with the first problem, kept to the end)."""
         self.session = None
-        self.session = self.stack.enter_context(open_session(options))
+        if self.runtime is None:
+            self.runtime = self.stack.enter_context(Runtime.open(options.runtime_options()))
+        options, resumed = resolve(options, self.runtime.graph)
+        policy = options.policy.build(self.runtime.store, options.budget)
+        self.session = AgentSession.open(self.runtime, options, policy, resumed=resumed)
         if self.session.resumed and self.session.graph.get_state(self.session.config).next:
             self.interrupted()      # cut mid-turn: its pending tool calls get answers before anything else
         problem = self.session.context.toolbox.problem
@@ -155,20 +161,20 @@ class Chat:
     # ---- results --------------------------------------------------------------------------
 
     def best(self, _: str = "") -> None:
-        best = self.session and self.session.state().get("best")
+        best = self.session and best_of(self.session.state())
         if not best:
             return self.console.print("no correct kernel yet")
-        speed = f"{best['speedup_vs_eager']:.2f}x vs eager" if best["speedup_vs_eager"] is not None else "not timed"
-        self.console.print(f"best: turn {best['turn']} ({best['tool']}), {best['status']}, {speed}")
-        self.console.print(best["code"], markup=False, highlight=False)
+        speed = f"{best.speedup_vs_eager:.2f}x vs eager" if best.speedup_vs_eager is not None else "not timed"
+        self.console.print(f"best: turn {best.turn} ({best.tool}), {best.status.value}, {speed}")
+        self.console.print(best.code, markup=False, highlight=False)
 
     def save(self, rest: str) -> None:
-        best = self.session and self.session.state().get("best")
+        best = self.session and best_of(self.session.state())
         if not best:
             return self.console.print("no correct kernel to save yet")
         problem = self.session.context.toolbox.problem.path
         path = Path(rest).expanduser() if rest else problem.with_name(f"{problem.stem}_kernelpilot.py")
-        path.write_text(best["code"])
+        path.write_text(best.code)
         self.console.print(f"saved the best kernel (class ModelNew) to {path}")
 
     def history(self, _: str = "") -> None:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from agent.graph import Budget, RunMode
+from agent.graph import Budget, RunMode, best_of
 from agent.policy import Backend
-from agent.session import AgentSession, PolicySpec, SessionOptions
+from agent.policies import PolicySpec
+from agent.session import AgentSession, SessionOptions
 from tools.sandbox.backends import SandboxKind
 
 TEXT_LINES = 14
@@ -103,10 +104,10 @@ def render_update(console: Console, node: str, change: dict) -> None:
             console.print(clip(message["content"]), markup=False, style="dim")
         elif message["role"] == "user":
             console.print(f"kernelpilot → policy: {message['content']}", style="yellow", markup=False)
-    best = change.get("best")
+    best = best_of(change)
     if node == "run_tools" and best:
-        speed = f"{best['speedup_vs_eager']:.2f}x vs eager" if best["speedup_vs_eager"] is not None else "untimed"
-        console.print(f"best so far: turn {best['turn']}, {best['status']}, {speed}", style="green")
+        speed = f"{best.speedup_vs_eager:.2f}x vs eager" if best.speedup_vs_eager is not None else "untimed"
+        console.print(f"best so far: turn {best.turn}, {best.status.value}, {speed}", style="green")
     if change.get("stop"):
         console.print(f"stop: {change['stop']}", style="bold")
 

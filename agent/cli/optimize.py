@@ -18,7 +18,8 @@ from agent.cli.common import (EXIT_STATUS_HELP, ExitCode, UsageError, add_sessio
                                positive_int, session_options)
 from agent.graph import Budget, RunMode
 from agent.report import write_outputs
-from agent.session import PolicySpec, SessionOptions, open_session
+from agent.policies import PolicyKind, PolicySpec
+from agent.session import SessionOptions, open_session
 
 
 def add_optimize_parser(commands) -> None:
@@ -46,7 +47,7 @@ def add_optimize_parser(commands) -> None:
 
 def options_from(args) -> SessionOptions:
     policy = PolicySpec.parse(args.policy, args.model, args.base_url)
-    patience = args.patience if args.patience else (None if policy.kind == "builtin" else 5)
+    patience = args.patience if args.patience else (None if policy.kind is PolicyKind.BUILTIN else 5)
     budget = Budget(max_turns=args.max_turns, target_speedup=args.target_speedup, max_gpu_seconds=args.max_gpu_seconds,
                     max_tokens=args.max_tokens, patience=patience)
     return session_options(args, args.problem, policy, RunMode.OPTIMIZE, budget, args.timeout)
