@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Float, ForeignKey, Integer, String, Text, create_engine, event, func, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -207,7 +207,7 @@ class HistoryStore:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
             self._migrate()
-        except OperationalError as error:
+        except DatabaseError as error:     # OperationalError, or a file that is not SQLite
             raise HistoryError(f"cannot open the history store at {self.engine.url!r}: {error.orig}") from None
 
     @_retry_creation
