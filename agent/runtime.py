@@ -58,6 +58,7 @@ class Runtime:
         store = HistoryStore(options.db)        # a bad URL or a corrupt file fails before anything starts
         limits = options.limits()
         with ExitStack() as stack:
+            stack.callback(store.engine.dispose)
             index = pick_index(options.cuda_index, options.force_cpu)
             sandbox = stack.enter_context(open_sandbox(options.sandbox, index, limits, warm=options.warm))
             device = detect(options.cuda_index, force_cpu=options.force_cpu)

@@ -10,7 +10,8 @@ policy is an object the caller built (`agent/policies.py` builds one from a name
         session = AgentSession.open(runtime, SessionOptions(problem=Path("p.py")), BuiltinPolicy())
         final = session.run()
 
-`open_session(options)` does all of it for a single session (the CLI's `optimize`, `chat`).
+`open_session(options)` does all of it for a single session (`kernelpilot optimize`); `chat`
+keeps one runtime for the conversation and opens a session on it per problem.
 """
 import uuid
 from contextlib import contextmanager

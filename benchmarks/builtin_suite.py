@@ -40,11 +40,12 @@ from agent.runtime import Runtime, RuntimeOptions
 from agent.session import AgentSession, SessionOptions
 from benchmarks.small_sizes import shrink
 from benchmarks.suite import PROBLEMS
-from benchmarks.suite_rows import (SuiteRow, check_report, failure_row, read_log, report, summary,  # noqa: F401
-                                   write_row)
+from benchmarks.suite_rows import SuiteRow, check_report, failure_row, read_log, report, write_row
 from tools.evaluator import EvalConfig
+from tools.history import HistoryError
 from tools.problems import Problem, ProblemFile, find_problem_files, load_problem
 from tools.records import EvalStatus, Mode
+from tools.sandbox.contracts import SandboxError
 from tools.timing import TimingConfig
 
 
@@ -127,6 +128,8 @@ def run_all(runtime: Runtime, todo: list[ProblemFile], args, log_path: Path) -> 
                 break
             try:
                 row = run_problem(runtime, f, args)
+            except (SandboxError, HistoryError):
+                raise       # the runtime itself is broken: every later problem would fail too
             except Exception as error:  # the trusted side failed on this problem: logged as failed, the batch goes on
                 row = failure_row(f, args.size, error)
                 if torch.cuda.is_initialized():

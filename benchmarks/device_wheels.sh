@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # benchmarks/device_wheels.sh -- fetch the wheels that let agent/, tools/ and
-# benchmarks/ run on the GPU device machine.
+# benchmarks/ run on a GPU machine whose Python has torch and Triton but not the
+# project's other dependencies (our measurement machines' image).
 #
 # WHAT IT IS
-#   The device image ('cuda', see /work/.library/device/KINDS.md) has Python
+#   The GPU machines' image has Python
 #   3.12, torch, triton, numpy, pytest, transformers and many common packages,
 #   but not pydantic, sqlalchemy, langgraph, langgraph-checkpoint-sqlite,
 #   openai, tenacity, docker, psycopg and their dependencies, and it cannot
@@ -13,7 +14,7 @@
 #   the project's .venv resolved here, LEAVING OUT:
 #     * torch, triton, numpy and their dependencies (nvidia-*, sympy, ...):
 #       the image's own builds must be used;
-#     * packages the image already has (KINDS.md's package list) whenever every
+#     * packages the image already has (its package list) whenever every
 #       bound the closure puts on them is old enough for any recent image
 #       (see IMAGE_PKGS below); the image ones are kept where a bound is recent
 #       (typing-extensions>=4.16, certifi>=2026.10.19, idna>=3.18,
@@ -22,8 +23,8 @@
 #       only when a postgresql+psycopg:// URL is used) and zstandard (~5.4 MiB;
 #       langsmith imports it inside try/except, for compressed trace upload
 #       only): see OPTIONAL_PKGS.
-#   Default result: 36 wheels, 14.2 MiB (the working tree that travels to the
-#   device is limited to 64 MiB).
+#   Default result: 36 wheels, 14.2 MiB (what travels to the GPU machine with
+#   the working tree is limited to 64 MiB).
 #
 # USAGE (from the repo root, on this machine, where pip can reach the index)
 #   benchmarks/device_wheels.sh                 # the default set described above
@@ -40,7 +41,7 @@
 #   warns if a pin here drifts from `.venv/bin/pip freeze`, and prints each
 #   wheel's size and the total.
 #
-#   Then, on the device machine (run tool: carry [".whl"]), start the command with
+#   Then, on the GPU machine (with .whl/ copied beside the checkout), run first
 #     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
 #         --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH || exit;
 #

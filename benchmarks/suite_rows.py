@@ -41,6 +41,7 @@ class SuiteRow:
 
     @staticmethod
     def from_dict(saved: dict) -> "SuiteRow":
+        saved = _upgraded(saved)
         known = {f.name for f in fields(SuiteRow)}
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
         return SuiteRow(**values)
@@ -49,6 +50,20 @@ class SuiteRow:
     def counted(self) -> bool:
         """A correct, timed kernel of our own (what fast_p counts)."""
         return self.best_ms is not None and "no_custom_kernel" not in self.best_flags
+
+
+def _upgraded(saved: dict) -> dict:
+    """A row as written before SuiteRow (no `status`; the reason in `unsupported`, a check's
+    flags in `flags`) in today's names, so earlier runs still report and resume."""
+    old = dict(saved)
+    if "unsupported" in old:
+        old.setdefault("reason", old.pop("unsupported") or "")
+    if "flags" in old:
+        old.setdefault("best_flags", old.pop("flags") or [])
+    if "status" not in old:
+        old["status"] = ("unsupported" if old.get("supported") is False else "failed" if old.get("error") else
+                         "correct" if old.get("best_ms") is not None else (old.get("statuses") or ["failed"])[-1])
+    return old
 
 
 def read_log(path: Path) -> list[SuiteRow]:

@@ -83,3 +83,17 @@ def test_a_problem_the_run_could_not_finish_is_a_failed_row_with_its_reason():
     text = report(rows + [timed], files)
     assert "no correct kernel: MemoryError: trusted side: CUDA out of memory" in text
     assert "2/2 run; correct kernel on 1/2 (50%)" in text
+
+
+def test_rows_written_before_the_typed_rows_still_read():
+    timed = {"level": 2, "name": "a", "supported": True, "evaluations": 1, "statuses": ["correct"], "best_ms": 1.5,
+             "best_vs_eager": 1.2, "best_vs_compile": 0.9, "best_flags": ["precision_policy"], "best_kernel": "ab",
+             "submitted_vs_eager": None, "submitted_vs_compile": None, "kept_in_torch": ["softmax"],
+             "unsupported": None, "seconds": 3.0}
+    unsupported = dict(timed, name="b", supported=False, unsupported="no plan for mean", best_ms=None, statuses=[])
+    checked = {"level": 1, "name": "c", "size": "full", "status": "incorrect", "flags": ["no_custom_kernel"],
+               "reason": "trial 2"}
+    a, b, c = (SuiteRow.from_dict(row) for row in (timed, unsupported, checked))
+    assert (a.status, a.best_flags, a.kept_in_torch, a.reason) == ("correct", ("precision_policy",), ("softmax",), "")
+    assert (b.status, b.reason) == ("unsupported", "no plan for mean")
+    assert (c.status, c.best_flags, c.reason) == ("incorrect", ("no_custom_kernel",), "trial 2")

@@ -64,7 +64,7 @@ ALLOWED = {
     "tools": {"tools"},
     "agent": {"tools", "agent"},
     "cli": {"tools", "agent", "cli", "policy_training"},
-    "benchmarks": {"tools", "agent", "cli", "benchmarks"},
+    "benchmarks": {"tools", "agent", "benchmarks"},
     "policy_training": {"tools", "agent", "policy_training"},
     "tests": set(PACKAGES) | {"cli"},
 }

@@ -52,3 +52,12 @@ def test_forged_failures_and_answers_to_another_question_are_findings():
     wrong = parse_reply(TIMED, ReplyKind.RAN, Phase.RUN)
     assert isinstance(wrong, Failure) and wrong.status is EvalStatus.CRASHED
     assert wrong.message == "the worker answered 'timed' to a 'run' request"
+
+
+def test_a_failure_while_profiling_keeps_its_status():
+    # Before the typed replies, `profile` was no phase of the protocol's, so the worker's own
+    # "profiling needs a CUDA device" or a timeout there came back as a forged record (rejected).
+    honest = {"kind": "failure", "status": "timeout", "phase": "profile", "message": "no answer in 30 s",
+              "traceback": ""}
+    assert parse_reply(honest, ReplyKind.PROFILED, Phase.PROFILE) == Failure(EvalStatus.TIMEOUT, Phase.PROFILE,
+                                                                             "no answer in 30 s")

@@ -71,6 +71,7 @@ def test_a_problem_seen_before_reuses_its_reference(runtime):
 
 
 def test_a_session_resumes_by_id_on_a_new_runtime_with_its_saved_policy(runtime, tmp_path):
+    """Stopped on one runtime, resumed on another opened later on the same store and checkpoints."""
     script = tmp_path / "script.json"
     code = (CANDIDATES / f"{NAMES[1]}.py").read_text()
     turn = {"text": ANALYSIS, "tool_calls": [{"name": "check_correctness", "arguments": {"code": code}}]}
@@ -80,11 +81,14 @@ def test_a_session_resumes_by_id_on_a_new_runtime_with_its_saved_policy(runtime,
     session = AgentSession.open(runtime, options, spec.build(runtime.store, options.budget))
     assert session.run()["stop"] == StopReason.TURN_BUDGET
     later = replace(SessionOptions(session_id=session.id), budget=Budget(max_turns=3))
-    resolved, resumed = resolve(later, runtime.graph)
-    assert resumed and resolved.policy == spec and resolved.problem == options.problem
-    again = AgentSession.open(runtime, resolved, resolved.policy.build(runtime.store, later.budget), resumed=True)
-    final = again.run()
+    with Runtime.open(runtime.options) as second:
+        assert second.sandbox is not runtime.sandbox
+        resolved, resumed = resolve(later, second.graph)
+        assert resumed and resolved.policy == spec and resolved.problem == options.problem
+        again = AgentSession.open(second, resolved, resolved.policy.build(second.store, later.budget), resumed=True)
+        final = again.run()
     assert final["turns"] == 3 and len(attempts_of(final)) == 2 and final["stop"] == StopReason.POLICY_DONE
+    assert runtime.store.count([session.id]) == 2
 
 
 def test_every_policy_kind_has_a_builder_and_bad_names_are_refused():

@@ -18,7 +18,7 @@ from agent.cli.history import add_history_parser, run_history
 from agent.cli.optimize import add_optimize_parser, run_optimize
 from agent.cli.sandbox import add_sandbox_parser, run_sandbox
 from agent.policy import PolicyError
-from tools.device import DeviceInfo, detect
+from tools.device import DeviceInfo, detect, pick_index
 from tools.history import HistoryError, HistoryStore, Origin
 from tools.evaluator import EvalConfig, Evaluator
 from tools.problems import ProblemError, load_problem
@@ -88,12 +88,13 @@ def run_eval(args) -> ExitCode:
         source = args.candidate.read_text()
     except UnicodeDecodeError:
         raise UsageError(f"{args.candidate}: not a text file (a candidate is Python source)") from None
-    device = detect(args.gpu, force_cpu=args.cpu)
-    size = args.size if args.size != "auto" else ("full" if device.mode is Mode.GPU else "small")
+    index = pick_index(args.gpu, force_cpu=args.cpu)
+    size = args.size if args.size != "auto" else ("small" if index is None else "full")
     problem = load_problem(args.problem, size=size)
     limits = Limits() if args.timeout is None else Limits().with_timeout(args.timeout)
     config = EvalConfig(trials=args.trials, limits=limits, baselines=not args.no_baselines)
-    with open_sandbox(args.sandbox, device.cuda_index, limits, warm=0) as sandbox:
+    with open_sandbox(args.sandbox, index, limits, warm=0) as sandbox:    # before detect() touches CUDA
+        device = detect(args.gpu, force_cpu=args.cpu)
         result = Evaluator(sandbox, device, config).evaluate(problem, source)
     if not args.no_record:
         HistoryStore(args.db).record(problem, source, result, Origin(policy="cli"), session=f"cli-{uuid.uuid4().hex[:8]}")

@@ -13,8 +13,7 @@ import json
 from dataclasses import asdict
 
 from agent.cli.common import ExitCode
-from tools.device import detect
-from tools.records import Mode
+from tools.device import pick_index
 from tools.sandbox.container_image import Recipe, build, check, default_tag
 from tools.sandbox.docker import connect
 
@@ -46,7 +45,7 @@ def run_sandbox(args) -> ExitCode:
 
 def _check(client, as_json: bool) -> ExitCode:
     report = check(client)
-    wanted = default_tag(gpu=detect().mode is Mode.GPU)
+    wanted = default_tag(gpu=pick_index() is not None)
     ok = report.images.get(wanted, False)
     if as_json:
         print(json.dumps(dict(asdict(report), wanted_image=wanted, ok=ok)))

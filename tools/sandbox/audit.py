@@ -27,6 +27,8 @@ import types
 
 import torch
 
+from tools.sandbox import precision, protocol, shm
+
 CANDIDATE_MODULE = "kp_candidate"
 PR_SET_CHILD_SUBREAPER = 36
 CU_LIMIT_PERSISTING_L2_CACHE_SIZE = 0x06
@@ -148,13 +150,9 @@ def take_launches() -> list[dict]:
 
 # ----------------------------------------------------------------------------- integrity
 
-def _watched_owners() -> dict[str, object]:
+def _watched_owners(worker) -> dict[str, object]:
     from triton.runtime import interpreter, jit
 
-    from tools.sandbox import precision, protocol, shm
-
-    # Looked up, not imported (the worker imports this module): the audit runs in the worker.
-    worker = sys.modules["tools.sandbox.worker"]
     return {
         "time": time, "builtins": builtins, "torch": torch, "torch._C": torch._C, "torch.Tensor": torch.Tensor,
         "torch.nn.Module": torch.nn.Module, "torch.nn.functional": torch.nn.functional,
@@ -175,10 +173,11 @@ def _callables(owner) -> dict[str, object]:
 
 
 class Integrity:
-    """A snapshot of the watched functions; `changes()` names what differs now."""
+    """A snapshot of the watched functions (the worker's own module among them, handed in by
+    the worker, which imports this module); `changes()` names what differs now."""
 
-    def __init__(self):
-        self.owners = _watched_owners()
+    def __init__(self, worker):
+        self.owners = _watched_owners(worker)
         self.snapshot = {label: _callables(owner) for label, owner in self.owners.items()}
         self.modules = {name: sys.modules.get(name) for name in ("time", "torch", "builtins", "tools.sandbox.worker")}
 
@@ -260,9 +259,9 @@ def clear_persisting_l2() -> None:
 class Auditor:
     """Baselines taken before the candidate loads; `report()` after each request."""
 
-    def __init__(self):
+    def __init__(self, worker):
         install_launch_hooks()
-        self.integrity = Integrity()
+        self.integrity = Integrity(worker)
         self.threads = python_threads()
         self.l2_default = persisting_l2_bytes()   # the driver's own default is not zero (H100: 9.4 MiB)
         take_launches()

@@ -57,7 +57,7 @@ def serve(conn, settings: dict) -> None:
     fs_note = confine_filesystem(settings)   # after the CUDA context exists: its creation needs more of the OS
     strict_precision_flags()
     session = {"device": device, "model": None, "flags": precision_flags(), "flush": None,
-               "auditor": audit.Auditor()}
+               "auditor": audit.Auditor(sys.modules[__name__])}
     conn.send_bytes(pack({
         "kind": "ready", "pid": os.getpid(), "device": str(device),
         "network_isolated": isolation_note == "", "isolation_note": isolation_note,
