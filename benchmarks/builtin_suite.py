@@ -40,7 +40,7 @@ from agent.runtime import Runtime, RuntimeOptions
 from agent.session import AgentSession, SessionOptions
 from benchmarks.small_sizes import shrink
 from benchmarks.suite import PROBLEMS
-from benchmarks.suite_rows import SuiteRow, check_report, failure_row, read_log, report, write_row
+from benchmarks.suite_rows import RowStatus, SuiteRow, check_report, failure_row, read_log, report, write_row
 from tools.evaluator import EvalConfig
 from tools.history import HistoryError
 from tools.problems import Problem, ProblemFile, find_problem_files, load_problem
@@ -165,8 +165,8 @@ def problem_row(f: ProblemFile, size: str, session: str, final: dict, plan, seco
     attempts, best, chosen = attempts_of(final), best_of(final), answer(final)
     submitted = chosen if final.get("submitted") is not None else None
     failing = next((a for a in attempts if a.status is not EvalStatus.CORRECT), None)
-    status = ("unsupported" if plan.error else "correct" if best else
-              attempts[-1].status.value if attempts else "failed")
+    status = (RowStatus.UNSUPPORTED if plan.error else RowStatus.CORRECT if best else
+              RowStatus(attempts[-1].status) if attempts else RowStatus.FAILED)
     return SuiteRow(
         level=f.level, name=f.path.stem, status=status, size=size, supported=plan.error is None, session=session,
         stop=final.get("stop"), evaluations=len(attempts), statuses=tuple(a.status.value for a in attempts),
@@ -193,7 +193,7 @@ def progress_line(runtime: Runtime, row: SuiteRow) -> str:
     speed = f", {row.best_vs_eager:.2f}x eager, {fmt_x(row.best_vs_compile)} compile" if row.best_vs_eager else ""
     held = (f"; the trusted process holds {torch.cuda.memory_reserved() / 2**30:.1f} GiB of GPU memory and "
             f"{runtime.evaluator.exchange.held_bytes / 2**30:.1f} GiB in arenas" if torch.cuda.is_initialized() else "")
-    detail = row.error or (row.reason if row.status != "correct" else "")
+    detail = row.error or (row.reason if row.status is not RowStatus.CORRECT else "")
     return (f"{row.name}: {row.status}{speed}, {row.evaluations} evaluation(s), {row.seconds or 0:.0f} s"
             f"{' ' + ' '.join(row.best_flags) if row.best_flags else ''}{held} {detail[:160]}").rstrip()
 

@@ -7,17 +7,32 @@ the Markdown tables made from them. Pure: no GPU, no sandbox.
 import json
 import statistics
 from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import TextIO
 
 from tools.problems import ProblemFile
 
 
+class RowStatus(StrEnum):
+    """A problem's outcome: its best evaluation's status, or why there was none."""
+
+    CORRECT = "correct"
+    INCORRECT = "incorrect"
+    COMPILE_ERROR = "compile_error"
+    RUNTIME_ERROR = "runtime_error"
+    TIMEOUT = "timeout"
+    CRASHED = "crashed"
+    REJECTED = "rejected"
+    UNSUPPORTED = "unsupported"         # the built-in policy has no plan: nothing was evaluated
+    FAILED = "failed"                   # the run could not finish the problem (see `error`)
+
+
 @dataclass(frozen=True)
 class SuiteRow:
     level: int | None                           # KernelBench level; None for our suite
     name: str                                   # the problem file's stem
-    status: str                                 # correct (a correct kernel), an EvalStatus, unsupported or failed
+    status: RowStatus
     size: str = "full"
     supported: bool = True                      # the built-in policy has a plan for the problem
     session: str | None = None                  # the agent session (its evaluations are in the history store)
@@ -35,6 +50,9 @@ class SuiteRow:
     reason: str = ""                            # why unsupported, or the first failing evaluation's reason
     error: str | None = None                    # the run could not finish the problem (the trusted side failed)
     seconds: float | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "status", RowStatus(self.status))     # a status outside the enum is refused
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -63,6 +81,8 @@ def _upgraded(saved: dict) -> dict:
     if "status" not in old:
         old["status"] = ("unsupported" if old.get("supported") is False else "failed" if old.get("error") else
                          "correct" if old.get("best_ms") is not None else (old.get("statuses") or ["failed"])[-1])
+    if old["status"] not in set(RowStatus):         # the old check's "not loadable: <why>"
+        old["error"], old["status"] = old.get("error") or old["status"], RowStatus.FAILED
     return old
 
 
@@ -80,7 +100,7 @@ def write_row(log: TextIO, row: SuiteRow) -> None:
 def failure_row(f: ProblemFile, size: str, error: Exception) -> SuiteRow:
     """A problem the run could not finish (e.g. the trusted side ran out of GPU memory): no
     kernel counts for it, and the reason is kept for the report."""
-    return SuiteRow(level=f.level, name=f.path.stem, status="failed", size=size,
+    return SuiteRow(level=f.level, name=f.path.stem, status=RowStatus.FAILED, size=size,
                     error=f"{type(error).__name__}: {str(error)[:300]}")
 
 
@@ -112,7 +132,7 @@ def check_report(rows: list[SuiteRow], files: list[ProblemFile]) -> str:
             status = r.status if r else "not run"
             lines.append(f"| {f.path.stem} | {status[:90]} | {', '.join(r.best_flags if r else ())} | "
                          f"{(r.error or r.reason if r else '')[:90]} |")
-        correct = sum(1 for r in found if r and r.status == "correct")
+        correct = sum(1 for r in found if r and r.status is RowStatus.CORRECT)
         parts += lines + ["", f"{sum(1 for r in found if r)}/{len(found)} checked; a correct kernel on "
                               f"{correct}/{len(found)} ({correct / max(len(found), 1):.0%})"]
     return "\n".join(parts)

@@ -9,11 +9,12 @@ import io
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from dataclasses import replace
+import pytest
 
-from benchmarks.suite_rows import SuiteRow, check_report, failure_row, report, summary, write_row
+from benchmarks.suite_rows import RowStatus, SuiteRow, check_report, failure_row, report, summary, write_row
 from benchmarks.suite import PROBLEMS
 from tools.problems import find_problem_files
 
@@ -93,7 +94,14 @@ def test_rows_written_before_the_typed_rows_still_read():
     unsupported = dict(timed, name="b", supported=False, unsupported="no plan for mean", best_ms=None, statuses=[])
     checked = {"level": 1, "name": "c", "size": "full", "status": "incorrect", "flags": ["no_custom_kernel"],
                "reason": "trial 2"}
-    a, b, c = (SuiteRow.from_dict(row) for row in (timed, unsupported, checked))
+    broken = {"level": 1, "name": "d", "size": "small", "status": "not loadable: KeyError: 'N'"}
+    a, b, c, d = (SuiteRow.from_dict(row) for row in (timed, unsupported, checked, broken))
+    assert (d.status, d.error) == (RowStatus.FAILED, "not loadable: KeyError: 'N'")
     assert (a.status, a.best_flags, a.kept_in_torch, a.reason) == ("correct", ("precision_policy",), ("softmax",), "")
     assert (b.status, b.reason) == ("unsupported", "no plan for mean")
     assert (c.status, c.best_flags, c.reason) == ("incorrect", ("no_custom_kernel",), "trial 2")
+
+
+def test_a_row_status_outside_the_enum_is_refused():
+    with pytest.raises(ValueError):
+        SuiteRow(level=None, name="x", status="fast")
