@@ -24,7 +24,6 @@ from agent.policies import PolicyKind, PolicySpec
 from agent.policy import Backend, Policy, PolicyError
 from agent.prompts import build_messages, exemplars
 from agent.runtime import Runtime, RuntimeOptions
-from tools.evaluator import EvalConfig
 from tools.history import Origin
 from tools.home import kernelpilot_home
 from tools.problems import Problem, load_problem
@@ -47,9 +46,9 @@ class SessionOptions:
     force_cpu: bool = False
     timeout_s: float | None = None
 
-    def runtime_options(self, eval_config: EvalConfig = EvalConfig()) -> RuntimeOptions:
+    def runtime_options(self) -> RuntimeOptions:
         return RuntimeOptions(sandbox=self.sandbox, db=self.db, cuda_index=self.cuda_index,
-                              force_cpu=self.force_cpu, timeout_s=self.timeout_s, eval=eval_config)
+                              force_cpu=self.force_cpu, timeout_s=self.timeout_s)
 
 
 class AgentSession:

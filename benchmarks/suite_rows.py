@@ -12,20 +12,14 @@ from pathlib import Path
 from typing import TextIO
 
 from tools.problems import ProblemFile
+from tools.records import EvalStatus
 
 
-class RowStatus(StrEnum):
-    """A problem's outcome: its best evaluation's status, or why there was none."""
-
-    CORRECT = "correct"
-    INCORRECT = "incorrect"
-    COMPILE_ERROR = "compile_error"
-    RUNTIME_ERROR = "runtime_error"
-    TIMEOUT = "timeout"
-    CRASHED = "crashed"
-    REJECTED = "rejected"
-    UNSUPPORTED = "unsupported"         # the built-in policy has no plan: nothing was evaluated
-    FAILED = "failed"                   # the run could not finish the problem (see `error`)
+# A problem's outcome: its best evaluation's status (every EvalStatus, so the two cannot
+# drift), or why there was none: UNSUPPORTED, the built-in policy has no plan and nothing
+# was evaluated; FAILED, the run could not finish the problem (see SuiteRow.error).
+RowStatus = StrEnum("RowStatus", [(s.name, s.value) for s in EvalStatus]
+                    + [("UNSUPPORTED", "unsupported"), ("FAILED", "failed")])
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ def module_files() -> dict[str, Path]:
 MODULES = module_files()
 
 
-def imported(name: str, module: str, path: Path, node: ast.ImportFrom | ast.Import) -> list[str]:
+def imported(module: str, path: Path, node: ast.ImportFrom | ast.Import) -> list[str]:
     """The project modules one import statement names (a `from X import sub` of a submodule names X.sub)."""
     if isinstance(node, ast.Import):
         return [alias.name for alias in node.names if alias.name in MODULES]
@@ -46,7 +46,7 @@ def import_graph() -> dict[str, set[str]]:
     for module, path in MODULES.items():
         tree = ast.parse(path.read_text(), filename=str(path))
         graph[module] = {target for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
-                         for target in imported(module, module, path, node) if target != module}
+                         for target in imported(module, path, node) if target != module}
     return graph
 
 
