@@ -246,6 +246,8 @@ class Evaluator:
             flags.append(Flag.NETWORK_NOT_ISOLATED)
         if not (ready is not None and ready.fs_isolated):   # the worker says (docker: its container's read-only root)
             flags.append(Flag.FILESYSTEM_NOT_ISOLATED)
+        if ready is None or ready.privilege_note:   # the worker says (docker: its container's own namespaces)
+            flags.append(Flag.SHARED_USER)
         eager_ms = compile_ms = None
         notes = []
         if outcome.timing is not None and config.baselines:

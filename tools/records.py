@@ -27,6 +27,7 @@ class Flag(StrEnum):
     TIMING_MISMATCH = "timing_mismatch"
     NETWORK_NOT_ISOLATED = "network_not_isolated"
     FILESYSTEM_NOT_ISOLATED = "filesystem_not_isolated"   # no Landlock: writes outside the scratch dir possible
+    SHARED_USER = "shared_user"                # the worker ran as the trusted side's user: its /proc was readable
     NO_CUSTOM_KERNEL = "no_custom_kernel"      # a forward that ran none of the candidate's own kernels
     PRECISION_POLICY = "precision_policy"      # lower-precision math, or error far above fp32 rounding
     EXCESSIVE_SPEEDUP = "excessive_speedup"    # above 10x eager or above the roofline: audited again

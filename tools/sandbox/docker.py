@@ -104,9 +104,11 @@ class DockerWorker:
                                    f"{reply.message}\n{log}")
             # Facts of the container's configuration, whatever the worker's own unshare()
             # and Landlock could do: no network interface but loopback (network_mode none),
-            # a read-only root where only the tmpfs scratch and the protocol's folders are writable.
+            # a read-only root where only the tmpfs scratch and the protocol's folders are writable,
+            # its own process namespace (no other process's /proc is visible).
             self.ready = dataclasses.replace(reply, network_isolated=True, isolation_note="docker: network none",
-                                             fs_isolated=True, fs_note="docker: read-only root, tmpfs scratch")
+                                             fs_isolated=True, fs_note="docker: read-only root, tmpfs scratch",
+                                             privilege_note="")
         return self.ready
 
     def alive(self) -> bool:

@@ -40,8 +40,10 @@ from pathlib import Path
 import torch
 
 from tools.records import Phase
-from tools.sandbox.contracts import GiB, Limits, SandboxError, SandboxKind, cache_dir, scrubbed_env
+from tools.sandbox import leftovers
+from tools.sandbox.contracts import GiB, Limits, SandboxError, SandboxKind, scrubbed_env
 from tools.sandbox.logs import log_tail
+from tools.sandbox.privilege import can_drop, worker_uid
 from tools.sandbox.protocol import failure, pack, read_reply
 from tools.sandbox.replies import Ready, ReplyKind, parse_reply
 
@@ -104,14 +106,16 @@ class ProcessWorker:
 
     def __init__(self, cuda_index: int | None, limits: Limits):
         self.limits = limits
-        self.workdir = tempfile.mkdtemp(prefix="kernelpilot-sbx-")
+        self.workdir = tempfile.mkdtemp(prefix=leftovers.workdir_prefix())
         self.ready: Ready | None = None
+        self.uid: int | None = None
         self._sender: threading.Thread | None = None
         try:
             context = forkserver_context(interpret=cuda_index is None)
             self.conn, child_conn = context.Pipe()
             self.process = context.Process(target=_serve, args=(child_conn, self._settings(cuda_index)))
             self.process.start()
+            self.uid = worker_uid(self.process.pid) if can_drop() else None
         except BaseException:
             shutil.rmtree(self.workdir, ignore_errors=True)
             raise
@@ -119,11 +123,13 @@ class ProcessWorker:
         _live_workers.add(self)
 
     def _settings(self, cuda_index: int | None) -> dict:
-        cache = cache_dir()
+        # Compile caches are the evaluation's own: a shared one would let a candidate plant
+        # a compiled kernel that a later candidate or a baseline loads.
+        work = Path(self.workdir)
         env = scrubbed_env()
         env.update(HOME=self.workdir, TMPDIR=self.workdir, LANG="C.UTF-8", PYTHONDONTWRITEBYTECODE="1",
-                   TRITON_CACHE_DIR=str(cache / "triton"), TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"),
-                   TORCH_EXTENSIONS_DIR=str(Path(self.workdir) / "torch_extensions"),
+                   TRITON_CACHE_DIR=str(work / "triton"), TORCHINDUCTOR_CACHE_DIR=str(work / "inductor"),
+                   TORCH_EXTENSIONS_DIR=str(work / "torch_extensions"),
                    # no pool of compile subprocesses: every child process left running is the candidate's
                    TORCHINDUCTOR_COMPILE_THREADS="1")
         if cuda_index is None:
@@ -132,7 +138,7 @@ class ProcessWorker:
             "workdir": self.workdir, "env": env, "cuda": cuda_index is not None,
             "cuda_index": cuda_index or 0, "gpu_memory_fraction": self.limits.gpu_memory_fraction,
             "host_memory_bytes": self.limits.host_memory_bytes, "max_file_bytes": self.limits.max_file_bytes,
-            "cache_dir": str(cache),
+            "cache_dir": "", "drop_privileges": True,
         }
 
     def wait_ready(self) -> Ready:
@@ -152,6 +158,7 @@ class ProcessWorker:
     def call(self, request: dict, timeout: float) -> dict:
         """Send one request; the reply, or a `failure` record for a crash or a timeout."""
         self.wait_ready()
+        self._hand_over_arena(request)
         deadline = time.monotonic() + timeout
         self._sender = threading.Thread(target=self._send, args=(pack(request),), daemon=True)
         self._sender.start()
@@ -160,6 +167,13 @@ class ProcessWorker:
             self.kill()
             return failure("timeout", request["kind"], f"did not accept the '{request['kind']}' request within {timeout:.0f} s")
         return self._receive(max(deadline - time.monotonic(), 0.01), request["kind"])
+
+    def _hand_over_arena(self, request: dict) -> None:
+        """A host arena is the trusted side's file (mode 0600): this worker's user alone
+        may open it, so no other worker can read or scribble on it."""
+        arena = request.get("arena")
+        if self.uid is not None and arena and arena.get("kind") == "file":
+            os.chown(arena["path"], self.uid, self.uid)
 
     def _send(self, data: bytes) -> None:
         try:
@@ -207,6 +221,8 @@ class ProcessWorker:
     def kill(self) -> None:
         pid = self.process.pid
         kill_descendants(pid)
+        if self.uid is not None:
+            leftovers.kill_user(self.uid)   # the candidate's processes, wherever they hid
         for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
             try:
                 kill()
@@ -221,6 +237,9 @@ class ProcessWorker:
             self._sender.join(10)   # the kill broke its pipe; the fd must not close under it
         self.conn.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.uid is not None:
+            leftovers.kill_user(self.uid)
+            leftovers.remove_owned(self.uid)
         _live_workers.discard(self)
 
 
@@ -281,6 +300,7 @@ class ProcessSandbox:
         self.cuda_index, self.limits, self.warm = cuda_index, limits, warm
         self._pool: list[ProcessWorker] = []
         forkserver_context(interpret=cuda_index is None)   # now, before the caller can initialise CUDA
+        leftovers.sweep_stale()
 
     def worker(self) -> ProcessWorker:
         worker = self._pool.pop(0) if self._pool else ProcessWorker(self.cuda_index, self.limits)

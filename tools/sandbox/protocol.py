@@ -46,7 +46,7 @@ REPLY_SCHEMA = {
 AUDIT = {"tampered": [str], "threads": [str], "native_threads": int, "children": [int], "flags_changed": [str],
          "launches": [{"name": str, "own": bool, "count": int}], "l2_persisting_bytes": int}
 REPLY_OPTIONAL_SCHEMA = {
-    "ready": {"fs_isolated": bool, "fs_note": str},
+    "ready": {"fs_isolated": bool, "fs_note": str, "uid": int, "privilege_note": str},
     "loaded": {"audit": AUDIT},
     "ran": {"audit": AUDIT},
     "timed": {"audit": AUDIT, "call_meta": [OUTPUT_META]},

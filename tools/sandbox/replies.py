@@ -96,6 +96,8 @@ class Ready:
     isolation_note: str       # why the network is not cut off ('' when it is)
     fs_isolated: bool = False  # writes confined to the scratch folder; an older worker does not say: not
     fs_note: str = "the worker did not report filesystem confinement"
+    uid: int = -1              # the user the candidate runs as
+    privilege_note: str = "the worker did not report its user"   # '' when it has a user of its own
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from tools.sandbox.cuda_ipc import DeviceBlock, open_block
 
 ALIGN = 256
 SHM_DIR = "/dev/shm"
+ARENA_PREFIX = "kernelpilot-arena-"   # + the trusted pid: a sweep after a crash knows whose it was
 DTYPES = {str(d): d for d in (torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64,
                               torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool, torch.complex64)}
 
@@ -57,7 +58,7 @@ class Arena:
     @classmethod
     def host(cls, nbytes: int) -> "Arena":
         folder = SHM_DIR if os.path.isdir(SHM_DIR) else tempfile.gettempdir()
-        handle, path = tempfile.mkstemp(prefix="kernelpilot-arena-", dir=folder)
+        handle, path = tempfile.mkstemp(prefix=f"{ARENA_PREFIX}{os.getpid()}-", dir=folder)
         try:
             # Real pages now: a sparse file on a full tmpfs would kill a writer with SIGBUS later.
             os.posix_fallocate(handle, 0, max(nbytes, 1))

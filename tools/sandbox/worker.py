@@ -23,7 +23,7 @@ import traceback
 
 import torch
 
-from tools.sandbox import audit, confine
+from tools.sandbox import audit, confine, privilege, seccomp
 from tools.sandbox.precision import precision_flags, strict_precision_flags
 from tools.sandbox.protocol import (REQUEST_KEYS, REQUEST_OPTIONAL, ProtocolError, failure, flatten_output, pack,
                                     unpack)
@@ -54,14 +54,16 @@ def serve(conn, settings: dict) -> None:
     """Entry point of the child process; `settings` comes from the trusted parent."""
     isolation_note = isolate(settings)
     device = init_device(settings)
+    uid, privilege_note = drop_privileges(settings)   # after the CUDA context exists, as Landlock
     fs_note = confine_filesystem(settings)   # after the CUDA context exists: its creation needs more of the OS
+    isolation_note = "; ".join(note for note in (isolation_note, seccomp.restrict_sockets()) if note)
     strict_precision_flags()
     session = {"device": device, "model": None, "flags": precision_flags(), "flush": None,
                "auditor": audit.Auditor(sys.modules[__name__])}
     conn.send_bytes(pack({
         "kind": "ready", "pid": os.getpid(), "device": str(device),
         "network_isolated": isolation_note == "", "isolation_note": isolation_note,
-        "fs_isolated": fs_note == "", "fs_note": fs_note,
+        "fs_isolated": fs_note == "", "fs_note": fs_note, "uid": uid, "privilege_note": privilege_note,
     }))
     while True:
         try:
@@ -98,9 +100,20 @@ def isolate(settings: dict) -> str:
     return cut_network()
 
 
+def drop_privileges(settings: dict) -> tuple[int, str]:
+    """Become the worker's own user when the trusted side asks and can (it is root):
+    (uid, '') then, else (uid, why the worker kept the trusted side's user)."""
+    if not settings.get("drop_privileges"):
+        return os.getuid(), "the sandbox did not ask for a user of the worker's own"
+    if not privilege.can_drop():
+        return os.getuid(), f"the trusted side is not root: the worker shares its user (uid {os.getuid()})"
+    return privilege.drop(settings["workdir"], [os.path.join(settings["workdir"], LOG_NAME)]), ""
+
+
 def confine_filesystem(settings: dict) -> str:
-    """Landlock: writes only to the working directory, the arenas, the device files and
-    the compile caches; reads only of the system, Python and those. '' when applied."""
+    """Landlock: writes only to the working directory (which holds the compile caches),
+    the arenas and the device files; reads only of the system, Python and those. ''
+    when applied."""
     workdir = settings["workdir"]
     caches = [settings["cache_dir"]] if settings.get("cache_dir") else []
     for cache in caches:
