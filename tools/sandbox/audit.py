@@ -8,7 +8,8 @@ After every request the worker reports raw facts (the trusted side judges them):
 - `threads`: Python threads still alive that were not there before the candidate;
 - `native_threads`: the kernel's thread count of the process (torch's own pools included);
 - `children`: processes still parented to the worker (it is a child subreaper, so even a
-  double-forked, setsid-detached daemon is re-parented here and counted);
+  double-forked, setsid-detached daemon is re-parented here and counted), and every other
+  process of the worker's own user;
 - `launches`: the kernels launched since the last request, by Triton function or
   load_inline extension function (a CUDA graph's replay counts the launches made while
   it was captured); `own` when the candidate's module defined it;
@@ -27,7 +28,7 @@ import types
 
 import torch
 
-from tools.sandbox import precision, protocol, shm
+from tools.sandbox import precision, privilege, protocol, shm
 
 CANDIDATE_MODULE = "kp_candidate"
 PR_SET_CHILD_SUBREAPER = 36
@@ -210,19 +211,32 @@ def native_thread_count() -> int:
 
 
 def live_children() -> list[int]:
-    """Processes whose parent is this one, zombies left out."""
-    me, found = os.getpid(), []
+    """Processes the candidate left running, zombies left out: those whose parent is this
+    one and, when the worker has a user of its own, every other process of that user
+    (whatever its parent: a chain that detached itself from the subreaper too)."""
+    me, uid, found = os.getpid(), os.getuid(), []
+    own_user = privilege.is_worker_uid(uid)
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        if not entry.isdigit() or int(entry) == me:
             continue
         try:
             with open(f"/proc/{entry}/stat") as stat:
                 fields = stat.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
+            if fields[0] == "Z":
+                continue
+            if int(fields[1]) == me or (own_user and _process_uid(entry) == uid):
+                found.append(int(entry))
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
             continue
-        if int(fields[1]) == me and fields[0] != "Z":
-            found.append(int(entry))
     return sorted(found)
+
+
+def _process_uid(pid: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    return -1
 
 
 # ----------------------------------------------------------------------------- persisting L2

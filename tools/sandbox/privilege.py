@@ -15,6 +15,12 @@ before the candidate is imported. As that user the candidate cannot:
   side: every process of the worker's user is the candidate's, whatever its parent,
   so the trusted side finds and kills them all by user (`tools/sandbox/leftovers.py`).
 
+Before it changes user the worker (still root) gives itself a private view of the
+mounts (`private_view`): /proc shows only its own user's processes (hidepid), so not
+even the command lines of the trusted side are visible, and the folders of the import
+path that other users may not enter (a Python under /root) are reached through a
+tmpfs that holds only them, so the rest of such a folder stays hidden.
+
 A trusted process that is not root cannot hand out users: the worker then shares its
 user, says so in `ready` (`privilege_note`), and the evaluation is flagged. Imports
 only the standard library (it runs inside the sandbox).
@@ -22,9 +28,12 @@ only the standard library (it runs inside the sandbox).
 import ctypes
 import os
 import signal
+from pathlib import Path
 
 UID_BASE = 1_600_000_000    # above any real account; pid_max is at most 2**22
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
+CLONE_NEWNS = 0x00020000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x1000, 0x4000, 0x40000
 
 
 def worker_uid(pid: int) -> int:
@@ -59,3 +68,50 @@ def drop(workdir: str, owned: list[str]) -> int:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
     return uid
+
+
+def private_view(read_roots: list[str]) -> None:
+    """A mount namespace of the worker's own (call as root, before `drop`): /proc with
+    only the worker user's processes, and every read root that lies below a folder other
+    users cannot enter reachable through a tmpfs over that folder. Raises OSError."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    _check(libc, libc.unshare(CLONE_NEWNS), "unshare(mount namespace)")
+    _check(libc, libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+    for folder, roots in closed_folders(read_roots).items():
+        _reopen(libc, folder, roots)
+    _check(libc, libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, b"hidepid=2"), "mount /proc")
+
+
+def closed_folders(read_roots: list[str]) -> dict[str, list[str]]:
+    """{folder others cannot enter: [read roots below it]}, outermost roots only."""
+    found: dict[str, list[str]] = {}
+    roots = sorted({os.path.realpath(r) for r in read_roots if os.path.isdir(r)})
+    for root in roots:
+        if any(root != other and root.startswith(other + "/") for other in roots):
+            continue   # inside another root, which brings it along
+        for ancestor in reversed(Path(root).parents[:-1] if len(Path(root).parents) > 1 else []):
+            if not os.stat(ancestor).st_mode & 0o001:
+                found.setdefault(str(ancestor), []).append(root)
+                break
+    return found
+
+
+def _reopen(libc, folder: str, roots: list[str]) -> None:
+    """Cover `folder` with a tmpfs others may enter and bind `roots` back into it."""
+    handles = [os.open(root, os.O_PATH | os.O_CLOEXEC) for root in roots]
+    try:
+        _check(libc, libc.mount(b"tmpfs", folder.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755"),
+               f"tmpfs over {folder}")
+        for root, handle in zip(roots, handles):
+            os.makedirs(root, mode=0o755, exist_ok=True)
+            _check(libc, libc.mount(f"/proc/self/fd/{handle}".encode(), root.encode(), None, MS_BIND | MS_REC, None),
+                   f"bind {root}")
+    finally:
+        for handle in handles:
+            os.close(handle)
+
+
+def _check(libc, code: int, what: str) -> None:
+    if code != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")

@@ -101,24 +101,29 @@ def isolate(settings: dict) -> str:
 
 
 def drop_privileges(settings: dict) -> tuple[int, str]:
-    """Become the worker's own user when the trusted side asks and can (it is root):
-    (uid, '') then, else (uid, why the worker kept the trusted side's user)."""
+    """Become the worker's own user, in a private view of the mounts, when the trusted
+    side asks and can (it is root): (uid, '') then, else (uid, why the worker kept the
+    trusted side's user)."""
     if not settings.get("drop_privileges"):
         return os.getuid(), "the sandbox did not ask for a user of the worker's own"
     if not privilege.can_drop():
         return os.getuid(), f"the trusted side is not root: the worker shares its user (uid {os.getuid()})"
+    privilege.private_view(confine.read_roots(write_roots(settings)))
     return privilege.drop(settings["workdir"], [os.path.join(settings["workdir"], LOG_NAME)]), ""
 
 
-def confine_filesystem(settings: dict) -> str:
-    """Landlock: writes only to the working directory (which holds the compile caches),
-    the arenas and the device files; reads only of the system, Python and those. ''
-    when applied."""
-    workdir = settings["workdir"]
+def write_roots(settings: dict) -> list[str]:
+    """The working directory (which holds the compile caches), the arenas, the device files."""
     caches = [settings["cache_dir"]] if settings.get("cache_dir") else []
-    for cache in caches:
+    return [settings["workdir"], "/dev/shm", "/dev", *caches]
+
+
+def confine_filesystem(settings: dict) -> str:
+    """Landlock: writes only to `write_roots`; reads only of the system, Python and
+    those. '' when applied."""
+    write = write_roots(settings)
+    for cache in write[3:]:
         os.makedirs(cache, exist_ok=True)
-    write = [workdir, "/dev/shm", "/dev", *caches]
     return confine.confine(write, confine.read_roots(write))
 
 

@@ -1,0 +1,208 @@
+"""What a hostile candidate can reach from a process-sandbox worker (issue 17, items 1-5
+and 7): the hostile fixtures in tests/fixtures/hostile/ try, each raises with what got
+through, so a verdict other than `correct` (or a trace on the host) is a hole. Each has
+an honest twin (`honest_neighbour.py`: its own files, /proc/self, a socket pair, a
+child) that must stay `correct`.
+
+Most holes need a root trusted side to close (the worker becomes a user of its own),
+as in CI and on the GPU machines; run as another user those tests skip, saying why.
+"""
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES, PROBLEMS, ROOT, TEST_LIMITS, read
+from tools.device import detect
+from tools.evaluator import EvalConfig, Evaluator
+from tools.records import EvalStatus, Flag
+from tools.sandbox import leftovers
+from tools.sandbox.contracts import cache_dir
+from tools.sandbox.privilege import UID_BASE, is_worker_uid
+from tools.sandbox.process import ProcessSandbox
+
+HOSTILE = FIXTURES / "hostile"
+SOFTMAX = PROBLEMS / "04_softmax_rows.py"
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="a worker gets a user of its own only under a root trusted side")
+
+
+def worker_processes() -> list[int]:
+    """Live processes (zombies left out) of worker users."""
+    return [pid for pid in _pids() if is_worker_uid(_uid(pid)) and _state(pid) != "Z"]
+
+
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _status(pid: int, key: str) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(line.split()[1] for line in status if line.startswith(key + ":"))
+    except (OSError, StopIteration):
+        return ""
+
+
+def _uid(pid: int) -> int:
+    return int(_status(pid, "Uid") or -1)
+
+
+def _state(pid: int) -> str:
+    return _status(pid, "State")
+
+
+def assert_correct(result) -> None:
+    assert result.status is EvalStatus.CORRECT, f"{result.status.value}: {result.reason}"
+
+
+def test_the_honest_neighbour_keeps_its_own_business(evaluator, softmax_problem):
+    result = evaluator.evaluate(softmax_problem, read(HOSTILE / "honest_neighbour.py"))
+    assert_correct(result)
+    assert Flag.SHARED_USER not in result.flags or os.geteuid() != 0
+
+
+@root_only
+def test_no_secret_of_the_trusted_process_is_readable(tmp_path):
+    """The trusted process (a real `kernelpilot eval`) holds a secret in its environment;
+    the candidate reads every /proc/*/environ and maps it can, and /etc/shadow."""
+    name, secret = "KP_TEST_OPENAI_API_KEY", f"sk-canary-{os.getpid()}-{time.time_ns()}"
+    candidate = tmp_path / "proc_secrets.py"
+    candidate.write_text(read(HOSTILE / "proc_secrets.py").replace("KP_CANARY_NAME", name))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), KERNELPILOT_HOME=str(tmp_path / "home"), **{name: secret})
+    done = subprocess.run([sys.executable, "-m", "agent.cli", "eval", str(SOFTMAX), str(candidate), "--json",
+                           "--no-record", "--trials", "1"], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=300)
+    assert secret not in done.stdout + done.stderr
+    verdict = json.loads(done.stdout)
+    assert verdict["status"] == "correct", verdict["reason"]
+    assert "shared_user" not in verdict["flags"]
+
+
+@root_only
+def test_no_pathname_unix_socket_is_reachable(evaluator, softmax_problem, tmp_path):
+    path = tmp_path / "daemon.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    os.chmod(path, 0o777)     # as open as a PostgreSQL socket
+    server.listen(4)
+    server.settimeout(0.2)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        result = evaluator.evaluate(softmax_problem, read(HOSTILE / "unix_socket.py").replace(
+            "/run/KP_SOCKET_PATH", str(path)))
+    finally:
+        stop.set()
+        thread.join(2)
+        server.close()
+    assert accepted == [], "the candidate reached a Unix socket on the host"
+    assert_correct(result)
+
+
+@root_only
+def test_raw_devices_cannot_be_opened(evaluator, softmax_problem):
+    if not glob.glob("/dev/loop*") + glob.glob("/dev/kvm") + glob.glob("/dev/[sv]d?"):
+        pytest.skip("this machine has no raw device to try")
+    assert_correct(evaluator.evaluate(softmax_problem, read(HOSTILE / "raw_devices.py")))
+
+
+@root_only
+def test_the_caches_the_trusted_side_reads_are_not_writable(evaluator, softmax_problem):
+    cache = cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    before = sorted(cache.rglob("*"))
+    result = evaluator.evaluate(softmax_problem, read(HOSTILE / "cache_plant.py").replace("/KP_CACHE_DIR", str(cache)))
+    assert_correct(result)
+    assert sorted(cache.rglob("*")) == before
+
+
+@root_only
+def test_a_concurrent_candidate_cannot_touch_an_honest_evaluations_arena(evaluator, softmax_problem):
+    """The scribbler zeroes every arena it can open for six seconds while an honest
+    evaluation runs five trials beside it, in its own sandbox."""
+    hostile: list = []
+    with ProcessSandbox(None, TEST_LIMITS, warm=0) as other:
+        neighbour = Evaluator(other, detect(force_cpu=True), EvalConfig(trials=1, limits=TEST_LIMITS))
+        thread = threading.Thread(target=lambda: hostile.append(
+            neighbour.evaluate(softmax_problem, read(HOSTILE / "arena_scribbler.py"))))
+        thread.start()
+        time.sleep(1.0)   # the scribbler is loaded and scribbling
+        honest = [evaluator.evaluate(softmax_problem, read(HOSTILE / "honest_neighbour.py")) for _ in range(2)]
+        thread.join(60)
+    for result in honest:
+        assert_correct(result)
+    assert_correct(hostile[0])
+    assert glob.glob("/dev/shm/kp-litter-*") == [], "a file the candidate wrote outlived it"
+
+
+@root_only
+def test_a_detached_chain_is_caught_at_once_and_killed(evaluator, softmax_problem):
+    result = evaluator.evaluate(softmax_problem, read(ROOT / "tests" / "cheats" / "cheat_detached_child.py"))
+    assert result.status is EvalStatus.REJECTED and "detached children" in result.reason
+    assert result.trials_run <= 1, "the detached process went unseen for a trial"
+    strays = [pid for pid in worker_processes() if _uid(pid) - UID_BASE != pid]   # warm workers are pid = uid - base
+    assert strays == [], [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in strays]
+
+
+@root_only
+def test_kill_9_of_eval_leaves_nothing_behind(tmp_path):
+    """SIGKILL of `kernelpilot eval` while its candidate runs: the worker dies at once, and
+    the next sandbox removes the folder and arena the killed process could not."""
+    candidate = tmp_path / "slow.py"
+    candidate.write_text("import time, torch, torch.nn as nn\n"
+                         "class ModelNew(nn.Module):\n"
+                         "    def forward(self, x):\n"
+                         "        time.sleep(60)\n"
+                         "        return torch.softmax(x, dim=-1)\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), KERNELPILOT_HOME=str(tmp_path / "home"))
+    process = subprocess.Popen([sys.executable, "-m", "agent.cli", "eval", str(SOFTMAX), str(candidate), "--no-record",
+                                "--no-baselines", "--trials", "1", "--timeout", "120"], env=env, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    prefix = f"{leftovers.WORKDIR_PREFIX}{process.pid}-"
+    workdirs = _wait_for(lambda: glob.glob(f"{tempfile.gettempdir()}/{prefix}*/candidate.py"), 120)
+    assert workdirs, "the evaluation never loaded its candidate"
+    workers = [pid for pid in worker_processes() if _cwd(pid).startswith(str(Path(workdirs[0]).parent))]
+    assert workers, "no worker process of its own user was found"
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    assert _wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") and _uid(pid) >= UID_BASE for pid in workers), 5)
+    with ProcessSandbox(None, TEST_LIMITS, warm=0):
+        pass
+    assert glob.glob(f"{tempfile.gettempdir()}/{prefix}*") == []
+    assert glob.glob(f"/dev/shm/kernelpilot-arena-{process.pid}-*") == []
+
+
+def _cwd(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return ""
+
+
+def _wait_for(predicate, seconds: float):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    return predicate()
