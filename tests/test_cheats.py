@@ -21,6 +21,7 @@ import torch
 from tests.conftest import PROBLEMS, read
 from tools.problems import load_problem
 from tools.records import EvalStatus, Flag
+from tools.sandbox import leftovers
 from tools.sandbox.process import descendants
 
 CHEATS = Path(__file__).resolve().parent / "cheats"
@@ -58,8 +59,8 @@ CPU_FIXTURES = [f for f in FIXTURES if not f.gpu_only]
 
 
 def sandbox_strays() -> list[int]:
-    """Processes still running in a sandbox working directory that are not ours (a
-    detached child that escaped its worker)."""
+    """Processes still running in one of this process's sandbox working directories that
+    are not ours (a detached child that escaped its worker); other test runs' are theirs."""
     ours, found = set(descendants(os.getpid())), []
     for entry in os.listdir("/proc"):
         if entry.isdigit() and int(entry) not in ours:
@@ -67,7 +68,7 @@ def sandbox_strays() -> list[int]:
                 cwd = os.readlink(f"/proc/{entry}/cwd")
             except OSError:
                 continue
-            if "kernelpilot-sbx-" in cwd:
+            if os.path.basename(cwd).startswith(leftovers.workdir_prefix()):
                 found.append(int(entry))
     return found
 
