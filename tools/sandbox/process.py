@@ -18,12 +18,15 @@ fork server (PR_SET_PDEATHSIG), which dies with the trusted process.
 
 The worker is a child subreaper, so children the candidate detaches into a new session
 stay its descendants; closing a worker kills every descendant, then the process group.
-The worker confines itself with Landlock (`tools/sandbox/confine.py`).
+Under a root trusted side each worker is a user of its own (`tools/sandbox/privilege.py`):
+closing it also kills every process of that user and removes its files in /dev/shm
+(`tools/sandbox/leftovers.py`), and a host arena is handed to that user alone. The
+worker confines itself with Landlock (`tools/sandbox/confine.py`) and a seccomp socket
+filter (`tools/sandbox/seccomp.py`). Compile caches (Triton, Inductor, extensions) are
+the evaluation's own, in its working directory.
 
-Not covered here (see tools/THREAT_MODEL.md): a candidate that undoes PR_SET_PDEATHSIG
-and escapes the subreaper before the worker is killed, writes to the shared Triton and
-Inductor caches (they stay writable so compiled kernels are reused), and running as an
-unprivileged user.
+Not covered here (see tools/THREAT_MODEL.md): a trusted side that is not root (the
+worker then shares its user, and results are flagged `shared_user`).
 """
 import atexit
 import multiprocessing
