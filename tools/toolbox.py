@@ -21,6 +21,7 @@ from tools.ncu import NcuReport, nsight_compute
 from tools.ncu import enabled as ncu_enabled
 from tools.problems import Problem
 from tools.records import EvalResult, EvalStatus, Mode, ProfileResult
+from tools.trust import Use, Versus, allowed, timing_believed, trusted_speedup, why_not
 
 LOG_LINES = 12
 
@@ -151,17 +152,19 @@ class Toolbox:
         return ProfileReport(profile=profile, nsight=nsight)
 
     def speedup_history(self, request: HistoryRequest) -> HistoryReport:
+        """Best lists hold only what the trust rules allow as best; `recent` shows everything."""
         view = lambda entries: [history_view(self.problem.name, e) for e in entries]
+        trusted = lambda entries: [e for e in entries if allowed(e, Use.BEST)]
         similar = self.store.similar_best(self.problem.category, self.problem.hash, request.k)
-        return HistoryReport(best=view(self.store.best(self.problem.hash, request.k)),
-                             stratified=view(self.store.stratified(self.problem.hash, request.k)),
+        return HistoryReport(best=view(trusted(self.store.best(self.problem.hash, None))[:request.k]),
+                             stratified=view(trusted(self.store.stratified(self.problem.hash, request.k))),
                              recent=view(self.store.recent(self.problem.hash, request.k)),
-                             similar=[history_view(name, e) for name, e in similar])
+                             similar=[history_view(name, e) for name, e in similar if allowed(e, Use.BEST)])
 
     def submit(self, request: CodeRequest) -> SubmitReport:
         report = self._evaluate("submit", request.code)
-        if report.result.status is not EvalStatus.CORRECT:
-            return SubmitReport(accepted=False, reason=f"the final check says {report.result.status.value}",
+        if not allowed(report.result, Use.BEST):     # tools/trust.py: correct and not disqualified
+            return SubmitReport(accepted=False, reason=f"the final check: {why_not(report.result, Use.BEST)}",
                                 evaluation_id=report.evaluation_id, result=report.result)
         self.store.submit(self.session, report.evaluation_id)
         return SubmitReport(accepted=True, reason="", evaluation_id=report.evaluation_id, result=report.result)
@@ -197,8 +200,9 @@ class Toolbox:
 
 
 def history_view(problem: str, entry: Entry) -> HistoryView:
-    return HistoryView(problem=problem, id=entry.id, status=entry.status, speedup_vs_eager=entry.speedup_vs_eager,
-                       speedup_vs_compile=entry.speedup_vs_compile, flags=entry.flags, analysis=entry.analysis,
+    return HistoryView(problem=problem, id=entry.id, status=entry.status,
+                       speedup_vs_eager=trusted_speedup(entry, Versus.EAGER),
+                       speedup_vs_compile=trusted_speedup(entry, Versus.COMPILE), flags=entry.flags, analysis=entry.analysis,
                        candidate_hash=entry.candidate_hash)
 
 
@@ -214,11 +218,14 @@ def render_view(view: HistoryView) -> str:
 def render_eval(tool: str, r: EvalResult) -> str:
     """Key numbers first, then the reason, then the end of the log."""
     head = f"{tool}: {r.status.value}"
-    if r.runtime_ms is not None:
+    eager, compiled = trusted_speedup(r, Versus.EAGER), trusted_speedup(r, Versus.COMPILE)
+    if r.runtime_ms is not None and not timing_believed(r):
+        head += " (timing not believed: no speedup is claimed)" if r.status is EvalStatus.CORRECT else ""
+    elif r.runtime_ms is not None:
         head += f", {r.runtime_ms:.4g} ms"
-        if r.speedup_vs_eager is not None:
-            head += f" ({r.speedup_vs_eager:.2f}x vs eager"
-            head += f", {r.speedup_vs_compile:.2f}x vs torch.compile)" if r.speedup_vs_compile else ")"
+        if eager is not None:
+            head += f" ({eager:.2f}x vs eager"
+            head += f", {compiled:.2f}x vs torch.compile)" if compiled else ")"
     elif r.mode is Mode.CPU_INTERPRETER:
         head += " (no GPU: correctness only, no timing)"
     lines = [head, f"trials passed {r.trials_passed}/{r.trials_run}"
