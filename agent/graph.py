@@ -6,7 +6,8 @@
 `policy_turn` asks the policy for its next turn and refuses the tool calls of a turn
 that does not open with a performance analysis (the policy is told, and the turn
 counts against the budget). `run_tools` runs the accepted calls through the toolbox
-(each evaluation recorded in the history store with the turn's analysis) and keeps the
+(each evaluation recorded in the history store with the turn's analysis; on resume, the
+calls a killed run had recorded are taken from the store, not run again) and keeps the
 best candidate the trust rules allow (`tools/trust.py`). Both end by asking `stop_reason`
 whether to stop: the target speedup reached, a budget spent (turns, GPU-seconds, tokens), too many turns without
 improvement, or the policy finished (in chat: it hands back to the user). `route` is
@@ -112,6 +113,8 @@ def run_tools(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     ctx = runtime.context
     analysis = state["messages"][-1].get("content") or ""
     messages, attempts, best, submitted, seconds = [], [], best_of(state), state.get("submitted"), 0.0
+    # A run killed mid-turn recorded some of these calls already: those records are reused, not run again.
+    ctx.toolbox.reuse_unseen({a.evaluation_id for a in attempts_of(state)})
     for call in map(pending_call, state["pending"]):
         started = time.monotonic()
         arguments = parse_arguments(call)
