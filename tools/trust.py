@@ -7,13 +7,17 @@ a correct result may be *used* for:
 
 | flag                      | whose      | best | metrics | reward | why                                              |
 |---------------------------|------------|:----:|:-------:|:------:|--------------------------------------------------|
-| `timing_mismatch`         | candidate  |  no  |   no    |   no   | work ran outside the timer: the time is not believed |
+| `timing_mismatch`         | candidate* |  no  |   no    |   no   | work ran outside the timer: the time is not believed |
 | `no_custom_kernel`        | candidate  |  no  |   no    |   no   | none of its own kernels ran: a PyTorch fallback   |
 | `precision_policy`        | candidate  |  no  |   no    |   no   | fp16/bf16/TF32 math on an fp32 problem, inside tolerance |
 | `excessive_speedup`       | candidate  | yes  |  yes    |   no   | audited again and passed; unbelievable until a person looks |
 | `degenerate_problem`      | problem    | yes  |  yes    |   no   | the output barely depends on the input: a constant could pass |
 | `network_not_isolated`    | our side   | yes  |  yes    |   no   | the worker could reach the network: a verdict not to train on |
 | `filesystem_not_isolated` | our side   | yes  |  yes    |   no   | the worker could write outside its scratch dir    |
+
+*or a machine too noisy to time on (benchmarks/cheat_suite.py counts it as the environment's):
+an honest kernel flagged so keeps its `correct` verdict but is neither best nor counted until
+it is timed again without the flag.
 
 "best" covers the session's best kernel, the accepted submit and what a report claims;
 "metrics" covers a batch run's correct rate, fast_p and geomeans. Flags of our side (the
