@@ -118,7 +118,8 @@ def result_line(summary: Summary) -> str:
 def attempt_row(a: Attempt) -> str:
     number = lambda v, fmt: "" if v is None else format(v, fmt)
     return (f"| {a.turn} | {a.tool} | {a.status.value} | {number(trusted_runtime_ms(a), '.4g')} | "
-            f"{number(trusted_speedup(a, Versus.EAGER), '.2f')} | {number(trusted_speedup(a, Versus.COMPILE), '.2f')} | "
+            f"{number(trusted_speedup(a, Versus.EAGER), '.2f')} | "
+            f"{number(trusted_speedup(a, Versus.COMPILE), '.2f')} | "
             f"{', '.join(a.flags)} |")
 
 
@@ -126,4 +127,6 @@ def flagged_note(attempts: list[Attempt]) -> list[str]:
     """Correct attempts the trust rules keep from being the answer, and why."""
     flagged = [f"turn {a.turn} ({a.tool}): {why_not(a, Use.BEST)}" for a in attempts
                if a.status is EvalStatus.CORRECT and not allowed(a, Use.BEST)]
-    return ["", "Correct but not eligible as the answer (tools/trust.py): " + "; ".join(flagged) + "."] if flagged else []
+    if not flagged:
+        return []
+    return ["", "Correct but not eligible as the answer (tools/trust.py): " + "; ".join(flagged) + "."]

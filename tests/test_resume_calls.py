@@ -13,7 +13,8 @@ from agent.cli import main
 from agent.graph import Budget, build_graph, session_config
 from agent.runtime import checkpoints
 from tests.conftest import PROBLEMS
-from tools.history import HistoryStore
+from tools.history import HistoryError, HistoryStore, Origin
+from tools.toolbox import Toolbox
 
 ROOT = Path(__file__).resolve().parent.parent
 CHEATS = Path(__file__).parent / "cheats"
@@ -65,11 +66,10 @@ def test_resume_runs_only_the_calls_a_killed_turn_had_not_recorded(capsys, tmp_p
 
 
 def test_a_stored_evaluation_is_reused_only_for_the_same_code(evaluator, softmax_problem, tmp_path):
-    from tools.history import HistoryError, Origin
-    from tools.toolbox import Toolbox
     store = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
     honest, other = CALLS[0].read_text(), CALLS[2].read_text()
-    first = Toolbox(softmax_problem, evaluator, store, "s-cut", Origin("replay")).call("check_correctness", {"code": honest})
+    cut = Toolbox(softmax_problem, evaluator, store, "s-cut", Origin("replay"))
+    first = cut.call("check_correctness", {"code": honest})
     resumed = Toolbox(softmax_problem, evaluator, store, "s-cut", Origin("replay"))
     resumed.reuse_unseen(set())                 # the checkpoint never saw the evaluation
     again = resumed.call("check_correctness", {"code": honest})

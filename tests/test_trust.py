@@ -39,10 +39,11 @@ def test_a_flagged_correct_kernel_is_not_the_best_and_its_honest_twin_is(capsys,
                                [("check_correctness", HONEST)], [("submit", FLAGGED)])
     mine = [r for r in HistoryStore().records() if r.session == summary["session_id"]]
     assert [(r.status, "no_custom_kernel" in r.flags) for r in mine] == \
-        [(EvalStatus.CORRECT, True), (EvalStatus.CORRECT, False), (EvalStatus.CORRECT, True)]   # what the evaluator said
+        [(EvalStatus.CORRECT, True), (EvalStatus.CORRECT, False), (EvalStatus.CORRECT, True)]   # the evaluator's word
     assert summary["status"] == "correct" and summary["submitted"] is False     # the flagged submit is refused
     assert Path(summary["best_code_path"]).read_text() == HONEST.read_text()
-    assert "Correct but not eligible as the answer" in report and "turn 1 (check_correctness): flagged no_custom_kernel" in report
+    assert "Correct but not eligible as the answer" in report
+    assert "turn 1 (check_correctness): flagged no_custom_kernel" in report
 
 
 def test_a_session_with_only_a_flagged_kernel_hands_nothing_back(capsys, tmp_path):
@@ -91,7 +92,8 @@ def test_every_flag_is_decided_and_a_mismatch_has_no_speed():
 
 
 def test_suite_metrics_count_no_flagged_best():
-    rows = [SuiteRow(level=1, name="a", status="correct", best_ms=1.0, best_vs_eager=4.0, best_flags=("timing_mismatch",)),
-            SuiteRow(level=1, name="b", status="correct", best_ms=1.0, best_vs_eager=2.0)]
+    flagged = SuiteRow(level=1, name="a", status="correct", best_ms=1.0, best_vs_eager=4.0,
+                       best_flags=("timing_mismatch",))        # a log written before the rules
+    rows = [flagged, SuiteRow(level=1, name="b", status="correct", best_ms=1.0, best_vs_eager=2.0)]
     assert [r.counted for r in rows] == [False, True]
     assert "correct kernel on 1/2" in summary(rows) and "geomean of the best correct kernels 2.00x" in summary(rows)

@@ -228,8 +228,8 @@ class Toolbox:
 def history_view(problem: str, entry: Entry) -> HistoryView:
     return HistoryView(problem=problem, id=entry.id, status=entry.status,
                        speedup_vs_eager=trusted_speedup(entry, Versus.EAGER),
-                       speedup_vs_compile=trusted_speedup(entry, Versus.COMPILE), flags=entry.flags, analysis=entry.analysis,
-                       candidate_hash=entry.candidate_hash)
+                       speedup_vs_compile=trusted_speedup(entry, Versus.COMPILE), flags=entry.flags,
+                       analysis=entry.analysis, candidate_hash=entry.candidate_hash)
 
 
 def render_view(view: HistoryView) -> str:
