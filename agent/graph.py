@@ -6,9 +6,10 @@
 `policy_turn` asks the policy for its next turn and refuses the tool calls of a turn
 that does not open with a performance analysis (the policy is told, and the turn
 counts against the budget). `run_tools` runs the accepted calls through the toolbox
-(each evaluation recorded in the history store with the turn's analysis) and keeps the
-best correct candidate. Both end by asking `stop_reason` whether to stop: the target
-speedup reached, a budget spent (turns, GPU-seconds, tokens), too many turns without
+(each evaluation recorded in the history store with the turn's analysis; on resume, the
+calls a killed run had recorded are taken from the store, not run again) and keeps the
+best candidate the trust rules allow (`tools/trust.py`). Both end by asking `stop_reason`
+whether to stop: the target speedup reached, a budget spent (turns, GPU-seconds, tokens), too many turns without
 improvement, or the policy finished (in chat: it hands back to the user). `route` is
 the one router. State is checkpointed (SQLite), so a session resumes by its id.
 
@@ -29,8 +30,9 @@ from langgraph.runtime import Runtime
 from agent.policy import Attempt, Backend, Policy, PolicyTurn, ToolCall, TurnInput, has_analysis
 from agent.prompts import correction
 from tools.device import DeviceInfo
-from tools.records import EvalStatus, Mode
+from tools.records import Mode
 from tools.toolbox import EvaluationReport, ProfileReport, SubmitReport, ToolError, Toolbox
+from tools.trust import Use, Versus, allowed, trusted_runtime_ms, trusted_speedup
 
 
 class RunMode(StrEnum):
@@ -111,6 +113,8 @@ def run_tools(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
     ctx = runtime.context
     analysis = state["messages"][-1].get("content") or ""
     messages, attempts, best, submitted, seconds = [], [], best_of(state), state.get("submitted"), 0.0
+    # A run killed mid-turn recorded some of these calls already: those records are reused, not run again.
+    ctx.toolbox.reuse_unseen({a.evaluation_id for a in attempts_of(state)})
     for call in map(pending_call, state["pending"]):
         started = time.monotonic()
         arguments = parse_arguments(call)
@@ -156,7 +160,7 @@ def build_graph(checkpointer=None):
 
 def stop_reason(state: AgentState, budget: Budget, finished: bool) -> str | None:
     best = best_of(state)
-    speedup = best and best.speedup_vs_eager
+    speedup = best and trusted_speedup(best, Versus.EAGER)
     if budget.target_speedup is not None and speedup is not None and speedup >= budget.target_speedup:
         return StopReason.TARGET_REACHED.value
     if finished:
@@ -182,12 +186,13 @@ def best_of(state: AgentState) -> Attempt | None:
 
 
 def better(best: Attempt | None, attempt: Attempt) -> Attempt | None:
-    """The faster of two correct attempts (a timed one beats an untimed one; ties keep the first)."""
-    if attempt.status is not EvalStatus.CORRECT:
+    """The faster of two attempts the trust rules allow as best (tools/trust.py: correct, no
+    disqualifying flag); a timed one beats an untimed one; ties keep the first."""
+    if not allowed(attempt, Use.BEST):
         return best
     if best is None:
         return attempt
-    mine, theirs = attempt.speedup_vs_eager, best.speedup_vs_eager
+    mine, theirs = trusted_speedup(attempt, Versus.EAGER), trusted_speedup(best, Versus.EAGER)
     return attempt if mine is not None and (theirs is None or mine > theirs) else best
 
 
@@ -207,10 +212,11 @@ def parse_arguments(call: ToolCall) -> dict | ToolError:
 
 
 def attempt_record(turn: int, tool: str, report: EvaluationReport | SubmitReport, code: str) -> Attempt:
+    """The attempt as the policy sees it: times and speedups only where the trust rules believe them."""
     r = report.result
     return Attempt(turn=turn, tool=tool, evaluation_id=report.evaluation_id, code=code, status=r.status,
-                   runtime_ms=r.runtime_ms, speedup_vs_eager=r.speedup_vs_eager,
-                   speedup_vs_compile=r.speedup_vs_compile, flags=tuple(f.value for f in r.flags),
+                   runtime_ms=trusted_runtime_ms(r), speedup_vs_eager=trusted_speedup(r, Versus.EAGER),
+                   speedup_vs_compile=trusted_speedup(r, Versus.COMPILE), flags=tuple(f.value for f in r.flags),
                    reason=r.reason[:500])
 
 

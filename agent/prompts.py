@@ -15,6 +15,7 @@ from tools.device import DeviceInfo
 from tools.history import HistoryStore
 from tools.problems import Problem
 from tools.records import Mode
+from tools.trust import Use, Versus, allowed, trusted_speedup
 
 from agent.policy import Backend
 
@@ -92,12 +93,13 @@ def render_exemplar(index: int, exemplar: Exemplar) -> str:
 
 
 def exemplars(store: HistoryStore, problem: Problem, k: int = 3) -> list[Exemplar]:
-    """Fast, middling and slow correct kernels from the history (what a contrastive prompt shows)."""
+    """Fast, middling and slow correct kernels from the history (what a contrastive prompt shows);
+    only those the trust rules allow as a best (a flagged one would teach its flaw)."""
     found = []
     for entry in store.stratified(problem.hash, k):
         code = store.source(entry.candidate_hash)
-        if code is not None:
-            found.append(Exemplar(code, entry.status.value, entry.speedup_vs_eager, entry.analysis))
+        if code is not None and allowed(entry, Use.BEST):
+            found.append(Exemplar(code, entry.status.value, trusted_speedup(entry, Versus.EAGER), entry.analysis))
     return found
 
 

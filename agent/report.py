@@ -2,8 +2,10 @@
 
 The answer is the candidate the policy submitted, with the numbers of its final full
 check; without an accepted submit, the fastest correct candidate the session measured
-(a timed one beats an untimed one; without a GPU, the first verified-correct one).
-`status` in the summary is its status, or `none` when no candidate was correct.
+(a timed one beats an untimed one; without a GPU, the first verified-correct one). Only
+what the trust rules (`tools/trust.py`) allow is an answer or a claimed speed: a flagged
+attempt is listed with its flags, never handed back. `status` in the summary is the
+answer's status, or `none` when no candidate may be handed back.
 
     summary = write_outputs(Path("out"), state, session_id, device)
 """
@@ -14,6 +16,8 @@ from pathlib import Path
 from agent.graph import attempts_of, best_of
 from agent.policy import Attempt, has_analysis
 from tools.device import DeviceInfo
+from tools.records import EvalStatus
+from tools.trust import Use, Versus, allowed, trusted_runtime_ms, trusted_speedup, why_not
 
 ANALYSIS_CHARS = 3000
 
@@ -42,7 +46,7 @@ class Summary:
 
 def answer(state: dict) -> Attempt | None:
     submitted = [a for a in attempts_of(state) if a.evaluation_id == state.get("submitted")]
-    return submitted[-1] if submitted else best_of(state)
+    return next((a for a in [*submitted[-1:], best_of(state)] if a and allowed(a, Use.BEST)), None)
 
 
 def summarize(state: dict, session_id: str, device: DeviceInfo, out: Path | None) -> Summary:
@@ -50,9 +54,9 @@ def summarize(state: dict, session_id: str, device: DeviceInfo, out: Path | None
     return Summary(
         status=best.status.value if best else "none",
         best_code_path=str(out / "best.py") if best and out else None,
-        speedup_vs_eager=best.speedup_vs_eager if best else None,
-        speedup_vs_compile=best.speedup_vs_compile if best else None,
-        runtime_ms=best.runtime_ms if best else None,
+        speedup_vs_eager=trusted_speedup(best, Versus.EAGER) if best else None,
+        speedup_vs_compile=trusted_speedup(best, Versus.COMPILE) if best else None,
+        runtime_ms=trusted_runtime_ms(best) if best else None,
         turns=state.get("turns", 0), session_id=session_id, stop_reason=state.get("stop"),
         submitted=state.get("submitted") is not None, attempts=len(state.get("attempts", [])),
         tokens=state.get("tokens", 0), gpu_seconds=round(state.get("gpu_seconds", 0.0), 3),
@@ -87,6 +91,7 @@ def markdown_report(state: dict, summary: Summary) -> str:
              "| turn | tool | status | runtime ms | vs eager | vs torch.compile | flags |",
              "|---:|---|---|---:|---:|---:|---|"]
     lines += [attempt_row(a) for a in attempts_of(state)]
+    lines += flagged_note(attempts_of(state))
     lines += ["", "## Analysis trail", ""]
     turn = 0
     for message in state.get("messages", []):
@@ -100,7 +105,7 @@ def markdown_report(state: dict, summary: Summary) -> str:
 
 def result_line(summary: Summary) -> str:
     if summary.status == "none":
-        return "No correct kernel was found; nothing is handed back."
+        return "No correct kernel the trust rules allow was found; nothing is handed back."
     speed = (f"{summary.runtime_ms:.4g} ms, {summary.speedup_vs_eager:.2f}x vs eager"
              + (f", {summary.speedup_vs_compile:.2f}x vs torch.compile" if summary.speedup_vs_compile else "")
              if summary.speedup_vs_eager is not None else "not timed (no GPU: correctness only)")
@@ -112,6 +117,16 @@ def result_line(summary: Summary) -> str:
 
 def attempt_row(a: Attempt) -> str:
     number = lambda v, fmt: "" if v is None else format(v, fmt)
-    return (f"| {a.turn} | {a.tool} | {a.status.value} | {number(a.runtime_ms, '.4g')} | "
-            f"{number(a.speedup_vs_eager, '.2f')} | {number(a.speedup_vs_compile, '.2f')} | "
+    return (f"| {a.turn} | {a.tool} | {a.status.value} | {number(trusted_runtime_ms(a), '.4g')} | "
+            f"{number(trusted_speedup(a, Versus.EAGER), '.2f')} | "
+            f"{number(trusted_speedup(a, Versus.COMPILE), '.2f')} | "
             f"{', '.join(a.flags)} |")
+
+
+def flagged_note(attempts: list[Attempt]) -> list[str]:
+    """Correct attempts the trust rules keep from being the answer, and why."""
+    flagged = [f"turn {a.turn} ({a.tool}): {why_not(a, Use.BEST)}" for a in attempts
+               if a.status is EvalStatus.CORRECT and not allowed(a, Use.BEST)]
+    if not flagged:
+        return []
+    return ["", "Correct but not eligible as the answer (tools/trust.py): " + "; ".join(flagged) + "."]

@@ -44,9 +44,10 @@ from benchmarks.suite_rows import RowStatus, SuiteRow, check_report, failure_row
 from tools.evaluator import EvalConfig
 from tools.history import HistoryError
 from tools.problems import Problem, ProblemFile, find_problem_files, load_problem
-from tools.records import EvalStatus, Mode
+from tools.records import Mode
 from tools.sandbox.contracts import SandboxError
 from tools.timing import TimingConfig
+from tools.trust import Use, Versus, allowed, trusted_runtime_ms, trusted_speedup, why_not
 
 
 def main() -> int:
@@ -164,19 +165,21 @@ def load(f: ProblemFile, size: str) -> Problem:
 def problem_row(f: ProblemFile, size: str, session: str, final: dict, plan, seconds: float) -> SuiteRow:
     attempts, best, chosen = attempts_of(final), best_of(final), answer(final)
     submitted = chosen if final.get("submitted") is not None else None
-    failing = next((a for a in attempts if a.status is not EvalStatus.CORRECT), None)
+    failing = next((a for a in attempts if not allowed(a, Use.BEST)), None)     # failed, or flagged
     status = (RowStatus.UNSUPPORTED if plan.error else RowStatus.CORRECT if best else
               RowStatus(attempts[-1].status) if attempts else RowStatus.FAILED)
     return SuiteRow(
         level=f.level, name=f.path.stem, status=status, size=size, supported=plan.error is None, session=session,
         stop=final.get("stop"), evaluations=len(attempts), statuses=tuple(a.status.value for a in attempts),
-        best_ms=best.runtime_ms if best else None, best_vs_eager=best.speedup_vs_eager if best else None,
-        best_vs_compile=best.speedup_vs_compile if best else None, best_flags=best.flags if best else (),
+        best_ms=trusted_runtime_ms(best) if best else None,
+        best_vs_eager=trusted_speedup(best, Versus.EAGER) if best else None,
+        best_vs_compile=trusted_speedup(best, Versus.COMPILE) if best else None, best_flags=best.flags if best else (),
         best_kernel=hashlib.sha256(best.code.encode()).hexdigest()[:16] if best else None,
-        submitted_vs_eager=submitted.speedup_vs_eager if submitted else None,
-        submitted_vs_compile=submitted.speedup_vs_compile if submitted else None,
+        submitted_vs_eager=trusted_speedup(submitted, Versus.EAGER) if submitted else None,
+        submitted_vs_compile=trusted_speedup(submitted, Versus.COMPILE) if submitted else None,
         kept_in_torch=tuple(s.anchor.name for s in plan.stages if s.kind.value == "torch"),
-        reason=(plan.error or (failing.reason if failing else ""))[:300], seconds=round(seconds, 1))
+        reason=(plan.error or (failing.reason or why_not(failing, Use.BEST) if failing else ""))[:300],
+        seconds=round(seconds, 1))
 
 
 def store_check(runtime: Runtime, rows: list[SuiteRow]) -> str:

@@ -19,6 +19,7 @@ from tools.evaluator import EvalConfig, Evaluator
 from tools.problems import load_problem
 from tools.records import EvalResult
 from tools.sandbox.process import ProcessSandbox
+from tools.trust import Use, Versus, allowed, trusted_speedup
 
 
 def main() -> int:
@@ -59,11 +60,12 @@ def table(rows: list[EvalResult], device: str) -> str:
     for r in rows:
         iqr = f"{100 * r.timing.spread:.1f}" if r.timing else "-"
         lines.append(f"| {r.problem} | {r.status.value} | {fmt(r.runtime_ms)} | {iqr} | {fmt(r.eager_ms)} | "
-                     f"{fmt(r.compile_ms)} | {fmt(r.speedup_vs_eager, 2)} | {fmt(r.speedup_vs_compile, 2)} |")
-    timed = [r for r in rows if r.speedup_vs_eager]
+                     f"{fmt(r.compile_ms)} | {fmt(trusted_speedup(r, Versus.EAGER), 2)} | "
+                     f"{fmt(trusted_speedup(r, Versus.COMPILE), 2)} |")
+    timed = [r for r in rows if allowed(r, Use.METRICS) and trusted_speedup(r, Versus.EAGER)]
     if timed:
-        geo = statistics.geometric_mean([r.speedup_vs_eager for r in timed])
-        geo_c = statistics.geometric_mean([r.speedup_vs_compile for r in timed if r.speedup_vs_compile])
+        geo = statistics.geometric_mean([trusted_speedup(r, Versus.EAGER) for r in timed])
+        geo_c = statistics.geometric_mean([c for r in timed if (c := trusted_speedup(r, Versus.COMPILE))])
         correct = sum(r.status.value == "correct" for r in rows)
         lines += ["", f"{correct}/{len(rows)} correct; geomean speedup vs eager {geo:.2f}x, vs torch.compile {geo_c:.2f}x"]
     return "\n".join(lines)

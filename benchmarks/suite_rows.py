@@ -13,6 +13,7 @@ from typing import TextIO
 
 from tools.problems import ProblemFile
 from tools.records import EvalStatus
+from tools.trust import Use, rules_out
 
 
 # A problem's outcome: its best evaluation's status (every EvalStatus, so the two cannot
@@ -60,8 +61,9 @@ class SuiteRow:
 
     @property
     def counted(self) -> bool:
-        """A correct, timed kernel of our own (what fast_p counts)."""
-        return self.best_ms is not None and "no_custom_kernel" not in self.best_flags
+        """A correct, timed kernel the trust rules count in metrics (tools/trust.py; what fast_p counts).
+        A log written before the rules keeps its flags, so a flagged best there is not counted either."""
+        return self.best_ms is not None and not rules_out(self.best_flags, Use.METRICS)
 
 
 def _upgraded(saved: dict) -> dict:
@@ -141,7 +143,8 @@ def _row(name: str, r: SuiteRow | None) -> str:
     note = ", ".join(r.best_flags) or ("" if r.best_ms else "no correct kernel: "
                                        + (r.error or ",".join(r.statuses))[:120])
     note += f"; kept in PyTorch: {', '.join(r.kept_in_torch)}" if r.kept_in_torch else ""
-    return (f"| {name} | {r.evaluations} | {fmt(r.best_vs_eager)} | {fmt(r.best_vs_compile)} | "
+    eager, compiled = (r.best_vs_eager, r.best_vs_compile) if r.counted else (None, None)
+    return (f"| {name} | {r.evaluations} | {fmt(eager)} | {fmt(compiled)} | "
             f"{answer} | {note.strip('; ')} |")
 
 

@@ -21,7 +21,8 @@ class EvalStatus(StrEnum):
 
 
 class Flag(StrEnum):
-    """Policy findings: they annotate a verdict, they do not change it."""
+    """Policy findings: they annotate a verdict, they do not change it (what each one keeps a
+    correct result from — best, metrics, reward — is decided in tools/trust.py)."""
 
     DEGENERATE_PROBLEM = "degenerate_problem"
     TIMING_MISMATCH = "timing_mismatch"

@@ -6,21 +6,25 @@ logs cut short). `Toolbox.schemas()` describes them once for function calling (t
 OpenAI tools format); `Toolbox.call(name, arguments)` validates the arguments and
 dispatches, and malformed arguments come back as a `ToolError` result for the model
 to correct, never as an exception. Every evaluation a tool runs is recorded in the
-history store under the toolbox's session.
+history store under the toolbox's session. A run killed mid-turn leaves evaluations in the
+store that its checkpoint never saw: after `reuse_unseen(known ids)` the next calls with the
+same code take those records, in order, instead of evaluating again (no duplicate rows).
 
     toolbox = Toolbox(problem, evaluator, HistoryStore(), session="s1", origin=Origin("builtin"))
     print(toolbox.call("check_correctness", {"code": source}).text())
 """
+import hashlib
 from dataclasses import replace
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tools.evaluator import Evaluator
-from tools.history import Entry, HistoryStore, Origin
+from tools.history import Entry, EvaluationRecord, HistoryError, HistoryStore, Origin
 from tools.ncu import NcuReport, nsight_compute
 from tools.ncu import enabled as ncu_enabled
 from tools.problems import Problem
 from tools.records import EvalResult, EvalStatus, Mode, ProfileResult
+from tools.trust import Use, Versus, allowed, timing_believed, trusted_speedup, why_not
 
 LOG_LINES = 12
 
@@ -45,8 +49,12 @@ class EvaluationReport(Report):
     tool: str
     evaluation_id: int
     result: EvalResult
+    reused: bool = False        # taken from the store: recorded by a run cut off before its checkpoint
 
     def text(self) -> str:
+        if self.reused:
+            return f"{render_eval(self.tool, self.result, trials=False)}\n(evaluation #{self.evaluation_id}, " \
+                   f"recorded before the run was cut off: reused, not run again)"
         return render_eval(self.tool, self.result)
 
 
@@ -133,6 +141,16 @@ class Toolbox:
     def __init__(self, problem: Problem, evaluator: Evaluator, store: HistoryStore, session: str, origin: Origin):
         self.problem, self.evaluator, self.store, self.session, self.origin = problem, evaluator, store, session, origin
         self.analysis: str | None = None      # the analysis of the turn being run, recorded with its candidates
+        self.unseen: list[Entry] = []         # this session's stored evaluations its checkpoint lacks, oldest first
+
+    def reuse_unseen(self, known: set[int]) -> None:
+        """Evaluations of this session recorded after the last of `known` (the ids the agent's
+        checkpoint holds) are to be reused by the next calls, in order, not run again."""
+        if self.store.count([self.session]) <= len(known):
+            self.unseen = []
+            return
+        last = max(known, default=0)
+        self.unseen = [e for e in self.store.entries(self.problem.hash) if e.session == self.session and e.id > last]
 
     def compile(self, request: CodeRequest) -> EvaluationReport:
         return self._evaluate("compile", request.code, trials=1, timed=False)
@@ -151,26 +169,37 @@ class Toolbox:
         return ProfileReport(profile=profile, nsight=nsight)
 
     def speedup_history(self, request: HistoryRequest) -> HistoryReport:
+        """Best lists hold only what the trust rules allow as best; `recent` shows everything."""
         view = lambda entries: [history_view(self.problem.name, e) for e in entries]
+        trusted = lambda entries: [e for e in entries if allowed(e, Use.BEST)]
         similar = self.store.similar_best(self.problem.category, self.problem.hash, request.k)
-        return HistoryReport(best=view(self.store.best(self.problem.hash, request.k)),
-                             stratified=view(self.store.stratified(self.problem.hash, request.k)),
+        return HistoryReport(best=view(trusted(self.store.best(self.problem.hash, None))[:request.k]),
+                             stratified=view(trusted(self.store.stratified(self.problem.hash, request.k))),
                              recent=view(self.store.recent(self.problem.hash, request.k)),
-                             similar=[history_view(name, e) for name, e in similar])
+                             similar=[history_view(name, e) for name, e in similar if allowed(e, Use.BEST)])
 
     def submit(self, request: CodeRequest) -> SubmitReport:
         report = self._evaluate("submit", request.code)
-        if report.result.status is not EvalStatus.CORRECT:
-            return SubmitReport(accepted=False, reason=f"the final check says {report.result.status.value}",
+        if not allowed(report.result, Use.BEST):     # tools/trust.py: correct and not disqualified
+            return SubmitReport(accepted=False, reason=f"the final check: {why_not(report.result, Use.BEST)}",
                                 evaluation_id=report.evaluation_id, result=report.result)
         self.store.submit(self.session, report.evaluation_id)
         return SubmitReport(accepted=True, reason="", evaluation_id=report.evaluation_id, result=report.result)
 
     def _evaluate(self, tool: str, code: str, **overrides) -> EvaluationReport:
+        if self.unseen:
+            return self._reused(tool, code, self.unseen.pop(0))
         result = self.evaluator.evaluate(self.problem, code, replace(self.evaluator.config, **overrides))
         origin = replace(self.origin, analysis=self.analysis) if self.analysis else self.origin
         evaluation_id = self.store.record(self.problem, code, result, origin, self.session)
         return EvaluationReport(tool=tool, evaluation_id=evaluation_id, result=result)
+
+    def _reused(self, tool: str, code: str, entry: Entry) -> EvaluationReport:
+        if entry.candidate_hash != hashlib.sha256(code.encode()).hexdigest():
+            raise HistoryError(f"session {self.session}: stored evaluation #{entry.id} is not of the code the "
+                               f"resumed {tool} call sends; the history store and the checkpoint disagree")
+        record = self.store.records(ids=[entry.id])[0]
+        return EvaluationReport(tool=tool, evaluation_id=entry.id, result=stored_result(record), reused=True)
 
     def call(self, name: str, arguments: dict, analysis: str | None = None) -> Report:
         """Dispatch a function call from a model; bad names and arguments are results.
@@ -197,9 +226,10 @@ class Toolbox:
 
 
 def history_view(problem: str, entry: Entry) -> HistoryView:
-    return HistoryView(problem=problem, id=entry.id, status=entry.status, speedup_vs_eager=entry.speedup_vs_eager,
-                       speedup_vs_compile=entry.speedup_vs_compile, flags=entry.flags, analysis=entry.analysis,
-                       candidate_hash=entry.candidate_hash)
+    return HistoryView(problem=problem, id=entry.id, status=entry.status,
+                       speedup_vs_eager=trusted_speedup(entry, Versus.EAGER),
+                       speedup_vs_compile=trusted_speedup(entry, Versus.COMPILE), flags=entry.flags,
+                       analysis=entry.analysis, candidate_hash=entry.candidate_hash)
 
 
 def render_view(view: HistoryView) -> str:
@@ -211,19 +241,35 @@ def render_view(view: HistoryView) -> str:
     return f"#{view.id} {view.problem}: {view.status.value}, {speed}{flags}{analysis}"
 
 
-def render_eval(tool: str, r: EvalResult) -> str:
+def stored_result(record: EvaluationRecord) -> EvalResult:
+    """An EvalResult from what the store keeps: the verdict, flags, errors and times; not the
+    trials, timing spread, log or lint findings (left empty, and said so in `notes`)."""
+    fields = {k: v for k, v in record.model_dump().items() if k in EvalResult.model_fields}
+    return EvalResult(**fields, phase=None, trials_run=0, trials_passed=0,
+                      timing=None, network_isolated="network_not_isolated" not in record.flags,
+                      lint_findings=[], log="", seconds=0.0,
+                      notes=[f"from the history store (evaluation #{record.id}): trials, timing spread and log "
+                             "were not kept"])
+
+
+def render_eval(tool: str, r: EvalResult, trials: bool = True) -> str:
     """Key numbers first, then the reason, then the end of the log."""
     head = f"{tool}: {r.status.value}"
-    if r.runtime_ms is not None:
+    eager, compiled = trusted_speedup(r, Versus.EAGER), trusted_speedup(r, Versus.COMPILE)
+    if r.runtime_ms is not None and not timing_believed(r):
+        head += " (timing not believed: no speedup is claimed)" if r.status is EvalStatus.CORRECT else ""
+    elif r.runtime_ms is not None:
         head += f", {r.runtime_ms:.4g} ms"
-        if r.speedup_vs_eager is not None:
-            head += f" ({r.speedup_vs_eager:.2f}x vs eager"
-            head += f", {r.speedup_vs_compile:.2f}x vs torch.compile)" if r.speedup_vs_compile else ")"
+        if eager is not None:
+            head += f" ({eager:.2f}x vs eager"
+            head += f", {compiled:.2f}x vs torch.compile)" if compiled else ")"
     elif r.mode is Mode.CPU_INTERPRETER:
         head += " (no GPU: correctness only, no timing)"
-    lines = [head, f"trials passed {r.trials_passed}/{r.trials_run}"
-             + (f", max abs error {r.max_abs_error:.3g}, rel error {r.rel_error:.3g}"
-                if r.rel_error is not None and r.max_abs_error is not None else "")]
+    errors = (f"max abs error {r.max_abs_error:.3g}, rel error {r.rel_error:.3g}"
+              if r.rel_error is not None and r.max_abs_error is not None else "")
+    lines = [head, f"trials passed {r.trials_passed}/{r.trials_run}" + (f", {errors}" if errors else "")
+             if trials else errors]
+    lines = [line for line in lines if line]
     if r.reason:
         lines.append(f"reason: {r.reason[:600]}")
     if r.flags:

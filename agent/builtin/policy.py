@@ -32,6 +32,7 @@ from tools import roofline
 from tools.device import DeviceInfo
 from tools.problems import Problem, ProblemError
 from tools.records import EvalStatus, Mode
+from tools.trust import Use, Versus, allowed, trusted_runtime_ms, trusted_speedup, why_not
 
 CPU_TRIES = 2
 
@@ -176,8 +177,7 @@ class BuiltinPolicy:
     def _measured(self, problem: Problem, space: search.Space, results: list[Result]) -> dict[Config, float | None]:
         measured: dict[Config, float | None] = {}
         for r in results:
-            ok = r.attempt.status is EvalStatus.CORRECT and r.attempt.runtime_ms is not None
-            measured[r.config] = r.attempt.runtime_ms if ok else None
+            measured[r.config] = trusted_runtime_ms(r.attempt) if allowed(r.attempt, Use.BEST) else None
         history = self._history(problem)
         frontier = [space.start] + list(measured)
         while frontier:                       # pull in what earlier sessions measured, around what we know
@@ -192,8 +192,9 @@ class BuiltinPolicy:
     def _fastest(self, problem: Problem, space: search.Space, results: list[Result]):
         speedups: dict[Config, float] = {}
         for r in results:
-            if r.attempt.status is EvalStatus.CORRECT and r.attempt.speedup_vs_eager is not None:
-                speedups[r.config] = max(speedups.get(r.config, 0.0), r.attempt.speedup_vs_eager)
+            speedup = trusted_speedup(r.attempt, Versus.EAGER) if allowed(r.attempt, Use.BEST) else None
+            if speedup is not None:
+                speedups[r.config] = max(speedups.get(r.config, 0.0), speedup)
         history = self._history(problem)
         for config in self._measured(problem, space, results):
             entry = history.get(sha(self.source(problem, config)))
@@ -210,9 +211,9 @@ class BuiltinPolicy:
             return {}
         found: dict[str, tuple[float, float | None]] = {}
         for e in self.history.entries(problem.hash):
-            if e.status is EvalStatus.CORRECT and e.runtime_ms is not None:
-                if e.candidate_hash not in found or e.runtime_ms < found[e.candidate_hash][0]:
-                    found[e.candidate_hash] = (e.runtime_ms, e.speedup_vs_eager)
+            runtime = trusted_runtime_ms(e) if allowed(e, Use.BEST) else None
+            if runtime is not None and (e.candidate_hash not in found or runtime < found[e.candidate_hash][0]):
+                found[e.candidate_hash] = (runtime, trusted_speedup(e, Versus.EAGER))
         return found
 
     def _device_ceilings(self, device: DeviceInfo) -> tuple[float, float] | None:
@@ -247,8 +248,9 @@ def _search_text(results: list[Result]) -> str:
 
 
 def _final_text(submit: Attempt, device: DeviceInfo) -> str:
-    if submit.status is not EvalStatus.CORRECT:
-        return f"### Verdict\nThe final check refused the kernel ({submit.status.value}: {submit.reason[:200]}); no answer."
+    if not allowed(submit, Use.BEST):
+        return (f"### Verdict\nThe final check refused the kernel ({why_not(submit, Use.BEST)}: "
+                f"{submit.reason[:200]}); no answer.")
     if device.mode is not Mode.GPU or submit.speedup_vs_eager is None:
         return ("### Verdict\nSubmitted a kernel verified correct. No GPU here: its speed was not measured, so no "
                 "speedup is claimed.")
