@@ -26,7 +26,7 @@ from tools.sandbox.process import ProcessSandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 CHEATS = ROOT / "tests" / "cheats"
-ENVIRONMENT_FLAGS = {Flag.NETWORK_NOT_ISOLATED, Flag.FILESYSTEM_NOT_ISOLATED, Flag.TIMING_MISMATCH}
+ENVIRONMENT_FLAGS = {Flag.NETWORK_NOT_ISOLATED, Flag.FILESYSTEM_NOT_ISOLATED, Flag.SHARED_USER, Flag.TIMING_MISMATCH}
 
 
 def header(path: Path) -> dict:

@@ -26,7 +26,7 @@ from tools.sandbox.process import descendants
 
 CHEATS = Path(__file__).resolve().parent / "cheats"
 CHEAT_PORT = 47613   # the port written in cheat_network.py
-ENVIRONMENT_FLAGS = {Flag.NETWORK_NOT_ISOLATED, Flag.FILESYSTEM_NOT_ISOLATED, Flag.TIMING_MISMATCH}
+ENVIRONMENT_FLAGS = {Flag.NETWORK_NOT_ISOLATED, Flag.FILESYSTEM_NOT_ISOLATED, Flag.SHARED_USER, Flag.TIMING_MISMATCH}
 
 
 @dataclass(frozen=True)

@@ -76,11 +76,12 @@ def test_candidate_flags_rule_out_every_use(flag):
 
 
 @pytest.mark.parametrize("flag", [Flag.EXCESSIVE_SPEEDUP, Flag.DEGENERATE_PROBLEM, Flag.NETWORK_NOT_ISOLATED,
-                                  Flag.FILESYSTEM_NOT_ISOLATED])
+                                  Flag.FILESYSTEM_NOT_ISOLATED, Flag.SHARED_USER])
 def test_flags_that_only_withhold_the_reward(flag):
     flagged = attempt(1, 2.0, flag)
     assert allowed(flagged, Use.BEST) and allowed(flagged, Use.METRICS) and not allowed(flagged, Use.REWARD)
-    assert excluded_from_reward(flagged) == (flag in (Flag.NETWORK_NOT_ISOLATED, Flag.FILESYSTEM_NOT_ISOLATED))
+    our_side = (Flag.NETWORK_NOT_ISOLATED, Flag.FILESYSTEM_NOT_ISOLATED, Flag.SHARED_USER)
+    assert excluded_from_reward(flagged) == (flag in our_side)
 
 
 def test_every_flag_is_decided_and_a_mismatch_has_no_speed():

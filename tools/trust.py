@@ -14,6 +14,7 @@ a correct result may be *used* for:
 | `degenerate_problem`      | problem    | yes  |  yes    |   no   | the output barely depends on the input: a constant could pass |
 | `network_not_isolated`    | our side   | yes  |  yes    |   no   | the worker could reach the network: a verdict not to train on |
 | `filesystem_not_isolated` | our side   | yes  |  yes    |   no   | the worker could write outside its scratch dir    |
+| `shared_user`             | our side   | yes  |  yes    |   no   | the worker ran as our user: our /proc was readable |
 
 *or a machine too noisy to time on (benchmarks/cheat_suite.py counts it as the environment's):
 an honest kernel flagged so keeps its `correct` verdict but is neither best nor counted until
@@ -68,9 +69,10 @@ DISQUALIFIES: dict[Flag, frozenset[Use]] = {
     Flag.DEGENERATE_PROBLEM: frozenset({Use.REWARD}),
     Flag.NETWORK_NOT_ISOLATED: frozenset({Use.REWARD}),
     Flag.FILESYSTEM_NOT_ISOLATED: frozenset({Use.REWARD}),
+    Flag.SHARED_USER: frozenset({Use.REWARD}),
 }
 UNTIMED_BY = frozenset({Flag.TIMING_MISMATCH})       # flags under which no time or speedup is believed
-OUR_SIDE = frozenset({Flag.NETWORK_NOT_ISOLATED, Flag.FILESYSTEM_NOT_ISOLATED})
+OUR_SIDE = frozenset({Flag.NETWORK_NOT_ISOLATED, Flag.FILESYSTEM_NOT_ISOLATED, Flag.SHARED_USER})
 
 if set(DISQUALIFIES) != set(Flag):      # a new flag must be decided here before anything runs
     raise RuntimeError(f"tools/trust.py decides no rule for {sorted(set(Flag) - set(DISQUALIFIES))}")
