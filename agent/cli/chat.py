@@ -31,6 +31,7 @@ from agent.session import AgentSession, SessionOptions, resolve
 from tools.history import HistoryError
 from tools.home import kernelpilot_home
 from tools.problems import ProblemError
+from tools.safe_text import clean
 from tools.sandbox.contracts import SandboxError
 
 PROMPT = "you> "
@@ -79,7 +80,7 @@ class Chat:
             else:
                 self.say(line.strip())
         except (ProblemError, PolicyError, SandboxError, HistoryError, OSError) as error:
-            self.console.print(f"error: {error}", style="red", markup=False)
+            self.console.print(f"error: {clean(str(error))}", style="red", markup=False)
         except (KeyboardInterrupt, EOFError):
             self.console.print("\n(stopped)", style="yellow")
 
@@ -166,7 +167,7 @@ class Chat:
             return self.console.print("no correct kernel yet")
         speed = f"{best.speedup_vs_eager:.2f}x vs eager" if best.speedup_vs_eager is not None else "not timed"
         self.console.print(f"best: turn {best.turn} ({best.tool}), {best.status.value}, {speed}")
-        self.console.print(best.code, markup=False, highlight=False)
+        self.console.print(clean(best.code), markup=False, highlight=False)
 
     def save(self, rest: str) -> None:
         best = self.session and best_of(self.session.state())
@@ -180,7 +181,7 @@ class Chat:
     def history(self, _: str = "") -> None:
         if self.session is None:
             return self.console.print("no problem yet")
-        self.console.print(self.session.context.toolbox.call("speedup_history", {"k": 3}).text(), markup=False)
+        self.console.print(clean(self.session.context.toolbox.call("speedup_history", {"k": 3}).text()), markup=False)
 
 
 def wrap_problem(path: Path, name: str) -> Path:

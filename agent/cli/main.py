@@ -11,8 +11,9 @@ import uuid
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
-from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, fail, positive_float, positive_int
+from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, fail, indented, positive_float, positive_int
 from agent.cli.chat import add_chat_parser, run_chat
 from agent.cli.history import add_history_parser, run_history
 from agent.cli.optimize import add_optimize_parser, run_optimize
@@ -23,6 +24,7 @@ from tools.history import HistoryError, HistoryStore, Origin
 from tools.evaluator import EvalConfig, Evaluator
 from tools.problems import ProblemError, load_problem
 from tools.records import EvalResult, EvalStatus, Mode
+from tools.safe_text import clean
 from tools.sandbox.backends import SandboxKind, open_sandbox
 from tools.sandbox.contracts import Limits, SandboxError
 
@@ -108,10 +110,10 @@ def run_eval(args) -> ExitCode:
 def render(result: EvalResult, device: DeviceInfo) -> None:
     out = Console(soft_wrap=True)
     style = STATUS_STYLE.get(result.status, "bold yellow")
-    out.print(f"[{style}]{result.status.value}[/]  {result.problem} ({result.size} size, {result.mode.value}, "
-              f"{result.device}, {result.sandbox} sandbox)")
-    if result.reason:
-        out.print(f"  reason: {result.reason}", markup=False)
+    out.print(f"[{style}]{result.status.value}[/]  " + escape(clean(f"{result.problem} ({result.size} size, "
+              f"{result.mode.value}, {result.device}, {result.sandbox} sandbox)")))
+    if result.reason:      # cleaned where it entered (tools/sandbox/replies.py); cleaned again to be shown
+        out.print(f"  reason: {indented(result.reason, 10)}", markup=False)
     out.print(f"  trials passed: {result.trials_passed}/{result.trials_run}"
               + (f"   max abs error {result.max_abs_error:.3g}   rel error {result.rel_error:.3g}"
                  if result.max_abs_error is not None and result.rel_error is not None else ""))
@@ -125,9 +127,9 @@ def render(result: EvalResult, device: DeviceInfo) -> None:
         out.print("  runtime: not measured (no GPU: Triton ran in its interpreter, which says nothing about speed)")
     out.print(f"  flags: {', '.join(f.value for f in result.flags) or 'none'}")
     for finding in result.lint_findings:
-        out.print(f"  problem lint: {finding}", markup=False)
+        out.print(f"  problem lint: {indented(finding, 4)}", markup=False)
     for note in result.notes:
-        out.print(f"  note: {note}", markup=False)
+        out.print(f"  note: {indented(note, 8)}", markup=False)
 
 
 def _ms(value: float | None) -> str:
