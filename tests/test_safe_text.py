@@ -67,3 +67,14 @@ def test_a_registered_secret_is_redacted(monkeypatch):
     monkeypatch.setattr(safe_text, "_registered", {})
     safe_text.also_redact("config.toml api_key", "key-from-config-file-123")
     assert clean("got key-from-config-file-123", environ={}) == "got [redacted config.toml api_key]"
+
+
+def test_an_api_key_read_from_config_toml_is_redacted(tmp_path, monkeypatch):
+    from agent.openai_policy import OpenAIConfig
+    monkeypatch.setattr(safe_text, "_registered", {})
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("KERNELPILOT_HOME", str(tmp_path))
+    (tmp_path / "config.toml").write_text('[openai]\napi_key = "sk-from-config-toml-0042"\n')
+    assert OpenAIConfig.resolve(model="m").api_key == "sk-from-config-toml-0042"
+    assert clean("read sk-from-config-toml-0042 from the home", environ={}) == \
+        "read [redacted config.toml api_key] from the home"
