@@ -25,11 +25,11 @@ from rich.console import Console
 from agent.cli.common import ExitCode, add_session_arguments, drive, positive_int, session_options
 from agent.graph import Budget, RunMode, best_of, tool_message
 from agent.policy import PolicyError
-from agent.runtime import Runtime
+from agent.runtime import CheckpointError, Runtime
 from agent.policies import PolicySpec
 from agent.session import AgentSession, SessionOptions, resolve
 from tools.history import HistoryError
-from tools.home import kernelpilot_home
+from tools.home import HomeError, kernelpilot_home
 from tools.problems import ProblemError
 from tools.safe_text import clean
 from tools.sandbox.contracts import SandboxError
@@ -79,7 +79,7 @@ class Chat:
                 self.console.print(f"unknown command {command}; commands: {', '.join(actions)}, /quit")
             else:
                 self.say(line.strip())
-        except (ProblemError, PolicyError, SandboxError, HistoryError, OSError) as error:
+        except (ProblemError, PolicyError, SandboxError, HistoryError, CheckpointError, HomeError, OSError) as error:
             self.console.print(f"error: {clean(str(error))}", style="red", markup=False)
         except (KeyboardInterrupt, EOFError):
             self.console.print("\n(stopped)", style="yellow")
