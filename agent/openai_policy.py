@@ -20,6 +20,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from agent.policy import PolicyError, PolicyTurn, ToolCall, TurnInput
 from tools.home import kernelpilot_home
+from tools.safe_text import also_redact
 
 RETRIED = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -45,6 +46,8 @@ class OpenAIConfig:
                               "[openai] table of $KERNELPILOT_HOME/config.toml")
         # Local servers (vLLM, Ollama) accept any key; api.openai.com refuses a missing one loudly.
         api_key = os.environ.get("OPENAI_API_KEY") or file.get("api_key") or "none"
+        if isinstance(file.get("api_key"), str):     # a secret outside the environment: redacted all the same
+            also_redact("config.toml api_key", file["api_key"])
         tuning = {key: file[key] for key in ("timeout_s", "attempts", "backoff_s") if key in file}
         for key, value in tuning.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:

@@ -13,9 +13,11 @@ runner and training rollouts open one and run sessions on it (`agent/session.py`
 The sandbox opens first: its fork server must start before this process touches CUDA,
 and device detection (the device's name) initialises CUDA.
 """
+import shutil
 import sqlite3
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Iterator
 
 from langgraph.checkpoint.sqlite import SqliteSaver
@@ -24,7 +26,7 @@ from agent.graph import build_graph
 from tools.device import DeviceInfo, detect, pick_index
 from tools.evaluator import EvalConfig, Evaluator
 from tools.history import HistoryStore
-from tools.home import kernelpilot_home
+from tools.home import kernelpilot_home, prepare_home
 from tools.records import Mode
 from tools.sandbox.backends import SandboxKind, open_sandbox
 from tools.sandbox.contracts import Limits, Sandbox
@@ -55,15 +57,16 @@ class Runtime:
     @staticmethod
     @contextmanager
     def open(options: RuntimeOptions = RuntimeOptions()) -> Iterator["Runtime"]:
-        store = HistoryStore(options.db)        # a bad URL or a corrupt file fails before anything starts
+        prepare_home()                          # an unwritable home, a bad URL or a corrupt file fails
+        store = HistoryStore(options.db)        # before anything starts
         limits = options.limits()
         with ExitStack() as stack:
             stack.callback(store.engine.dispose)
+            saver = stack.enter_context(checkpoints())
             index = pick_index(options.cuda_index, options.force_cpu)
             sandbox = stack.enter_context(open_sandbox(options.sandbox, index, limits, warm=options.warm))
             device = detect(options.cuda_index, force_cpu=options.force_cpu)
             evaluator = Evaluator(sandbox, device, replace(options.eval, limits=limits))
-            saver = stack.enter_context(checkpoints())
             yield Runtime(options, sandbox, device, evaluator, store, saver)
 
     def size(self, requested: str) -> str:
@@ -73,13 +76,46 @@ class Runtime:
         return "full" if self.device.mode is Mode.GPU else "small"
 
 
+class CheckpointError(RuntimeError):
+    """The checkpoint database cannot be used (not a database, a full disk): one line
+    naming the file and the cause."""
+
+    def __init__(self, path: Path, cause: str):
+        # SQLite says only "disk I/O error" when the disk fills as it maps its WAL index.
+        full = path.parent.is_dir() and shutil.disk_usage(path.parent).free < 64 * 1024
+        super().__init__(f"cannot use the session checkpoints at {path}: {cause}" + (" (its disk is full)" if full else ""))
+
+
+class Checkpoints(SqliteSaver):
+    """LangGraph's SQLite saver whose every database failure is a CheckpointError."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path):
+        super().__init__(connection)
+        self.path = path
+
+    @contextmanager
+    def cursor(self, transaction: bool = True) -> Iterator[sqlite3.Cursor]:
+        try:
+            with super().cursor(transaction) as cursor:
+                yield cursor
+        except sqlite3.Error as error:
+            raise CheckpointError(self.path, str(error)) from error
+
+
 @contextmanager
 def checkpoints() -> Iterator[SqliteSaver]:
-    """The sessions' LangGraph checkpoints: $KERNELPILOT_HOME/sessions.db."""
+    """The sessions' LangGraph checkpoints: $KERNELPILOT_HOME/sessions.db, checked at once
+    (a corrupt file fails here, not in the middle of a turn)."""
     path = kernelpilot_home() / "sessions.db"
     path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path, check_same_thread=False)
     try:
-        yield SqliteSaver(connection)
+        connection = sqlite3.connect(path, check_same_thread=False)
+    except sqlite3.Error as error:
+        raise CheckpointError(path, str(error)) from error
+    try:
+        saver = Checkpoints(connection, path)
+        with saver.cursor():        # creates the tables, or finds the file is not a database
+            pass
+        yield saver
     finally:
         connection.close()

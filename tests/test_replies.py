@@ -61,3 +61,18 @@ def test_a_failure_while_profiling_keeps_its_status():
               "traceback": ""}
     assert parse_reply(honest, ReplyKind.PROFILED, Phase.PROFILE) == Failure(EvalStatus.TIMEOUT, Phase.PROFILE,
                                                                              "no answer in 30 s")
+
+
+def test_every_string_a_worker_sends_is_cleaned_of_escapes_and_our_secrets(monkeypatch):
+    monkeypatch.setenv("KERNELPILOT_TEST_API_KEY", "sk-test-replies-0123456789")
+    hostile = "\x1b[2J\x1b[H\x1b[1;32mcorrect\x1b[0m leaked sk-test-replies-0123456789"
+    failure = parse_reply({"kind": "failure", "status": "runtime_error", "phase": "run", "message": hostile,
+                           "traceback": f"Traceback (most recent call last):\n  {hostile}\r\n"}, ReplyKind.RAN, Phase.RUN)
+    assert failure.message == "correct leaked [redacted KERNELPILOT_TEST_API_KEY]"
+    assert failure.traceback == "Traceback (most recent call last):\n  correct leaked [redacted KERNELPILOT_TEST_API_KEY]\n"
+    audit = {**AUDIT, "threads": [hostile], "launches": [{"name": "k\x1b]0;title\x07", "own": True, "count": 1}]}
+    ran = parse_reply({"kind": "ran", "seconds": 0.1, "output_meta": META, "audit": audit}, ReplyKind.RAN, Phase.RUN)
+    assert ran.audit.threads == ("correct leaked [redacted KERNELPILOT_TEST_API_KEY]",)
+    assert ran.audit.launches[0].name == "k"
+    assert ran.output_meta == parse_reply({"kind": "ran", "seconds": 0.1, "output_meta": META}, ReplyKind.RAN,
+                                          Phase.RUN).output_meta      # protocol values untouched

@@ -41,6 +41,7 @@ from tools.problems import Problem
 from tools.records import (EvalResult, EvalStatus, Flag, KernelShare, LintReport, Mode, Phase, ProfileResult,
                            TimingStats)
 from tools.reference import Reference
+from tools.safe_text import clean
 from tools.sandbox.contracts import Limits, Sandbox, Worker
 from tools.sandbox.protocol import load_request
 from tools.sandbox.replies import Failure, Profiled, Ready, Reply, ask
@@ -119,7 +120,7 @@ class Evaluator:
         worker = self.sandbox.worker()
         try:
             outcome = self._run(context, worker, source, config)
-            log = worker.log_tail(LOG_CHARS)
+            log = clean(worker.log_tail(LOG_CHARS))     # what the candidate printed: no escapes, no secrets
         finally:
             worker.close()
             self.exchange.collect()

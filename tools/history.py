@@ -21,20 +21,17 @@ from datetime import datetime, timezone
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Float, ForeignKey, Integer, String, Text, create_engine, event, func, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
+from tools.history_errors import HistoryError, engine_for, loud, without_password
 from tools.home import kernelpilot_home
 from tools.problems import Problem
 from tools.records import EvalResult, EvalStatus
 
 SCHEMA_VERSION = 1
 INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
-
-
-class HistoryError(RuntimeError):
-    """The store cannot be used (unreachable server, a database from a newer version)."""
 
 
 class Base(DeclarativeBase):
@@ -174,7 +171,10 @@ def default_url() -> str:
     if os.environ.get("KERNELPILOT_DB_URL"):
         return os.environ["KERNELPILOT_DB_URL"]
     home = kernelpilot_home()
-    home.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise HistoryError(str(home / "history.db"), f"its folder cannot be made: {error.strerror}", "open") from error
     return f"sqlite:///{home / 'history.db'}"
 
 
@@ -202,14 +202,13 @@ _retry_creation = retry(retry=retry_if_exception(_created_meanwhile), stop=stop_
 class HistoryStore:
     def __init__(self, url: str | None = None):
         self.url = url or default_url()
-        self.engine = create_engine(self.url)
+        self.where = without_password(self.url)
+        self.engine = engine_for(self.url, INSERTS)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        try:
-            self._migrate()
-        except DatabaseError as error:     # OperationalError, or a file that is not SQLite
-            raise HistoryError(f"cannot open the history store at {self.engine.url!r}: {error.orig}") from None
+        self._migrate()
 
+    @loud("open")
     @_retry_creation
     def _migrate(self) -> None:
         with Session(self.engine) as session, session.begin():
@@ -222,12 +221,13 @@ class HistoryStore:
                 raise _SchemaInProgress()
             version = int(stamp.value)
             if version > SCHEMA_VERSION:
-                raise HistoryError(f"the history store at {self.engine.url!r} has schema version {version}, "
-                                   f"newer than this kernelpilot's {SCHEMA_VERSION}: upgrade kernelpilot")
+                raise HistoryError(self.where, f"it has schema version {version}, newer than this kernelpilot's "
+                                               f"{SCHEMA_VERSION}: upgrade kernelpilot", "open")
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 UPGRADES[step](session)
             session.get(Meta, "schema_version").value = str(SCHEMA_VERSION)
 
+    @loud("record in")
     @_retry_locked
     def record(self, problem: Problem, source: str, result: EvalResult, origin: Origin, session: str,
                parent_hash: str | None = None, backend: str = "triton") -> int:
@@ -266,6 +266,7 @@ class HistoryStore:
     def recent(self, problem_hash: str, k: int = 3) -> list[Entry]:
         return self._entries(problem_hash, [], [EvaluationRow.id.desc()], k)
 
+    @loud("read")
     def _entries(self, problem_hash: str, where: list, order: list, limit: int | None = None) -> list[Entry]:
         query = (select(EvaluationRow, CandidateRow.analysis)
                  .join(CandidateRow, CandidateRow.hash == EvaluationRow.candidate_hash)
@@ -282,6 +283,7 @@ class HistoryStore:
         picks = sorted({round(i * (len(ranked) - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
         return [ranked[i] for i in picks]
 
+    @loud("read")
     def similar_best(self, category: str | None, exclude_hash: str, k: int = 3) -> list[tuple[str, Entry]]:
         """The best correct evaluation of each other problem in the same op category:
         (problem name, entry), best first."""
@@ -293,6 +295,7 @@ class HistoryStore:
         found = [(name, best[0]) for hash_, name in others if (best := self.best(hash_, k=1))]
         return sorted(found, key=lambda pair: pair[1].speedup_vs_eager, reverse=True)[:k]
 
+    @loud("write to")
     @_retry_locked
     def submit(self, session: str, evaluation_id: int) -> None:
         with Session(self.engine) as db, db.begin():
@@ -302,11 +305,13 @@ class HistoryStore:
             else:
                 row.evaluation_id = evaluation_id
 
+    @loud("read")
     def submission(self, session: str) -> int | None:
         with Session(self.engine) as db:
             row = db.get(SubmissionRow, session)
             return row.evaluation_id if row else None
 
+    @loud("read")
     def records(self, limit: int | None = None, ids: list[int] | None = None,
                 with_source: bool = False) -> list[EvaluationRecord]:
         """Stored evaluations with their problem's name and their candidate's origin,
@@ -320,10 +325,12 @@ class HistoryStore:
         with Session(self.engine) as db:
             return [_record(row, name, candidate, with_source) for row, name, candidate in db.execute(query)]
 
+    @loud("read")
     def baselines(self, problem_hash: str) -> list[BaselineRow]:
         with Session(self.engine) as db:
             return list(db.scalars(select(BaselineRow).where(BaselineRow.problem_hash == problem_hash)))
 
+    @loud("read")
     def count(self, sessions: list[str] | None = None) -> int:
         """Stored evaluations; only those of `sessions` when given."""
         query = select(func.count()).select_from(EvaluationRow)
@@ -332,6 +339,7 @@ class HistoryStore:
         with Session(self.engine) as db:
             return db.scalar(query)
 
+    @loud("read")
     def source(self, candidate_hash: str) -> str | None:
         with Session(self.engine) as db:
             row = db.get(CandidateRow, candidate_hash)
@@ -340,9 +348,7 @@ class HistoryStore:
 
 def _insert_once(db: Session, table, keys: tuple = ("hash",), **values) -> None:
     """INSERT ... ON CONFLICT (keys) DO NOTHING, in the dialects the store supports."""
-    dialect = db.get_bind().dialect.name
-    if dialect not in INSERTS:
-        raise HistoryError(f"the history store supports SQLite and PostgreSQL, not {dialect}")
+    dialect = db.get_bind().dialect.name       # one of INSERTS: `_engine` refuses the others
     db.execute(INSERTS[dialect](table).values(**values).on_conflict_do_nothing(index_elements=list(keys)))
 
 

@@ -25,12 +25,13 @@ from rich.console import Console
 from agent.cli.common import ExitCode, add_session_arguments, drive, positive_int, session_options
 from agent.graph import Budget, RunMode, best_of, tool_message
 from agent.policy import PolicyError
-from agent.runtime import Runtime
+from agent.runtime import CheckpointError, Runtime
 from agent.policies import PolicySpec
 from agent.session import AgentSession, SessionOptions, resolve
 from tools.history import HistoryError
-from tools.home import kernelpilot_home
+from tools.home import HomeError, kernelpilot_home
 from tools.problems import ProblemError
+from tools.safe_text import clean
 from tools.sandbox.contracts import SandboxError
 
 PROMPT = "you> "
@@ -78,8 +79,8 @@ class Chat:
                 self.console.print(f"unknown command {command}; commands: {', '.join(actions)}, /quit")
             else:
                 self.say(line.strip())
-        except (ProblemError, PolicyError, SandboxError, HistoryError, OSError) as error:
-            self.console.print(f"error: {error}", style="red", markup=False)
+        except (ProblemError, PolicyError, SandboxError, HistoryError, CheckpointError, HomeError, OSError) as error:
+            self.console.print(f"error: {clean(str(error))}", style="red", markup=False)
         except (KeyboardInterrupt, EOFError):
             self.console.print("\n(stopped)", style="yellow")
 
@@ -166,7 +167,7 @@ class Chat:
             return self.console.print("no correct kernel yet")
         speed = f"{best.speedup_vs_eager:.2f}x vs eager" if best.speedup_vs_eager is not None else "not timed"
         self.console.print(f"best: turn {best.turn} ({best.tool}), {best.status.value}, {speed}")
-        self.console.print(best.code, markup=False, highlight=False)
+        self.console.print(clean(best.code), markup=False, highlight=False)
 
     def save(self, rest: str) -> None:
         best = self.session and best_of(self.session.state())
@@ -180,7 +181,7 @@ class Chat:
     def history(self, _: str = "") -> None:
         if self.session is None:
             return self.console.print("no problem yet")
-        self.console.print(self.session.context.toolbox.call("speedup_history", {"k": 3}).text(), markup=False)
+        self.console.print(clean(self.session.context.toolbox.call("speedup_history", {"k": 3}).text()), markup=False)
 
 
 def wrap_problem(path: Path, name: str) -> Path:

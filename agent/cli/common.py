@@ -14,6 +14,7 @@ from agent.graph import Budget, RunMode, best_of
 from agent.policy import Backend
 from agent.policies import PolicySpec
 from agent.session import AgentSession, SessionOptions
+from tools.safe_text import clean
 from tools.sandbox.backends import SandboxKind
 
 TEXT_LINES = 14
@@ -40,8 +41,14 @@ class UsageError(Exception):
 
 
 def fail(message: str, code: ExitCode) -> ExitCode:
-    print(f"kernelpilot: {message}", file=sys.stderr)
+    print(f"kernelpilot: {clean(message)}", file=sys.stderr)
     return code
+
+
+def indented(text: str, by: int) -> str:
+    """`text` cleaned (tools/safe_text.py), its later lines indented: untrusted text never
+    starts a line of its own, where it could pass for one of ours (a fake verdict)."""
+    return clean(text).replace("\n", "\n" + " " * by)
 
 
 def positive_int(text: str) -> int:
@@ -99,11 +106,11 @@ def render_update(console: Console, node: str, change: dict) -> None:
             console.rule(f"turn {change.get('turns', '?')}")
             console.print(clip(message.get("content") or "(no text)"), markup=False)
             for call in message.get("tool_calls", []):
-                console.print(f"→ {call['function']['name']}", style="cyan")
+                console.print(f"→ {clean(call['function']['name'])}", style="cyan", markup=False)
         elif message["role"] == "tool":
             console.print(clip(message["content"]), markup=False, style="dim")
         elif message["role"] == "user":
-            console.print(f"kernelpilot → policy: {message['content']}", style="yellow", markup=False)
+            console.print(f"kernelpilot → policy: {clean(message['content'])}", style="yellow", markup=False)
     best = best_of(change)
     if node == "run_tools" and best:
         speed = f"{best.speedup_vs_eager:.2f}x vs eager" if best.speedup_vs_eager is not None else "untimed"
@@ -113,5 +120,7 @@ def render_update(console: Console, node: str, change: dict) -> None:
 
 
 def clip(text: str) -> str:
-    lines = text.strip().splitlines()
+    """The first TEXT_LINES lines of `text`, cleaned: an assistant's or a tool's message
+    quotes candidates and the model."""
+    lines = clean(text).strip().splitlines()
     return "\n".join(lines[:TEXT_LINES]) + (f"\n  … {len(lines) - TEXT_LINES} more lines" if len(lines) > TEXT_LINES else "")

@@ -10,10 +10,12 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from agent.cli.common import ExitCode, UsageError
+from agent.cli.common import ExitCode, UsageError, indented
 from tools.history import EvaluationRecord, HistoryStore
 from tools.problems import load_problem
+from tools.safe_text import clean
 
 
 def add_history_parser(commands) -> None:
@@ -58,18 +60,20 @@ def _print(records: list[EvaluationRecord], as_json: bool, full: bool = False) -
     if as_json:
         print(json.dumps([r.model_dump(mode="json") for r in records]))
         return ExitCode.OK
+    # Stored text is printed cleaned (tools/safe_text.py): a candidate's source may hold escape
+    # bytes, and a row written by an older kernelpilot may hold a raw reason. JSON escapes them itself.
     out = Console(soft_wrap=True)
     if full:
         record = records[0]
         for key, value in record.model_dump(mode="json", exclude={"source"}).items():
-            out.print(f"{key}: {value}", markup=False)
+            out.print(f"{key}: {indented(str(value), 2)}", markup=False)
         out.print("source:", markup=False)
-        out.print(record.source, markup=False, highlight=False)
+        out.print(clean(record.source), markup=False, highlight=False)
         return ExitCode.OK
     table = Table("id", "problem", "status", "vs eager", "vs compile", "policy", "session", "created")
     for r in records:
-        table.add_row(str(r.id), r.problem, r.status.value, _x(r.speedup_vs_eager), _x(r.speedup_vs_compile),
-                      r.policy, r.session, r.created)
+        table.add_row(*(Text(clean(text)) for text in (str(r.id), r.problem, r.status.value, _x(r.speedup_vs_eager),
+                                                 _x(r.speedup_vs_compile), r.policy, r.session, r.created)))
     out.print(table if records else "no evaluations stored")
     return ExitCode.OK
 

@@ -11,18 +11,22 @@ import uuid
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
-from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, fail, positive_float, positive_int
+from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, fail, indented, positive_float, positive_int
 from agent.cli.chat import add_chat_parser, run_chat
 from agent.cli.history import add_history_parser, run_history
 from agent.cli.optimize import add_optimize_parser, run_optimize
 from agent.cli.sandbox import add_sandbox_parser, run_sandbox
 from agent.policy import PolicyError
 from tools.device import DeviceInfo, detect, pick_index
+from agent.runtime import CheckpointError
 from tools.history import HistoryError, HistoryStore, Origin
+from tools.home import HomeError, prepare_home
 from tools.evaluator import EvalConfig, Evaluator
 from tools.problems import ProblemError, load_problem
 from tools.records import EvalResult, EvalStatus, Mode
+from tools.safe_text import clean
 from tools.sandbox.backends import SandboxKind, open_sandbox
 from tools.sandbox.contracts import Limits, SandboxError
 
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> ExitCode:
         return fail(f"error: {error}", ExitCode.USAGE)
     except ProblemError as error:
         return fail(f"bad problem: {error}", ExitCode.PROBLEM)
-    except (SandboxError, HistoryError, OSError) as error:
+    except (SandboxError, HistoryError, CheckpointError, HomeError, OSError) as error:
         return fail(f"infrastructure error: {error}", ExitCode.INFRA)
     except PolicyError as error:
         return fail(f"policy error: {error}", ExitCode.POLICY)
@@ -93,25 +97,45 @@ def run_eval(args) -> ExitCode:
     problem = load_problem(args.problem, size=size)
     limits = Limits() if args.timeout is None else Limits().with_timeout(args.timeout)
     config = EvalConfig(trials=args.trials, limits=limits, baselines=not args.no_baselines)
+    prepare_home()                                   # its caches: one clear line if it cannot be written
+    store = None if args.no_record else open_store(args.db)
     with open_sandbox(args.sandbox, index, limits, warm=0) as sandbox:    # before detect() touches CUDA
         device = detect(args.gpu, force_cpu=args.cpu)
         result = Evaluator(sandbox, device, config).evaluate(problem, source)
-    if not args.no_record:
-        HistoryStore(args.db).record(problem, source, result, Origin(policy="cli"), session=f"cli-{uuid.uuid4().hex[:8]}")
+    unrecorded = store and record(store, problem, source, result)
     if args.json:
         print(json.dumps(result.summary()))
     else:
         render(result, device)
+    if unrecorded:      # the verdict stands; only its record is lost
+        return fail(f"infrastructure error: the verdict was not recorded: {unrecorded}", ExitCode.INFRA)
     return ExitCode.OK
+
+
+def open_store(url: str | None) -> HistoryStore:
+    """The store, opened before the evaluation: one that cannot be opened costs no evaluation."""
+    try:
+        return HistoryStore(url)
+    except HistoryError as error:
+        raise HistoryError(error.store, f"{error.cause} (--no-record evaluates without it)", "open") from error
+
+
+def record(store: HistoryStore, problem, source: str, result: EvalResult) -> HistoryError | None:
+    """Record one verdict; the store's failure (a full disk, a lost server) is returned, not raised."""
+    try:
+        store.record(problem, source, result, Origin(policy="cli"), session=f"cli-{uuid.uuid4().hex[:8]}")
+    except HistoryError as error:
+        return error
+    return None
 
 
 def render(result: EvalResult, device: DeviceInfo) -> None:
     out = Console(soft_wrap=True)
     style = STATUS_STYLE.get(result.status, "bold yellow")
-    out.print(f"[{style}]{result.status.value}[/]  {result.problem} ({result.size} size, {result.mode.value}, "
-              f"{result.device}, {result.sandbox} sandbox)")
-    if result.reason:
-        out.print(f"  reason: {result.reason}", markup=False)
+    out.print(f"[{style}]{result.status.value}[/]  " + escape(clean(f"{result.problem} ({result.size} size, "
+              f"{result.mode.value}, {result.device}, {result.sandbox} sandbox)")))
+    if result.reason:      # cleaned where it entered (tools/sandbox/replies.py); cleaned again to be shown
+        out.print(f"  reason: {indented(result.reason, 10)}", markup=False)
     out.print(f"  trials passed: {result.trials_passed}/{result.trials_run}"
               + (f"   max abs error {result.max_abs_error:.3g}   rel error {result.rel_error:.3g}"
                  if result.max_abs_error is not None and result.rel_error is not None else ""))
@@ -125,9 +149,9 @@ def render(result: EvalResult, device: DeviceInfo) -> None:
         out.print("  runtime: not measured (no GPU: Triton ran in its interpreter, which says nothing about speed)")
     out.print(f"  flags: {', '.join(f.value for f in result.flags) or 'none'}")
     for finding in result.lint_findings:
-        out.print(f"  problem lint: {finding}", markup=False)
+        out.print(f"  problem lint: {indented(finding, 4)}", markup=False)
     for note in result.notes:
-        out.print(f"  note: {note}", markup=False)
+        out.print(f"  note: {indented(note, 8)}", markup=False)
 
 
 def _ms(value: float | None) -> str:

@@ -6,7 +6,9 @@ stdlib and torch only); `parse_reply` turns one into a `Ready`, `Loaded`, `Ran`,
 attributes afterwards. A reply crossed from the candidate's process, so what is not
 what the protocol says becomes a `Failure`, never an exception here: `crashed` for a
 malformed reply or an answer to another question, `rejected` for a forged failure
-record (a status a failure cannot have, an unknown phase).
+record (a status a failure cannot have, an unknown phase). Every string of a reply (a
+failure's message and traceback, thread and kernel names, isolation notes) is cleaned first
+(`tools/safe_text.py`: no terminal escapes, no control characters, no secrets of ours).
 
     reply = ask(worker, load_request(source, "ModelNew", []), limits.load_s)
     if isinstance(reply, Failure):
@@ -19,6 +21,7 @@ from enum import StrEnum
 from typing import ClassVar
 
 from tools.records import EvalStatus, Phase
+from tools.safe_text import clean, neutralise, redact, secrets
 from tools.sandbox.protocol import expect, reply_problem
 
 WORKER_FAILURES = {EvalStatus.COMPILE_ERROR, EvalStatus.RUNTIME_ERROR, EvalStatus.CRASHED, EvalStatus.TIMEOUT}
@@ -156,9 +159,22 @@ def parse_reply(message, expected: ReplyKind, phase: Phase) -> Reply:
     """The typed record of a wire reply that should be `expected` (or a failure)."""
     problem = reply_problem(message)
     if problem:
-        return Failure(EvalStatus.CRASHED, phase, f"the worker sent a malformed reply: {problem}")
-    message = expect(message, expected, phase)
+        return Failure(EvalStatus.CRASHED, phase, clean(f"the worker sent a malformed reply: {problem}"))
+    message = expect(cleaned(message), expected, phase)
     return PARSERS[ReplyKind(message["kind"])](message)
+
+
+def cleaned(value, found: dict[str, str] | None = None):
+    """A wire value with each string in it cleaned (the candidate wrote them); the
+    secrets are looked up once per reply (a timed reply holds hundreds of strings)."""
+    found = secrets() if found is None else found
+    if isinstance(value, str):
+        return redact(neutralise(value), found)
+    if isinstance(value, dict):
+        return {key: cleaned(item, found) for key, item in value.items()}
+    if isinstance(value, list):
+        return [cleaned(item, found) for item in value]
+    return value
 
 
 def parse_ready(message: dict) -> Ready:
