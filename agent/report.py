@@ -17,6 +17,7 @@ from agent.graph import attempts_of, best_of
 from agent.policy import Attempt, has_analysis
 from tools.device import DeviceInfo
 from tools.records import EvalStatus
+from tools.safe_text import clean
 from tools.trust import Use, Versus, allowed, trusted_runtime_ms, trusted_speedup, why_not
 
 ANALYSIS_CHARS = 3000
@@ -97,7 +98,7 @@ def markdown_report(state: dict, summary: Summary) -> str:
     for message in state.get("messages", []):
         if message["role"] == "assistant":
             turn += 1
-            text = message.get("content") or ""
+            text = clean(message.get("content") or "")   # the policy's text, code included: no escapes in report.md
             refused = "" if has_analysis(text) else " (refused: no performance analysis)"
             lines += [f"### Turn {turn}{refused}", "", text.strip()[:ANALYSIS_CHARS] or "_(no text)_", ""]
     return "\n".join(lines) + "\n"
