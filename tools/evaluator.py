@@ -22,6 +22,7 @@ fp16/bf16/TF32 in an fp32 problem, or an error using >10% of the tolerance, flag
     result = evaluator.evaluate(load_problem("p.py", size="small"), open("c.py").read())
 """
 import hashlib
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -98,11 +99,18 @@ class Evaluator:
                  baselines: BaselineStore | None = None):
         self.sandbox, self.device, self.config = sandbox, device, config
         self.exchange = Exchange(device.torch_device)
+        self._serial = threading.RLock()
         self.baselines = baselines or BaselineStore(sandbox, device, self.exchange, config.timing)
         self._contexts: OrderedDict[tuple[str, str], ProblemContext] = OrderedDict()
 
     def evaluate(self, problem: Problem, source: str, config: EvalConfig | None = None) -> EvalResult:
-        """One evaluation; `config` overrides the evaluator's own for this call."""
+        """One evaluation; `config` overrides the evaluator's own for this call. Sessions on
+        several threads share an evaluator: it runs one evaluation at a time, so kernel
+        timings never overlap on the device (nor do the arena and caches it keeps)."""
+        with self._serial:
+            return self._evaluate(problem, source, config)
+
+    def _evaluate(self, problem: Problem, source: str, config: EvalConfig | None) -> EvalResult:
         start = time.perf_counter()
         config = config or self.config
         context = self.context(problem)
@@ -151,6 +159,10 @@ class Evaluator:
 
     def profile(self, problem: Problem, source: str, calls: int = 10) -> ProfileResult:
         """The kernels one forward launches, with launch counts and time shares."""
+        with self._serial:
+            return self._profile(problem, source, calls)
+
+    def _profile(self, problem: Problem, source: str, calls: int) -> ProfileResult:
         if self.device.mode is not Mode.GPU:
             return ProfileResult(available=False, reason="no GPU: profiling needs a CUDA device", status=None,
                                  kernels=[], device_ms_per_call=None, roofline=None, device=self.device.name)

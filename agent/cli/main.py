@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from agent.cli.bench import add_bench_parser, run_bench_command
 from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, fail, indented, positive_float, positive_int
 from agent.cli.chat import add_chat_parser, run_chat
 from agent.cli.history import add_history_parser, run_history
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_optimize_parser(commands)
     add_chat_parser(commands)
     add_sandbox_parser(commands)
+    add_bench_parser(commands)
     return parser
 
 
@@ -163,4 +165,4 @@ def _x(value: float | None) -> str:
 
 
 COMMANDS = {"eval": run_eval, "history": run_history, "optimize": run_optimize, "chat": run_chat,
-            "sandbox": run_sandbox}
+            "sandbox": run_sandbox, "bench": run_bench_command}

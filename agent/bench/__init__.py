@@ -1,0 +1,1 @@
+"""Batch runs: the agent over many problems (`kernelpilot bench`). See runner.py."""

@@ -1,0 +1,146 @@
+"""The batch runner: the agent over many problems, one session each, on one runtime.
+
+    options = BenchOptions(sources=(Path("benchmarks/problems"),), out=Path("out"),
+                           policy=PolicySpec.parse("builtin"), budget=Budget(max_turns=5))
+    rows = run_bench(options, on_row=print)
+
+Each problem is a real agent session (graph, toolbox, history store, checkpoints), so LLM
+policies and the built-in policy are measured the same way and every evaluation is
+training data. The run is resumable (`agent/bench/rows.py`): a problem with a row in
+DIR/results.jsonl is skipped; one whose session was started but has no row goes on from
+that session's checkpoint (tool calls already recorded are not run again), so `kill -9`
+at any moment loses nothing and runs nothing twice. Each problem's best.py, report.md and
+summary.json go to DIR/problems/KEY/.
+
+`workers` sessions run at once (threads sharing the runtime): an LLM policy waits for
+tokens most of a turn, while the evaluator runs one evaluation at a time, so kernel
+timings never overlap on the device. A problem that cannot be run (a bad file, the
+trusted side out of memory, an endpoint that is down) is a FAILED row with its reason and
+the run goes on; a broken sandbox, history store or checkpoint database stops the run.
+"""
+import fnmatch
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.bench.rows import BenchRow, RowStatus, RunLog
+from agent.graph import Budget, attempts_of, session_config
+from agent.policies import PolicySpec
+from agent.report import write_outputs
+from agent.runtime import CheckpointError, Runtime, RuntimeOptions
+from agent.session import AgentSession, SessionOptions
+from tools.history_errors import HistoryError
+from tools.problems import ProblemFile, find_problem_files, load_problem
+from tools.sandbox.contracts import SandboxError
+from tools.trust import Use, allowed, why_not
+
+FATAL = (SandboxError, HistoryError, CheckpointError)    # the runtime itself is broken: every later problem would fail
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    sources: tuple[Path, ...]                   # problem files, folders, KernelBench checkouts
+    out: Path
+    policy: PolicySpec
+    budget: Budget = field(default_factory=Budget)
+    levels: frozenset[int] = frozenset()        # empty: every level found
+    only: tuple[str, ...] = ("*",)              # globs over problem names (file stems)
+    workers: int = 1
+    size: str = "auto"
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+
+
+def select(options: BenchOptions) -> list[ProblemFile]:
+    """The run's problems, in order, each once (a file named twice counts once)."""
+    found: dict[str, ProblemFile] = {}
+    for source in options.sources:
+        for f in find_problem_files(source):
+            if (not options.levels or f.level in options.levels) and any(
+                    fnmatch.fnmatch(f.path.stem, glob) for glob in options.only):
+                found.setdefault(problem_key(f), f)
+    return list(found.values())
+
+
+def problem_key(f: ProblemFile) -> str:
+    return f"L{f.level}/{f.path.stem}" if f.level is not None else f.path.stem
+
+
+def run_bench(options: BenchOptions, on_row: Callable[[BenchRow], None] | None = None,
+              on_start: Callable[[str], None] | None = None) -> list[BenchRow]:
+    """Run every selected problem without a row yet; the rows of this run, in finishing order."""
+    files, log = select(options), RunLog(options.out)
+    done, sessions = log.finished(), log.sessions()
+    todo = [f for f in files if problem_key(f) not in done]
+    rows: list[BenchRow] = []
+    if not todo:
+        return rows
+    with Runtime.open(options.runtime) as runtime, ThreadPoolExecutor(max_workers=options.workers) as pool:
+        futures = [pool.submit(run_one, runtime, options, f, log, sessions.get(problem_key(f)), on_start)
+                   for f in todo]
+        try:
+            for future in as_completed(futures):
+                row = future.result()
+                log.finish(row)
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return rows
+
+
+def run_one(runtime: Runtime, options: BenchOptions, f: ProblemFile, log: RunLog, session_id: str | None,
+            on_start: Callable[[str], None] | None) -> BenchRow:
+    key, start = problem_key(f), time.perf_counter()
+    if on_start is not None:
+        on_start(key)
+    try:
+        return run_problem(runtime, options, f, log, session_id, start)
+    except FATAL:
+        raise
+    except Exception as error:  # this problem could not be run: a row with its reason, and the run goes on
+        return BenchRow(key=key, level=f.level, name=f.path.stem, status=RowStatus.FAILED, session=session_id,
+                        reason=f"{type(error).__name__}: {str(error)[:300]}", policy=options.policy.kind.value,
+                        model=options.policy.model, seconds=round(time.perf_counter() - start, 1))
+
+
+def run_problem(runtime: Runtime, options: BenchOptions, f: ProblemFile, log: RunLog, session_id: str | None,
+                start: float) -> BenchRow:
+    """One agent session on one problem (a new one, or the one a killed run started)."""
+    key = problem_key(f)
+    problem = load_problem(f.path, size=runtime.size(options.size), suite=f.suite, level=f.level)
+    resumed = session_id is not None and bool(
+        runtime.graph.get_state(session_config(session_id, options.budget)).values)
+    session_options = SessionOptions(problem=f.path, policy=options.policy, size=options.size,
+                                     budget=options.budget, session_id=session_id)
+    policy = options.policy.build(runtime.store, options.budget)
+    session = AgentSession.open(runtime, session_options, policy, problem=problem, resumed=resumed)
+    if session_id is None:
+        log.started(key, session.id)
+    final = session.run()
+    folder = Path("problems") / key.replace("/", "_")
+    summary = write_outputs(options.out / folder, final, session.id, runtime.device)
+    return row_of(key, f, final, summary, options, folder, time.perf_counter() - start)
+
+
+def row_of(key: str, f: ProblemFile, final: dict, summary, options: BenchOptions, folder: Path,
+           seconds: float) -> BenchRow:
+    attempts = attempts_of(final)
+    last = attempts[-1] if attempts else None
+    if summary.status != "none":
+        status, flags, reason = RowStatus(summary.status), (), ""
+    elif last is not None:
+        status, flags = RowStatus(last.status), tuple(last.flags)
+        reason = last.reason or (why_not(last, Use.BEST) if not allowed(last, Use.BEST) else "")
+    else:
+        status, flags, reason = RowStatus.NO_KERNEL, (), "the policy evaluated no kernel"
+    return BenchRow(
+        key=key, level=f.level, name=f.path.stem, status=status, speedup_vs_eager=summary.speedup_vs_eager,
+        speedup_vs_compile=summary.speedup_vs_compile, runtime_ms=summary.runtime_ms, flags=flags,
+        turns=summary.turns, attempts=summary.attempts, tokens=summary.tokens, gpu_seconds=summary.gpu_seconds,
+        session=summary.session_id, stop=summary.stop_reason, reason=reason[:300], policy=options.policy.kind.value,
+        model=options.policy.model, seconds=round(seconds, 1), outputs=str(folder))

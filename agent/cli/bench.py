@@ -1,0 +1,175 @@
+"""`kernelpilot bench`: the agent over many problems, resumable, with KernelBench's metrics.
+
+    kernelpilot bench PROBLEMS... [--levels 1,2] [--only GLOBS] [--policy builtin|openai|replay:FILE]
+                      [--model M --base-url URL] [--max-turns N] [--target-speedup X] [--workers N]
+                      [--sandbox process|docker] [--cpu] [--gpu I] [--out DIR] [--json]
+    kernelpilot bench report DIR [--json]
+
+DIR holds results.jsonl (one row per problem), started.jsonl (sessions begun), run.json (the
+selection), summary.json (metrics per level) and problems/KEY/ (best.py, report.md,
+summary.json). The same command again skips finished problems and resumes unfinished
+sessions. Exit codes: agent/cli/__init__.py.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agent.bench.metrics import Metrics, per_level
+from agent.bench.rows import BenchRow, RowStatus, RunLog
+from agent.bench.runner import BenchOptions, problem_key, run_bench, select
+from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, positive_float, positive_int
+from agent.graph import Budget
+from agent.policies import PolicyKind, PolicySpec
+from agent.runtime import RuntimeOptions
+from tools.device import versions
+from tools.sandbox.backends import SandboxKind
+from tools.trust import Versus
+
+RUN_FILE, SUMMARY_FILE = "run.json", "summary.json"
+
+
+def add_bench_parser(commands) -> None:
+    bench = commands.add_parser(
+        "bench", help="run the agent over many problems (KernelBench, a folder) and report KernelBench's metrics",
+        description="Run one agent session per problem over PROBLEMS (problem files, folders, or a KernelBench "
+                    "checkout), with any policy, and write resumable results and metrics to --out: the correct "
+                    "rate, fast_p against eager and torch.compile, geomeans, per level. Running the same command "
+                    "again skips finished problems and resumes unfinished sessions. `kernelpilot bench report DIR` "
+                    "prints the tables of a finished or running run without running anything.",
+        epilog="Only results the trust rules allow count (tools/trust.py). " + EXIT_STATUS_HELP)
+    bench.add_argument("problems", nargs="+", metavar="PROBLEMS", help="problem files, folders, a KernelBench "
+                       "checkout; or `report DIR`")
+    bench.add_argument("--levels", default="", help="KernelBench levels, e.g. 1,2 (default: every level found)")
+    bench.add_argument("--only", default="*", help="comma-separated globs over problem names (file stems)")
+    bench.add_argument("--policy", help="builtin | openai | replay:FILE (default: openai when configured, else builtin)")
+    bench.add_argument("--model", help="model name for the openai policy")
+    bench.add_argument("--base-url", help="OpenAI-compatible endpoint for the openai policy")
+    bench.add_argument("--max-turns", type=positive_int, default=5, help="policy turns per problem (default 5)")
+    bench.add_argument("--target-speedup", type=positive_float, help="stop a problem once this much faster than eager")
+    bench.add_argument("--workers", type=positive_int, default=1, help="sessions at once (evaluations still run one "
+                       "at a time; helps LLM policies that wait for tokens)")
+    bench.add_argument("--sandbox", type=SandboxKind, choices=list(SandboxKind), default=SandboxKind.PROCESS)
+    bench.add_argument("--size", choices=["auto", "full", "small"], default="auto",
+                       help="problem size: auto = full on a GPU, SMALL_SIZES in the interpreter")
+    bench.add_argument("--cpu", action="store_true", help="use the Triton interpreter even if a GPU is present")
+    bench.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="CUDA device index (default 0)")
+    bench.add_argument("--db", metavar="URL", help="history store (SQLAlchemy URL; default $KERNELPILOT_HOME/history.db)")
+    bench.add_argument("--timeout", type=positive_float, help="wall-clock limit in seconds per evaluation step")
+    bench.add_argument("--out", type=Path, default=Path("kernelpilot-bench"), help="the run's folder (default kernelpilot-bench)")
+    bench.add_argument("--json", action="store_true", help="print exactly one JSON object (summary.json) on stdout")
+
+
+def run_bench_command(args) -> ExitCode:
+    if args.problems[0] == "report":
+        if len(args.problems) != 2:
+            raise UsageError("usage: kernelpilot bench report DIR")
+        return report(Path(args.problems[1]), args.json)
+    options = bench_options(args)
+    files = select(options)
+    if not files:
+        raise UsageError("no problem matches the selection (check PROBLEMS, --levels and --only)")
+    write_run_file(options, files)
+    console = Console(stderr=True)
+    finished = RunLog(options.out).finished()
+    with progress_display(console) as progress:
+        task = progress.add_task("problems", total=len(files), completed=len(finished), note="")
+        run_bench(options, on_row=lambda row: on_row(progress, task, row, console))
+    return report(options.out, args.json)
+
+
+def bench_options(args) -> BenchOptions:
+    try:
+        levels = frozenset(int(v) for v in args.levels.split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"--levels takes numbers like 1,2, not '{args.levels}'") from None
+    policy = PolicySpec.parse(args.policy, args.model, args.base_url)
+    budget = Budget(max_turns=args.max_turns, target_speedup=args.target_speedup,
+                    patience=None if policy.kind is PolicyKind.BUILTIN else 5)
+    runtime = RuntimeOptions(sandbox=args.sandbox, db=args.db, cuda_index=args.gpu, force_cpu=args.cpu,
+                             timeout_s=args.timeout)
+    return BenchOptions(sources=tuple(args.problems), out=args.out, policy=policy, budget=budget, levels=levels,
+                        only=tuple(g.strip() for g in args.only.split(",") if g.strip()) or ("*",),
+                        workers=args.workers, size=args.size, runtime=runtime)
+
+
+def write_run_file(options: BenchOptions, files) -> None:
+    options.out.mkdir(parents=True, exist_ok=True)
+    selection = [{"key": problem_key(f), "level": f.level, "path": str(f.path)} for f in files]
+    run = {"problems": selection, "policy": options.policy.to_state(), "max_turns": options.budget.max_turns,
+           "command": sys.argv[1:]}
+    (options.out / RUN_FILE).write_text(json.dumps(run, indent=1) + "\n")
+
+
+def progress_display(console: Console) -> Progress:
+    return Progress(TextColumn("[bold]bench[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[note]}"), console=console, transient=False)
+
+
+def on_row(progress: Progress, task, row: BenchRow, console: Console) -> None:
+    speed = f" {row.speedup_vs_eager:.2f}x eager" if row.counted and row.speedup_vs_eager else ""
+    console.print(f"{row.key}: {row.status}{speed}" + (f" ({row.reason[:100]})" if row.reason else ""),
+                  markup=False, highlight=False)
+    progress.update(task, advance=1, note=f"last: {row.key}")
+
+
+def report(out: Path, as_json: bool) -> ExitCode:
+    """Tables (or summary.json on stdout) from DIR's rows, over the selection in DIR/run.json."""
+    if not (out / RUN_FILE).exists():
+        raise UsageError(f"{out}: not a bench run folder (no {RUN_FILE})")
+    selection = json.loads((out / RUN_FILE).read_text())["problems"]
+    keys = {p["key"] for p in selection}
+    rows = [row for key, row in RunLog(out).finished().items() if key in keys]
+    totals: dict[int | None, int] = {}
+    for p in selection:
+        totals[p["level"]] = totals.get(p["level"], 0) + 1
+    found = per_level(rows, totals)
+    summary = {"metrics": [m.as_dict() for m in found], "rows": len(rows), "problems": len(selection),
+               "versions": versions(), "commit": commit()}
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        print_tables(Console(), found, rows)
+    return ExitCode.OK
+
+
+def print_tables(console: Console, found: list[Metrics], rows: list[BenchRow]) -> None:
+    timed = any(m.timed[Versus.EAGER] for m in found)
+    table = Table(title="kernelpilot bench")
+    for column in ("level", "run", "correct", "fast_1 eager", "fast_1 compile", "fast_2 eager",
+                   "geomean eager", "geomean compile"):
+        table.add_column(column, justify="right")
+    for m in found:
+        speed = [f"{m.fast_p[Versus.EAGER][1.0]:.0%}", f"{m.fast_p[Versus.COMPILE][1.0]:.0%}",
+                 f"{m.fast_p[Versus.EAGER][2.0]:.0%}", fmt(m.geomean_counted[Versus.EAGER]),
+                 fmt(m.geomean_counted[Versus.COMPILE])] if timed else ["untimed"] * 5
+        table.add_row("all" if m.level is None and len(found) > 1 else str(m.level if m.level is not None else "-"),
+                      f"{m.run}/{m.problems}", f"{m.correct} ({m.correct_rate:.0%})", *speed)
+    console.print(table)
+    failed = [row for row in rows if row.status is RowStatus.FAILED]
+    if failed:
+        console.print(f"{len(failed)} problem(s) could not be run: "
+                      + "; ".join(f"{row.key}: {row.reason[:80]}" for row in failed[:5]), markup=False)
+    console.print("fast_p counts every problem of the selection (not run or flagged: a failure); geomeans are over "
+                  "the counted rows (summary.json also has them over all problems, the rest at 1.0x)"
+                  if timed else "nothing was timed (no GPU: the Triton interpreter checks correctness only)",
+                  style="dim")
+
+
+def fmt(value: float | None) -> str:
+    return f"{value:.2f}x" if value else "-"
+
+
+def commit() -> str | None:
+    """The kernelpilot checkout's commit, when it is one."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                              text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None

@@ -1,0 +1,155 @@
+"""`kernelpilot bench` (issue 19): the metrics as pure functions, the run's records, and real
+runs of the CLI over our suite in the Triton interpreter (real sandbox, real agent, real
+store): resumable after `kill -9` with every problem exactly once and no evaluation run
+twice, a bad problem file as a failed row while the run goes on, two workers at once.
+
+    pytest -q tests/test_bench.py
+"""
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.bench.metrics import fast_p, geomean, metrics, per_level
+from agent.bench.rows import BenchRow, RowStatus, RunLog
+from tests.conftest import PROBLEMS, ROOT
+from tools.history import HistoryStore
+from tools.trust import Versus
+
+SMALL = ("01_scale_bias_relu_chain", "02_gelu_tanh", "03_silu_hardtanh")
+
+
+def row(key: str, status: str = "correct", eager: float | None = None, compile_: float | None = None,
+        flags: tuple[str, ...] = (), level: int | None = 1) -> BenchRow:
+    return BenchRow(key=key, level=level, name=key, status=status, speedup_vs_eager=eager,
+                    speedup_vs_compile=compile_, flags=flags)
+
+
+# ---- metrics: pure ---------------------------------------------------------------------------
+
+def test_fast_p_counts_every_problem_of_the_selection():
+    rows = [row("a", eager=2.5), row("b", eager=1.2), row("c", eager=0.8), row("d", "incorrect", eager=None)]
+    assert fast_p(rows, 10, 1.0, Versus.EAGER) == 0.2          # a and b of ten: missing problems are failures
+    assert fast_p(rows, 10, 2.0, Versus.EAGER) == 0.1
+    assert fast_p(rows, 10, 0.0, Versus.EAGER) == 0.3          # fast_0: correct and timed
+    assert fast_p(rows, 4, 1.0, Versus.COMPILE) == 0.0         # no compile speedups
+
+
+def test_a_flagged_or_failed_row_does_not_count():
+    rows = [row("a", eager=3.0, flags=("timing_mismatch",)), row("b", eager=3.0, flags=("no_custom_kernel",)),
+            row("c", "failed"), row("d", eager=1.5, flags=("excessive_speedup",))]
+    m = metrics(rows, 4)
+    assert m.correct == 1 and m.fast_p["eager"][1.0] == 0.25 and m.geomean_counted["eager"] == 1.5
+
+
+def test_geomeans_over_counted_rows_and_over_all_problems():
+    m = metrics([row("a", eager=4.0), row("b", eager=1.0)], total=4)
+    assert m.geomean_counted["eager"] == pytest.approx(2.0)
+    assert m.geomean_all["eager"] == pytest.approx(math.sqrt(2.0))      # (4 * 1 * 1 * 1) ** (1/4)
+    assert geomean([]) is None and metrics([], 3).geomean_counted["eager"] is None
+    with pytest.raises(ValueError):
+        metrics([row("a"), row("b")], total=1)
+
+
+def test_per_level_then_all_together():
+    rows = [row("a", eager=2.0, level=1), row("b", eager=2.0, level=2), row("c", "incorrect", level=2)]
+    found = per_level(rows, {1: 2, 2: 3})
+    assert [(m.level, m.problems, m.correct) for m in found] == [(1, 2, 1), (2, 3, 1), (None, 5, 2)]
+    assert found[0].correct_rate == 0.5 and found[2].fast_p["eager"][1.0] == 0.4
+
+
+# ---- the run's records -----------------------------------------------------------------------
+
+def test_a_torn_last_line_is_skipped_and_a_bad_status_refused(tmp_path):
+    log = RunLog(tmp_path)
+    log.finish(row("a", eager=2.0))
+    log.started("b", "s-1")
+    with open(tmp_path / "results.jsonl", "a") as handle:
+        handle.write('{"key": "b", "lev')                       # a kill in the middle of a write
+    assert list(log.finished()) == ["a"] and log.sessions() == {"b": "s-1"}
+    assert log.finished()["a"].status is RowStatus.CORRECT
+    with pytest.raises(ValueError):
+        row("x", status="splendid")
+
+
+# ---- real runs -------------------------------------------------------------------------------
+
+def bench(out: Path, home: Path, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), KERNELPILOT_HOME=str(home))
+    return subprocess.Popen([sys.executable, "-m", "agent.cli", "bench", *extra, "--max-turns", "2",
+                             "--out", str(out), "--json"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finished(process: subprocess.Popen, timeout: float = 600) -> dict:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err[-2000:]
+    return json.loads(out)
+
+
+def results(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def stored(home: Path, sessions: list[str]) -> int:
+    return HistoryStore(f"sqlite:///{home / 'history.db'}").count(sessions)
+
+
+@pytest.fixture
+def suite(tmp_path) -> Path:
+    folder = tmp_path / "problems"
+    folder.mkdir()
+    for name in SMALL:
+        shutil.copy(PROBLEMS / f"{name}.py", folder)
+    return folder
+
+
+def test_a_run_killed_mid_way_resumes_with_every_problem_once(suite, tmp_path):
+    out, home = tmp_path / "run", tmp_path / "home"
+    first = bench(out, home, str(suite))
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(RunLog(out).sessions()) < 2:
+        time.sleep(0.2)
+    assert len(RunLog(out).sessions()) >= 2, "the run never reached its second problem"
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+    done_before = {r["key"] for r in results(out)} if (out / "results.jsonl").exists() else set()
+    assert len(done_before) < len(SMALL), "the kill came after the run had finished"
+    summary = finished(bench(out, home, str(suite)))
+    rows = results(out)
+    assert sorted(r["key"] for r in rows) == sorted(SMALL)               # each problem exactly once
+    assert all(r["status"] == "correct" for r in rows), rows
+    sessions = [r["session"] for r in rows]
+    assert len(set(sessions)) == len(SMALL)
+    assert stored(home, sessions) == sum(r["attempts"] for r in rows)     # nothing evaluated twice
+    assert summary["problems"] == len(SMALL) and summary["metrics"][0]["correct"] == len(SMALL)
+    for r in rows:
+        assert (out / r["outputs"] / "best.py").is_file() and (out / r["outputs"] / "report.md").is_file()
+
+
+def test_a_bad_problem_is_a_failed_row_and_two_workers_finish_the_rest(suite, tmp_path):
+    (suite / "00_broken.py").write_text("import torch\nclass Model(:\n")
+    out, home = tmp_path / "run", tmp_path / "home"
+    summary = finished(bench(out, home, str(suite), "--workers", "2"))
+    rows = {r["key"]: r for r in results(out)}
+    assert sorted(rows) == sorted(("00_broken", *SMALL))
+    assert rows["00_broken"]["status"] == "failed" and rows["00_broken"]["reason"]
+    assert all(rows[name]["status"] == "correct" for name in SMALL)
+    assert summary["metrics"][0]["correct"] == len(SMALL) and summary["metrics"][0]["problems"] == 4
+    again = finished(bench(out, home, str(suite), "--workers", "2"))     # nothing left: nothing runs
+    assert len(results(out)) == 4 and again["rows"] == 4
+
+
+def test_report_of_a_folder_that_is_no_run_is_a_usage_error(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), KERNELPILOT_HOME=str(tmp_path / "home"))
+    done = subprocess.run([sys.executable, "-m", "agent.cli", "bench", "report", str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "not a bench run folder" in done.stderr
+    assert "Traceback" not in done.stderr
