@@ -1,7 +1,9 @@
 """`kernelpilot bench` (issue 19): the metrics as pure functions, the run's records, and real
 runs of the CLI over our suite in the Triton interpreter (real sandbox, real agent, real
 store): resumable after `kill -9` with every problem exactly once and no evaluation run
-twice, a bad problem file as a failed row while the run goes on, two workers at once.
+twice, a bad problem file as a failed row while the run goes on, two workers at once, and
+an LLM policy behind a real HTTP endpoint (the scripted test server) with three sessions
+waiting on it at once.
 
     pytest -q tests/test_bench.py
 """
@@ -19,7 +21,8 @@ import pytest
 
 from agent.bench.metrics import fast_p, geomean, metrics, per_level
 from agent.bench.rows import BenchRow, RowStatus, RunLog
-from tests.conftest import PROBLEMS, ROOT
+from tests.conftest import CANDIDATES, PROBLEMS, ROOT
+from tests.openai_server import ChatServer, call, reply
 from tools.history import HistoryStore
 from tools.trust import Versus
 
@@ -81,8 +84,8 @@ def test_a_torn_last_line_is_skipped_and_a_bad_status_refused(tmp_path):
 
 # ---- real runs -------------------------------------------------------------------------------
 
-def bench(out: Path, home: Path, *extra: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), KERNELPILOT_HOME=str(home))
+def bench(out: Path, home: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), KERNELPILOT_HOME=str(home), **(env or {}))
     return subprocess.Popen([sys.executable, "-m", "agent.cli", "bench", *extra, "--max-turns", "2",
                              "--out", str(out), "--json"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -153,3 +156,43 @@ def test_report_of_a_folder_that_is_no_run_is_a_usage_error(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "not a bench run folder" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+class ProblemAwareServer(ChatServer):
+    """The scripted endpoint for concurrent sessions: it answers each conversation by the
+    problem it is about (found in its prompt): first a check of that problem's honest
+    candidate, then a final word; each answer held a little, as a real model's tokens are,
+    so sessions that run at once overlap here."""
+
+    def __init__(self, problems: dict[str, str]):
+        super().__init__([])
+        self.problems, self.in_flight, self.most_in_flight = problems, 0, 0
+
+    def next_action(self, body: dict):
+        with self.lock:
+            self.requests.append(body)
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        time.sleep(0.5)
+        with self.lock:
+            self.in_flight -= 1
+        prompt = "\n".join(str(m.get("content")) for m in body["messages"] if m["role"] == "user")
+        name = next(name for name, source in self.problems.items() if source in prompt)
+        if not any(m["role"] == "tool" for m in body["messages"]):
+            code = (CANDIDATES / f"{name}.py").read_text()
+            return reply(f"## Performance analysis\n{name}: one pass, memory-bound.", call("check_correctness", {"code": code}))
+        return reply(f"## Performance analysis\n{name}: checked; nothing more to try.")
+
+
+def test_an_llm_policy_runs_three_sessions_at_once(suite, tmp_path):
+    problems = {name: (PROBLEMS / f"{name}.py").read_text() for name in SMALL}
+    out, home = tmp_path / "run", tmp_path / "home"
+    with ProblemAwareServer(problems) as server:
+        process = bench(out, home, str(suite), "--policy", "openai", "--base-url", server.url, "--model", "test-model",
+                        "--workers", "3", env={"OPENAI_API_KEY": "sk-test-key"})
+        summary = finished(process)
+    rows = {r["key"]: r for r in results(out)}
+    assert sorted(rows) == sorted(SMALL) and all(r["status"] == "correct" for r in rows.values()), rows
+    assert all(r["policy"] == "openai" and r["model"] == "test-model" and r["tokens"] > 0 for r in rows.values())
+    assert server.most_in_flight >= 2, "the three sessions never waited for the endpoint at the same time"
+    assert summary["metrics"][0]["correct"] == len(SMALL)
