@@ -3,7 +3,7 @@
     kernelpilot bench PROBLEMS... [--levels 1,2] [--only GLOBS] [--policy builtin|openai|replay:FILE]
                       [--model M --base-url URL] [--max-turns N] [--target-speedup X] [--workers N]
                       [--sandbox process|docker] [--cpu] [--gpu I] [--out DIR] [--json]
-    kernelpilot bench report DIR [--json]
+    kernelpilot bench report DIR [--json] [--html]
 
 DIR holds results.jsonl (one row per problem), started.jsonl (sessions begun), run.json (the
 selection), summary.json (metrics per level) and problems/KEY/ (best.py, report.md,
@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from agent.bench.html import write_html
 from agent.bench.metrics import Metrics, per_level
 from agent.bench.rows import BenchRow, RowStatus, RunLog
 from agent.bench.runner import BenchOptions, problem_key, run_bench, select
@@ -62,13 +63,15 @@ def add_bench_parser(commands) -> None:
     bench.add_argument("--timeout", type=positive_float, help="wall-clock limit in seconds per evaluation step")
     bench.add_argument("--out", type=Path, default=Path("kernelpilot-bench"), help="the run's folder (default kernelpilot-bench)")
     bench.add_argument("--json", action="store_true", help="print exactly one JSON object (summary.json) on stdout")
+    bench.add_argument("--html", action="store_true", help="also write DIR/report.html: one self-contained page with "
+                       "the metrics, fast_p curves, a speedup histogram and a row per problem")
 
 
 def run_bench_command(args) -> ExitCode:
     if args.problems[0] == "report":
         if len(args.problems) != 2:
             raise UsageError("usage: kernelpilot bench report DIR")
-        return report(Path(args.problems[1]), args.json)
+        return report(Path(args.problems[1]), args.json, args.html)
     options = bench_options(args)
     files = select(options)
     if not files:
@@ -79,7 +82,7 @@ def run_bench_command(args) -> ExitCode:
     with progress_display(console) as progress:
         task = progress.add_task("problems", total=len(files), completed=len(finished), note="")
         run_bench(options, on_row=lambda row: on_row(progress, task, row, console))
-    return report(options.out, args.json)
+    return report(options.out, args.json, args.html)
 
 
 def bench_options(args) -> BenchOptions:
@@ -117,8 +120,9 @@ def on_row(progress: Progress, task, row: BenchRow, console: Console) -> None:
     progress.update(task, advance=1, note=f"last: {row.key}")
 
 
-def report(out: Path, as_json: bool) -> ExitCode:
-    """Tables (or summary.json on stdout) from DIR's rows, over the selection in DIR/run.json."""
+def report(out: Path, as_json: bool, as_html: bool = False) -> ExitCode:
+    """Tables (or summary.json on stdout) from DIR's rows, over the selection in DIR/run.json;
+    report.html too when asked."""
     if not (out / RUN_FILE).exists():
         raise UsageError(f"{out}: not a bench run folder (no {RUN_FILE})")
     selection = json.loads((out / RUN_FILE).read_text())["problems"]
@@ -131,10 +135,13 @@ def report(out: Path, as_json: bool) -> ExitCode:
     summary = {"metrics": [m.as_dict() for m in found], "rows": len(rows), "problems": len(selection),
                "versions": versions(), "commit": commit()}
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+    page = write_html(out, rows, found, selection) if as_html else None
     if as_json:
         print(json.dumps(summary))
     else:
         print_tables(Console(), found, rows)
+        if page is not None:
+            print(f"report: {page}")
     return ExitCode.OK
 
 
