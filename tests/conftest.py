@@ -1,8 +1,15 @@
-"""Shared fixtures: one process sandbox and evaluator per test session (CPU interpreter)."""
+"""Shared fixtures: one process sandbox and evaluator per test session (CPU interpreter), a
+PostgreSQL server per session with a schema of its own for each test that asks for one."""
 import os
+import shutil
+import subprocess
+import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from tools.device import detect
 from tools.evaluator import EvalConfig, Evaluator
@@ -50,3 +57,63 @@ def softmax_problem():
 
 def read(path: Path) -> str:
     return path.read_text()
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+def _pg_bin() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent   # /usr/local/bin may hold links to some tools only
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return versions[-1].parent if versions else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """KERNELPILOT_TEST_PG_URL if set, else a throw-away cluster on a Unix socket. Missing
+    server binaries skip the tests, or fail them under KERNELPILOT_REQUIRE_POSTGRES=1 (.ci/run)."""
+    if os.environ.get("KERNELPILOT_TEST_PG_URL"):
+        yield os.environ["KERNELPILOT_TEST_PG_URL"]
+        return
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        reason = "no PostgreSQL server binaries here (Debian package postgresql; .ci/run installs it)"
+        if os.environ.get("KERNELPILOT_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{reason} (KERNELPILOT_REQUIRE_POSTGRES=1)")
+        pytest.skip(reason)
+    folder = Path(tempfile.mkdtemp(prefix="kp-pg-"))
+    as_user = []
+    if os.geteuid() == 0:   # postgres refuses to run as root
+        shutil.chown(folder, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = folder / "data"
+    run = lambda *args: subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=120)
+    run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "kp")
+    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "log"),
+        "-o", f"-k {folder} -c listen_addresses='' -p 5433", "start")
+    try:
+        run(str(bin_dir / "createdb"), "-h", str(folder), "-p", "5433", "-U", "kp", "kp")
+        yield f"postgresql+psycopg://kp@/kp?host={folder}&port=5433"
+    finally:
+        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-m", "immediate", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A URL whose tables go to a fresh schema of this test's own, dropped afterwards: a test
+    never sees another's tables, and never drops what it did not create (KERNELPILOT_TEST_PG_URL
+    may name a database that holds other things)."""
+    schema = f"kp_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    url = make_url(postgres_server)
+    options = " ".join(filter(None, [url.query.get("options"), f"-csearch_path={schema}"]))
+    try:
+        yield url.update_query_dict({"options": options}).render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
