@@ -1,5 +1,8 @@
 """Shared fixtures: one process sandbox and evaluator per test session (CPU interpreter), a
-PostgreSQL server per session with a schema of its own for each test that asks for one."""
+PostgreSQL server per session with a schema of its own for each test that asks for one.
+
+Tests marked `gpu` skip without CUDA, or fail under KERNELPILOT_REQUIRE_GPU=1 (a GPU machine
+whose CUDA is broken must not pass `pytest -m gpu` with everything skipped)."""
 import os
 import shutil
 import subprocess
@@ -8,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import torch
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -23,6 +27,15 @@ CANDIDATES = ROOT / "benchmarks" / "candidates"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # Short limits so hangs cost seconds; the first call still has room for a slow interpreter start.
 TEST_LIMITS = Limits(load_s=8, first_call_s=10, call_s=10, timing_s=30, host_memory_bytes=4 * 1024**3)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("gpu") is None or torch.cuda.is_available():
+        return
+    if os.environ.get("KERNELPILOT_REQUIRE_GPU") == "1":
+        pytest.fail("needs a CUDA GPU, and torch sees none (KERNELPILOT_REQUIRE_GPU=1)", pytrace=False)
+    pytest.skip("needs a CUDA GPU")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -62,6 +75,11 @@ def read(path: Path) -> str:
 # ------------------------------------------------------------------ PostgreSQL
 
 def _pg_bin() -> Path | None:
+    """The folder of PostgreSQL's server programs: KERNELPILOT_TEST_PG_BIN if set, else the
+    one of `initdb` on PATH, else the newest /usr/lib/postgresql/*/bin."""
+    if os.environ.get("KERNELPILOT_TEST_PG_BIN") is not None:
+        folder = Path(os.environ["KERNELPILOT_TEST_PG_BIN"])
+        return folder if (folder / "initdb").is_file() else None
     found = shutil.which("initdb")
     if found:
         return Path(found).resolve().parent   # /usr/local/bin may hold links to some tools only
