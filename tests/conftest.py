@@ -39,10 +39,10 @@ def pytest_runtest_setup(item):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def kernelpilot_home(tmp_path_factory):
-    """Caches and the history store of the tests (and of the CLIs they start) live in a
-    temporary folder, never in the user's ~/.kernelpilot."""
-    home = tmp_path_factory.mktemp("kernelpilot-home")
+def session_home(tmp_path_factory):
+    """The home of the session-wide sandbox and evaluator (their baseline cache): a temporary
+    folder, never the user's ~/.kernelpilot. Each test gets a home of its own on top of it."""
+    home = tmp_path_factory.mktemp("kernelpilot-session-home")
     previous = os.environ.get("KERNELPILOT_HOME")
     os.environ["KERNELPILOT_HOME"] = str(home)
     yield home
@@ -52,8 +52,19 @@ def kernelpilot_home(tmp_path_factory):
         os.environ["KERNELPILOT_HOME"] = previous
 
 
+@pytest.fixture(autouse=True)
+def kernelpilot_home(session_home, tmp_path_factory, monkeypatch):
+    """A fresh home for each test: the history store, checkpoints and config.toml of the test
+    (and of the CLIs it starts) are its own, so no test sees what another recorded, whatever
+    the order. KERNELPILOT_DB_URL is unset: a store named in the environment is never written."""
+    home = tmp_path_factory.mktemp("kernelpilot-home")
+    monkeypatch.setenv("KERNELPILOT_HOME", str(home))
+    monkeypatch.delenv("KERNELPILOT_DB_URL", raising=False)
+    return home
+
+
 @pytest.fixture(scope="session")
-def cpu_sandbox(kernelpilot_home):
+def cpu_sandbox(session_home):
     with ProcessSandbox(None, TEST_LIMITS, warm=1) as sandbox:
         yield sandbox
 

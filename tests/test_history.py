@@ -144,3 +144,12 @@ def test_each_evaluation_keeps_its_own_analysis_and_origin(tmp_path):
     origins = {r.id: (r.policy, r.model, r.analysis, r.session, r.turn, r.call_id) for r in store.records()}
     assert origins == {first: ("builtin", "builtin-0.1", "first analysis", "s1", 1, "call_1"),
                        again: ("openai", "qwen", "second analysis", "s2", 4, "call_x")}
+
+
+def test_a_test_records_into_a_store_of_its_own():
+    HistoryStore().record(load_problem(PROBLEM, size="small"), "mine", make_result(), Origin("builtin"), "own")
+    assert HistoryStore().count() == 1
+
+
+def test_the_next_test_finds_its_own_store_empty():   # runs after the one above: no shared store (conftest.py)
+    assert HistoryStore().count() == 0
