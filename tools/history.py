@@ -8,8 +8,9 @@ A candidate (a source, by its hash) is stored once; each evaluation of it keeps 
 origin: the policy, model and analysis that produced it, its session, and the turn and
 tool call id within the session (so a resumed run can find the calls it already made).
 The schema carries a version; opening a database applies the upgrades it lacks (in one
-transaction, under a lock on the version row) and refuses one written by a newer kernelpilot. Concurrent writers may add the same
-problem or candidate at once: those rows are inserted with ON CONFLICT DO NOTHING.
+transaction, under a lock on the version row) and refuses one written by a newer kernelpilot.
+Concurrent writers may add the same problem or candidate at once: those rows are inserted
+with ON CONFLICT DO NOTHING.
 
     store = HistoryStore()                       # or HistoryStore("postgresql+psycopg://...")
     evaluation_id = store.record(problem, source, result, Origin(policy="builtin", turn=1), session="s1")
