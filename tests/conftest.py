@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from tools.device import detect
 from tools.evaluator import EvalConfig, Evaluator
@@ -134,6 +132,8 @@ def postgres_url(postgres_server):
     """A URL whose tables go to a fresh schema of this test's own, dropped afterwards: a test
     never sees another's tables, and never drops what it did not create (KERNELPILOT_TEST_PG_URL
     may name a database that holds other things)."""
+    from sqlalchemy import create_engine, text     # here: the GPU tests' machine may lack SQLAlchemy
+    from sqlalchemy.engine import make_url
     schema = f"kp_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(postgres_server)
     with admin.begin() as connection:
