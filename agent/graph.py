@@ -119,7 +119,7 @@ def run_tools(state: AgentState, runtime: Runtime[AgentContext]) -> dict:
         started = time.monotonic()
         arguments = parse_arguments(call)
         report = (arguments if isinstance(arguments, ToolError)
-                  else ctx.toolbox.call(call.name, arguments, analysis=analysis))
+                  else ctx.toolbox.call(call.name, arguments, analysis=analysis, turn=state["turns"], call_id=call.id))
         messages.append(tool_message(call.id, report.text()))
         if isinstance(report, ProfileReport) and ctx.device.mode is Mode.GPU:
             seconds += time.monotonic() - started      # profiling (and Nsight Compute) holds the GPU too

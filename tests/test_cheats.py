@@ -164,7 +164,6 @@ GPU_FIXTURES = [f for f in FIXTURES]
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("fixture", GPU_FIXTURES, ids=[f.name for f in GPU_FIXTURES])
 def test_gpu_fixture_gets_its_verdict(gpu_cheat_evaluator, fixture):
     result = gpu_cheat_evaluator.evaluate(load_problem(fixture.problem), read(CHEATS / f"{fixture.name}.py"))

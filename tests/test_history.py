@@ -3,11 +3,7 @@ read back, the best first, concurrent writers lose nothing, a crash mid-write le
 no half record, and the schema version guards against newer databases."""
 import multiprocessing
 import os
-import shutil
 import signal
-import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -127,50 +123,33 @@ def test_an_unreachable_server_is_a_clear_error(tmp_path):
 
 # ------------------------------------------------------------------ PostgreSQL
 
-def _pg_bin() -> Path | None:
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).resolve().parent   # /usr/local/bin may hold links to some tools only
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return versions[-1].parent if versions else None
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    """KERNELPILOT_TEST_PG_URL if set, else a throw-away cluster on a Unix socket."""
-    if os.environ.get("KERNELPILOT_TEST_PG_URL"):
-        yield os.environ["KERNELPILOT_TEST_PG_URL"]
-        return
-    bin_dir = _pg_bin()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries here (Debian package postgresql; .ci/run installs it)")
-    folder = Path(tempfile.mkdtemp(prefix="kp-pg-"))
-    as_user = []
-    if os.geteuid() == 0:   # postgres refuses to run as root
-        shutil.chown(folder, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data = folder / "data"
-    run = lambda *args: subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=120)
-    run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "kp")
-    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "log"),
-        "-o", f"-k {folder} -c listen_addresses='' -p 5433", "start")
-    try:
-        run(str(bin_dir / "createdb"), "-h", str(folder), "-p", "5433", "-U", "kp", "kp")
-        yield f"postgresql+psycopg://kp@/kp?host={folder}&port=5433"
-    finally:
-        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-m", "immediate", "stop")
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def test_postgres_records_and_reads_back(postgres_url):
-    store = HistoryStore(postgres_url)
-    with store.engine.begin() as connection:   # a clean slate: the module's tests share the server
-        connection.execute(text("DROP TABLE IF EXISTS baselines, submissions, evaluations, candidates, problems, meta CASCADE"))
+def test_postgres_records_and_reads_back(postgres_url):   # a schema of its own (tests/conftest.py)
     exercise(HistoryStore(postgres_url))
 
 
 def test_postgres_concurrent_writers_lose_nothing(postgres_url):
-    store = HistoryStore(postgres_url)
-    with store.engine.begin() as connection:
-        connection.execute(text("DROP TABLE IF EXISTS baselines, submissions, evaluations, candidates, problems, meta CASCADE"))
     concurrent_writers(postgres_url)
+
+
+def test_each_evaluation_keeps_its_own_analysis_and_origin(tmp_path):
+    """The same source evaluated again (another turn, session or policy) is stored with the
+    analysis and origin of that evaluation, not those of the source's first one."""
+    store = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
+    problem = load_problem(PROBLEM, size="small")
+    first = store.record(problem, "same source", make_result(speedup=1.5),
+                         Origin("builtin", "builtin-0.1", "first analysis", turn=1, call_id="call_1"), "s1")
+    again = store.record(problem, "same source", make_result(speedup=1.6),
+                         Origin("openai", "qwen", "second analysis", turn=4, call_id="call_x"), "s2")
+    assert [e.analysis for e in store.entries(problem.hash)] == ["first analysis", "second analysis"]
+    origins = {r.id: (r.policy, r.model, r.analysis, r.session, r.turn, r.call_id) for r in store.records()}
+    assert origins == {first: ("builtin", "builtin-0.1", "first analysis", "s1", 1, "call_1"),
+                       again: ("openai", "qwen", "second analysis", "s2", 4, "call_x")}
+
+
+def test_a_test_records_into_a_store_of_its_own():
+    HistoryStore().record(load_problem(PROBLEM, size="small"), "mine", make_result(), Origin("builtin"), "own")
+    assert HistoryStore().count() == 1
+
+
+def test_the_next_test_finds_its_own_store_empty():   # runs after the one above: no shared store (conftest.py)
+    assert HistoryStore().count() == 0

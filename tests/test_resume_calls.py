@@ -56,6 +56,8 @@ def test_resume_runs_only_the_calls_a_killed_turn_had_not_recorded(capsys, tmp_p
     summary = json.loads(capsys.readouterr().out)
     records = sorted(store.records(with_source=True), key=lambda r: r.id)
     assert [r.source for r in records] == [p.read_text() for p in CALLS]        # each call evaluated once, in order
+    # each evaluation names its tool call: the session's first turn, the replay script's call ids
+    assert [(r.turn, r.call_id) for r in records] == [(1, f"turn0-call{n}") for n in range(len(CALLS))]
     assert summary["attempts"] == len(CALLS) and summary["status"] == "correct"
     with checkpoints() as saver:
         state = build_graph(saver).get_state(session_config(session, Budget())).values

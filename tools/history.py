@@ -4,12 +4,16 @@ SQLAlchemy 2 over SQLite by default (`$KERNELPILOT_HOME/history.db`, WAL mode, r
 on "database is locked"), or any SQLAlchemy URL from the caller or
 `KERNELPILOT_DB_URL` (PostgreSQL for a team or an RL cluster). Each write is one
 transaction, so a crash loses nothing already committed and leaves no half record.
-The schema carries a version; opening a database applies the upgrades it lacks and
-refuses one written by a newer kernelpilot. Concurrent writers may add the same
-problem or candidate at once: those rows are inserted with ON CONFLICT DO NOTHING.
+A candidate (a source, by its hash) is stored once; each evaluation of it keeps its own
+origin: the policy, model and analysis that produced it, its session, and the turn and
+tool call id within the session (so a resumed run can find the calls it already made).
+The schema carries a version; opening a database applies the upgrades it lacks (in one
+transaction, under a lock on the version row) and refuses one written by a newer kernelpilot.
+Concurrent writers may add the same problem or candidate at once: those rows are inserted
+with ON CONFLICT DO NOTHING.
 
     store = HistoryStore()                       # or HistoryStore("postgresql+psycopg://...")
-    evaluation_id = store.record(problem, source, result, Origin(policy="builtin"), session="s1")
+    evaluation_id = store.record(problem, source, result, Origin(policy="builtin", turn=1), session="s1")
     store.best(problem.hash, k=3)
 """
 import hashlib
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, create_engine, event, func, inspect, select
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, event, func, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -30,7 +34,7 @@ from tools.home import kernelpilot_home
 from tools.problems import Problem
 from tools.records import EvalResult, EvalStatus
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
@@ -61,13 +65,11 @@ class CandidateRow(Base):
     source: Mapped[str] = mapped_column(Text)
     backend: Mapped[str] = mapped_column(String(16))
     parent_hash: Mapped[str | None] = mapped_column(String(64))
-    policy: Mapped[str] = mapped_column(String(64))
-    model: Mapped[str | None] = mapped_column(String(256))
-    analysis: Mapped[str | None] = mapped_column(Text)
 
 
 class EvaluationRow(Base):
     __tablename__ = "evaluations"
+    __table_args__ = (Index("ix_evaluations_call", "session", "turn", "call_id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     candidate_hash: Mapped[str] = mapped_column(ForeignKey("candidates.hash"), index=True)
     problem_hash: Mapped[str] = mapped_column(ForeignKey("problems.hash"), index=True)
@@ -88,6 +90,13 @@ class EvaluationRow(Base):
     versions: Mapped[str] = mapped_column(Text)         # JSON: torch, triton, python, cuda
     session: Mapped[str] = mapped_column(String(128), index=True)
     created: Mapped[str] = mapped_column(String(32))    # ISO 8601, UTC
+    # The origin of this evaluation. None in rows from schema 1, which kept one origin per
+    # candidate: the upgrade gives it to the candidate's first evaluation only.
+    policy: Mapped[str | None] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(256))
+    analysis: Mapped[str | None] = mapped_column(Text)
+    turn: Mapped[int | None] = mapped_column(Integer)
+    call_id: Mapped[str | None] = mapped_column(String(128))
 
 
 class BaselineRow(Base):
@@ -113,11 +122,14 @@ class SubmissionRow(Base):
 
 @dataclass(frozen=True)
 class Origin:
-    """Who wrote a candidate: the policy, the model behind it, and its analysis."""
+    """Where an evaluation came from: the policy, the model behind it, the analysis that
+    produced the candidate, and the turn and tool call of the session that asked for it."""
 
     policy: str
     model: str | None = None
     analysis: str | None = None
+    turn: int | None = None
+    call_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +146,8 @@ class Entry:
     analysis: str | None
     session: str
     created: str
+    turn: int | None = None
+    call_id: str | None = None
 
 
 class EvaluationRecord(BaseModel):
@@ -161,9 +175,11 @@ class EvaluationRecord(BaseModel):
     versions: dict[str, str]
     session: str
     created: str
-    policy: str
+    policy: str | None          # None: an evaluation from schema 1 that was not its candidate's first
     model: str | None
     analysis: str | None
+    turn: int | None
+    call_id: str | None
     source: str | None = None
 
 
@@ -184,6 +200,13 @@ def _locked(error: BaseException) -> bool:
 
 class _SchemaInProgress(Exception):
     """Another process has created the tables but not yet written the schema version."""
+
+
+def _schema_version(db: Session) -> int:
+    stamp = db.scalar(select(Meta.value).where(Meta.key == "schema_version"))
+    if stamp is None:   # SQLite commits DDL on its own: the tables can appear before the row
+        raise _SchemaInProgress()
+    return int(stamp)
 
 
 def _created_meanwhile(error: BaseException) -> bool:
@@ -216,30 +239,32 @@ class HistoryStore:
                 Base.metadata.create_all(session.connection())
                 session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
                 return
-            stamp = session.get(Meta, "schema_version")
-            if stamp is None:   # SQLite commits DDL on its own: the tables can appear before the row
-                raise _SchemaInProgress()
-            version = int(stamp.value)
+            version = _schema_version(session)
+            if version < SCHEMA_VERSION:
+                # Lock the version row first (it opens SQLite's write transaction, so the DDL below
+                # is part of it): one opener upgrades, the others wait and find it done.
+                session.execute(update(Meta).where(Meta.key == "schema_version").values(value=Meta.value))
+                version = _schema_version(session)
             if version > SCHEMA_VERSION:
                 raise HistoryError(self.where, f"it has schema version {version}, newer than this kernelpilot's "
                                                f"{SCHEMA_VERSION}: upgrade kernelpilot", "open")
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                UPGRADES[step](session)
-            session.get(Meta, "schema_version").value = str(SCHEMA_VERSION)
+                UPGRADES[step](session.connection())
+            if version < SCHEMA_VERSION:
+                session.execute(update(Meta).where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION)))
 
     @loud("record in")
     @_retry_locked
     def record(self, problem: Problem, source: str, result: EvalResult, origin: Origin, session: str,
                parent_hash: str | None = None, backend: str = "triton") -> int:
-        """Store one evaluation (with its problem and candidate, once each); its id."""
+        """Store one evaluation with its origin (its problem and candidate once each); its id."""
         candidate_hash = hashlib.sha256(source.encode()).hexdigest()
         with Session(self.engine) as db, db.begin():
             # Another writer may add the same problem or candidate at the same moment.
             _insert_once(db, ProblemRow, hash=problem.hash, name=problem.name, suite=problem.suite,
                          level=problem.level, category=problem.category, source=problem.source)
             _insert_once(db, CandidateRow, hash=candidate_hash, problem_hash=problem.hash, source=source,
-                         backend=backend, parent_hash=parent_hash, policy=origin.policy, model=origin.model,
-                         analysis=origin.analysis)
+                         backend=backend, parent_hash=parent_hash)
             if result.eager_ms is not None or result.compile_ms is not None:
                 _insert_once(db, BaselineRow, keys=["problem_hash", "size", "device", "torch_version",
                                                     "triton_version"],
@@ -247,7 +272,7 @@ class HistoryStore:
                              torch_version=result.versions.get("torch", ""),
                              triton_version=result.versions.get("triton", ""),
                              eager_ms=result.eager_ms, compile_ms=result.compile_ms)
-            row = _evaluation_row(result, candidate_hash, problem.hash, session)
+            row = _evaluation_row(result, candidate_hash, problem.hash, session, origin)
             db.add(row)
             db.flush()
             return row.id
@@ -268,11 +293,10 @@ class HistoryStore:
 
     @loud("read")
     def _entries(self, problem_hash: str, where: list, order: list, limit: int | None = None) -> list[Entry]:
-        query = (select(EvaluationRow, CandidateRow.analysis)
-                 .join(CandidateRow, CandidateRow.hash == EvaluationRow.candidate_hash)
-                 .where(EvaluationRow.problem_hash == problem_hash, *where).order_by(*order).limit(limit))
+        query = (select(EvaluationRow).where(EvaluationRow.problem_hash == problem_hash, *where)
+                 .order_by(*order).limit(limit))
         with Session(self.engine) as db:
-            return [_entry(row, analysis) for row, analysis in db.execute(query)]
+            return [_entry(row) for row in db.scalars(query)]
 
     def stratified(self, problem_hash: str, k: int = 3) -> list[Entry]:
         """Fast, middling and slow correct kernels, spread evenly over the speedup ranking
@@ -360,7 +384,8 @@ def _sqlite_pragmas(connection, _record) -> None:
     cursor.close()
 
 
-def _evaluation_row(result: EvalResult, candidate_hash: str, problem_hash: str, session: str) -> EvaluationRow:
+def _evaluation_row(result: EvalResult, candidate_hash: str, problem_hash: str, session: str,
+                    origin: Origin) -> EvaluationRow:
     return EvaluationRow(
         candidate_hash=candidate_hash, problem_hash=problem_hash, status=result.status.value,
         flags=json.dumps([flag.value for flag in result.flags]), reason=result.reason,
@@ -368,24 +393,40 @@ def _evaluation_row(result: EvalResult, candidate_hash: str, problem_hash: str, 
         eager_ms=result.eager_ms, compile_ms=result.compile_ms, speedup_vs_eager=result.speedup_vs_eager,
         speedup_vs_compile=result.speedup_vs_compile, device=result.device, mode=result.mode.value,
         size=result.size, sandbox=result.sandbox, versions=json.dumps(result.versions), session=session,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), policy=origin.policy,
+        model=origin.model, analysis=origin.analysis, turn=origin.turn, call_id=origin.call_id)
 
 
 def _record(row: EvaluationRow, problem: str, candidate: CandidateRow, with_source: bool) -> EvaluationRecord:
     columns = {column.key: getattr(row, column.key) for column in EvaluationRow.__table__.columns}
     columns.update(flags=json.loads(row.flags), versions=json.loads(row.versions), problem=problem,
-                   policy=candidate.policy, model=candidate.model, analysis=candidate.analysis,
                    source=candidate.source if with_source else None)
     return EvaluationRecord(**columns)
 
 
-def _entry(row: EvaluationRow, analysis: str | None) -> Entry:
+def _entry(row: EvaluationRow) -> Entry:
     return Entry(id=row.id, candidate_hash=row.candidate_hash, status=EvalStatus(row.status),
                  flags=json.loads(row.flags), speedup_vs_eager=row.speedup_vs_eager,
-                 speedup_vs_compile=row.speedup_vs_compile, runtime_ms=row.runtime_ms, analysis=analysis,
-                 session=row.session, created=row.created)
+                 speedup_vs_compile=row.speedup_vs_compile, runtime_ms=row.runtime_ms, analysis=row.analysis,
+                 session=row.session, created=row.created, turn=row.turn, call_id=row.call_id)
 
 
-# Upgrades from version N-1 to N, applied in order by `_migrate`. Version 1 is the first
-# schema: there is nothing to upgrade from yet.
-UPGRADES: dict = {}
+def _upgrade_to_2(db) -> None:
+    """Schema 1 kept one origin per candidate (that of its first evaluation) and lost the
+    others: the origin moves to the evaluations, given to each candidate's first one only."""
+    added = {"policy": "VARCHAR(64)", "model": "VARCHAR(256)", "analysis": "TEXT", "turn": "INTEGER",
+             "call_id": "VARCHAR(128)"}
+    for column, kind in added.items():
+        db.exec_driver_sql(f"ALTER TABLE evaluations ADD COLUMN {column} {kind}")
+    moved = ("policy", "model", "analysis")
+    db.exec_driver_sql(
+        f"UPDATE evaluations SET ({', '.join(moved)}) = (SELECT {', '.join(moved)} FROM candidates "
+        f"WHERE candidates.hash = evaluations.candidate_hash) "
+        f"WHERE id IN (SELECT min(id) FROM evaluations GROUP BY candidate_hash)")
+    for column in moved:
+        db.exec_driver_sql(f"ALTER TABLE candidates DROP COLUMN {column}")
+    next(i for i in EvaluationRow.__table__.indexes if i.name == "ix_evaluations_call").create(db)
+
+
+# Upgrades from version N-1 to N, applied in order by `_migrate` inside its transaction.
+UPGRADES: dict = {2: _upgrade_to_2}

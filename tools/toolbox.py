@@ -141,6 +141,8 @@ class Toolbox:
     def __init__(self, problem: Problem, evaluator: Evaluator, store: HistoryStore, session: str, origin: Origin):
         self.problem, self.evaluator, self.store, self.session, self.origin = problem, evaluator, store, session, origin
         self.analysis: str | None = None      # the analysis of the turn being run, recorded with its candidates
+        self.turn: int | None = None          # the turn and tool call id being run, recorded with its evaluations
+        self.call_id: str | None = None
         self.unseen: list[Entry] = []         # this session's stored evaluations its checkpoint lacks, oldest first
 
     def reuse_unseen(self, known: set[int]) -> None:
@@ -190,21 +192,24 @@ class Toolbox:
         if self.unseen:
             return self._reused(tool, code, self.unseen.pop(0))
         result = self.evaluator.evaluate(self.problem, code, replace(self.evaluator.config, **overrides))
-        origin = replace(self.origin, analysis=self.analysis) if self.analysis else self.origin
+        origin = replace(self.origin, analysis=self.analysis or self.origin.analysis, turn=self.turn,
+                         call_id=self.call_id)
         evaluation_id = self.store.record(self.problem, code, result, origin, self.session)
         return EvaluationReport(tool=tool, evaluation_id=evaluation_id, result=result)
 
     def _reused(self, tool: str, code: str, entry: Entry) -> EvaluationReport:
         if entry.candidate_hash != hashlib.sha256(code.encode()).hexdigest():
-            raise HistoryError(self.store.where, f"session {self.session}: stored evaluation #{entry.id} is not of the "
-                               f"code the resumed {tool} call sends; the history store and the checkpoint disagree",
-                               "resume from")
+            raise HistoryError(self.store.where, f"session {self.session}: stored evaluation #{entry.id} is not of "
+                                                 f"the code the resumed {tool} call sends; the history store and "
+                                                 f"the checkpoint disagree", "reuse an evaluation from")
         record = self.store.records(ids=[entry.id])[0]
         return EvaluationReport(tool=tool, evaluation_id=entry.id, result=stored_result(record), reused=True)
 
-    def call(self, name: str, arguments: dict, analysis: str | None = None) -> Report:
+    def call(self, name: str, arguments: dict, analysis: str | None = None, turn: int | None = None,
+             call_id: str | None = None) -> Report:
         """Dispatch a function call from a model; bad names and arguments are results.
-        `analysis` is the text of the turn that made the call, stored with its candidates."""
+        `analysis` is the text of the turn that made the call, stored with its evaluations,
+        as are the session's `turn` and the model's `call_id` for the call."""
         if name not in TOOLS:
             return ToolError(tool=name, message=f"no such tool; the tools are {', '.join(TOOLS)}")
         try:
@@ -212,11 +217,11 @@ class Toolbox:
         except ValidationError as error:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in error.errors())
             return ToolError(tool=name, message=f"bad arguments: {problems}")
-        self.analysis = analysis
+        self.analysis, self.turn, self.call_id = analysis, turn, call_id
         try:
             return getattr(self, name)(request)
         finally:
-            self.analysis = None
+            self.analysis, self.turn, self.call_id = None, None, None
 
     @staticmethod
     def schemas() -> list[dict]:

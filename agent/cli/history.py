@@ -73,7 +73,8 @@ def _print(records: list[EvaluationRecord], as_json: bool, full: bool = False) -
     table = Table("id", "problem", "status", "vs eager", "vs compile", "policy", "session", "created")
     for r in records:
         table.add_row(*(Text(clean(text)) for text in (str(r.id), r.problem, r.status.value, _x(r.speedup_vs_eager),
-                                                 _x(r.speedup_vs_compile), r.policy, r.session, r.created)))
+                                                 _x(r.speedup_vs_compile), r.policy or "-", r.session,
+                                                 r.created)))
     out.print(table if records else "no evaluations stored")
     return ExitCode.OK
 
