@@ -3,7 +3,7 @@ Debian's packages, installed by .ci/run): the page renders, both plots and every
 row are there, its links point at the run's own files, and it references nothing on the
 network. The run folder is written here with timed rows (no GPU in CI), as a GPU run
 would leave it. KERNELPILOT_REQUIRE_BROWSER=1 (set by .ci/run) makes a missing browser a
-failure instead of a skip.
+failure instead of a skip. Also: the same rows in KernelBench's result format.
 
     pytest -q tests/test_bench_html.py
 """
@@ -71,3 +71,16 @@ def test_chromium_renders_it(run_folder, tmp_path):
     done = subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1200,1600", page], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and shot.stat().st_size > 20_000, done.stderr[-2000:]
+
+
+def test_the_rows_in_kernelbench_format(run_folder):
+    report_html(run_folder)
+    level1 = json.loads((run_folder / "kernelbench" / "level1" / "eval_results.json").read_text())
+    assert set(level1) == {"1", "2"}
+    gemm = level1["1"][0]
+    assert (gemm["sample_id"], gemm["compiled"], gemm["correctness"], gemm["runtime"]) == (0, True, True, 0.4)
+    level2 = json.loads((run_folder / "kernelbench" / "level2" / "eval_results.json").read_text())
+    assert level2["3"][0]["correctness"] is False and level2["3"][0]["runtime"] == -1.0 and "4" not in level2
+    eager = json.loads((run_folder / "kernelbench" / "timing" / "eager.json").read_text())
+    assert eager["level1"]["1_gemm.py"]["mean"] == pytest.approx(0.72)      # 0.4 ms at 1.8x
+    assert "level2" not in eager

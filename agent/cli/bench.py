@@ -6,8 +6,9 @@
     kernelpilot bench report DIR [--json] [--html]
 
 DIR holds results.jsonl (one row per problem), started.jsonl (sessions begun), run.json (the
-selection), summary.json (metrics per level) and problems/KEY/ (best.py, report.md,
-summary.json). The same command again skips finished problems and resumes unfinished
+selection), summary.json (metrics per level), problems/KEY/ (best.py, report.md,
+summary.json), kernelbench/ (the rows in KernelBench's result format) and, with --html,
+report.html. The same command again skips finished problems and resumes unfinished
 sessions. Exit codes: agent/cli/__init__.py.
 """
 import json
@@ -20,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agent.bench.html import write_html
+from agent.bench.kernelbench_format import write_kernelbench
 from agent.bench.metrics import Metrics, per_level
 from agent.bench.rows import BenchRow, RowStatus, RunLog
 from agent.bench.runner import BenchOptions, problem_key, run_bench, select
@@ -135,6 +137,7 @@ def report(out: Path, as_json: bool, as_html: bool = False) -> ExitCode:
     summary = {"metrics": [m.as_dict() for m in found], "rows": len(rows), "problems": len(selection),
                "versions": versions(), "commit": commit()}
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+    write_kernelbench(out, rows, selection)
     page = write_html(out, rows, found, selection) if as_html else None
     if as_json:
         print(json.dumps(summary))
