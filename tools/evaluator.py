@@ -99,7 +99,7 @@ class Evaluator:
                  baselines: BaselineStore | None = None):
         self.sandbox, self.device, self.config = sandbox, device, config
         self.exchange = Exchange(device.torch_device)
-        self._serial = threading.RLock()
+        self.serial = threading.RLock()   # held through each evaluation; a caller's trusted-side work may take it too
         self.baselines = baselines or BaselineStore(sandbox, device, self.exchange, config.timing)
         self._contexts: OrderedDict[tuple[str, str], ProblemContext] = OrderedDict()
 
@@ -107,7 +107,7 @@ class Evaluator:
         """One evaluation; `config` overrides the evaluator's own for this call. Sessions on
         several threads share an evaluator: it runs one evaluation at a time, so kernel
         timings never overlap on the device (nor do the arena and caches it keeps)."""
-        with self._serial:
+        with self.serial:
             return self._evaluate(problem, source, config)
 
     def _evaluate(self, problem: Problem, source: str, config: EvalConfig | None) -> EvalResult:
@@ -159,7 +159,7 @@ class Evaluator:
 
     def profile(self, problem: Problem, source: str, calls: int = 10) -> ProfileResult:
         """The kernels one forward launches, with launch counts and time shares."""
-        with self._serial:
+        with self.serial:
             return self._profile(problem, source, calls)
 
     def _profile(self, problem: Problem, source: str, calls: int) -> ProfileResult:

@@ -14,7 +14,10 @@ summary.json go to DIR/problems/KEY/.
 
 `workers` sessions run at once (threads sharing the runtime): an LLM policy waits for
 tokens most of a turn, while the evaluator runs one evaluation at a time, so kernel
-timings never overlap on the device. A problem that cannot be run (a bad file, the
+timings never overlap on the device. A policy that computes in this process (the built-in
+one traces the problem with torch.fx, which patches `nn.Module.__call__` process-wide)
+takes its turns under the evaluator's lock (`SerialPolicy`), so no turn overlaps another
+or an evaluation's reference run; only an endpoint's policy turns concurrently. A problem that cannot be run (a bad file, the
 trusted side out of memory, an endpoint that is down) is a FAILED row with its reason and
 the run goes on; a broken sandbox, history store or checkpoint database stops the run.
 """
@@ -27,7 +30,8 @@ from pathlib import Path
 
 from agent.bench.rows import BenchRow, RowStatus, RunLog
 from agent.graph import Budget, attempts_of, session_config
-from agent.policies import PolicySpec
+from agent.policies import PolicyKind, PolicySpec
+from agent.policy import Policy, PolicyTurn, TurnInput
 from agent.report import write_outputs
 from agent.runtime import CheckpointError, Runtime, RuntimeOptions
 from agent.session import AgentSession, SessionOptions
@@ -37,6 +41,22 @@ from tools.sandbox.contracts import SandboxError
 from tools.trust import Use, allowed, why_not
 
 FATAL = (SandboxError, HistoryError, CheckpointError)    # the runtime itself is broken: every later problem would fail
+CONCURRENT = frozenset({PolicyKind.OPENAI})              # policies whose turns may overlap (they wait on an endpoint)
+
+
+class SerialPolicy:
+    """A policy whose turns hold `lock` (the evaluator's): one at a time, and never during an evaluation."""
+
+    def __init__(self, policy: Policy, lock):
+        self.policy, self.lock = policy, lock
+        self.name, self.model = policy.name, policy.model
+
+    def turn(self, turn_input: TurnInput) -> PolicyTurn:
+        with self.lock:
+            return self.policy.turn(turn_input)
+
+    def __getattr__(self, name: str):
+        return getattr(self.policy, name)
 
 
 @dataclass(frozen=True)
@@ -118,6 +138,8 @@ def run_problem(runtime: Runtime, options: BenchOptions, f: ProblemFile, log: Ru
     session_options = SessionOptions(problem=f.path, policy=options.policy, size=options.size,
                                      budget=options.budget, session_id=session_id)
     policy = options.policy.build(runtime.store, options.budget)
+    if options.policy.kind not in CONCURRENT:
+        policy = SerialPolicy(policy, runtime.evaluator.serial)
     session = AgentSession.open(runtime, session_options, policy, problem=problem, resumed=resumed)
     if session_id is None:
         log.started(key, session.id)

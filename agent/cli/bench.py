@@ -14,6 +14,7 @@ sessions. Exit codes: agent/cli/__init__.py.
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from rich.console import Console
@@ -22,7 +23,7 @@ from rich.table import Table
 
 from agent.bench.html import write_html
 from agent.bench.kernelbench_format import write_kernelbench
-from agent.bench.metrics import Metrics, per_level
+from agent.bench.metrics import Metrics, geomean, per_level, speedup
 from agent.bench.rows import BenchRow, RowStatus, RunLog
 from agent.bench.runner import BenchOptions, problem_key, run_bench, select
 from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, positive_float, positive_int
@@ -80,10 +81,11 @@ def run_bench_command(args) -> ExitCode:
         raise UsageError("no problem matches the selection (check PROBLEMS, --levels and --only)")
     write_run_file(options, files)
     console = Console(stderr=True)
-    finished = RunLog(options.out).finished()
+    tally = Tally(list(RunLog(options.out).finished().values()))
     with progress_display(console) as progress:
-        task = progress.add_task("problems", total=len(files), completed=len(finished), note="")
-        run_bench(options, on_row=lambda row: on_row(progress, task, row, console))
+        task = progress.add_task("problems", total=len(files), completed=len(tally.rows), note=tally.note())
+        run_bench(options, on_row=lambda row: tally.finished(row, progress, task, console),
+                  on_start=lambda key: tally.started(key, progress, task))
     return report(options.out, args.json, args.html)
 
 
@@ -115,11 +117,32 @@ def progress_display(console: Console) -> Progress:
                     TextColumn("{task.fields[note]}"), console=console, transient=False)
 
 
-def on_row(progress: Progress, task, row: BenchRow, console: Console) -> None:
-    speed = f" {row.speedup_vs_eager:.2f}x eager" if row.counted and row.speedup_vs_eager else ""
-    console.print(f"{row.key}: {row.status}{speed}" + (f" ({row.reason[:100]})" if row.reason else ""),
-                  markup=False, highlight=False)
-    progress.update(task, advance=1, note=f"last: {row.key}")
+class Tally:
+    """What the progress line shows: running, failed, and the geomean so far (counted rows)."""
+
+    def __init__(self, rows: list[BenchRow]):
+        self.rows, self.running = list(rows), set()
+        self._lock = threading.Lock()
+
+    def started(self, key: str, progress: Progress, task) -> None:
+        with self._lock:
+            self.running.add(key)
+            progress.update(task, note=self.note())
+
+    def finished(self, row: BenchRow, progress: Progress, task, console: Console) -> None:
+        speed = f" {row.speedup_vs_eager:.2f}x eager" if row.counted and row.speedup_vs_eager else ""
+        console.print(f"{row.key}: {row.status}{speed}" + (f" ({row.reason[:100]})" if row.reason else ""),
+                      markup=False, highlight=False)
+        with self._lock:
+            self.running.discard(row.key)
+            self.rows.append(row)
+            progress.update(task, advance=1, note=self.note())
+
+    def note(self) -> str:
+        failed = sum(1 for row in self.rows if row.status is RowStatus.FAILED)
+        mean = geomean([s for row in self.rows if (s := speedup(row, Versus.EAGER)) is not None])
+        return (f"running {len(self.running)}, failed {failed}, correct {sum(r.counted for r in self.rows)}"
+                + (f", geomean {mean:.2f}x eager" if mean else ""))
 
 
 def report(out: Path, as_json: bool, as_html: bool = False) -> ExitCode:
