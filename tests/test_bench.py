@@ -128,7 +128,8 @@ def test_a_run_killed_mid_way_resumes_with_every_problem_once(suite, tmp_path):
     summary = finished(bench(out, home, str(suite)))
     rows = results(out)
     assert sorted(r["key"] for r in rows) == sorted(SMALL)               # each problem exactly once
-    assert all(r["status"] == "correct" for r in rows), rows
+    assert all(r["status"] == "correct" for r in rows), [(r["key"], r["status"], r["stop"], r["turns"], r["attempts"],
+                                                          r["reason"]) for r in rows]
     sessions = [r["session"] for r in rows]
     assert len(set(sessions)) == len(SMALL)
     assert stored(home, sessions) == sum(r["attempts"] for r in rows)     # nothing evaluated twice

@@ -70,8 +70,9 @@ def test_a_problem_seen_before_reuses_its_reference(runtime):
     assert second.id != first.id and runtime.store.count([second.id]) == 1
 
 
-def test_a_session_resumes_by_id_on_a_new_runtime_with_its_saved_policy(runtime, tmp_path):
+def test_a_session_resumes_by_id_on_a_new_runtime_with_its_saved_policy(runtime, tmp_path, monkeypatch):
     """Stopped on one runtime, resumed on another opened later on the same store and checkpoints."""
+    monkeypatch.setenv("KERNELPILOT_HOME", str(runtime.saver.path.parent))   # the module's runtime's home, not this test's
     script = tmp_path / "script.json"
     code = (CANDIDATES / f"{NAMES[1]}.py").read_text()
     turn = {"text": ANALYSIS, "tool_calls": [{"name": "check_correctness", "arguments": {"code": code}}]}
