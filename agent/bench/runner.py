@@ -133,8 +133,10 @@ def run_problem(runtime: Runtime, options: BenchOptions, f: ProblemFile, log: Ru
     """One agent session on one problem (a new one, or the one a killed run started)."""
     key = problem_key(f)
     problem = load_problem(f.path, size=runtime.size(options.size), suite=f.suite, level=f.level)
-    resumed = session_id is not None and bool(
-        runtime.graph.get_state(session_config(session_id, options.budget)).values)
+    saved = runtime.graph.get_state(session_config(session_id, options.budget)).values if session_id else {}
+    resumed = "backend" in saved and "problem_path" in saved
+    if not resumed:     # killed before its first whole checkpoint (so before any evaluation): start afresh
+        session_id = None
     session_options = SessionOptions(problem=f.path, policy=options.policy, size=options.size,
                                      budget=options.budget, session_id=session_id)
     policy = options.policy.build(runtime.store, options.budget)
