@@ -196,8 +196,8 @@ class Toolbox:
 
     def _reused(self, tool: str, code: str, entry: Entry) -> EvaluationReport:
         if entry.candidate_hash != hashlib.sha256(code.encode()).hexdigest():
-            raise HistoryError(f"session {self.session}: stored evaluation #{entry.id} is not of the code the "
-                               f"resumed {tool} call sends; the history store and the checkpoint disagree")
+            raise HistoryError(self.store.where, f"session {self.session}: stored evaluation #{entry.id} is not of "
+                               f"the code the resumed {tool} call sends; the history store and the checkpoint disagree")
         record = self.store.records(ids=[entry.id])[0]
         return EvaluationReport(tool=tool, evaluation_id=entry.id, result=stored_result(record), reused=True)
 
