@@ -8,7 +8,8 @@ formula at a boundary, so that dropping or changing it flips the verdict."""
 import pytest
 import torch
 
-from tools.compare import TOLERANCES, compare
+from tools.compare import TOLERANCES, Comparison, check_contract, compare, judge_call
+from tools.sandbox.replies import parse_output_meta
 
 FP32 = TOLERANCES[torch.float32]
 
@@ -90,3 +91,83 @@ def test_the_relative_l2_error_is_reported_and_bounded():
     close = ref * (1 + 0.5 * FP32.rel_l2)
     ok = compare([ref], [close])
     assert ok.ok and ok.rel_error == pytest.approx(0.5 * FP32.rel_l2, rel=1e-2)
+
+
+# ---- the output contract before numerics, and judge_call's order -------------------------------
+
+def meta(*items, container="tensor"):
+    return parse_output_meta({"container": container, "items": [
+        {"type": "torch.Tensor", "device": "cpu", "shares_input_storage": False, "dtype": "torch.float32",
+         "shape": [2, 3], "written": True, **item} for item in items]})
+
+
+REF = [torch.zeros(2, 3)]
+PAIR = [torch.zeros(2, 3), torch.zeros(2, 3)]
+
+
+@pytest.mark.parametrize("item, reason", [
+    ({"type": "mymod.Lazy"}, "output is a mymod.Lazy, expected exactly torch.Tensor"),
+    ({"device": "meta"}, "output is on meta, expected cpu"),
+    ({"dtype": "torch.float64"}, "output has dtype torch.float64, expected torch.float32"),
+    ({"shape": [3, 2]}, "output has shape (3, 2), expected (2, 3)"),
+    ({"shares_input_storage": True}, "output shares storage with an input"),
+    ({"written": False}, "output was not delivered by the worker"),
+    ({"written": None}, "output was not delivered by the worker"),
+])
+def test_each_broken_output_contract_is_named_exactly(item, reason):
+    assert check_contract("tensor", REF, meta(item), "cpu") == reason
+    assert check_contract("tuple", PAIR, meta({}, item, container="tuple"), "cpu") == \
+        reason.replace("output", "output 1", 1)
+
+
+def test_the_container_and_the_count_must_match():
+    assert check_contract("tensor", REF, meta({}), "cpu") == ""
+    assert check_contract("tuple", PAIR, meta({}, {}, container="tuple"), "cpu") == ""
+    assert check_contract("tensor", REF, meta({}, container="tuple"), "cpu") == \
+        "output is a tuple of 1, expected a tensor of 1"
+    assert check_contract("tuple", PAIR, meta({}, container="tuple"), "cpu") == \
+        "output is a tuple of 1, expected a tuple of 2"
+
+
+def test_judge_call_checks_the_contract_then_the_inputs_then_the_numerics():
+    x = torch.randn(2, 3)
+    good = [x.clone()]
+    assert judge_call("tensor", [x], [x], good, meta({}), [x.clone()], "cpu") == compare([x], good)
+    assert judge_call("tensor", [x], [x], good, meta({}), [x.clone()], "cpu").ok
+    broken = judge_call("tensor", [x], [x], [x + 1], meta({"dtype": "torch.float64"}), [x + 1], "cpu")
+    assert (broken.ok, broken.reason) == (False, "output has dtype torch.float64, expected torch.float32")
+    touched = judge_call("tensor", [x], [x, x], [x + 1], meta({}), [x.clone(), x + 1], "cpu")
+    assert (touched.ok, touched.reason) == (False, "the candidate modified input 1")
+    wrong = judge_call("tensor", [x], [x], [x + 1], meta({}), [x.clone()], "cpu")
+    assert not wrong.ok and wrong.reason.startswith("output: 6/6 elements outside")
+    assert judge_call("tensor", [x], None, good, meta({}), None, "cpu").ok      # no inputs to compare
+
+
+def test_several_outputs_are_labelled_and_the_worst_figures_kept():
+    a, b = torch.full((1000,), 1.0), torch.full((1000,), 2.0)
+    result = compare([a, b], [a + 1e-6, b + 3e-6])
+    assert result.ok and result.max_abs_error == pytest.approx(3e-6, rel=0.1)
+    assert result.rel_error == pytest.approx(1.5e-6, rel=0.1)
+    failed = compare([a, b], [a, b + 1])
+    assert not failed.ok and failed.reason.startswith("output 1: 1000/1000 elements outside")
+
+
+def test_integers_must_match_exactly_and_say_how_many_differ():
+    ref = torch.arange(10)
+    assert compare([ref], [ref.clone()]) == Comparison(True, "", 0.0, 0.0)
+    off = ref.clone()
+    off[3] += 1
+    assert compare([ref], [off]) == Comparison(False, "output: 1/10 elements differ (exact match required)")
+
+
+def test_non_finite_values_are_named():
+    ref = torch.tensor([1.0, float("inf"), float("nan"), 2.0])
+    nan_out = ref.clone()
+    nan_out[0] = float("nan")
+    assert compare([ref], [nan_out]).reason == "output: 1 non-finite values where the reference is finite"
+    flipped = ref.clone()
+    flipped[1] = float("-inf")
+    assert compare([ref], [flipped]).reason == "output: differs from the reference where the reference is inf or nan"
+    assert compare([ref], [ref.clone()]) == Comparison(True, "", 0.0, 0.0)
+    only_special = torch.tensor([float("inf"), float("nan")])
+    assert compare([only_special], [only_special.clone()]) == Comparison(True, "", 0.0, 0.0)
