@@ -171,3 +171,38 @@ def test_non_finite_values_are_named():
     assert compare([ref], [ref.clone()]) == Comparison(True, "", 0.0, 0.0)
     only_special = torch.tensor([float("inf"), float("nan")])
     assert compare([only_special], [only_special.clone()]) == Comparison(True, "", 0.0, 0.0)
+
+
+def test_a_single_wrong_element_fails():
+    assert not compare([torch.tensor([1.0])], [torch.tensor([2.0])]).ok
+    ref = torch.tensor([float("inf"), 1.0])          # one finite element left after the non-finite ones
+    assert not compare([ref], [torch.tensor([float("inf"), 5.0])]).ok
+
+
+def test_a_slice_with_no_finite_element_does_not_end_the_comparison(monkeypatch):
+    from tools import compare as module
+    monkeypatch.setattr(module, "CHUNK", 2)
+    ref = torch.tensor([float("inf"), float("nan"), 1.0, 2.0])
+    out = ref.clone()
+    out[3] = 5.0
+    assert not module.compare([ref], [out]).ok
+
+
+def test_an_error_exactly_at_the_bound_is_within():
+    ref = torch.full((100_000,), 0.5, dtype=torch.float64)     # rms 0.5: scale 1, atol = rtol = 1e-7
+    ref[0] = 0.0
+    out = ref.clone()
+    out[0] = 1e-7                                               # |diff| == atol * 1 + rtol * 0
+    assert compare([ref], [out]).ok
+    out[0] = 1.01e-7
+    assert not compare([ref], [out]).ok
+
+
+def test_the_worst_element_is_the_one_furthest_past_its_own_bound():
+    ref = torch.ones(1002)
+    ref[0], ref[1] = 0.0, 5000.0                # rms ~158: atol*scale ~0.016; at 5000 the bound is ~0.52
+    out = ref.clone()
+    out[0] += 0.3                               # 0.28 past its bound
+    out[1] += 0.6                               # a larger error, but only 0.08 past its bound
+    result = compare([ref], [out])
+    assert "2/1002 elements outside" in result.reason and "worst got 0.3, expected 0;" in result.reason
