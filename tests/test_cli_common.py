@@ -17,6 +17,7 @@ from tools.records import EvalStatus
 from tools.sandbox.backends import SandboxKind
 
 ESC = "\x1b"
+HELP_SNAPSHOT = Path(__file__).parent / "snapshots" / "session_arguments_help.txt"
 
 
 def test_fail_prints_one_cleaned_line_and_returns_its_code(capsys):
@@ -36,8 +37,9 @@ def test_indented_puts_later_lines_under_the_first():
 ])
 def test_argument_types(parse, good, bad, message):
     assert parse(good[0]) == good[1]
-    with pytest.raises(argparse.ArgumentTypeError, match=message):
+    with pytest.raises(argparse.ArgumentTypeError) as refused:
         parse(bad)
+    assert str(refused.value) == message
     with pytest.raises(ValueError):
         parse("many")
 
@@ -57,12 +59,32 @@ def parsed(*argv: str):
 def test_session_arguments_fill_session_options():
     args = parsed("--backend", "cuda", "--sandbox", "docker", "--size", "small", "--cpu", "--gpu", "3", "--db",
                   "sqlite:///x.db", "--resume", "s-1")
-    budget, policy = Budget(max_turns=3), PolicySpec(PolicyKind.BUILTIN)
+    budget, policy = Budget(max_turns=3), PolicySpec(PolicyKind.OPENAI, model="m")
     options = session_options(args, Path("p.py"), policy, RunMode.CHAT, budget, timeout_s=7.0)
     assert (options.problem, options.policy, options.backend, options.mode, options.budget) == \
         (Path("p.py"), policy, Backend.CUDA, RunMode.CHAT, budget)
     assert (options.size, options.sandbox, options.db, options.cuda_index, options.force_cpu, options.timeout_s,
             options.session_id) == ("small", SandboxKind.DOCKER, "sqlite:///x.db", 3, True, 7.0, "s-1")
+
+
+def test_every_session_flag_parses_to_its_type():
+    args = parsed("--policy", "replay:s.json", "--model", "m", "--base-url", "http://h/v1", "--backend", "cuda",
+                  "--sandbox", "docker")
+    assert (args.policy, args.model, args.base_url) == ("replay:s.json", "m", "http://h/v1")
+    assert type(args.backend) is Backend and type(args.sandbox) is SandboxKind
+    assert [parsed("--size", size).size for size in ("auto", "full", "small")] == ["auto", "full", "small"]
+    for flag, value in (("--backend", "rust"), ("--sandbox", "vm"), ("--gpu", "one")):
+        with pytest.raises(SystemExit):
+            parsed(flag, value)
+
+
+def test_the_session_flags_help_is_the_documented_one():
+    """What `optimize --help` and `chat --help` say of the shared flags (update the snapshot
+    on purpose: it is the user's documentation)."""
+    parser = argparse.ArgumentParser(prog="kernelpilot", add_help=False,
+                                     formatter_class=lambda prog: argparse.HelpFormatter(prog, width=120))
+    add_session_arguments(parser)
+    assert parser.format_help() == HELP_SNAPSHOT.read_text()
 
 
 def test_session_argument_defaults():
@@ -97,7 +119,37 @@ def test_render_update_prints_the_turn_its_calls_the_replies_and_the_stop():
     assert "benchmark: correct" in out and ESC not in out
     assert "kernelpilot → policy: Your reply did not begin with the analysis." in out
     assert out.rstrip().endswith("stop: turn_budget")
-    assert "(no text)" in rendered("policy_turn", {"messages": [{"role": "assistant", "content": None}]})
+    assert rendered("policy_turn", {"messages": [{"role": "assistant", "content": None}]}).splitlines()[1:] == \
+        ["(no text)"]
+    assert "turn ?" in rendered("policy_turn", {"messages": [{"role": "assistant", "content": "x"}]})
+
+
+def test_untrusted_text_is_never_read_as_rich_markup():
+    markup = "[bold red]fake verdict[/bold red] [link=http://x]y[/link]"
+    out = rendered("run_tools", {"messages": [
+        {"role": "assistant", "content": markup, "tool_calls": [{"function": {"name": markup, "arguments": "{}"}}]},
+        {"role": "tool", "content": markup}, {"role": "user", "content": markup}]})
+    assert out.count(markup) == 4
+
+
+def styled(node: str, change: dict) -> str:
+    console = Console(width=200, force_terminal=True, color_system="standard")
+    with console.capture() as captured:
+        render_update(console, node, change)
+    return captured.get()
+
+
+def test_each_kind_of_line_keeps_its_style():
+    """Model text plain, our notes coloured, tool output dim: a reader tells them apart."""
+    out = styled("run_tools", {"stop": "turn_budget", "best": best(1.5), "messages": [
+        {"role": "assistant", "content": "plan", "tool_calls": [{"function": {"name": "compile", "arguments": "{}"}}]},
+        {"role": "tool", "content": "compile: ok"}, {"role": "user", "content": "note"}]})
+    assert "\n\x1b[36m→ compile\x1b[0m" in out                              # cyan
+    assert "\n\x1b[2mcompile: ok\x1b[0m" in out                             # dim
+    assert "\n\x1b[33mkernelpilot → policy: note\x1b[0m" in out             # yellow
+    assert "\n\x1b[32mbest so far: turn " in out                              # green (numbers highlighted)
+    assert "\n\x1b[1mstop: turn_budget\x1b[0m" in out                       # bold
+    assert "\nplan\n" in out
 
 
 def best(speedup):
