@@ -206,3 +206,40 @@ def test_the_worst_element_is_the_one_furthest_past_its_own_bound():
     out[1] += 0.6                               # a larger error, but only 0.08 past its bound
     result = compare([ref], [out])
     assert "2/1002 elements outside" in result.reason and "worst got 0.3, expected 0;" in result.reason
+
+
+def test_a_dtype_without_its_own_tolerance_is_held_to_fp32s():
+    ref = torch.tensor([1.0, 2.0, 0.0]).to(torch.float8_e4m3fn)
+    assert compare([ref], [ref.clone()]).ok
+    off = torch.tensor([1.0, 2.0, 0.001953125]).to(torch.float8_e4m3fn)     # 2e-3 from 0: outside 1e-4 * 1.29
+    result = compare([ref], [off])
+    assert result.ok is False and "atol=0.0001*1.29, rtol=0.0001" in result.reason
+
+
+def test_no_outputs_compare_equal():
+    assert compare([], []) == Comparison(True, "", 0.0, 0.0)
+
+
+def test_non_finite_values_are_counted_over_every_slice(monkeypatch):
+    from tools import compare as module
+    monkeypatch.setattr(module, "CHUNK", 2)
+    ref = torch.ones(6)
+    out = ref.clone()
+    out[0], out[1] = float("nan"), float("inf")      # both in the first slice, none in the last
+    assert module.compare([ref], [out]).reason == "output: 2 non-finite values where the reference is finite"
+
+
+def test_nan_does_not_stand_in_for_inf():
+    ref = torch.tensor([1.0, float("inf"), float("-inf")])
+    out = ref.clone()
+    out[1] = float("nan")
+    result = compare([ref], [out])
+    assert result.ok is False and "where the reference is inf or nan" in result.reason
+
+
+def test_failures_are_false_with_their_figures():
+    ref = torch.full((1000,), 1e-5)
+    result = compare([ref], [ref * 2])
+    assert result.ok is False and result.max_abs_error == pytest.approx(1e-5, rel=1e-5)
+    special = compare([torch.tensor([float("inf")])], [torch.tensor([1.0])])
+    assert special.ok is False
