@@ -38,7 +38,7 @@ MODULES=(
   "exit_codes|agent/cli/common.py|agent.cli.common.*|tests/test_cli_common.py"
   "timing|tools/timing.py|tools.timing.x_judge_timing* tools.timing.x__valid_samples* tools.timing.x_input_set_count*|tests/test_contract_timing.py tests/test_timing_verdicts.py"
   "compare|tools/compare.py|tools.compare.*|tests/test_contract_tolerance.py tests/test_compare_and_lint.py"
-  # slow (real runs, a real SIGKILL): about 15 minutes; not in the default list
+  # real optimize runs and a real SIGKILL (about 2 minutes, most mutants die on the first test); not in the default set
   "session|agent/session.py|agent.session.x_start_state* agent.session.x_resolve*|tests/test_contract_resume.py tests/test_agent.py -k resum"
 )
 DEFAULT_MODULES="analysis best stop trust exit_codes timing compare"
