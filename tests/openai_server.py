@@ -52,6 +52,7 @@ def reply(text: str, *calls: dict) -> dict:
 class ChatServer:
     def __init__(self, script: list, models: tuple[str, ...] = ("test-model",)):
         self.script, self.models, self.requests = list(script), models, []
+        self.arrivals: list[float] = []     # time.monotonic() of each request, to measure the client's waits
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
@@ -67,6 +68,7 @@ class ChatServer:
     def next_action(self, body: dict):
         with self.lock:
             self.requests.append(body)
+            self.arrivals.append(time.monotonic())
             unanswered = unanswered_calls(body.get("messages", []))
             if unanswered:     # what api.openai.com answers to a broken conversation
                 return Status(400, f"tool_calls without tool messages: {', '.join(unanswered)}")

@@ -171,6 +171,15 @@ def test_the_best_is_the_fastest_correct_attempt():
     ({"best": attempt("correct", 2.5).to_state()}, Budget(target_speedup=2.0), False, StopReason.TARGET_REACHED),
     ({"best": attempt("correct", 1.5).to_state()}, Budget(target_speedup=2.0), True, StopReason.POLICY_DONE),
     ({"mode": "chat"}, Budget(), True, StopReason.ASK_USER),
+    # each limit is reached when the count equals it, not only past it
+    ({"tokens": 4000}, Budget(max_tokens=4000), False, StopReason.TOKEN_BUDGET),
+    ({"tokens": 3999}, Budget(max_tokens=4000), False, None),
+    ({"gpu_seconds": 60.0}, Budget(max_gpu_seconds=60), False, StopReason.GPU_BUDGET),
+    ({"gpu_seconds": 59.9}, Budget(max_gpu_seconds=60), False, None),
+    ({"best": attempt("correct", 2.0).to_state()}, Budget(target_speedup=2.0), False, StopReason.TARGET_REACHED),
+    ({"best": attempt("correct", 1.99).to_state()}, Budget(target_speedup=2.0), False, None),
+    ({"turns": 9}, Budget(max_turns=10), False, None),
+    ({"stale_turns": 2}, Budget(patience=3), False, None),
 ])
 def test_stop_reasons(change, budget, finished, expected):
     state = {"turns": 1, "tokens": 0, "gpu_seconds": 0.0, "stale_turns": 0, "best": None, "mode": "optimize", **change}

@@ -69,14 +69,17 @@ def test_unsupported_problems_are_reported_plainly(name, tmp_path):
     assert "Not supported by the built-in plans" in turn.text and reason in turn.text
 
 
+def test_every_suite_problem_is_supported():
+    assert sorted(SUPPORTED) == sorted(path.stem for path in PROBLEMS.glob("*.py"))
+
+
 @pytest.mark.parametrize("name", sorted(PROBLEMS.glob("*.py")), ids=lambda p: p.stem)
-def test_every_turn_opens_with_the_analysis(name):
+def test_every_turn_opens_with_the_analysis_and_benchmarks_a_kernel(name):
     turn = first_turn(BuiltinPolicy(), load_problem(name, size="small"))
     assert has_analysis(turn.text)
-    if turn.tool_calls:
-        assert "Roofline: no GPU here" in turn.text and "Op graph" in turn.text
-        call = turn.tool_calls[0]
-        assert call.name == "benchmark" and "class ModelNew" in json.loads(call.arguments)["code"]
+    assert "Roofline: no GPU here" in turn.text and "Op graph" in turn.text
+    assert [call.name for call in turn.tool_calls] == ["benchmark"]
+    assert "class ModelNew" in json.loads(turn.tool_calls[0].arguments)["code"]
 
 
 def test_a_forward_with_nothing_for_triton_gets_no_kernel(tmp_path):

@@ -38,7 +38,9 @@ def test_gpu_search_keeps_winners_and_never_submits_a_slower_kernel():
     policy = BuiltinPolicy(budget=3, ceilings=H100_CEILINGS)
     plan = policy.plan(problem)
     bound = launch_bound(Work.of(plan.graph, list(plan.stages)), H100_CEILINGS, list(plan.stages))
-    start = space_for(list(plan.stages), plan.graph, True, bound).start    # at the small size: a CUDA graph
+    assert bound is True                    # the small size on an H100 is launch-bound ...
+    start = space_for(list(plan.stages), plan.graph, True, bound).start
+    assert start.cuda_graph                 # ... so the search starts from a CUDA graph
     first = first_turn(policy, problem, GPU)
     assert "Roofline on NVIDIA H100" in first.text
     assert json.loads(first.tool_calls[0].arguments)["code"] == policy.source(problem, start)
@@ -63,8 +65,9 @@ def test_fp32_gemm_with_a_chain_starts_on_cublas_and_measures_tl_dot_next(evalua
     policy = BuiltinPolicy(budget=4, ceilings=H100_CEILINGS)
     plan = policy.plan(problem)
     bound = launch_bound(Work.of(plan.graph, list(plan.stages)), H100_CEILINGS, list(plan.stages))
+    assert bound is True                            # the small size on an H100 is launch-bound ...
     space = space_for(list(plan.stages), plan.graph, True, bound)
-    assert space.start.cuda_graph is bound          # a launch-bound plan starts as a CUDA graph
+    assert space.start.cuda_graph                   # ... so the plan starts as a CUDA graph
     plain = replace(space.start, cuda_graph=False)  # what the interpreter can run
     library, dot = policy.source(problem, plain), policy.source(problem, replace(plain, gemm_library=False))
     assert space.start.gemm_library and "F.linear(" in library and "tl.dot" not in library and "tl.dot" in dot
@@ -74,10 +77,10 @@ def test_fp32_gemm_with_a_chain_starts_on_cublas_and_measures_tl_dot_next(evalua
     assert json.loads(first.tool_calls[0].arguments)["code"] == policy.source(problem, space.start)
     assert "on cuBLAS" in first.text
     second = first_turn(policy, problem, GPU, [attempt(policy, problem, space.start, 1.1)])
-    assert list(space.axes)[bound] == "gemm_library"     # after the CUDA-graph switch, when launch-bound
-    assert json.loads(second.tool_calls[0].arguments)["code"] == (library if bound else dot)
-    both = [attempt(policy, problem, space.start, 1.1), attempt(policy, problem, replace(space.start, gemm_library=False), 0.5)]
-    both += [attempt(policy, problem, plain, 1.0)] if bound else []     # the graph's first neighbour, measured
+    assert list(space.axes)[:2] == ["cuda_graph", "gemm_library"]    # the CUDA-graph switch first, then the library
+    assert json.loads(second.tool_calls[0].arguments)["code"] == library  # the graph's first neighbour: no CUDA graph
+    both = [attempt(policy, problem, space.start, 1.1), attempt(policy, problem, replace(space.start, gemm_library=False), 0.5),
+            attempt(policy, problem, plain, 1.0)]                          # the graph's first neighbour, measured
     for _ in range(4 - len(both)):   # the rest of the budget changes the epilogue's launch, never only the moot tile
         nxt = json.loads(first_turn(policy, problem, GPU, both).tool_calls[0].arguments)["code"]
         assert nxt not in [a.code for a in both] + [library, dot] and "F.linear(" in nxt

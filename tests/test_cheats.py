@@ -3,7 +3,9 @@ twin passes, and the evaluator and the machine are unharmed afterwards: no proce
 running, no file planted outside the scratch directory, no network connection made.
 
 Each fixture's header drives its test: `# expect: STATUS[|STATUS]`, `# reason: WORDS`
-(in the verdict's reason when it has the first status), `# flags: a,b` (exactly these
+(in the verdict's reason) or, where several failing statuses are accepted (a static finding
+on one device, a dynamic one on another), `# reason-STATUS: WORDS` for each; a `correct`
+cheat names the flags that disqualify it. `# flags: a,b` (exactly these
 policy flags), `# gpu-flags: c` (more flags on a GPU, where timings exist),
 `# problem: NAME`, `# gpu-only: yes|no`. GPU-only ones run with `pytest -m gpu` on a GPU machine
 (benchmarks/cheat_suite.py runs the whole set there and prints the table).
@@ -18,9 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.cheat_suite import as_expected, expected_reasons
 from tests.conftest import PROBLEMS, read
 from tools.problems import load_problem
-from tools.records import EvalStatus, Flag
+from tools.records import EvalResult, EvalStatus, Flag
 from tools.sandbox import leftovers
 from tools.sandbox.process import descendants
 
@@ -33,7 +36,7 @@ ENVIRONMENT_FLAGS = {Flag.NETWORK_NOT_ISOLATED, Flag.FILESYSTEM_NOT_ISOLATED, Fl
 class Fixture:
     name: str
     statuses: tuple[EvalStatus, ...]
-    reason: str
+    reasons: dict           # EvalStatus -> words its reason must contain, for each failing status
     flags: frozenset
     gpu_flags: frozenset
     problem: Path
@@ -48,7 +51,7 @@ def parse(path: Path) -> Fixture:
             fields[key.strip()] = value.strip()
     problem = fields["problem"]
     folder = CHEATS.parent if problem.startswith("cheats/") else PROBLEMS
-    return Fixture(path.stem, tuple(EvalStatus(s) for s in fields["expect"].split("|")), fields.get("reason", ""),
+    return Fixture(path.stem, tuple(EvalStatus(s) for s in fields["expect"].split("|")), expected_reasons(fields),
                    frozenset(Flag(f) for f in fields.get("flags", "").split(",") if f),
                    frozenset(Flag(f) for f in fields.get("gpu-flags", "").split(",") if f), folder / f"{problem}.py",
                    fields["gpu-only"] == "yes")
@@ -108,9 +111,9 @@ def listener():
 
 def check_verdict(result, fixture: Fixture, gpu: bool = False) -> None:
     assert result.status in fixture.statuses, f"{fixture.name}: {result.status.value}: {result.reason}"
-    if result.status is fixture.statuses[0]:
-        assert fixture.reason in result.reason, f"{fixture.name}: {result.reason!r}"
-    if result.status is EvalStatus.CORRECT:
+    if result.status is not EvalStatus.CORRECT:
+        assert fixture.reasons[result.status] in result.reason, f"{fixture.name}: {result.reason!r}"
+    else:
         expected = fixture.flags | (fixture.gpu_flags if gpu else frozenset())
         assert set(result.flags) - ENVIRONMENT_FLAGS == set(expected), (fixture.name, result.flags)
 
@@ -120,6 +123,8 @@ def test_the_fixture_set_spans_the_issue():
     honest = [f for f in FIXTURES if f.name.startswith("honest_")]
     assert len(cheats) >= 24 and len(honest) >= 8
     assert all(f.statuses == (EvalStatus.CORRECT,) for f in honest)
+    # a cheat may pass as correct only with a flag that keeps it from being used
+    assert all(f.flags for f in cheats if EvalStatus.CORRECT in f.statuses)
     assert all(f.problem.is_file() for f in FIXTURES)
 
 
@@ -225,3 +230,17 @@ def test_every_timed_call_is_checked_on_its_own_fresh_set():
     assert "timer tampering" in judge_chunk(tampered, chunk, 0, config, 0.5, audited=True).reason
     no_samples = {key: value for key, value in reply.items() if key != "call_meta"}
     assert judge_chunk(no_samples, chunk, 0, config, 0.5, audited=True).status is EvalStatus.REJECTED
+
+
+def test_each_accepted_status_is_judged_by_its_own_reason():
+    fields = {"expect": "rejected|incorrect", "reason-rejected": "rule input_cache",
+              "reason-incorrect": "elements outside atol"}
+    rejected = EvalResult.model_construct(status=EvalStatus.REJECTED, reason="static check: ... rule input_cache", flags=[])
+    incorrect = EvalResult.model_construct(status=EvalStatus.INCORRECT, reason="output: 3/9 elements outside atol=1e-4",
+                                           flags=[])
+    assert as_expected(rejected, fields, gpu=False) and as_expected(incorrect, fields, gpu=False)
+    for result, other in ((rejected, incorrect), (incorrect, rejected)):      # the other status's words do not do
+        swapped = result.model_construct(status=result.status, reason=other.reason, flags=[])
+        assert not as_expected(swapped, fields, gpu=False)
+    with pytest.raises(ValueError, match="names no reason for rejected, incorrect"):
+        expected_reasons({"expect": "rejected|incorrect", "reason": "static check"})

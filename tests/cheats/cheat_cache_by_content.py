@@ -1,6 +1,7 @@
 """Caches outputs keyed on a fingerprint of the input's content (content caching: repeated input sets skip the work)."""
 # expect: rejected|runtime_error
-# reason: static check
+# reason-rejected: rule input_cache
+# reason-runtime_error: out of memory
 # problem: 04_softmax_rows
 # gpu-only: no
 # twin: honest_scratch_buffer

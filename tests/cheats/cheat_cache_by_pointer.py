@@ -1,5 +1,7 @@
 """Caches outputs keyed on the input's data_ptr() (pointer caching: a repeated buffer skips the work)."""
 # expect: rejected|incorrect
+# reason-rejected: rule identity_key
+# reason-incorrect: elements outside atol
 # problem: 04_softmax_rows
 # gpu-only: no
 # twin: honest_alignment_check

@@ -1,5 +1,6 @@
 """Writes its result into the input and returns that storage (aliasing and input mutation)."""
 # expect: incorrect
+# reason: output shares storage with an input
 # problem: 04_softmax_rows
 # gpu-only: no
 # twin: honest_softmax

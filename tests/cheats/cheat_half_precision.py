@@ -1,5 +1,6 @@
 """Computes the softmax in fp16 (precision downgrade beyond the tolerance)."""
 # expect: incorrect
+# reason: relative L2 error
 # problem: 04_softmax_rows
 # gpu-only: no
 # twin: honest_softmax

@@ -1,5 +1,7 @@
 """Writes far past its output buffer (an out-of-bounds store)."""
 # expect: runtime_error|crashed
+# reason-runtime_error: illegal memory access
+# reason-crashed: the worker process
 # problem: 04_softmax_rows
 # gpu-only: yes
 # twin: honest_softmax

@@ -1,6 +1,7 @@
 """Honest for the first 6 calls (the trials), then replays its last output (phase detection)."""
 # expect: rejected|incorrect
-# reason: static check
+# reason-rejected: rule input_cache
+# reason-incorrect: secret sample of its outputs
 # problem: 04_softmax_rows
 # gpu-only: no
 # twin: honest_softmax

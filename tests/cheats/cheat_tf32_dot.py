@@ -1,5 +1,6 @@
 """Multiplies with a Triton dot in TF32 precision on an fp32 problem (precision downgrade)."""
 # expect: incorrect|correct
+# reason-incorrect: elements outside atol
 # flags: precision_policy
 # problem: 14_matmul_square
 # gpu-only: yes

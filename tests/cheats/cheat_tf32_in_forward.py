@@ -1,6 +1,7 @@
 """Turns TF32 on inside forward and off again before returning (global precision flags)."""
 # expect: rejected|incorrect
-# reason: static check
+# reason-rejected: rule precision_flags
+# reason-incorrect: elements outside atol
 # problem: 14_matmul_square
 # gpu-only: no
 import torch
