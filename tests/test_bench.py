@@ -105,6 +105,13 @@ def stored(home: Path, sessions: list[str]) -> int:
     return HistoryStore(f"sqlite:///{home / 'history.db'}").count(sessions)
 
 
+def second_problem_evaluated(out: Path, home: Path) -> bool:
+    """The kill point: the second problem's session has an evaluation in the store (so the
+    restart must resume it, reusing what it recorded)."""
+    sessions = list(RunLog(out).sessions().values())
+    return len(sessions) >= 2 and (home / "history.db").exists() and stored(home, sessions[1:2]) >= 1
+
+
 @pytest.fixture
 def suite(tmp_path) -> Path:
     folder = tmp_path / "problems"
@@ -118,9 +125,9 @@ def test_a_run_killed_mid_way_resumes_with_every_problem_once(suite, tmp_path):
     out, home = tmp_path / "run", tmp_path / "home"
     first = bench(out, home, str(suite))
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(RunLog(out).sessions()) < 2:
+    while time.monotonic() < deadline and not second_problem_evaluated(out, home):
         time.sleep(0.2)
-    assert len(RunLog(out).sessions()) >= 2, "the run never reached its second problem"
+    assert second_problem_evaluated(out, home), "the run never evaluated a kernel of its second problem"
     first.send_signal(signal.SIGKILL)
     first.wait(30)
     done_before = {r["key"] for r in results(out)} if (out / "results.jsonl").exists() else set()

@@ -23,6 +23,7 @@ the run goes on; a broken sandbox, history store or checkpoint database stops th
 """
 import fnmatch
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -124,8 +125,14 @@ def run_one(runtime: Runtime, options: BenchOptions, f: ProblemFile, log: RunLog
         raise
     except Exception as error:  # this problem could not be run: a row with its reason, and the run goes on
         return BenchRow(key=key, level=f.level, name=f.path.stem, status=RowStatus.FAILED, session=session_id,
-                        reason=f"{type(error).__name__}: {str(error)[:300]}", policy=options.policy.kind.value,
+                        reason=f"{type(error).__name__}: {str(error)[:300]}{where(error)}", policy=options.policy.kind.value,
                         model=options.policy.model, seconds=round(time.perf_counter() - start, 1))
+
+
+def where(error: BaseException) -> str:
+    """' (at file:line in function)' of the innermost frame, for a failed row's reason."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
 
 
 def run_problem(runtime: Runtime, options: BenchOptions, f: ProblemFile, log: RunLog, session_id: str | None,
