@@ -47,7 +47,8 @@ class RuntimeOptions:
 
 
 class Runtime:
-    """Opened once, closed once; safe to reuse for thousands of sessions, one at a time."""
+    """Opened once, closed once; safe to reuse for thousands of sessions, also several at once
+    on threads (its evaluator runs one evaluation at a time: see agent/bench/runner.py)."""
 
     def __init__(self, options: RuntimeOptions, sandbox: Sandbox, device: DeviceInfo, evaluator: Evaluator,
                  store: HistoryStore, saver: SqliteSaver):

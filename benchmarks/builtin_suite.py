@@ -23,7 +23,6 @@ KernelBench problems are shrunk by `benchmarks/small_sizes.py`. `--check` does t
 GPU at full size (DIR/check.jsonl, resumable), with nothing timed and no baselines.
 """
 import argparse
-import fnmatch
 import hashlib
 import sys
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from agent.bench.runner import select_files
 from agent.builtin import BuiltinPolicy
 from agent.graph import Budget, attempts_of, best_of
 from agent.policies import PolicyKind, PolicySpec
@@ -43,7 +43,7 @@ from benchmarks.suite import PROBLEMS
 from benchmarks.suite_rows import RowStatus, SuiteRow, check_report, failure_row, read_log, report, write_row
 from tools.evaluator import EvalConfig
 from tools.history import HistoryError
-from tools.problems import Problem, ProblemFile, find_problem_files, load_problem
+from tools.problems import Problem, ProblemFile, load_problem
 from tools.records import Mode
 from tools.sandbox.contracts import SandboxError
 from tools.timing import TimingConfig
@@ -114,9 +114,8 @@ def runtime_options(args) -> RuntimeOptions:
 
 
 def selected(args) -> list[ProblemFile]:
-    levels = {int(v) for v in args.levels.split(",") if v}
-    return [f for f in find_problem_files(args.problems)
-            if (not levels or f.level in levels) and any(fnmatch.fnmatch(f.path.stem, g) for g in args.only.split(","))]
+    levels = frozenset(int(v) for v in args.levels.split(",") if v)
+    return select_files((args.problems,), levels, tuple(args.only.split(",")))
 
 
 def run_all(runtime: Runtime, todo: list[ProblemFile], args, log_path: Path) -> list[SuiteRow]:

@@ -5,9 +5,13 @@ Tests marked `gpu` skip without CUDA, or fail under KERNELPILOT_REQUIRE_GPU=1 (a
 whose CUDA is broken must not pass `pytest -m gpu` with everything skipped)."""
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -79,6 +83,30 @@ def softmax_problem():
 
 def read(path: Path) -> str:
     return path.read_text()
+
+
+@contextmanager
+def accepting(server: socket.socket) -> Iterator[list[socket.socket]]:
+    """Accept connections on a bound, listening `server` in a thread while the block runs;
+    yields the list of connections made (what a contained candidate must leave empty)."""
+    server.settimeout(0.2)
+    accepted, stop = [], threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield accepted
+    finally:
+        stop.set()
+        thread.join(2)
+        server.close()
 
 
 # ------------------------------------------------------------------ PostgreSQL

@@ -13,7 +13,6 @@ policy flags), `# gpu-flags: c` (more flags on a GPU, where timings exist),
 import os
 import socket
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 import torch
 
 from benchmarks.cheat_suite import as_expected, expected_reasons
-from tests.conftest import PROBLEMS, read
+from tests.conftest import PROBLEMS, accepting, read
 from tools.problems import load_problem
 from tools.records import EvalResult, EvalStatus, Flag
 from tools.sandbox import leftovers
@@ -91,22 +90,8 @@ def listener():
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
-    server.settimeout(0.2)
-    accepted, stop = [], threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], accepted
-    stop.set()
-    thread.join(2)
-    server.close()
+    with accepting(server) as accepted:
+        yield server.getsockname()[1], accepted
 
 
 def check_verdict(result, fixture: Fixture, gpu: bool = False) -> None:

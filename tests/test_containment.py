@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, PROBLEMS, ROOT, TEST_LIMITS, read
+from tests.conftest import FIXTURES, PROBLEMS, ROOT, TEST_LIMITS, accepting, read
 from tools.device import detect
 from tools.evaluator import EvalConfig, Evaluator
 from tools.records import EvalStatus, Flag
 from tools.sandbox import leftovers
 from tools.sandbox.contracts import cache_dir
-from tools.sandbox.privilege import UID_BASE, is_worker_uid
+from tools.sandbox.privilege import UID_BASE, is_worker_uid, proc_status
 from tools.sandbox.process import ProcessSandbox
 
 HOSTILE = FIXTURES / "hostile"
@@ -46,9 +46,8 @@ def _pids() -> list[int]:
 
 def _status(pid: int, key: str) -> str:
     try:
-        with open(f"/proc/{pid}/status") as status:
-            return next(line.split()[1] for line in status if line.startswith(key + ":"))
-    except (OSError, StopIteration):
+        return proc_status(pid)[key].split()[0]
+    except (OSError, KeyError, IndexError):
         return ""
 
 
@@ -94,26 +93,9 @@ def test_no_pathname_unix_socket_is_reachable(evaluator, softmax_problem, tmp_pa
     server.bind(str(path))
     os.chmod(path, 0o777)     # as open as a PostgreSQL socket
     server.listen(4)
-    server.settimeout(0.2)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
+    with accepting(server) as accepted:
         result = evaluator.evaluate(softmax_problem, read(HOSTILE / "unix_socket.py").replace(
             "/run/KP_SOCKET_PATH", str(path)))
-    finally:
-        stop.set()
-        thread.join(2)
-        server.close()
     assert accepted == [], "the candidate reached a Unix socket on the host"
     assert_correct(result)
 

@@ -9,10 +9,10 @@ characters and escaped.
 """
 import html
 import io
-import math
 from pathlib import Path
 
-from agent.bench.metrics import Metrics, speedup
+from agent.bench.metrics import (LEVEL_COLUMNS, SPEED_COLUMNS, Metrics, level_cells, speed_cells, speedup, times,
+                                  was_timed)
 from agent.bench.rows import BenchRow
 from tools.safe_text import clean
 from tools.trust import Versus
@@ -25,7 +25,7 @@ td.name,th.name{text-align:left}.plots{display:flex;flex-wrap:wrap;gap:1em}.note
 
 def write_html(out: Path, rows: list[BenchRow], found: list[Metrics], selection: list[dict]) -> Path:
     """Write DIR/report.html; its path."""
-    timed = any(m.timed[Versus.EAGER] for m in found)
+    timed = was_timed(found)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>kernelpilot bench</title>"
              f"<style>{STYLE}</style></head><body><h1>kernelpilot bench</h1>",
              metrics_table(found, timed)]
@@ -41,19 +41,11 @@ def write_html(out: Path, rows: list[BenchRow], found: list[Metrics], selection:
 
 
 def metrics_table(found: list[Metrics], timed: bool) -> str:
-    head = "<tr><th>level</th><th>run</th><th>correct</th>" + (
-        "<th>fast_1 eager</th><th>fast_1 compile</th><th>fast_2 eager</th><th>geomean eager</th>"
-        "<th>geomean compile</th>" if timed else "") + "</tr>"
-    body = []
-    for m in found:
-        level = "all" if m.level is None and len(found) > 1 else (m.level if m.level is not None else "-")
-        cells = [level, f"{m.run}/{m.problems}", f"{m.correct} ({m.correct_rate:.0%})"]
-        if timed:
-            cells += [f"{m.fast_p['eager'][1.0]:.0%}", f"{m.fast_p['compile'][1.0]:.0%}",
-                      f"{m.fast_p['eager'][2.0]:.0%}", times(m.geomean_counted["eager"]),
-                      times(m.geomean_counted["compile"])]
-        body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    return f"<h2>Metrics</h2><table>{head}{''.join(body)}</table>"
+    columns = LEVEL_COLUMNS + (SPEED_COLUMNS if timed else ())
+    body = [level_cells(m, len(found) > 1) + (speed_cells(m) if timed else []) for m in found]
+    return ("<h2>Metrics</h2><table><tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in body)
+            + "</table>")
 
 
 def problem_table(rows: list[BenchRow], selection: list[dict]) -> str:
@@ -118,10 +110,6 @@ def _svg(plt, figure) -> str:
     plt.close(figure)
     svg = buffer.getvalue()
     return svg[svg.index("<svg"):]      # inline: no XML prolog or doctype inside the HTML
-
-
-def times(value: float | None) -> str:
-    return f"{value:.2f}x" if value is not None and math.isfinite(value) else "-"
 
 
 def text(value) -> str:

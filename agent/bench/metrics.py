@@ -11,6 +11,7 @@
     m.fast_p[Versus.EAGER][1.0], m.geomean_counted[Versus.EAGER]
 """
 import math
+import statistics
 from dataclasses import asdict, dataclass
 
 from agent.bench.rows import BenchRow
@@ -37,6 +38,32 @@ class Metrics:
         return data
 
 
+LEVEL_COLUMNS = ("level", "run", "correct")
+SPEED_COLUMNS = ("fast_1 eager", "fast_1 compile", "fast_2 eager", "geomean eager", "geomean compile")
+
+
+def was_timed(found: list["Metrics"]) -> bool:
+    """Did any counted row carry a speedup (a GPU run)? Without one, speed columns say nothing."""
+    return any(m.timed[Versus.EAGER] for m in found)
+
+
+def level_cells(m: "Metrics", several: bool) -> list[str]:
+    """The table's first columns for one Metrics (`several`: per_level's last one is all levels)."""
+    level = "all" if m.level is None and several else str(m.level if m.level is not None else "-")
+    return [level, f"{m.run}/{m.problems}", f"{m.correct} ({m.correct_rate:.0%})"]
+
+
+def speed_cells(m: "Metrics") -> list[str]:
+    """The table's SPEED_COLUMNS for one Metrics."""
+    return [f"{m.fast_p[Versus.EAGER][1.0]:.0%}", f"{m.fast_p[Versus.COMPILE][1.0]:.0%}",
+            f"{m.fast_p[Versus.EAGER][2.0]:.0%}", times(m.geomean_counted[Versus.EAGER]),
+            times(m.geomean_counted[Versus.COMPILE])]
+
+
+def times(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None and math.isfinite(value) else "-"
+
+
 def speedup(row: BenchRow, versus: Versus) -> float | None:
     """The row's speedup when it counts in metrics; else None."""
     if not row.counted:
@@ -51,7 +78,7 @@ def fast_p(rows: list[BenchRow], total: int, p: float, versus: Versus) -> float:
 
 
 def geomean(values: list[float]) -> float | None:
-    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+    return statistics.geometric_mean(values) if values else None
 
 
 def metrics(rows: list[BenchRow], total: int, level: int | None = None) -> Metrics:

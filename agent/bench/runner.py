@@ -75,11 +75,15 @@ class BenchOptions:
 
 def select(options: BenchOptions) -> list[ProblemFile]:
     """The run's problems, in order, each once (a file named twice counts once)."""
+    return select_files(options.sources, options.levels, options.only)
+
+
+def select_files(sources, levels: frozenset[int], only: tuple[str, ...]) -> list[ProblemFile]:
+    """The problems of `sources` in `levels` (empty: all) whose names match a glob of `only`."""
     found: dict[str, ProblemFile] = {}
-    for source in options.sources:
+    for source in sources:
         for f in find_problem_files(source):
-            if (not options.levels or f.level in options.levels) and any(
-                    fnmatch.fnmatch(f.path.stem, glob) for glob in options.only):
+            if (not levels or f.level in levels) and any(fnmatch.fnmatch(f.path.stem, glob) for glob in only):
                 found.setdefault(problem_key(f), f)
     return list(found.values())
 

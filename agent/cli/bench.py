@@ -23,7 +23,8 @@ from rich.table import Table
 
 from agent.bench.html import write_html
 from agent.bench.kernelbench_format import write_kernelbench
-from agent.bench.metrics import Metrics, geomean, per_level, speedup
+from agent.bench.metrics import (LEVEL_COLUMNS, SPEED_COLUMNS, Metrics, geomean, level_cells, per_level, speed_cells,
+                                  speedup, was_timed)
 from agent.bench.rows import BenchRow, RowStatus, RunLog
 from agent.bench.runner import BenchOptions, problem_key, run_bench, select
 from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, positive_float, positive_int
@@ -172,17 +173,12 @@ def report(out: Path, as_json: bool, as_html: bool = False) -> ExitCode:
 
 
 def print_tables(console: Console, found: list[Metrics], rows: list[BenchRow]) -> None:
-    timed = any(m.timed[Versus.EAGER] for m in found)
+    timed = was_timed(found)
     table = Table(title="kernelpilot bench")
-    for column in ("level", "run", "correct", "fast_1 eager", "fast_1 compile", "fast_2 eager",
-                   "geomean eager", "geomean compile"):
+    for column in LEVEL_COLUMNS + SPEED_COLUMNS:
         table.add_column(column, justify="right")
     for m in found:
-        speed = [f"{m.fast_p[Versus.EAGER][1.0]:.0%}", f"{m.fast_p[Versus.COMPILE][1.0]:.0%}",
-                 f"{m.fast_p[Versus.EAGER][2.0]:.0%}", fmt(m.geomean_counted[Versus.EAGER]),
-                 fmt(m.geomean_counted[Versus.COMPILE])] if timed else ["untimed"] * 5
-        table.add_row("all" if m.level is None and len(found) > 1 else str(m.level if m.level is not None else "-"),
-                      f"{m.run}/{m.problems}", f"{m.correct} ({m.correct_rate:.0%})", *speed)
+        table.add_row(*level_cells(m, len(found) > 1), *(speed_cells(m) if timed else ["untimed"] * len(SPEED_COLUMNS)))
     console.print(table)
     failed = [row for row in rows if row.status is RowStatus.FAILED]
     if failed:
@@ -192,10 +188,6 @@ def print_tables(console: Console, found: list[Metrics], rows: list[BenchRow]) -
                   "the counted rows (summary.json also has them over all problems, the rest at 1.0x)"
                   if timed else "nothing was timed (no GPU: the Triton interpreter checks correctness only)",
                   style="dim")
-
-
-def fmt(value: float | None) -> str:
-    return f"{value:.2f}x" if value else "-"
 
 
 def commit() -> str | None:

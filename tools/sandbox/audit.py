@@ -224,19 +224,11 @@ def live_children() -> list[int]:
                 fields = stat.read().rsplit(")", 1)[1].split()
             if fields[0] == "Z":
                 continue
-            if int(fields[1]) == me or (own_user and _process_uid(entry) == uid):
+            if int(fields[1]) == me or (own_user and int(privilege.proc_status(entry)["Uid"].split()[0]) == uid):
                 found.append(int(entry))
-        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        except (OSError, IndexError, KeyError, ValueError):
             continue
     return sorted(found)
-
-
-def _process_uid(pid: str) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("Uid:"):
-                return int(line.split()[1])
-    return -1
 
 
 # ----------------------------------------------------------------------------- persisting L2

@@ -19,7 +19,7 @@ import signal
 import tempfile
 from pathlib import Path
 
-from tools.sandbox.privilege import UID_BASE, is_worker_uid
+from tools.sandbox.privilege import UID_BASE, is_worker_uid, proc_status
 from tools.sandbox.shm import ARENA_PREFIX
 
 SCRATCH_DIRS = ("/dev/shm", "/dev/mqueue")
@@ -33,16 +33,14 @@ def workdir_prefix() -> str:
 
 
 def processes_of(uid: int) -> list[int]:
-    """Live processes whose real or effective user is `uid` (read from /proc/PID/status,
-    which a process cannot hide the way it can hide /proc/PID's owner)."""
+    """Live processes whose real or effective user is `uid` (from /proc/PID/status)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/status") as status:
-                fields = dict(line.split(":", 1) for line in status if ":" in line)
-        except (FileNotFoundError, ProcessLookupError, ValueError):
+            fields = proc_status(entry)
+        except (OSError, ValueError):
             continue
         real, effective = (int(v) for v in fields.get("Uid", "-1 -1").split()[:2])
         if uid in (real, effective) and fields.get("State", "").split()[:1] != ["Z"]:
@@ -68,21 +66,7 @@ def kill_user(uid: int) -> list[int]:
 
 def remove_owned(uid: int, folders=SCRATCH_DIRS) -> list[str]:
     """Delete what `uid` made directly in the shared scratch folders; the paths removed."""
-    removed = []
-    for folder in folders:
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                if entry.stat(follow_symlinks=False).st_uid != uid:
-                    continue
-                _remove(entry.path)
-                removed.append(entry.path)
-            except OSError:
-                continue
-    return removed
+    return _remove_where(lambda owner: owner == uid, folders)
 
 
 def sweep_stale() -> list[str]:
@@ -94,15 +78,20 @@ def sweep_stale() -> list[str]:
             if owner.isdigit() and not _alive(int(owner)):
                 _remove(str(path))
                 removed.append(str(path))
-    for folder in SCRATCH_DIRS:
+    return removed + _remove_where(lambda owner: is_worker_uid(owner) and not _alive(owner - UID_BASE), SCRATCH_DIRS)
+
+
+def _remove_where(owned_by, folders) -> list[str]:
+    """Delete the entries of `folders` whose owner's uid satisfies `owned_by`; the paths removed."""
+    removed = []
+    for folder in folders:
         try:
             entries = list(os.scandir(folder))
         except OSError:
             continue
         for entry in entries:
             try:
-                uid = entry.stat(follow_symlinks=False).st_uid
-                if is_worker_uid(uid) and not _alive(uid - UID_BASE):
+                if owned_by(entry.stat(follow_symlinks=False).st_uid):
                     _remove(entry.path)
                     removed.append(entry.path)
             except OSError:

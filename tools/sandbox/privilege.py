@@ -45,6 +45,13 @@ def is_worker_uid(uid: int) -> bool:
     return UID_BASE <= uid < UID_BASE + (1 << 22)
 
 
+def proc_status(pid: int | str) -> dict[str, str]:
+    """The fields of /proc/PID/status (its Uid line cannot be hidden the way /proc/PID's
+    owner can, by a process that makes itself non-dumpable); OSError once the process is gone."""
+    with open(f"/proc/{pid}/status") as status:
+        return dict(line.split(":", 1) for line in status if ":" in line)
+
+
 def can_drop() -> bool:
     """Only root can hand a worker a user of its own."""
     return os.geteuid() == 0
