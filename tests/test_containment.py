@@ -148,8 +148,9 @@ def test_a_detached_chain_is_caught_at_once_and_killed(evaluator, softmax_proble
 
 @root_only
 def test_kill_9_of_eval_leaves_nothing_behind(tmp_path):
-    """SIGKILL of `kernelpilot eval` while its candidate runs: the worker dies at once, and
-    the next sandbox removes the folder and arena the killed process could not."""
+    """SIGKILL of `kernelpilot eval` while its candidate runs: its fork server and the
+    worker die at once, and the next sandbox removes the folder and arena the killed
+    process could not."""
     candidate = tmp_path / "slow.py"
     candidate.write_text("import time, torch, torch.nn as nn\n"
                          "class ModelNew(nn.Module):\n"
@@ -165,10 +166,14 @@ def test_kill_9_of_eval_leaves_nothing_behind(tmp_path):
     assert workdirs, "the evaluation never loaded its candidate"
     workers = [pid for pid in worker_processes() if _cwd(pid).startswith(str(Path(workdirs[0]).parent))]
     assert workers, "no worker process of its own user was found"
+    servers = [pid for pid in _pids() if _status(pid, "PPid") == str(process.pid)
+               and b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert servers, "the evaluation's fork server was not found"
     process.send_signal(signal.SIGKILL)
     process.wait(10)
-    # dead means gone or a zombie (this machine's init may never reap an orphan)
-    assert _wait_for(lambda: not any(_state(pid) not in ("", "Z") for pid in workers), 5)
+    # dead means gone or a zombie (this machine's init may never reap an orphan); a
+    # fork server that finalised its interpreter took seconds here (forkserver_guard)
+    assert _wait_for(lambda: not any(_state(pid) not in ("", "Z") for pid in servers + workers), 1)
     with ProcessSandbox(None, TEST_LIMITS, warm=0):
         pass
     assert glob.glob(f"{tempfile.gettempdir()}/{prefix}*") == []

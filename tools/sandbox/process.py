@@ -14,7 +14,8 @@ plus wall-clock limits enforced from here.
 
 The fork server itself starts with the scrubbed environment, so no secret of the
 trusted process is in a child's memory or /proc/self/environ. A child dies with the
-fork server (PR_SET_PDEATHSIG), which dies with the trusted process.
+fork server (PR_SET_PDEATHSIG), which dies at once with the trusted process
+(`tools/sandbox/forkserver_guard.py`).
 
 The worker is a child subreaper, so children the candidate detaches into a new session
 stay its descendants; closing a worker kills every descendant, then the process group.
@@ -43,7 +44,7 @@ from pathlib import Path
 import torch
 
 from tools.records import Phase
-from tools.sandbox import leftovers
+from tools.sandbox import forkserver_guard, leftovers
 from tools.sandbox.contracts import GiB, Limits, SandboxError, SandboxKind, scrubbed_env
 from tools.sandbox.logs import log_tail
 from tools.sandbox.privilege import can_drop, worker_uid
@@ -68,7 +69,8 @@ def forkserver_context(interpret: bool):
         _context = multiprocessing.get_context("forkserver")
         # not torch.utils.cpp_extension: importing it asks CUDA for devices, and a fork
         # server that touched CUDA cannot hand CUDA to its children
-        _context.set_forkserver_preload(["torch", "triton", "triton.language", "tools.sandbox.worker"])
+        _context.set_forkserver_preload(["torch", "triton", "triton.language", "tools.sandbox.worker",
+                                         "tools.sandbox.forkserver_guard"])
         _start_scrubbed(interpret)
         _context_interprets = interpret
     if interpret != _context_interprets:
@@ -92,6 +94,8 @@ def _start_scrubbed(interpret: bool) -> None:
     try:
         os.environ.clear()
         os.environ.update(scrubbed_env(), **({"TRITON_INTERPRET": "1"} if interpret else {}))
+        on_main = threading.current_thread() is threading.main_thread()
+        os.environ[forkserver_guard.GUARD_ENV] = f"{os.getpid()}" + ("" if on_main else ":thread")
         multiprocessing.forkserver.ensure_running()
     finally:
         os.environ.clear()
