@@ -87,3 +87,24 @@ def test_a_chat_with_ctrl_c_then_resumed(tmp_path):
     assert b"stays the best" in again.expect(PROMPT)
     again.send("/quit\n")
     assert again.close() == 0
+
+
+def test_a_chat_opened_on_a_file_converses(tmp_path):
+    """`chat FILE` starts as `/problem FILE` does (the problem's first turn first), so the
+    first message and /optimize find the problem in the session (they ended in KeyError
+    'backend' when the first input came from the user's message)."""
+    script = tmp_path / "chat.json"
+    script.write_text(json.dumps({"turns": [
+        {"text": "## Performance analysis\nGELU is elementwise: memory-bound."},
+        {"text": "## Performance analysis\nOne pass over x is all it needs."},
+        {"text": "## Performance analysis\nMeasuring one kernel.",
+         "tool_calls": [{"name": "compile", "code_file": str(CANDIDATES / "04_softmax_rows.py")}]}]}))
+    term = Terminal(str(PROBLEMS / "02_gelu_tanh.py"), "--policy", f"replay:{script}", "--cpu", "--turns", "1")
+    assert b"memory-bound" in term.expect(PROMPT)
+    term.send("why is it slow?\n")
+    assert b"One pass over x" in term.expect(PROMPT)
+    term.send("/optimize 1\n")
+    assert b"compile" in term.expect(PROMPT)
+    term.send("/quit\n")
+    assert term.close() == 0
+    assert b"Traceback" not in term.seen

@@ -49,7 +49,9 @@ class Chat:
     def loop(self, read=input) -> None:
         self.console.print("kernelpilot chat — /problem FILE to begin, /quit to leave", style="bold")
         try:
-            if self.options.problem or self.options.session_id:
+            if self.options.problem:
+                self.start(self.options)
+            elif self.options.session_id:
                 self.open(self.options)
             while True:
                 try:
@@ -107,8 +109,14 @@ class Chat:
         path = Path(path_text).expanduser()
         if name.strip():
             path = wrap_problem(path, name.strip())
-        self.open(replace(self.options, problem=path, session_id=None))
-        self.run_graph(None, turns=1)     # the first turn: the policy's analysis of where the time goes
+        self.start(replace(self.options, problem=path, session_id=None))
+
+    def start(self, options: SessionOptions) -> None:
+        """A new session on `options.problem`, and its first turn: the policy's analysis of
+        where the time goes (the graph's first input holds the problem, the backend and the
+        system prompt, so nothing else may come first)."""
+        self.open(options)
+        self.run_graph(None, turns=1)
 
     def paste(self, read) -> None:
         lines = []
