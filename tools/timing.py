@@ -122,8 +122,8 @@ def memory_hog(exchange: Exchange, device: torch.device) -> str | None:
     others = total - free - torch.cuda.memory_reserved(device) - exchange.held_bytes - CONTEXT_BYTES
     if others <= HOG_SHARE * total:
         return None
-    return (f"timing: the candidate's process held about {others / GiB:.1f} GiB of the device's "
-            f"{total / GiB:.1f} GiB, and the trusted side could not draw the next timed inputs")
+    return (f"timing: out of memory drawing the next timed inputs: the candidate's process held about "
+            f"{others / GiB:.1f} GiB of the device's {total / GiB:.1f} GiB")
 
 
 def plan_chunk(like: list[torch.Tensor], count: int, full_calls: set[int], device: torch.device,

@@ -52,6 +52,7 @@ from tools.sandbox.protocol import failure, pack, read_reply
 from tools.sandbox.replies import Ready, ReplyKind, parse_reply
 
 POLL_S = 0.2
+WORKER_USER = "kernelpilot-worker"
 _context = None
 _context_interprets: bool | None = None
 _live_workers: set = set()
@@ -134,7 +135,10 @@ class ProcessWorker:
         # a compiled kernel that a later candidate or a baseline loads.
         work = Path(self.workdir)
         env = scrubbed_env()
+        # A user name that needs no passwd entry: the worker's uid has none, and getpass (which
+        # torch.compile calls) reads these before asking the user database.
         env.update(HOME=self.workdir, TMPDIR=self.workdir, LANG="C.UTF-8", PYTHONDONTWRITEBYTECODE="1",
+                   USER=WORKER_USER, LOGNAME=WORKER_USER,
                    TRITON_CACHE_DIR=str(work / "triton"), TORCHINDUCTOR_CACHE_DIR=str(work / "inductor"),
                    TORCH_EXTENSIONS_DIR=str(work / "torch_extensions"),
                    # no pool of compile subprocesses: every child process left running is the candidate's
