@@ -22,11 +22,13 @@ trusted side out of memory, an endpoint that is down) is a FAILED row with its r
 the run goes on; a broken sandbox, history store or checkpoint database stops the run.
 """
 import fnmatch
+import os
+import socket
 import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agent.bench.rows import BenchRow, RowStatus, RunLog
@@ -71,6 +73,8 @@ class BenchOptions:
     workers: int = 1
     size: str = "auto"
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    lanes: tuple[int | None, ...] = ()          # a lane process per entry: a CUDA index, or None (the interpreter)
+    ray: str | None = None                      # lanes as Ray actors: "local", "auto" or a cluster address
 
 
 def select(options: BenchOptions) -> list[ProblemFile]:
@@ -101,21 +105,35 @@ def run_bench(options: BenchOptions, on_row: Callable[[BenchRow], None] | None =
     rows: list[BenchRow] = []
     if not todo:
         return rows
+
+    def finish(row: BenchRow) -> None:
+        log.finish(row)
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+
+    if options.lanes or options.ray is not None:
+        from agent.bench.lanes import run_lanes   # imports this module
+        run_lanes(options, todo, sessions, finish, on_start)
+        return rows
     with Runtime.open(options.runtime) as runtime, ThreadPoolExecutor(max_workers=options.workers) as pool:
         futures = [pool.submit(run_one, runtime, options, f, log, sessions.get(problem_key(f)), on_start)
                    for f in todo]
         try:
             for future in as_completed(futures):
-                row = future.result()
-                log.finish(row)
-                rows.append(row)
-                if on_row is not None:
-                    on_row(row)
+                finish(replace(future.result(), lane=lane_name(runtime)))
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
     return rows
+
+
+def lane_name(runtime: Runtime) -> str:
+    """'host/pid device': which process on which machine ran a problem, on which device."""
+    device = runtime.device
+    where = "cpu" if device.cuda_index is None else f"cuda:{device.cuda_index} {device.name}"
+    return f"{socket.gethostname()}/{os.getpid()} {where}"
 
 
 def run_one(runtime: Runtime, options: BenchOptions, f: ProblemFile, log: RunLog, session_id: str | None,

@@ -2,7 +2,8 @@
 
     kernelpilot bench PROBLEMS... [--levels 1,2] [--only GLOBS] [--policy builtin|openai|replay:FILE]
                       [--model M --base-url URL] [--max-turns N] [--target-speedup X] [--workers N]
-                      [--sandbox process|docker] [--cpu] [--gpu I] [--out DIR] [--json]
+                      [--gpus all|I,J] [--cpu [--lanes N]] [--ray local|auto|ADDRESS]
+                      [--sandbox process|docker] [--gpu I] [--out DIR] [--json] [--html]
     kernelpilot bench report DIR [--json] [--html]
 
 DIR holds results.jsonl (one row per problem), started.jsonl (sessions begun), run.json (the
@@ -12,11 +13,13 @@ report.html. The same command again skips finished problems and resumes unfinish
 sessions. Exit codes: agent/cli/__init__.py.
 """
 import json
+import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -58,6 +61,14 @@ def add_bench_parser(commands) -> None:
     bench.add_argument("--target-speedup", type=positive_float, help="stop a problem once this much faster than eager")
     bench.add_argument("--workers", type=positive_int, default=1, help="sessions at once (evaluations still run one "
                        "at a time; helps LLM policies that wait for tokens)")
+    bench.add_argument("--gpus", metavar="all|I,J", help="one lane process per listed GPU (`all`: every GPU), each "
+                       "with its own runtime and --workers sessions; problems go to whichever lane is free")
+    bench.add_argument("--lanes", type=positive_int, metavar="N", help="with --cpu: N lane processes in the Triton "
+                       "interpreter; with --ray: N actors (default: one per GPU of the cluster)")
+    bench.add_argument("--ray", metavar="local|auto|ADDRESS", help="run the lanes as Ray actors (pip install "
+                       "'kernelpilot[ray]'): `local` starts Ray here, `auto` or host:port joins a cluster, one actor "
+                       "per GPU (with --cpu: --lanes actors in the interpreter); DIR and $KERNELPILOT_HOME must be on "
+                       "storage every node shares")
     bench.add_argument("--sandbox", type=SandboxKind, choices=list(SandboxKind), default=SandboxKind.PROCESS)
     bench.add_argument("--size", choices=["auto", "full", "small"], default="auto",
                        help="problem size: auto = full on a GPU, SMALL_SIZES in the interpreter")
@@ -102,7 +113,42 @@ def bench_options(args) -> BenchOptions:
                              timeout_s=args.timeout)
     return BenchOptions(sources=tuple(args.problems), out=args.out, policy=policy, budget=budget, levels=levels,
                         only=tuple(g.strip() for g in args.only.split(",") if g.strip()) or ("*",),
-                        workers=args.workers, size=args.size, runtime=runtime)
+                        workers=args.workers, size=args.size, runtime=runtime, lanes=lanes(args), ray=args.ray)
+
+
+def lanes(args) -> tuple[int | None, ...]:
+    """The device of each lane `--gpus`, `--lanes` and `--cpu` ask for; () for one lane in this process."""
+    if args.gpus and args.cpu:
+        raise UsageError("--gpus and --cpu exclude each other (--cpu --lanes N for interpreter lanes)")
+    if args.gpus and args.lanes:
+        raise UsageError("--gpus names the lanes already: leave out --lanes")
+    if args.lanes and not (args.cpu or args.ray):
+        raise UsageError("--lanes goes with --cpu (interpreter lanes) or --ray; for GPUs use --gpus")
+    if args.gpus:
+        return tuple(gpu_indices(args.gpus))
+    return (None,) * (args.lanes or 0) if args.cpu else (0,) * (args.lanes or 0)
+
+
+def gpu_indices(text: str) -> list[int]:
+    count = visible_gpus()
+    if text == "all":
+        if not count:
+            raise UsageError("--gpus all: this machine has no CUDA GPU")
+        return list(range(count))
+    try:
+        indices = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--gpus takes `all` or indices like 0,1, not '{text}'") from None
+    if not indices or len(set(indices)) != len(indices) or any(not 0 <= i < count for i in indices):
+        raise UsageError(f"--gpus {text}: this machine has {count} GPU(s) (indices 0-{count - 1})" if count
+                         else f"--gpus {text}: this machine has no CUDA GPU")
+    return indices
+
+
+def visible_gpus() -> int:
+    """CUDA devices, counted through NVML (CUDA stays uninitialised in this process)."""
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    return torch.cuda.device_count()
 
 
 def write_run_file(options: BenchOptions, files) -> None:

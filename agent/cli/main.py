@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from agent.bench.lanes import LaneError
 from agent.cli.bench import add_bench_parser, run_bench_command
 from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, fail, indented, positive_float, positive_int
 from agent.cli.chat import add_chat_parser, run_chat
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> ExitCode:
         return fail(f"error: {error}", ExitCode.USAGE)
     except ProblemError as error:
         return fail(f"bad problem: {error}", ExitCode.PROBLEM)
-    except (SandboxError, HistoryError, CheckpointError, HomeError, OSError) as error:
+    except (SandboxError, HistoryError, CheckpointError, HomeError, LaneError, OSError) as error:
         return fail(f"infrastructure error: {error}", ExitCode.INFRA)
     except PolicyError as error:
         return fail(f"policy error: {error}", ExitCode.POLICY)
