@@ -77,7 +77,7 @@ class AgentSession:
         """The first input of a new session. A resumed one goes on from its checkpoint: None
         where a run was cut off mid-way, a cleared stop where it had ended."""
         if self.resumed:
-            if self.graph.get_state(self.config).next:
+            if self.cut_mid_run():
                 return None
             # An ended run goes on only where the budget given now leaves room for a turn.
             return None if stop_reason(self.state(), self.context.budget, finished=False) else {"stop": None}
@@ -87,6 +87,13 @@ class AgentSession:
         state = initial_state(str(toolbox.problem.path), toolbox.problem.size, self.options.backend,
                               self.options.mode, messages)
         return {**state, "policy": self.options.policy.to_state()}
+
+    def cut_mid_run(self) -> bool:
+        """Whether the last run stopped before its end: its checkpoint has tasks left to run, or
+        tasks whose writes were saved without the checkpoint that applies them (a kill between
+        the two commits). `StateSnapshot.next` leaves the latter out, and any input but None
+        would drop their writes (after the first step: the session's whole initial state)."""
+        return bool(self.graph.get_state(self.config).tasks)
 
     def stream(self, state_input) -> Iterator[dict]:
         """Graph updates as they happen: {node name: partial state}."""

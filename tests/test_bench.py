@@ -1,9 +1,10 @@
 """`kernelpilot bench` (issue 19): the metrics as pure functions, the run's records, and real
 runs of the CLI over our suite in the Triton interpreter (real sandbox, real agent, real
 store): resumable after `kill -9` with every problem exactly once and no evaluation run
-twice, a bad problem file as a failed row while the run goes on, two workers at once, and
-an LLM policy behind a real HTTP endpoint (the scripted test server) with three sessions
-waiting on it at once.
+twice (also where the kill lands between a graph step's writes and its checkpoint), a bad
+problem file as a failed row while the run goes on, two workers at once, and an LLM policy
+behind a real HTTP endpoint (the scripted test server) with three sessions waiting on it at
+once.
 
     pytest -q tests/test_bench.py
 """
@@ -12,18 +13,26 @@ import math
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from agent.bench.metrics import fast_p, geomean, metrics, per_level
 from agent.bench.rows import BenchRow, RowStatus, RunLog
+from agent.bench.runner import BenchOptions, problem_key, run_one, select
+from agent.graph import Budget
+from agent.policies import PolicyKind, PolicySpec
+from agent.runtime import Runtime, RuntimeOptions
+from agent.session import AgentSession, SessionOptions
 from tests.conftest import CANDIDATES, PROBLEMS, ROOT
 from tests.openai_server import ChatServer, call, reply
 from tools.history import HistoryStore
+from tools.home import kernelpilot_home
 from tools.trust import Versus
 
 SMALL = ("01_scale_bias_relu_chain", "02_gelu_tanh", "03_silu_hardtanh")
@@ -204,3 +213,58 @@ def test_an_llm_policy_runs_three_sessions_at_once(suite, tmp_path):
     assert all(r["policy"] == "openai" and r["model"] == "test-model" and r["tokens"] > 0 for r in rows.values())
     assert server.most_in_flight >= 2, "the three sessions never waited for the endpoint at the same time"
     assert summary["metrics"][0]["correct"] == len(SMALL)
+
+
+# ---- a kill between the two commits of a graph step --------------------------------------------
+
+def drop_newest_checkpoint(db: Path, session: str) -> None:
+    """The checkpoints as `kill -9` leaves them between a step's two commits: the step's
+    writes saved, the checkpoint that applies them not."""
+    with closing(sqlite3.connect(db)) as connection, connection:
+        (newest,) = connection.execute("SELECT max(checkpoint_id) FROM checkpoints WHERE thread_id = ?",
+                                       (session,)).fetchone()
+        for table in ("writes", "checkpoints"):
+            connection.execute(f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_id = ?", (session, newest))
+
+
+def killed_after(steps: int, runtime: Runtime, options: BenchOptions, f, log: RunLog) -> str:
+    """A session started as the runner starts one, `steps` graph steps run, then cut between the
+    last step's writes and its checkpoint; its id."""
+    policy = options.policy.build(runtime.store, options.budget)
+    session = AgentSession.open(runtime, SessionOptions(problem=f.path, policy=options.policy, budget=options.budget),
+                                policy)
+    log.started(problem_key(f), session.id)
+    state_input = session.start_state()
+    for _ in range(steps):
+        for _ in runtime.graph.stream(state_input, session.config, context=session.context,
+                                      interrupt_before=["policy_turn", "run_tools"]):
+            pass
+        state_input = None
+    drop_newest_checkpoint(kernelpilot_home() / "sessions.db", session.id)
+    return session.id
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3], ids=["after-the-input", "after-a-policy-turn", "after-a-tool-run"])
+def test_a_kill_between_a_steps_writes_and_its_checkpoint_loses_and_repeats_nothing(tmp_path, steps):
+    """The resume goes on from the saved writes: no policy turn asked twice, no evaluation run
+    twice or dropped. The resume used to see no next node there, take the run as ended and feed
+    it a new input, which drops those writes: cut after the input (where the session's whole
+    initial state is in them) KeyError 'backend' in turn_input, after a policy turn the turn
+    asked again, after a tool run its answers lost (the endpoint refuses the conversation)."""
+    name = "02_gelu_tanh"
+    analysis = f"## Performance analysis\n{name}: one pass, memory-bound.\n"
+    script = [reply(analysis, call("check_correctness", {"code": (CANDIDATES / f"{name}.py").read_text()})),
+              reply(analysis + "Checked; nothing more to try.")]
+    with ChatServer(script) as server:
+        options = BenchOptions(sources=(PROBLEMS / f"{name}.py",), out=tmp_path / "run", budget=Budget(max_turns=3),
+                               policy=PolicySpec(PolicyKind.OPENAI, model="test-model", base_url=server.url),
+                               runtime=RuntimeOptions(force_cpu=True))
+        (f,) = select(options)
+        log = RunLog(options.out)
+        with Runtime.open(options.runtime) as runtime:
+            session = killed_after(steps, runtime, options, f, log)
+            found = run_one(runtime, options, f, log, log.sessions()[problem_key(f)], on_start=None)
+    assert (found.status, found.session, found.turns, found.attempts) == (RowStatus.CORRECT, session, 2, 1), \
+        found.reason
+    assert len(server.requests) == 2            # each policy turn asked once
+    assert stored(kernelpilot_home(), [session]) == 1
