@@ -1,6 +1,11 @@
 """Where a bench run's sessions run: lanes, each a runtime on one device.
 
-By default the run is one lane in this process (`agent/bench/runner.py`). Otherwise:
+    options = BenchOptions(sources=(Path("benchmarks/problems"),), out=Path("out"),
+                           policy=PolicySpec.parse("builtin"), budget=Budget(max_turns=5))
+    rows = run_bench(options, on_row=print)
+
+By default the run is one lane in this process: one runtime, `workers` sessions on threads
+(`agent/bench/runner.py` runs each problem). Otherwise:
 
 - **Lane processes** (`BenchOptions.lanes`, from `--gpus 0,1` or `--cpu --lanes N`): one
   spawned process per lane, each opening its own runtime (sandbox first, then CUDA) on its
@@ -24,10 +29,11 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 
 from agent.bench.rows import BenchRow, RunLog
-from agent.bench.runner import FATAL, BenchOptions, lane_name, problem_key, run_one
+from agent.bench.runner import FATAL, BenchOptions, lane_name, problem_key, run_one, select
 from agent.runtime import Runtime, RuntimeOptions
 from tools.problems import ProblemFile
 from tools.sandbox.forkserver_guard import die_with
@@ -66,6 +72,38 @@ class Lane:
 
     def close(self) -> None:
         self._runtime.__exit__(None, None, None)
+
+
+def run_bench(options: BenchOptions, on_row: Callable[[BenchRow], None] | None = None,
+              on_start: Callable[[str], None] | None = None) -> list[BenchRow]:
+    """Run every selected problem without a row yet; the rows of this run, in finishing order."""
+    files, log = select(options), RunLog(options.out)
+    done, sessions = log.finished(), log.sessions()
+    todo = [f for f in files if problem_key(f) not in done]
+    rows: list[BenchRow] = []
+    if not todo:
+        return rows
+
+    def finish(row: BenchRow) -> None:
+        log.finish(row)
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+
+    if options.lanes or options.ray is not None:
+        run_lanes(options, todo, sessions, finish, on_start)
+        return rows
+    with Runtime.open(options.runtime) as runtime, ThreadPoolExecutor(max_workers=options.workers) as pool:
+        futures = [pool.submit(run_one, runtime, options, f, log, sessions.get(problem_key(f)), on_start)
+                   for f in todo]
+        try:
+            for future in as_completed(futures):
+                finish(replace(future.result(), lane=lane_name(runtime)))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return rows
 
 
 def run_lanes(options: BenchOptions, todo: list[ProblemFile], sessions: dict[str, str],

@@ -1,8 +1,5 @@
-"""The batch runner: the agent over many problems, one session each, on one runtime.
-
-    options = BenchOptions(sources=(Path("benchmarks/problems"),), out=Path("out"),
-                           policy=PolicySpec.parse("builtin"), budget=Budget(max_turns=5))
-    rows = run_bench(options, on_row=print)
+"""The batch runner's parts: the options, the selection, and one problem as one agent
+session on a runtime (`run_one`); `agent/bench/lanes.py` runs them (`run_bench`).
 
 Each problem is a real agent session (graph, toolbox, history store, checkpoints), so LLM
 policies and the built-in policy are measured the same way and every evaluation is
@@ -12,7 +9,7 @@ that session's checkpoint (tool calls already recorded are not run again), so `k
 at any moment loses nothing and runs nothing twice. Each problem's best.py, report.md and
 summary.json go to DIR/problems/KEY/.
 
-`workers` sessions run at once (threads sharing the runtime): an LLM policy waits for
+`workers` sessions run at once on a runtime (threads sharing it): an LLM policy waits for
 tokens most of a turn, while the evaluator runs one evaluation at a time, so kernel
 timings never overlap on the device. A policy that computes in this process (the built-in
 one traces the problem with torch.fx, which patches `nn.Module.__call__` process-wide)
@@ -27,8 +24,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.bench.rows import BenchRow, RowStatus, RunLog
@@ -94,39 +90,6 @@ def select_files(sources, levels: frozenset[int], only: tuple[str, ...]) -> list
 
 def problem_key(f: ProblemFile) -> str:
     return f"L{f.level}/{f.path.stem}" if f.level is not None else f.path.stem
-
-
-def run_bench(options: BenchOptions, on_row: Callable[[BenchRow], None] | None = None,
-              on_start: Callable[[str], None] | None = None) -> list[BenchRow]:
-    """Run every selected problem without a row yet; the rows of this run, in finishing order."""
-    files, log = select(options), RunLog(options.out)
-    done, sessions = log.finished(), log.sessions()
-    todo = [f for f in files if problem_key(f) not in done]
-    rows: list[BenchRow] = []
-    if not todo:
-        return rows
-
-    def finish(row: BenchRow) -> None:
-        log.finish(row)
-        rows.append(row)
-        if on_row is not None:
-            on_row(row)
-
-    if options.lanes or options.ray is not None:
-        from agent.bench.lanes import run_lanes   # imports this module
-        run_lanes(options, todo, sessions, finish, on_start)
-        return rows
-    with Runtime.open(options.runtime) as runtime, ThreadPoolExecutor(max_workers=options.workers) as pool:
-        futures = [pool.submit(run_one, runtime, options, f, log, sessions.get(problem_key(f)), on_start)
-                   for f in todo]
-        try:
-            for future in as_completed(futures):
-                finish(replace(future.result(), lane=lane_name(runtime)))
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-    return rows
 
 
 def lane_name(runtime: Runtime) -> str:

@@ -29,7 +29,8 @@ from agent.bench.kernelbench_format import write_kernelbench
 from agent.bench.metrics import (LEVEL_COLUMNS, SPEED_COLUMNS, Metrics, geomean, level_cells, per_level, speed_cells,
                                   speedup, was_timed)
 from agent.bench.rows import BenchRow, RowStatus, RunLog
-from agent.bench.runner import BenchOptions, problem_key, run_bench, select
+from agent.bench.lanes import run_bench
+from agent.bench.runner import BenchOptions, problem_key, select
 from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, positive_float, positive_int
 from agent.graph import Budget
 from agent.policies import PolicyKind, PolicySpec
