@@ -9,8 +9,8 @@ In order (the trust rules are tools/trust.py's, the same the agent and bench use
    caught, see `excluded`): no reward at all. A 0 would teach the policy something false.
 2. **The gate.** Not `correct`: a small fixed value per failure class (`RewardConfig.failure`).
    Correct but disqualified for reward by a flag: 0. When the flag is the candidate's doing
-   (`HACK_FLAGS`), or the status is `rejected`, the reward marks a hack case, kept in the
-   history store (`policy_training/hack_cases.py`).
+   (`tools.trust.CANDIDATES_DOING`), or the status is `rejected`, the reward marks a hack
+   case: the history store keeps it (`tools/hack_cases.py`, `kernelpilot history hacks`).
 3. **The speed term**, for a correct, allowed and timed result: the trusted speedup
    (vs eager by default) as log(speedup) or min(speedup, cap) - 1. Then CUDA-L1's smoothing:
    standardised against the running mean and σ of the problem's earlier speed terms and
@@ -30,12 +30,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from tools.records import EvalResult, EvalStatus, Flag
-from tools.trust import OUR_SIDE, Use, Versus, disqualifying, excluded_from_reward, trusted_speedup
-
-# The candidate's doing (a hack case); the rest are our side's (OUR_SIDE) or the problem's.
-HACK_FLAGS = frozenset({Flag.TIMING_MISMATCH, Flag.NO_CUSTOM_KERNEL, Flag.PRECISION_POLICY, Flag.EXCESSIVE_SPEEDUP})
-if HACK_FLAGS | OUR_SIDE | {Flag.DEGENERATE_PROBLEM} != set(Flag):
-    raise RuntimeError(f"policy_training/reward.py: say whose doing {sorted(set(Flag) - HACK_FLAGS - OUR_SIDE)} is")
+from tools.trust import CANDIDATES_DOING, OUR_SIDE, Use, Versus, disqualifying, excluded_from_reward, trusted_speedup
 
 
 class RewardKind(StrEnum):
@@ -91,7 +86,7 @@ class Reward:
     raw_term: float | None = None       # log or capped speedup, before smoothing
     speed: float = 0.0                  # the speed term as added (weighted, smoothed, clipped)
     length: float = 0.0                 # the length penalty as subtracted
-    hack: bool = False                  # a hack case: keep it (policy_training/hack_cases.py)
+    hack: bool = False                  # a hack case (tools/hack_cases.py)
     notes: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
@@ -145,7 +140,7 @@ def score(result: EvalResult, config: RewardConfig, stats: ProblemStats, tokens:
                       length=length, hack=result.status is EvalStatus.REJECTED, notes=(result.reason[:200],))
     ruled_out = disqualifying(result, Use.REWARD)
     if ruled_out:
-        return Reward(0.0, RewardKind.DISQUALIFIED, hack=bool(set(ruled_out) & HACK_FLAGS),
+        return Reward(0.0, RewardKind.DISQUALIFIED, hack=bool(set(ruled_out) & CANDIDATES_DOING),
                       notes=("flagged: " + ", ".join(f.value for f in ruled_out),))
     speedup = trusted_speedup(result, config.versus)
     if speedup is None:

@@ -9,11 +9,12 @@ import math
 
 import pytest
 
-from policy_training.reward import (HACK_FLAGS, ProblemStats, RewardConfig, RewardKind, SpeedTerm, excluded,
+from policy_training.reward import (ProblemStats, RewardConfig, RewardKind, SpeedTerm, excluded,
                                     score)
 from tests.conftest import CANDIDATES, read
 from tests.test_history import make_result
 from tools.records import EvalStatus, Flag, Mode
+from tools.trust import CANDIDATES_DOING
 
 
 def gpu_result(speedup: float | None = 2.0, problem_hash: str = "p1", **fields):
@@ -35,7 +36,7 @@ def test_failure_values_are_ordered_from_nearly_right_to_cheating():
         > failure[EvalStatus.REJECTED]
 
 
-@pytest.mark.parametrize("flag", sorted(HACK_FLAGS | {Flag.DEGENERATE_PROBLEM}))
+@pytest.mark.parametrize("flag", sorted(CANDIDATES_DOING | {Flag.DEGENERATE_PROBLEM}))
 def test_a_disqualifying_flag_earns_zero_and_a_hack_case_when_it_is_the_candidates(flag):
     reward = score(gpu_result(5.0, flags=[flag]), RewardConfig(), ProblemStats())
     assert reward.kind is RewardKind.DISQUALIFIED and reward.value == 0.0 and reward.speed == 0.0

@@ -19,11 +19,12 @@ with ON CONFLICT DO NOTHING.
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, event, func, inspect, select, update
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, event, func, inspect, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -336,16 +337,21 @@ class HistoryStore:
             return row.evaluation_id if row else None
 
     @loud("read")
-    def records(self, limit: int | None = None, ids: list[int] | None = None,
-                with_source: bool = False) -> list[EvaluationRecord]:
+    def records(self, limit: int | None = None, ids: list[int] | None = None, with_source: bool = False,
+                statuses: Iterable[str] = (), flags: Iterable[str] = ()) -> list[EvaluationRecord]:
         """Stored evaluations with their problem's name and their candidate's origin,
-        newest first; only those in `ids` when given."""
+        newest first; only those in `ids` when given; only those with a status in
+        `statuses` or a flag in `flags` when either is given."""
         query = (select(EvaluationRow, ProblemRow.name, CandidateRow)
                  .join(ProblemRow, ProblemRow.hash == EvaluationRow.problem_hash)
                  .join(CandidateRow, CandidateRow.hash == EvaluationRow.candidate_hash)
                  .order_by(EvaluationRow.id.desc()).limit(limit))
         if ids is not None:
             query = query.where(EvaluationRow.id.in_(ids))
+        statuses, flags = list(statuses), list(flags)
+        if statuses or flags:       # flags are a JSON list of names: match each name quoted
+            query = query.where(or_(EvaluationRow.status.in_(statuses), *(EvaluationRow.flags.like(f'%"{f}"%')
+                                                                          for f in flags)))
         with Session(self.engine) as db:
             return [_record(row, name, candidate, with_source) for row, name, candidate in db.execute(query)]
 
@@ -367,6 +373,12 @@ class HistoryStore:
     def source(self, candidate_hash: str) -> str | None:
         with Session(self.engine) as db:
             row = db.get(CandidateRow, candidate_hash)
+            return row.source if row else None
+
+    @loud("read")
+    def problem_source(self, problem_hash: str) -> str | None:
+        with Session(self.engine) as db:
+            row = db.get(ProblemRow, problem_hash)
             return row.source if row else None
 
 

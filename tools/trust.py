@@ -73,9 +73,15 @@ DISQUALIFIES: dict[Flag, frozenset[Use]] = {
 }
 UNTIMED_BY = frozenset({Flag.TIMING_MISMATCH})       # flags under which no time or speedup is believed
 OUR_SIDE = frozenset({Flag.NETWORK_NOT_ISOLATED, Flag.FILESYSTEM_NOT_ISOLATED, Flag.SHARED_USER})
+# The candidate's doing: with a `rejected` verdict, what makes a hack case (tools/hack_cases.py).
+CANDIDATES_DOING = frozenset({Flag.TIMING_MISMATCH, Flag.NO_CUSTOM_KERNEL, Flag.PRECISION_POLICY,
+                              Flag.EXCESSIVE_SPEEDUP})
+PROBLEMS_DOING = frozenset({Flag.DEGENERATE_PROBLEM})
 
-if set(DISQUALIFIES) != set(Flag):      # a new flag must be decided here before anything runs
-    raise RuntimeError(f"tools/trust.py decides no rule for {sorted(set(Flag) - set(DISQUALIFIES))}")
+# A new flag must be decided here (what it rules out, and whose doing it is) before anything runs.
+_undecided = set(Flag) - (set(DISQUALIFIES) & (OUR_SIDE | CANDIDATES_DOING | PROBLEMS_DOING))
+if _undecided:
+    raise RuntimeError(f"tools/trust.py decides no rule for {sorted(_undecided)}")
 
 
 def flags_of(verdict: Verdict) -> frozenset[Flag]:

@@ -4,6 +4,7 @@
     kernelpilot history show ID [--json]
     kernelpilot history best PROBLEM.py [--k N] [--json]
     kernelpilot history export            # JSON lines, sources included
+    kernelpilot history hacks [--limit N] [--json] [--export DIR]
 """
 import json
 from pathlib import Path
@@ -13,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.cli.common import ExitCode, UsageError, indented
+from tools.hack_cases import export, hack_cases
 from tools.history import EvaluationRecord, HistoryStore
 from tools.problems import load_problem
 from tools.safe_text import clean
@@ -33,7 +35,15 @@ def add_history_parser(commands) -> None:
     best.add_argument("problem", type=Path, help="the problem file (identified by its source hash)")
     best.add_argument("--k", type=int, default=5)
     verbs.add_parser("export", help="every evaluation as JSON lines on stdout, sources included")
-    for verb in (listing, show, best):
+    hacks = verbs.add_parser("hacks", help="hack cases: rejected candidates and those flagged for what they did "
+                             "(timing_mismatch, no_custom_kernel, precision_policy, excessive_speedup)",
+                             description="Hack cases: stored evaluations whose candidate was rejected or flagged for "
+                                         "its own doing, with how it was caught. --export DIR writes each as a cheat "
+                                         "fixture in the shape of tests/cheats/ (and its problem beside it) for "
+                                         "review.")
+    hacks.add_argument("--limit", type=int, default=20, help="newest N (default 20)")
+    hacks.add_argument("--export", type=Path, metavar="DIR", help="write each case as DIR/hack_*.py for review")
+    for verb in (listing, show, best, hacks):
         verb.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -43,6 +53,8 @@ def run_history(args) -> ExitCode:
         for record in reversed(store.records(with_source=True)):
             print(record.model_dump_json())
         return ExitCode.OK
+    if args.verb == "hacks":
+        return _hacks(store, args)
     if args.verb == "show":
         found = store.records(ids=[args.id], with_source=True)
         if not found:
@@ -76,6 +88,22 @@ def _print(records: list[EvaluationRecord], as_json: bool, full: bool = False) -
                                                  _x(r.speedup_vs_compile), r.policy or "-", r.session,
                                                  r.created)))
     out.print(table if records else "no evaluations stored")
+    return ExitCode.OK
+
+
+def _hacks(store: HistoryStore, args) -> ExitCode:
+    cases = hack_cases(store, args.limit)
+    if args.export:
+        written = export(store, cases, args.export)
+        print(f"{len(written)} hack case(s) written to {args.export}")
+    elif args.json:
+        print(json.dumps([{**c.record.model_dump(mode="json"), "mechanism": c.mechanism} for c in cases]))
+    else:
+        table = Table("id", "problem", "status", "caught", "policy", "session")
+        for c in cases:
+            table.add_row(*(Text(clean(text)) for text in (str(c.record.id), c.record.problem, c.record.status.value,
+                                                           c.mechanism[:100], c.record.policy or "-", c.record.session)))
+        Console(soft_wrap=True).print(table if cases else "no hack cases stored")
     return ExitCode.OK
 
 
