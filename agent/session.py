@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 
 from agent.graph import AgentContext, AgentState, Budget, RunMode, initial_state, session_config, stop_reason
 from agent.policies import PolicyKind, PolicySpec
-from agent.policy import Backend, Policy, PolicyError
+from agent.policy import Backend, Policy
 from agent.prompts import build_messages, exemplars
 from agent.runtime import Runtime, RuntimeOptions
 from tools.history import Origin
@@ -29,6 +29,10 @@ from tools.home import kernelpilot_home
 from tools.problems import Problem, load_problem
 from tools.sandbox.backends import SandboxKind
 from tools.toolbox import Toolbox
+
+class SessionError(LookupError):
+    """No session to go on with: none named, or no checkpoint under the id given (a usage error)."""
+
 
 @dataclass(frozen=True)
 class SessionOptions:
@@ -115,10 +119,10 @@ def resolve(options: SessionOptions, graph) -> tuple[SessionOptions, bool]:
     if options.problem is not None:
         return options, False
     if options.session_id is None:
-        raise PolicyError("name a problem file, or a session id to resume")
+        raise SessionError("name a problem file, or a session id to resume")
     saved = graph.get_state(session_config(options.session_id, options.budget)).values
     if not saved:
-        raise PolicyError(f"no session '{options.session_id}' in {kernelpilot_home() / 'sessions.db'}")
+        raise SessionError(f"no session '{options.session_id}' in {kernelpilot_home() / 'sessions.db'}")
     return replace(options, problem=Path(saved["problem_path"]), size=saved["size"],
                    backend=Backend(saved["backend"]), mode=RunMode(saved["mode"]),
                    policy=PolicySpec.from_state(saved["policy"])), True

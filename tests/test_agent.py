@@ -106,7 +106,8 @@ def test_a_timeout_then_recovery_and_a_timeout_that_lasts(capsys, tmp_path):
     assert code == 0 and summary["turns"] == 1
     with ChatServer([Stall(3, done)] * 3) as server:
         code, summary, err = optimize(capsys, tmp_path, server.url)
-    assert code == 5 and summary is None
+    assert code == 5 and summary["error"]["kind"] == "policy"      # --json: still exactly one object
+    assert "timed out after 3 attempts" in summary["error"]["message"]
     assert "timed out after 3 attempts" in err and "Traceback" not in err
 
 
@@ -118,7 +119,7 @@ def test_fatal_endpoint_answers_are_one_clear_line(capsys, tmp_path, script, fla
     with ChatServer(script) as server:
         model = flags[1] if flags else "test-model"
         code, summary, err = optimize(capsys, tmp_path, server.url, model=model)
-    assert code == 5 and summary is None
+    assert code == 5 and summary["error"] == {"message": summary["error"]["message"], "exit_code": 5, "kind": "policy"}
     assert message in err and len(err.strip().splitlines()) <= 2
 
 
@@ -145,9 +146,17 @@ def test_a_session_resumes_where_its_budget_stopped_it(capsys, tmp_path):
         (first["session_id"], 3, StopReason.POLICY_DONE)
 
 
-def test_resuming_an_unknown_session_says_so(capsys):
-    assert main(["optimize", "--resume", "s-nope"]) == 5
+def test_resuming_an_unknown_session_is_a_usage_error(capsys):
+    assert main(["optimize", "--resume", "s-nope"]) == 2
     assert "no session 's-nope'" in capsys.readouterr().err
+    assert main(["optimize", "--resume", "s-nope", "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["error"]["kind"] == "usage"
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("kernelpilot 0")
 
 
 def attempt(status: str, speedup: float | None) -> Attempt:

@@ -27,7 +27,7 @@ from agent.graph import Budget, RunMode, best_of, tool_message
 from agent.policy import PolicyError
 from agent.runtime import CheckpointError, Runtime
 from agent.policies import PolicySpec
-from agent.session import AgentSession, SessionOptions, resolve
+from agent.session import AgentSession, SessionError, SessionOptions, resolve
 from tools.history import HistoryError
 from tools.home import HomeError, kernelpilot_home
 from tools.problems import ProblemError
@@ -81,7 +81,8 @@ class Chat:
                 self.console.print(f"unknown command {command}; commands: {', '.join(actions)}, /quit")
             else:
                 self.say(line.strip())
-        except (ProblemError, PolicyError, SandboxError, HistoryError, CheckpointError, HomeError, OSError) as error:
+        except (ProblemError, PolicyError, SessionError, SandboxError, HistoryError, CheckpointError, HomeError,
+                OSError) as error:
             self.console.print(f"error: {clean(str(error))}", style="red", markup=False)
         except (KeyboardInterrupt, EOFError):
             self.console.print("\n(stopped)", style="yellow")

@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 import uuid
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from rich.console import Console
@@ -23,6 +24,7 @@ from agent.cli.sandbox import add_sandbox_parser, run_sandbox
 from agent.policy import PolicyError
 from tools.device import DeviceInfo, detect, pick_index
 from agent.runtime import CheckpointError
+from agent.session import SessionError
 from tools.history import HistoryError, HistoryStore, Origin
 from tools.home import HomeError, prepare_home
 from tools.evaluator import EvalConfig, Evaluator
@@ -37,6 +39,7 @@ STATUS_STYLE = {EvalStatus.CORRECT: "bold green", EvalStatus.INCORRECT: "bold re
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kernelpilot", description="Make slow PyTorch code fast with verified GPU kernels.")
+    parser.add_argument("--version", action="version", version=f"kernelpilot {own_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ev = commands.add_parser(
         "eval", help="evaluate one candidate kernel against a problem",
@@ -69,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def own_version() -> str:
+    try:
+        return version("kernelpilot")
+    except PackageNotFoundError:    # run from a checkout on PYTHONPATH (the GPU machines), not installed
+        return "(not installed: run from a source checkout)"
+
+
 def main(argv: list[str] | None = None) -> ExitCode:
     """Run one subcommand; argparse itself exits with ExitCode.USAGE on a bad command line."""
     args = build_parser().parse_args(argv)
@@ -76,16 +86,24 @@ def main(argv: list[str] | None = None) -> ExitCode:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(ExitCode.TERMINATED))
     try:
         return COMMANDS[args.command](args)
-    except UsageError as error:
-        return fail(f"error: {error}", ExitCode.USAGE)
+    except (UsageError, SessionError) as error:
+        return failed(args, f"error: {error}", ExitCode.USAGE)
     except ProblemError as error:
-        return fail(f"bad problem: {error}", ExitCode.PROBLEM)
+        return failed(args, f"bad problem: {error}", ExitCode.PROBLEM)
     except (SandboxError, HistoryError, CheckpointError, HomeError, LaneError, OSError) as error:
-        return fail(f"infrastructure error: {error}", ExitCode.INFRA)
+        return failed(args, f"infrastructure error: {error}", ExitCode.INFRA)
     except PolicyError as error:
-        return fail(f"policy error: {error}", ExitCode.POLICY)
+        return failed(args, f"policy error: {error}", ExitCode.POLICY)
     except KeyboardInterrupt:
-        return fail("interrupted (an agent session goes on with `kernelpilot optimize --resume ID`)", ExitCode.INTERRUPTED)
+        return failed(args, "interrupted (an agent session goes on with `kernelpilot optimize --resume ID`)",
+                      ExitCode.INTERRUPTED)
+
+
+def failed(args, message: str, code: ExitCode) -> ExitCode:
+    """The one-line error on stderr; with --json, also the one JSON object stdout promises."""
+    if getattr(args, "json", False):
+        print(json.dumps({"error": {"message": clean(message), "exit_code": int(code), "kind": code.name.lower()}}))
+    return fail(message, code)
 
 
 def run_eval(args) -> ExitCode:
