@@ -72,9 +72,27 @@ def test_eval_records_and_history_reads_it_back(tmp_path):
     exported = kernelpilot("history", "--db", db, "export").stdout.splitlines()
     assert [json.loads(line)["id"] for line in exported] == [1, 2]
     best = json.loads(kernelpilot("history", "--db", db, "best", SOFTMAX, "--json").stdout)
-    assert best == []   # nothing timed on a CPU, so nothing to rank
+    assert [(r["id"], r["speedup_vs_eager"]) for r in best] == [(1, None)]   # correct, untimed on a CPU
+    said = kernelpilot("history", "--db", db, "best", SOFTMAX).stdout
+    assert "no timed kernel" in said and "speed not measured" in said
+    narrow = kernelpilot("history", "--db", db, "list", env=os.environ | {"COLUMNS": "80"}).stdout
+    assert shown[0]["session"] in narrow and max(len(line) for line in narrow.splitlines()) <= 80
     missing = kernelpilot("history", "--db", db, "show", "7")
     assert missing.returncode == 2 and "no evaluation with id 7" in missing.stderr
+
+
+def test_history_sessions_lists_what_resume_takes(tmp_path):
+    env = os.environ | {"KERNELPILOT_HOME": str(tmp_path / "home")}
+    done = kernelpilot("optimize", SOFTMAX, "--cpu", "--max-turns", "1", "--json", "--out", str(tmp_path / "out"),
+                       env=env)
+    session = json.loads(done.stdout)["session_id"]
+    listed = json.loads(kernelpilot("history", "sessions", "--json", env=env).stdout)
+    assert [(r["session"], r["problem"], r["turns"], r["stop"]) for r in listed] == \
+        [(session, "04_softmax_rows.py", 1, "turn_budget")]
+    table = kernelpilot("history", "sessions", env=env | {"COLUMNS": "80"}).stdout
+    assert session in table
+    empty = kernelpilot("history", "sessions", env=os.environ | {"KERNELPILOT_HOME": str(tmp_path / "other")})
+    assert empty.returncode == 0 and "no sessions stored" in empty.stdout
 
 
 # ---- exit codes: each one the package docstring (agent/cli/__init__.py) lists ------------------------------

@@ -5,6 +5,7 @@
     kernelpilot history best PROBLEM.py [--k N] [--json]
     kernelpilot history export            # JSON lines, sources included
     kernelpilot history hacks [--limit N] [--json] [--export DIR]
+    kernelpilot history sessions [--limit N] [--json]
 """
 import json
 from pathlib import Path
@@ -14,10 +15,14 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.cli.common import ExitCode, UsageError, indented
+from agent.graph import build_graph
+from agent.runtime import checkpoints
 from tools.hack_cases import export, hack_cases
 from tools.history import EvaluationRecord, HistoryStore
 from tools.problems import load_problem
+from tools.records import EvalStatus
 from tools.safe_text import clean
+from tools.trust import Use, allowed
 
 
 def add_history_parser(commands) -> None:
@@ -43,7 +48,13 @@ def add_history_parser(commands) -> None:
                                          "review.")
     hacks.add_argument("--limit", type=int, default=20, help="newest N (default 20)")
     hacks.add_argument("--export", type=Path, metavar="DIR", help="write each case as DIR/hack_*.py for review")
-    for verb in (listing, show, best, hacks):
+    sessions = verbs.add_parser("sessions", help="agent sessions to go on with (`optimize --resume ID`, `chat "
+                                "--resume ID`), newest first",
+                                description="The agent sessions in $KERNELPILOT_HOME/sessions.db, newest first: "
+                                            "problem, mode, turns, policy and where each stopped (or that it was "
+                                            "cut mid-run).")
+    sessions.add_argument("--limit", type=int, default=20, help="newest N (default 20)")
+    for verb in (listing, show, best, hacks, sessions):
         verb.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -61,11 +72,28 @@ def run_history(args) -> ExitCode:
             raise UsageError(f"no evaluation with id {args.id}")
         return _print(found, args.json, full=True)
     if args.verb == "best":
-        problem = load_problem(args.problem)
-        records = sorted(store.records(ids=[entry.id for entry in store.best(problem.hash, args.k)]),
-                         key=lambda r: r.speedup_vs_eager, reverse=True)
-        return _print(records, args.json)
+        return _best(store, load_problem(args.problem), args)
+    if args.verb == "sessions":
+        return _sessions(args)
     return _print(store.records(limit=args.limit), args.json)
+
+
+def _best(store: HistoryStore, problem, args) -> ExitCode:
+    """The fastest correct kernels the trust rules allow for best; where none was timed (no
+    GPU), the newest correct ones, said to be untimed."""
+    timed = [e for e in store.best(problem.hash, None) if allowed(e, Use.BEST)][:args.k]
+    untimed = [] if timed else [e for e in reversed(store.entries(problem.hash))
+                                if e.status is EvalStatus.CORRECT and e.speedup_vs_eager is None][:args.k]
+    records = store.records(ids=[e.id for e in timed or untimed])
+    if timed:
+        records.sort(key=lambda r: r.speedup_vs_eager, reverse=True)
+    if untimed and not args.json:
+        Console(soft_wrap=True).print(f"{problem.name}: no timed kernel; the newest correct ones (checked, speed not measured: "
+                        "no GPU ran them):", markup=False)
+    if not records and not args.json:
+        Console(soft_wrap=True).print(f"{problem.name}: no correct kernel stored", markup=False)
+        return ExitCode.OK
+    return _print(records, args.json)
 
 
 def _print(records: list[EvaluationRecord], as_json: bool, full: bool = False) -> ExitCode:
@@ -82,13 +110,40 @@ def _print(records: list[EvaluationRecord], as_json: bool, full: bool = False) -
         out.print("source:", markup=False)
         out.print(clean(record.source), markup=False, highlight=False)
         return ExitCode.OK
-    table = Table("id", "problem", "status", "vs eager", "vs compile", "policy", "session", "created")
+    table = Table("id", "problem", "status", "vs eager", "vs compile", "policy", "created")
+    table.add_column("session", no_wrap=True, min_width=12)    # whole, for --resume, even at 80 columns
     for r in records:
         table.add_row(*(Text(clean(text)) for text in (str(r.id), r.problem, r.status.value, _x(r.speedup_vs_eager),
-                                                 _x(r.speedup_vs_compile), r.policy or "-", r.session,
-                                                 r.created)))
+                                                 _x(r.speedup_vs_compile), r.policy or "-", r.created,
+                                                 r.session)))
     out.print(table if records else "no evaluations stored")
     return ExitCode.OK
+
+
+def _sessions(args) -> ExitCode:
+    with checkpoints() as saver:
+        graph = build_graph(saver)
+        ids = [row[0] for row in saver.conn.execute(
+            "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' GROUP BY thread_id "
+            "ORDER BY MAX(checkpoint_id) DESC LIMIT ?", (args.limit,))]
+        found = [session_row(graph, thread) for thread in ids]
+    if args.json:
+        print(json.dumps(found))
+        return ExitCode.OK
+    table = Table("problem", "mode", "turns", "policy", "stop")
+    table.add_column("session", no_wrap=True, min_width=12)
+    for row in found:
+        table.add_row(*(Text(clean(str(row[key]))) for key in ("problem", "mode", "turns", "policy", "stop", "session")))
+    Console(soft_wrap=True).print(table if found else "no sessions stored")
+    return ExitCode.OK
+
+
+def session_row(graph, thread: str) -> dict:
+    snapshot = graph.get_state({"configurable": {"thread_id": thread}})
+    state = snapshot.values
+    return {"session": thread, "problem": Path(state.get("problem_path", "?")).name, "mode": state.get("mode", "?"),
+            "turns": state.get("turns", 0), "policy": state.get("policy", {}).get("kind", "?"),
+            "stop": state.get("stop") or ("cut mid-run" if snapshot.tasks else "-")}
 
 
 def _hacks(store: HistoryStore, args) -> ExitCode:
