@@ -25,8 +25,8 @@ from agent.cli.common import ExitCode
 from agent.cli.main import main
 from agent.runtime import RuntimeOptions
 from policy_training.grader.client import GraderClient, GraderError
-from policy_training.grader.lanes import Job
-from policy_training.grader.pool import GraderPool, PoolOptions
+from policy_training.grader.lanes import Job, LaneFailure
+from policy_training.grader.pool import GraderPool, PoolClosed, PoolOptions
 from policy_training.grader.protocol import MAX_BODY_BYTES, MAX_SOURCE_CHARS
 from policy_training.grader.serve import TokenError, is_loopback, token_for
 from policy_training.grader.trl_reward import extract_code, grader_reward, grader_reward_sync
@@ -292,11 +292,23 @@ def test_a_client_with_no_service_says_so():
 
 
 @pytest.mark.slow
-def test_lane_processes_grade_too():
-    """--gpus' path (a spawned lane process with its own runtime), here in the interpreter."""
+def test_lane_processes_grade_too_and_a_dead_one_is_our_sides_failure():
+    """--gpus' path (a spawned lane process with its own runtime), here in the interpreter. A
+    lane killed mid-evaluation fails its job as LaneFailure (the server's 503, no verdict), and
+    a pool with no live lane takes no more work."""
     options = PoolOptions(runtime=RuntimeOptions(force_cpu=True), devices=(None,), capacity=4)
     with GraderPool.open(options) as pool:
         assert [(d.mode, alive) for d, alive in pool.devices()] == [("cpu-interpreter", True)]
         graded = pool.submit(Job(PROBLEM, HONEST), deadline_s=120).result(timeout=120)
         assert (graded.result.status.value, graded.reward.value, graded.evaluation_id) == ("correct", 1.0, 1)
-    assert not pool.lanes[0].process.is_alive()
+        hanging = pool.submit(Job(PROBLEM, read(FIXTURES / "candidates" / "hang_forward.py")), deadline_s=120)
+        while pool.state().in_flight == 0:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.kill(pool.lanes[0].process.pid, signal.SIGKILL)
+        with pytest.raises(LaneFailure, match="died during its evaluation"):
+            hanging.result(timeout=60)
+        assert [alive for _, alive in pool.devices()] == [False]
+        with pytest.raises(PoolClosed, match="no runtime"):
+            pool.submit(Job(PROBLEM, HONEST), deadline_s=10)
+        assert pool.state().failed == 1

@@ -39,6 +39,7 @@ Every route but `/v1/health` and these pages needs `Authorization: Bearer <KERNE
 | status | when |
 |---|---|
 | 200 | graded: `status`, `flags`, `reward` (null: leave the sample out, our side's fault), `kind`, `result` |
+| 400 | a Content-Length that is not a number, or a body that cannot be parsed at all (nested too deep) |
 | 401 | the token is missing or wrong |
 | 408 | the body did not arrive within 30 s |
 | 413 | the body is over 1 MiB (checked before parsing) |
@@ -164,7 +165,7 @@ def create_app(pool: GraderPool, settings: Settings) -> FastAPI:
         if credentials is None or not authorized(f"Bearer {credentials.credentials}", settings.token):
             raise HTTPException(401, "missing or wrong token", headers={"WWW-Authenticate": "Bearer"})
 
-    errors = {code: {"model": ErrorBody} for code in (401, 408, 413, 422, 429, 503, 504)}
+    errors = {code: {"model": ErrorBody} for code in (400, 401, 408, 413, 422, 429, 503, 504)}
 
     @app.get("/v1/health", response_model=Health, responses={503: {"model": Health}})
     async def health():

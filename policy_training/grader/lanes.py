@@ -136,14 +136,18 @@ class ProcessLane:
                                        name=self.name)
         self.process.start()
         child.close()
-        self.alive = True
+        self._usable = True
         self.device = self._receive(START_S, "start")
+
+    @property
+    def alive(self) -> bool:
+        return self._usable and self.process.is_alive()
 
     def evaluate(self, job: Job) -> Evaluated:
         try:
             self._pipe.send(job)
         except OSError as error:
-            self.alive = False
+            self._usable = False
             raise LaneFailure(f"{self.name} is gone: {error}") from None
         return self._receive(None, "evaluation")
 
@@ -154,19 +158,19 @@ class ProcessLane:
         try:
             kind, payload = self._pipe.recv()
         except (EOFError, OSError):
-            self.alive = False
+            self._usable = False
             self.process.join(5)
             raise LaneFailure(f"{self.name} died during its {during} (exit code {self.process.exitcode})") from None
         if kind == "problem":
             raise ProblemError(payload)
         if kind == "failure":
             if during == "start":
-                self.alive = False
+                self._usable = False
             raise LaneFailure(f"{self.name}: {payload}")
         return payload
 
     def close(self) -> None:
-        self.alive = False
+        self._usable = False
         try:
             self._pipe.send(None)
         except OSError:

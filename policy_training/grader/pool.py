@@ -147,6 +147,10 @@ class GraderPool:
     def _serve(self, lane) -> None:
         while lane.alive and (waiting := self._take()) is not None:
             self._grade(lane, waiting)
+        with self._cond:
+            if not self._closed and not any(other.alive for other in self.lanes):    # the last lane died
+                while self._waiting:
+                    self._waiting.popleft().future.set_exception(LaneFailure("no runtime of the grader is alive"))
 
     def _take(self) -> Waiting | None:
         with self._cond:
