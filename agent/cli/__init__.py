@@ -5,6 +5,8 @@
     kernelpilot optimize PROBLEM.py [--policy ...]             optimize.py
     kernelpilot chat [FILE [NAME]]                             chat.py
     kernelpilot sandbox build | check                          sandbox.py
+    kernelpilot bench PROBLEMS... | bench report DIR           bench.py
+    kernelpilot grader serve [--host H --port P ...]           grader.py (policy_training/grader/, lazily)
                                                                common.py: exit codes, argument types,
                                                                the session plumbing optimize and chat share
 

@@ -18,6 +18,7 @@ from agent.bench.lanes import LaneError
 from agent.cli.bench import add_bench_parser, run_bench_command
 from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, fail, indented, positive_float, positive_int
 from agent.cli.chat import add_chat_parser, run_chat
+from agent.cli.grader import add_grader_parser, run_grader
 from agent.cli.history import add_history_parser, run_history
 from agent.cli.optimize import add_optimize_parser, run_optimize
 from agent.cli.sandbox import add_sandbox_parser, run_sandbox
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_chat_parser(commands)
     add_sandbox_parser(commands)
     add_bench_parser(commands)
+    add_grader_parser(commands)
     return parser
 
 
@@ -184,4 +186,4 @@ def _x(value: float | None) -> str:
 
 
 COMMANDS = {"eval": run_eval, "history": run_history, "optimize": run_optimize, "chat": run_chat,
-            "sandbox": run_sandbox, "bench": run_bench_command}
+            "sandbox": run_sandbox, "bench": run_bench_command, "grader": run_grader}

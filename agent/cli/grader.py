@@ -1,0 +1,82 @@
+"""`kernelpilot grader serve`: the grader service (verdicts and rewards over HTTP) for trainers.
+
+    KERNELPILOT_GRADER_TOKEN=... kernelpilot grader serve --host 0.0.0.0 --port 8765 [--gpus all|I,J]
+                                 [--cpu] [--sandbox process|docker] [--queue N] [--deadline S]
+                                 [--timeout S] [--db URL]
+
+The service is policy_training/grader/ (imported here only when the command runs: it needs
+the `grader` extra, FastAPI and uvicorn). The protocol: README "Grader service", or the
+running server's /docs.
+"""
+import os
+
+from agent.cli.bench import gpu_indices
+from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, fail, positive_float, positive_int
+from agent.runtime import RuntimeOptions
+from tools.sandbox.backends import SandboxKind
+
+
+def add_grader_parser(commands) -> None:
+    grader = commands.add_parser("grader", help="the grader service: verdicts and RL rewards over HTTP",
+                                 description="The grader service: trainers POST a problem and a candidate and get "
+                                             "the evaluator's verdict and the reward back (policy_training/grader/).")
+    verbs = grader.add_subparsers(dest="verb", required=True, metavar="VERB")
+    serve = verbs.add_parser(
+        "serve", help="serve /v1/grade, /v1/queue and /v1/health (the protocol at /docs)",
+        description="Serve the grader over HTTP until Ctrl-C or SIGTERM. Requests need `Authorization: Bearer "
+                    "TOKEN`, TOKEN from KERNELPILOT_GRADER_TOKEN (16 characters at least); without it the service "
+                    "listens on a loopback host only, with a token made for the run and printed on stderr.",
+        epilog=EXIT_STATUS_HELP)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; any other "
+                       "than a loopback address needs KERNELPILOT_GRADER_TOKEN)")
+    serve.add_argument("--port", type=int, default=8765, help="TCP port (default 8765)")
+    serve.add_argument("--gpus", metavar="all|I,J", help="a lane process with its own runtime per listed GPU "
+                       "(`all`: every GPU); default: one runtime in this process on --gpu")
+    serve.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="CUDA device of the one runtime (default 0)")
+    serve.add_argument("--cpu", action="store_true", help="grade in the Triton interpreter even if a GPU is present "
+                       "(correctness only: a correct candidate earns the gate alone)")
+    serve.add_argument("--lanes", type=positive_int, metavar="N", help="with --cpu: N lane processes in the "
+                       "interpreter (default: one runtime in this process)")
+    serve.add_argument("--sandbox", type=SandboxKind, choices=list(SandboxKind), default=SandboxKind.PROCESS,
+                       help="where candidates run (default process)")
+    serve.add_argument("--queue", type=positive_int, default=64, metavar="N", help="requests that may wait for a "
+                       "runtime; more get 429 with Retry-After (default 64)")
+    serve.add_argument("--deadline", type=positive_float, default=600.0, metavar="S", help="the longest and default "
+                       "deadline of a request, from its arrival to its answer; 504 after (default 600)")
+    serve.add_argument("--timeout", type=positive_float, metavar="S", help="wall-clock limit in seconds per "
+                       "evaluation step in the sandbox (default: the sandbox's own limits)")
+    serve.add_argument("--db", metavar="URL", help="history store (SQLAlchemy URL; default "
+                       "$KERNELPILOT_HOME/history.db): every graded candidate is recorded")
+
+
+def run_grader(args) -> ExitCode:
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port {args.port}: a TCP port is 1-65535")
+    try:
+        from policy_training.grader.serve import TOKEN_ENV, ServeOptions, TokenError, serve, token_for
+        from policy_training.grader.pool import PoolOptions
+    except ImportError as error:
+        return fail(f"infrastructure error: the grader needs its extra: pip install 'kernelpilot[grader]' ({error})",
+                    ExitCode.INFRA)
+    try:
+        token, made = token_for(args.host, os.environ.pop(TOKEN_ENV, None))   # popped: no child inherits it
+    except TokenError as error:
+        raise UsageError(str(error)) from None
+    if made:
+        fail(f"no {TOKEN_ENV} set; this run's token (send `Authorization: Bearer TOKEN`): {token}", ExitCode.OK)
+    runtime = RuntimeOptions(sandbox=args.sandbox, db=args.db, cuda_index=args.gpu, force_cpu=args.cpu,
+                             timeout_s=args.timeout)
+    pool = PoolOptions(runtime=runtime, devices=devices(args), capacity=args.queue)
+    serve(ServeOptions(host=args.host, port=args.port, pool=pool, deadline_s=args.deadline), token)
+    return ExitCode.OK
+
+
+def devices(args) -> tuple[int | None, ...]:
+    """A lane process per entry (a CUDA index, or None: the interpreter); () for one runtime here."""
+    if args.gpus and args.cpu:
+        raise UsageError("--gpus and --cpu exclude each other (--cpu --lanes N for interpreter lanes)")
+    if args.lanes and not args.cpu:
+        raise UsageError("--lanes goes with --cpu (interpreter lanes); for GPUs use --gpus")
+    if args.gpus:
+        return tuple(gpu_indices(args.gpus))
+    return (None,) * (args.lanes or 0)

@@ -1,0 +1,201 @@
+"""The grader's pool: its lanes, the bounded queue in front of them, and the reward.
+
+    with GraderPool.open(PoolOptions(runtime=RuntimeOptions(force_cpu=True), capacity=8)) as pool:
+        future = pool.submit(Job(problem=problem_source, candidate=source), deadline_s=60)
+        graded = future.result()        # Graded: the verdict, its reward, its history-store id
+        pool.withdraw(future)           # True if it had not started: it leaves the queue, never graded
+
+One thread per lane takes the oldest waiting job, has its lane evaluate it (lanes.py) and scores
+the verdict against the service's one `ProblemStats` (policy_training/reward.py), so every lane
+smooths against the same running statistics. At most `capacity` jobs wait: `submit` raises
+`QueueFull` beyond that (the server's 429, with a Retry-After from the recent evaluation time).
+A job whose deadline passed while it waited is dropped unstarted; one that had started runs to
+its end (its sandbox's limits bound it) and is recorded, but counted `late`. A failed job's
+future carries the error: `ProblemError` (the request's problem) or one of `INFRA` (our side's).
+"""
+import logging
+import math
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+
+from agent.runtime import CheckpointError, RuntimeOptions
+from policy_training.grader.lanes import Job, LaneDevice, LaneFailure, LocalLane, ProcessLane
+from policy_training.grader.protocol import QueueState
+from policy_training.reward import ProblemStats, Reward, RewardConfig, score
+from tools.history_errors import HistoryError
+from tools.records import EvalResult
+from tools.sandbox.contracts import SandboxError
+
+log = logging.getLogger("kernelpilot.grader")
+INFRA = (LaneFailure, SandboxError, HistoryError, CheckpointError, OSError, MemoryError)   # our side's: 503
+CLOSE_WAIT_S = 10.0         # for a lane's running evaluation when the service stops
+FIRST_GUESS_S = 5.0         # an evaluation's length before any was measured (Retry-After)
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    devices: tuple[int | None, ...] = ()    # a lane process each (CUDA index; None: the interpreter); () one lane here
+    capacity: int = 64                      # jobs that may wait for a lane
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+
+@dataclass(frozen=True)
+class Graded:
+    result: EvalResult
+    reward: Reward
+    evaluation_id: int | None
+    queued_s: float
+
+
+class QueueFull(Exception):
+    def __init__(self, capacity: int, retry_after_s: int):
+        super().__init__(f"the queue is full ({capacity} waiting): retry in {retry_after_s}s")
+        self.retry_after_s = retry_after_s
+
+
+class PoolClosed(RuntimeError):
+    """The service is stopping, or none of its lanes is alive."""
+
+
+@dataclass(frozen=True)
+class Waiting:
+    job: Job
+    future: Future
+    arrived: float          # time.monotonic()
+    due: float
+
+
+class GraderPool:
+    def __init__(self, lanes: list, options: PoolOptions):
+        self.lanes, self.options, self.stats = lanes, options, ProblemStats()
+        self.counts: Counter[str] = Counter()
+        self._waiting: deque[Waiting] = deque()
+        self._cond = threading.Condition()
+        self._in_flight, self._closed, self._mean_s = 0, False, FIRST_GUESS_S
+        self._threads = [threading.Thread(target=self._serve, args=(lane,), name=f"grader-lane-{i}", daemon=True)
+                         for i, lane in enumerate(lanes)]
+
+    @staticmethod
+    @contextmanager
+    def open(options: PoolOptions) -> Iterator["GraderPool"]:
+        """Open the lanes (from the main thread: a lane process dies with the thread that
+        started it), serve, and on the way out drop what waits and close them."""
+        session = f"grader-{uuid.uuid4().hex[:8]}"          # the history store's session of this service
+        with ExitStack() as stack:
+            lanes = []
+            for device in options.devices or ("here",):
+                lane = (LocalLane(options.runtime, session) if device == "here"
+                        else ProcessLane(options.runtime, device, session))
+                stack.callback(lane.close)
+                lanes.append(lane)
+            pool = GraderPool(lanes, options)
+            stack.callback(pool.close)          # first out: no lane closes under a running job
+            for thread in pool._threads:
+                thread.start()
+            yield pool
+
+    def devices(self) -> list[tuple[LaneDevice, bool]]:
+        return [(lane.device, lane.alive) for lane in self.lanes]
+
+    def submit(self, job: Job, deadline_s: float) -> Future:
+        now = time.monotonic()
+        with self._cond:
+            if self._closed or not any(lane.alive for lane in self.lanes):
+                raise PoolClosed("the grader is stopping" if self._closed else "no runtime of the grader is alive")
+            if len(self._waiting) >= self.options.capacity:
+                self.counts["rejected"] += 1
+                raise QueueFull(self.options.capacity, self._retry_after())
+            future: Future = Future()
+            self._waiting.append(Waiting(job, future, now, now + deadline_s))
+            self._cond.notify()
+        return future
+
+    def withdraw(self, future: Future) -> bool:
+        """Take a job off the queue if it has not started (its deadline passed, or its client left)."""
+        with self._cond:
+            for waiting in self._waiting:
+                if waiting.future is future:
+                    self._waiting.remove(waiting)
+                    future.cancel()
+                    self.counts["expired"] += 1
+                    return True
+        return False
+
+    def state(self) -> QueueState:
+        with self._cond:
+            return QueueState(depth=len(self._waiting), capacity=self.options.capacity, in_flight=self._in_flight,
+                              lanes=len(self.lanes), **{key: self.counts[key] for key in
+                                                        ("graded", "rejected", "expired", "late", "refused",
+                                                         "failed", "unrecorded")})
+
+    def retry_after(self) -> int:
+        with self._cond:
+            return self._retry_after()
+
+    def _retry_after(self) -> int:
+        """Seconds until the queue has likely moved: its work spread over the live lanes."""
+        alive = max(1, sum(lane.alive for lane in self.lanes))
+        return max(1, min(300, math.ceil(self._mean_s * (len(self._waiting) + self._in_flight) / alive)))
+
+    def _serve(self, lane) -> None:
+        while lane.alive and (waiting := self._take()) is not None:
+            self._grade(lane, waiting)
+        with self._cond:
+            if not self._closed and not any(other.alive for other in self.lanes):    # the last lane died
+                while self._waiting:
+                    self._waiting.popleft().future.set_exception(LaneFailure("no runtime of the grader is alive"))
+
+    def _take(self) -> Waiting | None:
+        with self._cond:
+            while True:
+                while not self._waiting and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return None
+                waiting = self._waiting.popleft()
+                if time.monotonic() >= waiting.due:     # its request has had its 504
+                    waiting.future.cancel()
+                    self.counts["expired"] += 1
+                elif waiting.future.set_running_or_notify_cancel():
+                    self._in_flight += 1
+                    return waiting
+
+    def _grade(self, lane, waiting: Waiting) -> None:
+        started = time.monotonic()
+        try:
+            evaluated = lane.evaluate(waiting.job)
+            reward = score(evaluated.result, self.options.reward, self.stats, tokens=waiting.job.tokens)
+        except Exception as error:      # the request's handler answers it (422 or 503); the lane serves on
+            self._done(started, "failed" if isinstance(error, INFRA) else "refused")
+            waiting.future.set_exception(error)
+            return
+        self._done(started, "graded", late=time.monotonic() > waiting.due, unrecorded=bool(evaluated.unrecorded))
+        if evaluated.unrecorded:
+            log.warning("a verdict was not recorded: %s", evaluated.unrecorded)
+        waiting.future.set_result(Graded(evaluated.result, reward, evaluated.evaluation_id, started - waiting.arrived))
+
+    def _done(self, started: float, outcome: str, late: bool = False, unrecorded: bool = False) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            self.counts[outcome] += 1
+            self.counts["late"] += late
+            self.counts["unrecorded"] += unrecorded
+            self._mean_s = 0.7 * self._mean_s + 0.3 * (time.monotonic() - started)
+
+    def close(self) -> None:
+        """Stop taking jobs; what waits is cancelled (its requests get 503); a running job gets
+        CLOSE_WAIT_S to finish before its lane is closed under it."""
+        with self._cond:
+            self._closed = True
+            while self._waiting:
+                self._waiting.popleft().future.cancel()
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(CLOSE_WAIT_S)
