@@ -1,6 +1,9 @@
 """`kernelpilot chat` driven through a pseudo-terminal, as a person at a keyboard drives it:
 a problem, a message that runs tools, Ctrl-C in the middle of a hanging candidate, /best,
-/save, /quit, then the session resumed by its id in a new process."""
+/save, /quit, then the session resumed by its id in a new process. And a chat session cut by
+`kill -9` between a graph step's writes and its checkpoint, resumed and spoken to (the `Chat`
+class driven with a `read` function, the policy behind the scripted HTTP endpoint)."""
+import io
 import json
 import os
 import pty
@@ -8,8 +11,20 @@ import re
 import select
 import sys
 import time
+from dataclasses import replace
 
+import pytest
+from rich.console import Console
+
+from agent.cli.chat import Chat
+from agent.graph import Budget, RunMode, build_graph, session_config, tool_message
+from agent.policies import PolicyKind, PolicySpec
+from agent.runtime import checkpoints
+from agent.session import SessionOptions
 from tests.conftest import CANDIDATES, FIXTURES, PROBLEMS, ROOT
+from tests.openai_server import ChatServer, call, reply
+from tests.test_bench import drop_newest_checkpoint, stored
+from tools.home import kernelpilot_home
 
 PROMPT = b"you> "
 
@@ -108,3 +123,75 @@ def test_a_chat_opened_on_a_file_converses(tmp_path):
     term.send("/quit\n")
     assert term.close() == 0
     assert b"Traceback" not in term.seen
+
+
+# ---- a kill between the two commits of a graph step --------------------------------------------
+
+def chat_killed_after(steps: int, options: SessionOptions) -> tuple[str, dict]:
+    """A chat session opened as `/problem` opens one, `steps` graph steps run, then cut between
+    the last step's writes and its checkpoint (tests/test_bench.py does the same to a bench
+    run); its id and its saved state as `get_state` shows it (the cut step's writes applied)."""
+    chat = Chat(options, Console(file=io.StringIO()))
+    try:
+        chat.open(options)
+        session, state_input = chat.session, chat.session.start_state()
+        for _ in range(steps):
+            for _ in session.graph.stream(state_input, session.config, context=session.context,
+                                          interrupt_before=["policy_turn", "run_tools"]):
+                pass
+            state_input = None
+        drop_newest_checkpoint(kernelpilot_home() / "sessions.db", session.id)
+        return session.id, session.state()
+    finally:
+        chat.stack.close()
+
+
+def typed(*lines: str):
+    """A `read` for `Chat.loop`: these lines, then Ctrl-D."""
+    left = list(lines)
+
+    def read(prompt: str) -> str:
+        if not left:
+            raise EOFError
+        return left.pop(0)
+    return read
+
+
+def conversation(messages: list[dict]) -> list[tuple]:
+    return [(m["role"], m.get("content"), m.get("tool_call_id"), [c["id"] for c in m.get("tool_calls", [])])
+            for m in messages]
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4],
+                         ids=["after-the-input", "after-a-policy-turn", "after-a-tool-run", "after-the-last-turn"])
+def test_a_chat_cut_between_a_steps_writes_and_its_checkpoint_resumes_with_them(steps):
+    """`chat --resume ID` keeps what the cut step saved, answers a cut turn's tool calls
+    "interrupted by the user" without running them, and the next message goes on from there:
+    each policy turn asked once, no evaluation run twice. The resume used to see no next node
+    there and feed the user's message to the graph as new input, which drops those writes: cut
+    after the input (the session's whole initial state) KeyError 'backend', after a policy turn
+    that turn lost, after a tool run its answers lost (the endpoint refuses the conversation)."""
+    name = "02_gelu_tanh"
+    analysis = f"## Performance analysis\n{name}: one pass, memory-bound.\n"
+    script = [reply(analysis, call("check_correctness", {"code": (CANDIDATES / f"{name}.py").read_text()})),
+              reply(analysis + "Checked. Over to you.")]
+    with ChatServer(script) as server:
+        options = SessionOptions(problem=PROBLEMS / f"{name}.py", mode=RunMode.CHAT, budget=Budget(patience=None),
+                                 policy=PolicySpec(PolicyKind.OPENAI, model="test-model", base_url=server.url),
+                                 force_cpu=True)
+        session, saved = chat_killed_after(steps, options)
+        shown = io.StringIO()
+        chat = Chat(replace(options, problem=None, session_id=session), Console(file=shown, width=200),
+                    turns_per_message=1)
+        chat.loop(read=typed("what now?"))
+    output = shown.getvalue()
+    assert not re.search(r"^error: ", output, re.MULTILINE), output
+    cut_calls = [tool_message(c["id"], "interrupted by the user") for c in saved["pending"]]
+    assert conversation(server.requests[-1]["messages"]) == conversation(
+        saved["messages"] + cut_calls + [{"role": "user", "content": "what now?"}])
+    assert len(server.requests) == saved["turns"] + 1           # each policy turn asked once
+    assert ("interrupted: the turn was stopped" in output) == (steps < 4)     # a cut turn: control back to the user
+    with checkpoints() as saver:
+        final = build_graph(saver).get_state(session_config(session, options.budget)).values
+    assert final["attempts"][:len(saved["attempts"])] == saved["attempts"]
+    assert stored(kernelpilot_home(), [session]) == len(final["attempts"])     # none run twice, none dropped

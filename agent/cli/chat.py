@@ -97,8 +97,8 @@ class Chat:
         options, resumed = resolve(options, self.runtime.graph)
         policy = options.policy.build(self.runtime.store, options.budget)
         self.session = AgentSession.open(self.runtime, options, policy, resumed=resumed)
-        if self.session.resumed and self.session.graph.get_state(self.session.config).next:
-            self.interrupted()      # cut mid-turn: its pending tool calls get answers before anything else
+        if self.session.resumed and self.session.cut_mid_run():
+            self.close_cut_run()
         problem = self.session.context.toolbox.problem
         self.console.print(f"session {self.session.id}: {problem.name} ({problem.size} size) on "
                            f"{self.session.context.device.name}, policy {self.session.context.policy.name}")
@@ -159,6 +159,20 @@ class Chat:
             drive(session, state_input, self.console)
         except KeyboardInterrupt:
             self.interrupted()
+
+    def close_cut_run(self) -> None:
+        """Settle a resumed session whose last run was cut, before the user's message goes in as
+        new input (which drops the writes of a step saved without the checkpoint that applies
+        them: kill -9 between the two commits). Streaming None applies such writes and runs no
+        node: a resume passes the breakpoints of its first step, whose tasks all have writes,
+        and stops before the next. A step with a task that has no writes is not streamed (that
+        task would run): it is the cut turn, closed as Ctrl-C closes one, its calls not run."""
+        session = self.session
+        if not session.graph.get_state(session.config).next:
+            for _ in session.graph.stream(None, session.config, context=session.context, interrupt_before="*"):
+                pass
+        if session.graph.get_state(session.config).next:
+            self.interrupted()      # a turn left unfinished: its pending tool calls answered, control to the user
 
     def interrupted(self) -> None:
         """Close the cut turn in the checkpoint: its pending calls answered, control back to the user."""
