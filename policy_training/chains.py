@@ -147,7 +147,6 @@ def _bounded(rng: random.Random, name: str, v: str, r: Range) -> tuple[str, str,
 
 
 def _param_line(name: str, shape: str, dtype: DType) -> str:
-    dtype_arg = f", {dtype.keyword}" if dtype.keyword else ""
     if name == "scale_param":
-        return f"self.scale = nn.Parameter(torch.rand({shape}{dtype_arg}) + 0.5)"
-    return f"self.bias = nn.Parameter(torch.randn({shape}{dtype_arg}) * 0.1)"
+        return f"self.scale = nn.Parameter(torch.rand({shape}{dtype.argument}) + 0.5)"
+    return f"self.bias = nn.Parameter(torch.randn({shape}{dtype.argument}) * 0.1)"

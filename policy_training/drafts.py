@@ -30,9 +30,9 @@ class DType(StrEnum):
     BF16 = "bfloat16"
 
     @property
-    def keyword(self) -> str:
-        """The `dtype=` argument a tensor or layer takes ("" for fp32, the default)."""
-        return "" if self is DType.FP32 else f"dtype=torch.{self.value}"
+    def argument(self) -> str:
+        """`, dtype=torch.float16` to end a tensor's or a layer's call with; nothing for fp32, the default."""
+        return "" if self is DType.FP32 else f", dtype=torch.{self.value}"
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,6 @@ def render(draft: Draft) -> str:
     sizes = dict(draft.sizes)
     shape = ", ".join(str(sizes[name]) for name in draft.shape)
     small = ", ".join(f'"{name}": {value}' for name, value in draft.small)
-    dtype = f", {draft.dtype.keyword}" if draft.dtype.keyword else ""
     lines = [
         f'"""{draft.summary[:1].upper()}{draft.summary[1:]}', "",
         f"x: ({', '.join(draft.shape)}), full size ({shape}), {draft.dtype.value}; "
@@ -83,7 +82,7 @@ def render(draft: Draft) -> str:
         "    def forward(self, x):",
         *(f"        {line}" for line in draft.forward_lines), "", "",
         "def get_inputs():",
-        f"    return [torch.{draft.draw}({', '.join(draft.shape)}{dtype})]", "", "",
+        f"    return [torch.{draft.draw}({', '.join(draft.shape)}{draft.dtype.argument})]", "", "",
         "def get_init_inputs():",
         f"    return [{', '.join(draft.init_args)}]", "",
     ]

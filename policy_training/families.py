@@ -14,6 +14,7 @@ of elements is dominated by its own rounding.
 
     draft = BUILDERS[Family.NORM](random.Random("seed"), DType.FP32)
 """
+import math
 import random
 
 from policy_training.chains import Range, chain
@@ -39,10 +40,7 @@ def pick_sizes(rng: random.Random, choices: dict[str, tuple[int, ...]], fits) ->
 
 
 def _elements(values: dict[str, int], names: tuple[str, ...]) -> int:
-    total = 1
-    for name in names:
-        total *= values[name]
-    return total
+    return math.prod(values[name] for name in names)
 
 
 Shape = tuple[tuple[str, ...], dict[str, int], dict[str, int]]     # (input shape's names, full sizes, small sizes)
@@ -66,11 +64,6 @@ def _draft(summary: str, category: str, shape: Shape, *, constants: dict[str, in
     names, full, small = shape
     return Draft(summary, category, tuple(full.items()) + tuple((constants or {}).items()), tuple(small.items()),
                  init_args, tuple(init), tuple(forward), names, draw, dtype, output or names)
-
-
-def _kw(dtype: DType) -> str:
-    """`, dtype=torch.float16` for a layer or tensor call; nothing for fp32."""
-    return f", {dtype.keyword}" if dtype.keyword else ""
 
 
 def _then(labels: tuple[str, ...]) -> str:
@@ -139,10 +132,10 @@ def norm(rng: random.Random, dtype: DType) -> Draft:
         shape, args, param_shape = _rows(rng, rng.choice((2, 3))), ("dim",), "dim"
         if kind == "layernorm":
             affine = rng.choice((True, False))
-            init = [f"self.norm = nn.LayerNorm(dim, eps={eps!r}, elementwise_affine={affine}{_kw(dtype)})"]
+            init = [f"self.norm = nn.LayerNorm(dim, eps={eps!r}, elementwise_affine={affine}{dtype.argument})"]
             forward = ["y = self.norm(x)"]
         else:
-            init = [f"self.weight = nn.Parameter(torch.ones(dim{_kw(dtype)}))"]
+            init = [f"self.weight = nn.Parameter(torch.ones(dim{dtype.argument}))"]
             forward = [f"y = x * torch.rsqrt(torch.mean(x * x, dim=-1, keepdim=True) + {eps!r})", "y = y * self.weight"]
     steps = chain(rng, rng.randint(0, 2), "y", NORMED, param_shape=param_shape, residual=INPUT_RANGE[draw], dtype=dtype)
     title = {"layernorm": "LayerNorm", "rmsnorm": "RMSNorm over the last dim",
@@ -162,7 +155,7 @@ def _groupnorm(rng: random.Random, dtype: DType, draw: str, eps: float) -> Draft
     small = {"batch_size": 2, "channels": small_groups * rng.choice((2, 3)), "num_groups": small_groups,
              "height": rng.choice((5, 7)), "width": rng.choice((6, 9))}
     affine = rng.choice((True, False))
-    init = [f"self.norm = nn.GroupNorm(num_groups, channels, eps={eps!r}, affine={affine}{_kw(dtype)})"]
+    init = [f"self.norm = nn.GroupNorm(num_groups, channels, eps={eps!r}, affine={affine}{dtype.argument})"]
     steps = chain(rng, rng.randint(0, 2), "y", NORMED, param_shape="channels, 1, 1", residual=INPUT_RANGE[draw],
                   dtype=dtype)
     return _draft(f"GroupNorm of a ({', '.join(names)}) tensor{_then(steps.labels)}", "norm", (names, full, small),
@@ -226,7 +219,7 @@ def gemm_epilogue(rng: random.Random, dtype: DType) -> Draft:
     summary = " -> ".join([f"Linear{' (no bias)' if bias else ''}", *steps.labels, *([tail] if tail else [])]) + "."
     return _draft(summary, "matmul_epilogue", (("batch_size", "in_features"), full, small),
                   init_args=("in_features", "out_features"),
-                  init=[f"self.linear = nn.Linear(in_features, out_features{bias}{_kw(dtype)})", *steps.init_lines],
+                  init=[f"self.linear = nn.Linear(in_features, out_features{bias}{dtype.argument})", *steps.init_lines],
                   forward=["y = self.linear(x)", *steps.lines, f"return {GEMM_TAILS[tail]}" if tail else "return y"],
                   draw=draw, dtype=dtype,
                   output=("batch_size", "1" if tail not in (None, "softmax") else "out_features"))
@@ -274,7 +267,7 @@ def conv_epilogue(rng: random.Random, dtype: DType) -> Draft:
                            *([tail] if tail else [])]) + "."
     return _draft(summary, "conv_epilogue", (names, full, small), constants={"kernel_size": kernel},
                   init_args=("in_channels", "out_channels", "kernel_size"),
-                  init=[f"self.conv = nn.Conv2d(in_channels, out_channels, kernel_size{options}{_kw(dtype)})",
+                  init=[f"self.conv = nn.Conv2d(in_channels, out_channels, kernel_size{options}{dtype.argument})",
                         *steps.init_lines],
                   forward=["y = self.conv(x)", *steps.lines, f"return {CONV_TAILS[tail]}" if tail else "return y"],
                   draw=draw, dtype=dtype, output=output)
