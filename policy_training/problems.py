@@ -25,13 +25,12 @@ import random
 import sys
 from collections.abc import Iterator, Sequence
 from enum import StrEnum
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from policy_training.decontaminate import Decontamination, EvaluationSet, decontaminate, evaluation_set
 from policy_training.drafts import DType, Family, GeneratedProblem, render
 from policy_training.families import BUILDERS, FP32_ONLY
-from tools.device import versions
+from tools.device import own_version, versions
 from tools.problems import ProblemError, source_hash
 
 GENERATOR_VERSION = 1
@@ -105,7 +104,7 @@ def manifest(problems: Sequence[GeneratedProblem], seed: int, count: int, drawn:
     return {
         "generator": {"module": "policy_training.problems", "version": GENERATOR_VERSION, "seed": seed, "count": count,
                       "drawn": drawn, "families": [f.value for f in families], "dtypes": [d.value for d in dtypes]},
-        "versions": {**versions(), "kernelpilot": _kernelpilot_version()},
+        "versions": {**versions(), "kernelpilot": own_version()},
         "split": {"held_out_fraction": held_out, "rule": "int(hash[:8], 16) % 1000 < round(held_out_fraction * 1000)",
                   "counts": {s.value: sum(r["split"] == s.value for r in rows) for s in Split}},
         "decontamination": {
@@ -135,13 +134,6 @@ def read_split(manifest_path: str | Path, split: Split) -> list[Path]:
 
 def manifest_digest(manifest_path: str | Path) -> str:
     return hashlib.sha256(Path(manifest_path).read_bytes()).hexdigest()
-
-
-def _kernelpilot_version() -> str:
-    try:
-        return version("kernelpilot")
-    except PackageNotFoundError:    # run from a checkout that was never installed
-        return "not installed"
 
 
 # ------------------------------------------------------------------ the command line

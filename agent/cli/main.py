@@ -8,7 +8,6 @@ import json
 import signal
 import sys
 import uuid
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from rich.console import Console
@@ -23,7 +22,7 @@ from agent.cli.history import add_history_parser, run_history
 from agent.cli.optimize import add_optimize_parser, run_optimize
 from agent.cli.sandbox import add_sandbox_parser, run_sandbox
 from agent.policy import PolicyError
-from tools.device import DeviceInfo, detect, pick_index
+from tools.device import DeviceInfo, detect, own_version, pick_index
 from agent.runtime import CheckpointError
 from agent.session import SessionError
 from tools.history import HistoryError, HistoryStore, Origin
@@ -72,13 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(commands)
     add_grader_parser(commands)
     return parser
-
-
-def own_version() -> str:
-    try:
-        return version("kernelpilot")
-    except PackageNotFoundError:    # run from a checkout on PYTHONPATH (the GPU machines), not installed
-        return "(not installed: run from a source checkout)"
 
 
 def main(argv: list[str] | None = None) -> ExitCode:

@@ -13,7 +13,6 @@ is parsed. Every error answer is one line in `{"detail": ...}`; nothing a client
 the service (an unexpected error of ours is a 500 with its traceback in the server's log).
 """
 import asyncio
-import importlib.metadata
 import json
 import secrets
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from policy_training.grader.lanes import Job, problem_folder
 from policy_training.grader.pool import INFRA, Graded, GraderPool, PoolClosed, QueueFull
 from policy_training.grader.protocol import (MAX_BODY_BYTES, ErrorBody, GradeRequest, GradeResponse, Health,
                                              LaneInfo, QueueState)
+from tools.device import own_version
 from tools.problems import ProblemError
 
 OPEN_PATHS = frozenset({"/v1/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
@@ -155,7 +155,7 @@ def described(e: dict) -> str:
 
 
 def create_app(pool: GraderPool, settings: Settings) -> FastAPI:
-    app = FastAPI(title="kernelpilot grader", version=importlib.metadata.version("kernelpilot"),
+    app = FastAPI(title="kernelpilot grader", version=own_version(),
                   description=DESCRIPTION)
     app.add_middleware(Guard, token=settings.token, max_body_bytes=settings.max_body_bytes)
     app.add_exception_handler(RequestValidationError, invalid)
