@@ -7,8 +7,9 @@
 - gemm_epilogue: nn.Linear, a chain of 1-3, then maybe a row reduction or a softmax
 - conv_epilogue: nn.Conv2d, a chain of 1-3, then maybe a pooling mean, a channel reduction or softmax
 
-Full sizes move at most 512 MiB of fp32 a tensor and at most ~0.3 TFLOP a problem (milliseconds
-on an H100, far below 80 GB); small sizes are a few thousand elements with irregular extents,
+Full sizes move at most 512 MiB of fp32 a tensor and at most ~0.3 TFLOP a problem (by
+arithmetic milliseconds on an H100, not yet timed there; every tensor of a forward together
+stays under 4 GiB); small sizes are a few thousand elements with irregular extents,
 for the Triton interpreter on a CPU. Reductions stay fp32: a low-precision sum over thousands
 of elements is dominated by its own rounding.
 

@@ -5,8 +5,8 @@ KernelBench is the evaluation set, so training draws its own problems: random bu
 well-formed compositions from six families (families.py: elementwise chains, row
 reductions, norms, softmax variants, GEMM and conv epilogues), random sizes, fp32 unless
 other dtypes are asked for. Problem i of seed s is drawn from its own `random.Random`
-seeded with the string "s:i", so the same seed gives byte-identical sources (any Python,
-any machine) and `generate(s, n)` is a prefix of `generate(s, n + k)`. Each is named
+seeded with the string "s:i", so the same seed gives byte-identical sources (CPython's
+string seeding and choice() are stable across versions and machines; a test pins seed 0) and `generate(s, n)` is a prefix of `generate(s, n + k)`. Each is named
 `gen_<family>_<hash8>`, its hash the loader's (`tools.problems.source_hash`). The split
 is a function of the hash alone, so a problem stays on its side whatever run draws it.
 
