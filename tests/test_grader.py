@@ -37,6 +37,7 @@ TOKEN = f"test-token-{secrets.token_hex(12)}"
 PROBLEM = read(PROBLEMS / "04_softmax_rows.py")
 HONEST = read(CANDIDATES / "04_softmax_rows.py")
 WRONG = read(FIXTURES / "wrong" / "04_softmax_rows.py")
+SLOW = HONEST.replace("import torch\n", "import time\ntime.sleep(4)   # a slow import: started, then past its deadline\nimport torch\n", 1)
 CHEAT = read(ROOT / "tests" / "cheats" / "cheat_gc_reading.py")
 START_S = 180
 
@@ -210,7 +211,7 @@ def test_a_request_past_its_deadline_is_504(grader):
     504 too, and the evaluation still finishes and is recorded (counted late)."""
     before = grader.idle()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        running = pool.submit(grader.post, {"problem": PROBLEM, "candidate": HONEST})
+        running = pool.submit(grader.post, {"problem": PROBLEM, "candidate": SLOW})     # the lane busy for 4 s
         while grader.queue()["in_flight"] == 0:
             time.sleep(0.05)
         waiting = grader.post({"problem": PROBLEM, "candidate": WRONG, "deadline_s": 0.3})
@@ -219,7 +220,7 @@ def test_a_request_past_its_deadline_is_504(grader):
         assert running.result().status_code == 200
         grader.graded_ids.append(running.result().json()["evaluation_id"])
     grader.idle()
-    started = grader.post({"problem": PROBLEM, "candidate": HONEST, "deadline_s": 0.2})
+    started = grader.post({"problem": PROBLEM, "candidate": SLOW, "deadline_s": 1.5})
     assert started.status_code == 504 and started.json()["started"] is True, started.text
     after = grader.idle()
     assert after["expired"] == before["expired"] + 1 and after["late"] == before["late"] + 1
