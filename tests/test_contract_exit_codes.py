@@ -41,7 +41,10 @@ def test_a_sandbox_that_cannot_start_exits_4_from_eval(tmp_path):
 def test_a_sandbox_that_cannot_start_exits_4_from_optimize_and_sandbox_check(tmp_path):
     for command in (["optimize", SOFTMAX, "--sandbox", "docker", "--out", str(tmp_path / "out")],
                     ["sandbox", "check"]):
-        assert_infra(kernelpilot(*command, env=no_daemon(tmp_path)), "no Docker daemon reachable")
+        done = kernelpilot(*command, env=no_daemon(tmp_path))
+        assert_infra(done, "no Docker daemon reachable")
+        # `sandbox check` does not send its user to `sandbox check` (issue 23 item 8)
+        assert ("`kernelpilot sandbox check`" in done.stderr) is (command[0] == "optimize"), done.stderr
 
 
 def test_outputs_that_cannot_be_written_exit_4(tmp_path):

@@ -34,7 +34,7 @@ def add_sandbox_parser(commands) -> None:
 
 def run_sandbox(args) -> ExitCode:
     """Raises SandboxError (ExitCode.INFRA, from agent/cli/main.py) when no daemon answers."""
-    client = connect()
+    client = connect(then=", then run this again")
     if args.verb == "build":
         report = build(client, args.recipe, force=args.force)
         what = f"built in {report.seconds:.0f} s" if report.built else "already present, nothing to do"

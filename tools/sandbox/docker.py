@@ -62,15 +62,17 @@ def _remove_leftovers() -> None:
         _live_boxes.discard(box)
 
 
-def connect(base_url: str | None = None) -> docker.DockerClient:
-    """A client of a daemon that answers, or SandboxError saying how to get one."""
+def connect(base_url: str | None = None,
+            then: str = " and check with `kernelpilot sandbox check`") -> docker.DockerClient:
+    """A client of a daemon that answers, or SandboxError saying how to get one (`then`: what
+    to do once it runs; `sandbox check` itself says nothing more)."""
     try:
         client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
         client.ping()
     except DAEMON_GONE as error:
         where = base_url or os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         raise SandboxError(f"no Docker daemon reachable at {where} ({type(error).__name__}): start dockerd "
-                           "(sandbox_image/README.md) and check with `kernelpilot sandbox check`") from None
+                           f"(sandbox_image/README.md){then}") from None
     return client
 
 
