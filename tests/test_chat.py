@@ -115,6 +115,7 @@ def test_a_chat_opened_on_a_file_converses(tmp_path):
         {"text": "## Performance analysis\nMeasuring one kernel.",
          "tool_calls": [{"name": "compile", "code_file": str(CANDIDATES / "04_softmax_rows.py")}]}]}))
     term = Terminal(str(PROBLEMS / "02_gelu_tanh.py"), "--policy", f"replay:{script}", "--cpu", "--turns", "1")
+    term.expect(b"starting the sandbox")    # said before the seconds the start takes, not after
     assert b"memory-bound" in term.expect(PROMPT)
     term.send("why is it slow?\n")
     assert b"One pass over x" in term.expect(PROMPT)

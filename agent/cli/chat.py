@@ -93,6 +93,8 @@ class Chat:
         """A session on the conversation's one runtime (opened with the first problem, kept to the end)."""
         self.session = None
         if self.runtime is None:
+            # The fork server imports torch and Triton, the device is probed: seconds, said first.
+            self.console.print("starting the sandbox and the device…", style="dim")
             self.runtime = self.stack.enter_context(Runtime.open(options.runtime_options()))
         options, resumed = resolve(options, self.runtime.graph)
         policy = options.policy.build(self.runtime.store, options.budget)
