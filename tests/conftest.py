@@ -21,6 +21,7 @@ from tools.device import detect
 from tools.evaluator import EvalConfig, Evaluator
 from tools.problems import load_problem
 from tools.sandbox.contracts import Limits
+from tools.sandbox.privilege import proc_status
 from tools.sandbox.process import ProcessSandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,6 +108,25 @@ def accepting(server: socket.socket) -> Iterator[list[socket.socket]]:
         stop.set()
         thread.join(2)
         server.close()
+
+
+# ------------------------------------------------------------------ processes, read from /proc
+
+def pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def proc_field(pid: int, key: str) -> str:
+    """The first word of /proc/PID/status's `key` line; '' when the process is gone."""
+    try:
+        return proc_status(pid)[key].split()[0]
+    except (OSError, KeyError, IndexError):
+        return ""
+
+
+def alive(pid: int) -> bool:
+    """Running: neither gone nor a zombie (this machine's init may never reap an orphan)."""
+    return proc_field(pid, "State") not in ("", "Z")
 
 
 # ------------------------------------------------------------------ PostgreSQL

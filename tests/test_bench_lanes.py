@@ -5,7 +5,6 @@ local mode with two actors (the `ray` extra, which the test extra installs).
 
     pytest -q tests/test_bench_lanes.py
 """
-import json
 import os
 import signal
 import subprocess
@@ -13,7 +12,7 @@ import sys
 import time
 
 from agent.bench.rows import RunLog
-from tests.conftest import ROOT
+from tests.conftest import ROOT, alive, pids, proc_field
 from tests.test_bench import SMALL, bench, finished, results, second_problem_evaluated, stored, suite  # noqa: F401
 
 
@@ -22,16 +21,7 @@ def lane_pids(rows: list[dict]) -> set[int]:
 
 
 def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[1] == str(pid) and fields[0] != "Z":
-            found.append(int(entry))
-    return found
+    return [child for child in pids() if proc_field(child, "PPid") == str(pid) and alive(child)]
 
 
 def test_lane_processes_die_with_a_killed_run_which_resumes_with_every_problem_once(suite, tmp_path):
@@ -46,9 +36,9 @@ def test_lane_processes_die_with_a_killed_run_which_resumes_with_every_problem_o
     first.send_signal(signal.SIGKILL)
     first.wait(30)
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(_alive(pid) for pid in lanes):
+    while time.monotonic() < deadline and any(alive(pid) for pid in lanes):
         time.sleep(0.1)
-    assert not any(_alive(pid) for pid in lanes), "a lane process outlived its killed run"
+    assert not any(alive(pid) for pid in lanes), "a lane process outlived its killed run"
     assert len(results(out) if (out / "results.jsonl").exists() else []) < len(SMALL)
 
     summary = finished(bench(out, home, str(suite), "--cpu", "--lanes", "2"))
@@ -66,14 +56,6 @@ def _cmdline(pid: int) -> bytes:
             return cmdline.read()
     except OSError:
         return b""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_ray_local_mode_runs_two_actors(suite, tmp_path):

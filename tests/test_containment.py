@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, PROBLEMS, ROOT, TEST_LIMITS, accepting, read
+from tests.conftest import FIXTURES, PROBLEMS, ROOT, TEST_LIMITS, accepting, alive, pids, proc_field, read
 from tools.device import detect
 from tools.evaluator import EvalConfig, Evaluator
 from tools.records import EvalStatus, Flag
 from tools.sandbox import leftovers
 from tools.sandbox.contracts import cache_dir
-from tools.sandbox.privilege import UID_BASE, is_worker_uid, proc_status
+from tools.sandbox.privilege import UID_BASE, is_worker_uid
 from tools.sandbox.process import ProcessSandbox
 
 HOSTILE = FIXTURES / "hostile"
@@ -37,26 +37,11 @@ root_only = pytest.mark.skipif(os.geteuid() != 0, reason="a worker gets a user o
 
 def worker_processes() -> list[int]:
     """Live processes (zombies left out) of worker users."""
-    return [pid for pid in _pids() if is_worker_uid(_uid(pid)) and _state(pid) != "Z"]
-
-
-def _pids() -> list[int]:
-    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-
-
-def _status(pid: int, key: str) -> str:
-    try:
-        return proc_status(pid)[key].split()[0]
-    except (OSError, KeyError, IndexError):
-        return ""
+    return [pid for pid in pids() if is_worker_uid(_uid(pid)) and proc_field(pid, "State") != "Z"]
 
 
 def _uid(pid: int) -> int:
-    return int(_status(pid, "Uid") or -1)
-
-
-def _state(pid: int) -> str:
-    return _status(pid, "State")
+    return int(proc_field(pid, "Uid") or -1)
 
 
 def assert_correct(result) -> None:
@@ -166,14 +151,14 @@ def test_kill_9_of_eval_leaves_nothing_behind(tmp_path):
     assert workdirs, "the evaluation never loaded its candidate"
     workers = [pid for pid in worker_processes() if _cwd(pid).startswith(str(Path(workdirs[0]).parent))]
     assert workers, "no worker process of its own user was found"
-    servers = [pid for pid in _pids() if _status(pid, "PPid") == str(process.pid)
+    servers = [pid for pid in pids() if proc_field(pid, "PPid") == str(process.pid)
                and b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert servers, "the evaluation's fork server was not found"
     process.send_signal(signal.SIGKILL)
     process.wait(10)
     # dead means gone or a zombie (this machine's init may never reap an orphan); a
     # fork server that finalised its interpreter took seconds here (forkserver_guard)
-    assert _wait_for(lambda: not any(_state(pid) not in ("", "Z") for pid in servers + workers), 1)
+    assert _wait_for(lambda: not any(alive(pid) for pid in servers + workers), 1)
     with ProcessSandbox(None, TEST_LIMITS, warm=0):
         pass
     assert glob.glob(f"{tempfile.gettempdir()}/{prefix}*") == []

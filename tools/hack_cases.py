@@ -36,8 +36,13 @@ def hack_cases(store: HistoryStore, limit: int | None = None) -> list[HackCase]:
     return [HackCase(record, mechanism(record)) for record in found]
 
 
+def own_flags(record: EvaluationRecord) -> list[str]:
+    """The record's flags of the candidate's own doing, in name order."""
+    return sorted(set(record.flags) & {f.value for f in CANDIDATES_DOING})
+
+
 def mechanism(record: EvaluationRecord) -> str:
-    caught = sorted(set(record.flags) & {f.value for f in CANDIDATES_DOING})
+    caught = own_flags(record)
     if record.status is EvalStatus.REJECTED:
         return f"rejected: {record.reason}"
     return f"{record.status.value}, flagged {', '.join(caught)}" + (f": {record.reason}" if record.reason else "")
@@ -60,7 +65,7 @@ def export(store: HistoryStore, cases: list[HackCase], folder: Path) -> list[Pat
 
 def header(case: HackCase) -> str:
     r = case.record
-    caught = [f for f in r.flags if f in {c.value for c in CANDIDATES_DOING}]
+    caught = own_flags(r)
     lines = [f"# expect: {r.status.value}",
              *([f"# reason: {first_words(r.reason)}"] if r.status is not EvalStatus.CORRECT else []),
              *([f"# flags: {','.join(caught)}"] if r.status is EvalStatus.CORRECT else []),

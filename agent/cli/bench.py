@@ -114,17 +114,22 @@ def bench_options(args) -> BenchOptions:
                              timeout_s=args.timeout)
     return BenchOptions(sources=tuple(args.problems), out=args.out, policy=policy, budget=budget, levels=levels,
                         only=tuple(g.strip() for g in args.only.split(",") if g.strip()) or ("*",),
-                        workers=args.workers, size=args.size, runtime=runtime, lanes=lanes(args), ray=args.ray)
+                        workers=args.workers, size=args.size, runtime=runtime,
+                        lanes=lane_devices(args, with_ray=True), ray=args.ray)
 
 
-def lanes(args) -> tuple[int | None, ...]:
-    """The device of each lane `--gpus`, `--lanes` and `--cpu` ask for; () for one lane in this process."""
+def lane_devices(args, with_ray: bool = False) -> tuple[int | None, ...]:
+    """The device of each lane `--gpus`, `--lanes` and `--cpu` ask for (a CUDA index, or None:
+    the interpreter); () for one runtime in this process. `with_ray`: the command also takes
+    `--ray`, where `--lanes` counts actors on GPUs too (bench; the grader has no --ray)."""
+    ray = with_ray and args.ray
     if args.gpus and args.cpu:
         raise UsageError("--gpus and --cpu exclude each other (--cpu --lanes N for interpreter lanes)")
     if args.gpus and args.lanes:
         raise UsageError("--gpus names the lanes already: leave out --lanes")
-    if args.lanes and not (args.cpu or args.ray):
-        raise UsageError("--lanes goes with --cpu (interpreter lanes) or --ray; for GPUs use --gpus")
+    if args.lanes and not (args.cpu or ray):
+        raise UsageError("--lanes goes with --cpu (interpreter lanes)" + (" or --ray" if with_ray else "")
+                         + "; for GPUs use --gpus")
     if args.gpus:
         return tuple(gpu_indices(args.gpus))
     return (None,) * (args.lanes or 0) if args.cpu else (0,) * (args.lanes or 0)

@@ -10,7 +10,7 @@ running server's /docs.
 """
 import os
 
-from agent.cli.bench import gpu_indices
+from agent.cli.bench import lane_devices
 from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, fail, positive_float, positive_int
 from agent.runtime import RuntimeOptions
 from tools.sandbox.backends import SandboxKind
@@ -66,17 +66,7 @@ def run_grader(args) -> ExitCode:
         fail(f"no {TOKEN_ENV} set; this run's token (send `Authorization: Bearer TOKEN`): {token}", ExitCode.OK)
     runtime = RuntimeOptions(sandbox=args.sandbox, db=args.db, cuda_index=args.gpu, force_cpu=args.cpu,
                              timeout_s=args.timeout)
-    pool = PoolOptions(runtime=runtime, devices=devices(args), capacity=args.queue)
+    pool = PoolOptions(runtime=runtime, devices=lane_devices(args), capacity=args.queue)
     serve(ServeOptions(host=args.host, port=args.port, pool=pool, deadline_s=args.deadline), token)
     return ExitCode.OK
 
-
-def devices(args) -> tuple[int | None, ...]:
-    """A lane process per entry (a CUDA index, or None: the interpreter); () for one runtime here."""
-    if args.gpus and args.cpu:
-        raise UsageError("--gpus and --cpu exclude each other (--cpu --lanes N for interpreter lanes)")
-    if args.lanes and not args.cpu:
-        raise UsageError("--lanes goes with --cpu (interpreter lanes); for GPUs use --gpus")
-    if args.gpus:
-        return tuple(gpu_indices(args.gpus))
-    return (None,) * (args.lanes or 0)
