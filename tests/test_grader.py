@@ -292,24 +292,43 @@ def test_a_client_with_no_service_says_so():
             client.grade(PROBLEM, HONEST)
 
 
+def kill_lane_when_busy(pool: GraderPool, graded_before: int, not_pid: int | None = None) -> int:
+    """SIGKILL the (one) lane process, other than `not_pid`, once it has started the next job; its pid."""
+    deadline = time.monotonic() + 120
+    while (pool.state().in_flight == 0 or pool.state().graded != graded_before
+           or pool.lanes[0].process.pid == not_pid):
+        assert time.monotonic() < deadline, pool.state()
+        time.sleep(0.05)
+    time.sleep(0.5)
+    pid = pool.lanes[0].process.pid
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
 @pytest.mark.slow
-def test_lane_processes_grade_too_and_a_dead_one_is_our_sides_failure():
-    """--gpus' path (a spawned lane process with its own runtime), here in the interpreter. A
-    lane killed mid-evaluation fails its job as LaneFailure (the server's 503, no verdict), and
-    a pool with no live lane takes no more work."""
-    options = PoolOptions(runtime=RuntimeOptions(force_cpu=True), devices=(None,), capacity=4)
+def test_lane_processes_grade_too_and_a_dead_one_restarts_and_reruns_its_job_once():
+    """--gpus' path (a spawned lane process with its own runtime), here in the interpreter. A lane
+    killed mid-evaluation is started again and its job re-run once (a verdict, not a 503); killed
+    again under the same job, the job fails as LaneFailure (the server's 503, no verdict); with the
+    restart budget spent, a dead lane stays dead and the pool takes no more work."""
+    options = PoolOptions(runtime=RuntimeOptions(force_cpu=True), devices=(None,), capacity=4, restarts=2)
     with GraderPool.open(options) as pool:
         assert [(d.mode, alive) for d, alive in pool.devices()] == [("cpu-interpreter", True)]
         graded = pool.submit(Job(PROBLEM, HONEST), deadline_s=120).result(timeout=120)
         assert (graded.result.status.value, graded.reward.value, graded.evaluation_id) == ("correct", 1.0, 1)
-        hanging = pool.submit(Job(PROBLEM, read(FIXTURES / "candidates" / "hang_forward.py")), deadline_s=120)
-        while pool.state().in_flight == 0:
-            time.sleep(0.05)
-        time.sleep(0.5)
-        os.kill(pool.lanes[0].process.pid, signal.SIGKILL)
+
+        survivor = pool.submit(Job(PROBLEM, SLOW), deadline_s=300)
+        first = kill_lane_when_busy(pool, graded_before=1)
+        assert survivor.result(timeout=300).result.status.value == "correct"     # re-run on a new lane
+        assert pool.lanes[0].process.pid != first and pool.state().retried == 1
+
+        twice = pool.submit(Job(PROBLEM, read(FIXTURES / "candidates" / "hang_forward.py")), deadline_s=300)
+        second = kill_lane_when_busy(pool, graded_before=2)
+        kill_lane_when_busy(pool, graded_before=2, not_pid=second)     # the restarted lane, under the same job
         with pytest.raises(LaneFailure, match="died during its evaluation"):
-            hanging.result(timeout=60)
-        assert [alive for _, alive in pool.devices()] == [False]
+            twice.result(timeout=60)
+        state = pool.state()
+        assert (state.restarts, state.retried, state.failed) == (2, 2, 1), state
+        assert [alive for _, alive in pool.devices()] == [False]     # the budget is spent: it stays dead
         with pytest.raises(PoolClosed, match="no runtime"):
             pool.submit(Job(PROBLEM, HONEST), deadline_s=10)
-        assert pool.state().failed == 1

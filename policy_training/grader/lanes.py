@@ -126,10 +126,12 @@ class LocalLane:
 
 class ProcessLane:
     """A runtime in a spawned process on one CUDA device (None: the interpreter); jobs go
-    over a pipe, one at a time. Start it from the main thread: it dies when that thread ends."""
+    over a pipe, one at a time. It dies when the thread that started it ends: the main thread,
+    or the pool's thread of its lane when the pool starts it again (pool.py)."""
 
     def __init__(self, options: RuntimeOptions, device: int | None, session: str):
         context = multiprocessing.get_context("spawn")      # a fresh interpreter: no CUDA, no fork server
+        self.options, self.device_index, self.session = options, device, session
         self.name = f"lane-{'cpu' if device is None else device}"
         self._pipe, child = context.Pipe()
         self.process = context.Process(target=lane_main, args=(lane_runtime(options, device), session, child, os.getpid()),
@@ -168,6 +170,10 @@ class ProcessLane:
                 self._usable = False
             raise LaneFailure(f"{self.name}: {payload}")
         return payload
+
+    def restarted(self) -> "ProcessLane":
+        """A new lane process in this one's place (close this one first)."""
+        return ProcessLane(self.options, self.device_index, self.session)
 
     def close(self) -> None:
         self._usable = False

@@ -12,6 +12,12 @@ smooths against the same running statistics. At most `capacity` jobs wait: `subm
 A job whose deadline passed while it waited is dropped unstarted; one that had started runs to
 its end (its sandbox's limits bound it) and is recorded, but counted `late`. A failed job's
 future carries the error: `ProblemError` (the request's problem) or one of `INFRA` (our side's).
+
+A lane process that dies (killed, out of host memory) is started again by its own thread, at
+most `PoolOptions.restarts` times over the service's life, and the job it died under goes back
+to the head of the queue once: a second death under the same job fails it (`LaneFailure`, the
+server's 503), so a candidate that could kill lanes gets no verdict and costs a bounded number
+of restarts. While a lane restarts, jobs wait for it rather than being refused.
 """
 import logging
 import math
@@ -22,7 +28,7 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from agent.runtime import CheckpointError, RuntimeOptions
 from policy_training.grader.lanes import Job, LaneDevice, LaneFailure, LocalLane, ProcessLane
@@ -43,6 +49,7 @@ class PoolOptions:
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     devices: tuple[int | None, ...] = ()    # a lane process each (CUDA index; None: the interpreter); () one lane here
     capacity: int = 64                      # jobs that may wait for a lane
+    restarts: int = 3                       # times a dead lane process is started again, all lanes together
     reward: RewardConfig = field(default_factory=RewardConfig)
 
 
@@ -70,6 +77,7 @@ class Waiting:
     future: Future
     arrived: float          # time.monotonic()
     due: float
+    retried: bool = False   # its lane died under it once already
 
 
 class GraderPool:
@@ -79,8 +87,9 @@ class GraderPool:
         self._waiting: deque[Waiting] = deque()
         self._cond = threading.Condition()
         self._in_flight, self._closed, self._mean_s = 0, False, FIRST_GUESS_S
-        self._threads = [threading.Thread(target=self._serve, args=(lane,), name=f"grader-lane-{i}", daemon=True)
-                         for i, lane in enumerate(lanes)]
+        self._restarts_left, self._restarting = options.restarts, 0
+        self._threads = [threading.Thread(target=self._serve, args=(index,), name=f"grader-lane-{index}", daemon=True)
+                         for index in range(len(lanes))]
 
     @staticmethod
     @contextmanager
@@ -107,7 +116,7 @@ class GraderPool:
     def submit(self, job: Job, deadline_s: float) -> Future:
         now = time.monotonic()
         with self._cond:
-            if self._closed or not any(lane.alive for lane in self.lanes):
+            if self._closed or not (self._restarting or any(lane.alive for lane in self.lanes)):
                 raise PoolClosed("the grader is stopping" if self._closed else "no runtime of the grader is alive")
             if len(self._waiting) >= self.options.capacity:
                 self.counts["rejected"] += 1
@@ -121,7 +130,7 @@ class GraderPool:
         """Take a job off the queue if it has not started (its deadline passed, or its client left)."""
         with self._cond:
             for waiting in self._waiting:
-                if waiting.future is future:
+                if waiting.future is future and not waiting.retried:   # a retried job had started
                     self._waiting.remove(waiting)
                     future.cancel()
                     self.counts["expired"] += 1
@@ -133,7 +142,7 @@ class GraderPool:
             return QueueState(depth=len(self._waiting), capacity=self.options.capacity, in_flight=self._in_flight,
                               lanes=len(self.lanes), **{key: self.counts[key] for key in
                                                         ("graded", "rejected", "expired", "late", "refused",
-                                                         "failed", "unrecorded")})
+                                                         "failed", "unrecorded", "retried", "restarts")})
 
     def retry_after(self) -> int:
         with self._cond:
@@ -144,13 +153,36 @@ class GraderPool:
         alive = max(1, sum(lane.alive for lane in self.lanes))
         return max(1, min(300, math.ceil(self._mean_s * (len(self._waiting) + self._in_flight) / alive)))
 
-    def _serve(self, lane) -> None:
-        while lane.alive and (waiting := self._take()) is not None:
-            self._grade(lane, waiting)
+    def _serve(self, index: int) -> None:
+        while (self.lanes[index].alive or self._restart(index)) and (waiting := self._take()) is not None:
+            self._grade(self.lanes[index], waiting)
         with self._cond:
-            if not self._closed and not any(other.alive for other in self.lanes):    # the last lane died
-                while self._waiting:
+            if not self._closed and not self._restarting and not any(other.alive for other in self.lanes):
+                while self._waiting:    # the last lane died for good
                     self._waiting.popleft().future.set_exception(LaneFailure("no runtime of the grader is alive"))
+
+    def _restart(self, index: int) -> bool:
+        """Start a dead lane process again (from this, its own thread: the new process dies with it,
+        at the service's end), while the restart budget lasts."""
+        dead = self.lanes[index]
+        with self._cond:
+            if self._closed or not isinstance(dead, ProcessLane) or self._restarts_left <= 0:
+                return False
+            self._restarts_left -= 1
+            self._restarting += 1
+            self.counts["restarts"] += 1
+        log.warning("%s died (exit code %s): starting it again", dead.name, dead.process.exitcode)
+        try:
+            dead.close()
+            self.lanes[index] = dead.restarted()
+            return True
+        except LaneFailure as error:
+            log.error("%s could not be started again: %s", dead.name, error)
+            return False
+        finally:
+            with self._cond:
+                self._restarting -= 1
+                self._cond.notify_all()
 
     def _take(self) -> Waiting | None:
         with self._cond:
@@ -161,17 +193,31 @@ class GraderPool:
                     return None
                 waiting = self._waiting.popleft()
                 if time.monotonic() >= waiting.due:     # its request has had its 504
-                    waiting.future.cancel()
-                    self.counts["expired"] += 1
-                elif waiting.future.set_running_or_notify_cancel():
+                    self._expire(waiting)
+                elif waiting.retried or waiting.future.set_running_or_notify_cancel():
                     self._in_flight += 1
                     return waiting
+
+    def _expire(self, waiting: Waiting) -> None:
+        if waiting.retried:     # started once, so not cancellable: it ends as its lane's failure
+            waiting.future.set_exception(LaneFailure("its lane died under it, and its deadline passed before "
+                                                     "it could run again"))
+            self.counts["failed"] += 1
+        else:
+            waiting.future.cancel()
+            self.counts["expired"] += 1
 
     def _grade(self, lane, waiting: Waiting) -> None:
         started = time.monotonic()
         try:
             evaluated = lane.evaluate(waiting.job)
             reward = score(evaluated.result, self.options.reward, self.stats, tokens=waiting.job.tokens)
+        except LaneFailure as error:
+            if not lane.alive and not waiting.retried and self._again(waiting, started):
+                return
+            self._done(started, "failed")
+            waiting.future.set_exception(error)
+            return
         except Exception as error:      # the request's handler answers it (422 or 503); the lane serves on
             self._done(started, "failed" if isinstance(error, INFRA) else "refused")
             waiting.future.set_exception(error)
@@ -180,6 +226,19 @@ class GraderPool:
         if evaluated.unrecorded:
             log.warning("a verdict was not recorded: %s", evaluated.unrecorded)
         waiting.future.set_result(Graded(evaluated.result, reward, evaluated.evaluation_id, started - waiting.arrived))
+
+    def _again(self, waiting: Waiting, started: float) -> bool:
+        """Back to the head of the queue, once, after its lane died under it (the lane restarts)."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._in_flight -= 1
+            self.counts["retried"] += 1
+            self._waiting.appendleft(replace(waiting, retried=True))
+            self._cond.notify()
+        log.warning("a lane died under a job: it goes back to the queue once (%.1fs after it started)",
+                    time.monotonic() - started)
+        return True
 
     def _done(self, started: float, outcome: str, late: bool = False, unrecorded: bool = False) -> None:
         with self._cond:

@@ -90,6 +90,8 @@ class QueueState(BaseModel):
     refused: int = Field(description="422s after queueing: the request's problem could not be used")
     failed: int = Field(description="503s: the infrastructure failed (no verdict)")
     unrecorded: int = Field(description="verdicts the history store failed to record")
+    retried: int = Field(0, description="jobs put back in the queue, once each, after their lane died under them")
+    restarts: int = Field(0, description="lane processes started again after they died")
 
 
 class ErrorBody(BaseModel):
