@@ -24,6 +24,7 @@ import pytest
 from agent.cli.common import ExitCode
 from agent.cli.main import main
 from agent.runtime import RuntimeOptions
+from policy_training.grader.catalog import Catalog, UnknownProblem
 from policy_training.grader.client import GraderClient, GraderError
 from policy_training.grader.lanes import Job, LaneFailure
 from policy_training.grader.pool import GraderPool, PoolClosed, PoolOptions
@@ -32,6 +33,7 @@ from policy_training.grader.serve import TokenError, is_loopback, token_for
 from policy_training.grader.trl_reward import extract_code, grader_reward, grader_reward_sync
 from tests.conftest import CANDIDATES, FIXTURES, PROBLEMS, ROOT, read
 from tools.history import HistoryStore
+from tools.problems import ProblemError, source_hash
 
 TOKEN = f"test-token-{secrets.token_hex(12)}"
 PROBLEM = read(PROBLEMS / "04_softmax_rows.py")
@@ -40,6 +42,7 @@ WRONG = read(FIXTURES / "wrong" / "04_softmax_rows.py")
 SLOW = HONEST.replace("import torch\n", "import time\ntime.sleep(4)   # a slow import: started, then past its deadline\nimport torch\n", 1)
 CHEAT = read(ROOT / "tests" / "cheats" / "cheat_gc_reading.py")
 START_S = 180
+KERNELBENCH_MINI = ROOT / "tests" / "fixtures" / "kernelbench_mini"
 
 
 @dataclass
@@ -85,7 +88,8 @@ def grader(tmp_path_factory):
     env.update(PYTHONPATH=str(ROOT), KERNELPILOT_HOME=str(home), KERNELPILOT_GRADER_TOKEN=TOKEN)
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "-m", "agent.cli", "grader", "serve", "--cpu", "--host", "127.0.0.1",
-                                    "--port", str(port), "--queue", "2", "--deadline", "120", "--timeout", "30"],
+                                    "--port", str(port), "--queue", "2", "--deadline", "120", "--timeout", "30",
+                                    "--problems", str(PROBLEMS)],
                                    cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", port, home, log, process)
     try:
@@ -143,6 +147,11 @@ MALFORMED = {
     "source over the limit": ({"problem": PROBLEM, "candidate": "#" * (MAX_SOURCE_CHARS + 1)}, {}, 422, "candidate"),
     "nested too deep": (b"[" * 200_000, {"content-type": "application/json"}, 400, "parsing the body"),
     "body over the limit": (b"x" * (MAX_BODY_BYTES + 1), {"content-type": "application/json"}, 413, "at most"),
+    "no problem": ({"candidate": HONEST}, {}, 422, "exactly one of `problem`"),
+    "both problem and problem_id": ({"problem": PROBLEM, "problem_id": "04_softmax_rows", "candidate": HONEST}, {},
+                                    422, "exactly one of `problem`"),
+    "an unknown problem_id": ({"problem_id": "99_no_such_problem", "candidate": HONEST}, {}, 422,
+                              "unknown problem_id '99_no_such_problem'"),
 }
 
 
@@ -227,6 +236,21 @@ def test_a_request_past_its_deadline_is_504(grader):
     assert after["graded"] == before["graded"] + 2
 
 
+def test_a_problem_the_grader_was_started_with_is_named_by_id(grader):
+    listed = httpx.get(f"{grader.url}/v1/problems", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    softmax = next(p for p in listed if p["id"] == "04_softmax_rows")
+    assert len(listed) == len(list(PROBLEMS.glob("[0-9]*.py"))) and softmax["hash"] == source_hash(PROBLEM)
+    assert httpx.get(f"{grader.url}/v1/problems").status_code == 401
+    with grader.client() as client:
+        by_stem = client.grade(None, HONEST, problem_id="04_softmax_rows")
+        by_hash = client.grade(None, WRONG, problem_id=softmax["hash"][:12])
+    assert (by_stem.status.value, by_stem.result.problem_hash) == ("correct", softmax["hash"])
+    assert (by_hash.status.value, by_hash.result.problem_hash) == ("incorrect", softmax["hash"])
+    grader.graded_ids += [by_stem.evaluation_id, by_hash.evaluation_id]
+    reward = grader_reward_sync(grader.url, token=TOKEN, column="problem_id", max_wait_s=1.0, attempts=40)
+    assert reward(prompts=["p"], completions=[f"```python\n{HONEST}```"], problem_id=["04_softmax_rows"]) == [1.0]
+
+
 def test_the_trl_reward_function_grades_through_the_service(grader):
     reward = grader_reward(grader.url, token=TOKEN, model="tiny-policy", max_wait_s=1.0, attempts=40)
     assert asyncio.iscoroutinefunction(reward) and reward.__name__ == "kernelpilot_grader"
@@ -256,6 +280,26 @@ def test_the_service_survived_drained_and_recorded_every_verdict(grader):
 
 
 # ---------------------------------------------------------------------- without the server
+
+def test_the_catalog_names_problems_by_key_stem_and_hash_prefix():
+    catalog = Catalog.of([KERNELBENCH_MINI], levels=frozenset({1}))
+    assert [k.id for k in catalog.known] == ["L1/1_row_softmax", "L1/2_plane_layer_norm"]
+    source = (KERNELBENCH_MINI / "level1" / "1_row_softmax.py").read_text()
+    assert catalog.source("L1/1_row_softmax") == catalog.source("1_row_softmax") == source
+    assert catalog.source(source_hash(source)[:12].upper()) == source
+    for unknown in ("L2/1_row_softmax", source_hash(source)[:11], "../../etc/passwd"):
+        with pytest.raises(UnknownProblem, match="unknown problem_id"):
+            catalog.source(unknown)
+    with pytest.raises(ProblemError, match="no problem files"):
+        Catalog.of([KERNELBENCH_MINI], levels=frozenset({7}))
+
+
+def test_serve_with_a_problems_path_without_problems_is_a_usage_error(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
+    monkeypatch.setenv("KERNELPILOT_GRADER_TOKEN", TOKEN)
+    assert main(["grader", "serve", "--cpu", "--problems", str(tmp_path)]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "--problems" in err and "no problem files" in err and err.count("\n") == 1
 
 def test_the_cli_refuses_another_machines_reach_without_a_token(monkeypatch, capsys):
     monkeypatch.setattr(signal, "signal", lambda *args: None)      # main() would take this process's SIGTERM

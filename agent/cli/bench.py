@@ -102,11 +102,16 @@ def run_bench_command(args) -> ExitCode:
     return report(options.out, args.json, args.html)
 
 
-def bench_options(args) -> BenchOptions:
+def parse_levels(text: str) -> frozenset[int]:
+    """`--levels 1,2` (bench, grader serve); '' is every level."""
     try:
-        levels = frozenset(int(v) for v in args.levels.split(",") if v.strip())
+        return frozenset(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise UsageError(f"--levels takes numbers like 1,2, not '{args.levels}'") from None
+        raise UsageError(f"--levels takes numbers like 1,2, not '{text}'") from None
+
+
+def bench_options(args) -> BenchOptions:
+    levels = parse_levels(args.levels)
     policy = PolicySpec.parse(args.policy, args.model, args.base_url)
     budget = Budget(max_turns=args.max_turns, target_speedup=args.target_speedup,
                     patience=None if policy.kind is PolicyKind.BUILTIN else 5)

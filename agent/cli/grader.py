@@ -2,17 +2,19 @@
 
     KERNELPILOT_GRADER_TOKEN=... kernelpilot grader serve --host 0.0.0.0 --port 8765 [--gpus all|I,J]
                                  [--cpu] [--sandbox process|docker] [--queue N] [--deadline S]
-                                 [--timeout S] [--db URL]
+                                 [--timeout S] [--db URL] [--problems PATH... [--levels 1,2]]
 
 The service is policy_training/grader/ (imported here only when the command runs: it needs
 the `grader` extra, FastAPI and uvicorn). The protocol: README "Grader service", or the
 running server's /docs.
 """
 import os
+from pathlib import Path
 
-from agent.cli.bench import lane_devices
+from agent.cli.bench import lane_devices, parse_levels
 from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, fail, positive_float, positive_int
 from agent.runtime import RuntimeOptions
+from tools.problems import ProblemError
 from tools.sandbox.backends import SandboxKind
 
 
@@ -47,6 +49,11 @@ def add_grader_parser(commands) -> None:
                        "evaluation step in the sandbox (default: the sandbox's own limits)")
     serve.add_argument("--db", metavar="URL", help="history store (SQLAlchemy URL; default "
                        "$KERNELPILOT_HOME/history.db): every graded candidate is recorded")
+    serve.add_argument("--problems", nargs="+", type=Path, default=[], metavar="PATH", help="problem files, "
+                       "folders or KernelBench checkouts that requests may name by `problem_id` instead of sending "
+                       "a source (GET /v1/problems lists them)")
+    serve.add_argument("--levels", default="", metavar="1,2",
+                       help="with --problems: the KernelBench levels to take (default: every level found)")
 
 
 def run_grader(args) -> ExitCode:
@@ -67,6 +74,11 @@ def run_grader(args) -> ExitCode:
     runtime = RuntimeOptions(sandbox=args.sandbox, db=args.db, cuda_index=args.gpu, force_cpu=args.cpu,
                              timeout_s=args.timeout)
     pool = PoolOptions(runtime=runtime, devices=lane_devices(args), capacity=args.queue)
-    serve(ServeOptions(host=args.host, port=args.port, pool=pool, deadline_s=args.deadline), token)
+    options = ServeOptions(host=args.host, port=args.port, pool=pool, deadline_s=args.deadline,
+                           problems=tuple(args.problems), levels=parse_levels(args.levels))
+    try:
+        serve(options, token)
+    except ProblemError as error:       # a --problems path without problems, or one that cannot be read
+        raise UsageError(f"--problems: {error}") from None
     return ExitCode.OK
 

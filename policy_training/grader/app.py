@@ -5,6 +5,7 @@
 Routes (the protocol in full: DESCRIPTION below, also the OpenAPI page at /docs):
     GET  /v1/health     no token; 200 while a runtime is alive, else 503
     GET  /v1/queue      depth, capacity, in flight, and what went through (QueueState)
+    GET  /v1/problems   the problems `problem_id` may name (those of `--problems`; catalog.py)
     POST /v1/grade      GradeRequest -> GradeResponse
 
 `Guard` runs before routing and parsing: a request without the token never has its body read,
@@ -22,10 +23,11 @@ from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from policy_training.grader.catalog import Catalog
 from policy_training.grader.lanes import Job, problem_folder
 from policy_training.grader.pool import INFRA, Graded, GraderPool, PoolClosed, QueueFull
 from policy_training.grader.protocol import (MAX_BODY_BYTES, ErrorBody, GradeRequest, GradeResponse, Health,
-                                             LaneInfo, QueueState)
+                                             KnownProblem, LaneInfo, QueueState)
 from tools.device import own_version
 from tools.problems import ProblemError
 
@@ -33,7 +35,8 @@ OPEN_PATHS = frozenset({"/v1/health", "/docs", "/docs/oauth2-redirect", "/redoc"
 BODY_READ_S = 30.0
 DETAIL_CHARS = 1000
 DESCRIPTION = """\
-POST a problem's source and a candidate's source; get the evaluator's verdict and its RL reward.
+POST a problem (its source, or the `problem_id` of one the grader was started with: GET /v1/problems)
+and a candidate's source; get the evaluator's verdict and its RL reward.
 Every route but `/v1/health` and these pages needs `Authorization: Bearer <KERNELPILOT_GRADER_TOKEN>`.
 
 | status | when |
@@ -43,7 +46,8 @@ Every route but `/v1/health` and these pages needs `Authorization: Bearer <KERNE
 | 401 | the token is missing or wrong |
 | 408 | the body did not arrive within 30 s |
 | 413 | the body is over 1 MiB (checked before parsing) |
-| 422 | the body is not a valid GradeRequest (each source at most 256 KiB), or its problem cannot be used |
+| 422 | the body is not a valid GradeRequest (each source at most 256 KiB), its problem cannot be used, or \
+its `problem_id` is unknown |
 | 429 | the queue is full: retry after `Retry-After` seconds |
 | 503 | the grader's infrastructure failed (no verdict; retry after `Retry-After`), or it is stopping |
 | 504 | no verdict within `deadline_s`; `started` false: it was taken off the queue, never graded; \
@@ -154,7 +158,7 @@ def described(e: dict) -> str:
     return f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
 
 
-def create_app(pool: GraderPool, settings: Settings) -> FastAPI:
+def create_app(pool: GraderPool, settings: Settings, catalog: Catalog | None = None) -> FastAPI:
     app = FastAPI(title="kernelpilot grader", version=own_version(),
                   description=DESCRIPTION)
     app.add_middleware(Guard, token=settings.token, max_body_bytes=settings.max_body_bytes)
@@ -178,11 +182,19 @@ def create_app(pool: GraderPool, settings: Settings) -> FastAPI:
     async def queue() -> QueueState:
         return pool.state()
 
+    @app.get("/v1/problems", response_model=list[KnownProblem], dependencies=[Security(require_token)])
+    async def problems() -> list[KnownProblem]:
+        return [KnownProblem(id=k.id, hash=k.hash, level=k.level) for k in (catalog.known if catalog else [])]
+
     @app.post("/v1/grade", response_model=GradeResponse, responses=errors, dependencies=[Security(require_token)])
     async def grade(request: GradeRequest):
         deadline_s = min(request.deadline_s or settings.deadline_s, settings.deadline_s)
         try:
-            future = pool.submit(Job(request.problem, request.candidate, request.tokens, request.model), deadline_s)
+            problem = request.problem if request.problem is not None else named(catalog, request.problem_id)
+        except ProblemError as unknown:
+            return error(422, str(unknown))
+        try:
+            future = pool.submit(Job(problem, request.candidate, request.tokens, request.model), deadline_s)
         except QueueFull as full:
             return error(429, str(full), full.retry_after_s)
         except PoolClosed as closed:
@@ -198,6 +210,13 @@ def create_app(pool: GraderPool, settings: Settings) -> FastAPI:
         return answer(pool, wrapped)
 
     return app
+
+
+def named(catalog: Catalog | None, problem_id: str) -> str:
+    if catalog is None:
+        raise ProblemError("this grader was started without --problems, so it knows no problem_id: send the "
+                           "problem's source as `problem`")
+    return catalog.source(problem_id)
 
 
 def expired(pool: GraderPool, future, wrapped, deadline_s: float) -> JSONResponse:

@@ -2,6 +2,7 @@
 
     with GraderClient("http://grader:8765") as client:        # token: KERNELPILOT_GRADER_TOKEN
         grade = client.grade(problem_source, candidate_source)  # a GradeResponse
+        grade = client.grade(None, candidate_source, problem_id="L2/1_Conv2D_ReLU_BiasAdd")   # one it knows
         grade.status, grade.flags, grade.reward
     async with AsyncGraderClient("http://grader:8765", token) as client:
         grade = await client.grade(problem_source, candidate_source, deadline_s=120)
@@ -52,10 +53,10 @@ class _Base:
         token = token if token is not None else os.environ.get(TOKEN_ENV)
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
-    def _body(self, problem: str, candidate: str, deadline_s: float | None, tokens: int | None,
-              model: str | None) -> dict:
-        body = {"problem": problem, "candidate": candidate, "deadline_s": deadline_s or self.deadline_s,
-                "tokens": tokens, "model": model}
+    def _body(self, problem: str | None, candidate: str, deadline_s: float | None, tokens: int | None,
+              model: str | None, problem_id: str | None) -> dict:
+        body = {"problem": problem, "problem_id": problem_id, "candidate": candidate,
+                "deadline_s": deadline_s or self.deadline_s, "tokens": tokens, "model": model}
         return {key: value for key, value in body.items() if value is not None}
 
     def _timeout(self, body: dict) -> httpx.Timeout:
@@ -90,9 +91,9 @@ class GraderClient(_Base):
         super().__init__(url, token, **options)
         self.http = httpx.Client(headers=self.headers)
 
-    def grade(self, problem: str, candidate: str, deadline_s: float | None = None, tokens: int | None = None,
-              model: str | None = None) -> GradeResponse:
-        body = self._body(problem, candidate, deadline_s, tokens, model)
+    def grade(self, problem: str | None, candidate: str, deadline_s: float | None = None, tokens: int | None = None,
+              model: str | None = None, problem_id: str | None = None) -> GradeResponse:
+        body = self._body(problem, candidate, deadline_s, tokens, model, problem_id)
         for attempt in tenacity.Retrying(**self._retry_options()):
             with attempt:
                 data = self._call("POST", "/v1/grade", json=body, timeout=self._timeout(body))
@@ -127,9 +128,9 @@ class AsyncGraderClient(_Base):
         super().__init__(url, token, **options)
         self.http = httpx.AsyncClient(headers=self.headers)
 
-    async def grade(self, problem: str, candidate: str, deadline_s: float | None = None, tokens: int | None = None,
-                    model: str | None = None) -> GradeResponse:
-        body = self._body(problem, candidate, deadline_s, tokens, model)
+    async def grade(self, problem: str | None, candidate: str, deadline_s: float | None = None, tokens: int | None = None,
+                    model: str | None = None, problem_id: str | None = None) -> GradeResponse:
+        body = self._body(problem, candidate, deadline_s, tokens, model, problem_id)
         async for attempt in tenacity.AsyncRetrying(**self._retry_options()):
             with attempt:
                 data = await self._call("POST", "/v1/grade", json=body, timeout=self._timeout(body))

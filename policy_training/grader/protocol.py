@@ -4,7 +4,7 @@ The server (app.py) validates with these models and documents them in its OpenAP
 (`/docs`, `/openapi.json`); the client (client.py) parses its answers with them. Every
 error answer is `{"detail": "<one line>"}` (ErrorBody), 504 adds `started`.
 """
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from policy_training.reward import RewardKind
 from tools.records import EvalResult, EvalStatus
@@ -13,15 +13,20 @@ MAX_SOURCE_CHARS = 256 * 1024           # each of `problem` and `candidate`
 MAX_BODY_BYTES = 1024 * 1024            # the whole body, checked before it is parsed (JSON escapes inflate sources)
 MAX_DEADLINE_S = 24 * 3600.0
 MAX_TOKENS = 10_000_000
+MAX_ID_CHARS = 300
 
 
 class GradeRequest(BaseModel):
     """POST /v1/grade: one candidate for one problem."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-    problem: str = Field(min_length=1, max_length=MAX_SOURCE_CHARS,
-                         description="the problem's source: a KernelBench-format module (Model, get_inputs, "
-                                     "get_init_inputs); identified by its content hash")
+    problem: str | None = Field(None, min_length=1, max_length=MAX_SOURCE_CHARS,
+                                description="the problem's source: a KernelBench-format module (Model, get_inputs, "
+                                            "get_init_inputs); identified by its content hash. Give this or "
+                                            "`problem_id`")
+    problem_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS,
+                                   description="a problem the grader was started with (`--problems`): its id "
+                                               "from GET /v1/problems, its file stem, or 12+ hex digits of its hash")
     candidate: str = Field(min_length=1, max_length=MAX_SOURCE_CHARS,
                            description="the candidate's source, defining class ModelNew")
     deadline_s: float | None = Field(None, gt=0, le=MAX_DEADLINE_S,
@@ -34,7 +39,9 @@ class GradeRequest(BaseModel):
 
     @field_validator("problem", "candidate")
     @classmethod
-    def plain_text(cls, source: str) -> str:
+    def plain_text(cls, source: str | None) -> str | None:
+        if source is None:
+            return None
         if "\x00" in source:
             raise ValueError("holds a NUL character (a source is Python text)")
         try:
@@ -42,6 +49,12 @@ class GradeRequest(BaseModel):
         except UnicodeEncodeError:
             raise ValueError("is not valid Unicode (a lone surrogate escape)") from None
         return source
+
+    @model_validator(mode="after")
+    def one_problem(self) -> "GradeRequest":
+        if (self.problem is None) == (self.problem_id is None):
+            raise ValueError("give exactly one of `problem` (a source) and `problem_id`")
+        return self
 
 
 class GradeResponse(BaseModel):
@@ -92,6 +105,12 @@ class QueueState(BaseModel):
     unrecorded: int = Field(description="verdicts the history store failed to record")
     retried: int = Field(0, description="jobs put back in the queue, once each, after their lane died under them")
     restarts: int = Field(0, description="lane processes started again after they died")
+
+
+class KnownProblem(BaseModel):
+    id: str = Field(description="what `problem_id` may name: L<level>/<file stem> for KernelBench, else the stem")
+    hash: str = Field(description="the sha256 of its source (the history store's problem hash)")
+    level: int | None
 
 
 class ErrorBody(BaseModel):

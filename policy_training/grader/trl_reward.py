@@ -6,7 +6,8 @@
 
 The signature is TRL's custom reward function (GRPOTrainer, RLOOTrainer): `reward(prompts,
 completions, **kwargs) -> list[float | None]`, one entry per completion; the dataset's other
-columns come as keyword lists (here `problem`: each row's problem source), with
+columns come as keyword lists (here `problem`: each row's problem source; or, with
+`column="problem_id"`, each row's problem id among those the grader was started with), with
 `completion_ids` (whose lengths feed the reward's length penalty) and `trainer_state`. A
 completion is a string (standard format) or a list of messages ending with the assistant's
 (conversational format). TRL runs an `async def` reward function on its own event loop, so a
@@ -27,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from policy_training.grader.client import AsyncGraderClient, GraderClient, GraderError
 
 PROBLEM_COLUMN = "problem"
+ID_COLUMN = "problem_id"        # a column of this name holds ids the grader knows (`serve --problems`), not sources
 FENCE = re.compile(r"```([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 NO_VERDICT = frozenset({None, 429, 503, 504})      # our side's: leave the sample out
 
@@ -52,11 +54,16 @@ def _rows(completions: list, kwargs: dict, column: str) -> list[tuple[str, str, 
     """(problem, candidate, tokens) of each completion."""
     problems = kwargs.get(column)
     if problems is None or len(problems) != len(completions):
-        raise ValueError(f"the grader's reward needs the dataset column '{column}' (each row's problem source), "
+        raise ValueError(f"the grader's reward needs the dataset column '{column}' (each row's problem), "
                          f"one per completion; got {'none' if problems is None else len(problems)}")
     lengths = kwargs.get("completion_ids") or [None] * len(completions)
     return [(problem, extract_code(completion), None if ids is None else len(ids))
             for problem, completion, ids in zip(problems, completions, lengths)]
+
+
+def _problem(column: str, problem: str) -> dict:
+    """The grade call's problem arguments: a source, or an id when the column holds ids."""
+    return {"problem": None, "problem_id": problem} if column == ID_COLUMN else {"problem": problem}
 
 
 def _left_out(error: GraderError) -> None:
@@ -75,7 +82,8 @@ def grader_reward(url: str, token: str | None = None, column: str = PROBLEM_COLU
         async with AsyncGraderClient(url, token, deadline_s=deadline_s, **client_options) as client:
             async def one(problem: str, candidate: str, tokens: int | None) -> float | None:
                 try:
-                    return (await client.grade(problem, candidate, tokens=tokens, model=model)).reward
+                    return (await client.grade(candidate=candidate, tokens=tokens, model=model,
+                                               **_problem(column, problem))).reward
                 except GraderError as error:
                     return _left_out(error)
             return list(await asyncio.gather(*(one(*row) for row in rows)))
@@ -92,7 +100,7 @@ def grader_reward_sync(url: str, token: str | None = None, column: str = PROBLEM
         with GraderClient(url, token, deadline_s=deadline_s, **client_options) as client:
             def one(row: tuple[str, str, int | None]) -> float | None:
                 try:
-                    return client.grade(row[0], row[1], tokens=row[2], model=model).reward
+                    return client.grade(candidate=row[1], tokens=row[2], model=model, **_problem(column, row[0])).reward
                 except GraderError as error:
                     return _left_out(error)
             with ThreadPoolExecutor(max_workers=max(1, min(threads, len(rows)))) as pool:
