@@ -30,6 +30,7 @@
 #   benchmarks/device_wheels.sh                 # the default set described above
 #   benchmarks/device_wheels.sh --with-optional # + psycopg[binary], zstandard
 #   benchmarks/device_wheels.sh --with-image    # + the packages the image has
+#   benchmarks/device_wheels.sh --with-grader   # + the grader extra (FastAPI, uvicorn; 6 wheels)
 #   benchmarks/device_wheels.sh --all           # both: the whole closure (52, 26.9 MiB),
 #                                               # for a bare Python 3.12 + torch
 #   PYTHON=/path/to/python benchmarks/device_wheels.sh   # pip to use (default python3)
@@ -122,9 +123,20 @@ OPTIONAL_PKGS=(
   zstandard==0.25.0            # langsmith: optional (try/except import)
 )
 
-with_image=0; with_optional=0
+# The `grader` extra (policy_training/grader/: `kernelpilot grader serve`), for --with-grader.
+GRADER_PKGS=(
+  annotated-doc==0.0.7         # fastapi
+  click==8.5.1                 # uvicorn
+  fastapi==0.165.0             # pyproject [grader]
+  opentelemetry-api==1.45.3    # fastapi (imported at its import)
+  starlette==1.10.0            # fastapi
+  uvicorn==0.55.0              # pyproject [grader]
+)
+
+with_image=0; with_optional=0; with_grader=0
 for arg in "$@"; do
   case "$arg" in
+    --with-grader) with_grader=1 ;;
     --with-image) with_image=1 ;;
     --with-optional) with_optional=1 ;;
     --all) with_image=1; with_optional=1 ;;
@@ -140,7 +152,8 @@ fi
 selected=("${CORE_PKGS[@]}")
 if (( with_image )); then selected+=("${IMAGE_PKGS[@]}"); fi
 if (( with_optional )); then selected+=("${OPTIONAL_PKGS[@]}"); fi
-managed=("${CORE_PKGS[@]}" "${IMAGE_PKGS[@]}" "${OPTIONAL_PKGS[@]}")
+if (( with_grader )); then selected+=("${GRADER_PKGS[@]}"); fi
+managed=("${CORE_PKGS[@]}" "${IMAGE_PKGS[@]}" "${OPTIONAL_PKGS[@]}" "${GRADER_PKGS[@]}")
 
 # Wheel file names spell the project name normalized: lower case, runs of -_. -> _
 norm() { echo "$1" | tr 'A-Z' 'a-z' | sed -E 's/[-_.]+/_/g'; }
