@@ -157,7 +157,9 @@ def test_a_run_killed_mid_way_resumes_with_every_problem_once(suite, tmp_path):
 def test_a_bad_problem_is_a_failed_row_and_two_workers_finish_the_rest(suite, tmp_path):
     (suite / "00_broken.py").write_text("import torch\nclass Model(:\n")
     out, home = tmp_path / "run", tmp_path / "home"
-    summary = finished(bench(out, home, str(suite), "--workers", "2"))
+    summary = finished(bench(out, home, str(suite), "--workers", "2", "--trials", "2", "--iters", "7"))
+    run = json.loads((out / "run.json").read_text())
+    assert (run["trials"], run["iters"]) == (2, 7)
     rows = {r["key"]: r for r in results(out)}
     assert sorted(rows) == sorted(("00_broken", *SMALL))
     assert rows["00_broken"]["status"] == "failed" and rows["00_broken"]["reason"]
@@ -165,6 +167,18 @@ def test_a_bad_problem_is_a_failed_row_and_two_workers_finish_the_rest(suite, tm
     assert summary["metrics"][0]["correct"] == len(SMALL) and summary["metrics"][0]["problems"] == 4
     again = finished(bench(out, home, str(suite), "--workers", "2"))     # nothing left: nothing runs
     assert len(results(out)) == 4 and again["rows"] == 4
+
+
+def test_trials_and_iters_reach_the_runtimes_evaluator():
+    from agent.cli.bench import bench_options
+    from agent.cli.main import build_parser as parser
+
+    args = parser().parse_args(["bench", str(PROBLEMS), "--cpu", "--trials", "2", "--iters", "7"])
+    assert (bench_options(args).runtime.eval.trials, bench_options(args).runtime.eval.timing.iters) == (2, 7)
+    defaults = bench_options(parser().parse_args(["bench", str(PROBLEMS)])).runtime.eval
+    assert (defaults.trials, defaults.timing.iters) == (5, 100)
+    with Runtime.open(RuntimeOptions(force_cpu=True, eval=bench_options(args).runtime.eval)) as runtime:
+        assert (runtime.evaluator.config.trials, runtime.evaluator.config.timing.iters) == (2, 7)
 
 
 def test_report_of_a_folder_that_is_no_run_is_a_usage_error(tmp_path):

@@ -35,8 +35,10 @@ from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, positive_fl
 from agent.graph import Budget
 from agent.policies import PolicyKind, PolicySpec
 from agent.runtime import RuntimeOptions
+from tools.evaluator import EvalConfig
 from tools.device import versions
 from tools.sandbox.backends import SandboxKind
+from tools.timing import TimingConfig
 from tools.trust import Versus
 
 RUN_FILE, SUMMARY_FILE = "run.json", "summary.json"
@@ -77,6 +79,11 @@ def add_bench_parser(commands) -> None:
     bench.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="CUDA device index (default 0)")
     bench.add_argument("--db", metavar="URL", help="history store (SQLAlchemy URL; default $KERNELPILOT_HOME/history.db)")
     bench.add_argument("--timeout", type=positive_float, help="wall-clock limit in seconds per evaluation step")
+    bench.add_argument("--trials", type=positive_int, default=EvalConfig.trials, metavar="N",
+                       help=f"correctness trials per evaluation, each on fresh secret inputs (default {EvalConfig.trials})")
+    bench.add_argument("--iters", type=positive_int, default=TimingConfig.iters, metavar="N",
+                       help=f"timed calls per measurement, the median reported (default {TimingConfig.iters}; "
+                            "the baselines are timed alike and cached per setting)")
     bench.add_argument("--out", type=Path, default=Path("kernelpilot-bench"), help="the run's folder (default kernelpilot-bench)")
     bench.add_argument("--json", action="store_true", help="print exactly one JSON object (summary.json) on stdout")
     bench.add_argument("--html", action="store_true", help="also write DIR/report.html: one self-contained page with "
@@ -116,7 +123,8 @@ def bench_options(args) -> BenchOptions:
     budget = Budget(max_turns=args.max_turns, target_speedup=args.target_speedup,
                     patience=None if policy.kind is PolicyKind.BUILTIN else 5)
     runtime = RuntimeOptions(sandbox=args.sandbox, db=args.db, cuda_index=args.gpu, force_cpu=args.cpu,
-                             timeout_s=args.timeout)
+                             timeout_s=args.timeout,
+                             eval=EvalConfig(trials=args.trials, timing=TimingConfig(iters=args.iters)))
     return BenchOptions(sources=tuple(args.problems), out=args.out, policy=policy, budget=budget, levels=levels,
                         only=tuple(g.strip() for g in args.only.split(",") if g.strip()) or ("*",),
                         workers=args.workers, size=args.size, runtime=runtime,
@@ -166,7 +174,7 @@ def write_run_file(options: BenchOptions, files) -> None:
     options.out.mkdir(parents=True, exist_ok=True)
     selection = [{"key": problem_key(f), "level": f.level, "path": str(f.path)} for f in files]
     run = {"problems": selection, "policy": options.policy.to_state(), "max_turns": options.budget.max_turns,
-           "command": sys.argv[1:]}
+           "trials": options.runtime.eval.trials, "iters": options.runtime.eval.timing.iters, "command": sys.argv[1:]}
     (options.out / RUN_FILE).write_text(json.dumps(run, indent=1) + "\n")
 
 
