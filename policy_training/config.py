@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-REQUIRED = "(required)"
 
 
 class ConfigError(ValueError):
@@ -39,7 +38,6 @@ class PeftChoice(StrEnum):
 
 def load_config(kind: type[T], path: Path | None = None, overrides: typing.Sequence[str] = ()) -> T:
     """`kind` filled from the TOML file at `path` (if any), then from `key=value` overrides."""
-    where = str(path) if path else "the defaults"
     values: dict[str, Any] = {}
     if path is not None:
         values.update(read_toml(path))
@@ -48,7 +46,7 @@ def load_config(kind: type[T], path: Path | None = None, overrides: typing.Seque
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: write it as key=value")
         values[key.strip()] = text
-        where = f"{where} with --set"
+    where = " + ".join(([str(path)] if path else []) + (["--set"] if overrides else [])) or "the config"
     return build(kind, values, where)
 
 
@@ -119,8 +117,23 @@ def scalar(hint, value: Any, label: str) -> Any:
             return hint(value)
     except ValueError:
         pass
-    expected = ", ".join(m.value for m in hint) if inspect.isclass(hint) and issubclass(hint, Enum) else hint.__name__
-    raise ConfigError(f"{label} must be {'one of ' if ',' in expected else 'a '}{expected}, not {value!r}")
+    raise ConfigError(f"{label} must be {type_name(hint, long=True)}, not {value!r}")
+
+
+KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path"}
+
+
+def type_name(hint, long: bool = False) -> str:
+    """'an integer', 'one of a, b' (long) or 'int', 'a|b' (short, for --help)."""
+    if inspect.isclass(hint) and issubclass(hint, Enum):
+        values = [m.value for m in hint]
+        return f"one of {', '.join(values)}" if long else "|".join(values)
+    if isinstance(hint, types.UnionType):
+        return " or ".join(type_name(o, long) if o is not type(None) else "none" for o in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {type_name(typing.get_args(hint)[0], long)}" if long else \
+            f"list of {type_name(typing.get_args(hint)[0])}"
+    return KINDS.get(hint, getattr(hint, "__name__", str(hint))) if long else getattr(hint, "__name__", str(hint))
 
 
 def as_dict(config) -> dict[str, Any]:
@@ -134,11 +147,21 @@ def describe(kind: type) -> str:
     hints = typing.get_type_hints(kind)
     lines = []
     for f in dataclasses.fields(kind):
-        default = REQUIRED if is_required(f) else repr(f.default if f.default is not dataclasses.MISSING
-                                                       else f.default_factory())
-        name = getattr(hints[f.name], "__name__", None) or str(hints[f.name]).replace("typing.", "")
-        lines.append(f"  {f.name} ({name}, default {default}): {comments.get(f.name, '')}".rstrip(": "))
+        if is_required(f):
+            default = "required"
+        else:
+            default = f"default {shown(f.default if f.default is not dataclasses.MISSING else f.default_factory())}"
+        lines.append(f"  {f.name} ({type_name(hints[f.name])}, {default}): {comments.get(f.name, '')}".rstrip(": "))
     return "\n".join(lines)
+
+
+def shown(value: Any) -> str:
+    """A default as it would be written with --set."""
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, tuple):
+        return ",".join(shown(v) for v in value) or "(empty)"
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def field_comments(kind: type) -> dict[str, str]:
