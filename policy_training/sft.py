@@ -109,11 +109,11 @@ def trainer_args(config: SFTConfig):
 
 def run_sft(config: SFTConfig, log=print) -> dict:
     """Fine-tune, save OUT/model, write OUT/metrics.jsonl and OUT/summary.json; the summary."""
+    started, rows = time.monotonic(), read_rows(config)
     require_stack()
     from datasets import Dataset
     from trl import SFTTrainer
 
-    started, rows = time.monotonic(), read_rows(config)
     model, tokenizer = load_pretrained(config.model)
     config.out.mkdir(parents=True, exist_ok=True)
     metrics = metrics_callback(config.out / METRICS)
