@@ -32,7 +32,7 @@ from tools.sandbox.backends import SandboxKind
 class CollectConfig:
     out: Path                                   # one bench run per mentor under it, and collect.json
     problems: tuple[Path, ...] = ()             # problem files or folders (a KernelBench checkout too)
-    problem_set: Path | None = None             # or a generated set's manifest.json (policy_training.problems): its train split
+    problem_set: Path | None = None             # or a generated problem set's manifest.json: its train split
     mentors: tuple[str, ...] = ("builtin",)     # builtin, openai:MODEL, replay:FILE, local:MODEL_DIR
     base_url: str | None = None                 # the endpoint of openai mentors (else OPENAI_BASE_URL or config.toml)
     only: tuple[str, ...] = ("*",)              # globs over problem names (file stems)

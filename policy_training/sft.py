@@ -38,7 +38,7 @@ class Device(StrEnum):
 
 @dataclass(frozen=True)
 class SFTConfig:
-    model: str                                # the model directory to start from (python -m policy_training.tiny DIR builds a tiny one)
+    model: str                                # the model directory to start from (a tiny one: python -m policy_training.tiny DIR)
     data: Path                                # an export folder (kernelpilot train export)
     out: Path                                 # the stage's folder: model/, metrics.jsonl, summary.json
     form: SFTForm = SFTForm.MESSAGES          # which rows of the export: messages, prompt_completion or agent

@@ -167,6 +167,6 @@ def candidate_backends(store: HistoryStore) -> dict[str, str]:
 def _read(store: HistoryStore, query, scalars: bool = True) -> list:
     try:
         with Session(store.engine) as db:
-            return list(db.scalars(query) if scalars else db.execute(query).tuples())
+            return list(db.scalars(query)) if scalars else [tuple(row) for row in db.execute(query)]
     except DBAPIError as error:
         raise HistoryError(store.where, str(error.orig or error).splitlines()[0], "read") from error
