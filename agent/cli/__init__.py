@@ -7,6 +7,8 @@
     kernelpilot sandbox build | check                          sandbox.py
     kernelpilot bench PROBLEMS... | bench report DIR           bench.py
     kernelpilot grader serve [--host H --port P ...]           grader.py (policy_training/grader/, lazily)
+    kernelpilot train collect | export | sft [--config F]      train.py (policy_training/commands.py; the
+                                                               training libraries only when a stage runs)
                                                                common.py: exit codes, argument types,
                                                                the session plumbing optimize and chat share
 

@@ -57,7 +57,7 @@ def add_bench_parser(commands) -> None:
                        "checkout; or `report DIR`")
     bench.add_argument("--levels", default="", help="KernelBench levels, e.g. 1,2 (default: every level found)")
     bench.add_argument("--only", default="*", help="comma-separated globs over problem names (file stems)")
-    bench.add_argument("--policy", help="builtin | openai | replay:FILE (default: openai when configured, else builtin)")
+    bench.add_argument("--policy", help="builtin | openai | replay:FILE | local:MODEL_DIR (default: openai when configured, else builtin)")
     bench.add_argument("--model", help="model name for the openai policy")
     bench.add_argument("--base-url", help="OpenAI-compatible endpoint for the openai policy")
     bench.add_argument("--max-turns", type=positive_int, default=5, help="policy turns per problem (default 5)")

@@ -70,7 +70,7 @@ def positive_float(text: str) -> float:
 def add_session_arguments(parser) -> None:
     """What `optimize` and `chat` both take: the policy, the kernel language, the sandbox,
     the device, the store, and a session to resume."""
-    parser.add_argument("--policy", help="builtin | openai | replay:FILE")
+    parser.add_argument("--policy", help="builtin | openai | replay:FILE | local:MODEL_DIR")
     parser.add_argument("--model", help="model name for the openai policy (or KERNELPILOT_MODEL)")
     parser.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (or OPENAI_BASE_URL)")
     parser.add_argument("--backend", type=Backend, choices=list(Backend), default=Backend.TRITON,

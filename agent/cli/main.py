@@ -21,6 +21,7 @@ from agent.cli.grader import add_grader_parser, run_grader
 from agent.cli.history import add_history_parser, run_history
 from agent.cli.optimize import add_optimize_parser, run_optimize
 from agent.cli.sandbox import add_sandbox_parser, run_sandbox
+from agent.cli.train import add_train_parser, run_train
 from agent.policy import PolicyError
 from tools.device import DeviceInfo, detect, own_version, pick_index
 from agent.runtime import CheckpointError
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sandbox_parser(commands)
     add_bench_parser(commands)
     add_grader_parser(commands)
+    add_train_parser(commands)
     return parser
 
 
@@ -178,4 +180,5 @@ def _x(value: float | None) -> str:
 
 
 COMMANDS = {"eval": run_eval, "history": run_history, "optimize": run_optimize, "chat": run_chat,
-            "sandbox": run_sandbox, "bench": run_bench_command, "grader": run_grader}
+            "sandbox": run_sandbox, "bench": run_bench_command, "grader": run_grader,
+            "train": run_train}

@@ -29,7 +29,8 @@ def add_optimize_parser(commands) -> None:
                     "performance analysis, then proposes kernels that are compiled, checked and timed in the "
                     "sandbox. The fastest correct kernel, a Markdown report and a JSON summary go to --out.",
         epilog="Policies: builtin (no LLM needed), openai (any OpenAI-compatible endpoint: --base-url, --model, "
-               "OPENAI_API_KEY), replay:FILE (scripted turns). Without --policy: openai when an endpoint is "
+               "OPENAI_API_KEY), replay:FILE (scripted turns), local:MODEL_DIR (a `kernelpilot train` model directory "
+               "run in-process with transformers; the train extra). Without --policy: openai when an endpoint is "
                "configured (OPENAI_BASE_URL / KERNELPILOT_MODEL / $KERNELPILOT_HOME/config.toml), else builtin. "
                + EXIT_STATUS_HELP)
     op.add_argument("problem", type=Path, nargs="?", help="KernelBench-format problem file (omit with --resume)")

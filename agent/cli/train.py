@@ -1,0 +1,33 @@
+"""`kernelpilot train {collect,export,sft}`: retraining the policy (policy_training/commands.py).
+
+    kernelpilot train collect --set problems=benchmarks/problems --set out=runs/collect --set cpu=true
+    kernelpilot train export --set out=data/sft
+    kernelpilot train sft --config sft.toml --set max_steps=20
+
+Each stage reads `--config FILE.toml` and `--set key=value` overrides (`--help` lists the keys).
+The stages' modules import no training library until a stage runs; `sft` needs the `train` extra.
+"""
+from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, fail
+from policy_training.commands import add_stage_parsers, run_stage
+from policy_training.config import ConfigError
+from policy_training.training import MissingStack, TrainingError
+
+
+def add_train_parser(commands) -> None:
+    train = commands.add_parser(
+        "train", help="retrain the policy: collect traces, export SFT rows, fine-tune",
+        description="Retrain the policy (policy_training/): `collect` runs mentor policies over problems into the "
+                    "history store, `export` turns the best correct trace per problem into SFT rows, `sft` "
+                    "fine-tunes a model directory on them. Each stage takes --config FILE.toml and --set key=value.",
+        epilog=EXIT_STATUS_HELP)
+    add_stage_parsers(train.add_subparsers(dest="stage", required=True, metavar="STAGE"))
+
+
+def run_train(args) -> ExitCode:
+    try:
+        run_stage(args.stage, args)
+    except MissingStack as error:
+        return fail(f"infrastructure error: {error}", ExitCode.INFRA)
+    except (ConfigError, TrainingError) as error:
+        raise UsageError(str(error)) from None
+    return ExitCode.OK

@@ -1,0 +1,88 @@
+"""The training stages as commands: one table row per stage (its config class, its run function,
+its help), the argparse verbs built from it, and the run. `kernelpilot train STAGE` (agent/cli/
+train.py) and `python -m policy_training STAGE` (__main__.py) both use it; a new stage is a new
+row. Importing this module imports no training library (each stage imports its own when it runs).
+
+Every stage reads `--config FILE.toml` (a flat table of the stage config's keys) and any number
+of `--set key=value` overrides; `--show-config` prints the resolved config and stops; `--json`
+prints the stage's summary as one JSON object.
+
+    python -m policy_training export --set out=data/sft --json
+"""
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from policy_training import collect, export, sft
+from policy_training.config import as_dict, describe, load_config
+
+
+@dataclass(frozen=True)
+class Stage:
+    config: type                        # the stage's frozen config dataclass
+    run: Callable[..., dict]            # run(config, log) -> the summary
+    line: Callable[[dict], str]         # the summary in one line
+    help: str
+    description: str
+    example: str
+
+
+STAGES: dict[str, Stage] = {
+    "collect": Stage(
+        collect.CollectConfig, collect.run_collect, collect.summary_line,
+        help="run mentors (any policies) through the bench machinery: traces into the history store",
+        description="Run each mentor policy over the problems as `kernelpilot bench` does (one agent session per "
+                    "problem: graph, tools, sandbox, evaluator), recording every evaluation in the history store and "
+                    "every session's messages in the checkpoints. Resumable: finished problems are skipped.",
+        example="kernelpilot train collect --set problems=benchmarks/problems --set only=01_*,04_* "
+                "--set mentors=builtin --set out=runs/collect --set cpu=true"),
+    "export": Stage(
+        export.ExportConfig, lambda config, log: export.export(config), export.summary_line,
+        help="the best correct trace per problem as SFT rows, split by problem hash",
+        description="Join each stored session's evaluations with its checkpointed messages, keep the best correct, "
+                    "unflagged trace per problem (several mentors: the best of them), and write SFT rows whose "
+                    "prompts are the agent's own (agent/prompts.py): messages/, prompt_completion/ and agent/ "
+                    "folders with train.jsonl and held_out.jsonl, trajectories.jsonl and manifest.json.",
+        example="kernelpilot train export --set out=data/sft"),
+    "sft": Stage(
+        sft.SFTConfig, sft.run_sft, sft.summary_line,
+        help="supervised fine-tuning on exported rows (TRL SFTTrainer)",
+        description="Fine-tune a model directory on an export's rows with TRL's SFTTrainer (full, lora or "
+                    "dora+rslora), writing OUT/model (a Hugging Face directory, adapters merged: "
+                    "--policy local:OUT/model), OUT/metrics.jsonl and OUT/summary.json. Needs the train extra.",
+        example="kernelpilot train sft --set model=runs/tiny --set data=data/sft --set out=runs/sft --set max_steps=20"),
+}
+
+
+def add_stage_parsers(verbs) -> None:
+    """One subcommand per stage on `verbs` (an argparse subparsers action)."""
+    for name, stage in STAGES.items():
+        parser = verbs.add_parser(name, help=stage.help, description=stage.description,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter,
+                                  epilog=f"config keys (TOML or --set; paths are relative to the working folder):\n"
+                                         f"{describe(stage.config)}\n\nexample:\n  {stage.example}")
+        parser.add_argument("--config", type=Path, metavar="FILE.toml", help="a TOML file with the stage's keys")
+        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                            help="set one key (after the file); repeat for more; lists are comma-separated")
+        parser.add_argument("--show-config", action="store_true", help="print the resolved config as JSON and stop")
+        parser.add_argument("--json", action="store_true", help="print the stage's summary as one JSON object")
+
+
+def run_stage(name: str, args) -> dict | None:
+    """Resolve the config and run the stage; the summary (None with --show-config). Progress lines
+    go to stderr; ConfigError, TrainingError and the runtime's errors propagate."""
+    stage = STAGES[name]
+    config = load_config(stage.config, args.config, args.overrides)
+    if args.show_config:
+        print(json.dumps(as_dict(config), indent=1))
+        return None
+    summary = stage.run(config, log=_stderr)
+    print(json.dumps(summary) if args.json else stage.line(summary))
+    return summary
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
