@@ -70,6 +70,17 @@ def test_ray_local_mode_runs_two_actors(suite, tmp_path):
     assert len(RunLog(out).sessions()) == len(SMALL)
 
 
+def test_lanes_per_gpu_repeat_each_gpu(monkeypatch):
+    """--gpus I,J --lanes N: N lane processes on each GPU (they share it through tools/device_lock.py)."""
+    from argparse import Namespace
+    from agent.cli import bench
+
+    monkeypatch.setattr(bench, "visible_gpus", lambda: 2)      # the GPU count NVML would give
+    assert bench.lane_devices(Namespace(gpus="0,1", lanes=2, cpu=False, ray=None)) == (0, 0, 1, 1)
+    assert bench.lane_devices(Namespace(gpus="1", lanes=None, cpu=False, ray=None)) == (1,)
+    assert bench.lane_devices(Namespace(gpus=None, lanes=2, cpu=True, ray=None)) == (None, None)
+
+
 def test_lane_options_are_checked(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), KERNELPILOT_HOME=str(tmp_path / "home"))
     for extra, words in ((["--gpus", "0", "--cpu"], "exclude each other"), (["--lanes", "2"], "--lanes goes with"),

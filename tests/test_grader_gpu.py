@@ -1,5 +1,6 @@
 """The cheat suite through the grader service on a GPU (issue 20): `kernelpilot grader serve`
-started for real on 127.0.0.1 with the GPU's runtime, then every cheat fixture and honest twin
+started for real on 127.0.0.1 as an RL run would use it (the reward protocol, two lane
+processes sharing the GPU through the device lock), then every cheat fixture and honest twin
 of tests/cheats/ POSTed as a trainer would: each gets the verdict tests/test_cheats.py expects
 of the evaluator itself, a cheat never earns a positive reward and is marked a hack case when
 the failure is its own doing, an honest twin earns a timed reward.
@@ -31,7 +32,8 @@ def gpu_grader(tmp_path_factory):
                KERNELPILOT_GRADER_TOKEN=TOKEN)
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "-m", "agent.cli", "grader", "serve", "--host", "127.0.0.1",
-                                    "--port", str(port), "--queue", "4", "--deadline", "600"],
+                                    "--port", str(port), "--queue", "4", "--deadline", "600", "--protocol", "reward",
+                                    "--gpus", "0", "--lanes", "2"],
                                    cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", port, home, log, process)
     try:

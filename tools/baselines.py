@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tools import timing
 from tools.device import DeviceInfo, versions
+from tools.device_lock import DeviceLock
 from tools.records import Baselines, EvalStatus
 from tools.reference import Reference
 from tools.sandbox.contracts import Limits, Sandbox, cache_dir
@@ -26,8 +27,9 @@ from tools.sandbox.shm import Exchange
 
 class BaselineStore:
     def __init__(self, sandbox: Sandbox, device: DeviceInfo, exchange: Exchange, config: timing.TimingConfig,
-                 limits: Limits = Limits()):
+                 limits: Limits = Limits(), device_lock: DeviceLock | None = None):
         self.sandbox, self.device, self.exchange, self.config, self.limits = sandbox, device, exchange, config, limits
+        self.device_lock = device_lock or DeviceLock.of(device)
         self.folder = cache_dir() / "baselines"
 
     def key(self, reference: Reference) -> str:
@@ -64,8 +66,9 @@ class BaselineStore:
             if isinstance(loaded, Failure):
                 notes.append(f"{label} baseline failed to load: {loaded.message}")
                 return None
-            self.sandbox.settle()
-            timed = timing.time_candidate(worker, self.exchange, reference, self.config, self.limits)
+            with self.device_lock:      # compiled (torch.compile's first calls are in the timing's warm-up) alone too
+                self.sandbox.settle()
+                timed = timing.time_candidate(worker, self.exchange, reference, self.config, self.limits)
         finally:
             worker.close()
             self.exchange.collect()

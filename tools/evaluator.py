@@ -25,7 +25,10 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Callable
 
 import torch
 
@@ -33,6 +36,7 @@ from tools import roofline
 from tools.baselines import BaselineStore
 from tools.compare import TOLERANCES, Comparison, judge_call
 from tools.device import DeviceInfo, versions
+from tools.device_lock import DeviceLock
 from tools.inputs import Distribution, draw, secret_seed, trial_plan
 from tools.integrity import judge_audit
 from tools.lint import lint_problem
@@ -56,6 +60,17 @@ ROOFLINE_MARGIN = 1.1          # measured time may beat the roofline floor by th
 PRECISION_FRACTION = 0.1       # an fp32 result using >10% of the tolerance was not computed in fp32
 AUDIT_TRIALS = 10
 AUDIT_CHECKED_CALLS = 20
+REWARD_MIN_ITERS = 20          # reward mode's timed calls before the stopping rule may end timing
+
+
+class Protocol(StrEnum):
+    """How an evaluation spends the device. Both run every check (the same trials, every timed call
+    sample-checked, the same whole-output checks); they differ in what waits for the device."""
+
+    FULL = "full"       # load outside the device lock; every trial and all `iters` timed calls inside it
+    REWARD = "reward"   # for RL throughput: the first trial (the candidate's JIT compile) outside the lock
+                        # too, so other processes' lanes compile while one measures; timing stops early
+                        # once the median is known to ±2% (tools/timing.py `settled`; 20 calls at least)
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,7 @@ class EvalConfig:
     timing: TimingConfig = TimingConfig()
     baselines: bool = True
     timed: bool = True          # False: correctness only, even on a GPU
+    protocol: Protocol = Protocol.FULL
 
 
 @dataclass(frozen=True)
@@ -100,7 +116,9 @@ class Evaluator:
         self.sandbox, self.device, self.config = sandbox, device, config
         self.exchange = Exchange(device.torch_device)
         self.serial = threading.RLock()   # held through each evaluation; a caller's trusted-side work may take it too
-        self.baselines = baselines or BaselineStore(sandbox, device, self.exchange, config.timing)
+        self.device_lock = DeviceLock.of(device)     # one measurement at a time on this GPU, machine-wide
+        self.baselines = baselines or BaselineStore(sandbox, device, self.exchange, config.timing.full(),
+                                                    device_lock=self.device_lock)
         self._contexts: OrderedDict[tuple[str, str], ProblemContext] = OrderedDict()
 
     def evaluate(self, problem: Problem, source: str, config: EvalConfig | None = None) -> EvalResult:
@@ -175,8 +193,9 @@ class Evaluator:
             if not isinstance(reply, Failure):
                 refs = [arena.put(x) for x in inputs]
                 self.exchange.ready(arena)
-                reply = ask(worker, {"kind": "profile", "arena": arena.describe(), "inputs": refs, "calls": calls},
-                            self.config.limits.timing_s)
+                with self.device_lock:
+                    reply = ask(worker, {"kind": "profile", "arena": arena.describe(), "inputs": refs, "calls": calls},
+                                self.config.limits.timing_s)
         finally:
             self.exchange.release(arena)
             worker.close()
@@ -215,22 +234,40 @@ class Evaluator:
             return Outcome(EvalStatus.REJECTED, f"while importing: {judge_audit(loaded.audit)}", Phase.LOAD)
         provenance = Provenance()
         provenance.add(loaded.audit.launches, 0, "load")
-        outcome = replace(self._check_trials(context, worker, config, provenance), provenance=provenance)
+        with ExitStack() as device:     # loaded (imported, built) outside the lock; checked and timed alone
+            def take() -> None:
+                device.enter_context(self.device_lock)      # re-entrant: taking it twice is harmless
+            reward = config.protocol is Protocol.REWARD
+            if not reward:
+                take()
+            return self._measure(context, worker, config, provenance, take, after_first=take if reward else None)
+
+    def _measure(self, context: ProblemContext, worker: Worker, config: EvalConfig, provenance: Provenance,
+                 take: Callable[[], None], after_first: Callable[[], None] | None) -> Outcome:
+        outcome = replace(self._check_trials(context, worker, config, provenance, after_first), provenance=provenance)
         if outcome.status is not EvalStatus.CORRECT or self.device.mode is Mode.CPU_INTERPRETER or not config.timed:
             return outcome
+        take()
         self.sandbox.settle()   # warm workers still starting would compete with the timed loop
-        timed = time_candidate(worker, self.exchange, context.reference, config.timing, config.limits, audited=True)
+        timing = config.timing if config.protocol is Protocol.FULL else replace(
+            config.timing, min_iters=config.timing.min_iters or REWARD_MIN_ITERS)
+        timed = time_candidate(worker, self.exchange, context.reference, timing, config.limits, audited=True)
         if timed.status is not EvalStatus.CORRECT:
             return replace(outcome, status=timed.status, reason=timed.reason, phase=Phase.TIME)
         for index, (launches, forwards) in enumerate(timed.launches):
             provenance.add(launches, forwards, f"timed request {index + 1}")
         return replace(outcome, timing=timed.stats, flags=timed.flags)
 
-    def _check_trials(self, context: ProblemContext, worker: Worker, config: EvalConfig, provenance: Provenance) -> Outcome:
+    def _check_trials(self, context: ProblemContext, worker: Worker, config: EvalConfig, provenance: Provenance,
+                      after_first: Callable[[], None] | None = None) -> Outcome:
+        """The correctness trials; `after_first` runs once the first has passed (reward mode
+        takes the device lock there: the first call, and its compile, ran outside it)."""
         reference, limits = context.reference, config.limits
         seeds = [secret_seed() for _ in range(config.trials)]   # drawn after the candidate loaded
         worst_abs, worst_rel = 0.0, 0.0
         for trial, (seed, distribution) in enumerate(zip(seeds, trial_plan(config.trials, context.distributions))):
+            if trial == 1 and after_first is not None:
+                after_first()
             inputs = draw(reference.problem, seed, distribution, reference.device)
             container, expected = reference.run(inputs)
             label = f"trial {trial + 1} ({distribution.value} inputs)"

@@ -45,6 +45,17 @@ class TimingConfig:
     max_input_sets: int = 100       # distinct input sets per chunk: one per call where the budget allows
     input_budget_bytes: int = 2 * GiB
     sample_elements: int = 4096     # secret positions of every output checked on every call
+    # The stopping rule (reward mode): None times all `iters` calls. Else the calls go in chunks
+    # of `chunk_calls`, and timing stops once `min_iters` ran and the median's 95% confidence
+    # interval is within ±`stop_rel_ci` of it (the whole-output checks all fall in the first
+    # `min_iters` calls, so an early stop skips none of them).
+    min_iters: int | None = None
+    chunk_calls: int = 10
+    stop_rel_ci: float = 0.02
+
+    def full(self) -> "TimingConfig":
+        """Every call timed: how baselines are timed whatever the candidates' rule."""
+        return replace(self, min_iters=None)
 
 
 @dataclass(frozen=True)
@@ -86,9 +97,14 @@ def time_candidate(worker: Worker, exchange: Exchange, reference: Reference, con
     like = [torch.empty(y.shape, dtype=y.dtype, device="meta") for y in outputs]
     set_shapes, outputs = [(x.shape, x.dtype) for x in warm], None
     per_chunk = input_set_count(tensor_bytes(warm), config)
-    checked = set(secrets.SystemRandom().sample(range(config.iters), min(config.checked_calls, config.iters)))
+    if config.min_iters is not None:
+        per_chunk = min(per_chunk, config.chunk_calls)
+    first_calls = min(config.iters, config.min_iters or config.iters)
+    checked = set(secrets.SystemRandom().sample(range(first_calls), min(config.checked_calls, first_calls)))
     event_ms, wall_ms, loop_s, launches = [], [], 0.0, []
     for offset in range(0, config.iters, per_chunk):
+        if settled(event_ms, config):
+            break
         count = min(per_chunk, config.iters - offset)
         full_calls = {i - offset for i in checked if offset <= i < offset + count}
         chunk = plan_chunk(like, count, full_calls, device, config)
@@ -112,6 +128,24 @@ def time_candidate(worker: Worker, exchange: Exchange, reference: Reference, con
     stats = TimingStats.from_samples(event_ms, wall_ms, loop_s)
     mismatch = stats.wall_median_ms > MISMATCH_RATIO * stats.median_ms + MISMATCH_SLACK_MS
     return Timed(EvalStatus.CORRECT, "", stats, (Flag.TIMING_MISMATCH,) if mismatch else (), tuple(launches))
+
+
+def settled(event_ms: list[float], config: TimingConfig) -> bool:
+    """The stopping rule: enough calls, and the median known to within ±stop_rel_ci."""
+    if config.min_iters is None or len(event_ms) < config.min_iters:
+        return False
+    low, high = median_interval(event_ms)
+    median = sorted(event_ms)[len(event_ms) // 2]
+    return median > 0 and (high - low) / 2 <= config.stop_rel_ci * median
+
+
+def median_interval(samples: list[float]) -> tuple[float, float]:
+    """A distribution-free 95% confidence interval of the median: the order statistics
+    n/2 ± 0.98·√n (the binomial's normal approximation)."""
+    ordered, n = sorted(samples), len(samples)
+    half = 0.98 * math.sqrt(n)
+    low, high = max(0, math.floor(n / 2 - half)), min(n - 1, math.ceil(n / 2 + half))
+    return ordered[low], ordered[high]
 
 
 def memory_hog(exchange: Exchange, device: torch.device) -> str | None:

@@ -67,7 +67,8 @@ def add_bench_parser(commands) -> None:
     bench.add_argument("--gpus", metavar="all|I,J", help="one lane process per listed GPU (`all`: every GPU), each "
                        "with its own runtime and --workers sessions; problems go to whichever lane is free")
     bench.add_argument("--lanes", type=positive_int, metavar="N", help="with --cpu: N lane processes in the Triton "
-                       "interpreter; with --ray: N actors (default: one per GPU of the cluster)")
+                       "interpreter; with --gpus: N per GPU (they load and compile at once and take turns on the "
+                       "device to measure); with --ray: N actors (default: one per GPU of the cluster)")
     bench.add_argument("--ray", metavar="local|auto|ADDRESS", help="run the lanes as Ray actors (pip install "
                        "'kernelpilot[ray]'): `local` starts Ray here, `auto` or host:port joins a cluster, one actor "
                        "per GPU (with --cpu: --lanes actors in the interpreter); DIR and $KERNELPILOT_HOME must be on "
@@ -132,19 +133,17 @@ def bench_options(args) -> BenchOptions:
 
 
 def lane_devices(args, with_ray: bool = False) -> tuple[int | None, ...]:
-    """The device of each lane `--gpus`, `--lanes` and `--cpu` ask for (a CUDA index, or None:
+    """The device of each lane `--gpus`, `--lanes` (per GPU with --gpus) and `--cpu` ask for (a CUDA index, or None:
     the interpreter); () for one runtime in this process. `with_ray`: the command also takes
     `--ray`, where `--lanes` counts actors on GPUs too (bench; the grader has no --ray)."""
     ray = with_ray and args.ray
     if args.gpus and args.cpu:
         raise UsageError("--gpus and --cpu exclude each other (--cpu --lanes N for interpreter lanes)")
-    if args.gpus and args.lanes:
-        raise UsageError("--gpus names the lanes already: leave out --lanes")
-    if args.lanes and not (args.cpu or ray):
-        raise UsageError("--lanes goes with --cpu (interpreter lanes)" + (" or --ray" if with_ray else "")
-                         + "; for GPUs use --gpus")
-    if args.gpus:
-        return tuple(gpu_indices(args.gpus))
+    if args.lanes and not (args.cpu or args.gpus or ray):
+        raise UsageError("--lanes goes with --cpu (interpreter lanes), --gpus (lanes per GPU)"
+                         + (" or --ray" if with_ray else ""))
+    if args.gpus:       # --lanes N: N lane processes per GPU, taking turns on it (tools/device_lock.py)
+        return tuple(index for index in gpu_indices(args.gpus) for _ in range(args.lanes or 1))
     return (None,) * (args.lanes or 0) if args.cpu else (0,) * (args.lanes or 0)
 
 

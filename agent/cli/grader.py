@@ -14,6 +14,7 @@ from pathlib import Path
 from agent.cli.bench import lane_devices, parse_levels
 from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, fail, positive_float, positive_int
 from agent.runtime import RuntimeOptions
+from tools.evaluator import EvalConfig, Protocol
 from tools.problems import ProblemError
 from tools.sandbox.backends import SandboxKind
 
@@ -38,7 +39,12 @@ def add_grader_parser(commands) -> None:
     serve.add_argument("--cpu", action="store_true", help="grade in the Triton interpreter even if a GPU is present "
                        "(correctness only: a correct candidate earns the gate alone)")
     serve.add_argument("--lanes", type=positive_int, metavar="N", help="with --cpu: N lane processes in the "
-                       "interpreter (default: one runtime in this process)")
+                       "interpreter; with --gpus: N lane processes per GPU, which load and compile candidates at "
+                       "once and take turns on the device to measure (default: one runtime in this process)")
+    serve.add_argument("--protocol", type=Protocol, choices=list(Protocol), default=Protocol.FULL,
+                       help="full: every trial and all timed calls wait for the device; reward: the first trial "
+                            "(the candidate's compile) runs while another lane measures, and timing stops once the "
+                            "median is known to ±2%% (default full)")
     serve.add_argument("--sandbox", type=SandboxKind, choices=list(SandboxKind), default=SandboxKind.PROCESS,
                        help="where candidates run (default process)")
     serve.add_argument("--queue", type=positive_int, default=64, metavar="N", help="requests that may wait for a "
@@ -72,7 +78,7 @@ def run_grader(args) -> ExitCode:
     if made:
         fail(f"no {TOKEN_ENV} set; this run's token (send `Authorization: Bearer TOKEN`): {token}", ExitCode.OK)
     runtime = RuntimeOptions(sandbox=args.sandbox, db=args.db, cuda_index=args.gpu, force_cpu=args.cpu,
-                             timeout_s=args.timeout)
+                             timeout_s=args.timeout, eval=EvalConfig(protocol=args.protocol))
     pool = PoolOptions(runtime=runtime, devices=lane_devices(args), capacity=args.queue)
     options = ServeOptions(host=args.host, port=args.port, pool=pool, deadline_s=args.deadline,
                            problems=tuple(args.problems), levels=parse_levels(args.levels))
