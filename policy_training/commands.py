@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from policy_training import collect, export, sft
+from policy_training import collect, export, grpo, rft, sft, smoke
 from policy_training.config import as_dict, describe, load_config
 
 
@@ -54,6 +54,34 @@ STAGES: dict[str, Stage] = {
                     "dora+rslora), writing OUT/model (a Hugging Face directory, adapters merged: "
                     "--policy local:OUT/model), OUT/metrics.jsonl and OUT/summary.json. Needs the train extra.",
         example="kernelpilot train sft --set model=runs/tiny --set data=data/sft --set out=runs/sft --set max_steps=20"),
+    "rft": Stage(
+        rft.RFTConfig, rft.run_rft, rft.summary_line,
+        help="self-supervised rejection sampling: sample, grade, write back, fine-tune on the correct ones",
+        description="Sample k completions per training problem from the model (the agent's own prompt), grade each "
+                    "with the real evaluator (in-process, or the grader service at grader_url), write every one back "
+                    "to the history store (origin: policy rft, the model directory), and fine-tune on the correct, "
+                    "unflagged ones with the SFT machinery. seeds=N mixes the store's best correct kernels in. "
+                    "Writes OUT/model, OUT/candidates.jsonl, OUT/positives/, OUT/metrics.jsonl, OUT/summary.json.",
+        example="kernelpilot train rft --set model=runs/sft/model --set problems=benchmarks/problems "
+                "--set only=04_* --set k=8 --set out=runs/rft --set cpu=true"),
+    "grpo": Stage(
+        grpo.GRPOStageConfig, grpo.run_grpo, grpo.summary_line,
+        help="contrastive RL: GRPO with earlier kernels and their speedups in the prompt, the evaluator as reward",
+        description="TRL's GRPOTrainer on prompts carrying the store's fast, middling and slow kernels of each "
+                    "problem (rendered when sampled, so kernels found in training reach the next prompts), rewarded by "
+                    "policy_training/reward.py on the real evaluator's verdict, every graded candidate written back. "
+                    "Loss grpo, dr_grpo or dapo; clip-higher; KL on/off; reward scaling; length penalties; difficulty-"
+                    "weighted problems; PEFT. Writes OUT/model, OUT/metrics.jsonl, OUT/profile.json (generation, "
+                    "grading and update time per step, peak memory, graded candidates per minute), OUT/summary.json.",
+        example="kernelpilot train grpo --set model=runs/rft/model --set problems=benchmarks/problems "
+                "--set only=04_* --set out=runs/grpo --set max_steps=50 --set loss_type=dapo --set epsilon_high=0.28"),
+    "smoke": Stage(
+        smoke.SmokeConfig, smoke.run_smoke, smoke.summary_line,
+        help="every stage once on a tiny random model and two suite problems, on a CPU (a few minutes)",
+        description="collect -> export -> sft -> rft -> grpo on a tiny offline model and two suite problems in the "
+                    "Triton interpreter, with a store and home of the run's own under OUT; OUT/summary.json holds each "
+                    "stage's metrics and the candidates each wrote back to the store.",
+        example="kernelpilot train smoke --out runs/smoke"),
 }
 
 
@@ -65,6 +93,7 @@ def add_stage_parsers(verbs) -> None:
                                   epilog=f"config keys (TOML or --set; paths are relative to the working folder):\n"
                                          f"{describe(stage.config)}\n\nexample:\n  {stage.example}")
         parser.add_argument("--config", type=Path, metavar="FILE.toml", help="a TOML file with the stage's keys")
+        parser.add_argument("--out", type=Path, metavar="DIR", help="the stage's folder (the same as --set out=DIR)")
         parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                             help="set one key (after the file); repeat for more; lists are comma-separated")
         parser.add_argument("--show-config", action="store_true", help="print the resolved config as JSON and stop")
@@ -75,7 +104,8 @@ def run_stage(name: str, args) -> dict | None:
     """Resolve the config and run the stage; the summary (None with --show-config). Progress lines
     go to stderr; ConfigError, TrainingError and the runtime's errors propagate."""
     stage = STAGES[name]
-    config = load_config(stage.config, args.config, args.overrides)
+    overrides = list(args.overrides) + ([f"out={args.out}"] if args.out is not None else [])
+    config = load_config(stage.config, args.config, overrides)
     if args.show_config:
         print(json.dumps(as_dict(config), indent=1))
         return None

@@ -165,10 +165,11 @@ def shown(value: Any) -> str:
 
 
 def field_comments(kind: type) -> dict[str, str]:
-    """{field: the `# comment` on its line} from the class's source."""
+    """{field: the `# comment` on its line} from the source of the class and of the dataclasses it extends."""
     found = {}
-    for line in inspect.getsource(kind).splitlines():
-        name, _, rest = line.strip().partition(":")
-        if "#" in rest and name.isidentifier():
-            found[name] = rest.split("#", 1)[1].strip()
+    for klass in reversed([k for k in kind.__mro__ if dataclasses.is_dataclass(k)]):
+        for line in inspect.getsource(klass).splitlines():
+            name, _, rest = line.strip().partition(":")
+            if "#" in rest and name.isidentifier():
+                found[name] = rest.split("#", 1)[1].strip()
     return found

@@ -1,8 +1,11 @@
-"""`kernelpilot train {collect,export,sft}`: retraining the policy (policy_training/commands.py).
+"""`kernelpilot train {collect,export,sft,rft,grpo,smoke}`: retraining the policy (policy_training/commands.py).
 
     kernelpilot train collect --set problems=benchmarks/problems --set out=runs/collect --set cpu=true
     kernelpilot train export --set out=data/sft
     kernelpilot train sft --config sft.toml --set max_steps=20
+    kernelpilot train rft --set model=runs/sft/model --set problems=benchmarks/problems --out runs/rft
+    kernelpilot train grpo --set model=runs/rft/model --set problems=benchmarks/problems --out runs/grpo
+    kernelpilot train smoke --out runs/smoke
 
 Each stage reads `--config FILE.toml` and `--set key=value` overrides (`--help` lists the keys).
 The stages' modules import no training library until a stage runs; `sft` needs the `train` extra.
@@ -15,10 +18,12 @@ from policy_training.training import MissingStack, TrainingError
 
 def add_train_parser(commands) -> None:
     train = commands.add_parser(
-        "train", help="retrain the policy: collect traces, export SFT rows, fine-tune",
+        "train", help="retrain the policy: collect traces, export SFT rows, fine-tune, rejection sampling, GRPO",
         description="Retrain the policy (policy_training/): `collect` runs mentor policies over problems into the "
                     "history store, `export` turns the best correct trace per problem into SFT rows, `sft` "
-                    "fine-tunes a model directory on them. Each stage takes --config FILE.toml and --set key=value.",
+                    "fine-tunes a model directory on them, `rft` samples, grades, writes back and fine-tunes on the correct "
+                    "samples, `grpo` runs contrastive RL with the evaluator as reward, `smoke` runs them all on a tiny "
+                    "model. Each stage takes --config FILE.toml, --set key=value and --out DIR.",
         epilog=EXIT_STATUS_HELP)
     add_stage_parsers(train.add_subparsers(dest="stage", required=True, metavar="STAGE"))
 

@@ -1,0 +1,146 @@
+"""Grading a model's completions for the training stages (rft, grpo, best-of): the real evaluator,
+the reward, and the write-back of every candidate to the history store.
+
+Two graders with one interface, `grade(problem, completion, tokens) -> Graded`:
+- `LocalGrader`: a runtime in this process (agent/runtime.py: sandbox, evaluator, store), the
+  Triton interpreter on a machine without a GPU; each verdict is recorded with the stage as the
+  origin's policy and the model directory as its model, then scored by policy_training/reward.py
+  against one `ProblemStats` for the run. One evaluation at a time (the evaluator's rule).
+- `ServiceGrader`: `kernelpilot grader serve` at a URL (policy_training/grader/client.py); the
+  service evaluates, records (origin policy `grader`, the model named here) and scores.
+
+The candidate is the completion's last ```python block (any fenced block if none is tagged),
+else the whole text: prose earns the evaluator's compile_error, never a guess of ours; the text
+before that block is the analysis recorded with it. An infrastructure failure raises (a
+sandbox that cannot start, a store that cannot be written, a grader that is gone), except a
+grader's 429/503/504 after its retries, which leaves that sample out (reward None).
+
+    with open_grader(GraderSettings(cpu=True, db=url), stage="rft", model="runs/sft/model") as grader:
+        graded = grader.grade(problem, completion_text, tokens=32)
+        graded.reward, graded.usable, grader.written, grader.device, grader.store
+"""
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from agent.runtime import Runtime, RuntimeOptions
+from policy_training.grader.client import GraderClient, GraderError
+from policy_training.grader.trl_reward import FENCE, NO_VERDICT, extract_code
+from policy_training.reward import ProblemStats, RewardConfig, RewardKind, score
+from tools.device import DeviceInfo
+from tools.history import HistoryStore, Origin
+from tools.problems import Problem
+from tools.records import EvalStatus, Flag, Mode
+from tools.sandbox.backends import SandboxKind
+from tools.trust import Use, rules_out
+
+
+@dataclass(frozen=True)
+class GraderSettings:
+    """Where candidates are graded (the grading keys every stage config carries)."""
+
+    url: str | None = None                      # a grader service; None: a runtime in this process
+    token: str | None = None                    # the service's token (else KERNELPILOT_GRADER_TOKEN)
+    db: str | None = None                       # the local runtime's history store URL
+    cpu: bool = False                           # the local runtime in the Triton interpreter even on a GPU
+    sandbox: SandboxKind = SandboxKind.PROCESS
+    timeout_s: float | None = None              # wall-clock limit per evaluation step
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+
+@dataclass(frozen=True)
+class Graded:
+    """One graded completion: what the evaluator said, what it earned, where it was recorded."""
+
+    problem_hash: str
+    candidate: str
+    analysis: str
+    status: EvalStatus | None                   # None: the grader gave no verdict (our side's, after retries)
+    flags: tuple[str, ...]
+    reward: float | None                        # None: left out (our side's fault)
+    kind: RewardKind | None
+    evaluation_id: int | None
+    seconds: float
+
+    @property
+    def usable(self) -> bool:
+        """Correct and allowed as a best by the trust rules (what rejection sampling keeps)."""
+        return self.status is EvalStatus.CORRECT and not rules_out(self.flags, Use.BEST)
+
+
+def split_completion(text: str) -> tuple[str, str]:
+    """(analysis, candidate): the candidate as the reward reads it, the analysis the text before its block."""
+    candidate = extract_code(text)
+    blocks = list(FENCE.finditer(text))
+    ends = [m for m in blocks if m.group(2) == candidate]
+    analysis = text[:ends[-1].start()].strip() if ends else ""
+    return analysis, candidate
+
+
+class LocalGrader:
+    """A runtime in this process: evaluate, record with the stage's origin, score."""
+
+    def __init__(self, runtime: Runtime, stage: str, model: str, reward: RewardConfig):
+        self.runtime, self.stage, self.model, self.reward = runtime, stage, model, reward
+        self.stats, self.session = ProblemStats(), f"{stage}-{uuid.uuid4().hex[:12]}"
+        self.written, self.statuses = 0, Counter()
+        self.device, self.size, self.store = runtime.device, runtime.size("auto"), runtime.store
+
+    def grade(self, problem: Problem, completion: str, tokens: int | None = None) -> Graded:
+        started = time.monotonic()
+        analysis, candidate = split_completion(completion)
+        result = self.runtime.evaluator.evaluate(problem, candidate)
+        evaluation_id = self.runtime.store.record(problem, candidate, result, Origin(
+            policy=self.stage, model=self.model, analysis=analysis or None), session=self.session)
+        self.written += 1
+        self.statuses[result.status.value] += 1
+        reward = score(result, self.reward, self.stats, tokens)
+        return Graded(problem.hash, candidate, analysis, result.status, tuple(Flag(f).value for f in result.flags),
+                      reward.value, reward.kind, evaluation_id, time.monotonic() - started)
+
+
+class ServiceGrader:
+    """`kernelpilot grader serve` at a URL: it evaluates, records and scores."""
+
+    def __init__(self, client: GraderClient, stage: str, model: str, store: HistoryStore):
+        self.client, self.stage, self.model, self.store = client, stage, model, store
+        self.written, self.statuses, self.session = 0, Counter(), "grader"
+        lane = client.health().lanes[0]             # no grader there: one line now, not a failed step later
+        mode = Mode(lane.mode)
+        self.device = DeviceInfo(mode, lane.device, 0 if mode is Mode.GPU else None)
+        self.size = "full" if mode is Mode.GPU else "small"
+
+    def grade(self, problem: Problem, completion: str, tokens: int | None = None) -> Graded:
+        started = time.monotonic()
+        analysis, candidate = split_completion(completion)
+        try:
+            answer = self.client.grade(problem.source, candidate, tokens=tokens, model=self.model[-128:])
+        except GraderError as error:
+            if error.status not in NO_VERDICT:
+                raise
+            return Graded(problem.hash, candidate, analysis, None, (), None, None, None, time.monotonic() - started)
+        self.written += answer.evaluation_id is not None
+        self.statuses[answer.status.value] += 1
+        return Graded(problem.hash, candidate, analysis, answer.status, tuple(answer.flags), answer.reward, answer.kind,
+                      answer.evaluation_id, time.monotonic() - started)
+
+
+@contextmanager
+def open_grader(settings: GraderSettings, stage: str, model: str) -> Iterator[LocalGrader | ServiceGrader]:
+    """The grader the settings name, open for the block; its `store` is where the stage reads exemplars
+    and seeds (a service's own store only if `db` names the same database)."""
+    options = RuntimeOptions(sandbox=settings.sandbox, db=settings.db, force_cpu=settings.cpu,
+                             timeout_s=settings.timeout_s)
+    if settings.url is None:
+        with Runtime.open(options) as runtime:
+            yield LocalGrader(runtime, stage, model, settings.reward)
+        return
+    store = HistoryStore(settings.db)        # where exemplars and seeds are read: give the grader's own store
+    try:
+        with GraderClient(settings.url, settings.token) as client:
+            yield ServiceGrader(client, stage, model, store)
+    finally:
+        store.engine.dispose()
