@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from policy_training import collect, export, grpo, rft, sft, smoke
+from policy_training import best_of, collect, export, grpo, rft, sft, smoke
 from policy_training.config import as_dict, describe, load_config
 
 
@@ -82,6 +82,15 @@ STAGES: dict[str, Stage] = {
                     "Triton interpreter, with a store and home of the run's own under OUT; OUT/summary.json holds each "
                     "stage's metrics and the candidates each wrote back to the store.",
         example="kernelpilot train smoke --out runs/smoke"),
+    "best-of": Stage(
+        best_of.BestOfConfig, best_of.run_best_of, best_of.summary_line,
+        help="best-of-N at inference: N answers per problem, every kernel graded, the best kept",
+        description="A policy (local:MODEL_DIR, openai, replay:FILE, builtin) answers each problem's first turn N "
+                    "times; the evaluator grades every kernel (written back to the store) and the best verdict wins. "
+                    "prm=module:function names an optional process scorer of the answers' analyses (ranks them, "
+                    "keeps the prm_keep best for grading, breaks ties). Writes OUT/best_of.jsonl and OUT/summary.json.",
+        example="kernelpilot train best-of --set policy=local:runs/grpo/model --set problems=benchmarks/problems "
+                "--set n=8 --out runs/best-of"),
 }
 
 

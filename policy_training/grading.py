@@ -31,6 +31,7 @@ from policy_training.grader.client import GraderClient, GraderError
 from policy_training.grader.trl_reward import FENCE, NO_VERDICT, extract_code
 from policy_training.reward import ProblemStats, RewardConfig, RewardKind, score
 from tools.device import DeviceInfo
+from tools.evaluator import EvalConfig, Protocol
 from tools.history import HistoryStore, Origin
 from tools.problems import Problem
 from tools.records import EvalStatus, Flag, Mode
@@ -48,6 +49,7 @@ class GraderSettings:
     cpu: bool = False                           # the local runtime in the Triton interpreter even on a GPU
     sandbox: SandboxKind = SandboxKind.PROCESS
     timeout_s: float | None = None              # wall-clock limit per evaluation step
+    protocol: Protocol = Protocol.REWARD        # the evaluator's protocol (tools/evaluator.py): reward or full
     reward: RewardConfig = field(default_factory=RewardConfig)
 
 
@@ -133,7 +135,7 @@ def open_grader(settings: GraderSettings, stage: str, model: str) -> Iterator[Lo
     """The grader the settings name, open for the block; its `store` is where the stage reads exemplars
     and seeds (a service's own store only if `db` names the same database)."""
     options = RuntimeOptions(sandbox=settings.sandbox, db=settings.db, force_cpu=settings.cpu,
-                             timeout_s=settings.timeout_s)
+                             timeout_s=settings.timeout_s, eval=EvalConfig(protocol=settings.protocol))
     if settings.url is None:
         with Runtime.open(options) as runtime:
             yield LocalGrader(runtime, stage, model, settings.reward)

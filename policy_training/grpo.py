@@ -141,7 +141,8 @@ def run_grpo(config: GRPOStageConfig, log=print, grader=None) -> dict:
         "statuses": dict(grader.statuses), "seeded": times.seeded, "profile": {k: v for k, v in profile.items()
                                                                                if k != "steps"},
         "model": str(folder), "started_from": config.model, "grader": config.grader_url or "in-process",
-        "store": grader.store.where, "config": as_dict(config)})
+        "store": grader.store.where, "devices": {"policy": str(trainer.model.device), "grader": grader.device.name,
+                                                 "grader_mode": grader.device.mode.value}, "config": as_dict(config)})
 
 
 def summary_line(summary: dict) -> str:

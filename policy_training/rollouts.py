@@ -28,6 +28,7 @@ from policy_training.reward import RewardConfig, SpeedTerm
 from policy_training.sft import Device
 from policy_training.training import TrainingError
 from tools.device import DeviceInfo
+from tools.evaluator import Protocol
 from tools.history import HistoryStore
 from tools.problems import Problem, load_problem
 from tools.sandbox.backends import SandboxKind
@@ -51,6 +52,7 @@ class RolloutConfig:
     cpu: bool = False                           # grade in the Triton interpreter even where a GPU is present
     sandbox: SandboxKind = SandboxKind.PROCESS  # where candidates run: process or docker
     timeout_s: float | None = None              # wall-clock limit per evaluation step
+    protocol: Protocol = Protocol.REWARD        # the in-process evaluator's protocol: reward (RL throughput) or full
     speed_term: SpeedTerm = SpeedTerm.LOG       # the reward's speed term: log or capped speedup
     length_penalty: float = 0.0                 # reward subtracted per length_budget tokens beyond the budget
     length_budget: int = 4096                   # completion tokens before the length penalty starts
@@ -78,7 +80,7 @@ class RolloutConfig:
         reward = RewardConfig(speed_term=self.speed_term, length_penalty=self.length_penalty,
                               length_budget=self.length_budget)
         return GraderSettings(url=self.grader_url, db=self.db, cpu=self.cpu, sandbox=self.sandbox,
-                              timeout_s=self.timeout_s, reward=reward)
+                              timeout_s=self.timeout_s, protocol=self.protocol, reward=reward)
 
 
 def training_problems(config: RolloutConfig, size: str) -> list[Problem]:
