@@ -124,11 +124,19 @@ def best_of_n(policy: Policy, grader, problem: Problem, n: int, backend: Backend
         turn = policy.turn(turn_input)
         answers.append(Answer(turn.text, kernel_of(turn), scorer(problem, turn.text) if scorer else None))
     chosen = sorted(range(n), key=lambda i: -(answers[i].process_score or 0.0))[:keep or n]
-    graded = [Answer(a.text, a.kernel, a.process_score, grader.grade(problem, as_completion(a.text, a.kernel)))
+    graded = [Answer(a.text, a.kernel, a.process_score, grader.grade(problem, completion_of(a)))
               if i in chosen and a.kernel else a for i, a in enumerate(answers)]
     ranked = [a for a in graded if a.graded is not None]
     best = max(ranked, key=rank) if ranked else None
     return BestOf(problem.name, tuple(graded), best)
+
+
+def completion_of(answer: Answer) -> str:
+    """The answer as one completion: its text when the kernel is its own last block, else the text
+    followed by the kernel of its tool call."""
+    if last_python_block(answer.text) == answer.kernel:
+        return answer.text
+    return as_completion(answer.text, answer.kernel)
 
 
 def rank(answer: Answer) -> tuple:

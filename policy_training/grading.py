@@ -66,6 +66,7 @@ class Graded:
     kind: RewardKind | None
     evaluation_id: int | None
     seconds: float
+    hack: bool = False                          # rejected, or flagged for the candidate's own doing (reward.py)
 
     @property
     def usable(self) -> bool:
@@ -101,7 +102,7 @@ class LocalGrader:
         self.statuses[result.status.value] += 1
         reward = score(result, self.reward, self.stats, tokens)
         return Graded(problem.hash, candidate, analysis, result.status, tuple(Flag(f).value for f in result.flags),
-                      reward.value, reward.kind, evaluation_id, time.monotonic() - started)
+                      reward.value, reward.kind, evaluation_id, time.monotonic() - started, reward.hack)
 
 
 class ServiceGrader:
@@ -127,7 +128,7 @@ class ServiceGrader:
         self.written += answer.evaluation_id is not None
         self.statuses[answer.status.value] += 1
         return Graded(problem.hash, candidate, analysis, answer.status, tuple(answer.flags), answer.reward, answer.kind,
-                      answer.evaluation_id, time.monotonic() - started)
+                      answer.evaluation_id, time.monotonic() - started, answer.hack)
 
 
 @contextmanager
