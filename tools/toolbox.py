@@ -133,7 +133,8 @@ TOOLS = {
                                "(median runtime, speedups). Not the answer: submit hands one back."),
     "profile": (CodeRequest, "The kernels one forward launches on the GPU, with launch counts and time shares."),
     "speedup_history": (HistoryRequest, "Earlier kernels for this problem and similar ones, with measured speedups."),
-    "submit": (CodeRequest, "Hand the candidate back as the answer after a final full check with timing."),
+    "submit": (CodeRequest, "Hand the candidate back as the answer after a final full check with timing, and a "
+                            "check at a second size set (the problem's sizes scaled): read sizes from the inputs."),
 }
 
 
@@ -181,12 +182,17 @@ class Toolbox:
                              similar=[history_view(name, e) for name, e in similar if allowed(e, Use.BEST)])
 
     def submit(self, request: CodeRequest) -> SubmitReport:
-        report = self._evaluate("submit", request.code)
+        report = self._evaluate("submit", request.code, second_size=True)
         if not allowed(report.result, Use.BEST):     # tools/trust.py: correct and not disqualified
             return SubmitReport(accepted=False, reason=f"the final check: {why_not(report.result, Use.BEST)}",
                                 evaluation_id=report.evaluation_id, result=report.result)
         self.store.submit(self.session, report.evaluation_id)
         return SubmitReport(accepted=True, reason="", evaluation_id=report.evaluation_id, result=report.result)
+
+    def final_check(self, code: str) -> EvaluationReport:
+        """`optimize`'s last word on its answer (not a tool the policy calls): correctness at the
+        problem's size and at a second size set, untimed (the answer keeps its measured times)."""
+        return self._evaluate("final_check", code, timed=False, second_size=True)
 
     def _evaluate(self, tool: str, code: str, **overrides) -> EvaluationReport:
         if self.unseen:
@@ -280,6 +286,8 @@ def render_eval(tool: str, r: EvalResult, trials: bool = True) -> str:
         lines.append(f"reason: {r.reason[:600]}")
     if r.flags:
         lines.append(f"flags: {', '.join(f.value for f in r.flags)}")
+    if r.second_size is not None:
+        lines.append(r.second_size.text()[:600])
     log = [line for line in r.log.splitlines() if line.strip()][-LOG_LINES:]
     if log and r.status is not EvalStatus.CORRECT:
         lines.append("log (end):\n  " + "\n  ".join(line[:200] for line in log))
