@@ -11,7 +11,8 @@ costs less than the first), either way at the small size — to a value other th
 Integer constraints between sizes (channels divisible by groups) are declared nowhere, so a
 drawn set is tried on the reference: the first set whose Model builds and runs on fresh
 inputs is the second size. Later draws keep the divisibility the sizes had (among themselves
-and with the constants left as they are); the last ones scale one size alone. None of this runs in the candidate's process.
+and with the constants left as they are); the last ones scale one size alone. None of this
+runs in the candidate's process.
 
     second = second_size(problem, torch.device("cpu"))   # SecondSize, or a str: why there is none
 """

@@ -115,7 +115,8 @@ def run_eval(args) -> ExitCode:
     size = args.size if args.size != "auto" else ("small" if index is None else "full")
     problem = load_problem(args.problem, size=size)
     limits = Limits() if args.timeout is None else Limits().with_timeout(args.timeout)
-    config = EvalConfig(trials=args.trials, limits=limits, baselines=not args.no_baselines, second_size=args.second_size)
+    config = EvalConfig(trials=args.trials, limits=limits, baselines=not args.no_baselines,
+                        second_size=args.second_size)
     prepare_home()                                   # its caches: one clear line if it cannot be written
     store = None if args.no_record else open_store(args.db)
     with open_sandbox(args.sandbox, index, limits, warm=0) as sandbox:    # before detect() touches CUDA
