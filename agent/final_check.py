@@ -14,11 +14,10 @@ the report and the history store.
 """
 from agent.graph import JUDGED_TOOLS, attempt_record, attempts_of, best_of
 from agent.policy import Attempt
-from tools.toolbox import Toolbox
+from tools.toolbox import FINAL_CHECK, Toolbox
 from tools.trust import Use, Versus, allowed, trusted_speedup
 
 FINAL_CHECKS = 3
-FINAL_CHECK = "final_check"
 
 
 def candidates(state: dict) -> list[Attempt]:
@@ -38,8 +37,13 @@ def candidates(state: dict) -> list[Attempt]:
     return found
 
 
+def checks_of(state: dict) -> list[Attempt]:
+    """The session's final checks (they are attempts of no policy call)."""
+    return [a for a in attempts_of(state) if a.tool == FINAL_CHECK]
+
+
 def final_checks(state: dict, code: str) -> list[Attempt]:
-    return [a for a in attempts_of(state) if a.tool == FINAL_CHECK and a.code == code]
+    return [a for a in checks_of(state) if a.code == code]
 
 
 def answer(state: dict) -> Attempt | None:

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.final_check import answer, size_text
+from agent.final_check import answer, checks_of, size_text
 from agent.graph import attempts_of
 from agent.policy import Attempt, has_analysis
 from tools.device import DeviceInfo
@@ -36,7 +36,7 @@ class Summary:
     session_id: str
     stop_reason: str | None
     submitted: bool
-    attempts: int
+    attempts: int                       # the policy's (final checks are not counted)
     tokens: int
     gpu_seconds: float
     device: str
@@ -57,7 +57,7 @@ def summarize(state: dict, session_id: str, device: DeviceInfo, out: Path | None
         speedup_vs_compile=trusted_speedup(best, Versus.COMPILE) if best else None,
         runtime_ms=trusted_runtime_ms(best) if best else None,
         turns=state.get("turns", 0), session_id=session_id, stop_reason=state.get("stop"),
-        submitted=state.get("submitted") is not None, attempts=len(state.get("attempts", [])),
+        submitted=state.get("submitted") is not None, attempts=len(attempts_of(state)) - len(checks_of(state)),
         tokens=state.get("tokens", 0), gpu_seconds=round(state.get("gpu_seconds", 0.0), 3),
         device=device.name, mode=device.mode.value, report_path=str(out / "report.md") if out else None,
         second_size=size_text(state, best) if best else None)

@@ -27,6 +27,7 @@ from tools.records import EvalResult, EvalStatus, Mode, ProfileResult
 from tools.trust import Use, Versus, allowed, timing_believed, trusted_speedup, why_not
 
 LOG_LINES = 12
+FINAL_CHECK = "final_check"     # the call id the final check's evaluations are recorded under (no policy call)
 
 
 class Request(BaseModel):
@@ -153,7 +154,9 @@ class Toolbox:
             self.unseen = []
             return
         last = max(known, default=0)
-        self.unseen = [e for e in self.store.entries(self.problem.hash) if e.session == self.session and e.id > last]
+        # a final check cut off before its checkpoint is run again: it is no policy call to hand on
+        self.unseen = [e for e in self.store.entries(self.problem.hash)
+                       if e.session == self.session and e.id > last and e.call_id != FINAL_CHECK]
 
     def compile(self, request: CodeRequest) -> EvaluationReport:
         return self._evaluate("compile", request.code, trials=1, timed=False)
@@ -192,7 +195,11 @@ class Toolbox:
     def final_check(self, code: str) -> EvaluationReport:
         """`optimize`'s last word on its answer (not a tool the policy calls): correctness at the
         problem's size and at a second size set, untimed (the answer keeps its measured times)."""
-        return self._evaluate("final_check", code, timed=False, second_size=True)
+        self.call_id = FINAL_CHECK
+        try:
+            return self._evaluate(FINAL_CHECK, code, timed=False, second_size=True)
+        finally:
+            self.call_id = None
 
     def _evaluate(self, tool: str, code: str, **overrides) -> EvaluationReport:
         if self.unseen:
