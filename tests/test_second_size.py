@@ -126,3 +126,10 @@ def test_eval_second_size_reports_a_specialised_kernel(capsys):
     assert main(args + ["--second-size"]) == 0
     out = capsys.readouterr().out
     assert "flags: size_specialised" in out and "does not hold at a second size" in out
+
+
+def test_a_fallback_everywhere_is_no_custom_kernel_not_size_specialised(evaluator):
+    source = (Path(__file__).parent / "cheats" / "cheat_reference_op.py").read_text()     # torch.softmax itself
+    result = evaluator.evaluate(load_problem(SOFTMAX, size="small"), source, replace(evaluator.config, second_size=True))
+    assert Flag.NO_CUSTOM_KERNEL in result.flags and Flag.SIZE_SPECIALISED not in result.flags
+    assert result.second_size.holds

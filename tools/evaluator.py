@@ -175,7 +175,7 @@ class Evaluator:
             return result.model_copy(update={"second_size": check, "notes": [*result.notes, check.text()]})
         resized = ProblemContext(second.reference, context.lint, context.distributions)
         outcome, _, log = self._attempt(resized, source, replace(config, timed=False))
-        check = size_check(outcome, second.sizes)
+        check = size_check(outcome, second.sizes, own_kernels=Flag.NO_CUSTOM_KERNEL not in result.flags)
         if check.holds:
             return result.model_copy(update={"second_size": check})
         update = {"second_size": check, "log": log, "notes": [*result.notes, check.text()]}
@@ -359,15 +359,16 @@ def imprecise(outcome: Outcome) -> bool:
     return outcome.rel_error is not None and outcome.rel_error > PRECISION_FRACTION * TOLERANCES[torch.float32].rel_l2
 
 
-def size_check(outcome: Outcome, sizes: dict[str, int]) -> SizeCheck:
-    """What the run at the second size says: it holds when correct with its own kernels running
-    (a candidate that falls back to PyTorch away from the sizes it was verified at does not)."""
-    own = outcome.provenance is None or not outcome.provenance.no_custom_kernel
+def size_check(outcome: Outcome, sizes: dict[str, int], own_kernels: bool) -> SizeCheck:
+    """What the run at the second size says: it holds when correct with its own kernels running,
+    where they ran at the first size (`own_kernels`): a candidate that falls back to PyTorch only
+    away from the sizes it was verified at does not hold (one that always does is no_custom_kernel)."""
+    own = not own_kernels or outcome.provenance is None or not outcome.provenance.no_custom_kernel
     holds = outcome.status is EvalStatus.CORRECT and own
-    reason = outcome.reason if outcome.status is not EvalStatus.CORRECT else (
-        "" if own else "none of its own kernels ran there (a PyTorch fallback away from the sizes it was checked at)")
-    return SizeCheck(sizes=sizes, status=outcome.status, holds=holds,
-                     reason=f"{outcome.status.value}: {reason}" if not holds else "",
+    reason = f"{outcome.status.value}: {outcome.reason}" if outcome.status is not EvalStatus.CORRECT else (
+        "" if own else "correct, but none of its own kernels ran there (a PyTorch fallback away from the sizes "
+                       "it was checked at)")
+    return SizeCheck(sizes=sizes, status=outcome.status, holds=holds, reason=reason,
                      trials_run=outcome.trials_run, trials_passed=outcome.trials_passed)
 
 
