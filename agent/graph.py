@@ -217,7 +217,7 @@ def attempt_record(turn: int, tool: str, report: EvaluationReport | SubmitReport
     return Attempt(turn=turn, tool=tool, evaluation_id=report.evaluation_id, code=code, status=r.status,
                    runtime_ms=trusted_runtime_ms(r), speedup_vs_eager=trusted_speedup(r, Versus.EAGER),
                    speedup_vs_compile=trusted_speedup(r, Versus.COMPILE), flags=tuple(f.value for f in r.flags),
-                   reason=r.reason[:500])
+                   reason=r.reason[:500], second_size=r.second_size.text()[:500] if r.second_size else "")
 
 
 def turn_input(state: AgentState, ctx: AgentContext) -> TurnInput:

@@ -57,6 +57,7 @@ class Attempt:
     speedup_vs_compile: float | None
     flags: tuple[str, ...] = ()
     reason: str = ""
+    second_size: str = ""       # what a check at a second size set said ('' where none ran)
 
     def to_state(self) -> dict:
         """The JSON form kept in the session's checkpoint."""

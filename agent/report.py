@@ -4,8 +4,9 @@ The answer is the candidate the policy submitted, with the numbers of its final 
 check; without an accepted submit, the fastest correct candidate the session measured
 (a timed one beats an untimed one; without a GPU, the first verified-correct one). Only
 what the trust rules (`tools/trust.py`) allow is an answer or a claimed speed: a flagged
-attempt is listed with its flags, never handed back. `status` in the summary is the
-answer's status, or `none` when no candidate may be handed back.
+attempt is listed with its flags, never handed back. `optimize` checks its answer at a
+second size set first (agent/final_check.py): the report says whether it holds there.
+`status` in the summary is the answer's status, or `none` when no candidate may be handed back.
 
     summary = write_outputs(Path("out"), state, session_id, device)
 """
@@ -13,7 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.graph import attempts_of, best_of
+from agent.final_check import answer, checks_of, size_text
+from agent.graph import attempts_of
 from agent.policy import Attempt, has_analysis
 from tools.device import DeviceInfo
 from tools.records import EvalStatus
@@ -34,20 +36,16 @@ class Summary:
     session_id: str
     stop_reason: str | None
     submitted: bool
-    attempts: int
+    attempts: int                       # the policy's (final checks are not counted)
     tokens: int
     gpu_seconds: float
     device: str
     mode: str
     report_path: str | None
+    second_size: str | None = None      # the answer's check at a second size set, in words
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-def answer(state: dict) -> Attempt | None:
-    submitted = [a for a in attempts_of(state) if a.evaluation_id == state.get("submitted")]
-    return next((a for a in [*submitted[-1:], best_of(state)] if a and allowed(a, Use.BEST)), None)
 
 
 def summarize(state: dict, session_id: str, device: DeviceInfo, out: Path | None) -> Summary:
@@ -59,9 +57,10 @@ def summarize(state: dict, session_id: str, device: DeviceInfo, out: Path | None
         speedup_vs_compile=trusted_speedup(best, Versus.COMPILE) if best else None,
         runtime_ms=trusted_runtime_ms(best) if best else None,
         turns=state.get("turns", 0), session_id=session_id, stop_reason=state.get("stop"),
-        submitted=state.get("submitted") is not None, attempts=len(state.get("attempts", [])),
+        submitted=state.get("submitted") is not None, attempts=len(attempts_of(state)) - len(checks_of(state)),
         tokens=state.get("tokens", 0), gpu_seconds=round(state.get("gpu_seconds", 0.0), 3),
-        device=device.name, mode=device.mode.value, report_path=str(out / "report.md") if out else None)
+        device=device.name, mode=device.mode.value, report_path=str(out / "report.md") if out else None,
+        second_size=size_text(state, best) if best else None)
 
 
 def write_outputs(out: Path, state: dict, session_id: str, device: DeviceInfo) -> Summary:
@@ -113,7 +112,8 @@ def result_line(summary: Summary) -> str:
     submitted = "submitted after a final full check" if summary.submitted else "not submitted by the policy"
     slower = (" It is slower than eager PyTorch: keep the reference." if summary.speedup_vs_eager is not None
               and summary.speedup_vs_eager < 1 else "")
-    return f"Best kernel: `best.py`, {summary.status}, {speed}; {submitted}.{slower}"
+    sizes = f" Sizes: {summary.second_size}." if summary.second_size else ""
+    return f"Best kernel: `best.py`, {summary.status}, {speed}; {submitted}.{slower}{sizes}"
 
 
 def attempt_row(a: Attempt) -> str:

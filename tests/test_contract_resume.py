@@ -48,11 +48,13 @@ def test_resume_goes_on_from_the_checkpoint_and_evaluates_nothing_twice(capsys, 
     second = json.loads(capsys.readouterr().out)
     assert (second["session_id"], second["turns"], second["attempts"], second["status"], second["stop_reason"]) == \
         (first["session_id"], 3, 1, "correct", "policy_done")
-    assert HistoryStore(db).count([first["session_id"]]) == 1          # turn 1's call was not run again
+    # turn 1's call and the first run's final check of its kernel: neither was run again
+    assert HistoryStore(db).count([first["session_id"]]) == 2
     state, _ = saved_state(first["session_id"])
     roles = [m["role"] for m in state["messages"]]
     assert roles.count("system") == 1 and roles.count("assistant") == 3 == state["turns"]
-    assert [a["turn"] for a in state["attempts"]] == [1] and state["best"]["turn"] == 1
+    assert [(a["turn"], a["tool"]) for a in state["attempts"]] == [(1, "check_correctness"), (1, "final_check")]
+    assert state["best"]["turn"] == 1
 
 
 def test_a_run_killed_during_its_only_tool_call_runs_that_call_on_resume(capsys, tmp_path):
@@ -83,7 +85,9 @@ def test_a_run_killed_during_its_only_tool_call_runs_that_call_on_resume(capsys,
                  "--out", str(tmp_path / "out")]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["attempts"], summary["status"]) == (1, "correct")
-    assert [r.source for r in store.records(with_source=True) if r.session == session_id] == [slow.read_text()]
+    mine = sorted((r for r in store.records(with_source=True) if r.session == session_id), key=lambda r: r.id)
+    assert [(r.source, r.call_id) for r in mine] == \
+        [(slow.read_text(), "turn0-call0"), (slow.read_text(), "final_check")]      # the call, then its final check
     state, _ = saved_state(session_id)
     replies = [m for m in state["messages"] if m["role"] == "tool"]
     assert [m["tool_call_id"] for m in replies] == ["turn0-call0"]

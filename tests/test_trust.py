@@ -37,9 +37,10 @@ def optimize(capsys, tmp_path: Path, *turns: list[tuple[str, Path]]) -> tuple[di
 def test_a_flagged_correct_kernel_is_not_the_best_and_its_honest_twin_is(capsys, tmp_path):
     summary, report = optimize(capsys, tmp_path, [("check_correctness", FLAGGED)],
                                [("check_correctness", HONEST)], [("submit", FLAGGED)])
-    mine = [r for r in HistoryStore().records() if r.session == summary["session_id"]]
-    assert [(r.status, "no_custom_kernel" in r.flags) for r in mine] == \
-        [(EvalStatus.CORRECT, True), (EvalStatus.CORRECT, False), (EvalStatus.CORRECT, True)]   # the evaluator's word
+    mine = sorted((r for r in HistoryStore().records() if r.session == summary["session_id"]), key=lambda r: r.id)
+    assert [(r.status, "no_custom_kernel" in r.flags, r.call_id == "final_check") for r in mine] == \
+        [(EvalStatus.CORRECT, True, False), (EvalStatus.CORRECT, False, False), (EvalStatus.CORRECT, True, False),
+         (EvalStatus.CORRECT, False, True)]   # the evaluator's word; optimize's final check of the honest answer
     assert summary["status"] == "correct" and summary["submitted"] is False     # the flagged submit is refused
     assert Path(summary["best_code_path"]).read_text() == HONEST.read_text()
     assert "Correct but not eligible as the answer" in report

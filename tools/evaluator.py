@@ -16,7 +16,11 @@ the AST check (`tools/static_check.py`) turns a `correct` verdict with a reject 
 into `rejected`; kernel provenance (`tools/provenance.py`) flags `no_custom_kernel`;
 fp16/bf16/TF32 in an fp32 problem, or an error using >10% of the tolerance, flags
 `precision_policy`; a speedup above 10x eager or above the roofline is flagged
-`excessive_speedup` and audited by a second, stricter run.
+`excessive_speedup` and audited by a second, stricter run. With `second_size`, a correct
+candidate is checked again at a second size set drawn now (`tools/second_size.py`: the
+problem's size constants scaled by secret factors) in a fresh worker, correctness only: one
+that fails there, or runs none of its own kernels there, is flagged `size_specialised`; one
+rejected there is rejected.
 
     evaluator = Evaluator(ProcessSandbox(None), detect(), EvalConfig())   # the sandbox before detect(): CUDA
     result = evaluator.evaluate(load_problem("p.py", size="small"), open("c.py").read())
@@ -44,9 +48,10 @@ from tools.provenance import Provenance
 from tools.static_check import Finding, Severity, check_source
 from tools.problems import Problem
 from tools.records import (EvalResult, EvalStatus, Flag, KernelShare, LintReport, Mode, Phase, ProfileResult,
-                           TimingStats)
+                           SizeCheck, TimingStats)
 from tools.reference import Reference
 from tools.safe_text import clean
+from tools.second_size import second_size
 from tools.sandbox.contracts import Limits, Sandbox, Worker
 from tools.sandbox.protocol import load_request
 from tools.sandbox.replies import Failure, Profiled, Ready, Reply, ask
@@ -81,6 +86,7 @@ class EvalConfig:
     baselines: bool = True
     timed: bool = True          # False: correctness only, even on a GPU
     protocol: Protocol = Protocol.FULL
+    second_size: bool = False   # also check a correct candidate at a second size set (tools/second_size.py)
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,8 @@ class Evaluator:
         result = self._result(problem, source, context, outcome, ready, log, time.perf_counter() - start, config)
         if self._excessive(context, result):
             result = self._audit(context, source, config, result)
+        if config.second_size and result.status is EvalStatus.CORRECT:
+            result = self._second_size(context, source, config, result)
         return result.model_copy(update={"static_findings": [f.text() for f in findings],
                                          "seconds": time.perf_counter() - start})
 
@@ -174,6 +182,25 @@ class Evaluator:
         median = outcome.timing.median_ms if outcome.timing else None
         return result.model_copy(update={"flags": flags, "notes": [*result.notes, f"excessive speedup: audit run "
                                                                     f"passed (median {median} ms)"]})
+
+    def _second_size(self, context: ProblemContext, source: str, config: EvalConfig, result: EvalResult) -> EvalResult:
+        """The candidate again at a second size set drawn now, in a fresh worker that is asked
+        exactly as the first was (only the sizes differ), correctness only. The verdict stays
+        the first check's, unless the candidate was rejected there."""
+        second = second_size(context.reference.problem, self.device.torch_device)
+        if isinstance(second, str):     # our side: no size set the problem allows (said, not flagged)
+            check = SizeCheck(sizes={}, status=None, holds=False, reason=second)
+            return result.model_copy(update={"second_size": check, "notes": [*result.notes, check.text()]})
+        resized = ProblemContext(second.reference, context.lint, context.distributions)
+        outcome, _, log = self._attempt(resized, source, replace(config, timed=False))
+        check = size_check(outcome, second.sizes, own_kernels=Flag.NO_CUSTOM_KERNEL not in result.flags)
+        if check.holds:
+            return result.model_copy(update={"second_size": check})
+        update = {"second_size": check, "log": log, "notes": [*result.notes, check.text()]}
+        if check.status is EvalStatus.REJECTED:
+            return result.model_copy(update={**update, "status": EvalStatus.REJECTED, "phase": outcome.phase,
+                                             "reason": check.text()})
+        return result.model_copy(update={**update, "flags": [*result.flags, Flag.SIZE_SPECIALISED]})
 
     def profile(self, problem: Problem, source: str, calls: int = 10) -> ProfileResult:
         """The kernels one forward launches, with launch counts and time shares."""
@@ -367,6 +394,19 @@ def imprecise(outcome: Outcome) -> bool:
     """Passed, but with an error no fp32 computation makes: a share of the tolerance
     that only reduced-precision math uses up."""
     return outcome.rel_error is not None and outcome.rel_error > PRECISION_FRACTION * TOLERANCES[torch.float32].rel_l2
+
+
+def size_check(outcome: Outcome, sizes: dict[str, int], own_kernels: bool) -> SizeCheck:
+    """What the run at the second size says: it holds when correct with its own kernels running,
+    where they ran at the first size (`own_kernels`): a candidate that falls back to PyTorch only
+    away from the sizes it was verified at does not hold (one that always does is no_custom_kernel)."""
+    own = not own_kernels or outcome.provenance is None or not outcome.provenance.no_custom_kernel
+    holds = outcome.status is EvalStatus.CORRECT and own
+    reason = f"{outcome.status.value}: {outcome.reason}" if outcome.status is not EvalStatus.CORRECT else (
+        "" if own else "correct, but none of its own kernels ran there (a PyTorch fallback away from the sizes "
+                       "it was checked at)")
+    return SizeCheck(sizes=sizes, status=outcome.status, holds=holds, reason=reason,
+                     trials_run=outcome.trials_run, trials_passed=outcome.trials_passed)
 
 
 def failed(reply: Failure, label: str = "") -> Outcome:

@@ -4,7 +4,7 @@ Every evaluation is in the history store with its candidate's source, so nothing
 copying: a hack case is a stored evaluation whose verdict is `rejected` (a forbidden
 construct, a caught cheat) or that carries a flag of the candidate's doing
 (`tools.trust.CANDIDATES_DOING`: timing_mismatch, no_custom_kernel, precision_policy,
-excessive_speedup). Training reads them as negative examples (`hack_cases`); a person
+excessive_speedup, size_specialised). Training reads them as negative examples (`hack_cases`); a person
 reviews them as new cheat fixtures (`export`, in the shape of tests/cheats/).
 
     kernelpilot history hacks [--limit N] [--json] [--export DIR]

@@ -12,7 +12,7 @@ so a renamed file keeps its history. Every way a problem file can be unusable ra
 import hashlib
 import re
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -97,6 +97,19 @@ def load_problem(path: str | Path, size: str = "full", suite: str | None = None,
     return Problem(name=path.stem, path=path, source=source, hash=source_hash(source),
                    suite=suite or path.parent.name, level=level,
                    category=getattr(module, "OP_CATEGORY", None), size=size, module=module)
+
+
+def resized(problem: Problem, sizes: dict[str, int], label: str) -> Problem:
+    """The same problem (same source and hash) with some module-level size constants set to
+    other values, in a module of its own: `problem`'s module is left as it is."""
+    module = _exec_module(problem.path, problem.source)
+    if problem.size == "small":
+        _apply_small_sizes(problem.path, module)
+    unknown = [name for name in sizes if name not in module.__dict__]
+    if unknown:
+        raise ProblemError(f"{problem.path}: no module-level constant named {', '.join(unknown)} to resize")
+    module.__dict__.update(sizes)
+    return replace(problem, size=label, module=module)
 
 
 def _exec_module(path: Path, source: str) -> types.ModuleType:

@@ -32,6 +32,7 @@ class Flag(StrEnum):
     NO_CUSTOM_KERNEL = "no_custom_kernel"      # a forward that ran none of the candidate's own kernels
     PRECISION_POLICY = "precision_policy"      # lower-precision math, or error far above fp32 rounding
     EXCESSIVE_SPEEDUP = "excessive_speedup"    # above 10x eager or above the roofline: audited again
+    SIZE_SPECIALISED = "size_specialised"      # correct at the problem's sizes, not at a second size set
 
 
 class Mode(StrEnum):
@@ -136,6 +137,27 @@ class ProfileResult(Frozen):
     device: str
 
 
+class SizeCheck(Frozen):
+    """The candidate checked again at a second size set drawn for this evaluation
+    (tools/second_size.py): the problem's size constants scaled, fresh inputs, a fresh worker."""
+
+    sizes: dict[str, int]           # the size constants at the second size ({} when none could be made)
+    status: EvalStatus | None       # the candidate's verdict there; None: not checked (reason says why)
+    holds: bool                     # correct there, with its own kernels running
+    reason: str                     # why it does not hold, or why it was not checked ('' when it holds)
+    trials_run: int = 0
+    trials_passed: int = 0
+
+    def text(self) -> str:
+        """One line: 'holds at a second size (batch_size=5, dim=217)', or why not."""
+        at = ", ".join(f"{name}={value}" for name, value in self.sizes.items())
+        if self.status is None:
+            return f"not checked at a second size: {self.reason}"
+        if self.holds:
+            return f"holds at a second size ({at})"
+        return f"does not hold at a second size ({at}): {self.reason}"
+
+
 class EvalResult(Frozen):
     """One evaluation of one candidate on one problem: the verdict, its evidence, the numbers."""
 
@@ -168,6 +190,7 @@ class EvalResult(Frozen):
     seconds: float                  # wall-clock time of the whole evaluation
     kernels: list[str] = []         # kernels the candidate's forwards launched, "name x count" (own ones first)
     static_findings: list[str] = []   # tools/static_check.py's findings on the source
+    second_size: SizeCheck | None = None   # the check at a second size set; None when not asked (or not correct)
 
     def summary(self) -> dict:
         """The flat JSON object `kernelpilot eval --json` prints."""

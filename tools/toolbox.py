@@ -27,6 +27,7 @@ from tools.records import EvalResult, EvalStatus, Mode, ProfileResult
 from tools.trust import Use, Versus, allowed, timing_believed, trusted_speedup, why_not
 
 LOG_LINES = 12
+FINAL_CHECK = "final_check"     # the call id the final check's evaluations are recorded under (no policy call)
 
 
 class Request(BaseModel):
@@ -133,7 +134,8 @@ TOOLS = {
                                "(median runtime, speedups). Not the answer: submit hands one back."),
     "profile": (CodeRequest, "The kernels one forward launches on the GPU, with launch counts and time shares."),
     "speedup_history": (HistoryRequest, "Earlier kernels for this problem and similar ones, with measured speedups."),
-    "submit": (CodeRequest, "Hand the candidate back as the answer after a final full check with timing."),
+    "submit": (CodeRequest, "Hand the candidate back as the answer after a final full check with timing, and a "
+                            "check at a second size set (the problem's sizes scaled): read sizes from the inputs."),
 }
 
 
@@ -152,7 +154,9 @@ class Toolbox:
             self.unseen = []
             return
         last = max(known, default=0)
-        self.unseen = [e for e in self.store.entries(self.problem.hash) if e.session == self.session and e.id > last]
+        # a final check cut off before its checkpoint is run again: it is no policy call to hand on
+        self.unseen = [e for e in self.store.entries(self.problem.hash)
+                       if e.session == self.session and e.id > last and e.call_id != FINAL_CHECK]
 
     def compile(self, request: CodeRequest) -> EvaluationReport:
         return self._evaluate("compile", request.code, trials=1, timed=False)
@@ -181,12 +185,21 @@ class Toolbox:
                              similar=[history_view(name, e) for name, e in similar if allowed(e, Use.BEST)])
 
     def submit(self, request: CodeRequest) -> SubmitReport:
-        report = self._evaluate("submit", request.code)
+        report = self._evaluate("submit", request.code, second_size=True)
         if not allowed(report.result, Use.BEST):     # tools/trust.py: correct and not disqualified
             return SubmitReport(accepted=False, reason=f"the final check: {why_not(report.result, Use.BEST)}",
                                 evaluation_id=report.evaluation_id, result=report.result)
         self.store.submit(self.session, report.evaluation_id)
         return SubmitReport(accepted=True, reason="", evaluation_id=report.evaluation_id, result=report.result)
+
+    def final_check(self, code: str) -> EvaluationReport:
+        """`optimize`'s last word on its answer (not a tool the policy calls): correctness at the
+        problem's size and at a second size set, untimed (the answer keeps its measured times)."""
+        self.call_id = FINAL_CHECK
+        try:
+            return self._evaluate(FINAL_CHECK, code, timed=False, second_size=True)
+        finally:
+            self.call_id = None
 
     def _evaluate(self, tool: str, code: str, **overrides) -> EvaluationReport:
         if self.unseen:
@@ -280,6 +293,8 @@ def render_eval(tool: str, r: EvalResult, trials: bool = True) -> str:
         lines.append(f"reason: {r.reason[:600]}")
     if r.flags:
         lines.append(f"flags: {', '.join(f.value for f in r.flags)}")
+    if r.second_size is not None:
+        lines.append(r.second_size.text()[:600])
     log = [line for line in r.log.splitlines() if line.strip()][-LOG_LINES:]
     if log and r.status is not EvalStatus.CORRECT:
         lines.append("log (end):\n  " + "\n  ".join(line[:200] for line in log))

@@ -11,6 +11,7 @@ a correct result may be *used* for:
 | `no_custom_kernel`        | candidate  |  no  |   no    |   no   | none of its own kernels ran: a PyTorch fallback   |
 | `precision_policy`        | candidate  |  no  |   no    |   no   | fp16/bf16/TF32 math on an fp32 problem, inside tolerance |
 | `excessive_speedup`       | candidate  | yes  |  yes    |   no   | audited again and passed; unbelievable until a person looks |
+| `size_specialised`        | candidate  |  no  |   no    |   no   | correct at the checked sizes only: shapes baked in  |
 | `degenerate_problem`      | problem    | yes  |  yes    |   no   | the output barely depends on the input: a constant could pass |
 | `network_not_isolated`    | our side   | yes  |  yes    |   no   | the worker could reach the network: a verdict not to train on |
 | `filesystem_not_isolated` | our side   | yes  |  yes    |   no   | the worker could write outside its scratch dir    |
@@ -19,6 +20,14 @@ a correct result may be *used* for:
 *or a machine too noisy to time on (benchmarks/cheat_suite.py counts it as the environment's):
 an honest kernel flagged so keeps its `correct` verdict but is neither best nor counted until
 it is timed again without the flag.
+
+`size_specialised` (the check at a second size set, `EvalConfig.second_size`) rules out
+everything: a kernel replaces a module that its users call at their own shapes, so one that
+is wrong, crashes or falls back to PyTorch at another size is not a correct replacement, and
+a reward for it would teach a policy to bake shapes in (skipping masks and bounds is faster).
+It is the candidate's doing: the second sizes are ones the problem's own reference builds and
+runs at (a size set the problem refuses is never used; none at all is a note, not a flag).
+The flag exists only where the check ran: `submit` and `optimize`'s final check always run it.
 
 "best" covers the session's best kernel, the accepted submit and what a report claims;
 "metrics" covers a batch run's correct rate, fast_p and geomeans. Flags of our side (the
@@ -66,6 +75,7 @@ DISQUALIFIES: dict[Flag, frozenset[Use]] = {
     Flag.NO_CUSTOM_KERNEL: ALL_USES,
     Flag.PRECISION_POLICY: ALL_USES,
     Flag.EXCESSIVE_SPEEDUP: frozenset({Use.REWARD}),
+    Flag.SIZE_SPECIALISED: ALL_USES,
     Flag.DEGENERATE_PROBLEM: frozenset({Use.REWARD}),
     Flag.NETWORK_NOT_ISOLATED: frozenset({Use.REWARD}),
     Flag.FILESYSTEM_NOT_ISOLATED: frozenset({Use.REWARD}),
@@ -75,7 +85,7 @@ UNTIMED_BY = frozenset({Flag.TIMING_MISMATCH})       # flags under which no time
 OUR_SIDE = frozenset({Flag.NETWORK_NOT_ISOLATED, Flag.FILESYSTEM_NOT_ISOLATED, Flag.SHARED_USER})
 # The candidate's doing: with a `rejected` verdict, what makes a hack case (tools/hack_cases.py).
 CANDIDATES_DOING = frozenset({Flag.TIMING_MISMATCH, Flag.NO_CUSTOM_KERNEL, Flag.PRECISION_POLICY,
-                              Flag.EXCESSIVE_SPEEDUP})
+                              Flag.EXCESSIVE_SPEEDUP, Flag.SIZE_SPECIALISED})
 PROBLEMS_DOING = frozenset({Flag.DEGENERATE_PROBLEM})
 
 # A new flag must be decided here (what it rules out, and whose doing it is) before anything runs.

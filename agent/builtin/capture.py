@@ -62,7 +62,18 @@ def _fx_graph(model: nn.Module, inputs: list[torch.Tensor]) -> OpGraph:
 
 
 def _export_graph(model: nn.Module, inputs: list[torch.Tensor]) -> OpGraph:
-    module = exported_module(model, inputs)
+    """torch.export's graph with symbolic sizes (a size the forward reads stays read, so the
+    kernel holds at other sizes), unless the graph with fixed sizes leaves fewer ops unsupported."""
+    fixed = _exported(model, inputs, dynamic=False)
+    try:
+        symbolic = _exported(model, inputs, dynamic=True)
+    except CaptureError:    # export could not keep the sizes symbolic: they stay fixed
+        return fixed
+    return symbolic if len(symbolic.unsupported) <= len(fixed.unsupported) else fixed
+
+
+def _exported(model: nn.Module, inputs: list[torch.Tensor], dynamic: bool) -> OpGraph:
+    module = exported_module(model, inputs, dynamic)
     try:
         ShapeProp(module).propagate(*inputs)
     except Exception as error:  # as for fx: data for the analysis

@@ -1,6 +1,7 @@
 """The torch.export fallback of the capture step, for forwards torch.fx cannot trace (sizes
 used as Python numbers: `range(x.shape[1])`): export runs them on fake tensors, so those
-sizes become constants at get_inputs' shapes. The aten graph is rewritten into the form
+sizes become constants at get_inputs' shapes, unless exported `dynamic` (each input dim symbolic:
+a size read in forward stays `x.size(d)`). The aten graph is rewritten into the form
 `capture.convert` reads: an aten call with a torch builtin of the same schema calls it
 (`aten.softmax.int` as `torch.softmax`), arguments `ir.SIGNATURES` does not place
 going by schema keyword; a linear, convolution or norm with a module's own weights and
@@ -26,10 +27,13 @@ LAYERS = {aten.linear.default: nn.Linear, aten.conv1d.default: nn.Conv1d, aten.c
 COPIES = {aten.lift_fresh_copy.default, aten.detach_.default, aten.detach.default}   # what export wraps constants in
 
 
-def exported_module(model: nn.Module, inputs: list[torch.Tensor]) -> fx.GraphModule:
-    """`model`'s forward as a GraphModule that `convert` reads (raises CaptureError if export fails)."""
+def exported_module(model: nn.Module, inputs: list[torch.Tensor], dynamic: bool = False) -> fx.GraphModule:
+    """`model`'s forward as a GraphModule that `convert` reads (raises CaptureError if export fails).
+    `dynamic`: every input dim symbolic where export can keep it so, so a size the forward reads
+    is `x.size(d)` in the graph, not the number it is at get_inputs' shapes."""
+    shapes = tuple({d: torch.export.Dim.AUTO for d in range(x.dim())} for x in inputs) if dynamic else None
     try:
-        module = torch.export.export(model, tuple(inputs), strict=False).module()
+        module = torch.export.export(model, tuple(inputs), dynamic_shapes=shapes, strict=False).module()
     except Exception as error:  # an export failure is data for the analysis, not a crash
         reason = (str(error).strip().splitlines() or [""])[0][:300]
         raise CaptureError(f"torch.export could not capture Model.forward: {type(error).__name__}: {reason}") from None
@@ -148,6 +152,9 @@ def _to_torch_level(node: fx.Node) -> None:
     op = node.target
     if op is aten.view.default:
         node.op, node.target = "call_method", "view"
+        return
+    if op is aten.sym_size.int:         # a size the forward reads, symbolic under `dynamic`
+        node.op, node.target = "call_method", "size"
         return
     found = (getattr(ns, op._opname, None) for ns in (torch, torch._C._nn)) if op.namespace == "aten" else ()
     fn = next((f for f in found if isinstance(f, types.BuiltinFunctionType)), None)   # not a Python wrapper

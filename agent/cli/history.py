@@ -41,7 +41,8 @@ def add_history_parser(commands) -> None:
     best.add_argument("--k", type=int, default=5)
     verbs.add_parser("export", help="every evaluation as JSON lines on stdout, sources included")
     hacks = verbs.add_parser("hacks", help="hack cases: rejected candidates and those flagged for what they did "
-                             "(timing_mismatch, no_custom_kernel, precision_policy, excessive_speedup)",
+                             "(timing_mismatch, no_custom_kernel, precision_policy, excessive_speedup, "
+                             "size_specialised)",
                              description="Hack cases: stored evaluations whose candidate was rejected or flagged for "
                                          "its own doing, with how it was caught. --export DIR writes each as a cheat "
                                          "fixture in the shape of tests/cheats/ (and its problem beside it) for "

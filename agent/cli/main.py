@@ -2,6 +2,7 @@
 codes (listed in agent/cli/__init__.py).
 
     kernelpilot eval PROBLEM.py CANDIDATE.py [--json] [--trials N] [--timeout S] [--size auto|full|small]
+                     [--second-size]
 """
 import argparse
 import json
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(load, each call, the timed loop); default: 300 for load and first call, 60 per later call")
     ev.add_argument("--size", choices=["auto", "full", "small"], default="auto",
                     help="problem size: small uses the problem's SMALL_SIZES; auto = full on a GPU, small without one")
+    ev.add_argument("--second-size", action="store_true",
+                    help="also check a correct candidate at a second size set (the problem's sizes scaled by secret "
+                         "factors, fresh inputs, a fresh worker); one that fails there is flagged size_specialised")
     ev.add_argument("--cpu", action="store_true", help="use the Triton interpreter even if a GPU is present")
     ev.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="CUDA device index (default 0)")
     ev.add_argument("--no-baselines", action="store_true", help="skip measuring the eager and torch.compile baselines")
@@ -113,7 +117,8 @@ def run_eval(args) -> ExitCode:
     size = args.size if args.size != "auto" else ("small" if index is None else "full")
     problem = load_problem(args.problem, size=size)
     limits = Limits() if args.timeout is None else Limits().with_timeout(args.timeout)
-    config = EvalConfig(trials=args.trials, limits=limits, baselines=not args.no_baselines)
+    config = EvalConfig(trials=args.trials, limits=limits, baselines=not args.no_baselines,
+                        second_size=args.second_size)
     prepare_home()                                   # its caches: one clear line if it cannot be written
     store = None if args.no_record else open_store(args.db)
     with open_sandbox(args.sandbox, index, limits, warm=0) as sandbox:    # before detect() touches CUDA
@@ -165,6 +170,8 @@ def render(result: EvalResult, device: DeviceInfo) -> None:
     elif device.mode is Mode.CPU_INTERPRETER:
         out.print("  runtime: not measured (no GPU: Triton ran in its interpreter, which says nothing about speed)")
     out.print(f"  flags: {', '.join(f.value for f in result.flags) or 'none'}")
+    if result.second_size is not None and result.second_size.holds:
+        out.print(f"  second size: {result.second_size.text()}", markup=False)
     for finding in result.lint_findings:
         out.print(f"  problem lint: {indented(finding, 4)}", markup=False)
     for note in result.notes:

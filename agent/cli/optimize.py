@@ -4,8 +4,10 @@
                          [--max-turns N] [--target-speedup X] [--backend triton|cuda]
                          [--sandbox process|docker] [--out DIR] [--json] [--resume ID]
 
-Each turn streams to the terminal (the analysis, each tool's result, the best so far);
-`--out` gets best.py, report.md and summary.json. With `--json`, stdout carries exactly
+Each turn streams to the terminal (the analysis, each tool's result, the best so far); then
+the final check evaluates the answer again at a second size set (agent/final_check.py: a
+kernel that only holds at the problem's sizes is not handed back); `--out` gets best.py,
+report.md and summary.json. With `--json`, stdout carries exactly
 one JSON object (the summary) and the stream goes to stderr. Exit codes: agent/cli/__init__.py.
 """
 import json
@@ -14,8 +16,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from agent.cli.common import (EXIT_STATUS_HELP, ExitCode, UsageError, add_session_arguments, drive, positive_float,
-                               positive_int, session_options)
+from agent.cli.common import (EXIT_STATUS_HELP, ExitCode, UsageError, add_session_arguments, clip, drive,
+                               positive_float, positive_int, session_options)
+from agent.final_check import run_final_check
 from agent.graph import Budget, RunMode
 from agent.report import write_outputs
 from agent.policies import PolicyKind, PolicySpec
@@ -66,6 +69,10 @@ def run_optimize(args) -> ExitCode:
         out = args.out or Path("kernelpilot-out") / session.id
         try:
             drive(session, session.start_state(), console)
+            for check in run_final_check(session):
+                console.rule("final check")
+                console.print(clip(f"{check.status.value}{', flagged ' + ', '.join(check.flags) if check.flags else ''}"
+                                   f"; {check.second_size or 'not checked at a second size'}"), markup=False)
         finally:
             # Whatever stopped the run (the endpoint gone, Ctrl-C), what it found is written out.
             summary = write_outputs(out, session.state(), session.id, session.context.device)
@@ -74,5 +81,6 @@ def run_optimize(args) -> ExitCode:
     else:
         console.print(f"stopped: {summary.stop_reason}; best: {summary.status}"
                       + (f" {summary.speedup_vs_eager:.2f}x vs eager" if summary.speedup_vs_eager else "")
+                      + (f"; {summary.second_size}" if summary.second_size else "")
                       + f"; report in {out / 'report.md'}")
     return ExitCode.OK

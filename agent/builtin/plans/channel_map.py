@@ -11,6 +11,7 @@ from agent.builtin.ir import OpGraph
 from agent.builtin.ops import MAX_STRIDED_MAP
 from agent.builtin.partition import Operand, Stage, Unsupported
 from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, epilogue, forward_expr, load_cast
+from agent.builtin.plans.sizes import reduced_shape
 
 MAPS = {"softmax", "log_softmax", "logsumexp"}
 TILE = 4096                 # elements per (BLOCK_R, BLOCK_I) tile
@@ -55,7 +56,7 @@ def {name}_kernel(
     v_map = {RESULT[anchor.op]}
 ''' + "".join(f"    {line}\n" for line in lines)
     call = [forward_expr(source.name, graph)] + [forward_expr(n, graph) for n in body.inputs]
-    return Emitted(kernel, _wrapper(stage, graph, body, outs, name, config, n_reduce),
+    return Emitted(kernel, _wrapper(stage, graph, body, outs, name, config),
                    f"{', '.join(stage.outputs)} = {name}({', '.join(call)})", frozenset(body.helpers))
 
 
@@ -68,24 +69,26 @@ def _dim(anchor, rank: int) -> int:
     return (dim[0] if isinstance(dim, (tuple, list)) else dim) % rank
 
 
-def _wrapper(stage: Stage, graph: OpGraph, body: Body, outs: list[str], name: str, config: Config,
-             n_reduce: int) -> str:
+def _wrapper(stage: Stage, graph: OpGraph, body: Body, outs: list[str], name: str, config: Config) -> str:
     source = graph.node(stage.anchor.refs[0])
     dim = _dim(stage.anchor, len(source.shape))
     args = ["x"] + [body.var[n] for n in body.inputs]
-    allocs = "".join(f"    {o} = torch.empty({tuple(graph.node(v).shape)!r}, device=x.device, "
-                     f"dtype={dtype_name(graph.node(v).dtype)})\n" for o, v in zip(outs, stage.outputs))
-    block_r = 1 << (n_reduce - 1).bit_length()
+    rank = len(source.shape)    # softmax keeps x's shape; logsumexp drops dim (or keeps it as 1)
+    shape = lambda v: "x.shape" if graph.node(v).shape == source.shape else \
+        reduced_shape("x", dim, keepdim=len(graph.node(v).shape) == rank)   # noqa: E731
+    allocs = "".join(f"    {o} = torch.empty({shape(v)}, device=x.device, dtype={dtype_name(graph.node(v).dtype)})\n"
+                     for o, v in zip(outs, stage.outputs))
     return f'''
 def {name}({", ".join(args)}):
     x = x.contiguous()
     n_reduce = x.shape[{dim}]
-    assert n_reduce == {n_reduce}, "the kernel holds the whole reduced dim"
+    assert n_reduce <= {MAX_STRIDED_MAP}, "the kernel holds the whole reduced dim: at most {MAX_STRIDED_MAP}"
+    BLOCK_R = triton.next_power_of_2(n_reduce)
     n_inner = x[{"0, " * dim}0].numel() if x.dim() > {dim + 1} else 1
     outer = x.numel() // (n_reduce * n_inner)
-{"".join(f"    {a} = {a}.contiguous(){chr(10)}" for a in args[1:])}{allocs}    BLOCK_I = min({max(16, TILE // block_r)}, triton.next_power_of_2(n_inner))
+{"".join(f"    {a} = {a}.contiguous(){chr(10)}" for a in args[1:])}{allocs}    BLOCK_I = min(max(16, {TILE} // BLOCK_R), triton.next_power_of_2(n_inner))
     grid = (triton.cdiv(n_inner, BLOCK_I), outer)
     {name}_kernel[grid]({", ".join(args + outs)}, n_reduce, n_inner,
-        BLOCK_R={block_r}, BLOCK_I=BLOCK_I, num_warps={config.warps})
+        BLOCK_R=BLOCK_R, BLOCK_I=BLOCK_I, num_warps={config.warps})
     return {", ".join(outs)}
 '''

@@ -16,6 +16,7 @@ from agent.builtin.partition import Stage, StageKind, Unsupported
 from agent.builtin.plans import (batchnorm, conv, groupnorm, library, matmul, pointwise, pool, reduce, rows,
                                  tap_sums, total)
 from agent.builtin.plans.common import Config, forward_expr, slug
+from agent.builtin.plans.sizes import view_dims
 from agent.builtin.ops import TANH_HELPER
 from tools.problems import Problem
 
@@ -124,7 +125,8 @@ def view_line(stage: Stage, graph: OpGraph) -> str:
     }.get(node.op)
     if node.op in ("view", "reshape", "permute"):
         method = "reshape" if node.op == "view" else node.op
-        text = f"{a}.{method}({', '.join(arg(d) for d in node.attrs['dims'])})"
+        dims = (node.op != "permute" and view_dims(node, graph)) or [arg(d) for d in node.attrs["dims"]]
+        text = f"{a}.{method}({', '.join(dims)})"
     if text is None:
         raise Unsupported(f"{node.name}: view op {node.op!r}")
     return f"{node.name} = {text}"

@@ -10,6 +10,7 @@ from agent.builtin.ir import OpGraph
 from agent.builtin.partition import Operand, Stage, Unsupported
 from agent.builtin.plans import channel_map
 from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, forward_expr, load_cast
+from agent.builtin.plans.sizes import reduced_shape
 
 START = {"sum": "tl.zeros((BLOCK_I,), dtype=tl.float32)", "mean": "tl.zeros((BLOCK_I,), dtype=tl.float32)",
          "amax": 'tl.full((BLOCK_I,), float("-inf"), tl.float32)', "amin": 'tl.full((BLOCK_I,), float("inf"), tl.float32)',
@@ -79,8 +80,9 @@ def _wrapper(stage: Stage, graph: OpGraph, body: Body, outs: list[str], name: st
     dim = anchor.attrs["dim"]
     dim = (dim[0] if isinstance(dim, (tuple, list)) else dim) % rank
     args = ["x"] + [body.var[n] for n in body.inputs]
-    allocs = "".join(f"    {o} = torch.empty({tuple(graph.node(v).shape)!r}, device=x.device, "
-                     f"dtype={dtype_name(graph.node(v).dtype)})\n" for o, v in zip(outs, stage.outputs))
+    shape = lambda v: reduced_shape("x", dim, keepdim=len(graph.node(v).shape) == rank)   # noqa: E731 (x's, less dim)
+    allocs = "".join(f"    {o} = torch.empty({shape(v)}, device=x.device, dtype={dtype_name(graph.node(v).dtype)})\n"
+                     for o, v in zip(outs, stage.outputs))
     return f'''
 def {name}({", ".join(args)}):
     x = x.contiguous()
