@@ -136,7 +136,7 @@ def open_grader(settings: GraderSettings, stage: str, model: str) -> Iterator[Lo
     """The grader the settings name, open for the block; its `store` is where the stage reads exemplars
     and seeds (a service's own store only if `db` names the same database)."""
     options = RuntimeOptions(sandbox=settings.sandbox, db=settings.db, force_cpu=settings.cpu,
-                             timeout_s=settings.timeout_s, eval=EvalConfig(protocol=settings.protocol))
+                             timeout_s=settings.timeout_s, eval=EvalConfig(protocol=settings.protocol, second_size=True))
     if settings.url is None:
         with Runtime.open(options) as runtime:
             yield LocalGrader(runtime, stage, model, settings.reward)

@@ -78,7 +78,7 @@ def run_grader(args) -> ExitCode:
     if made:
         fail(f"no {TOKEN_ENV} set; this run's token (send `Authorization: Bearer TOKEN`): {token}", ExitCode.OK)
     runtime = RuntimeOptions(sandbox=args.sandbox, db=args.db, cuda_index=args.gpu, force_cpu=args.cpu,
-                             timeout_s=args.timeout, eval=EvalConfig(protocol=args.protocol))
+                             timeout_s=args.timeout, eval=EvalConfig(protocol=args.protocol, second_size=True))
     pool = PoolOptions(runtime=runtime, devices=lane_devices(args), capacity=args.queue)
     options = ServeOptions(host=args.host, port=args.port, pool=pool, deadline_s=args.deadline,
                            problems=tuple(args.problems), levels=parse_levels(args.levels))
