@@ -10,7 +10,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from tests.conftest import PROBLEMS
-from tools.history import SCHEMA_VERSION, HistoryError, HistoryStore, Meta, Origin, ProblemRow
+from tools.history import HistoryError, HistoryStore, Origin
+from tools.history_schema import SCHEMA_VERSION, Meta, ProblemRow
 from tools.problems import load_problem
 from tools.records import EvalResult, EvalStatus, Flag, Mode
 

@@ -8,7 +8,8 @@ from sqlalchemy import create_engine, inspect
 from sqlalchemy.orm import Session
 
 from tests.test_history import PROBLEM, make_result
-from tools.history import SCHEMA_VERSION, HistoryStore, Meta, Origin
+from tools.history import HistoryStore, Origin
+from tools.history_schema import SCHEMA_VERSION, Meta
 from tools.problems import load_problem
 
 FIXTURES = Path(__file__).parent / "fixtures"
