@@ -125,10 +125,20 @@ _retry_creation = retry(retry=retry_if_exception(_created_meanwhile), stop=stop_
                         wait=wait_exponential(multiplier=0.05, max=2.0), reraise=True)
 
 
-@_retry_creation
 def migrate(engine: Engine, where: str) -> None:
     """Create the schema of a new database or upgrade an older one to SCHEMA_VERSION;
-    HistoryError for one written by a newer kernelpilot (`where` names the store)."""
+    HistoryError for one written by a newer kernelpilot, or one whose tables never got
+    their version (its creation was cut short: SQLite commits each CREATE TABLE at once)
+    once the retries give another opener time to write it (`where` names the store)."""
+    try:
+        _create_or_upgrade(engine, where)
+    except _SchemaInProgress:
+        raise HistoryError(where, "it has the store's tables but no schema version (its creation was cut short?): "
+                                  "move it away (or drop its tables) to start a new store", "open") from None
+
+
+@_retry_creation
+def _create_or_upgrade(engine: Engine, where: str) -> None:
     with Session(engine) as session, session.begin():
         if not inspect(session.connection()).has_table("meta"):
             Base.metadata.create_all(session.connection())
