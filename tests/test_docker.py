@@ -171,8 +171,9 @@ def test_network_attempts_are_blocked(evaluator, softmax_problem, warm):
         result = evaluate(evaluator, softmax_problem, source)
         with pytest.raises(TimeoutError):
             listener.accept()
-    # The static check may also reject it (defence in depth); what is tested is the container.
-    assert result.status in (EvalStatus.CORRECT, EvalStatus.REJECTED), result.reason
+    # Its raw `_socket` import passes the static check, so the
+    # verdict is the container's alone: every attempt blocked, the softmax computed.
+    assert result.status is EvalStatus.CORRECT, result.reason
     reports = lines(result.log, "NET ")
     assert len(reports) == 3 and all("blocked" in line for line in reports), reports
 
