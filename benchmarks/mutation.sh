@@ -2,7 +2,8 @@
 # Mutation testing of the core contracts (issue 18): mutmut over one module at a time, each with
 # a fast test selection that targets it. Not part of the default test run or of .ci/run.
 #
-#     python -m venv /tmp/mutvenv && /tmp/mutvenv/bin/pip install torch==2.13.0 \
+#     python -m venv /tmp/mutvenv \
+#         && /tmp/mutvenv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
 #         && /tmp/mutvenv/bin/pip install -e '.[test,mutation]'
 #     MUTMUT=/tmp/mutvenv/bin/mutmut benchmarks/mutation.sh [MODULE ...]    # default: all but `session`
 #
@@ -14,7 +15,8 @@
 #     $OUT/NAME.diffs     `mutmut show` of each survivor
 #     $OUT/summary.md     one row per module: mutants, killed, survived, timeouts, no tests, kill rate
 # Kill rate = (killed + timeout) / (all - skipped), as mutmut's own CI/CD stats count it.
-# On the 2-core CPU machine of the project, the default set takes about 8 minutes (MAX_CHILDREN=2);
+# On the 2-core CPU machine of the project, the default set takes about 30 minutes (MAX_CHILDREN=2;
+# the history store, its schema and the reward about 17 of them);
 # each module is bounded by LIMIT_S (default 900 s). Results are recorded in benchmarks/RESULTS.md.
 set -euo pipefail -f      # -f: mutant name patterns are not file globs
 
@@ -38,10 +40,13 @@ MODULES=(
   "exit_codes|agent/cli/common.py|agent.cli.common.*|tests/test_cli_common.py"
   "timing|tools/timing.py|tools.timing.x_judge_timing* tools.timing.x__valid_samples* tools.timing.x_input_set_count*|tests/test_contract_timing.py tests/test_timing_verdicts.py"
   "compare|tools/compare.py|tools.compare.*|tests/test_contract_tolerance.py tests/test_compare_and_lint.py"
+  "history|tools/history.py|tools.history.*|tests/test_history_contract.py tests/test_history.py tests/test_history_schema.py -k not~postgres~and~not~concurrent~and~not~crash"
+  "history_schema|tools/history_schema.py|tools.history_schema.*|tests/test_history_schema.py tests/test_history.py -k not~crash~and~not~concurrent"
+  "reward|policy_training/reward.py|policy_training.reward.*|tests/test_reward_contract.py tests/test_reward.py -k not~real_interpreter"
   # real optimize runs and a real SIGKILL (about 2 minutes, most mutants die on the first test); not in the default set
   "session|agent/session.py|agent.session.x_start_state* agent.session.x_resolve*|tests/test_contract_resume.py tests/test_agent.py -k resum"
 )
-DEFAULT_MODULES="analysis best stop trust exit_codes timing compare"
+DEFAULT_MODULES="analysis best stop trust exit_codes timing compare history history_schema reward"
 
 run_module() {
   local name=$1 file=$2 mutants=$3 selection=$4
@@ -53,6 +58,7 @@ run_module() {
     echo "source_paths ="
     echo "    agent"
     echo "    tools"
+    echo "    policy_training"
     echo "only_mutate = $file"
     echo "also_copy ="
     echo "    benchmarks"
@@ -78,7 +84,7 @@ summarize() {
   local killed survived timeout notests skipped total
   killed=$(grep -c ': killed$' "$r" || true); survived=$(grep -c ': survived$' "$r" || true)
   timeout=$(grep -c ': timeout$' "$r" || true); notests=$(grep -c ': no tests$' "$r" || true)
-  skipped=$(grep -c ': skipped$' "$r" || true); total=$(grep -E '^ +[a-z_.]+__mutmut_[0-9]+: ' "$r" | grep -vc ': not checked$' || true)   # the ones run
+  skipped=$(grep -c ': skipped$' "$r" || true); total=$(grep -E '^ +[^ ]+__mutmut_[0-9]+: ' "$r" | grep -vc ': not checked$' || true)   # the ones run
   local rate="n/a"
   if (( total - skipped > 0 )); then rate=$(( 100 * (killed + timeout) / (total - skipped) ))%; fi
   local note=""; (( status == 0 )) || note=" (run ended with status $status: see $name.log)"

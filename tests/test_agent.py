@@ -2,6 +2,7 @@
 chat-completions protocol (only the model's text is scripted), real candidates in the
 interpreter, a real history store and real checkpoints."""
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -124,9 +125,11 @@ def test_fatal_endpoint_answers_are_one_clear_line(capsys, tmp_path, script, fla
 
 
 def test_an_unreachable_endpoint(capsys, tmp_path):
-    with ChatServer([]) as server:
-        url = server.url           # a port that was just closed
-    code, _, err = optimize(capsys, tmp_path, url)
+    # A port bound here and never listened on: connections are refused, and no other process
+    # can start listening on it meanwhile (a port just closed could be anyone's again).
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        code, _, err = optimize(capsys, tmp_path, f"http://127.0.0.1:{held.getsockname()[1]}/v1")
     assert code == 5 and "connection failed after 3 attempts" in err
 
 

@@ -21,7 +21,7 @@ from agent.graph import Budget, RunMode, build_graph, session_config, tool_messa
 from agent.policies import PolicyKind, PolicySpec
 from agent.runtime import checkpoints
 from agent.session import SessionOptions
-from tests.conftest import CANDIDATES, FIXTURES, PROBLEMS, ROOT
+from tests.conftest import CANDIDATES, FIXTURES, PROBLEMS, ROOT, wait_for_candidate_file
 from tests.openai_server import ChatServer, call, reply
 from tests.test_bench import drop_newest_checkpoint, stored
 from tools.home import kernelpilot_home
@@ -86,7 +86,7 @@ def test_a_chat_with_ctrl_c_then_resumed(tmp_path):
     assert b"benchmark: correct" in term.expect(PROMPT)
     term.send("try another\n")
     term.expect(b"compile")
-    time.sleep(2)                             # the hanging candidate is running now
+    wait_for_candidate_file(term.pid, "forward_started")     # the hanging candidate is running now
     term.send("\x03")
     assert b"interrupted" in term.expect(PROMPT, timeout=60)
     saved = tmp_path / "best.py"

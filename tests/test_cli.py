@@ -7,13 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from agent.cli.common import ExitCode
-from tests.conftest import CANDIDATES, FIXTURES, PROBLEMS, ROOT
+from tests.conftest import CANDIDATES, FIXTURES, PROBLEMS, ROOT, wait_for_candidate_file
 
 SOFTMAX = str(PROBLEMS / "04_softmax_rows.py")
 KEYS = {"status", "flags", "reason", "max_abs_error", "rel_error", "runtime_ms", "eager_ms", "compile_ms",
@@ -166,11 +165,8 @@ def test_a_signal_during_a_hanging_candidate_exits_130_or_143(tmp_path, signum, 
         {"name": "compile", "code_file": str(FIXTURES / "candidates" / "hang_forward.py")}]}]}))
     run = subprocess.Popen([sys.executable, "-m", "agent.cli", "optimize", SOFTMAX, "--cpu", "--policy",
                             f"replay:{script}", "--out", str(tmp_path / "out")],
-                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in run.stdout:
-        if "→ compile" in line:
-            break
-    time.sleep(2)                             # the hanging candidate is running now
+                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_candidate_file(run.pid, "forward_started")     # the hanging candidate is running now
     run.send_signal(signum)
     assert run.wait(timeout=60) == code == 128 + signum
     assert (tmp_path / "out" / "summary.json").exists()      # what the run found is written out on the way

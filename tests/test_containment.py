@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, PROBLEMS, ROOT, TEST_LIMITS, accepting, alive, pids, proc_field, read
+from tests.conftest import (FIXTURES, PROBLEMS, ROOT, SLOWDOWN, TEST_LIMITS, accepting, alive, pids, proc_field, read,
+                            wait_for_candidate_file)
 from tools.device import detect
 from tools.evaluator import EvalConfig, Evaluator
 from tools.records import EvalStatus, Flag
@@ -113,7 +114,7 @@ def test_a_concurrent_candidate_cannot_touch_an_honest_evaluations_arena(evaluat
         thread = threading.Thread(target=lambda: hostile.append(
             neighbour.evaluate(softmax_problem, read(HOSTILE / "arena_scribbler.py"))))
         thread.start()
-        time.sleep(1.0)   # the scribbler is loaded and scribbling
+        wait_for_candidate_file(os.getpid(), "scribbling")      # the scribbler is loaded and scribbling
         honest = [evaluator.evaluate(softmax_problem, read(HOSTILE / "honest_neighbour.py")) for _ in range(2)]
         thread.join(60)
     for result in honest:
@@ -158,7 +159,7 @@ def test_kill_9_of_eval_leaves_nothing_behind(tmp_path):
     process.wait(10)
     # dead means gone or a zombie (this machine's init may never reap an orphan); a
     # fork server that finalised its interpreter took seconds here (forkserver_guard)
-    assert _wait_for(lambda: not any(alive(pid) for pid in servers + workers), 1)
+    assert _wait_for(lambda: not any(alive(pid) for pid in servers + workers), 5 * SLOWDOWN)
     with ProcessSandbox(None, TEST_LIMITS, warm=0):
         pass
     assert glob.glob(f"{tempfile.gettempdir()}/{prefix}*") == []

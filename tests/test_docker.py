@@ -12,12 +12,13 @@ KERNELPILOT_REQUIRE_DOCKER=1 (set by .ci/run), which turns that into a failure.
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import docker
 import pytest
 
-from tests.conftest import CANDIDATES, FIXTURES, read
+from tests.conftest import CANDIDATES, FIXTURES, SLOWDOWN, read
 from tools.device import detect
 from tools.evaluator import EvalConfig, Evaluator
 from tools.records import EvalStatus, Phase
@@ -28,7 +29,8 @@ from tools.sandbox.container_spec import (LABEL, DockerConfig, GpuSelection, Hos
 from tools.sandbox.contracts import GiB, Limits, SandboxError
 
 HOSTILE = FIXTURES / "hostile"
-LIMITS = Limits(start_s=90, load_s=15, first_call_s=15, call_s=6, timing_s=30, host_memory_bytes=4 * GiB)
+LIMITS = Limits(start_s=90 * SLOWDOWN, load_s=15 * SLOWDOWN, first_call_s=15 * SLOWDOWN, call_s=6 * SLOWDOWN,
+                timing_s=30 * SLOWDOWN, host_memory_bytes=4 * GiB)
 # The container's memory limit sits below the worker's address-space cap, so the hog
 # meets the cgroup's OOM killer (what the container adds), not a MemoryError.
 CONFIG = DockerConfig(image=None, memory_bytes=2 * GiB, pids=128, scratch_bytes=256 * 1024**2)
@@ -75,6 +77,23 @@ def _unavailable(reason: str):
     if os.environ.get("KERNELPILOT_REQUIRE_DOCKER") == "1":
         pytest.fail(f"{reason} (KERNELPILOT_REQUIRE_DOCKER=1)")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_container_left_behind():
+    """After this module's tests, in whatever order they ran (and after the shared warm
+    sandbox closed: module fixtures close in the reverse of their start), no container this
+    process started is left, running or stopped. Without a daemon nothing was started."""
+    yield
+    try:
+        found = docker.from_env()
+        found.ping()
+    except docker.errors.DockerException:
+        return
+    label, deadline = f"org.kernelpilot.host_pid={os.getpid()}", time.monotonic() + 30 * SLOWDOWN
+    while labelled(found, label) and time.monotonic() < deadline:
+        time.sleep(0.2)        # an auto-removed container goes a moment after it stops
+    assert labelled(found, label) == []
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +171,9 @@ def test_network_attempts_are_blocked(evaluator, softmax_problem, warm):
         result = evaluate(evaluator, softmax_problem, source)
         with pytest.raises(TimeoutError):
             listener.accept()
-    # The static check may also reject it (defence in depth); what is tested is the container.
-    assert result.status in (EvalStatus.CORRECT, EvalStatus.REJECTED), result.reason
+    # Its raw `_socket` import passes the static check, so the
+    # verdict is the container's alone: every attempt blocked, the softmax computed.
+    assert result.status is EvalStatus.CORRECT, result.reason
     reports = lines(result.log, "NET ")
     assert len(reports) == 3 and all("blocked" in line for line in reports), reports
 
@@ -309,8 +329,3 @@ def test_daemon_dying_mid_run_is_a_clear_error(client, softmax_problem, tmp_path
             pass   # removing through the dead daemon fails too, and says so; the real client cleans up
         remove_labelled(client, f"org.kernelpilot.session={sandbox.session}")
 
-
-@pytest.mark.docker
-def test_no_sandbox_container_is_left_behind(client, warm):
-    """Runs last in this module: everything but the shared warm container is gone."""
-    assert labelled(client, f"org.kernelpilot.host_pid={os.getpid()}") == warm.containers()

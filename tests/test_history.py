@@ -10,7 +10,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from tests.conftest import PROBLEMS
-from tools.history import SCHEMA_VERSION, HistoryError, HistoryStore, Meta, Origin, ProblemRow
+from tools.history import HistoryError, HistoryStore, Origin
+from tools.history_schema import SCHEMA_VERSION, Meta, ProblemRow
 from tools.problems import load_problem
 from tools.records import EvalResult, EvalStatus, Flag, Mode
 
@@ -112,8 +113,10 @@ def test_a_database_from_a_newer_version_is_refused(tmp_path):
     store = HistoryStore(url)
     with Session(store.engine) as db, db.begin():
         db.get(Meta, "schema_version").value = str(SCHEMA_VERSION + 1)
-    with pytest.raises(HistoryError, match="newer than this kernelpilot"):
+    with pytest.raises(HistoryError) as raised:
         HistoryStore(url)
+    assert str(raised.value) == (f"cannot open the history store at {tmp_path / 'history.db'}: it has schema version "
+                                 f"{SCHEMA_VERSION + 1}, newer than this kernelpilot's {SCHEMA_VERSION}: upgrade kernelpilot")
 
 
 def test_an_unreachable_server_is_a_clear_error(tmp_path):

@@ -8,7 +8,8 @@ A candidate (a source, by its hash) is stored once; each evaluation of it keeps 
 origin: the policy, model and analysis that produced it, its session, and the turn and
 tool call id within the session (so a resumed run can find the calls it already made).
 The schema carries a version; opening a database applies the upgrades it lacks (in one
-transaction, under a lock on the version row) and refuses one written by a newer kernelpilot.
+transaction, under a lock on the version row) and refuses one written by a newer kernelpilot
+(the tables and the upgrades: tools/history_schema.py).
 Concurrent writers may add the same problem or candidate at once: those rows are inserted
 with ON CONFLICT DO NOTHING.
 
@@ -24,101 +25,18 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, event, func, inspect, or_, select, update
+from sqlalchemy import event, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from tools.history_errors import HistoryError, engine_for, loud, without_password
+from tools.history_schema import BaselineRow, CandidateRow, EvaluationRow, ProblemRow, SubmissionRow, locked, migrate
 from tools.home import kernelpilot_home
 from tools.problems import Problem
 from tools.records import EvalResult, EvalStatus
 
-SCHEMA_VERSION = 2
 INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Meta(Base):
-    __tablename__ = "meta"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
-
-
-class ProblemRow(Base):
-    __tablename__ = "problems"
-    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(256))
-    suite: Mapped[str] = mapped_column(String(128))
-    level: Mapped[int | None] = mapped_column(Integer)
-    category: Mapped[str | None] = mapped_column(String(64), index=True)
-    source: Mapped[str] = mapped_column(Text)
-
-
-class CandidateRow(Base):
-    __tablename__ = "candidates"
-    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    problem_hash: Mapped[str] = mapped_column(ForeignKey("problems.hash"), index=True)
-    source: Mapped[str] = mapped_column(Text)
-    backend: Mapped[str] = mapped_column(String(16))
-    parent_hash: Mapped[str | None] = mapped_column(String(64))
-
-
-class EvaluationRow(Base):
-    __tablename__ = "evaluations"
-    __table_args__ = (Index("ix_evaluations_call", "session", "turn", "call_id"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    candidate_hash: Mapped[str] = mapped_column(ForeignKey("candidates.hash"), index=True)
-    problem_hash: Mapped[str] = mapped_column(ForeignKey("problems.hash"), index=True)
-    status: Mapped[str] = mapped_column(String(16), index=True)
-    flags: Mapped[str] = mapped_column(Text)            # JSON list of flag names
-    reason: Mapped[str] = mapped_column(Text)
-    max_abs_error: Mapped[float | None] = mapped_column(Float)
-    rel_error: Mapped[float | None] = mapped_column(Float)
-    runtime_ms: Mapped[float | None] = mapped_column(Float)
-    eager_ms: Mapped[float | None] = mapped_column(Float)
-    compile_ms: Mapped[float | None] = mapped_column(Float)
-    speedup_vs_eager: Mapped[float | None] = mapped_column(Float)
-    speedup_vs_compile: Mapped[float | None] = mapped_column(Float)
-    device: Mapped[str] = mapped_column(String(128))
-    mode: Mapped[str] = mapped_column(String(32))
-    size: Mapped[str] = mapped_column(String(16))
-    sandbox: Mapped[str] = mapped_column(String(16))
-    versions: Mapped[str] = mapped_column(Text)         # JSON: torch, triton, python, cuda
-    session: Mapped[str] = mapped_column(String(128), index=True)
-    created: Mapped[str] = mapped_column(String(32))    # ISO 8601, UTC
-    # The origin of this evaluation. None in rows from schema 1, which kept one origin per
-    # candidate: the upgrade gives it to the candidate's first evaluation only.
-    policy: Mapped[str | None] = mapped_column(String(64))
-    model: Mapped[str | None] = mapped_column(String(256))
-    analysis: Mapped[str | None] = mapped_column(Text)
-    turn: Mapped[int | None] = mapped_column(Integer)
-    call_id: Mapped[str | None] = mapped_column(String(128))
-
-
-class BaselineRow(Base):
-    """Eager and torch.compile times of a problem on a device and software stack."""
-
-    __tablename__ = "baselines"
-    problem_hash: Mapped[str] = mapped_column(ForeignKey("problems.hash"), primary_key=True)
-    size: Mapped[str] = mapped_column(String(16), primary_key=True)
-    device: Mapped[str] = mapped_column(String(128), primary_key=True)
-    torch_version: Mapped[str] = mapped_column(String(64), primary_key=True)
-    triton_version: Mapped[str] = mapped_column(String(64), primary_key=True)
-    eager_ms: Mapped[float | None] = mapped_column(Float)
-    compile_ms: Mapped[float | None] = mapped_column(Float)
-
-
-class SubmissionRow(Base):
-    """The evaluation a session handed back as its answer (one per session)."""
-
-    __tablename__ = "submissions"
-    session: Mapped[str] = mapped_column(String(128), primary_key=True)
-    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id"))
 
 
 @dataclass(frozen=True)
@@ -195,32 +113,9 @@ def default_url() -> str:
     return f"sqlite:///{home / 'history.db'}"
 
 
-def _locked(error: BaseException) -> bool:
-    return isinstance(error, OperationalError) and "database is locked" in str(error)
-
-
-class _SchemaInProgress(Exception):
-    """Another process has created the tables but not yet written the schema version."""
-
-
-def _schema_version(db: Session) -> int:
-    stamp = db.scalar(select(Meta.value).where(Meta.key == "schema_version"))
-    if stamp is None:   # SQLite commits DDL on its own: the tables can appear before the row
-        raise _SchemaInProgress()
-    return int(stamp)
-
-
-def _created_meanwhile(error: BaseException) -> bool:
-    return (_locked(error) or isinstance(error, (IntegrityError, _SchemaInProgress))
-            or "already exists" in str(error))
-
-
 # SQLite allows one writer at a time: a batch worker that finds the file locked waits and retries.
-_retry_locked = retry(retry=retry_if_exception(_locked), stop=stop_after_attempt(8),
+_retry_locked = retry(retry=retry_if_exception(locked), stop=stop_after_attempt(8),
                       wait=wait_exponential(multiplier=0.05, max=2.0), reraise=True)
-# Workers opening a new database together: one creates the schema, the others find it on retry.
-_retry_creation = retry(retry=retry_if_exception(_created_meanwhile), stop=stop_after_attempt(8),
-                        wait=wait_exponential(multiplier=0.05, max=2.0), reraise=True)
 
 
 class HistoryStore:
@@ -233,26 +128,8 @@ class HistoryStore:
         self._migrate()
 
     @loud("open")
-    @_retry_creation
     def _migrate(self) -> None:
-        with Session(self.engine) as session, session.begin():
-            if not inspect(session.connection()).has_table("meta"):
-                Base.metadata.create_all(session.connection())
-                session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-                return
-            version = _schema_version(session)
-            if version < SCHEMA_VERSION:
-                # Lock the version row first (it opens SQLite's write transaction, so the DDL below
-                # is part of it): one opener upgrades, the others wait and find it done.
-                session.execute(update(Meta).where(Meta.key == "schema_version").values(value=Meta.value))
-                version = _schema_version(session)
-            if version > SCHEMA_VERSION:
-                raise HistoryError(self.where, f"it has schema version {version}, newer than this kernelpilot's "
-                                               f"{SCHEMA_VERSION}: upgrade kernelpilot", "open")
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                UPGRADES[step](session.connection())
-            if version < SCHEMA_VERSION:
-                session.execute(update(Meta).where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+        migrate(self.engine, self.where)
 
     @loud("record in")
     @_retry_locked
@@ -421,24 +298,3 @@ def _entry(row: EvaluationRow) -> Entry:
                  flags=json.loads(row.flags), speedup_vs_eager=row.speedup_vs_eager,
                  speedup_vs_compile=row.speedup_vs_compile, runtime_ms=row.runtime_ms, analysis=row.analysis,
                  session=row.session, created=row.created, turn=row.turn, call_id=row.call_id)
-
-
-def _upgrade_to_2(db) -> None:
-    """Schema 1 kept one origin per candidate (that of its first evaluation) and lost the
-    others: the origin moves to the evaluations, given to each candidate's first one only."""
-    added = {"policy": "VARCHAR(64)", "model": "VARCHAR(256)", "analysis": "TEXT", "turn": "INTEGER",
-             "call_id": "VARCHAR(128)"}
-    for column, kind in added.items():
-        db.exec_driver_sql(f"ALTER TABLE evaluations ADD COLUMN {column} {kind}")
-    moved = ("policy", "model", "analysis")
-    db.exec_driver_sql(
-        f"UPDATE evaluations SET ({', '.join(moved)}) = (SELECT {', '.join(moved)} FROM candidates "
-        f"WHERE candidates.hash = evaluations.candidate_hash) "
-        f"WHERE id IN (SELECT min(id) FROM evaluations GROUP BY candidate_hash)")
-    for column in moved:
-        db.exec_driver_sql(f"ALTER TABLE candidates DROP COLUMN {column}")
-    next(i for i in EvaluationRow.__table__.indexes if i.name == "ix_evaluations_call").create(db)
-
-
-# Upgrades from version N-1 to N, applied in order by `_migrate` inside its transaction.
-UPGRADES: dict = {2: _upgrade_to_2}

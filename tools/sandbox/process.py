@@ -30,6 +30,7 @@ Not covered here (see tools/THREAT_MODEL.md): a trusted side that is not root (t
 worker then shares its user, and results are flagged `shared_user`).
 """
 import atexit
+import ctypes
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.forkserver
@@ -91,8 +92,10 @@ def refuse_after_cuda(interpret: bool) -> None:
 
 
 def _start_scrubbed(interpret: bool) -> None:
-    saved = dict(os.environ)
+    saved, behind = dict(os.environ), _set_behind_os_environ()
     try:
+        for name in behind:     # the fork server inherits the C library's environment, not os.environ
+            os.unsetenv(name)
         os.environ.clear()
         os.environ.update(scrubbed_env(), **({"TRITON_INTERPRET": "1"} if interpret else {}))
         on_main = threading.current_thread() is threading.main_thread()
@@ -101,6 +104,22 @@ def _start_scrubbed(interpret: bool) -> None:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        for name, value in behind.items():
+            os.putenv(name, value)
+
+
+def _set_behind_os_environ() -> dict[bytes, bytes]:
+    """Variables of the C library's environment that os.environ does not hold: set by a
+    library behind Python's back (readline sets LINES and COLUMNS), so clearing os.environ
+    leaves them in place."""
+    entries = ctypes.POINTER(ctypes.c_char_p).in_dll(ctypes.CDLL(None), "environ")
+    known, behind, index = {name.encode() for name in os.environ}, {}, 0
+    while entries[index] is not None:
+        name, _, value = entries[index].partition(b"=")
+        if name not in known:
+            behind[name] = value
+        index += 1
+    return behind
 
 
 @atexit.register

@@ -18,6 +18,7 @@ import os
 import resource
 import signal
 import sys
+import tempfile
 import time
 import traceback
 
@@ -94,6 +95,7 @@ def isolate(settings: dict) -> str:
     os.dup2(log, 2)
     os.environ.clear()
     os.environ.update(settings["env"])
+    tempfile.tempdir = None     # an import in the fork server looked up /tmp: the worker's own is its TMPDIR
     sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != settings["workdir"]]
     set_limits(settings)
     audit.become_subreaper()
