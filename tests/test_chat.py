@@ -16,7 +16,10 @@ from dataclasses import replace
 import pytest
 from rich.console import Console
 
-from agent.cli.chat import Chat
+from agent.builtin import BuiltinPolicy
+from agent.builtin.plans.common import Config
+from agent.builtin.policy import make_plan
+from agent.cli.chat import Chat, wrap_problem
 from agent.graph import Budget, RunMode, build_graph, session_config, tool_message
 from agent.policies import PolicyKind, PolicySpec
 from agent.runtime import checkpoints
@@ -25,6 +28,8 @@ from tests.conftest import CANDIDATES, FIXTURES, PROBLEMS, ROOT
 from tests.openai_server import ChatServer, call, reply
 from tests.test_bench import drop_newest_checkpoint, stored
 from tools.home import kernelpilot_home
+from tools.problems import load_problem
+from tools.records import EvalStatus
 
 PROMPT = b"you> "
 
@@ -196,3 +201,45 @@ def test_a_chat_cut_between_a_steps_writes_and_its_checkpoint_resumes_with_them(
         final = build_graph(saver).get_state(session_config(session, options.budget)).values
     assert final["attempts"][:len(saved["attempts"])] == saved["attempts"]
     assert stored(kernelpilot_home(), [session]) == len(final["attempts"])     # none run twice, none dropped
+
+
+# ---- the function and class modes of /problem FILE NAME, through the loader and the evaluator --------
+
+USER_FILE = """import torch
+import torch.nn as nn
+
+
+def slow_gelu_scale(x, w):
+    return torch.nn.functional.gelu(x) * w
+
+
+class Scaler(nn.Module):
+    def __init__(self, dim):
+        super(Scaler, self).__init__()
+        self.w = nn.Parameter(torch.randn(dim))
+
+    def forward(self, x):
+        return torch.sigmoid(x) * self.w
+
+
+def get_inputs():
+    return [torch.randn(8, 64){extra}]
+
+
+def get_init_inputs():
+    return [{init}]
+"""
+
+
+@pytest.mark.parametrize("name, extra, init", [("slow_gelu_scale", ", torch.randn(64)", ""), ("Scaler", "", "64")])
+def test_a_named_function_or_class_of_a_users_file_gets_a_correct_kernel(tmp_path, evaluator, name, extra, init):
+    """The documented function mode (`/problem FILE fn_name`) and a named class whose
+    `super()` names itself: the built-in plan's kernel is correct (both were refused:
+    'Model has no __init__ written in the problem file')."""
+    user = tmp_path / "user_code.py"
+    user.write_text(USER_FILE.format(extra=extra, init=init))
+    problem = load_problem(wrap_problem(user, name), size="small")
+    assert make_plan(problem).error is None
+    source = BuiltinPolicy().source(problem, Config())
+    result = evaluator.evaluate(problem, source)
+    assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]

@@ -14,6 +14,7 @@ commands:
 Ctrl-C stops the turn under way, not the conversation; every session is checkpointed and
 resumable by its id (also `kernelpilot chat --resume ID`).
 """
+import ast
 import contextlib
 import hashlib
 import re
@@ -217,14 +218,24 @@ def wrap_problem(path: Path, name: str) -> Path:
     if re.search(rf"^class\s+{re.escape(name)}\b", source, re.MULTILINE):
         tail = f"\n\nModel = {name}\n"
     else:
-        tail = (f"\n\nimport torch.nn as _nn\n\n\nclass Model(_nn.Module):\n    def forward(self, *args):\n"
-                f"        return {name}(*args)\n")
+        params = ", ".join(parameters(source, name))
+        tail = (f"\n\nimport torch.nn as _nn\n\n\nclass Model(_nn.Module):\n    def forward(self, {params}):\n"
+                f"        return {name}({params})\n")
     # Two files of the same name must not share a wrapper (a resumed session would load the other).
     tag = hashlib.sha256(f"{path.resolve()}\n{source}".encode()).hexdigest()[:10]
     wrapped = kernelpilot_home() / "wrapped" / f"{path.stem}_{name}_{tag}.py"
     wrapped.parent.mkdir(parents=True, exist_ok=True)
     wrapped.write_text(source + tail)
     return wrapped
+
+
+def parameters(source: str, name: str) -> list[str]:
+    """The positional parameters of function `name`, so the wrapper's forward reads as the
+    user wrote it; `*args` where it takes more than plain positional ones."""
+    fn = next((n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == name), None)
+    if fn is None or fn.args.vararg or fn.args.kwonlyargs or fn.args.kwarg:
+        return ["*args"]
+    return [a.arg for a in fn.args.posonlyargs + fn.args.args]
 
 
 def add_chat_parser(commands) -> None:
