@@ -25,6 +25,11 @@ from agent.prompts import ANALYSE_REQUEST, OPTIMIZE_REQUEST, correction
 from tools.device import DeviceInfo
 
 COST_LINES = 24
+CANNOT = ("I cannot answer that: the built-in policy has no language model, so it answers only from its own "
+          "analysis of this problem. Ask what each op costs, what stays in PyTorch and why, what the roofline says, "
+          "what the plan fuses, how much runs in our kernels, or how the search went; or name an op of the graph. "
+          "Ask me to optimize (/optimize N in chat) to write and check kernels; for open questions use an LLM "
+          "policy (--policy openai).")
 SEARCH_WORDS = re.compile(r"\b(optimi[sz]e|speed (it )?up|make it faster|go on|continue|keep going|search|"
                           r"write (a |the )?kernels?|try (again|more|another))\b", re.IGNORECASE)
 
@@ -72,16 +77,8 @@ def answer(question: str, facts: Facts) -> str:
     sections = [text for topic, test in TOPICS if test(words) and (text := topic(facts))]
     sections += [_op_section(node, facts) for node in _named_ops(words, facts)]
     if not sections:
-        sections = [_cannot(question)]
-    return f"{HEADING}: {question.splitlines()[0][:100]}\n\n" + "\n\n".join(sections)
-
-
-def _cannot(question: str) -> str:
-    return ("I cannot answer that: the built-in policy has no language model, so it answers only from its own "
-            "analysis of this problem. Ask what each op costs, what stays in PyTorch and why, what the roofline "
-            "says, what the plan fuses, how much runs in our kernels, or how the search went; or name an op of the "
-            "graph. Ask me to optimize (/optimize N in chat) to write and check kernels; for open questions use an "
-            "LLM policy (--policy openai).")
+        sections = [CANNOT]
+    return f"{HEADING}: {(question.splitlines() or [''])[0][:100]}\n\n" + "\n\n".join(sections)
 
 
 def _costs(facts: Facts) -> str:
