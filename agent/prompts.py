@@ -38,8 +38,9 @@ Rules the evaluator enforces (breaking one gets the candidate rejected, not scor
 TURN_FORMAT = """\
 Every reply must begin with a section headed `## Performance analysis`: what bounds the current
 best (memory or compute), the bytes moved and FLOPs, where it sits against the roofline, what the
-earlier kernels show, and the plan for this turn. Then call tools. A reply without the analysis
-is refused and its tool calls do not run. Tools take the full candidate source as `code`.
+earlier kernels show, and the plan for this turn; on a line starting `Coverage:`, which parts of
+the forward your kernels compute and which stay in PyTorch (and why). Then call tools. A reply
+without the analysis is refused and its tool calls do not run. Tools take the full candidate source as `code`.
 Use `benchmark` to measure a candidate, `profile` to see its kernels, and `submit` to hand back
 the best one; reply without tool calls when you are done."""
 
@@ -49,6 +50,13 @@ BACKEND_NOTES = {
     Backend.CUDA: "Write the kernels in CUDA C++ compiled with torch.utils.cpp_extension.load_inline "
                   "at import, called from ModelNew.forward.",
 }
+
+
+# What `kernelpilot chat` sends for its first turn and for /optimize (the built-in policy knows them).
+ANALYSE_REQUEST = ("Before running anything: where does the time go? Give the performance analysis and your plan, "
+                   "and call no tools yet; I will ask questions or ask you to optimize.")
+OPTIMIZE_REQUEST = ("Optimize this problem: write kernels, measure them with benchmark, profile where it helps, "
+                    "and submit the fastest correct one.")
 
 
 @dataclass(frozen=True)

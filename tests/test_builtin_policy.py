@@ -129,3 +129,45 @@ def test_policy_is_deterministic():
     problem = small("19_linear_gelu_scale")
     one, two = first_turn(BuiltinPolicy(), problem), first_turn(BuiltinPolicy(), problem)
     assert one == two
+
+
+FORWARD_ONLY = '''import torch
+import torch.nn as nn
+
+SMALL_SIZES = {"rows": 5}
+rows = 64
+
+
+class Model(nn.Module):
+    def forward(self, x):
+        return torch.relu(x - 0.25) * 2.0
+
+
+def get_inputs():
+    return [torch.randn(rows, 37)]
+
+
+def get_init_inputs():
+    return []
+'''
+
+
+def test_a_model_with_only_forward_gets_a_correct_kernel(tmp_path, evaluator):
+    """A Model with no __init__ (nn.Module's own) gets a ModelNew with none either (it was
+    refused: 'Model has no __init__ written in the problem file'), checked by the evaluator."""
+    path = tmp_path / "forward_only.py"
+    path.write_text(FORWARD_ONLY)
+    problem = load_problem(path, size="small")
+    assert make_plan(problem).error is None
+    turn = first_turn(BuiltinPolicy(), problem)
+    source = json.loads(turn.tool_calls[0].arguments)["code"]
+    assert "def __init__" not in source
+    result = evaluator.evaluate(problem, source)
+    assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
+
+
+def test_an_init_inherited_from_a_class_the_file_does_not_hold_is_reported(tmp_path):
+    path = tmp_path / "inherited.py"
+    path.write_text(FORWARD_ONLY.replace("class Model(nn.Module):", "class Model(nn.ReLU):"))
+    plan = make_plan(load_problem(path, size="small"))
+    assert "Model's __init__ comes from ReLU" in plan.error

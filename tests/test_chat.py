@@ -16,7 +16,10 @@ from dataclasses import replace
 import pytest
 from rich.console import Console
 
-from agent.cli.chat import Chat
+from agent.builtin import BuiltinPolicy
+from agent.builtin.plans.common import Config
+from agent.builtin.policy import make_plan
+from agent.cli.chat import Chat, wrap_problem
 from agent.graph import Budget, RunMode, build_graph, session_config, tool_message
 from agent.policies import PolicyKind, PolicySpec
 from agent.runtime import checkpoints
@@ -25,6 +28,8 @@ from tests.conftest import CANDIDATES, FIXTURES, PROBLEMS, ROOT, wait_for_candid
 from tests.openai_server import ChatServer, call, reply
 from tests.test_bench import drop_newest_checkpoint, stored
 from tools.home import kernelpilot_home
+from tools.problems import load_problem
+from tools.records import EvalStatus
 
 PROMPT = b"you> "
 
@@ -196,3 +201,106 @@ def test_a_chat_cut_between_a_steps_writes_and_its_checkpoint_resumes_with_them(
         final = build_graph(saver).get_state(session_config(session, options.budget)).values
     assert final["attempts"][:len(saved["attempts"])] == saved["attempts"]
     assert stored(kernelpilot_home(), [session]) == len(final["attempts"])     # none run twice, none dropped
+
+
+# ---- the function and class modes of /problem FILE NAME, through the loader and the evaluator --------
+
+USER_FILE = """import torch
+import torch.nn as nn
+
+
+def slow_gelu_scale(x, w):
+    return torch.nn.functional.gelu(x) * w
+
+
+class Scaler(nn.Module):
+    def __init__(self, dim):
+        super(Scaler, self).__init__()
+        self.w = nn.Parameter(torch.randn(dim))
+
+    def forward(self, x):
+        return torch.sigmoid(x) * self.w
+
+
+def get_inputs():
+    return [torch.randn(8, 64){extra}]
+
+
+def get_init_inputs():
+    return [{init}]
+"""
+
+
+@pytest.mark.parametrize("name, extra, init", [("slow_gelu_scale", ", torch.randn(64)", ""), ("Scaler", "", "64")])
+def test_a_named_function_or_class_of_a_users_file_gets_a_correct_kernel(tmp_path, evaluator, name, extra, init):
+    """The documented function mode (`/problem FILE fn_name`) and a named class whose
+    `super()` names itself: the built-in plan's kernel is correct (both were refused:
+    'Model has no __init__ written in the problem file')."""
+    user = tmp_path / "user_code.py"
+    user.write_text(USER_FILE.format(extra=extra, init=init))
+    problem = load_problem(wrap_problem(user, name), size="small")
+    assert make_plan(problem).error is None
+    source = BuiltinPolicy().source(problem, Config())
+    result = evaluator.evaluate(problem, source)
+    assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
+
+
+# ---- the built-in policy in a conversation ------------------------------------------------------------
+
+KEPT_NORMALIZE = """import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Model(nn.Module):
+    def forward(self, x):
+        return torch.relu(F.normalize(x, dim=1)) * 2.0
+
+
+def get_inputs():
+    return [torch.randn(2, 6, 3, 5)]
+
+
+def get_init_inputs():
+    return []
+"""
+
+
+@pytest.mark.slow
+def test_the_builtin_policy_converses(tmp_path):
+    """/problem gives the analysis and runs nothing; a question is answered from the analysis,
+    one it cannot answer is said to be so; /optimize 2 runs two turns (a check, a submit);
+    /history and /best name the same best; /help lists the commands. (It ran a benchmark at
+    /problem, reprinted the analysis for any question, ran one turn for /optimize 2, said
+    'best: none' in /history while /best showed a kernel, and /help was 'unknown command'.)"""
+    problem = tmp_path / "kept_normalize.py"
+    problem.write_text(KEPT_NORMALIZE)
+    options = SessionOptions(problem=None, mode=RunMode.CHAT, budget=Budget(patience=None), force_cpu=True)
+    shown = io.StringIO()
+    chat = Chat(options, Console(file=shown, width=250))
+    said = []
+
+    def read(prompt: str) -> str:
+        said.append(len(shown.getvalue()))
+        if len(said) > len(lines):
+            raise EOFError
+        return lines[len(said) - 1]
+    lines = [f"/problem {problem}", "why is normalize kept in PyTorch?", "what is the meaning of life?",
+             "/history", "/optimize 2", "/history", "/best", "/help"]
+    chat.loop(read=read)
+    output = shown.getvalue()
+    replies = [output[a:b] for a, b in zip(said, said[1:])]
+    opened, why, meaning, before, optimized, history, best, listed = replies
+    assert "Op graph (" in opened and "Nothing run yet" in opened and "→" not in opened and "stop:" not in opened
+    assert "F.normalize over dim 1 of a rank-4 tensor" in why and "Op graph (" not in why and "→" not in why
+    assert "I cannot answer that" in meaning and "→" not in meaning
+    assert "0 evaluation(s)" in before and "best: none yet" in before
+    assert optimized.count("\n→ ") == 2 and "→ benchmark" in optimized and "→ submit" in optimized
+    assert "stop: turn_budget" in optimized and "Op graph (" not in optimized
+    assert "Coverage: our Triton kernels (1) run about" in optimized and "`normalize` (F.normalize: " in optimized
+    best_line = re.search(r"best: turn \d+ \(benchmark\), correct, not timed", best).group(0)
+    assert f"  {best_line}" in history and "2 evaluation(s)" in history and "(submitted)" in history
+    assert "best (none timed; the newest correct ones)" in history
+    assert all(command in listed for command in ("/problem", "/optimize", "/best", "/save", "/history", "/resume",
+                                                 "/help", "/quit"))
+    assert stored(kernelpilot_home(), [chat.session.id]) == 2

@@ -41,7 +41,9 @@ def test_speedup_history_lists_what_was_tried(toolbox):
     toolbox.call("check_correctness", {"code": read(FIXTURES / "wrong" / "04_softmax_rows.py")})
     report = toolbox.call("speedup_history", {"k": 2})
     assert [v.status for v in report.recent] == [EvalStatus.INCORRECT, EvalStatus.CORRECT]
-    assert report.best == []   # nothing timed without a GPU: no speedups to rank
+    # nothing timed without a GPU: no speedups to rank, so the newest correct kernel, said to be untimed
+    assert [(v.status, v.speedup_vs_eager) for v in report.best] == [(EvalStatus.CORRECT, None)] and report.best_untimed
+    assert "best (none timed; the newest correct ones):\n  #1 " in report.text()
     assert "recent:" in report.text() and "online softmax" in report.text()
 
 

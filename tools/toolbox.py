@@ -98,10 +98,12 @@ class HistoryReport(Report):
     stratified: list[HistoryView]
     recent: list[HistoryView]
     similar: list[HistoryView]
+    best_untimed: bool = False      # nothing was timed (no GPU): `best` holds the newest correct kernels
 
     def text(self) -> str:
         parts = []
-        for title, views in (("best", self.best), ("fast/middling/slow", self.stratified), ("recent", self.recent),
+        best = "best (none timed; the newest correct ones)" if self.best_untimed else "best"
+        for title, views in ((best, self.best), ("fast/middling/slow", self.stratified), ("recent", self.recent),
                              ("best on similar problems", self.similar)):
             parts.append(f"{title}:" + ("".join(f"\n  {render_view(v)}" for v in views) or " none"))
         return "\n".join(parts)
@@ -175,11 +177,15 @@ class Toolbox:
         return ProfileReport(profile=profile, nsight=nsight)
 
     def speedup_history(self, request: HistoryRequest) -> HistoryReport:
-        """Best lists hold only what the trust rules allow as best; `recent` shows everything."""
+        """Best lists hold only what the trust rules allow as best (where nothing was timed,
+        the newest correct kernels, said to be untimed); `recent` shows everything."""
         view = lambda entries: [history_view(self.problem.name, e) for e in entries]
         trusted = lambda entries: [e for e in entries if allowed(e, Use.BEST)]
         similar = self.store.similar_best(self.problem.category, self.problem.hash, request.k)
-        return HistoryReport(best=view(trusted(self.store.best(self.problem.hash, None))[:request.k]),
+        best = trusted(self.store.best(self.problem.hash, None))[:request.k]
+        untimed = [] if best else trusted(e for e in reversed(self.store.entries(self.problem.hash))
+                                          if e.speedup_vs_eager is None)[:request.k]
+        return HistoryReport(best=view(best or untimed), best_untimed=bool(untimed),
                              stratified=view(trusted(self.store.stratified(self.problem.hash, request.k))),
                              recent=view(self.store.recent(self.problem.hash, request.k)),
                              similar=[history_view(name, e) for name, e in similar if allowed(e, Use.BEST)])

@@ -127,14 +127,15 @@ def stage_flops(stage: Stage, graph: OpGraph) -> float:
 def analysis_text(work: Work, graph: OpGraph, stages: list[Stage], device: DeviceInfo,
                   ceilings: tuple[float, float] | None, notes: list[str], problem_line: str) -> str:
     lines = [HEADING, "", problem_line, "", _graph_heading(graph), "```",
-             _graph_text(graph), "```", "", _work_line(work)]
-    lines += [_roofline_line(work, device, ceilings), _launch_line(work, ceilings, stages)]
+             _graph_text(graph), "```", "", work_line(work)]
+    lines += [roofline_line(work, device, ceilings), launch_line(work, ceilings, stages)]
     lines += ["", "Stages (one kernel each; cuDNN and ops kept in PyTorch run before their epilogue):"]
-    lines += [_stage_line(i, s, graph, ceilings, _triton_conv(stages)) for i, s in enumerate(stages)]
-    kept = [s.anchor for s in stages if s.kind is StageKind.TORCH]
+    lines += stage_lines(graph, stages, ceilings)
+    kept = [s for s in stages if s.kind is StageKind.TORCH]
     if kept:
         lines.append("Kept in PyTorch as the reference wrote them (no Triton plan): "
-                     + ", ".join(f"`{n.name}` ({_label(n)})" for n in kept) + ".")
+                     + ", ".join(f"`{s.anchor.name}` ({_label(s.anchor)})" for s in kept) + ". Why: "
+                     + "; ".join(f"`{s.anchor.name}`: {s.reason or 'no built-in plan'}" for s in kept) + ".")
     if library_fits(stages, StageKind.MATMUL):
         lines.append("GEMMs: in fp32 the search starts with the product on cuBLAS and any chain after it as one Triton "
                      "epilogue (exact fp32 `tl.dot` has no tensor cores), in other dtypes with `tl.dot` and the chain "
@@ -180,7 +181,7 @@ def launch_bound(work: Work, ceilings: tuple[float, float] | None, stages: list[
     return work.fused_launches * LAUNCH_US * 1e-6 > floor_s + 2 * work.io_bytes / ceilings[0]
 
 
-def _launch_line(work: Work, ceilings: tuple[float, float] | None, stages: list[Stage]) -> str:
+def launch_line(work: Work, ceilings: tuple[float, float] | None, stages: list[Stage]) -> str:
     if ceilings is None:
         return "Launch overhead: not measurable without a GPU; CUDA-graph replay is a GPU-only option."
     if launch_bound(work, ceilings, stages):
@@ -191,16 +192,16 @@ def _launch_line(work: Work, ceilings: tuple[float, float] | None, stages: list[
     return f"Not launch-bound: {work.fused_launches} launch(es) cost less than the roofline floor and a graph's copies."
 
 
-def _work_line(work: Work) -> str:
+def work_line(work: Work) -> str:
     saved = 1 - work.fused_bytes / work.eager_bytes if work.eager_bytes else 0.0
-    return (f"Work: {_fmt(work.flops)}FLOP. Eager runs {work.eager_launches} op(s) moving about "
-            f"{_fmt(work.eager_bytes)}B; the fused plan runs {work.fused_launches} kernel(s) moving about "
-            f"{_fmt(work.fused_bytes)}B ({abs(saved):.0%} {'less' if saved >= 0 else 'more'}); the floor is "
-            f"{_fmt(work.minimum_bytes)}B "
+    return (f"Work: {fmt(work.flops)}FLOP. Eager runs {work.eager_launches} op(s) moving about "
+            f"{fmt(work.eager_bytes)}B; the fused plan runs {work.fused_launches} kernel(s) moving about "
+            f"{fmt(work.fused_bytes)}B ({abs(saved):.0%} {'less' if saved >= 0 else 'more'}); the floor is "
+            f"{fmt(work.minimum_bytes)}B "
             f"(inputs, parameters and output once).")
 
 
-def _roofline_line(work: Work, device: DeviceInfo, ceilings: tuple[float, float] | None) -> str:
+def roofline_line(work: Work, device: DeviceInfo, ceilings: tuple[float, float] | None) -> str:
     if ceilings is None:
         return (f"Roofline: no GPU here ({device.name}, {device.mode.value}): the ceilings cannot be measured, so no "
                 "bound is computed and no speed is claimed; kernels are checked for correctness only.")
@@ -212,7 +213,7 @@ def _roofline_line(work: Work, device: DeviceInfo, ceilings: tuple[float, float]
             f"(intensity {work.flops / max(work.minimum_bytes, 1):.2f} FLOP/B, ridge {rate / bandwidth:.1f}).")
 
 
-def _stage_line(index: int, stage: Stage, graph: OpGraph, ceilings: tuple[float, float] | None,
+def stage_line(index: int, stage: Stage, graph: OpGraph, ceilings: tuple[float, float] | None,
                 triton_conv: bool) -> str:
     if stage.kind is StageKind.VIEW:
         return f"{index + 1}. view `{stage.anchor.name}` ({stage.anchor.op}): a torch view, no data moved"
@@ -222,8 +223,13 @@ def _stage_line(index: int, stage: Stage, graph: OpGraph, ceilings: tuple[float,
     kind = "compute" if intensity > ridge else "memory"
     fused = ", ".join(n.op for n in stage.body) or "-"
     anchor = f"{_label(stage.anchor)} `{stage.anchor.name}` " if stage.anchor else ""
-    return (f"{index + 1}. {stage.kind.value}: {anchor}fused [{fused}], {_fmt(moved)}B, {_fmt(work)}FLOP, "
+    return (f"{index + 1}. {stage.kind.value}: {anchor}fused [{fused}], {fmt(moved)}B, {fmt(work)}FLOP, "
             f"{intensity:.2f} FLOP/B: {kind}-bound")
+
+
+def stage_lines(graph: OpGraph, stages: list[Stage], ceilings: tuple[float, float] | None) -> list[str]:
+    """One line per stage: its kind, what it fuses, bytes, FLOPs and bound."""
+    return [stage_line(i, s, graph, ceilings, _triton_conv(stages)) for i, s in enumerate(stages)]
 
 
 def _label(node: OpNode) -> str:
@@ -231,7 +237,7 @@ def _label(node: OpNode) -> str:
     return node.kept.template.split("(")[0] if node.op == "torch" and node.kept else node.op
 
 
-def _fmt(value: float) -> str:
+def fmt(value: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if value >= scale:
             return f"{value / scale:.3g} {unit}"

@@ -24,7 +24,8 @@ import torch.nn as nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from agent.builtin.export import exported_module
-from agent.builtin.ir import ALIASES, DEFAULTS, SIGNATURES, VARARG_VIEWS, CaptureError, OpGraph, OpNode, Ref
+from agent.builtin.ir import (ALIASES, DEFAULTS, OP_DEFAULTS, SIGNATURES, VARARG_VIEWS, CaptureError, OpGraph, OpNode,
+                              Ref)
 from agent.builtin.torch_call import torch_call
 from tools.problems import Problem
 
@@ -244,7 +245,7 @@ def _bind(node: fx.Node, name: str, shape, dtype) -> OpNode:
     names = SIGNATURES.get(name)
     if names is None:  # binary and unary pointwise ops take tensors and scalars positionally
         return OpNode(node.name, name, _refs(node.args), dict(node.kwargs), shape, dtype)
-    bound = {k: DEFAULTS.get(k) for k in names[1:]}
+    bound = {k: OP_DEFAULTS.get(name, {}).get(k, DEFAULTS.get(k)) for k in names[1:]}
     bound.update(dict(zip(names[1:], node.args[1:])))
     bound.update(node.kwargs)
     tensors = (node.args[0],) + tuple(v for k, v in bound.items() if isinstance(v, fx.Node))

@@ -93,13 +93,16 @@ SIGNATURES = {
     "l1_loss": ("input", "target", "size_average", "reduce", "reduction"),
     "layer_norm": ("input", "normalized_shape", "weight", "bias", "eps"),
     "group_norm": ("input", "num_groups", "weight", "bias", "eps"), "size": ("input", "dim"),
-    "contiguous": ("input",), "clone": ("input",),
+    "contiguous": ("input",), "clone": ("input",), "clamp_min": ("input", "min"), "clamp_max": ("input", "max"),
+    "normalize": ("input", "p", "dim", "eps", "out"), "cosine_similarity": ("x1", "x2", "dim", "eps"),
 }
 VARARG_VIEWS = {"view", "reshape", "permute"}
 DEFAULTS = {"keepdim": False, "min_val": -1.0, "max_val": 1.0, "negative_slope": 0.01, "alpha": 1.0, "beta": 1.0,
             "threshold": 20.0, "approximate": "none", "p": 2, "min": None, "max": None, "start_dim": 0,
             "end_dim": -1, "reduction": "mean", "eps": 1e-5, "diagonal": 0, "dim": None, "bias": None,
             "weight": None}
+OP_DEFAULTS = {"normalize": {"p": 2.0, "dim": 1, "eps": 1e-12}, "cosine_similarity": {"dim": 1, "eps": 1e-8}}
+# ^ where an op's default differs from DEFAULTS' (F.normalize's dim is 1, its eps 1e-12)
 ALIASES = {"truediv": "div", "floordiv": "floor_divide", "rsub": "rsub", "iadd": "add", "imul": "mul",
            "isub": "sub", "itruediv": "div", "divide": "div", "multiply": "mul", "subtract": "sub",
            "clip": "clamp", "T": "t", "detach": "identity", "silu_": "silu", "relu_": "relu", "getitem": "getitem"}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from agent.builtin import ops
+from agent.builtin.definitions import why_kept
 from agent.builtin.ir import OpGraph, OpNode
 
 
@@ -55,6 +56,7 @@ class Stage:
     anchor: OpNode | None = None
     body: list[OpNode] = field(default_factory=list)    # ops computed in the kernel, in order
     outputs: list[str] = field(default_factory=list)    # values the stage stores, in order
+    reason: str = ""                            # TORCH: why no plan took the op
 
     @property
     def names(self) -> set[str]:
@@ -117,10 +119,11 @@ def _start(node: OpNode, graph: OpGraph, stages: list[Stage]) -> Stage:
         if node.op == "torch":
             raise Unsupported(f"{node.name}: no built-in plan")
         return _planned(node, graph)
-    except Unsupported:
+    except Unsupported as error:
         if node.kept is None:
             raise
-        return Stage(StageKind.TORCH, node.shape, node)
+        reason = why_kept(node, graph) or str(error).removeprefix(f"{node.name}: ")
+        return Stage(StageKind.TORCH, node.shape, node, reason=reason)
 
 
 def _planned(node: OpNode, graph: OpGraph) -> Stage:
@@ -225,7 +228,7 @@ def _absorb(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
     if stage.kind is StageKind.VIEW or stage.shape is None:
         return False
     inside = [r for r in node.refs if r in stage.names]
-    if not inside and stage.kind is not StageKind.POINTWISE:
+    if not inside and stage.kind is not StageKind.POINTWISE and not _joins_rows(stage, node):
         return False            # an independent chain may share a pointwise kernel, not an anchored one
     if ops.is_pointwise(node.op):
         return _absorb_pointwise(stage, node, graph)
@@ -243,6 +246,12 @@ def _absorb(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
             stage.body.append(node)
             return True
     return False
+
+
+def _joins_rows(stage: Stage, node: OpNode) -> bool:
+    """An elementwise op over whole rows (the second and third sums of a cosine similarity)
+    joins the row program before it, which loads its operands row by row as it loads its own."""
+    return stage.kind is StageKind.ROWS and node.shape == stage.shape and ops.is_pointwise(node.op)
 
 
 def _absorb_pointwise(stage: Stage, node: OpNode, graph: OpGraph) -> bool:

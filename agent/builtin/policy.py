@@ -1,14 +1,21 @@
 """The built-in policy: writes real Triton kernels for a problem without any LLM.
 
-Each turn it captures the reference (once per problem), writes the `## Performance
-analysis` section, and calls one tool:
-- turn 1 benchmarks the plan's first configuration;
-- on a GPU, later turns benchmark the next configuration the search picks from what
-  measured fastest, then submit the fastest correct kernel, only if it beat eager
-  (otherwise it says nothing beat the reference and stops without a submit);
-- without a GPU (no timings) it submits the first kernel verified correct and says
-  plainly that speed was not measured;
-- a turn after the submit has no tool calls, which ends the session.
+Each turn opens with the `## Performance analysis` section: in full the first time the
+conversation gets it (the op graph, bytes and FLOPs, the roofline, the stages, what stays
+in PyTorch), then in short with the turn that has it. What the turn does depends on the
+last message (answers.py):
+- the task, tool results, or a request to optimize: the search, one tool per turn —
+  turn 1 benchmarks the plan's first configuration; on a GPU later turns benchmark the
+  next configuration the search picks from what measured fastest, then submit the
+  fastest correct kernel, only if it beat eager (otherwise it says nothing beat the
+  reference and stops without a submit); without a GPU (no timings) it submits the first
+  kernel verified correct, saying plainly that speed was not measured, unless the plan
+  saves nothing on paper (no fewer bytes, no fewer launches than eager): then nothing is
+  submitted; a turn after the submit has no tool calls, which ends the session;
+- the chat's opening request: the analysis alone, nothing run;
+- a question: an answer from the analysis, or a plain "cannot answer" (no tool calls).
+Every search turn says, on its `Coverage:` line, how much of the forward runs in our
+Triton kernels and what stays in PyTorch, and why (coverage.py).
 Given a read-only HistoryStore, configurations measured in earlier sessions (matched by
 the sha256 of the source it would emit) count as measured.
 
@@ -20,7 +27,9 @@ import json
 from dataclasses import dataclass
 
 from agent.builtin import search
-from agent.builtin.analysis import Work, analysis_text, launch_bound, unsupported_text
+from agent.builtin.analysis import HEADING, Work, analysis_text, fmt, launch_bound, unsupported_text, work_line
+from agent.builtin.answers import Facts, Request, answer, request_of
+from agent.builtin.coverage import Coverage, coverage, saves_nothing
 from agent.builtin.capture import capture
 from agent.builtin.ir import CaptureError, OpGraph
 from agent.builtin.partition import Stage, Unsupported, partition
@@ -101,10 +110,12 @@ class BuiltinPolicy:
         return self._sources[key]
 
     def turn(self, turn_input: TurnInput) -> PolicyTurn:
-        problem, device = turn_input.problem, turn_input.device
+        problem, device, messages = turn_input.problem, turn_input.device, turn_input.messages
         plan = self.plan(problem)
         if plan.error:
-            return PolicyTurn(unsupported_text(plan.error, plan.graph, _problem_line(problem, device)))
+            said = unsupported_text(plan.error, plan.graph, _problem_line(problem, device))
+            return PolicyTurn(_once(said, messages, [f"Not supported by the built-in plans: {plan.error}."]))
+        request, question = request_of(messages)
         ceilings = self._device_ceilings(device)
         work = Work.of(plan.graph, list(plan.stages), plan.captured)
         analysis = analysis_text(work, plan.graph, list(plan.stages), device, ceilings, list(plan.notes),
@@ -113,17 +124,32 @@ class BuiltinPolicy:
         space = search.space_for(list(plan.stages), plan.graph, device.mode is Mode.GPU, bound)
         results = self._results(problem, space, turn_input.attempts)
         submitted = [a for a in turn_input.attempts if a.tool == "submit"]
+        if request is Request.QUESTION:
+            best = next((r.config for r in results if r.attempt.status is EvalStatus.CORRECT), space.start)
+            said = _search_text(results) + (f"\n{_final_text(submitted[-1], device)}" if submitted else "")
+            return PolicyTurn(answer(question, Facts(plan.graph, plan.captured, plan.stages, plan.notes, work, device,
+                                                     ceilings, self._cover(plan, best, ceilings), said)))
+        head = _once(analysis, messages, [_problem_line(problem, device), work_line(work)])
+        if request is Request.ANALYSE:
+            return PolicyTurn(f"{head}\n\n{self._cover(plan, space.start, ceilings).line()}\n\n{ASK_NEXT}")
         if submitted:
-            return PolicyTurn(f"{analysis}\n\n{_search_text(results)}\n\n{_final_text(submitted[-1], device)}")
+            config = next((r.config for r in results if r.attempt.code == submitted[-1].code), space.start)
+            return PolicyTurn(f"{head}\n\n{self._cover(plan, config, ceilings).line()}\n\n{_search_text(results)}\n\n"
+                              f"{_final_text(submitted[-1], device)}")
         if device.mode is Mode.GPU:
             text, config, tool = self._gpu_step(problem, space, results, turn_input.attempts)
         else:
-            text, config, tool = self._cpu_step(space, results)
-        body = f"{analysis}\n\n{_search_text(results)}\n\n{text}"
+            text, config, tool = self._cpu_step(space, results, work)
+        cover = self._cover(plan, config or space.start, ceilings).line()
+        body = f"{head}\n\n{cover}\n\n{_search_text(results)}\n\n{text}"
         if config is None:
             return PolicyTurn(body)
         arguments = json.dumps({"code": self.source(problem, config)})
         return PolicyTurn(body, (ToolCall(f"call_{turn_input.turn}_{tool}", tool, arguments),))
+
+    def _cover(self, plan: Plan, config: Config, ceilings: tuple[float, float] | None) -> Coverage:
+        """What the kernel of `config` covers (its `line()` is the turn's `Coverage:` line, which the report quotes)."""
+        return coverage(plan.graph, list(plan.stages), config, ceilings, plan.captured)
 
     def _gpu_step(self, problem: Problem, space: search.Space, results: list[Result], attempts: list[Attempt]):
         measured = self._measured(problem, space, results)
@@ -151,8 +177,13 @@ class BuiltinPolicy:
             measured[nxt] = timed[twin]
         return None
 
-    def _cpu_step(self, space: search.Space, results: list[Result]):
+    def _cpu_step(self, space: search.Space, results: list[Result], work: Work):
         correct = [r for r in results if r.attempt.status is EvalStatus.CORRECT]
+        if correct and saves_nothing(work.eager_bytes, work.eager_launches, work.fused_bytes, work.fused_launches):
+            return (f"### Verdict\nThe kernel is verified correct, but the plan moves about {fmt(work.fused_bytes)}B "
+                    f"in {work.fused_launches} launch(es) against eager's {fmt(work.eager_bytes)}B in "
+                    f"{work.eager_launches}: nothing saved on paper, and without a GPU no timing can show a gain. It "
+                    "is not submitted as an improvement: keep the reference (a GPU run would measure it).", None, "")
         if correct:
             return ("### Next\nSubmit the first kernel verified correct. No GPU here: its speed was not measured, "
                     "so no speedup is claimed.", correct[0].config, "submit")
@@ -226,6 +257,20 @@ class BuiltinPolicy:
         return self._ceilings[device.name]
 
 
+ASK_NEXT = ("### Next\nNothing run yet. Ask about this analysis (what each op costs, what stays in PyTorch and why, "
+            "the roofline, the plan), or ask me to optimize (/optimize N in chat) to write and check kernels.")
+
+
+def _once(analysis: str, messages: list[dict], summary: list[str]) -> str:
+    """The analysis in full the first time this conversation gets it; after that its
+    heading, the turn that has it, and `summary` (the whole of it was repeated every turn)."""
+    said = [i for i, m in enumerate(m for m in messages if m.get("role") == "assistant")
+            if analysis in (m.get("content") or "")]
+    if not said:
+        return analysis
+    return "\n".join([HEADING, ""] + summary[:1] + [f"(The full analysis: turn {said[0] + 1}.)"] + summary[1:])
+
+
 def _problem_line(problem: Problem, device: DeviceInfo) -> str:
     return (f"Problem `{problem.name}` (category {problem.category or 'unknown'}, size {problem.size}) "
             f"on {device.name} ({device.mode.value}).")
@@ -253,5 +298,5 @@ def _final_text(submit: Attempt, device: DeviceInfo) -> str:
                 f"{submit.reason[:200]}); no answer.")
     if device.mode is not Mode.GPU or submit.speedup_vs_eager is None:
         return ("### Verdict\nSubmitted a kernel verified correct. No GPU here: its speed was not measured, so no "
-                "speedup is claimed.")
+                "speedup is claimed, and nothing more can be learnt by searching here.")
     return f"### Verdict\nSubmitted: {submit.speedup_vs_eager:.2f}x vs eager in the final check."

@@ -25,6 +25,7 @@ import math
 from dataclasses import replace
 
 from agent.builtin import ops
+from agent.builtin.definitions import define
 from agent.builtin.fold import fold_pool, fold_sum
 from agent.builtin.fold_conv import fold_conv_depth_mean, fold_conv_mean
 from agent.builtin.ir import OpGraph, OpNode, Ref
@@ -34,7 +35,8 @@ from agent.builtin.torch_call import TorchCall
 
 def rewrite(graph: OpGraph) -> tuple[OpGraph, list[str]]:
     """The rewritten graph and one sentence per rewrite applied."""
-    nodes, notes = list(graph.nodes), []
+    nodes, notes = define(graph)
+    graph = replace(graph, nodes=tuple(nodes))
     for node in graph.nodes:
         if node.op in LOSSES and len(node.refs) == 2 and not (node.op == "smooth_l1_loss"
                                                               and node.attrs.get("reduction") == "none"):

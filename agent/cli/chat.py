@@ -2,18 +2,20 @@
 
 Name a problem (`/problem FILE [NAME]`: a KernelBench-format file, or any file plus the
 nn.Module class or function in it that is slow, next to `get_inputs()` and
-`get_init_inputs()`), or paste one between ``` lines. Then talk: each message runs
-the agent until the policy hands back to you, with every tool result shown. Slash
-commands:
+`get_init_inputs()`), or paste one between ``` lines. The agent first gives its analysis
+of where the time goes and runs nothing; then talk: each message runs the agent until the
+policy hands back to you, with every tool result shown. Slash commands (`/help` lists
+them):
 
     /problem FILE [NAME]   the code to work on        /optimize [N]  let the agent search N turns (8)
     /best                  the best kernel so far      /save [PATH]   write it to a file
-    /history               earlier kernels and speedups for this problem
+    /history               this session's kernels, and earlier ones for this problem
     /resume ID             go back to an earlier session       /quit   leave (Ctrl-D too)
 
 Ctrl-C stops the turn under way, not the conversation; every session is checkpointed and
 resumable by its id (also `kernelpilot chat --resume ID`).
 """
+import ast
 import contextlib
 import hashlib
 import re
@@ -22,9 +24,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from agent.cli.common import ExitCode, add_session_arguments, drive, positive_int, session_options
-from agent.graph import Budget, RunMode, best_of, tool_message
-from agent.policy import PolicyError
+from agent.cli.common import ExitCode, add_session_arguments, drive, indented, positive_int, session_options
+from agent.graph import Budget, RunMode, attempts_of, best_of, tool_message
+from agent.policy import Attempt, PolicyError
+from agent.prompts import ANALYSE_REQUEST, OPTIMIZE_REQUEST
 from agent.runtime import CheckpointError, Runtime
 from agent.policies import PolicySpec
 from agent.session import AgentSession, SessionError, SessionOptions, resolve
@@ -35,8 +38,17 @@ from tools.safe_text import clean
 from tools.sandbox.contracts import SandboxError
 
 PROMPT = "you> "
-OPTIMIZE_REQUEST = ("Optimize this problem: write kernels, measure them with benchmark, profile where it helps, "
-                    "and submit the fastest correct one.")
+COMMANDS = {
+    "/problem FILE [NAME]": "the code to work on: a KernelBench-format file, or a file and the class or function in it",
+    "```": "paste code (end with a line of ```) to work on it",
+    "/optimize [N]": "let the agent write, check and submit kernels for N turns at most (default 8)",
+    "/best": "the best kernel so far (the trust rules' pick) and its source",
+    "/save [PATH]": "write the best kernel to PATH (default: next to the problem file)",
+    "/history": "this session's kernels with their verdicts, then earlier ones for this problem",
+    "/resume ID": "go back to an earlier session (`kernelpilot history sessions` lists them)",
+    "/help": "this list",
+    "/quit": "leave (Ctrl-D too); Ctrl-C stops only the turn under way",
+}
 
 
 class Chat:
@@ -71,14 +83,14 @@ class Chat:
     def handle(self, line: str, read) -> None:
         command, _, rest = line.strip().partition(" ")
         actions = {"/problem": self.set_problem, "/optimize": self.optimize, "/best": self.best,
-                   "/save": self.save, "/history": self.history, "/resume": self.resume}
+                   "/save": self.save, "/history": self.history, "/resume": self.resume, "/help": self.help}
         try:
             if line.strip().startswith("```"):
                 self.paste(read)
             elif command in actions:
                 actions[command](rest.strip())
             elif command.startswith("/"):
-                self.console.print(f"unknown command {command}; commands: {', '.join(actions)}, /quit")
+                self.console.print(f"unknown command {command}; /help lists the commands", markup=False)
             else:
                 self.say(line.strip())
         except (ProblemError, PolicyError, SessionError, SandboxError, HistoryError, CheckpointError, HomeError,
@@ -116,10 +128,13 @@ class Chat:
 
     def start(self, options: SessionOptions) -> None:
         """A new session on `options.problem`, and its first turn: the policy's analysis of
-        where the time goes (the graph's first input holds the problem, the backend and the
-        system prompt, so nothing else may come first)."""
+        where the time goes, asked for with nothing run (the graph's first input holds the
+        problem, the backend and the system prompt, so nothing else may come first)."""
         self.open(options)
-        self.run_graph(None, turns=1)
+        first = self.session.start_state()
+        if not self.session.resumed:
+            first = {**first, "messages": first["messages"] + [{"role": "user", "content": ANALYSE_REQUEST}]}
+        self.run_graph(first, turns=1)
 
     def paste(self, read) -> None:
         lines = []
@@ -158,7 +173,7 @@ class Chat:
         session.context.budget = replace(session.context.budget, max_turns=done + (turns or self.turns_per_message))
         session.config["recursion_limit"] = 2 * (turns or self.turns_per_message) + 10
         try:
-            drive(session, state_input, self.console)
+            drive(session, state_input, self.console, conversation=True)
         except KeyboardInterrupt:
             self.interrupted()
 
@@ -190,8 +205,7 @@ class Chat:
         best = self.session and best_of(self.session.state())
         if not best:
             return self.console.print("no correct kernel yet")
-        speed = f"{best.speedup_vs_eager:.2f}x vs eager" if best.speedup_vs_eager is not None else "not timed"
-        self.console.print(f"best: turn {best.turn} ({best.tool}), {best.status.value}, {speed}")
+        self.console.print(f"best: turn {best.turn} ({best.tool}), {best.status.value}, {_speed(best)}")
         self.console.print(clean(best.code), markup=False, highlight=False)
 
     def save(self, rest: str) -> None:
@@ -204,9 +218,32 @@ class Chat:
         self.console.print(f"saved the best kernel (class ModelNew) to {path}")
 
     def history(self, _: str = "") -> None:
+        """This session's attempts and its best (what /best shows), then the store's view of
+        the problem (what the speedup_history tool gives the policy)."""
         if self.session is None:
             return self.console.print("no problem yet")
-        self.console.print(clean(self.session.context.toolbox.call("speedup_history", {"k": 3}).text()), markup=False)
+        state = self.session.state()
+        attempts = attempts_of(state)
+        self.console.print(f"this session ({self.session.id}): {len(attempts)} evaluation(s)", markup=False)
+        for a in attempts:
+            self.console.print(f"  turn {a.turn} {a.tool} #{a.evaluation_id}: {a.status.value}, {_speed(a)}"
+                               + (" (submitted)" if a.evaluation_id == state.get("submitted") else ""), markup=False)
+        best = best_of(state)
+        self.console.print(f"  best: turn {best.turn} ({best.tool}), {best.status.value}, {_speed(best)}" if best
+                           else "  best: none yet (no correct kernel the trust rules allow)", markup=False)
+        self.console.print("the history store, all sessions:", markup=False)
+        text = self.session.context.toolbox.call("speedup_history", {"k": 3}).text()
+        self.console.print(indented("  " + text, 2), markup=False)
+
+    def help(self, _: str = "") -> None:
+        width = max(map(len, COMMANDS))
+        for command, meaning in COMMANDS.items():
+            self.console.print(f"  {command:<{width}}  {meaning}", markup=False, highlight=False)
+        self.console.print("Anything else is a message to the agent.", markup=False)
+
+
+def _speed(attempt: Attempt) -> str:
+    return f"{attempt.speedup_vs_eager:.2f}x vs eager" if attempt.speedup_vs_eager is not None else "not timed"
 
 
 def wrap_problem(path: Path, name: str) -> Path:
@@ -217,8 +254,9 @@ def wrap_problem(path: Path, name: str) -> Path:
     if re.search(rf"^class\s+{re.escape(name)}\b", source, re.MULTILINE):
         tail = f"\n\nModel = {name}\n"
     else:
-        tail = (f"\n\nimport torch.nn as _nn\n\n\nclass Model(_nn.Module):\n    def forward(self, *args):\n"
-                f"        return {name}(*args)\n")
+        params = ", ".join(parameters(source, name))
+        tail = (f"\n\nimport torch.nn as _nn\n\n\nclass Model(_nn.Module):\n    def forward(self, {params}):\n"
+                f"        return {name}({params})\n")
     # Two files of the same name must not share a wrapper (a resumed session would load the other).
     tag = hashlib.sha256(f"{path.resolve()}\n{source}".encode()).hexdigest()[:10]
     wrapped = kernelpilot_home() / "wrapped" / f"{path.stem}_{name}_{tag}.py"
@@ -227,12 +265,21 @@ def wrap_problem(path: Path, name: str) -> Path:
     return wrapped
 
 
+def parameters(source: str, name: str) -> list[str]:
+    """The positional parameters of function `name`, so the wrapper's forward reads as the
+    user wrote it; `*args` where it takes more than plain positional ones."""
+    fn = next((n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == name), None)
+    if fn is None or fn.args.vararg or fn.args.kwonlyargs or fn.args.kwarg:
+        return ["*args"]
+    return [a.arg for a in fn.args.posonlyargs + fn.args.args]
+
+
 def add_chat_parser(commands) -> None:
     chat = commands.add_parser(
         "chat", help="talk with the agent about slow code",
         description="A terminal conversation: name or paste the slow code, ask where the time goes, let the agent "
                     "propose and verify kernels, save the best. Commands: /problem FILE [NAME], "
-                    "/optimize [N], /best, /save [PATH], /history, /resume ID, /quit. Ctrl-C stops a turn.",
+                    "/optimize [N], /best, /save [PATH], /history, /resume ID, /help, /quit. Ctrl-C stops a turn.",
         epilog="The policy is chosen as for `optimize` (--policy builtin|openai|replay:FILE).")
     chat.add_argument("problem", type=Path, nargs="?", help="a problem file to start with")
     chat.add_argument("name", nargs="?", help="the nn.Module class or function in it to speed up")

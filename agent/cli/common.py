@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from agent.graph import Budget, RunMode, best_of
+from agent.graph import Budget, RunMode, StopReason, best_of
 from agent.policy import Backend
 from agent.policies import PolicySpec
 from agent.session import AgentSession, SessionOptions
@@ -93,18 +93,22 @@ def session_options(args, problem: Path | None, policy: PolicySpec, mode: RunMod
                           force_cpu=args.cpu, timeout_s=timeout_s, session_id=args.resume)
 
 
-def drive(session: AgentSession, state_input, console: Console) -> None:
-    """Run the graph, printing each update as it lands."""
+def drive(session: AgentSession, state_input, console: Console, conversation: bool = False) -> None:
+    """Run the graph, printing each update as it lands (see render_update for `conversation`)."""
     for update in session.stream(state_input):
         for node, change in update.items():
-            render_update(console, node, change or {})
+            render_update(console, node, change or {}, conversation)
 
 
-def render_update(console: Console, node: str, change: dict) -> None:
+def render_update(console: Console, node: str, change: dict, conversation: bool = False) -> None:
+    """One graph update on the terminal. In a `conversation` (chat) the policy's text is its
+    reply to the user, so it is shown whole, and a hand-back to the user goes unsaid; tool
+    results are clipped either way."""
     for message in change.get("messages", []):
         if message["role"] == "assistant":
             console.rule(f"turn {change.get('turns', '?')}")
-            console.print(clip(message.get("content") or "(no text)"), markup=False)
+            text = message.get("content") or "(no text)"
+            console.print(clean(text).strip() if conversation else clip(text), markup=False)
             for call in message.get("tool_calls", []):
                 console.print(f"→ {clean(call['function']['name'])}", style="cyan", markup=False)
         elif message["role"] == "tool":
@@ -115,7 +119,7 @@ def render_update(console: Console, node: str, change: dict) -> None:
     if node == "run_tools" and best:
         speed = f"{best.speedup_vs_eager:.2f}x vs eager" if best.speedup_vs_eager is not None else "untimed"
         console.print(f"best so far: turn {best.turn}, {best.status.value}, {speed}", style="green")
-    if change.get("stop"):
+    if change.get("stop") and not (conversation and change["stop"] == StopReason.ASK_USER):
         console.print(f"stop: {change['stop']}", style="bold")
 
 

@@ -20,7 +20,7 @@ from agent.cli.common import (EXIT_STATUS_HELP, ExitCode, UsageError, add_sessio
                                positive_float, positive_int, session_options)
 from agent.final_check import run_final_check
 from agent.graph import Budget, RunMode
-from agent.report import write_outputs
+from agent.report import closing_line, write_outputs
 from agent.policies import PolicyKind, PolicySpec
 from agent.session import SessionOptions, open_session
 
@@ -79,8 +79,5 @@ def run_optimize(args) -> ExitCode:
     if args.json:
         print(json.dumps(summary.as_dict()))
     else:
-        console.print(f"stopped: {summary.stop_reason}; best: {summary.status}"
-                      + (f" {summary.speedup_vs_eager:.2f}x vs eager" if summary.speedup_vs_eager else "")
-                      + (f"; {summary.second_size}" if summary.second_size else "")
-                      + f"; report in {out / 'report.md'}")
+        console.print(f"{closing_line(summary)}; report in {out / 'report.md'}", markup=False)
     return ExitCode.OK

@@ -11,6 +11,8 @@ import ast
 import re
 import textwrap
 
+import torch.nn as nn
+
 from agent.builtin.ir import OpGraph, Ref
 from agent.builtin.partition import Stage, StageKind, Unsupported
 from agent.builtin.plans import (batchnorm, conv, groupnorm, library, matmul, pointwise, pool, reduce, rows,
@@ -152,12 +154,20 @@ def model_class(problem: Problem, graph: OpGraph, body: list[str], cuda_graph: b
 
 
 def _init_source(problem: Problem) -> str:
+    """ModelNew's `__init__`: the one written in the class `Model` names (`Model = Scaler` too),
+    its `super(Scaler, self)` made `super(ModelNew, self)`; none where Model keeps nn.Module's
+    own (a forward-only Model, a function wrapped by `chat`'s function mode)."""
+    cls = problem.module.Model
     tree = ast.parse(problem.source)
-    model = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Model"), None)
+    model = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls.__name__), None)
     init = next((n for n in (model.body if model else []) if isinstance(n, ast.FunctionDef) and n.name == "__init__"),
                 None)
     if init is None:
-        raise Unsupported("Model has no __init__ written in the problem file to reproduce its layers")
+        if cls.__init__ is nn.Module.__init__:
+            return ""
+        owner = next(c.__name__ for c in cls.__mro__ if "__init__" in vars(c))
+        raise Unsupported(f"Model's __init__ comes from {owner}, not from a class written in the problem file, "
+                          "so its layers cannot be reproduced")
     text = textwrap.dedent(" " * init.col_offset + ast.get_source_segment(problem.source, init))
-    text = re.sub(r"super\(\s*Model\s*,", "super(ModelNew,", text)
+    text = re.sub(rf"super\(\s*{re.escape(cls.__name__)}\s*,", "super(ModelNew,", text)
     return textwrap.indent(text, "    ")
