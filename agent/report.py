@@ -83,14 +83,15 @@ def coverage_of(state: dict, attempt: Attempt) -> str | None:
 
 
 def closing_line(summary: Summary) -> str:
-    """The one line a run ends with: why it stopped, the answer, how much of the forward it covers."""
+    """The one line a run ends with: why it stopped, the answer, how much of the forward it covers,
+    and whether it holds at a second size."""
     speed = f", {summary.speedup_vs_eager:.2f}x vs eager" if summary.speedup_vs_eager is not None else (
         ", not timed" if summary.status != "none" else "")
     cover = f"; {summary.coverage.rstrip('.')}" if summary.coverage else (
         "; the policy did not say how much of the forward its kernels compute" if summary.status != "none" else "")
     handed = "" if summary.status == "none" or summary.submitted else ", not submitted by the policy"
     size = f"; {summary.second_size}" if summary.second_size else ""
-    return f"stopped: {summary.stop_reason}; best: {summary.status}{speed}{handed}{size}{cover}"
+    return f"stopped: {summary.stop_reason}; best: {summary.status}{speed}{handed}{cover}{size}"
 
 
 def write_outputs(out: Path, state: dict, session_id: str, device: DeviceInfo) -> Summary:

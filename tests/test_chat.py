@@ -24,7 +24,7 @@ from agent.graph import Budget, RunMode, build_graph, session_config, tool_messa
 from agent.policies import PolicyKind, PolicySpec
 from agent.runtime import checkpoints
 from agent.session import SessionOptions
-from tests.conftest import CANDIDATES, FIXTURES, PROBLEMS, ROOT, wait_for_candidate_file
+from tests.conftest import CANDIDATES, FIXTURES, PROBLEMS, ROOT, read, wait_for_candidate_file
 from tests.openai_server import ChatServer, call, reply
 from tests.test_bench import drop_newest_checkpoint, stored
 from tools.home import kernelpilot_home
@@ -247,23 +247,7 @@ def test_a_named_function_or_class_of_a_users_file_gets_a_correct_kernel(tmp_pat
 
 # ---- the built-in policy in a conversation ------------------------------------------------------------
 
-KEPT_NORMALIZE = """import torch
-import torch.nn as nn
-import torch.nn.functional as F
-
-
-class Model(nn.Module):
-    def forward(self, x):
-        return torch.relu(F.normalize(x, dim=1)) * 2.0
-
-
-def get_inputs():
-    return [torch.randn(2, 6, 3, 5)]
-
-
-def get_init_inputs():
-    return []
-"""
+KEPT_NORMALIZE = read(FIXTURES / "problems" / "kept_normalize.py")   # normalize over dim 1: kept in PyTorch
 
 
 @pytest.mark.slow

@@ -85,7 +85,8 @@ def test_pasted_code_optimize_history_and_resume(kernelpilot_home):
     # /history (after the refused /optimize lines, before B): the check stored in A's turn,
     # shown without asking the policy
     history = output.split("default 8)\n")[2].split("session s-")[0]
-    assert re.search(r"^best: none\n.*^recent:\n\s+#\d+ pasted_[0-9a-f]{10}: correct, not timed — A: checking",
+    assert re.search(r"^  best \(none timed; the newest correct ones\):\n\s+#\d+ pasted_[0-9a-f]{10}: correct, not timed "
+                     r"— A: checking.*^  recent:\n\s+#\d+ pasted_[0-9a-f]{10}: correct, not timed — A: checking",
                      history, re.MULTILINE | re.DOTALL), history
 
     # /resume A: A's session again, and the next message goes on from A's own conversation

@@ -29,7 +29,7 @@ HONEST = str(CANDIDATES / "04_softmax_rows.py")
 ANALYSIS = "## Performance analysis\nSoftmax over rows is memory-bound: one read and one write of x.\n"
 SUMMARY_KEYS = {"status", "best_code_path", "speedup_vs_eager", "speedup_vs_compile", "runtime_ms", "turns",
                 "session_id", "stop_reason", "submitted", "attempts", "tokens", "gpu_seconds", "device", "mode",
-                "report_path"}
+                "report_path", "second_size", "coverage"}
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,17 +82,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def grader(tmp_path_factory):
-    home = tmp_path_factory.mktemp("grader-home")
+@contextmanager
+def serving(home: Path, *options: str) -> Iterator[Server]:
+    """`kernelpilot grader serve OPTIONS` on a free port of 127.0.0.1 with this home and TOKEN,
+    once healthy; stopped by SIGTERM at the end, which it must survive cleanly."""
     port, log = free_port(), home / "server.log"
     env = {key: value for key, value in os.environ.items() if key != "KERNELPILOT_DB_URL"}
-    env.update(PYTHONPATH=str(ROOT), KERNELPILOT_HOME=str(home), KERNELPILOT_GRADER_TOKEN=TOKEN)
+    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]), KERNELPILOT_HOME=str(home),
+               KERNELPILOT_GRADER_TOKEN=TOKEN)
     with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "agent.cli", "grader", "serve", "--cpu", "--host", "127.0.0.1",
-                                    "--port", str(port), "--queue", "2", "--deadline", "120", "--timeout", "30",
-                                    "--problems", str(PROBLEMS)],
-                                   cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, "-m", "agent.cli", "grader", "serve", "--host", "127.0.0.1",
+                                    "--port", str(port), *options], cwd=ROOT, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", port, home, log, process)
     try:
         wait_for_health(server)
@@ -99,6 +102,13 @@ def grader(tmp_path_factory):
         process.send_signal(signal.SIGTERM)
         code = process.wait(60)
     assert code in (0, ExitCode.TERMINATED), log.read_text()[-2000:]
+
+
+@pytest.fixture(scope="module")
+def grader(tmp_path_factory):
+    with serving(tmp_path_factory.mktemp("grader-home"), "--cpu", "--queue", "2", "--deadline", "120",
+                 "--timeout", "30", "--problems", str(PROBLEMS)) as server:
+        yield server
 
 
 def wait_for_health(server: Server) -> None:

@@ -7,17 +7,11 @@ the failure is its own doing, an honest twin earns a timed reward.
 
     KERNELPILOT_REQUIRE_GPU=1 pytest -m gpu tests/test_grader_gpu.py     # on the GPU machine
 """
-import os
-import signal
-import subprocess
-import sys
-
 import pytest
 
-from agent.cli.common import ExitCode
-from tests.conftest import ROOT, read
+from tests.conftest import read
 from tests.test_cheats import CHEATS, FIXTURES, check_verdict
-from tests.test_grader import TOKEN, Server, free_port, wait_for_health
+from tests.test_grader import serving
 from tools.records import EvalStatus
 
 pytestmark = pytest.mark.gpu
@@ -25,24 +19,9 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture(scope="module")
 def gpu_grader(tmp_path_factory):
-    home = tmp_path_factory.mktemp("grader-gpu-home")
-    port, log = free_port(), home / "server.log"
-    env = {key: value for key, value in os.environ.items() if key != "KERNELPILOT_DB_URL"}
-    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]), KERNELPILOT_HOME=str(home),
-               KERNELPILOT_GRADER_TOKEN=TOKEN)
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "agent.cli", "grader", "serve", "--host", "127.0.0.1",
-                                    "--port", str(port), "--queue", "4", "--deadline", "600", "--protocol", "reward",
-                                    "--gpus", "0", "--lanes", "2"],
-                                   cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", port, home, log, process)
-    try:
-        wait_for_health(server)
+    with serving(tmp_path_factory.mktemp("grader-gpu-home"), "--queue", "4", "--deadline", "600",
+                 "--protocol", "reward", "--gpus", "0", "--lanes", "2") as server:
         yield server
-    finally:
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(60)
-    assert code in (0, ExitCode.TERMINATED), log.read_text()[-2000:]
 
 
 @pytest.mark.parametrize("fixture", FIXTURES, ids=[f.name for f in FIXTURES])

@@ -12,6 +12,7 @@ import pytest
 from agent.cli import main
 from agent.policy import Attempt
 from agent.report import closing_line, markdown_report, summarize
+from tests.conftest import FIXTURES, read
 from tools.device import detect
 from tools.records import EvalStatus
 
@@ -49,32 +50,17 @@ def test_the_report_and_the_closing_line_quote_the_policys_coverage():
     assert summary.coverage == "our Triton kernels (1) run 80% of it; in PyTorch: `bn` (self.bn: no plan)."
     assert "\nCoverage: our Triton kernels (1) run 80% of it; in PyTorch: `bn`" in markdown_report(saved, summary)
     assert closing_line(summary) == ("stopped: policy_done; best: correct, not timed; our Triton kernels (1) run 80% "
-                                     "of it; in PyTorch: `bn` (self.bn: no plan)")
+                                     "of it; in PyTorch: `bn` (self.bn: no plan); not checked at a second size")
 
 
 def test_a_policy_that_never_said_and_a_kernel_not_submitted_are_reported_as_such():
     summary = summarize(state(ANALYSIS, submitted=False), "s-1", detect(force_cpu=True), None)
     assert closing_line(summary) == ("stopped: policy_done; best: correct, not timed, not submitted by the policy; "
-                                     "the policy did not say how much of the forward its kernels compute")
+                                     "the policy did not say how much of the forward its kernels compute; "
+                                     "not checked at a second size")
 
 
-KEPT_NORMALIZE = '''import torch
-import torch.nn as nn
-import torch.nn.functional as F
-
-
-class Model(nn.Module):
-    def forward(self, x):
-        return torch.relu(F.normalize(x, dim=1)) * 2.0
-
-
-def get_inputs():
-    return [torch.randn(2, 6, 3, 5)]
-
-
-def get_init_inputs():
-    return []
-'''
+KEPT_NORMALIZE = read(FIXTURES / "problems" / "kept_normalize.py")   # normalize over dim 1: kept in PyTorch
 
 
 @pytest.mark.slow
