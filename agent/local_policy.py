@@ -22,11 +22,10 @@ from pathlib import Path
 
 import torch
 
-from agent.policy import PolicyError, PolicyTurn, ToolCall, TurnInput
+from agent.policy import PolicyError, PolicyTurn, ToolCall, TurnInput, python_blocks
 
 TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 THINK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
-FENCE = re.compile(r"```([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 DEFAULT_MAX_NEW_TOKENS = 2048
 
 
@@ -106,6 +105,5 @@ def tool_call(raw: str, call_id: str) -> ToolCall:
 
 
 def last_python_block(text: str) -> str | None:
-    blocks = FENCE.findall(text)
-    tagged = [code for language, code in blocks if language.lower() in ("python", "py")]
-    return (tagged or [None])[-1]
+    blocks = python_blocks(text)
+    return blocks[-1] if blocks else None

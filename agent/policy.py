@@ -18,6 +18,7 @@ from tools.problems import Problem
 from tools.records import EvalStatus
 
 ANALYSIS_HEADING = re.compile(r"^\s*(?:#{1,6}\s*|\*\*)?performance analysis\b", re.IGNORECASE)
+FENCE = re.compile(r"```([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)   # a fenced block: (language, code)
 
 
 class Backend(StrEnum):
@@ -90,3 +91,8 @@ def has_analysis(text: str) -> bool:
     """Does the turn open with a `Performance analysis` section (a heading on its first non-empty line)?"""
     first = next((line for line in text.splitlines() if line.strip()), "")
     return bool(ANALYSIS_HEADING.match(first))
+
+
+def python_blocks(text: str) -> list[str]:
+    """The code of each fenced block tagged python (or py), in order: where a turn's kernel is."""
+    return [code for language, code in FENCE.findall(text) if language.lower() in ("python", "py")]

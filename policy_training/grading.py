@@ -26,9 +26,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from agent.policy import FENCE
 from agent.runtime import Runtime, RuntimeOptions
 from policy_training.grader.client import GraderClient, GraderError
-from policy_training.grader.trl_reward import FENCE, NO_VERDICT, extract_code
+from policy_training.grader.trl_reward import NO_VERDICT, extract_code
 from policy_training.reward import ProblemStats, RewardConfig, RewardKind, score
 from tools.device import DeviceInfo
 from tools.evaluator import EvalConfig, Protocol

@@ -21,15 +21,14 @@ retries, a 504, no service) gets None: TRL leaves it out of this reward, never a
 A wrong token, a bad problem or an oversized body raises: every later sample would fail alike.
 """
 import asyncio
-import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from agent.policy import FENCE, python_blocks
 from policy_training.grader.client import AsyncGraderClient, GraderClient, GraderError
 
 PROBLEM_COLUMN = "problem"
 ID_COLUMN = "problem_id"        # a column of this name holds ids the grader knows (`serve --problems`), not sources
-FENCE = re.compile(r"```([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 NO_VERDICT = frozenset({None, 429, 503, 504})      # our side's: leave the sample out
 
 
@@ -44,9 +43,7 @@ def completion_text(completion) -> str:
 
 def extract_code(completion) -> str:
     text = completion_text(completion)
-    blocks = FENCE.findall(text)
-    tagged = [code for language, code in blocks if language.lower() in ("python", "py")]
-    chosen = tagged or [code for _, code in blocks]
+    chosen = python_blocks(text) or [code for _, code in FENCE.findall(text)]
     return chosen[-1] if chosen else text
 
 
