@@ -41,12 +41,12 @@ class SecondSize:
 
 def second_size(problem: Problem, device: torch.device) -> SecondSize | str:
     """A second size set drawn now, with its reference; or a one-line reason there is none."""
-    names = size_names(problem)
+    before = shape_facts(problem)
+    names = named_sizes(problem, before)
     if not names:
         return "the problem has no size constants that show in its tensors' shapes"
     rng, error = secrets.SystemRandom(), ""
     low, high = FULL_FACTORS if problem.size == "full" else SMALL_FACTORS
-    before = shape_facts(problem)
     for attempt in range(ATTEMPTS):
         chosen = list(names) if attempt < 10 else [rng.choice(list(names))]
         sizes = {name: scaled(names[name], rng, low, high) for name in chosen}
@@ -68,13 +68,17 @@ def second_size(problem: Problem, device: torch.device) -> SecondSize | str:
 
 def size_names(problem: Problem) -> dict[str, int]:
     """The problem's size constants with their values at its size, in the module's order."""
+    return named_sizes(problem, shape_facts(problem))
+
+
+def named_sizes(problem: Problem, before: tuple | None) -> dict[str, int]:
+    """`size_names`, given the problem's `shape_facts` (`second_size` has them already)."""
     declared = getattr(problem.module, "SMALL_SIZES", None)
     values = int_constants(problem)
     if isinstance(declared, dict):
         names = [n for n in declared if n in values]
     else:
         names = [n for n, v in values.items() if v >= LEAST_UNDECLARED]
-    before = shape_facts(problem)
     return {n: values[n] for n in names if before is None or _shows(problem, n, values[n], before)}
 
 
