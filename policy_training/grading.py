@@ -37,7 +37,7 @@ from tools.history import HistoryStore, Origin
 from tools.problems import Problem
 from tools.records import EvalStatus, Flag, Mode
 from tools.sandbox.backends import SandboxKind
-from tools.trust import Use, rules_out
+from tools.trust import Use, allowed
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class Graded:
     @property
     def usable(self) -> bool:
         """Correct and allowed as a best by the trust rules (what rejection sampling keeps)."""
-        return self.status is EvalStatus.CORRECT and not rules_out(self.flags, Use.BEST)
+        return allowed(self, Use.BEST)
 
 
 def split_completion(text: str) -> tuple[str, str]:

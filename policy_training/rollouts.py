@@ -32,7 +32,7 @@ from tools.evaluator import Protocol
 from tools.history import HistoryStore
 from tools.problems import Problem, load_problem
 from tools.sandbox.backends import SandboxKind
-from tools.trust import Use, rules_out
+from tools.trust import Use, allowed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +105,7 @@ def seed_completions(store: HistoryStore, problem: Problem, n: int) -> list[str]
         return []
     found, seen = [], set()
     for entry in sorted(store.entries(problem.hash), key=seed_rank):
-        if entry.candidate_hash in seen or entry.status.value != "correct" or rules_out(entry.flags, Use.BEST):
+        if entry.candidate_hash in seen or not allowed(entry, Use.BEST):
             continue
         source = store.source(entry.candidate_hash)
         if source:
