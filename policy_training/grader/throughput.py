@@ -27,6 +27,7 @@ from agent.runtime import RuntimeOptions
 from policy_training.grader.lanes import Job
 from policy_training.grader.pool import Graded, GraderPool, PoolOptions
 from tools.evaluator import EvalConfig, Protocol
+from tools.trust import trusted_speedup
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBLEMS, CANDIDATES = ROOT / "benchmarks" / "problems", ROOT / "benchmarks" / "candidates"
@@ -78,7 +79,7 @@ def verdict(entries: list[Graded | BaseException]) -> tuple[str, str]:
     if not ok:
         return f"no verdict: {entries[0]}"[:60], "-"
     kinds = sorted({f"{g.result.status.value} {','.join(f.value for f in g.result.flags)}".strip() for g in ok})
-    speeds = [g.result.speedup_vs_eager for g in ok if g.result.speedup_vs_eager]
+    speeds = [s for s in (trusted_speedup(g.result) for g in ok) if s]     # only what the trust rules believe
     return " / ".join(kinds), f"{statistics.median(speeds):.3f}" if speeds else "-"
 
 
