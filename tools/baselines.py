@@ -17,7 +17,7 @@ from pathlib import Path
 from tools import timing
 from tools.device import DeviceInfo, versions
 from tools.device_lock import DeviceLock
-from tools.records import Baselines, EvalStatus
+from tools.records import Baselines, EvalStatus, TimingStats
 from tools.reference import Reference
 from tools.sandbox.contracts import Limits, Sandbox, cache_dir
 from tools.sandbox.protocol import load_request
@@ -58,23 +58,31 @@ class BaselineStore:
 
     def _time(self, reference: Reference, torch_compile: bool, notes: list[str]):
         label = "torch.compile" if torch_compile else "eager"
+        timed = self.time_now(reference, self.config, torch_compile)
+        if isinstance(timed, str):
+            notes.append(f"{label} baseline {timed}")
+            return None
+        return timed
+
+    def time_now(self, reference: Reference, config: timing.TimingConfig,
+                 torch_compile: bool = False) -> TimingStats | str:
+        """The problem's `Model` timed now in a fresh worker, never cached (the paired eager
+        loop of tools/evaluator.py also uses it); why not, in words, when it could not be."""
         problem = reference.problem
         worker = self.sandbox.worker()
         try:
             loaded = ask(worker, load_request(problem.source, "Model", problem.init_inputs(), torch_compile),
                          self.limits.load_s)
             if isinstance(loaded, Failure):
-                notes.append(f"{label} baseline failed to load: {loaded.message}")
-                return None
+                return f"failed to load: {loaded.message}"
             with self.device_lock:      # compiled (torch.compile's first calls are in the timing's warm-up) alone too
                 self.sandbox.settle()
-                timed = timing.time_candidate(worker, self.exchange, reference, self.config, self.limits)
+                timed = timing.time_candidate(worker, self.exchange, reference, config, self.limits)
         finally:
             worker.close()
             self.exchange.collect()
         if timed.status is not EvalStatus.CORRECT:
-            notes.append(f"{label} baseline unavailable: {timed.reason}")
-            return None
+            return f"unavailable: {timed.reason}"
         return timed.stats
 
 

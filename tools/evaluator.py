@@ -5,8 +5,10 @@ candidate there, then — with seeds drawn only now, after the load — runs the
 correctness trials on fresh inputs from several distributions and compares each
 output with the reference computed here, on the trusted side. On a GPU a correct
 candidate is then timed (`tools/timing.py`) and set against the eager and
-torch.compile baselines (`tools/baselines.py`). Without a GPU the worker runs the
-Triton interpreter: correctness only, timings `None`, mode `cpu-interpreter`.
+torch.compile baselines (`tools/baselines.py`); a call under 1 ms is set against eager timed
+again at once, in the same hold of the device lock after the candidate's process is gone
+(`paired`: a ratio of two loops a moment apart, with its 95% interval). Without a GPU the
+worker runs the Triton interpreter: correctness only, timings `None`, mode `cpu-interpreter`.
 
 Anti-cheat (tools/THREAT_MODEL.md lists every hack class, its defence and what is not
 covered): the worker's audit after every request (timers and torch patched, threads and
@@ -44,17 +46,18 @@ from tools.device_lock import DeviceLock
 from tools.inputs import Distribution, draw, secret_seed, trial_plan
 from tools.integrity import judge_audit
 from tools.lint import lint_problem
+from tools.profiling import profile
 from tools.provenance import Provenance
 from tools.static_check import Finding, Severity, check_source
 from tools.problems import Problem
-from tools.records import (EvalResult, EvalStatus, Flag, KernelShare, LintReport, Mode, Phase, ProfileResult,
-                           SizeCheck, TimingStats)
+from tools.records import (EvalResult, EvalStatus, Flag, LintReport, Mode, Phase, ProfileResult,
+                           PairedTiming, SizeCheck, TimingStats)
 from tools.reference import Reference
 from tools.safe_text import clean
 from tools.second_size import second_size
 from tools.sandbox.contracts import Limits, Sandbox, Worker
 from tools.sandbox.protocol import load_request
-from tools.sandbox.replies import Failure, Profiled, Ready, Reply, ask
+from tools.sandbox.replies import Failure, Ready, Reply, ask
 from tools.sandbox.shm import Exchange, arena_bytes
 from tools.timing import TimingConfig, time_candidate
 
@@ -66,6 +69,7 @@ PRECISION_FRACTION = 0.1       # an fp32 result using >10% of the tolerance was 
 AUDIT_TRIALS = 10
 AUDIT_CHECKED_CALLS = 20
 REWARD_MIN_ITERS = 20          # reward mode's timed calls before the stopping rule may end timing
+PAIRED_BELOW_MS = 1.0          # a candidate's call shorter than this is paired with eager timed right after it
 
 
 class Protocol(StrEnum):
@@ -104,6 +108,7 @@ class Outcome:
     flags: tuple[Flag, ...] = ()
     provenance: Provenance | None = None
     notes: tuple[str, ...] = ()
+    paired: PairedTiming | None = None
 
 
 @dataclass
@@ -153,8 +158,11 @@ class Evaluator:
         """One run of the candidate in a fresh worker: (outcome, the worker's ready facts, log tail)."""
         worker = self.sandbox.worker()
         try:
-            outcome = self._run(context, worker, source, config)
-            log = clean(worker.log_tail(LOG_CHARS))     # what the candidate printed: no escapes, no secrets
+            with ExitStack() as hold:       # the device lock, once taken, stays held through the pairing
+                outcome = self._run(context, worker, source, config, hold)
+                log = clean(worker.log_tail(LOG_CHARS))     # what the candidate printed: no escapes, no secrets
+                worker.close()      # gone, GPU context and all, before eager is timed: nothing of it runs beside
+                outcome = self._pair(context, outcome, config)
         finally:
             worker.close()
             self.exchange.collect()
@@ -205,34 +213,8 @@ class Evaluator:
     def profile(self, problem: Problem, source: str, calls: int = 10) -> ProfileResult:
         """The kernels one forward launches, with launch counts and time shares."""
         with self.serial:
-            return self._profile(problem, source, calls)
-
-    def _profile(self, problem: Problem, source: str, calls: int) -> ProfileResult:
-        if self.device.mode is not Mode.GPU:
-            return ProfileResult(available=False, reason="no GPU: profiling needs a CUDA device", status=None,
-                                 kernels=[], device_ms_per_call=None, roofline=None, device=self.device.name)
-        context = self.context(problem)
-        inputs = draw(problem, secret_seed(), Distribution.OWN, context.reference.device)
-        worker = self.sandbox.worker()
-        arena = self.exchange.acquire(arena_bytes([(x.shape, x.dtype) for x in inputs]))
-        try:
-            reply = ask(worker, load_request(source, "ModelNew", problem.init_inputs()), self.config.limits.load_s)
-            if not isinstance(reply, Failure):
-                refs = [arena.put(x) for x in inputs]
-                self.exchange.ready(arena)
-                with self.device_lock:
-                    reply = ask(worker, {"kind": "profile", "arena": arena.describe(), "inputs": refs, "calls": calls},
-                                self.config.limits.timing_s)
-        finally:
-            self.exchange.release(arena)
-            worker.close()
-            self.exchange.collect()
-        if isinstance(reply, Failure):
-            return ProfileResult(available=True, reason=reply.message, status=reply.status, kernels=[],
-                                 device_ms_per_call=None, roofline=None, device=self.device.name)
-        result = profile_result(reply, self.device.name)
-        roof = roofline.place(context.reference, inputs, result.device_ms_per_call)
-        return result.model_copy(update={"roofline": roof})
+            return profile(lambda: self.context(problem).reference, source, calls, self.sandbox, self.exchange,
+                           self.device_lock, self.device, self.config.limits)
 
     def context(self, problem: Problem) -> ProblemContext:
         """The problem's reference and lint, kept for the last few problems (a reference
@@ -249,7 +231,19 @@ class Evaluator:
         self._contexts.move_to_end(key)
         return self._contexts[key]
 
-    def _run(self, context: ProblemContext, worker: Worker, source: str, config: EvalConfig) -> Outcome:
+    def _pair(self, context: ProblemContext, outcome: Outcome, config: EvalConfig) -> Outcome:
+        """A call under PAIRED_BELOW_MS: eager timed again now, as the candidate was (tools/records.py
+        PairedTiming): a cached eager time from another moment would make the ratio noise."""
+        if outcome.timing is None or not config.baselines or outcome.timing.median_ms >= PAIRED_BELOW_MS:
+            return outcome
+        eager = self.baselines.time_now(context.reference, timing_config(config))
+        if isinstance(eager, str):
+            return replace(outcome, notes=(*outcome.notes, f"paired eager timing {eager}: the speedup vs eager "
+                                           "uses the cached eager baseline, timed at another moment"))
+        return replace(outcome, paired=PairedTiming.of(eager, outcome.timing))
+
+    def _run(self, context: ProblemContext, worker: Worker, source: str, config: EvalConfig,
+             hold: ExitStack) -> Outcome:
         problem = context.reference.problem
         loaded = ask(worker, load_request(source, "ModelNew", problem.init_inputs()), config.limits.load_s)
         if isinstance(loaded, Failure):
@@ -261,13 +255,12 @@ class Evaluator:
             return Outcome(EvalStatus.REJECTED, f"while importing: {judge_audit(loaded.audit)}", Phase.LOAD)
         provenance = Provenance()
         provenance.add(loaded.audit.launches, 0, "load")
-        with ExitStack() as device:     # loaded (imported, built) outside the lock; checked and timed alone
-            def take() -> None:
-                device.enter_context(self.device_lock)      # re-entrant: taking it twice is harmless
-            reward = config.protocol is Protocol.REWARD
-            if not reward:
-                take()
-            return self._measure(context, worker, config, provenance, take, after_first=take if reward else None)
+        def take() -> None:     # loaded (imported, built) outside the lock; checked and timed alone
+            hold.enter_context(self.device_lock)      # re-entrant: taking it twice is harmless
+        reward = config.protocol is Protocol.REWARD
+        if not reward:
+            take()
+        return self._measure(context, worker, config, provenance, take, after_first=take if reward else None)
 
     def _measure(self, context: ProblemContext, worker: Worker, config: EvalConfig, provenance: Provenance,
                  take: Callable[[], None], after_first: Callable[[], None] | None) -> Outcome:
@@ -276,9 +269,8 @@ class Evaluator:
             return outcome
         take()
         self.sandbox.settle()   # warm workers still starting would compete with the timed loop
-        timing = config.timing if config.protocol is Protocol.FULL else replace(
-            config.timing, min_iters=config.timing.min_iters or REWARD_MIN_ITERS)
-        timed = time_candidate(worker, self.exchange, context.reference, timing, config.limits, audited=True)
+        timed = time_candidate(worker, self.exchange, context.reference, timing_config(config), config.limits,
+                               audited=True)
         if timed.status is not EvalStatus.CORRECT:
             return replace(outcome, status=timed.status, reason=timed.reason, phase=Phase.TIME)
         for index, (launches, forwards) in enumerate(timed.launches):
@@ -332,6 +324,10 @@ class Evaluator:
             eager_ms = baselines.eager.median_ms if baselines.eager else None
             compile_ms = baselines.compiled.median_ms if baselines.compiled else None
             notes = baselines.notes
+        paired = outcome.paired
+        if paired is not None:
+            paired = paired.model_copy(update={"cached_eager_ms": eager_ms})
+            eager_ms = paired.eager.median_ms
         runtime = outcome.timing.median_ms if outcome.timing else None
         return EvalResult(
             status=outcome.status, flags=flags, reason=outcome.reason, phase=outcome.phase,
@@ -343,8 +339,15 @@ class Evaluator:
             problem_hash=problem.hash, candidate_hash=hashlib.sha256(source.encode()).hexdigest(),
             sandbox=str(self.sandbox.backend), network_isolated=isolated, versions=versions(),
             lint_findings=context.lint.findings, notes=[*notes, *outcome.notes], log=log, seconds=seconds,
-            kernels=outcome.provenance.kernels() if outcome.provenance else [],
+            kernels=outcome.provenance.kernels() if outcome.provenance else [], paired=paired,
         )
+
+
+def timing_config(config: EvalConfig) -> TimingConfig:
+    """The timed loop's settings under the evaluation's protocol (reward: the stopping rule)."""
+    if config.protocol is Protocol.FULL:
+        return config.timing
+    return replace(config.timing, min_iters=config.timing.min_iters or REWARD_MIN_ITERS)
 
 
 def run_trial(worker: Worker, exchange: Exchange, container: str, expected: list[torch.Tensor],
@@ -411,16 +414,6 @@ def size_check(outcome: Outcome, sizes: dict[str, int], own_kernels: bool) -> Si
 
 def failed(reply: Failure, label: str = "") -> Outcome:
     return Outcome(reply.status, f"{label}: {reply.message}" if label else reply.message, reply.phase)
-
-
-def profile_result(reply: Profiled, device: str) -> ProfileResult:
-    calls = max(reply.calls, 1)
-    total_us = sum(k.device_us for k in reply.kernels) or 1.0
-    kernels = sorted((KernelShare(name=k.name, launches_per_call=k.count / calls,
-                                  device_ms_per_call=k.device_us / calls / 1e3, share=k.device_us / total_us)
-                      for k in reply.kernels), key=lambda k: k.share, reverse=True)
-    return ProfileResult(available=True, reason="", status=None, kernels=kernels,
-                         device_ms_per_call=total_us / calls / 1e3, roofline=None, device=device)
 
 
 def ratio(baseline_ms: float | None, runtime_ms: float | None) -> float | None:

@@ -4,6 +4,7 @@
 agent, history store, RL reward) reads. Failures of the candidate are data here,
 never exceptions.
 """
+import math
 import statistics
 from enum import StrEnum
 
@@ -73,6 +74,8 @@ class TimingStats(Frozen):
     calls: int
     wall_median_ms: float
     loop_seconds: float       # host time of the whole timed loop (flushes and synchronizes included)
+    median_low_ms: float | None = None    # the median's 95% confidence interval (`median_interval`);
+    median_high_ms: float | None = None   # None in records written before it was kept
 
     @property
     def spread(self) -> float:
@@ -87,7 +90,42 @@ class TimingStats(Frozen):
             std_ms=statistics.pstdev(event_ms), p25_ms=quartiles[0], p75_ms=quartiles[2],
             min_ms=min(event_ms), max_ms=max(event_ms), calls=len(event_ms),
             wall_median_ms=statistics.median(wall_ms), loop_seconds=loop_seconds,
+            median_low_ms=median_interval(event_ms)[0], median_high_ms=median_interval(event_ms)[1],
         )
+
+
+def median_interval(samples: list[float]) -> tuple[float, float]:
+    """A distribution-free 95% confidence interval of the median: the order statistics
+    n/2 ± 0.98·√n (the binomial's normal approximation)."""
+    ordered, n = sorted(samples), len(samples)
+    half = 0.98 * math.sqrt(n)
+    low, high = max(0, math.floor(n / 2 - half)), min(n - 1, math.ceil(n / 2 + half))
+    return ordered[low], ordered[high]
+
+
+class PairedTiming(Frozen):
+    """The eager `Model` timed again right after a short-running candidate, in the same hold of
+    the device lock, once the candidate's process is gone (tools/evaluator.py `_pair`): two
+    loops a moment apart, so a state both share (clocks, the host's load) cancels in the ratio."""
+
+    eager: TimingStats          # the eager loop, timed as the candidate was
+    speedup: float              # eager median / the candidate's median
+    low: float                  # the ratio's 95% interval, from both medians' intervals
+    high: float
+    cached_eager_ms: float | None = None   # the cached eager baseline, timed at another moment: for comparison
+
+    @property
+    def within_noise(self) -> bool:
+        """Neither faster nor slower than eager beyond what the two loops' noise allows."""
+        return self.low <= 1.0 <= self.high
+
+    @classmethod
+    def of(cls, eager: TimingStats, candidate: TimingStats) -> "PairedTiming":
+        def bounds(stats: TimingStats) -> tuple[float, float]:
+            return stats.median_low_ms or stats.median_ms, stats.median_high_ms or stats.median_ms
+        (eager_low, eager_high), (own_low, own_high) = bounds(eager), bounds(candidate)
+        return cls(eager=eager, speedup=eager.median_ms / candidate.median_ms,
+                   low=eager_low / own_high, high=eager_high / own_low)
 
 
 class LintReport(Frozen):
@@ -171,7 +209,7 @@ class EvalResult(Frozen):
     trials_passed: int              # correctness trials whose outputs matched the reference
     runtime_ms: float | None        # median time of one forward (CUDA events); None untimed
     timing: TimingStats | None      # the timed loop's statistics; None untimed
-    eager_ms: float | None          # the problem's own Model, eager, timed the same way
+    eager_ms: float | None          # the problem's own Model, eager, timed the same way (`paired`'s when paired)
     compile_ms: float | None        # the problem's Model under torch.compile, timed the same way
     speedup_vs_eager: float | None  # eager_ms / runtime_ms
     speedup_vs_compile: float | None   # compile_ms / runtime_ms
@@ -191,6 +229,7 @@ class EvalResult(Frozen):
     kernels: list[str] = []         # kernels the candidate's forwards launched, "name x count" (own ones first)
     static_findings: list[str] = []   # tools/static_check.py's findings on the source
     second_size: SizeCheck | None = None   # the check at a second size set; None when not asked (or not correct)
+    paired: PairedTiming | None = None     # eager timed again right after a call under 1 ms; None otherwise
 
     def summary(self) -> dict:
         """The flat JSON object `kernelpilot eval --json` prints."""

@@ -25,7 +25,7 @@ import torch
 from tools.compare import check_contract, compare, judge_call
 from tools.inputs import Distribution, draw, secret_seed, tensor_bytes
 from tools.integrity import judge_audit
-from tools.records import EvalStatus, Flag, TimingStats
+from tools.records import EvalStatus, Flag, TimingStats, median_interval
 from tools.reference import Reference
 from tools.sandbox.contracts import GiB, Limits, Worker
 from tools.sandbox.replies import Failure, Launch, Reply, TimedReply, ask
@@ -137,15 +137,6 @@ def settled(event_ms: list[float], config: TimingConfig) -> bool:
     low, high = median_interval(event_ms)
     median = sorted(event_ms)[len(event_ms) // 2]
     return median > 0 and (high - low) / 2 <= config.stop_rel_ci * median
-
-
-def median_interval(samples: list[float]) -> tuple[float, float]:
-    """A distribution-free 95% confidence interval of the median: the order statistics
-    n/2 ± 0.98·√n (the binomial's normal approximation)."""
-    ordered, n = sorted(samples), len(samples)
-    half = 0.98 * math.sqrt(n)
-    low, high = max(0, math.floor(n / 2 - half)), min(n - 1, math.ceil(n / 2 + half))
-    return ordered[low], ordered[high]
 
 
 def memory_hog(exchange: Exchange, device: torch.device) -> str | None:

@@ -31,7 +31,7 @@ from tools.history import HistoryError, HistoryStore, Origin
 from tools.home import HomeError, prepare_home
 from tools.evaluator import EvalConfig, Evaluator
 from tools.problems import ProblemError, load_problem
-from tools.records import EvalResult, EvalStatus, Mode
+from tools.records import EvalResult, EvalStatus, Mode, PairedTiming
 from tools.safe_text import clean
 from tools.sandbox.backends import SandboxKind, open_sandbox
 from tools.sandbox.contracts import Limits, SandboxError
@@ -167,6 +167,8 @@ def render(result: EvalResult, device: DeviceInfo) -> None:
                   f"host clock {t.wall_median_ms:.4g} ms)")
         out.print(f"  eager: {_ms(result.eager_ms)} ({_x(result.speedup_vs_eager)})   "
                   f"torch.compile: {_ms(result.compile_ms)} ({_x(result.speedup_vs_compile)})")
+        if result.paired is not None:
+            out.print(f"  {paired_line(result.paired)}", markup=False)
     elif device.mode is Mode.CPU_INTERPRETER:
         out.print("  runtime: not measured (no GPU: Triton ran in its interpreter, which says nothing about speed)")
     out.print(f"  flags: {', '.join(f.value for f in result.flags) or 'none'}")
@@ -189,3 +191,12 @@ def _x(value: float | None) -> str:
 COMMANDS = {"eval": run_eval, "history": run_history, "optimize": run_optimize, "chat": run_chat,
             "sandbox": run_sandbox, "bench": run_bench_command, "grader": run_grader,
             "train": run_train}
+
+
+def paired_line(paired: PairedTiming) -> str:
+    """How the speedup vs eager of a short call was taken, and whether it is more than noise."""
+    cached = f"; the cached eager baseline: {paired.cached_eager_ms:.4g} ms" if paired.cached_eager_ms else ""
+    verdict = "  within noise of eager" if paired.within_noise else ""
+    return (f"paired: eager timed again right after the candidate, {paired.speedup:.2f}x "
+            f"(95% interval {paired.low:.2f}-{paired.high:.2f}x{cached}){verdict}")
+

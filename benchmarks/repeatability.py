@@ -1,0 +1,86 @@
+"""Is a speedup repeatable? The same candidate evaluated N times, each in its own `kernelpilot eval`
+process, and the spread of what each run reported (issue 17 item 9's measurement).
+
+For every case it prints the runtime's range and two speedups vs eager per run: `cached`, the
+eager baseline from the cache (timed once, at another moment) over this run's runtime, and
+`paired`, eager timed again right after the candidate in the same hold of the device lock
+(`EvalResult.paired`; calls under 1 ms only). The spread is the largest distance of a run's
+figure from the runs' median, in percent. Target (H100): ±3% for calls of 1 ms or more, ±7%
+for calls of 20-100 us. Needs a GPU; the figures go to benchmarks/RESULTS.md.
+
+    python -m benchmarks.repeatability --runs 5 --out /tmp/repeat.json
+    python -m benchmarks.repeatability --case 02_gelu_tanh:full --case 04_softmax_rows:small
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+CASES = ("04_softmax_rows:small", "02_gelu_tanh:full", "04_softmax_rows:full", "14_matmul_square:full")
+
+
+@dataclass(frozen=True)
+class Run:
+    runtime_ms: float
+    cached: float | None        # cached eager / runtime
+    paired: float | None        # eager timed right after / runtime
+    low: float | None           # paired's 95% interval
+    high: float | None
+
+
+def evaluate(problem: str, size: str) -> Run:
+    """One evaluation in a fresh process; a run that is not correct and timed stops the benchmark."""
+    command = [sys.executable, "-m", "agent.cli", "eval", str(ROOT / "problems" / f"{problem}.py"),
+               str(ROOT / "candidates" / f"{problem}.py"), "--size", size, "--json", "--no-record"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode not in (0, 2) or not done.stdout.strip():
+        sys.exit(f"{problem} ({size}): `kernelpilot eval` exited {done.returncode}: {done.stderr.strip()[-400:]}")
+    result = json.loads(done.stdout)
+    if result["status"] != "correct" or result["runtime_ms"] is None:
+        sys.exit(f"{problem} ({size}): {result['status']}, runtime {result['runtime_ms']}: {result['reason']}")
+    paired = result.get("paired")
+    cached_eager = paired["cached_eager_ms"] if paired else result["eager_ms"]
+    return Run(result["runtime_ms"], cached_eager / result["runtime_ms"] if cached_eager else None,
+               paired["speedup"] if paired else None, paired["low"] if paired else None,
+               paired["high"] if paired else None)
+
+
+def spread(values: list[float | None]) -> str:
+    """'min-max (±p%)': p is the largest distance from the median, in percent of it."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return "-"
+    middle = statistics.median(known)
+    worst = max(abs(v - middle) for v in known) / middle * 100
+    return f"{min(known):.3f}-{max(known):.3f} (±{worst:.1f}%)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--case", action="append", help=f"PROBLEM:SIZE of the suite (default: {', '.join(CASES)})")
+    parser.add_argument("--runs", type=int, default=5, help="evaluations per case, each in its own process")
+    parser.add_argument("--out", type=Path, help="also write every run as JSON here")
+    args = parser.parse_args()
+    rows, dump = [], {}
+    for case in args.case or CASES:
+        problem, _, size = case.partition(":")
+        runs = [evaluate(problem, size or "full") for _ in range(args.runs)]
+        dump[case] = [asdict(r) for r in runs]
+        rows.append(f"| {case} | {statistics.median(r.runtime_ms for r in runs):.4g} | "
+                    f"{spread([r.runtime_ms for r in runs])} | {spread([r.cached for r in runs])} | "
+                    f"{spread([r.paired for r in runs])} | "
+                    f"{sum(1 for r in runs if r.low is not None and r.low <= 1 <= r.high)}/{len(runs)} |")
+        print(rows[-1], flush=True)
+    print("\n| case | median ms | runtime range | speedup, cached eager | speedup, paired | within noise |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    if args.out:
+        args.out.write_text(json.dumps(dump, indent=1))
+
+
+if __name__ == "__main__":
+    main()
