@@ -36,7 +36,7 @@ def capture(problem: Problem) -> OpGraph:
     with torch.device("meta"):
         torch.manual_seed(0)
         inputs = problem.draw_inputs()
-        model = problem.module.Model(*problem.init_inputs())
+    model = _meta_model(problem)
     try:
         graph = _fx_graph(model, inputs)
     except CaptureError as fx_error:
@@ -51,6 +51,20 @@ def capture(problem: Problem) -> OpGraph:
     except CaptureError:    # fx's graph stands, its unsupported entries say why no plan takes it
         return graph
     return exported if len(exported.unsupported) < len(graph.unsupported) else graph
+
+
+def _meta_model(problem: Problem) -> nn.Module:
+    """The problem's Model with its parameters on the meta device: built there, or, for an
+    __init__ that reads a value (`Tensor.item()` on a `linspace`), built on the CPU and moved."""
+    try:
+        with torch.device("meta"):
+            return problem.module.Model(*problem.init_inputs())
+    except Exception:   # any failure on meta is retried on the CPU, whose error is the one said
+        pass
+    try:
+        return problem.module.Model(*problem.init_inputs()).to("meta")
+    except Exception as error:  # the problem's own __init__ failing is data for the analysis, not a crash
+        raise CaptureError(f"building Model failed: {type(error).__name__}: {error}") from None
 
 
 def _fx_graph(model: nn.Module, inputs: list[torch.Tensor]) -> OpGraph:
@@ -144,7 +158,9 @@ def _inline_constants(traced: fx.GraphModule) -> None:
     for node in list(traced.graph.nodes):
         if node.op != "get_attr" or not node.target.startswith("_tensor_constant"):
             continue
-        value = getattr(traced, node.target)
+        value = getattr(traced, node.target, None)
+        if value is None:   # a plain tensor attribute of Model (`self.hidden = torch.randn(...)`), kept by fx only
+            raise CaptureError(f"torch.fx kept a tensor attribute of Model as {node.target}, which ModelNew lacks")
         if value.numel() != 1:
             continue
         for user in list(node.users):

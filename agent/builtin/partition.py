@@ -164,6 +164,8 @@ def _planned(node: OpNode, graph: OpGraph) -> Stage:
     if op in ops.GROUP_NORMS:
         return Stage(StageKind.GROUP_NORM, node.shape, node)
     if op == "batch_norm":
+        if "module" not in node.attrs:      # torch.export's functional form: no module holds its running stats
+            raise Unsupported(f"{node.name}: batch norm that no module of Model holds (torch.export's graph)")
         return Stage(StageKind.BATCH_NORM, node.shape, node)
     if op == "tap_sums":
         return Stage(StageKind.TAP_SUMS, node.shape, node)

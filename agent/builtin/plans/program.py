@@ -93,7 +93,7 @@ def build_source(problem: Problem, graph: OpGraph, stages: list[Stage], config: 
     described = ", ".join(f"{s.kind.value}({slug(s)})" for s in stages if s.kind is not StageKind.VIEW)
     header = HEADER.format(title=title, tracer=graph.tracer, count=len(stages), stages=described,
                            config=_config_text(config))
-    parts = [header, _imports(problem)] + [HELPERS[h] for h in sorted(helpers)] + kernels + wrappers
+    parts = [header, _imports(problem), _definitions(problem)] + [HELPERS[h] for h in sorted(helpers)] + kernels + wrappers
     if config.cuda_graph:
         parts.append(GRAPH_RUNNER)
     parts.append(model_class(problem, graph, body, config.cuda_graph))
@@ -153,21 +153,40 @@ def model_class(problem: Problem, graph: OpGraph, body: list[str], cuda_graph: b
             f"    def fused_forward({signature}):\n{lines}\n")
 
 
+def _definitions(problem: Problem) -> str:
+    """The problem file's own classes and functions other than Model and the input functions
+    (the blocks a network's __init__ builds: a bottleneck, an Inception module, a channel shuffle)."""
+    tree, skip = ast.parse(problem.source), {problem.module.Model.__name__, "Model", "get_inputs", "get_init_inputs"}
+    return "\n\n".join(_lines(problem.source, n) for n in tree.body
+                       if isinstance(n, (ast.ClassDef, ast.FunctionDef)) and n.name not in skip)
+
+
+def _lines(source: str, node: ast.stmt) -> str:
+    """A statement's source with its decorators, dedented."""
+    first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+    return textwrap.dedent("\n".join(source.splitlines()[first - 1:node.end_lineno])) + "\n"
+
+
 def _init_source(problem: Problem) -> str:
-    """ModelNew's `__init__`: the one written in the class `Model` names (`Model = Scaler` too),
-    its `super(Scaler, self)` made `super(ModelNew, self)`; none where Model keeps nn.Module's
-    own (a forward-only Model, a function wrapped by `chat`'s function mode)."""
+    """ModelNew's `__init__` and the rest of Model's class body but `forward` (class attributes such
+    as `expansion`, helper methods such as `_make_layer`): the ones written in the class `Model`
+    names (`Model = Scaler` too), `super(Scaler, self)` made `super(ModelNew, self)`; no
+    `__init__` where Model keeps nn.Module's own (a forward-only Model, a function wrapped by
+    `chat`'s function mode)."""
     cls = problem.module.Model
     tree = ast.parse(problem.source)
     model = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls.__name__), None)
-    init = next((n for n in (model.body if model else []) if isinstance(n, ast.FunctionDef) and n.name == "__init__"),
-                None)
-    if init is None:
-        if cls.__init__ is nn.Module.__init__:
-            return ""
+    members = [n for n in (model.body if model else []) if not _is_docstring(n)
+               and not (isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "forward")]
+    if not any(isinstance(n, ast.FunctionDef) and n.name == "__init__" for n in members) \
+            and cls.__init__ is not nn.Module.__init__:
         owner = next(c.__name__ for c in cls.__mro__ if "__init__" in vars(c))
         raise Unsupported(f"Model's __init__ comes from {owner}, not from a class written in the problem file, "
                           "so its layers cannot be reproduced")
-    text = textwrap.dedent(" " * init.col_offset + ast.get_source_segment(problem.source, init))
+    text = "\n".join(_lines(problem.source, n) for n in members)
     text = re.sub(rf"super\(\s*{re.escape(cls.__name__)}\s*,", "super(ModelNew,", text)
-    return textwrap.indent(text, "    ")
+    return textwrap.indent(text, "    ") if text else ""
+
+
+def _is_docstring(node: ast.stmt) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)

@@ -1,0 +1,45 @@
+"""Networks in the shape of KernelBench level 3 (issue 24): the built-in policy's candidate
+carries what the problem's __init__ needs beyond Model.__init__ (block classes and functions
+defined in the file, Model's class attributes and helper methods, decorators kept), an
+__init__ that cannot run on the meta device is built on the CPU for the capture, and a tensor
+attribute that only fx would keep is a plan error, not a crash. Problems written for these
+tests under tests/fixtures/networks/; candidates checked by the real evaluator in the Triton
+interpreter."""
+from pathlib import Path
+
+import pytest
+
+from agent.builtin import BuiltinPolicy
+from agent.builtin.plans.common import Config
+from agent.builtin.policy import make_plan
+from tools.problems import load_problem
+from tools.records import EvalStatus
+
+NETWORKS = Path(__file__).parent / "fixtures" / "networks"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["blocks_network", "item_at_init"])
+def test_a_network_candidate_builds_and_is_correct(name, evaluator):
+    problem = load_problem(NETWORKS / f"{name}.py")
+    plan = make_plan(problem)
+    assert plan.error is None, plan.error
+    source = BuiltinPolicy().source(problem, Config())
+    result = evaluator.evaluate(problem, source)
+    assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
+
+
+def test_the_candidate_carries_the_files_blocks_and_models_members():
+    problem = load_problem(NETWORKS / "blocks_network.py")
+    source = BuiltinPolicy().source(problem, Config())
+    for kept in ("def widen(", "class Block(nn.Module):", "super(Block, self).__init__()", "    expansion = 2",
+                 "    def _make_stage(", "    @functools.lru_cache(maxsize=None)", "super(ModelNew, self).__init__()"):
+        assert kept in source, kept
+    assert "class Model(" not in source and "def get_inputs" not in source and '"""Stem, two blocks' not in source
+    model_new = source[source.index("class ModelNew"):]
+    assert model_new.count("    def forward(") == 1           # Model's own forward is not carried
+
+
+def test_a_tensor_attribute_only_fx_keeps_is_a_plan_error_not_a_crash():
+    plan = make_plan(load_problem(NETWORKS / "tensor_attribute.py"))
+    assert plan.error is not None and "tensor attribute of Model" in plan.error
