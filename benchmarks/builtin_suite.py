@@ -19,7 +19,7 @@ KernelBench's fast_p counts it.
 
 `--cpu` needs no GPU: each problem's first turn (its first kernel) runs in the Triton
 interpreter (correctness only, no timings), written to DIR/cpu.jsonl; with `--size small`,
-KernelBench problems are shrunk by `benchmarks/small_sizes.py`. `--check` does the same on the
+KernelBench problems are shrunk by `tools/small_sizes.py` (through `load_problem`). `--check` does the same on the
 GPU at full size (DIR/check.jsonl, resumable), with nothing timed and no baselines.
 """
 import argparse
@@ -38,12 +38,11 @@ from agent.policies import PolicyKind, PolicySpec
 from agent.report import answer
 from agent.runtime import Runtime, RuntimeOptions
 from agent.session import AgentSession, SessionOptions
-from benchmarks.small_sizes import shrink
 from benchmarks.suite import PROBLEMS
 from benchmarks.suite_rows import RowStatus, SuiteRow, check_report, failure_row, read_log, report, write_row
 from tools.evaluator import EvalConfig
 from tools.history import HistoryError
-from tools.problems import Problem, ProblemFile, load_problem
+from tools.problems import ProblemFile, load_problem
 from tools.records import Mode
 from tools.sandbox.contracts import SandboxError
 from tools.timing import TimingConfig
@@ -143,7 +142,7 @@ def run_all(runtime: Runtime, todo: list[ProblemFile], args, log_path: Path) -> 
 def run_problem(runtime: Runtime, f: ProblemFile, args) -> SuiteRow:
     """One agent session with the built-in policy on one problem."""
     start = time.perf_counter()
-    problem = load(f, args.size)
+    problem = load_problem(f.path, size=args.size, suite=f.suite, level=f.level)
     policy = BuiltinPolicy(budget=args.budget)
     checking = args.cpu or args.check
     turns = 1 if checking else args.budget + (0 if args.no_submit else 2)
@@ -153,12 +152,6 @@ def run_problem(runtime: Runtime, f: ProblemFile, args) -> SuiteRow:
     final = session.run()
     plan = policy.plan(problem)
     return problem_row(f, args.size, session.id, final, plan, time.perf_counter() - start)
-
-
-def load(f: ProblemFile, size: str) -> Problem:
-    if f.suite == "kernelbench" and size == "small":
-        return shrink(load_problem(f.path, size="full", suite=f.suite, level=f.level))
-    return load_problem(f.path, size=size, suite=f.suite, level=f.level)
 
 
 def problem_row(f: ProblemFile, size: str, session: str, final: dict, plan, seconds: float) -> SuiteRow:
