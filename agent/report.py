@@ -172,7 +172,7 @@ def result_line(summary: Summary) -> str:
         return "No correct kernel the trust rules allow was found; nothing is handed back."
     speed = (f"{summary.runtime_ms:.4g} ms, {summary.speedup_vs_eager:.2f}x vs eager"
              + (f", {summary.speedup_vs_compile:.2f}x vs torch.compile" if summary.speedup_vs_compile else "")
-             if summary.speedup_vs_eager is not None else "not timed (no GPU: correctness only)")
+             if summary.speedup_vs_eager is not None else "not timed (correctness only)")
     submitted = "submitted after a final full check" if summary.submitted else "not submitted by the policy"
     slower = (" It is slower than eager PyTorch: keep the reference." if summary.speedup_vs_eager is not None
               and summary.speedup_vs_eager < 1 else "")

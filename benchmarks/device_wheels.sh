@@ -51,7 +51,7 @@
 #   default set, with the IMAGE_PKGS on PYTHONPATH behind /tmp/site standing in
 #   for the image's own); then
 #     PYTHONPATH=/tmp/site python -c "import agent.session, agent.graph, tools.history,
-#       tools.toolbox, tools.evaluator, benchmarks.builtin_suite, langgraph.checkpoint.sqlite"
+#       tools.toolbox, tools.evaluator, agent.bench.runner, langgraph.checkpoint.sqlite"
 #
 #   To refresh the pins after pyproject.toml changes: recompute the closure from
 #   .venv (the Requires-Dist of each installed distribution, markers evaluated for

@@ -1,10 +1,19 @@
-"""Loading problems: files, folders, KernelBench checkouts, the size scale, and a clear
-error for every way a problem file can be unusable."""
+"""Loading problems: files, folders, KernelBench checkouts, the size scale (SMALL_SIZES, or
+for a KernelBench problem the shrink heuristic of tools/small_sizes.py), and a clear error
+for every way a problem file can be unusable."""
+from dataclasses import replace
+
 import pytest
 import torch
 
-from tests.conftest import PROBLEMS
-from tools.problems import ProblemError, find_problem_files, load_problem
+from tests.conftest import FIXTURES, PROBLEMS
+from tools.baselines import BaselineStore
+from tools.device import detect
+from tools.problems import ProblemError, find_problem_files, load_problem, resized
+from tools.reference import Reference
+from tools.timing import TimingConfig
+
+KERNELBENCH_STYLE = FIXTURES / "problems" / "kb_conv_bias_relu.py"     # no SMALL_SIZES
 
 GOOD = '''
 import torch
@@ -44,6 +53,32 @@ def test_loads_a_problem_and_scales_it(tmp_path):
     assert full.draw_inputs()[0].shape == (64, 512)
     assert small.draw_inputs()[0].shape == (3, 5)
     assert full.hash == small.hash   # identity is the source, not the size
+    assert full.shrunk == small.shrunk == ()    # SMALL_SIZES, not the heuristic
+
+
+def test_a_kernelbench_problem_is_shrunk_at_the_small_size():
+    full, small = load_problem(KERNELBENCH_STYLE), load_problem(KERNELBENCH_STYLE, size="small")
+    assert full.draw_inputs()[0].shape == (64, 32, 96, 80) and full.shrunk == ()
+    assert small.draw_inputs()[0].shape == (2, 16, 12, 12)
+    assert small.shrunk == (("batch_size", 2), ("in_channels", 16), ("out_channels", 16), ("height", 12),
+                            ("width", 12), ("bias_shape", (16, 1, 1)))     # a tuple built at import follows
+    model = small.build_model()
+    assert model.bias.shape == (16, 1, 1) and model(*small.draw_inputs()).shape == (2, 16, 10, 10)
+    assert (full.hash, full.source) == (small.hash, small.source)       # the same problem, so the same history
+    assert load_problem(KERNELBENCH_STYLE).module.batch_size == 64      # each load has a module of its own
+    second = resized(small, {"height": 20}, "second")                   # the second size starts from the small one
+    assert second.draw_inputs()[0].shape == (2, 16, 20, 12) and small.draw_inputs()[0].shape == (2, 16, 12, 12)
+
+
+def test_baselines_of_a_shrunk_problem_have_a_key_of_their_own():
+    """Before the heuristic moved into load_problem, "small" ran such a problem at full size: a
+    baseline cached then under (hash, small) must not be taken for the shrunk one's."""
+    store = BaselineStore(None, detect(force_cpu=True), None, TimingConfig())
+    cpu = torch.device("cpu")
+    small = Reference(load_problem(KERNELBENCH_STYLE, size="small"), cpu)
+    as_before = Reference(replace(small.problem, shrunk=()), cpu)
+    again = Reference(load_problem(KERNELBENCH_STYLE, size="small"), cpu)
+    assert store.key(small) == store.key(again) != store.key(as_before)
 
 
 def test_identity_is_the_source_hash_so_a_renamed_file_keeps_it(tmp_path):

@@ -1,15 +1,17 @@
 """The trust rules (tools/trust.py): a flagged result is never the best, never counted, never
 claimed. Through the agent loop with a replay policy (the real sandbox, the Triton interpreter,
-the real store and checkpoints), and on the pure functions the loop and the suite use."""
+the real store and checkpoints), and on the pure functions the loop and `kernelpilot bench` use."""
 import json
 from pathlib import Path
 
 import pytest
 
+from agent.bench.markdown import level_line
+from agent.bench.metrics import metrics
+from agent.bench.rows import BenchRow
 from agent.cli import main
 from agent.policy import Attempt
 from agent.report import markdown_report, summarize
-from benchmarks.suite_rows import SuiteRow, summary
 from tests.conftest import PROBLEMS
 from tools.device import detect
 from tools.history import HistoryStore
@@ -93,9 +95,12 @@ def test_every_flag_is_decided_and_a_mismatch_has_no_speed():
     assert trusted_speedup(Attempt(**{**attempt(1, 2.0).__dict__, "status": EvalStatus.INCORRECT})) is None
 
 
-def test_suite_metrics_count_no_flagged_best():
-    flagged = SuiteRow(level=1, name="a", status="correct", best_ms=1.0, best_vs_eager=4.0,
-                       best_flags=("timing_mismatch",))        # a log written before the rules
-    rows = [flagged, SuiteRow(level=1, name="b", status="correct", best_ms=1.0, best_vs_eager=2.0)]
+def test_bench_metrics_count_no_flagged_answer():
+    flagged = BenchRow(key="a", level=1, name="a", status="correct", runtime_ms=1.0, speedup_vs_eager=4.0,
+                       flags=("timing_mismatch",))        # a row written before the rules, or by hand
+    rows = [flagged, BenchRow(key="b", level=1, name="b", status="correct", runtime_ms=1.0, speedup_vs_eager=2.0)]
     assert [r.counted for r in rows] == [False, True]
-    assert "correct kernel on 1/2" in summary(rows) and "geomean of the best correct kernels 2.00x" in summary(rows)
+    found = metrics(rows, total=2, level=1)
+    assert (found.correct, found.fast_p["eager"][1.0], found.geomean_counted["eager"]) == (1, 0.5, 2.0)
+    assert "a counted correct kernel on 1/2" in level_line(found, timed=True)
+    assert "geomean of the counted 2.00x vs eager" in level_line(found, timed=True)

@@ -3,8 +3,8 @@
 Each baseline is the problem's own `Model` (as is, or under `torch.compile` in its
 default mode) timed by the same loop as candidates (`tools/timing.py`), in a fresh
 worker of the same sandbox on the same device — never in a candidate's process. The
-cache key is (problem hash, size, device name, torch and triton versions, timing
-settings); entries live as JSON files under `$KERNELPILOT_HOME/cache/baselines/`,
+cache key is (problem hash, size and any sizes the shrink heuristic set, device name, torch
+and triton versions, timing settings); entries live as JSON files under `$KERNELPILOT_HOME/cache/baselines/`,
 written atomically. Baselines run under the default limits whatever `--timeout` a
 candidate gets, and a measurement that failed is reported but never cached. An
 unreadable cache entry is measured again.
@@ -33,8 +33,11 @@ class BaselineStore:
         self.folder = cache_dir() / "baselines"
 
     def key(self, reference: Reference) -> str:
+        """The cache's key: the problem's source and size (with what the shrink heuristic set, which no
+        source holds), the device, the software and the timing settings."""
         problem, soft = reference.problem, versions()
-        text = (f"{problem.hash}|{problem.size}|{self.device.name}|torch {soft['torch']}|triton {soft['triton']}"
+        size = f"{problem.size}{list(problem.shrunk)}" if problem.shrunk else problem.size
+        text = (f"{problem.hash}|{size}|{self.device.name}|torch {soft['torch']}|triton {soft['triton']}"
                 f"|{self.config}")
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 

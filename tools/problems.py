@@ -2,8 +2,9 @@
 
 A problem module defines `class Model(nn.Module)`, module-level size constants,
 `get_inputs()` and `get_init_inputs()`; ours may add `SMALL_SIZES` (globals to override
-for a small run) and `OP_CATEGORY`. A problem is identified by the hash of its source,
-so a renamed file keeps its history. Every way a problem file can be unusable raises
+for a small run) and `OP_CATEGORY`. At the small size, a problem without `SMALL_SIZES`
+(KernelBench's) has its size constants lowered by `tools/small_sizes.py`. A problem is
+identified by the hash of its source, whatever its size, so a renamed file keeps its history. Every way a problem file can be unusable raises
 `ProblemError` with a one-line message naming the file.
 
     problem = load_problem("benchmarks/problems/04_softmax_rows.py", size="small")
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+
+from tools.small_sizes import shrink
 
 REQUIRED = ("Model", "get_inputs", "get_init_inputs")
 LEVEL_DIR = re.compile(r"^level(\d+)$")
@@ -43,6 +46,7 @@ class Problem:
     category: str | None
     size: str                                   # "full" or "small"
     module: types.ModuleType = field(repr=False, compare=False)
+    shrunk: tuple[tuple[str, object], ...] = ()  # small without SMALL_SIZES: the globals tools/small_sizes.py set
 
     def init_inputs(self) -> list:
         return list(self._call("get_init_inputs"))
@@ -90,13 +94,12 @@ def load_problem(path: str | Path, size: str = "full", suite: str | None = None,
     missing = [name for name in REQUIRED if not callable(getattr(module, name, None))]
     if missing:
         raise ProblemError(f"{path}: not a KernelBench-format problem, missing {', '.join(missing)}")
-    if size == "small":
-        _apply_small_sizes(path, module)
-    elif size != "full":
+    if size not in ("full", "small"):
         raise ProblemError(f"unknown size '{size}' (full or small)")
+    shrunk = _apply_small_sizes(path, module) if size == "small" else ()
     return Problem(name=path.stem, path=path, source=source, hash=source_hash(source),
                    suite=suite or path.parent.name, level=level,
-                   category=getattr(module, "OP_CATEGORY", None), size=size, module=module)
+                   category=getattr(module, "OP_CATEGORY", None), size=size, module=module, shrunk=shrunk)
 
 
 def resized(problem: Problem, sizes: dict[str, int], label: str) -> Problem:
@@ -126,16 +129,19 @@ def _exec_module(path: Path, source: str) -> types.ModuleType:
     return module
 
 
-def _apply_small_sizes(path: Path, module: types.ModuleType) -> None:
+def _apply_small_sizes(path: Path, module: types.ModuleType) -> tuple[tuple[str, object], ...]:
+    """Set the small size's globals: SMALL_SIZES, or else (KernelBench) the shrink heuristic's,
+    which are returned (the problem's `shrunk`)."""
     sizes = getattr(module, "SMALL_SIZES", None)
     if sizes is None:
-        return  # KernelBench problems have no small size: they run at full size
+        return shrink(module)
     if not isinstance(sizes, dict):
         raise ProblemError(f"{path}: SMALL_SIZES must be a dict of global names to values")
     unknown = [name for name in sizes if name not in module.__dict__]
     if unknown:
         raise ProblemError(f"{path}: SMALL_SIZES names globals the problem does not define: {', '.join(unknown)}")
     module.__dict__.update(sizes)
+    return ()
 
 
 def find_problem_files(path: str | Path) -> list[ProblemFile]:

@@ -2,7 +2,7 @@
 fetched) with the metrics per level, the fast_p curves against eager and torch.compile, a
 histogram of the counted speedups, and a row per problem linking its best kernel and report.
 
-    path = write_html(Path("out"), rows, found, selection)
+    path = write_html(Path("out"), rows, found, selection, timed=True)
 
 Every text that came from a run (problem names, reasons, flags) is cleaned of control
 characters and escaped.
@@ -11,8 +11,7 @@ import html
 import io
 from pathlib import Path
 
-from agent.bench.metrics import (LEVEL_COLUMNS, SPEED_COLUMNS, Metrics, level_cells, speed_cells, speedup, times,
-                                  was_timed)
+from agent.bench.metrics import LEVEL_COLUMNS, SPEED_COLUMNS, Metrics, level_cells, speed_cells, speedup, times
 from agent.bench.rows import BenchRow
 from tools.safe_text import clean
 from tools.trust import Versus
@@ -23,16 +22,15 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 td.name,th.name{text-align:left}.plots{display:flex;flex-wrap:wrap;gap:1em}.note{color:#666}"""
 
 
-def write_html(out: Path, rows: list[BenchRow], found: list[Metrics], selection: list[dict]) -> Path:
-    """Write DIR/report.html; its path."""
-    timed = was_timed(found)
+def write_html(out: Path, rows: list[BenchRow], found: list[Metrics], selection: list[dict], timed: bool) -> Path:
+    """Write DIR/report.html (`timed`: the run timed kernels, agent.bench.metrics.run_timed); its path."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>kernelpilot bench</title>"
              f"<style>{STYLE}</style></head><body><h1>kernelpilot bench</h1>",
              metrics_table(found, timed)]
     if timed:
         parts += ["<div class='plots'>", fast_p_svg(rows, len(selection)), histogram_svg(rows), "</div>"]
     else:
-        parts.append("<p class='note'>Nothing was timed (no GPU: the Triton interpreter checks correctness only), "
+        parts.append("<p class='note'>Nothing was timed (--untimed, or no GPU: correctness only), "
                      "so there are no speed plots.</p>")
     parts += [problem_table(rows, selection), "</body></html>"]
     path = out / HTML_FILE

@@ -7,6 +7,9 @@
 - geomean: of the speedups over counted rows, and over all problems with every problem
   without a counted, timed answer taken as 1.0x (say which when quoting it).
 
+A run that timed nothing (`--untimed`, or the Triton interpreter) has no speed metrics:
+`as_dict(timed=False)` gives NOT_TIMED for them rather than 0.
+
     m = metrics(rows, total=100)
     m.fast_p[Versus.EAGER][1.0], m.geomean_counted[Versus.EAGER]
 """
@@ -18,6 +21,7 @@ from agent.bench.rows import BenchRow
 from tools.trust import Versus
 
 P_VALUES = (0.0, 1.0, 1.5, 2.0)
+NOT_TIMED = "not timed"
 
 
 @dataclass(frozen=True)
@@ -32,9 +36,14 @@ class Metrics:
     geomean_counted: dict[str, float | None]        # over counted, timed rows
     geomean_all: dict[str, float | None]            # over all problems, 1.0x for the rest
 
-    def as_dict(self) -> dict:
+    def as_dict(self, timed: bool = True) -> dict:
+        """summary.json's entry; in a run that timed nothing, the speed metrics say NOT_TIMED."""
         data = asdict(self)
-        data["fast_p"] = {v: {str(p): share for p, share in shares.items()} for v, shares in self.fast_p.items()}
+        data["fast_p"] = {v: {str(p): share if timed else NOT_TIMED for p, share in shares.items()}
+                          for v, shares in self.fast_p.items()}
+        if not timed:
+            for name in ("geomean_counted", "geomean_all"):
+                data[name] = dict.fromkeys(data[name], NOT_TIMED)
         return data
 
 
@@ -42,9 +51,13 @@ LEVEL_COLUMNS = ("level", "run", "correct")
 SPEED_COLUMNS = ("fast_1 eager", "fast_1 compile", "fast_2 eager", "geomean eager", "geomean compile")
 
 
-def was_timed(found: list["Metrics"]) -> bool:
-    """Did any counted row carry a speedup (a GPU run)? Without one, speed columns say nothing."""
-    return any(m.timed[Versus.EAGER] for m in found)
+def run_timed(untimed: bool, rows: list[BenchRow]) -> bool:
+    """Did the run time kernels? Not with `--untimed` (`untimed`, from run.json), nor where every
+    row ran in the interpreter; rows written before rows said so: whether one has a speedup."""
+    if untimed:
+        return False
+    known = [row.timed for row in rows if row.timed is not None]
+    return any(known) if known else any(speedup(row, Versus.EAGER) is not None for row in rows)
 
 
 def level_cells(m: "Metrics", several: bool) -> list[str]:

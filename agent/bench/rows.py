@@ -52,6 +52,7 @@ class BenchRow:
     seconds: float = 0.0                        # wall-clock time of the problem
     outputs: str | None = None                  # the problem's folder (best.py, report.md, summary.json), relative to DIR
     lane: str = ""                              # where it ran: "host/pid device" (agent/bench/lanes.py)
+    timed: bool | None = None                   # its lane timed kernels (a GPU, not --untimed); None: a row from before
 
     def __post_init__(self):
         object.__setattr__(self, "status", RowStatus(self.status))     # a status outside the enum is refused

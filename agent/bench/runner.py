@@ -24,7 +24,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agent.bench.rows import BenchRow, RowStatus, RunLog
@@ -36,6 +36,7 @@ from agent.runtime import CheckpointError, Runtime, RuntimeOptions
 from agent.session import AgentSession, SessionOptions
 from tools.history_errors import HistoryError
 from tools.problems import ProblemFile, find_problem_files, load_problem
+from tools.records import Mode
 from tools.sandbox.contracts import SandboxError
 from tools.trust import Use, allowed, why_not
 
@@ -99,6 +100,11 @@ def lane_name(runtime: Runtime) -> str:
     return f"{socket.gethostname()}/{os.getpid()} {where}"
 
 
+def timing_on(runtime: Runtime) -> bool:
+    """Does this runtime time kernels (a GPU, and not --untimed)? Its rows say so."""
+    return runtime.device.mode is Mode.GPU and runtime.evaluator.config.timed
+
+
 def run_one(runtime: Runtime, options: BenchOptions, f: ProblemFile, log: RunLog, session_id: str | None,
             on_start: Callable[[str], None] | None) -> BenchRow:
     key, start = problem_key(f), time.perf_counter()
@@ -111,7 +117,8 @@ def run_one(runtime: Runtime, options: BenchOptions, f: ProblemFile, log: RunLog
     except Exception as error:  # this problem could not be run: a row with its reason, and the run goes on
         return BenchRow(key=key, level=f.level, name=f.path.stem, status=RowStatus.FAILED, session=session_id,
                         reason=f"{type(error).__name__}: {str(error)[:300]}{where(error)}", policy=options.policy.kind.value,
-                        model=options.policy.model, seconds=round(time.perf_counter() - start, 1))
+                        model=options.policy.model, seconds=round(time.perf_counter() - start, 1),
+                        timed=timing_on(runtime))
 
 
 def where(error: BaseException) -> str:
@@ -140,7 +147,16 @@ def run_problem(runtime: Runtime, options: BenchOptions, f: ProblemFile, log: Ru
     final = session.run()
     folder = Path("problems") / key.replace("/", "_")
     summary = write_outputs(options.out / folder, final, session.id, runtime.device)
-    return row_of(key, f, final, summary, options, folder, time.perf_counter() - start)
+    row = row_of(key, f, final, summary, options, folder, time.perf_counter() - start)
+    return replace(row, timed=timing_on(runtime))
+
+
+def last_words(final: dict) -> str:
+    """': ' and the last two lines of the policy's last message (why it proposed no kernel: the
+    built-in policy names the construct it has no plan for), or ''."""
+    said = next((m.get("content") or "" for m in reversed(final.get("messages", [])) if m.get("role") == "assistant"), "")
+    lines = [line.strip() for line in said.splitlines() if line.strip()]
+    return ": " + " ".join(lines[-2:]) if lines else ""
 
 
 def row_of(key: str, f: ProblemFile, final: dict, summary, options: BenchOptions, folder: Path,
@@ -153,7 +169,7 @@ def row_of(key: str, f: ProblemFile, final: dict, summary, options: BenchOptions
         status, flags = RowStatus(last.status), tuple(last.flags)
         reason = last.reason or (why_not(last, Use.BEST) if not allowed(last, Use.BEST) else "")
     else:
-        status, flags, reason = RowStatus.NO_KERNEL, (), "the policy evaluated no kernel"
+        status, flags, reason = RowStatus.NO_KERNEL, (), "the policy evaluated no kernel" + last_words(final)
     return BenchRow(
         key=key, level=f.level, name=f.path.stem, status=status, speedup_vs_eager=summary.speedup_vs_eager,
         speedup_vs_compile=summary.speedup_vs_compile, runtime_ms=summary.runtime_ms, flags=flags,

@@ -3,14 +3,17 @@
     kernelpilot bench PROBLEMS... [--levels 1,2] [--only GLOBS] [--policy builtin|openai|replay:FILE]
                       [--model M --base-url URL] [--max-turns N] [--target-speedup X] [--workers N]
                       [--gpus all|I,J] [--cpu [--lanes N]] [--ray local|auto|ADDRESS]
-                      [--sandbox process|docker] [--gpu I] [--out DIR] [--json] [--html]
+                      [--sandbox process|docker] [--gpu I] [--size auto|full|small] [--untimed]
+                      [--out DIR] [--json] [--html]
     kernelpilot bench report DIR [--json] [--html]
 
 DIR holds results.jsonl (one row per problem), started.jsonl (sessions begun), run.json (the
-selection), summary.json (metrics per level), problems/KEY/ (best.py, report.md,
-summary.json), kernelbench/ (the rows in KernelBench's result format) and, with --html,
-report.html. The same command again skips finished problems and resumes unfinished
-sessions. Exit codes: agent/cli/__init__.py.
+selection), summary.json (metrics per level), report.md (a table per level, a row per
+problem), problems/KEY/ (best.py, report.md, summary.json), kernelbench/ (the rows in
+KernelBench's result format) and, with --html, report.html. `--untimed` checks correctness
+on the GPU with nothing timed and no baselines; the run says so (run.json, every row,
+summary.json, whose speed metrics then read "not timed"). The same command again skips
+finished problems and resumes unfinished sessions. Exit codes: agent/cli/__init__.py.
 """
 import json
 import os
@@ -26,8 +29,9 @@ from rich.table import Table
 
 from agent.bench.html import write_html
 from agent.bench.kernelbench_format import write_kernelbench
-from agent.bench.metrics import (LEVEL_COLUMNS, SPEED_COLUMNS, Metrics, geomean, level_cells, per_level, speed_cells,
-                                  speedup, was_timed)
+from agent.bench.markdown import write_markdown
+from agent.bench.metrics import (LEVEL_COLUMNS, NOT_TIMED, SPEED_COLUMNS, Metrics, geomean, level_cells, per_level,
+                                  run_timed, speed_cells, speedup)
 from agent.bench.rows import BenchRow, RowStatus, RunLog
 from agent.bench.lanes import run_bench
 from agent.bench.runner import BenchOptions, problem_key, select
@@ -75,7 +79,10 @@ def add_bench_parser(commands) -> None:
                        "storage every node shares")
     bench.add_argument("--sandbox", type=SandboxKind, choices=list(SandboxKind), default=SandboxKind.PROCESS)
     bench.add_argument("--size", choices=["auto", "full", "small"], default="auto",
-                       help="problem size: auto = full on a GPU, SMALL_SIZES in the interpreter")
+                       help="problem size: auto = full on a GPU, small in the interpreter (a problem's SMALL_SIZES, "
+                            "else KernelBench's sizes lowered by tools/small_sizes.py)")
+    bench.add_argument("--untimed", action="store_true", help="correctness only: nothing timed and no baselines, even "
+                       "on a GPU (a quick check of a whole level); the run's files say it was untimed")
     bench.add_argument("--cpu", action="store_true", help="use the Triton interpreter even if a GPU is present")
     bench.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="CUDA device index (default 0)")
     bench.add_argument("--db", metavar="URL", help="history store (SQLAlchemy URL; default $KERNELPILOT_HOME/history.db)")
@@ -125,7 +132,8 @@ def bench_options(args) -> BenchOptions:
                     patience=None if policy.kind is PolicyKind.BUILTIN else 5)
     runtime = RuntimeOptions(sandbox=args.sandbox, db=args.db, cuda_index=args.gpu, force_cpu=args.cpu,
                              timeout_s=args.timeout,
-                             eval=EvalConfig(trials=args.trials, timing=TimingConfig(iters=args.iters)))
+                             eval=EvalConfig(trials=args.trials, timing=TimingConfig(iters=args.iters),
+                                             timed=not args.untimed, baselines=not args.untimed))
     return BenchOptions(sources=tuple(args.problems), out=args.out, policy=policy, budget=budget, levels=levels,
                         only=tuple(g.strip() for g in args.only.split(",") if g.strip()) or ("*",),
                         workers=args.workers, size=args.size, runtime=runtime,
@@ -173,7 +181,8 @@ def write_run_file(options: BenchOptions, files) -> None:
     options.out.mkdir(parents=True, exist_ok=True)
     selection = [{"key": problem_key(f), "level": f.level, "path": str(f.path)} for f in files]
     run = {"problems": selection, "policy": options.policy.to_state(), "max_turns": options.budget.max_turns,
-           "trials": options.runtime.eval.trials, "iters": options.runtime.eval.timing.iters, "command": sys.argv[1:]}
+           "trials": options.runtime.eval.trials, "iters": options.runtime.eval.timing.iters,
+           "untimed": not options.runtime.eval.timed, "command": sys.argv[1:]}
     (options.out / RUN_FILE).write_text(json.dumps(run, indent=1) + "\n")
 
 
@@ -212,37 +221,37 @@ class Tally:
 
 def report(out: Path, as_json: bool, as_html: bool = False) -> ExitCode:
     """Tables (or summary.json on stdout) from DIR's rows, over the selection in DIR/run.json;
-    report.html too when asked."""
+    report.md, and report.html when asked."""
     if not (out / RUN_FILE).exists():
         raise UsageError(f"{out}: not a bench run folder (no {RUN_FILE})")
-    selection = json.loads((out / RUN_FILE).read_text())["problems"]
+    run = json.loads((out / RUN_FILE).read_text())
+    selection = run["problems"]
     keys = {p["key"] for p in selection}
     rows = [row for key, row in RunLog(out).finished().items() if key in keys]
     totals: dict[int | None, int] = {}
     for p in selection:
         totals[p["level"]] = totals.get(p["level"], 0) + 1
-    found = per_level(rows, totals)
-    summary = {"metrics": [m.as_dict() for m in found], "rows": len(rows), "problems": len(selection),
-               "versions": versions(), "commit": commit()}
+    found, timed = per_level(rows, totals), run_timed(run.get("untimed", False), rows)
+    summary = {"metrics": [m.as_dict(timed) for m in found], "timed": timed, "rows": len(rows),
+               "problems": len(selection), "versions": versions(), "commit": commit()}
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
     write_kernelbench(out, rows, selection)
-    page = write_html(out, rows, found, selection) if as_html else None
+    tables = write_markdown(out, rows, found, selection, timed)
+    page = write_html(out, rows, found, selection, timed) if as_html else None
     if as_json:
         print(json.dumps(summary))
     else:
-        print_tables(Console(), found, rows)
-        if page is not None:
-            print(f"report: {page}")
+        print_tables(Console(), found, rows, timed)
+        print(f"per problem: {tables}" + (f"\nreport: {page}" if page is not None else ""))
     return ExitCode.OK
 
 
-def print_tables(console: Console, found: list[Metrics], rows: list[BenchRow]) -> None:
-    timed = was_timed(found)
+def print_tables(console: Console, found: list[Metrics], rows: list[BenchRow], timed: bool) -> None:
     table = Table(title="kernelpilot bench")
-    for column in LEVEL_COLUMNS + SPEED_COLUMNS:
+    for column in LEVEL_COLUMNS + (SPEED_COLUMNS if timed else ("speed",)):
         table.add_column(column, justify="right")
     for m in found:
-        table.add_row(*level_cells(m, len(found) > 1), *(speed_cells(m) if timed else ["untimed"] * len(SPEED_COLUMNS)))
+        table.add_row(*level_cells(m, len(found) > 1), *(speed_cells(m) if timed else [NOT_TIMED]))
     console.print(table)
     failed = [row for row in rows if row.status is RowStatus.FAILED]
     if failed:
@@ -250,7 +259,7 @@ def print_tables(console: Console, found: list[Metrics], rows: list[BenchRow]) -
                       + "; ".join(f"{row.key}: {row.reason[:80]}" for row in failed[:5]), markup=False)
     console.print("fast_p counts every problem of the selection (not run or flagged: a failure); geomeans are over "
                   "the counted rows (summary.json also has them over all problems, the rest at 1.0x)"
-                  if timed else "nothing was timed (no GPU: the Triton interpreter checks correctness only)",
+                  if timed else "nothing was timed (--untimed, or no GPU: correctness only)",
                   style="dim")
 
 
