@@ -7,6 +7,7 @@
     kernelpilot history hacks [--limit N] [--json] [--export DIR]
     kernelpilot history sessions [--limit N] [--json]
 """
+import argparse
 import json
 from pathlib import Path
 
@@ -25,11 +26,10 @@ from tools.safe_text import clean
 from tools.trust import Use, allowed
 
 
-def add_history_parser(commands) -> None:
-    history = commands.add_parser("history", help="read the speedup-history store",
-                                  description="Read the speedup-history store: every evaluation kernelpilot ran. "
-                                              "SQLite under $KERNELPILOT_HOME unless --db or KERNELPILOT_DB_URL "
-                                              "names another database (any SQLAlchemy URL).")
+def add_arguments(history: argparse.ArgumentParser) -> None:
+    history.description = ("Read the speedup-history store: every evaluation kernelpilot ran. "
+                           "SQLite under $KERNELPILOT_HOME unless --db or KERNELPILOT_DB_URL "
+                           "names another database (any SQLAlchemy URL).")
     history.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the store")
     verbs = history.add_subparsers(dest="verb", required=True, metavar="VERB")
     listing = verbs.add_parser("list", help="the latest evaluations")
@@ -59,7 +59,7 @@ def add_history_parser(commands) -> None:
         verb.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def run_history(args) -> ExitCode:
+def run(args) -> ExitCode:
     store = HistoryStore(args.db)
     if args.verb == "export":
         for record in reversed(store.records(with_source=True)):
