@@ -16,11 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.cli.common import ExitCode, UsageError, indented
-from agent.graph import build_graph
-from agent.runtime import checkpoints
 from tools.hack_cases import export, hack_cases
 from tools.history import EvaluationRecord, HistoryStore
-from tools.problems import load_problem
 from tools.records import EvalStatus
 from tools.safe_text import clean
 from tools.trust import Use, allowed
@@ -73,6 +70,7 @@ def run(args) -> ExitCode:
             raise UsageError(f"no evaluation with id {args.id}")
         return _print(found, args.json, full=True)
     if args.verb == "best":
+        from tools.problems import load_problem     # torch: loading a problem runs it; the other verbs need none
         return _best(store, load_problem(args.problem), args)
     if args.verb == "sessions":
         return _sessions(args)
@@ -122,6 +120,8 @@ def _print(records: list[EvaluationRecord], as_json: bool, full: bool = False) -
 
 
 def _sessions(args) -> ExitCode:
+    from agent.graph import build_graph         # LangGraph and the agent, for this verb alone
+    from agent.runtime import checkpoints
     with checkpoints() as saver:
         graph = build_graph(saver)
         ids = [row[0] for row in saver.conn.execute(
