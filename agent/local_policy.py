@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from agent.policy import PolicyError, PolicyTurn, ToolCall, TurnInput, python_blocks
+from agent.errors import PolicyError
+from agent.policy import PolicyTurn, ToolCall, TurnInput, python_blocks
 
 TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 THINK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import openai
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from agent.policy import PolicyError, PolicyTurn, ToolCall, TurnInput
+from agent.errors import PolicyError
+from agent.policy import PolicyTurn, ToolCall, TurnInput
 from tools.home import kernelpilot_home
 from tools.safe_text import also_redact
 

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Callable
 
 from agent.builtin import BuiltinPolicy
+from agent.errors import PolicyError
 from agent.graph import Budget
 from agent.local_policy import LocalPolicy
 from agent.openai_policy import OpenAIConfig, OpenAIPolicy
-from agent.policy import Policy, PolicyError
+from agent.policy import Policy
 from agent.replay_policy import ReplayPolicy
 from tools.history import HistoryStore
 

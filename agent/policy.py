@@ -26,10 +26,6 @@ class Backend(StrEnum):
     CUDA = "cuda"
 
 
-class PolicyError(RuntimeError):
-    """The policy itself cannot go on (endpoint down, key refused, unknown model): one clear line."""
-
-
 @dataclass(frozen=True)
 class ToolCall:
     id: str

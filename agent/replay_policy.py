@@ -18,7 +18,8 @@ goes on where it stopped; past the end the policy ends the session.
 import json
 from pathlib import Path
 
-from agent.policy import PolicyError, PolicyTurn, ToolCall, TurnInput
+from agent.errors import PolicyError
+from agent.policy import PolicyTurn, ToolCall, TurnInput
 
 END_TEXT = "## Performance analysis\nThe script has no more turns."
 

@@ -13,7 +13,6 @@ runner and training rollouts open one and run sessions on it (`agent/session.py`
 The sandbox opens first: its fork server must start before this process touches CUDA,
 and device detection (the device's name) initialises CUDA.
 """
-import shutil
 import sqlite3
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
@@ -22,6 +21,7 @@ from typing import Iterator
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 
+from agent.errors import CheckpointError
 from agent.graph import build_graph
 from tools.device import DeviceInfo, detect, pick_index
 from tools.evaluator import EvalConfig, Evaluator
@@ -75,16 +75,6 @@ class Runtime:
         if requested != "auto":
             return requested
         return "full" if self.device.mode is Mode.GPU else "small"
-
-
-class CheckpointError(RuntimeError):
-    """The checkpoint database cannot be used (not a database, a full disk): one line
-    naming the file and the cause."""
-
-    def __init__(self, path: Path, cause: str):
-        # SQLite says only "disk I/O error" when the disk fills as it maps its WAL index.
-        full = path.parent.is_dir() and shutil.disk_usage(path.parent).free < 64 * 1024
-        super().__init__(f"cannot use the session checkpoints at {path}: {cause}" + (" (its disk is full)" if full else ""))
 
 
 class Checkpoints(SqliteSaver):

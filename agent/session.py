@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
+from agent.errors import SessionError
 from agent.graph import AgentContext, AgentState, Budget, RunMode, initial_state, session_config, stop_reason
 from agent.policies import PolicyKind, PolicySpec
 from agent.policy import Backend, Policy
@@ -29,10 +30,6 @@ from tools.home import kernelpilot_home
 from tools.problems import Problem, load_problem
 from tools.sandbox.backends import SandboxKind
 from tools.toolbox import Toolbox
-
-class SessionError(LookupError):
-    """No session to go on with: none named, or no checkpoint under the id given (a usage error)."""
-
 
 @dataclass(frozen=True)
 class SessionOptions:

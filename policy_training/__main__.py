@@ -9,7 +9,8 @@ training stack, the sandbox or the history store failed, 5 a mentor policy could
 import argparse
 import sys
 
-from agent.policy import PolicyError
+
+from agent.errors import PolicyError
 from policy_training.commands import add_stage_parsers, run_stage
 from policy_training.config import ConfigError
 from policy_training.training import MissingStack, TrainingError

@@ -28,12 +28,13 @@ from agent.prompts import build_messages
 from policy_training.config import as_dict
 from policy_training.problems import Split, split_of
 from policy_training.traces import Choice, StoredProblem, choose, read_trajectories
-from tools.device import DeviceInfo, own_version, versions
+from tools.device import DeviceInfo, versions
 from tools.history import EvaluationRecord, HistoryStore
 from tools.problems import Problem
 from tools.records import Mode
 from tools.toolbox import Toolbox
 from tools.trust import Versus, trusted_speedup
+from tools.version import own_version
 
 EXPORT_VERSION = 1
 MANIFEST = "manifest.json"

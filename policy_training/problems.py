@@ -30,8 +30,9 @@ from pathlib import Path
 from policy_training.decontaminate import Decontamination, EvaluationSet, decontaminate, evaluation_set
 from policy_training.drafts import DType, Family, GeneratedProblem, render
 from policy_training.families import BUILDERS, FP32_ONLY
-from tools.device import own_version, versions
+from tools.device import versions
 from tools.problems import ProblemError, source_hash
+from tools.version import own_version
 
 GENERATOR_VERSION = 1
 MANIFEST = "manifest.json"

@@ -32,8 +32,9 @@ from policy_training.rft import RFTConfig, run_rft
 from policy_training.sft import Device, SFTConfig, run_sft
 from policy_training.tiny import build_tiny
 from policy_training.training import MODEL, SUMMARY, require_stack
-from tools.device import own_version, versions
+from tools.device import versions
 from tools.history import HistoryStore
+from tools.version import own_version
 
 SUITE = Path(__file__).resolve().parent.parent / "benchmarks" / "problems"
 SMOKE_PROBLEMS = (SUITE / "01_scale_bias_relu_chain.py", SUITE / "04_softmax_rows.py")

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from policy_training.config import PeftChoice
-from tools.device import own_version, versions
+from tools.device import versions
+from tools.version import own_version
 
 METRICS, SUMMARY, MODEL = "metrics.jsonl", "summary.json", "model"
 

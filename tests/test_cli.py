@@ -94,6 +94,21 @@ def test_history_sessions_lists_what_resume_takes(tmp_path):
     assert empty.returncode == 0 and "no sessions stored" in empty.stdout
 
 
+def test_help_version_and_reading_the_store_import_no_heavy_library(tmp_path):
+    """agent/cli/main.py imports a command's module only when it is named: --version, --help,
+    a command's --help, a mistyped command and `history list` start without torch, Triton or
+    LangGraph (each CLI run a test starts would otherwise pay seconds for them)."""
+    script = ("import json, sys\nfrom agent.cli.main import main\n"
+              "for argv in (['--version'], ['--help'], ['history', '--help'], ['evl'], ['history', 'list']):\n"
+              "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+              "print(json.dumps([m for m in ('torch', 'triton', 'langgraph', 'openai') if m in sys.modules]))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=os.environ | {"KERNELPILOT_HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "kernelpilot 0" in done.stdout or "not installed" in done.stdout
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
 # ---- exit codes: each one the package docstring (agent/cli/__init__.py) lists ------------------------------
 
 def home_with_fast_retries(tmp_path: Path) -> dict:

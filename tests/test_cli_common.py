@@ -1,4 +1,4 @@
-"""agent/cli/common.py in process: the one-line error and its exit code, the argument types,
+"""agent/cli/common.py and agent/cli/sessions.py in process: the one-line error and its exit code, the argument types,
 the SessionOptions the session flags fill, and what a streamed update prints (cleaned, clipped,
 the best so far, the stop). The exit codes from real failures through the CLI are in
 tests/test_cli.py, tests/test_cli_store_failures.py and tests/test_contract_exit_codes.py."""
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from agent.cli.common import (TEXT_LINES, ExitCode, add_session_arguments, clip, fail, indented, positive_float,
-                              positive_int, render_update, session_options)
+from agent.cli.common import ExitCode, fail, indented, positive_float, positive_int
+from agent.cli.sessions import TEXT_LINES, add_session_arguments, clip, render_update, session_options
 from agent.graph import Budget, RunMode
 from agent.policies import PolicyKind, PolicySpec
 from agent.policy import Attempt, Backend

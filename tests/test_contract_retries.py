@@ -4,8 +4,9 @@ twice that, ... — never at once; what cannot be retried is not. The waits are 
 real chat-completions test server, between the arrivals of the client's requests."""
 import pytest
 
+from agent.errors import PolicyError
 from agent.openai_policy import OpenAIConfig, OpenAIPolicy
-from agent.policy import Backend, PolicyError, TurnInput
+from agent.policy import Backend, TurnInput
 from tests.conftest import PROBLEMS
 from tests.openai_server import ChatServer, Status, reply
 from tools.device import detect

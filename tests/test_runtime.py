@@ -10,9 +10,10 @@ from dataclasses import replace
 
 import pytest
 
+from agent.errors import PolicyError
 from agent.graph import Budget, StopReason, attempts_of, best_of
 from agent.policies import BUILDERS, PolicyKind, PolicySpec
-from agent.policy import PolicyError, PolicyTurn, ToolCall
+from agent.policy import PolicyTurn, ToolCall
 from agent.replay_policy import ReplayPolicy
 from agent.runtime import Runtime, RuntimeOptions
 from agent.session import AgentSession, SessionOptions, resolve

@@ -15,9 +15,10 @@ import pytest
 
 from agent.cli.common import ExitCode
 from agent.cli.main import main
+from agent.errors import PolicyError
 from agent.local_policy import LocalPolicy, parse_reply
 from agent.policies import PolicyKind, PolicySpec
-from agent.policy import Backend, PolicyError
+from agent.policy import Backend
 from policy_training.config import ConfigError, PeftChoice, describe, load_config
 from policy_training.__main__ import main as training_main
 from policy_training.export import ExportConfig

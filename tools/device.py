@@ -2,7 +2,6 @@
 import os
 import platform
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 
 import torch
 import triton
@@ -44,11 +43,3 @@ def detect(cuda_index: int = 0, force_cpu: bool = False) -> DeviceInfo:
 def versions() -> dict[str, str]:
     return {"torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
             "cuda": torch.version.cuda or "none"}
-
-
-def own_version() -> str:
-    """kernelpilot's installed version (the CLI's --version, the grader's API, a training manifest)."""
-    try:
-        return version("kernelpilot")
-    except PackageNotFoundError:    # run from a checkout on PYTHONPATH (the GPU machines), not installed
-        return "(not installed: run from a source checkout)"

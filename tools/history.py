@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import event, func, or_, select
@@ -33,8 +34,10 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 from tools.history_errors import HistoryError, engine_for, loud, without_password
 from tools.history_schema import BaselineRow, CandidateRow, EvaluationRow, ProblemRow, SubmissionRow, locked, migrate
 from tools.home import kernelpilot_home
-from tools.problems import Problem
 from tools.records import EvalResult, EvalStatus
+
+if TYPE_CHECKING:     # tools/problems.py imports torch; reading the store (`kernelpilot history`) needs none
+    from tools.problems import Problem
 
 INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
@@ -133,7 +136,7 @@ class HistoryStore:
 
     @loud("record in")
     @_retry_locked
-    def record(self, problem: Problem, source: str, result: EvalResult, origin: Origin, session: str,
+    def record(self, problem: "Problem", source: str, result: EvalResult, origin: Origin, session: str,
                parent_hash: str | None = None, backend: str = "triton") -> int:
         """Store one evaluation with its origin (its problem and candidate once each); its id."""
         candidate_hash = hashlib.sha256(source.encode()).hexdigest()

@@ -19,13 +19,10 @@ from pathlib import Path
 import torch
 
 from tools.small_sizes import shrink
+from tools.problem_errors import ProblemError
 
 REQUIRED = ("Model", "get_inputs", "get_init_inputs")
 LEVEL_DIR = re.compile(r"^level(\d+)$")
-
-
-class ProblemError(Exception):
-    """A problem file that cannot be used; the message says which and why."""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from dataclasses import replace
 
 from agent.bench.rows import BenchRow, RunLog
 from agent.bench.runner import FATAL, BenchOptions, lane_name, problem_key, run_one, select
+from agent.errors import LaneError
 from agent.runtime import Runtime, RuntimeOptions
 from tools.problems import ProblemFile
 from tools.sandbox.forkserver_guard import die_with
@@ -42,10 +43,6 @@ POLL_S = 1.0
 RAY_LOCAL = "local"
 
 Task = tuple[ProblemFile, str | None]     # a problem and the session a killed run started for it
-
-
-class LaneError(RuntimeError):
-    """A lane's runtime broke or its process died: the run stops (run it again to resume)."""
 
 
 def lane_runtime(options: RuntimeOptions, device: int | None) -> RuntimeOptions:

@@ -28,11 +28,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agent.bench.rows import BenchRow, RowStatus, RunLog
+from agent.errors import CheckpointError
 from agent.graph import Budget, attempts_of, session_config
 from agent.policies import PolicyKind, PolicySpec
 from agent.policy import Policy, PolicyTurn, TurnInput
 from agent.report import write_outputs
-from agent.runtime import CheckpointError, Runtime, RuntimeOptions
+from agent.runtime import Runtime, RuntimeOptions
 from agent.session import AgentSession, SessionOptions
 from tools.history_errors import HistoryError
 from tools.problems import ProblemFile, find_problem_files, load_problem

@@ -1,6 +1,6 @@
 """`kernelpilot`: the command line (the console script `agent.cli:main`; `python -m agent.cli` too).
 
-    kernelpilot eval PROBLEM.py CANDIDATE.py [--json] ...      main.py: the parser, dispatch, `eval`
+    kernelpilot eval PROBLEM.py CANDIDATE.py [--json] ...      eval.py
     kernelpilot history list | show ID | best PROBLEM.py | export     history.py
     kernelpilot optimize PROBLEM.py [--policy ...]             optimize.py
     kernelpilot chat [FILE [NAME]]                             chat.py
@@ -9,8 +9,10 @@
     kernelpilot grader serve [--host H --port P ...]           grader.py (policy_training/grader/, lazily)
     kernelpilot train collect | export | sft [--config F]      train.py (policy_training/commands.py; the
                                                                training libraries only when a stage runs)
-                                                               common.py: exit codes, argument types,
-                                                               the session plumbing optimize and chat share
+                                                               main.py: the registry of these commands (only
+                                                               the one named is imported), the parser, dispatch
+                                                               common.py: exit codes, argument types
+                                                               sessions.py: what optimize and chat share
 
 Exit codes (`ExitCode` in common.py; main.py turns errors into them, one line on stderr,
 never a traceback):

@@ -15,6 +15,7 @@ on the GPU with nothing timed and no baselines; the run says so (run.json, every
 summary.json, whose speed metrics then read "not timed"). The same command again skips
 finished problems and resumes unfinished sessions. Exit codes: agent/cli/__init__.py.
 """
+import argparse
 import json
 import os
 import subprocess
@@ -48,15 +49,13 @@ from tools.trust import Versus
 RUN_FILE, SUMMARY_FILE = "run.json", "summary.json"
 
 
-def add_bench_parser(commands) -> None:
-    bench = commands.add_parser(
-        "bench", help="run the agent over many problems (KernelBench, a folder) and report KernelBench's metrics",
-        description="Run one agent session per problem over PROBLEMS (problem files, folders, or a KernelBench "
-                    "checkout), with any policy, and write resumable results and metrics to --out: the correct "
-                    "rate, fast_p against eager and torch.compile, geomeans, per level. Running the same command "
-                    "again skips finished problems and resumes unfinished sessions. `kernelpilot bench report DIR` "
-                    "prints the tables of a finished or running run without running anything.",
-        epilog="Only results the trust rules allow count (tools/trust.py). " + EXIT_STATUS_HELP)
+def add_arguments(bench: argparse.ArgumentParser) -> None:
+    bench.description = ("Run one agent session per problem over PROBLEMS (problem files, folders, or a KernelBench "
+                         "checkout), with any policy, and write resumable results and metrics to --out: the correct "
+                         "rate, fast_p against eager and torch.compile, geomeans, per level. Running the same command "
+                         "again skips finished problems and resumes unfinished sessions. `kernelpilot bench report DIR` "
+                         "prints the tables of a finished or running run without running anything.")
+    bench.epilog = "Only results the trust rules allow count (tools/trust.py). " + EXIT_STATUS_HELP
     bench.add_argument("problems", nargs="+", metavar="PROBLEMS", help="problem files, folders, a KernelBench "
                        "checkout; or `report DIR`")
     bench.add_argument("--levels", default="", help="KernelBench levels, e.g. 1,2 (default: every level found)")
@@ -98,7 +97,7 @@ def add_bench_parser(commands) -> None:
                        "the metrics, fast_p curves, a speedup histogram and a row per problem")
 
 
-def run_bench_command(args) -> ExitCode:
+def run(args) -> ExitCode:
     if args.problems[0] == "report":
         if len(args.problems) != 2:
             raise UsageError("usage: kernelpilot bench report DIR")

@@ -15,6 +15,7 @@ them):
 Ctrl-C stops the turn under way, not the conversation; every session is checkpointed and
 resumable by its id (also `kernelpilot chat --resume ID`).
 """
+import argparse
 import ast
 import contextlib
 import hashlib
@@ -24,13 +25,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from agent.cli.common import ExitCode, add_session_arguments, drive, indented, positive_int, session_options
+from agent.cli.common import ExitCode, indented, positive_int
+from agent.cli.sessions import add_session_arguments, drive, session_options
+from agent.errors import CheckpointError, PolicyError, SessionError
 from agent.graph import Budget, RunMode, attempts_of, best_of, tool_message
-from agent.policy import Attempt, PolicyError
+from agent.policy import Attempt
 from agent.prompts import ANALYSE_REQUEST, OPTIMIZE_REQUEST
-from agent.runtime import CheckpointError, Runtime
+from agent.runtime import Runtime
 from agent.policies import PolicySpec
-from agent.session import AgentSession, SessionError, SessionOptions, resolve
+from agent.session import AgentSession, SessionOptions, resolve
 from tools.history import HistoryError
 from tools.home import HomeError, kernelpilot_home
 from tools.problems import ProblemError
@@ -274,20 +277,18 @@ def parameters(source: str, name: str) -> list[str]:
     return [a.arg for a in fn.args.posonlyargs + fn.args.args]
 
 
-def add_chat_parser(commands) -> None:
-    chat = commands.add_parser(
-        "chat", help="talk with the agent about slow code",
-        description="A terminal conversation: name or paste the slow code, ask where the time goes, let the agent "
-                    "propose and verify kernels, save the best. Commands: /problem FILE [NAME], "
-                    "/optimize [N], /best, /save [PATH], /history, /resume ID, /help, /quit. Ctrl-C stops a turn.",
-        epilog="The policy is chosen as for `optimize` (--policy builtin|openai|replay:FILE).")
+def add_arguments(chat: argparse.ArgumentParser) -> None:
+    chat.description = ("A terminal conversation: name or paste the slow code, ask where the time goes, let the agent "
+                        "propose and verify kernels, save the best. Commands: /problem FILE [NAME], "
+                        "/optimize [N], /best, /save [PATH], /history, /resume ID, /help, /quit. Ctrl-C stops a turn.")
+    chat.epilog = "The policy is chosen as for `optimize` (--policy builtin|openai|replay:FILE)."
     chat.add_argument("problem", type=Path, nargs="?", help="a problem file to start with")
     chat.add_argument("name", nargs="?", help="the nn.Module class or function in it to speed up")
     add_session_arguments(chat)
     chat.add_argument("--turns", type=positive_int, default=4, help="policy turns at most per message (default 4)")
 
 
-def run_chat(args) -> ExitCode:
+def run(args) -> ExitCode:
     problem = wrap_problem(args.problem, args.name) if args.problem and args.name else args.problem
     options = session_options(args, problem, PolicySpec.parse(args.policy, args.model, args.base_url),
                               RunMode.CHAT, Budget(patience=None))

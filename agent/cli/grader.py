@@ -8,6 +8,7 @@ The service is policy_training/grader/ (imported here only when the command runs
 the `grader` extra, FastAPI and uvicorn). The protocol: README "Grader service", or the
 running server's /docs.
 """
+import argparse
 import os
 from pathlib import Path
 
@@ -19,10 +20,9 @@ from tools.problems import ProblemError
 from tools.sandbox.backends import SandboxKind
 
 
-def add_grader_parser(commands) -> None:
-    grader = commands.add_parser("grader", help="the grader service: verdicts and RL rewards over HTTP",
-                                 description="The grader service: trainers POST a problem and a candidate and get "
-                                             "the evaluator's verdict and the reward back (policy_training/grader/).")
+def add_arguments(grader: argparse.ArgumentParser) -> None:
+    grader.description = ("The grader service: trainers POST a problem and a candidate and get "
+                          "the evaluator's verdict and the reward back (policy_training/grader/).")
     verbs = grader.add_subparsers(dest="verb", required=True, metavar="VERB")
     serve = verbs.add_parser(
         "serve", help="serve /v1/grade, /v1/queue and /v1/health (the protocol at /docs)",
@@ -62,7 +62,7 @@ def add_grader_parser(commands) -> None:
                        help="with --problems: the KernelBench levels to take (default: every level found)")
 
 
-def run_grader(args) -> ExitCode:
+def run(args) -> ExitCode:
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port}: a TCP port is 1-65535")
     try:

@@ -7,6 +7,7 @@
     kernelpilot history hacks [--limit N] [--json] [--export DIR]
     kernelpilot history sessions [--limit N] [--json]
 """
+import argparse
 import json
 from pathlib import Path
 
@@ -15,21 +16,17 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.cli.common import ExitCode, UsageError, indented
-from agent.graph import build_graph
-from agent.runtime import checkpoints
 from tools.hack_cases import export, hack_cases
 from tools.history import EvaluationRecord, HistoryStore
-from tools.problems import load_problem
 from tools.records import EvalStatus
 from tools.safe_text import clean
 from tools.trust import Use, allowed
 
 
-def add_history_parser(commands) -> None:
-    history = commands.add_parser("history", help="read the speedup-history store",
-                                  description="Read the speedup-history store: every evaluation kernelpilot ran. "
-                                              "SQLite under $KERNELPILOT_HOME unless --db or KERNELPILOT_DB_URL "
-                                              "names another database (any SQLAlchemy URL).")
+def add_arguments(history: argparse.ArgumentParser) -> None:
+    history.description = ("Read the speedup-history store: every evaluation kernelpilot ran. "
+                           "SQLite under $KERNELPILOT_HOME unless --db or KERNELPILOT_DB_URL "
+                           "names another database (any SQLAlchemy URL).")
     history.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the store")
     verbs = history.add_subparsers(dest="verb", required=True, metavar="VERB")
     listing = verbs.add_parser("list", help="the latest evaluations")
@@ -59,7 +56,7 @@ def add_history_parser(commands) -> None:
         verb.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def run_history(args) -> ExitCode:
+def run(args) -> ExitCode:
     store = HistoryStore(args.db)
     if args.verb == "export":
         for record in reversed(store.records(with_source=True)):
@@ -73,6 +70,7 @@ def run_history(args) -> ExitCode:
             raise UsageError(f"no evaluation with id {args.id}")
         return _print(found, args.json, full=True)
     if args.verb == "best":
+        from tools.problems import load_problem     # torch: loading a problem runs it; the other verbs need none
         return _best(store, load_problem(args.problem), args)
     if args.verb == "sessions":
         return _sessions(args)
@@ -122,6 +120,8 @@ def _print(records: list[EvaluationRecord], as_json: bool, full: bool = False) -
 
 
 def _sessions(args) -> ExitCode:
+    from agent.graph import build_graph         # LangGraph and the agent, for this verb alone
+    from agent.runtime import checkpoints
     with checkpoints() as saver:
         graph = build_graph(saver)
         ids = [row[0] for row in saver.conn.execute(

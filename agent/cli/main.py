@@ -1,91 +1,86 @@
-"""`kernelpilot eval`, the parser of every subcommand, and the one place errors become exit
-codes (listed in agent/cli/__init__.py).
+"""`kernelpilot`'s parser and dispatch: the registry of subcommands, and the one place errors
+become exit codes (listed in agent/cli/__init__.py).
 
-    kernelpilot eval PROBLEM.py CANDIDATE.py [--json] [--trials N] [--timeout S] [--size auto|full|small]
-                     [--second-size]
+Each subcommand lives in a module of its own that defines `add_arguments(parser)` (its flags,
+description and epilog) and `run(args) -> ExitCode`. This module imports none of them up front:
+only the module of the command named on the command line is imported, with the heavy libraries
+it needs (torch, Triton, LangGraph, SQLAlchemy...), so `kernelpilot --version`, `kernelpilot
+--help`, `kernelpilot history --help` and a mistyped command answer without loading them.
+
+    kernelpilot COMMAND ...            # build_parser(only=COMMAND): that command's flags alone
+    build_parser()                     # every command's flags (tests/test_cli_flags.py)
 """
 import argparse
+import importlib
 import json
 import signal
 import sys
-import uuid
-from pathlib import Path
+from dataclasses import dataclass
+from types import ModuleType
 
-from rich.console import Console
-from rich.markup import escape
-
-from agent.bench.lanes import LaneError
-from agent.cli.bench import add_bench_parser, run_bench_command
-from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, fail, indented, positive_float, positive_int
-from agent.cli.chat import add_chat_parser, run_chat
-from agent.cli.grader import add_grader_parser, run_grader
-from agent.cli.history import add_history_parser, run_history
-from agent.cli.optimize import add_optimize_parser, run_optimize
-from agent.cli.sandbox import add_sandbox_parser, run_sandbox
-from agent.cli.train import add_train_parser, run_train
-from agent.policy import PolicyError
-from tools.device import DeviceInfo, detect, own_version, pick_index
-from agent.runtime import CheckpointError
-from agent.session import SessionError
-from tools.history import HistoryError, HistoryStore, Origin
-from tools.home import HomeError, prepare_home
-from tools.evaluator import EvalConfig, Evaluator
-from tools.problems import ProblemError, load_problem
-from tools.records import EvalResult, EvalStatus, Mode, PairedTiming
+from agent.cli.common import ExitCode, UsageError, fail
+from agent.errors import CheckpointError, LaneError, PolicyError, SessionError
+from tools.history_errors import HistoryError
+from tools.home import HomeError
+from tools.problem_errors import ProblemError
 from tools.safe_text import clean
-from tools.sandbox.backends import SandboxKind, open_sandbox
-from tools.sandbox.contracts import Limits, SandboxError
-
-STATUS_STYLE = {EvalStatus.CORRECT: "bold green", EvalStatus.INCORRECT: "bold red", EvalStatus.REJECTED: "bold magenta"}
+from tools.sandbox.contracts import SandboxError
+from tools.version import own_version
 
 
-def build_parser() -> argparse.ArgumentParser:
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its line in `kernelpilot --help`, and the module that defines its flags
+    (`add_arguments(parser)`) and runs it (`run(args)`), imported only when it is named."""
+
+    module: str
+    help: str
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+
+COMMANDS = {
+    "eval": Command("agent.cli.eval", "evaluate one candidate kernel against a problem"),
+    "history": Command("agent.cli.history", "read the speedup-history store"),
+    "optimize": Command("agent.cli.optimize", "let the agent write and verify faster kernels for a problem"),
+    "chat": Command("agent.cli.chat", "talk with the agent about slow code"),
+    "sandbox": Command("agent.cli.sandbox", "build and check the Docker sandbox image"),
+    "bench": Command("agent.cli.bench", "run the agent over many problems (KernelBench, a folder) and report "
+                                        "KernelBench's metrics"),
+    "grader": Command("agent.cli.grader", "the grader service: verdicts and RL rewards over HTTP"),
+    "train": Command("agent.cli.train", "retrain the policy: collect traces, export SFT rows, fine-tune, rejection "
+                                        "sampling, GRPO"),
+}
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand; with `only`, the flags of that command alone (the others
+    keep their line in --help), so only its module is imported."""
     parser = argparse.ArgumentParser(prog="kernelpilot", description="Make slow PyTorch code fast with verified GPU kernels.")
     parser.add_argument("--version", action="version", version=f"kernelpilot {own_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    ev = commands.add_parser(
-        "eval", help="evaluate one candidate kernel against a problem",
-        description="Evaluate CANDIDATE (a Python file defining ModelNew) against PROBLEM (a KernelBench-format "
-                    "file defining Model, get_inputs, get_init_inputs) in a sandboxed child process: correctness "
-                    "on fresh secret inputs, then on a GPU the median runtime and the speedups over eager and "
-                    "torch.compile. Without a GPU, Triton runs in its interpreter and timings are null.",
-        epilog=EXIT_STATUS_HELP)
-    ev.add_argument("problem", type=Path, help="KernelBench-format problem file")
-    ev.add_argument("candidate", type=Path, help="candidate source defining class ModelNew")
-    ev.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
-    ev.add_argument("--sandbox", type=SandboxKind, choices=list(SandboxKind), default=SandboxKind.PROCESS,
-                    help="sandbox backend: process (default) or docker (see `kernelpilot sandbox check`)")
-    ev.add_argument("--trials", type=positive_int, default=5, help="correctness trials, each on fresh inputs (default 5)")
-    ev.add_argument("--timeout", type=positive_float, help="wall-clock limit in seconds for each step "
-                    "(load, each call, the timed loop); default: 300 for load and first call, 60 per later call")
-    ev.add_argument("--size", choices=["auto", "full", "small"], default="auto",
-                    help="problem size: small uses the problem's SMALL_SIZES; auto = full on a GPU, small without one")
-    ev.add_argument("--second-size", action="store_true",
-                    help="also check a correct candidate at a second size set (the problem's sizes scaled by secret "
-                         "factors, fresh inputs, a fresh worker); one that fails there is flagged size_specialised")
-    ev.add_argument("--cpu", action="store_true", help="use the Triton interpreter even if a GPU is present")
-    ev.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="CUDA device index (default 0)")
-    ev.add_argument("--no-baselines", action="store_true", help="skip measuring the eager and torch.compile baselines")
-    ev.add_argument("--db", metavar="URL", help="record the evaluation in this history store (SQLAlchemy URL); "
-                    "default: $KERNELPILOT_HOME/history.db, or KERNELPILOT_DB_URL")
-    ev.add_argument("--no-record", action="store_true", help="do not record the evaluation in the history store")
-    add_history_parser(commands)
-    add_optimize_parser(commands)
-    add_chat_parser(commands)
-    add_sandbox_parser(commands)
-    add_bench_parser(commands)
-    add_grader_parser(commands)
-    add_train_parser(commands)
+    for name, command in COMMANDS.items():
+        sub = commands.add_parser(name, help=command.help)
+        if only is None or only == name:
+            command.load().add_arguments(sub)
     return parser
+
+
+def named_command(argv: list[str]) -> str:
+    """The command `argv` names: its first word that is not an option (the top-level options,
+    --help and --version, take no value); '' when there is none or it names no command."""
+    first = next((word for word in argv if not word.startswith("-")), "")
+    return first if first in COMMANDS else ""
 
 
 def main(argv: list[str] | None = None) -> ExitCode:
     """Run one subcommand; argparse itself exits with ExitCode.USAGE on a bad command line."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(only=named_command(argv)).parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the sandbox's children are killed on the way out.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(ExitCode.TERMINATED))
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command].load().run(args)
     except (UsageError, SessionError) as error:
         return failed(args, f"error: {error}", ExitCode.USAGE)
     except ProblemError as error:
@@ -104,99 +99,3 @@ def failed(args, message: str, code: ExitCode) -> ExitCode:
     if getattr(args, "json", False):
         print(json.dumps({"error": {"message": clean(message), "exit_code": int(code), "kind": code.name.lower()}}))
     return fail(message, code)
-
-
-def run_eval(args) -> ExitCode:
-    if not args.candidate.is_file():
-        raise UsageError(f"{args.candidate}: no such candidate file")
-    try:
-        source = args.candidate.read_text()
-    except UnicodeDecodeError:
-        raise UsageError(f"{args.candidate}: not a text file (a candidate is Python source)") from None
-    index = pick_index(args.gpu, force_cpu=args.cpu)
-    size = args.size if args.size != "auto" else ("small" if index is None else "full")
-    problem = load_problem(args.problem, size=size)
-    limits = Limits() if args.timeout is None else Limits().with_timeout(args.timeout)
-    config = EvalConfig(trials=args.trials, limits=limits, baselines=not args.no_baselines,
-                        second_size=args.second_size)
-    prepare_home()                                   # its caches: one clear line if it cannot be written
-    store = None if args.no_record else open_store(args.db)
-    with open_sandbox(args.sandbox, index, limits, warm=0) as sandbox:    # before detect() touches CUDA
-        device = detect(args.gpu, force_cpu=args.cpu)
-        result = Evaluator(sandbox, device, config).evaluate(problem, source)
-    unrecorded = store and record(store, problem, source, result)
-    if args.json:
-        print(json.dumps(result.summary()))
-    else:
-        render(result, device)
-    if unrecorded:      # the verdict stands; only its record is lost
-        return fail(f"infrastructure error: the verdict was not recorded: {unrecorded}", ExitCode.INFRA)
-    return ExitCode.OK
-
-
-def open_store(url: str | None) -> HistoryStore:
-    """The store, opened before the evaluation: one that cannot be opened costs no evaluation."""
-    try:
-        return HistoryStore(url)
-    except HistoryError as error:
-        raise HistoryError(error.store, f"{error.cause} (--no-record evaluates without it)", "open") from error
-
-
-def record(store: HistoryStore, problem, source: str, result: EvalResult) -> HistoryError | None:
-    """Record one verdict; the store's failure (a full disk, a lost server) is returned, not raised."""
-    try:
-        store.record(problem, source, result, Origin(policy="cli"), session=f"cli-{uuid.uuid4().hex[:8]}")
-    except HistoryError as error:
-        return error
-    return None
-
-
-def render(result: EvalResult, device: DeviceInfo) -> None:
-    out = Console(soft_wrap=True)
-    style = STATUS_STYLE.get(result.status, "bold yellow")
-    out.print(f"[{style}]{result.status.value}[/]  " + escape(clean(f"{result.problem} ({result.size} size, "
-              f"{result.mode.value}, {result.device}, {result.sandbox} sandbox)")))
-    if result.reason:      # cleaned where it entered (tools/sandbox/replies.py); cleaned again to be shown
-        out.print(f"  reason: {indented(result.reason, 10)}", markup=False)
-    out.print(f"  trials passed: {result.trials_passed}/{result.trials_run}"
-              + (f"   max abs error {result.max_abs_error:.3g}   rel error {result.rel_error:.3g}"
-                 if result.max_abs_error is not None and result.rel_error is not None else ""))
-    if result.timing is not None:
-        t = result.timing
-        out.print(f"  runtime: {t.median_ms:.4g} ms median of {t.calls} calls (IQR {100 * t.spread:.1f}%, "
-                  f"host clock {t.wall_median_ms:.4g} ms)")
-        out.print(f"  eager: {_ms(result.eager_ms)} ({_x(result.speedup_vs_eager)})   "
-                  f"torch.compile: {_ms(result.compile_ms)} ({_x(result.speedup_vs_compile)})")
-        if result.paired is not None:
-            out.print(f"  {paired_line(result.paired)}", markup=False)
-    elif device.mode is Mode.CPU_INTERPRETER:
-        out.print("  runtime: not measured (no GPU: Triton ran in its interpreter, which says nothing about speed)")
-    out.print(f"  flags: {', '.join(f.value for f in result.flags) or 'none'}")
-    if result.second_size is not None and result.second_size.holds:
-        out.print(f"  second size: {result.second_size.text()}", markup=False)
-    for finding in result.lint_findings:
-        out.print(f"  problem lint: {indented(finding, 4)}", markup=False)
-    for note in result.notes:
-        out.print(f"  note: {indented(note, 8)}", markup=False)
-
-
-def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4g} ms"
-
-
-def _x(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
-
-
-COMMANDS = {"eval": run_eval, "history": run_history, "optimize": run_optimize, "chat": run_chat,
-            "sandbox": run_sandbox, "bench": run_bench_command, "grader": run_grader,
-            "train": run_train}
-
-
-def paired_line(paired: PairedTiming) -> str:
-    """How the speedup vs eager of a short call was taken, and whether it is more than noise."""
-    cached = f"; the cached eager baseline: {paired.cached_eager_ms:.4g} ms" if paired.cached_eager_ms else ""
-    verdict = "  within noise of eager" if paired.within_noise else ""
-    return (f"paired: eager timed again right after the candidate, {paired.speedup:.2f}x "
-            f"(95% interval {paired.low:.2f}-{paired.high:.2f}x{cached}){verdict}")
-

@@ -10,14 +10,15 @@ kernel that only holds at the problem's sizes is not handed back); `--out` gets 
 report.md and summary.json. With `--json`, stdout carries exactly
 one JSON object (the summary) and the stream goes to stderr. Exit codes: agent/cli/__init__.py.
 """
+import argparse
 import json
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
-from agent.cli.common import (EXIT_STATUS_HELP, ExitCode, UsageError, add_session_arguments, clip, drive,
-                               positive_float, positive_int, session_options)
+from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, positive_float, positive_int
+from agent.cli.sessions import add_session_arguments, clip, drive, session_options
 from agent.final_check import run_final_check
 from agent.graph import Budget, RunMode
 from agent.report import closing_line, write_outputs
@@ -25,17 +26,15 @@ from agent.policies import PolicyKind, PolicySpec
 from agent.session import SessionOptions, open_session
 
 
-def add_optimize_parser(commands) -> None:
-    op = commands.add_parser(
-        "optimize", help="let the agent write and verify faster kernels for a problem",
-        description="Run the agent on PROBLEM (a KernelBench-format file): each turn the policy writes a "
-                    "performance analysis, then proposes kernels that are compiled, checked and timed in the "
-                    "sandbox. The fastest correct kernel, a Markdown report and a JSON summary go to --out.",
-        epilog="Policies: builtin (no LLM needed), openai (any OpenAI-compatible endpoint: --base-url, --model, "
-               "OPENAI_API_KEY), replay:FILE (scripted turns), local:MODEL_DIR (a `kernelpilot train` model directory "
-               "run in-process with transformers; the train extra). Without --policy: openai when an endpoint is "
-               "configured (OPENAI_BASE_URL / KERNELPILOT_MODEL / $KERNELPILOT_HOME/config.toml), else builtin. "
-               + EXIT_STATUS_HELP)
+def add_arguments(op: argparse.ArgumentParser) -> None:
+    op.description = ("Run the agent on PROBLEM (a KernelBench-format file): each turn the policy writes a "
+                      "performance analysis, then proposes kernels that are compiled, checked and timed in the "
+                      "sandbox. The fastest correct kernel, a Markdown report and a JSON summary go to --out.")
+    op.epilog = ("Policies: builtin (no LLM needed), openai (any OpenAI-compatible endpoint: --base-url, --model, "
+                 "OPENAI_API_KEY), replay:FILE (scripted turns), local:MODEL_DIR (a `kernelpilot train` model directory "
+                 "run in-process with transformers; the train extra). Without --policy: openai when an endpoint is "
+                 "configured (OPENAI_BASE_URL / KERNELPILOT_MODEL / $KERNELPILOT_HOME/config.toml), else builtin. "
+                 + EXIT_STATUS_HELP)
     op.add_argument("problem", type=Path, nargs="?", help="KernelBench-format problem file (omit with --resume)")
     add_session_arguments(op)
     op.add_argument("--max-turns", type=positive_int, default=10, help="policy turns at most (default 10)")
@@ -57,7 +56,7 @@ def options_from(args) -> SessionOptions:
     return session_options(args, args.problem, policy, RunMode.OPTIMIZE, budget, args.timeout)
 
 
-def run_optimize(args) -> ExitCode:
+def run(args) -> ExitCode:
     if (args.problem is None) == (args.resume is None):
         raise UsageError("name a PROBLEM file, or --resume SESSION (not both: a resumed session keeps its problem)")
     if args.resume and (args.policy or args.model or args.base_url):

@@ -9,6 +9,7 @@ registry). `check` exits 0 when the daemon answers and the image for this machin
 (cuda with a GPU, offline without) is present, else 4 (ExitCode.INFRA), and says plainly
 which is missing.
 """
+import argparse
 import json
 from dataclasses import asdict
 
@@ -18,10 +19,9 @@ from tools.sandbox.container_image import Recipe, build, check, default_tag
 from tools.sandbox.docker import connect
 
 
-def add_sandbox_parser(commands) -> None:
-    sandbox = commands.add_parser("sandbox", help="build and check the Docker sandbox image",
-                                  description="The Docker sandbox (`--sandbox docker`): build its image, or check "
-                                              "that the daemon, the image and the GPU runtime are there.")
+def add_arguments(sandbox: argparse.ArgumentParser) -> None:
+    sandbox.description = ("The Docker sandbox (`--sandbox docker`): build its image, or check "
+                           "that the daemon, the image and the GPU runtime are there.")
     verbs = sandbox.add_subparsers(dest="verb", required=True, metavar="VERB")
     make = verbs.add_parser("build", help="build the sandbox image (skipped when its recipe's tag exists)")
     make.add_argument("--recipe", type=Recipe, choices=list(Recipe), default=Recipe.OFFLINE,
@@ -32,7 +32,7 @@ def add_sandbox_parser(commands) -> None:
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def run_sandbox(args) -> ExitCode:
+def run(args) -> ExitCode:
     """Raises SandboxError (ExitCode.INFRA, from agent/cli/main.py) when no daemon answers."""
     client = connect(then=", then run this again")
     if args.verb == "build":

@@ -10,25 +10,25 @@
 Each stage reads `--config FILE.toml` and `--set key=value` overrides (`--help` lists the keys).
 The stages' modules import no training library until a stage runs; `sft` needs the `train` extra.
 """
+import argparse
+
 from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, fail
 from policy_training.commands import add_stage_parsers, run_stage
 from policy_training.config import ConfigError
 from policy_training.training import MissingStack, TrainingError
 
 
-def add_train_parser(commands) -> None:
-    train = commands.add_parser(
-        "train", help="retrain the policy: collect traces, export SFT rows, fine-tune, rejection sampling, GRPO",
-        description="Retrain the policy (policy_training/): `collect` runs mentor policies over problems into the "
-                    "history store, `export` turns the best correct trace per problem into SFT rows, `sft` "
-                    "fine-tunes a model directory on them, `rft` samples, grades, writes back and fine-tunes on the correct "
-                    "samples, `grpo` runs contrastive RL with the evaluator as reward, `smoke` runs them all on a tiny "
-                    "model. Each stage takes --config FILE.toml, --set key=value and --out DIR.",
-        epilog=EXIT_STATUS_HELP)
+def add_arguments(train: argparse.ArgumentParser) -> None:
+    train.description = ("Retrain the policy (policy_training/): `collect` runs mentor policies over problems into the "
+                         "history store, `export` turns the best correct trace per problem into SFT rows, `sft` "
+                         "fine-tunes a model directory on them, `rft` samples, grades, writes back and fine-tunes on the correct "
+                         "samples, `grpo` runs contrastive RL with the evaluator as reward, `smoke` runs them all on a tiny "
+                         "model. Each stage takes --config FILE.toml, --set key=value and --out DIR.")
+    train.epilog = EXIT_STATUS_HELP
     add_stage_parsers(train.add_subparsers(dest="stage", required=True, metavar="STAGE"))
 
 
-def run_train(args) -> ExitCode:
+def run(args) -> ExitCode:
     try:
         run_stage(args.stage, args)
     except MissingStack as error:

@@ -28,8 +28,8 @@ from policy_training.grader.lanes import Job, problem_folder
 from policy_training.grader.pool import INFRA, Graded, GraderPool, PoolClosed, QueueFull
 from policy_training.grader.protocol import (MAX_BODY_BYTES, ErrorBody, GradeRequest, GradeResponse, Health,
                                              KnownProblem, LaneInfo, QueueState)
-from tools.device import own_version
 from tools.problems import ProblemError
+from tools.version import own_version
 
 OPEN_PATHS = frozenset({"/v1/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 BODY_READ_S = 30.0

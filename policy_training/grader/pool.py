@@ -30,7 +30,8 @@ from concurrent.futures import Future
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
-from agent.runtime import CheckpointError, RuntimeOptions
+from agent.errors import CheckpointError
+from agent.runtime import RuntimeOptions
 from policy_training.grader.lanes import Job, LaneDevice, LaneFailure, LocalLane, ProcessLane
 from policy_training.grader.protocol import QueueState
 from policy_training.reward import ProblemStats, Reward, RewardConfig, score

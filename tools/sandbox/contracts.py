@@ -21,10 +21,11 @@ import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tools.home import kernelpilot_home
-from tools.sandbox.replies import Ready
+if TYPE_CHECKING:     # the replies' module imports torch; the command line imports SandboxError from here without it
+    from tools.sandbox.replies import Ready
 
 GiB = 1024**3
 # What a child may see of the trusted process's environment (no secrets, no tokens).
@@ -75,9 +76,9 @@ def scrubbed_env() -> dict[str, str]:
 class Worker(Protocol):
     """One fresh child serving one candidate."""
 
-    ready: Ready | None     # the child's isolation facts, once it said `ready`
+    ready: "Ready | None"   # the child's isolation facts, once it said `ready`
 
-    def wait_ready(self) -> Ready:
+    def wait_ready(self) -> "Ready":
         """The child's `ready` facts; raises SandboxError if it never starts."""
         ...
 
