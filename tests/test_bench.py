@@ -24,14 +24,19 @@ import pytest
 
 from agent.bench.metrics import fast_p, geomean, metrics, per_level
 from agent.bench.rows import BenchRow, RowStatus, RunLog
-from agent.bench.runner import BenchOptions, problem_key, run_one, select
+from agent.bench.runner import BenchOptions, problem_key, row_of, run_one, select
 from agent.graph import Budget
+from agent.policy import Attempt
+from agent.report import summarize
 from agent.policies import PolicyKind, PolicySpec
 from agent.runtime import Runtime, RuntimeOptions
 from agent.session import AgentSession, SessionOptions
 from tests.conftest import CANDIDATES, PROBLEMS, ROOT
 from tests.openai_server import ChatServer, call, reply
+from tools.device import DeviceInfo
 from tools.history import HistoryStore
+from tools.problems import ProblemFile
+from tools.records import EvalStatus, Mode
 from tools.home import kernelpilot_home
 from tools.trust import Versus
 
@@ -59,6 +64,20 @@ def test_a_flagged_or_failed_row_does_not_count():
             row("c", "failed"), row("d", eager=1.5, flags=("excessive_speedup",))]
     m = metrics(rows, 4)
     assert m.correct == 1 and m.fast_p["eager"][1.0] == 0.25 and m.geomean_counted["eager"] == 1.5
+
+
+def test_a_row_carries_its_answers_flags(tmp_path):
+    """The row of a problem with an answer keeps that answer's flags (they were dropped, so a
+    batch run's rows said nothing of an excessive speedup the evaluator had audited)."""
+    flagged = Attempt(turn=1, tool="benchmark", evaluation_id=1, code="x", status=EvalStatus.CORRECT, runtime_ms=0.1,
+                      speedup_vs_eager=20.0, speedup_vs_compile=19.0, flags=("excessive_speedup",)).to_state()
+    final = {"attempts": [flagged], "best": flagged, "turns": 1}
+    cpu = DeviceInfo(Mode.CPU_INTERPRETER, "cpu", None)
+    options = BenchOptions(sources=(), out=tmp_path, policy=PolicySpec(PolicyKind.BUILTIN))
+    problem = ProblemFile(PROBLEMS / "01_scale_bias_relu_chain.py", "suite", None)
+    got = row_of("k", problem, final, summarize(final, "s", cpu, None), options, Path("p"), 1.0)
+    assert got.status is RowStatus.CORRECT and got.flags == ("excessive_speedup",)
+    assert got.counted and metrics([got], 1).fast_p["eager"][1.0] == 1.0     # the flag withholds only the reward
 
 
 def test_geomeans_over_counted_rows_and_over_all_problems():

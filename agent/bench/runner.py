@@ -32,7 +32,7 @@ from agent.errors import CheckpointError
 from agent.graph import Budget, attempts_of, session_config
 from agent.policies import PolicyKind, PolicySpec
 from agent.policy import Policy, PolicyTurn, TurnInput
-from agent.report import write_outputs
+from agent.report import answer, write_outputs
 from agent.runtime import Runtime, RuntimeOptions
 from agent.session import AgentSession, SessionOptions
 from tools.history_errors import HistoryError
@@ -164,8 +164,8 @@ def row_of(key: str, f: ProblemFile, final: dict, summary, options: BenchOptions
            seconds: float) -> BenchRow:
     attempts = attempts_of(final)
     last = attempts[-1] if attempts else None
-    if summary.status != "none":
-        status, flags, reason = RowStatus(summary.status), (), ""
+    if summary.status != "none":     # the answer's flags: the metrics read them (tools/trust.py)
+        status, flags, reason = RowStatus(summary.status), tuple(answer(final).flags), ""
     elif last is not None:
         status, flags = RowStatus(last.status), tuple(last.flags)
         reason = last.reason or (why_not(last, Use.BEST) if not allowed(last, Use.BEST) else "")
