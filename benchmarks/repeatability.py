@@ -1,12 +1,11 @@
 """Is a speedup repeatable? The same candidate evaluated N times, each in its own `kernelpilot eval`
 process, and the spread of what each run reported (issue 17 item 9's measurement).
 
-For every case it prints the runtime's range and two speedups vs eager per run: `cached`, the
-eager baseline from the cache (timed once, at another moment) over this run's runtime, and
-`paired`, eager timed again right after the candidate in the same hold of the device lock
-(`EvalResult.paired`; calls under 1 ms only). The spread is the largest distance of a run's
-figure from the runs' median, in percent. Target (H100): ±3% for calls of 1 ms or more, ±7%
-for calls of 20-100 us. Needs a GPU; the figures go to benchmarks/RESULTS.md.
+For every case it prints the range of the runtime and of the speedup vs eager (the cached eager
+baseline, timed once, over each run's runtime) and the run's own 95% interval of its median.
+The spread is the largest distance of a run's figure from the runs' median, in percent. Target
+(H100): ±3% for calls of 1 ms or more, ±7% for calls of 20-100 us. Needs a GPU; the figures go
+to benchmarks/RESULTS.md.
 
     python -m benchmarks.repeatability --runs 5 --out /tmp/repeat.json
     python -m benchmarks.repeatability --case 02_gelu_tanh:full --case 04_softmax_rows:small
@@ -26,10 +25,8 @@ CASES = ("04_softmax_rows:small", "02_gelu_tanh:full", "04_softmax_rows:full", "
 @dataclass(frozen=True)
 class Run:
     runtime_ms: float
-    cached: float | None        # cached eager / runtime
-    paired: float | None        # eager timed right after / runtime
-    low: float | None           # paired's 95% interval
-    high: float | None
+    speedup: float | None       # cached eager / runtime
+    within: float | None        # half the median's 95% interval, in percent of the median (one run's own noise)
 
 
 def evaluate(problem: str, size: str) -> Run:
@@ -42,11 +39,10 @@ def evaluate(problem: str, size: str) -> Run:
     result = json.loads(done.stdout)
     if result["status"] != "correct" or result["runtime_ms"] is None:
         sys.exit(f"{problem} ({size}): {result['status']}, runtime {result['runtime_ms']}: {result['reason']}")
-    paired = result.get("paired")
-    cached_eager = paired["cached_eager_ms"] if paired else result["eager_ms"]
-    return Run(result["runtime_ms"], cached_eager / result["runtime_ms"] if cached_eager else None,
-               paired["speedup"] if paired else None, paired["low"] if paired else None,
-               paired["high"] if paired else None)
+    timing = result["timing"]
+    low, high = timing.get("median_low_ms"), timing.get("median_high_ms")
+    within = (high - low) / 2 / timing["median_ms"] * 100 if low is not None and high is not None else None
+    return Run(result["runtime_ms"], result["speedup_vs_eager"], within)
 
 
 def spread(values: list[float | None]) -> str:
@@ -70,13 +66,13 @@ def main() -> None:
         problem, _, size = case.partition(":")
         runs = [evaluate(problem, size or "full") for _ in range(args.runs)]
         dump[case] = [asdict(r) for r in runs]
+        own = [r.within for r in runs if r.within is not None]
         rows.append(f"| {case} | {statistics.median(r.runtime_ms for r in runs):.4g} | "
-                    f"{spread([r.runtime_ms for r in runs])} | {spread([r.cached for r in runs])} | "
-                    f"{spread([r.paired for r in runs])} | "
-                    f"{sum(1 for r in runs if r.low is not None and r.low <= 1 <= r.high)}/{len(runs)} |")
+                    f"{spread([r.runtime_ms for r in runs])} | {spread([r.speedup for r in runs])} | "
+                    f"{'±%.1f%%' % max(own) if own else '-'} |")
         print(rows[-1], flush=True)
-    print("\n| case | median ms | runtime range | speedup, cached eager | speedup, paired | within noise |")
-    print("|---|---|---|---|---|---|")
+    print("\n| case | median ms | runtime range | speedup vs eager | widest in-run interval |")
+    print("|---|---|---|---|---|")
     print("\n".join(rows))
     if args.out:
         args.out.write_text(json.dumps(dump, indent=1))

@@ -11,7 +11,7 @@ import tools.evaluator as evaluator_module
 from tests.conftest import CANDIDATES, FIXTURES, read
 from tools.device_lock import DeviceLock
 from tools.evaluator import EvalConfig, Protocol
-from tools.records import EvalStatus
+from tools.records import Baselines, EvalStatus, TimingStats
 from tools.timing import TimingConfig, median_interval, settled
 
 
@@ -85,3 +85,15 @@ def test_timing_stops_once_the_median_is_known_and_never_before_min_iters():
     assert not settled(noisy, rule)                     # the interval spans ±50%
     assert not settled([1.0] * 100, TimingConfig())     # no rule: every call is timed
     assert TimingConfig(min_iters=20).full().min_iters is None
+
+
+def test_timing_stats_keep_the_medians_interval_and_older_records_still_load():
+    samples = [0.05 * (1 + 0.1 * ((i * 37) % 11 - 5) / 5) for i in range(100)]
+    timed = TimingStats.from_samples(samples, samples, 0.1)
+    assert (timed.median_low_ms, timed.median_high_ms) == median_interval(samples)
+    assert timed.median_low_ms <= timed.median_ms <= timed.median_high_ms
+    old = ('{"eager": {"median_ms": 1.0, "mean_ms": 1.0, "std_ms": 0.0, "p25_ms": 1.0, "p75_ms": 1.0, '
+           '"min_ms": 1.0, "max_ms": 1.0, "calls": 100, "wall_median_ms": 1.1, "loop_seconds": 0.2}, '
+           '"compiled": null, "notes": []}')
+    assert Baselines.model_validate_json(old).eager.median_low_ms is None   # a cache entry written before
+

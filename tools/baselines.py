@@ -69,8 +69,8 @@ class BaselineStore:
 
     def time_now(self, reference: Reference, config: timing.TimingConfig,
                  torch_compile: bool = False) -> TimingStats | str:
-        """The problem's `Model` timed now in a fresh worker, never cached (the paired eager
-        loop of tools/evaluator.py also uses it); why not, in words, when it could not be."""
+        """The problem's `Model` timed now in a fresh worker, never cached; why not, in words,
+        when it could not be."""
         problem = reference.problem
         worker = self.sandbox.worker()
         try:

@@ -5,10 +5,8 @@ candidate there, then — with seeds drawn only now, after the load — runs the
 correctness trials on fresh inputs from several distributions and compares each
 output with the reference computed here, on the trusted side. On a GPU a correct
 candidate is then timed (`tools/timing.py`) and set against the eager and
-torch.compile baselines (`tools/baselines.py`); a call under 1 ms is set against eager timed
-again at once, in the same hold of the device lock after the candidate's process is gone
-(`paired`: a ratio of two loops a moment apart, with its 95% interval). Without a GPU the
-worker runs the Triton interpreter: correctness only, timings `None`, mode `cpu-interpreter`.
+torch.compile baselines (`tools/baselines.py`). Without a GPU the worker runs the
+Triton interpreter: correctness only, timings `None`, mode `cpu-interpreter`.
 
 Anti-cheat (tools/THREAT_MODEL.md lists every hack class, its defence and what is not
 covered): the worker's audit after every request (timers and torch patched, threads and
@@ -51,7 +49,7 @@ from tools.provenance import Provenance
 from tools.static_check import Finding, Severity, check_source
 from tools.problems import Problem
 from tools.records import (EvalResult, EvalStatus, Flag, LintReport, Mode, Phase, ProfileResult,
-                           PairedTiming, SizeCheck, TimingStats)
+                           SizeCheck, TimingStats)
 from tools.reference import Reference
 from tools.safe_text import clean
 from tools.second_size import second_size
@@ -69,7 +67,6 @@ PRECISION_FRACTION = 0.1       # an fp32 result using >10% of the tolerance was 
 AUDIT_TRIALS = 10
 AUDIT_CHECKED_CALLS = 20
 REWARD_MIN_ITERS = 20          # reward mode's timed calls before the stopping rule may end timing
-PAIRED_BELOW_MS = 1.0          # a candidate's call shorter than this is paired with eager timed right after it
 
 
 class Protocol(StrEnum):
@@ -108,7 +105,6 @@ class Outcome:
     flags: tuple[Flag, ...] = ()
     provenance: Provenance | None = None
     notes: tuple[str, ...] = ()
-    paired: PairedTiming | None = None
 
 
 @dataclass
@@ -158,11 +154,8 @@ class Evaluator:
         """One run of the candidate in a fresh worker: (outcome, the worker's ready facts, log tail)."""
         worker = self.sandbox.worker()
         try:
-            with ExitStack() as hold:       # the device lock, once taken, stays held through the pairing
-                outcome = self._run(context, worker, source, config, hold)
-                log = clean(worker.log_tail(LOG_CHARS))     # what the candidate printed: no escapes, no secrets
-                worker.close()      # gone, GPU context and all, before eager is timed: nothing of it runs beside
-                outcome = self._pair(context, outcome, config)
+            outcome = self._run(context, worker, source, config)
+            log = clean(worker.log_tail(LOG_CHARS))     # what the candidate printed: no escapes, no secrets
         finally:
             worker.close()
             self.exchange.collect()
@@ -231,19 +224,7 @@ class Evaluator:
         self._contexts.move_to_end(key)
         return self._contexts[key]
 
-    def _pair(self, context: ProblemContext, outcome: Outcome, config: EvalConfig) -> Outcome:
-        """A call under PAIRED_BELOW_MS: eager timed again now, as the candidate was (tools/records.py
-        PairedTiming): a cached eager time from another moment would make the ratio noise."""
-        if outcome.timing is None or not config.baselines or outcome.timing.median_ms >= PAIRED_BELOW_MS:
-            return outcome
-        eager = self.baselines.time_now(context.reference, timing_config(config))
-        if isinstance(eager, str):
-            return replace(outcome, notes=(*outcome.notes, f"paired eager timing {eager}: the speedup vs eager "
-                                           "uses the cached eager baseline, timed at another moment"))
-        return replace(outcome, paired=PairedTiming.of(eager, outcome.timing))
-
-    def _run(self, context: ProblemContext, worker: Worker, source: str, config: EvalConfig,
-             hold: ExitStack) -> Outcome:
+    def _run(self, context: ProblemContext, worker: Worker, source: str, config: EvalConfig) -> Outcome:
         problem = context.reference.problem
         loaded = ask(worker, load_request(source, "ModelNew", problem.init_inputs()), config.limits.load_s)
         if isinstance(loaded, Failure):
@@ -255,12 +236,13 @@ class Evaluator:
             return Outcome(EvalStatus.REJECTED, f"while importing: {judge_audit(loaded.audit)}", Phase.LOAD)
         provenance = Provenance()
         provenance.add(loaded.audit.launches, 0, "load")
-        def take() -> None:     # loaded (imported, built) outside the lock; checked and timed alone
-            hold.enter_context(self.device_lock)      # re-entrant: taking it twice is harmless
-        reward = config.protocol is Protocol.REWARD
-        if not reward:
-            take()
-        return self._measure(context, worker, config, provenance, take, after_first=take if reward else None)
+        with ExitStack() as device:     # loaded (imported, built) outside the lock; checked and timed alone
+            def take() -> None:
+                device.enter_context(self.device_lock)      # re-entrant: taking it twice is harmless
+            reward = config.protocol is Protocol.REWARD
+            if not reward:
+                take()
+            return self._measure(context, worker, config, provenance, take, after_first=take if reward else None)
 
     def _measure(self, context: ProblemContext, worker: Worker, config: EvalConfig, provenance: Provenance,
                  take: Callable[[], None], after_first: Callable[[], None] | None) -> Outcome:
@@ -324,10 +306,6 @@ class Evaluator:
             eager_ms = baselines.eager.median_ms if baselines.eager else None
             compile_ms = baselines.compiled.median_ms if baselines.compiled else None
             notes = baselines.notes
-        paired = outcome.paired
-        if paired is not None:
-            paired = paired.model_copy(update={"cached_eager_ms": eager_ms})
-            eager_ms = paired.eager.median_ms
         runtime = outcome.timing.median_ms if outcome.timing else None
         return EvalResult(
             status=outcome.status, flags=flags, reason=outcome.reason, phase=outcome.phase,
@@ -339,7 +317,7 @@ class Evaluator:
             problem_hash=problem.hash, candidate_hash=hashlib.sha256(source.encode()).hexdigest(),
             sandbox=str(self.sandbox.backend), network_isolated=isolated, versions=versions(),
             lint_findings=context.lint.findings, notes=[*notes, *outcome.notes], log=log, seconds=seconds,
-            kernels=outcome.provenance.kernels() if outcome.provenance else [], paired=paired,
+            kernels=outcome.provenance.kernels() if outcome.provenance else [],
         )
 
 

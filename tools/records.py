@@ -103,31 +103,6 @@ def median_interval(samples: list[float]) -> tuple[float, float]:
     return ordered[low], ordered[high]
 
 
-class PairedTiming(Frozen):
-    """The eager `Model` timed again right after a short-running candidate, in the same hold of
-    the device lock, once the candidate's process is gone (tools/evaluator.py `_pair`): two
-    loops a moment apart, so a state both share (clocks, the host's load) cancels in the ratio."""
-
-    eager: TimingStats          # the eager loop, timed as the candidate was
-    speedup: float              # eager median / the candidate's median
-    low: float                  # the ratio's 95% interval, from both medians' intervals
-    high: float
-    cached_eager_ms: float | None = None   # the cached eager baseline, timed at another moment: for comparison
-
-    @property
-    def within_noise(self) -> bool:
-        """Neither faster nor slower than eager beyond what the two loops' noise allows."""
-        return self.low <= 1.0 <= self.high
-
-    @classmethod
-    def of(cls, eager: TimingStats, candidate: TimingStats) -> "PairedTiming":
-        def bounds(stats: TimingStats) -> tuple[float, float]:
-            return stats.median_low_ms or stats.median_ms, stats.median_high_ms or stats.median_ms
-        (eager_low, eager_high), (own_low, own_high) = bounds(eager), bounds(candidate)
-        return cls(eager=eager, speedup=eager.median_ms / candidate.median_ms,
-                   low=eager_low / own_high, high=eager_high / own_low)
-
-
 class LintReport(Frozen):
     """What the problem lint found, once per problem: findings explain the flags."""
 
@@ -209,7 +184,7 @@ class EvalResult(Frozen):
     trials_passed: int              # correctness trials whose outputs matched the reference
     runtime_ms: float | None        # median time of one forward (CUDA events); None untimed
     timing: TimingStats | None      # the timed loop's statistics; None untimed
-    eager_ms: float | None          # the problem's own Model, eager, timed the same way (`paired`'s when paired)
+    eager_ms: float | None          # the problem's own Model, eager, timed the same way
     compile_ms: float | None        # the problem's Model under torch.compile, timed the same way
     speedup_vs_eager: float | None  # eager_ms / runtime_ms
     speedup_vs_compile: float | None   # compile_ms / runtime_ms
@@ -229,7 +204,6 @@ class EvalResult(Frozen):
     kernels: list[str] = []         # kernels the candidate's forwards launched, "name x count" (own ones first)
     static_findings: list[str] = []   # tools/static_check.py's findings on the source
     second_size: SizeCheck | None = None   # the check at a second size set; None when not asked (or not correct)
-    paired: PairedTiming | None = None     # eager timed again right after a call under 1 ms; None otherwise
 
     def summary(self) -> dict:
         """The flat JSON object `kernelpilot eval --json` prints."""

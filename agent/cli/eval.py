@@ -19,7 +19,7 @@ from tools.evaluator import EvalConfig, Evaluator
 from tools.history import HistoryError, HistoryStore, Origin
 from tools.home import prepare_home
 from tools.problems import load_problem
-from tools.records import EvalResult, EvalStatus, Mode, PairedTiming
+from tools.records import EvalResult, EvalStatus, Mode
 from tools.safe_text import clean
 from tools.sandbox.backends import SandboxKind, open_sandbox
 from tools.sandbox.contracts import Limits
@@ -115,8 +115,6 @@ def render(result: EvalResult, device: DeviceInfo) -> None:
                   f"host clock {t.wall_median_ms:.4g} ms)")
         out.print(f"  eager: {_ms(result.eager_ms)} ({_x(result.speedup_vs_eager)})   "
                   f"torch.compile: {_ms(result.compile_ms)} ({_x(result.speedup_vs_compile)})")
-        if result.paired is not None:
-            out.print(f"  {paired_line(result.paired)}", markup=False)
     elif device.mode is Mode.CPU_INTERPRETER:
         out.print("  runtime: not measured (no GPU: Triton ran in its interpreter, which says nothing about speed)")
     out.print(f"  flags: {', '.join(f.value for f in result.flags) or 'none'}")
@@ -134,12 +132,3 @@ def _ms(value: float | None) -> str:
 
 def _x(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
-
-
-def paired_line(paired: PairedTiming) -> str:
-    """How the speedup vs eager of a short call was taken, and whether it is more than noise."""
-    cached = f"; the cached eager baseline: {paired.cached_eager_ms:.4g} ms" if paired.cached_eager_ms else ""
-    verdict = "  within noise of eager" if paired.within_noise else ""
-    return (f"paired: eager timed again right after the candidate, {paired.speedup:.2f}x "
-            f"(95% interval {paired.low:.2f}-{paired.high:.2f}x{cached}){verdict}")
-
