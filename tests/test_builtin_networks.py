@@ -2,7 +2,8 @@
 carries what the problem's __init__ needs beyond Model.__init__ (block classes and functions
 defined in the file, Model's class attributes and helper methods, decorators kept), an
 __init__ that cannot run on the meta device is built on the CPU for the capture, and a tensor
-attribute that only fx would keep is a plan error, not a crash. Problems written for these
+attribute that only fx would keep is a plan error, not a crash. Module-level assignments the
+carried code reads come along (constants with the loaded module's values). Problems written for these
 tests under tests/fixtures/networks/; candidates checked by the real evaluator in the Triton
 interpreter."""
 from pathlib import Path
@@ -32,9 +33,10 @@ def test_a_network_candidate_builds_and_is_correct(name, evaluator):
 def test_the_candidate_carries_the_files_blocks_and_models_members():
     problem = load_problem(NETWORKS / "blocks_network.py")
     source = BuiltinPolicy().source(problem, Config())
-    for kept in ("def widen(", "class Block(nn.Module):", "super(Block, self).__init__()", "    expansion = 2",
+    for kept in ("def widen(", "GROWTH = 2\n", "class Block(nn.Module):", "super(Block, self).__init__()", "    expansion = 2",
                  "    def _make_stage(", "    @functools.lru_cache(maxsize=None)", "super(ModelNew, self).__init__()"):
         assert kept in source, kept
+    assert "UNREAD_SIZE" not in source          # module constants nothing carried reads stay behind
     assert "class Model(" not in source and "def get_inputs" not in source and '"""Stem, two blocks' not in source
     model_new = source[source.index("class ModelNew"):]
     assert model_new.count("    def forward(") == 1           # Model's own forward is not carried

@@ -163,6 +163,8 @@ def _inline_constants(traced: fx.GraphModule) -> None:
             raise CaptureError(f"torch.fx kept a tensor attribute of Model as {node.target}, which ModelNew lacks")
         if value.numel() != 1:
             continue
+        if value.is_meta:   # built in forward from a parameter (`torch.clamp(self.scale, max=...)`): no value here
+            raise CaptureError(f"a one-element tensor forward builds ({node.target}) has no value on the meta device")
         for user in list(node.users):
             user.target = pairwise.get(user.target, user.target)
             user.args = tuple(value.item() if a is node else a for a in user.args)

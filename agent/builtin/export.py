@@ -85,7 +85,10 @@ def _name_constant(module: fx.GraphModule, node: fx.Node) -> None:
     `convert` inlines a one-element one and reports the others, as on the fx path."""
     index = sum(1 for name, _ in module.named_buffers() if name.startswith("_tensor_constant"))
     name = f"_tensor_constant{index}"
-    module.register_buffer(name, getattr(module, node.target))
+    value = module
+    for part in node.target.split("."):     # a constant lifted inside a submodule: `layers.0.attn.lifted_tensor_0`
+        value = getattr(value, part)
+    module.register_buffer(name, value)
     node.target = name
     copies = [u for u in node.users if u.target in COPIES]
     while copies:

@@ -8,6 +8,7 @@ so it stays correct for any input of the captured shapes.
     source = build_source(problem, graph, partition(graph), Config())
 """
 import ast
+import math
 import re
 import textwrap
 
@@ -157,8 +158,43 @@ def _definitions(problem: Problem) -> str:
     """The problem file's own classes and functions other than Model and the input functions
     (the blocks a network's __init__ builds: a bottleneck, an Inception module, a channel shuffle)."""
     tree, skip = ast.parse(problem.source), {problem.module.Model.__name__, "Model", "get_inputs", "get_init_inputs"}
-    return "\n\n".join(_lines(problem.source, n) for n in tree.body
-                       if isinstance(n, (ast.ClassDef, ast.FunctionDef)) and n.name not in skip)
+    kept = [n for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef)) and n.name not in skip]
+    model = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == problem.module.Model.__name__]
+    kept += _assignments_read(tree, kept + model)
+    return "\n\n".join(_value_line(problem, n) or _lines(problem.source, n) for n in tree.body if n in kept)
+
+
+def _value_line(problem: Problem, node: ast.stmt) -> str | None:
+    """`name = value` from the loaded module for a constant (at the small size, its lowered value)."""
+    targets = _targets(node) if isinstance(node, (ast.Assign, ast.AnnAssign)) else []
+    if len(targets) != 1 or not isinstance(targets[0], ast.Name):
+        return None
+    value = problem.module.__dict__.get(targets[0].id)
+    simple = (int, float, bool, str)
+    values = value if type(value) is tuple else (value,)
+    if all(type(v) in simple and (type(v) is not float or math.isfinite(v)) for v in values):
+        return f"{targets[0].id} = {value!r}\n"
+    return None
+
+
+def _assignments_read(tree: ast.Module, nodes: list[ast.stmt]) -> list[ast.stmt]:
+    """The module-level assignments the carried code reads (`to_2tuple = _ntuple(2)`), and the
+    ones those read in turn; size constants nothing carried reads stay behind."""
+    assigns = [n for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign))]
+    read = {n.id for node in nodes for n in ast.walk(node) if isinstance(n, ast.Name)}
+    kept: list[ast.stmt] = []
+    while True:
+        more = [a for a in assigns if a not in kept
+                and any(isinstance(t, ast.Name) and t.id in read for t in _targets(a))]
+        if not more:
+            return kept
+        kept += more
+        read |= {n.id for a in more for n in ast.walk(a.value) if isinstance(n, ast.Name)}
+
+
+def _targets(node: ast.Assign | ast.AnnAssign) -> list[ast.expr]:
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    return [n for t in targets for n in ast.walk(t)]
 
 
 def _lines(source: str, node: ast.stmt) -> str:
