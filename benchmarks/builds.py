@@ -1,0 +1,77 @@
+"""Does the built-in policy's first candidate build? For each problem of a folder or a KernelBench
+level: load it, plan it (capture, rewrite, partition), emit the source of the plan's first
+configuration, import it from a file (Triton's @jit wants one) and construct `ModelNew` with the
+problem's init inputs on the meta device (on the CPU when its __init__ reads values, as
+`Tensor.item()` does). Nothing runs a forward: correctness needs `kernelpilot bench`. CPU only.
+
+    python -m benchmarks.builds ~/KernelBench/level3
+    python -m benchmarks.builds ~/KernelBench/level3 --only '2*'
+"""
+import argparse
+import fnmatch
+import importlib.util
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from agent.builtin import search
+from agent.builtin.plans.program import build_source
+from agent.builtin.policy import make_plan
+from tools.problems import ProblemError, load_problem
+
+
+def check(path: Path, folder: Path) -> tuple[str, str]:
+    """(outcome, detail): 'load', 'plan', 'build' failures or 'ok'."""
+    try:
+        problem = load_problem(path)
+    except ProblemError as error:
+        return "load", str(error)
+    plan = make_plan(problem)
+    if plan.error:
+        return "plan", plan.error
+    stages = list(plan.stages)
+    source = build_source(problem, plan.graph, stages, search.default_config(stages, plan.graph))
+    file = folder / f"candidate_{path.stem}.py"
+    file.write_text(source)
+    try:
+        spec = importlib.util.spec_from_file_location(file.stem, file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        try:
+            with torch.device("meta"):
+                module.ModelNew(*problem.init_inputs())
+        except RuntimeError as error:
+            if "meta" not in str(error):
+                raise
+            module.ModelNew(*problem.init_inputs())     # an __init__ that reads values
+    except Exception as error:  # the candidate's own failure to build is what this counts
+        return "build", f"{type(error).__name__}: {error}"
+    return "ok", ""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", type=Path, help="a folder of problem files (e.g. KernelBench/level3)")
+    parser.add_argument("--only", default="*", help="a glob over file names")
+    args = parser.parse_args()
+    if not args.folder.is_dir():
+        print(f"error: {args.folder} is not a folder", file=sys.stderr)
+        return 2
+    paths = sorted((p for p in args.folder.glob("*.py") if fnmatch.fnmatch(p.name, args.only)),
+                   key=lambda p: (int(p.name.split("_")[0]) if p.name.split("_")[0].isdigit() else 0, p.name))
+    counts: Counter[str] = Counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        for path in paths:
+            outcome, detail = check(path, Path(scratch))
+            counts[outcome] += 1
+            print(f"{path.name}: {outcome}" + (f": {detail[:160]}" if detail else ""), flush=True)
+    print(f"\n{counts['ok']} of {len(paths)} build; no plan {counts['plan']}, fail to build {counts['build']}, "
+          f"fail to load {counts['load']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
