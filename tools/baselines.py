@@ -3,9 +3,9 @@
 Each baseline is the problem's own `Model` (as is, or under `torch.compile` in its
 default mode) timed by the same loop as candidates (`tools/timing.py`), in a fresh
 worker of the same sandbox on the same device — never in a candidate's process. The
-cache key is (problem hash, size and any sizes the shrink heuristic set, device name, torch
-and triton versions, timing settings); entries live as JSON files under `$KERNELPILOT_HOME/cache/baselines/`,
-written atomically. Baselines run under the default limits whatever `--timeout` a
+cache key is (problem hash, size and any sizes the shrink heuristic set, device name,
+torch and triton versions, timing settings); entries live as JSON files under
+`$KERNELPILOT_HOME/cache/baselines/`, written atomically. Baselines run under the default limits whatever `--timeout` a
 candidate gets, and a measurement that failed is reported but never cached. An
 unreadable cache entry is measured again.
 """

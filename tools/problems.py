@@ -4,8 +4,9 @@ A problem module defines `class Model(nn.Module)`, module-level size constants,
 `get_inputs()` and `get_init_inputs()`; ours may add `SMALL_SIZES` (globals to override
 for a small run) and `OP_CATEGORY`. At the small size, a problem without `SMALL_SIZES`
 (KernelBench's) has its size constants lowered by `tools/small_sizes.py`. A problem is
-identified by the hash of its source, whatever its size, so a renamed file keeps its history. Every way a problem file can be unusable raises
-`ProblemError` with a one-line message naming the file.
+identified by the hash of its source, whatever its size, so a renamed file keeps its
+history. Every way a problem file can be unusable raises `ProblemError` with a one-line
+message naming the file.
 
     problem = load_problem("benchmarks/problems/04_softmax_rows.py", size="small")
     files = find_problem_files("KernelBench/KernelBench")   # levels from folder names
