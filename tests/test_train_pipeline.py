@@ -145,8 +145,8 @@ def serve_one_turn(model_dir: Path, tmp_path: Path) -> None:
         options = SessionOptions(problem=PROBLEMS / f"{NAMES[1]}.py", policy=spec, budget=Budget(max_turns=1))
         final = AgentSession.open(runtime, options, policy).run()
     assert final["turns"] == 1 and final["stop"] == StopReason.TURN_BUDGET and final["tokens"] > 16
-    reply = final["messages"][2]
-    assert reply["role"] == "assistant" and reply["content"] and "Performance analysis" in final["messages"][3]["content"]
+    reply = final["messages"][2]    # its text may be empty: 16 tokens of a tiny model can all be special ones
+    assert reply["role"] == "assistant" and "Performance analysis" in final["messages"][3]["content"]
 
 
 def test_dora_rslora_sft_changes_the_weights_and_saves_them_merged(exported, tiny, tmp_path):
