@@ -31,6 +31,10 @@
 #   benchmarks/device_wheels.sh --with-optional # + psycopg[binary], zstandard
 #   benchmarks/device_wheels.sh --with-image    # + the packages the image has
 #   benchmarks/device_wheels.sh --with-grader   # + the grader extra (FastAPI, uvicorn; 6 wheels)
+#   benchmarks/device_wheels.sh --with-train    # + what the train extra needs beyond the image
+#                                               # (trl, datasets, pandas, ...; see TRAIN_PKGS)
+#   benchmarks/device_wheels.sh --with-pyarrow  # + pyarrow (about 40 MiB): only where the image's
+#                                               # is older than datasets' bound (>=24)
 #   benchmarks/device_wheels.sh --all           # both: the whole closure (52, 26.9 MiB),
 #                                               # for a bare Python 3.12 + torch
 #   PYTHON=/path/to/python benchmarks/device_wheels.sh   # pip to use (default python3)
@@ -133,10 +137,30 @@ GRADER_PKGS=(
   uvicorn==0.55.0              # pyproject [grader]
 )
 
-with_image=0; with_optional=0; with_grader=0
+# The `train` extra beyond what the image has (it has transformers, peft, accelerate,
+# tokenizers, safetensors, huggingface-hub, pyarrow, psutil, jinja2, tqdm), for --with-train:
+# policy_training/ on the GPU (`python -m policy_training.gpu_step`). trl 1.16 asks for
+# transformers>=4.56.2, which the image's 5.17 meets; datasets 5.2 asks for pyarrow>=24 (check
+# the image's: `python -c "import pyarrow; print(pyarrow.__version__)"`; else --with-pyarrow).
+TRAIN_PKGS=(
+  datasets==5.2.0              # pyproject [train]
+  dill==0.4.1                  # datasets
+  fsspec==2026.9.0             # datasets: <=2026.9.0 (the image's, from torch, may be newer)
+  multiprocess==0.70.19        # datasets
+  pandas==3.1.1                # trl, datasets
+  python-dateutil==4.0.0       # pandas
+  trl==1.16.0                  # pyproject [train]
+)
+PYARROW_PKGS=(
+  pyarrow==26.0.1              # datasets: >=24, for --with-pyarrow
+)
+
+with_image=0; with_optional=0; with_grader=0; with_train=0; with_pyarrow=0
 for arg in "$@"; do
   case "$arg" in
     --with-grader) with_grader=1 ;;
+    --with-train) with_train=1 ;;
+    --with-pyarrow) with_pyarrow=1 ;;
     --with-image) with_image=1 ;;
     --with-optional) with_optional=1 ;;
     --all) with_image=1; with_optional=1 ;;
@@ -153,7 +177,10 @@ selected=("${CORE_PKGS[@]}")
 if (( with_image )); then selected+=("${IMAGE_PKGS[@]}"); fi
 if (( with_optional )); then selected+=("${OPTIONAL_PKGS[@]}"); fi
 if (( with_grader )); then selected+=("${GRADER_PKGS[@]}"); fi
-managed=("${CORE_PKGS[@]}" "${IMAGE_PKGS[@]}" "${OPTIONAL_PKGS[@]}" "${GRADER_PKGS[@]}")
+if (( with_train )); then selected+=("${TRAIN_PKGS[@]}"); fi
+if (( with_pyarrow )); then selected+=("${PYARROW_PKGS[@]}"); fi
+managed=("${CORE_PKGS[@]}" "${IMAGE_PKGS[@]}" "${OPTIONAL_PKGS[@]}" "${GRADER_PKGS[@]}" "${TRAIN_PKGS[@]}"
+         "${PYARROW_PKGS[@]}")
 
 # Wheel file names spell the project name normalized: lower case, runs of -_. -> _
 norm() { echo "$1" | tr 'A-Z' 'a-z' | sed -E 's/[-_.]+/_/g'; }
