@@ -9,6 +9,11 @@ to benchmarks/RESULTS.md.
 
     python -m benchmarks.repeatability --runs 5 --out /tmp/repeat.json
     python -m benchmarks.repeatability --case 02_gelu_tanh:full --case 04_softmax_rows:small
+    python -m benchmarks.repeatability --cpus 2,3       # every process pinned to those cores
+
+`--cpus` runs each `eval` under `taskset -c` (the sandbox's fork server and workers inherit the
+affinity): whether the spread across processes comes from where the host side of the launches
+runs is then one comparison of two runs of this script.
 """
 import argparse
 import json
@@ -29,16 +34,19 @@ class Run:
     within: float | None        # half the median's 95% interval, in percent of the median (one run's own noise)
 
 
-def evaluate(problem: str, size: str) -> Run:
-    """One evaluation in a fresh process; a run that is not correct and timed stops the benchmark."""
-    command = [sys.executable, "-m", "agent.cli", "eval", str(ROOT / "problems" / f"{problem}.py"),
+def evaluate(problem: str, size: str, cpus: str | None = None) -> Run:
+    """One evaluation in a fresh process (pinned to `cpus` if given); a run that is not correct and
+    timed stops the benchmark."""
+    command = (["taskset", "-c", cpus] if cpus else []) + [sys.executable, "-m", "agent.cli", "eval", str(ROOT / "problems" / f"{problem}.py"),
                str(ROOT / "candidates" / f"{problem}.py"), "--size", size, "--json", "--no-record"]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode not in (0, 2) or not done.stdout.strip():
         sys.exit(f"{problem} ({size}): `kernelpilot eval` exited {done.returncode}: {done.stderr.strip()[-400:]}")
     result = json.loads(done.stdout)
-    if result["status"] != "correct" or result["runtime_ms"] is None:
-        sys.exit(f"{problem} ({size}): {result['status']}, runtime {result['runtime_ms']}: {result['reason']}")
+    if result["status"] != "correct":
+        sys.exit(f"{problem} ({size}): {result['status']}: {result['reason']}")
+    if result["runtime_ms"] is None:
+        sys.exit(f"{problem} ({size}): correct but not timed ({result['mode']}): this benchmark needs a GPU")
     timing = result["timing"]
     low, high = timing.get("median_low_ms"), timing.get("median_high_ms")
     within = (high - low) / 2 / timing["median_ms"] * 100 if low is not None and high is not None else None
@@ -60,11 +68,12 @@ def main() -> None:
     parser.add_argument("--case", action="append", help=f"PROBLEM:SIZE of the suite (default: {', '.join(CASES)})")
     parser.add_argument("--runs", type=int, default=5, help="evaluations per case, each in its own process")
     parser.add_argument("--out", type=Path, help="also write every run as JSON here")
+    parser.add_argument("--cpus", help="pin every process to these cores (taskset -c LIST, e.g. 2,3)")
     args = parser.parse_args()
     rows, dump = [], {}
     for case in args.case or CASES:
         problem, _, size = case.partition(":")
-        runs = [evaluate(problem, size or "full") for _ in range(args.runs)]
+        runs = [evaluate(problem, size or "full", args.cpus) for _ in range(args.runs)]
         dump[case] = [asdict(r) for r in runs]
         own = [r.within for r in runs if r.within is not None]
         rows.append(f"| {case} | {statistics.median(r.runtime_ms for r in runs):.4g} | "
