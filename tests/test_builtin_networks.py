@@ -52,3 +52,48 @@ def test_the_build_count_says_what_each_problem_came_to(tmp_path):
     """benchmarks/builds.py, which counted level 3's builds for RESULTS.md."""
     outcomes = {path.stem: check(path, tmp_path)[0] for path in sorted(NETWORKS.glob("*.py"))}
     assert outcomes == {"blocks_network": "ok", "item_at_init": "ok", "tensor_attribute": "plan"}
+
+
+MODULE_CONSTANTS = '''
+import torch
+import torch.nn as nn
+
+batch_size = 8
+in_features = 256
+
+
+def tune():     # never read by Model: not the candidate's (it would be rejected as a patch)
+    torch.backends.cudnn.benchmark = True
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super(Model, self).__init__()
+        self.fc = nn.Linear(in_features, in_features)
+
+    def forward(self, x):
+        return torch.relu(self.fc(x))
+
+
+Model.__doc__ = "an attribute of Model set at module level: not carried (ModelNew has no Model to set it on)"
+
+
+def get_inputs():
+    return [torch.rand(batch_size, in_features)]
+
+
+def get_init_inputs():
+    return []
+'''
+
+
+@pytest.mark.slow
+def test_a_module_constant_init_reads_comes_with_its_small_size_value_and_nothing_unread_comes(tmp_path, evaluator):
+    path = tmp_path / "module_constants.py"
+    path.write_text(MODULE_CONSTANTS)
+    problem = load_problem(path, size="small")      # no SMALL_SIZES: in_features lowered to 64 in the module
+    source = BuiltinPolicy().source(problem, Config())
+    assert "in_features = 64\n" in source and "batch_size" not in source
+    assert "def tune" not in source and "Model.__doc__" not in source
+    result = evaluator.evaluate(problem, source)
+    assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]

@@ -155,46 +155,48 @@ def model_class(problem: Problem, graph: OpGraph, body: list[str], cuda_graph: b
 
 
 def _definitions(problem: Problem) -> str:
-    """The problem file's own classes and functions other than Model and the input functions
-    (the blocks a network's __init__ builds: a bottleneck, an Inception module, a channel shuffle)."""
-    tree, skip = ast.parse(problem.source), {problem.module.Model.__name__, "Model", "get_inputs", "get_init_inputs"}
-    kept = [n for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef)) and n.name not in skip]
-    model = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == problem.module.Model.__name__]
-    kept += _assignments_read(tree, kept + model)
+    """What Model's class body reads from the problem file, and what that reads in turn: its
+    classes and functions (the blocks a network's __init__ builds: a bottleneck, an Inception
+    module, a channel shuffle) and module-level assignments to plain names (`to_2tuple =
+    _ntuple(2)`; a constant as the loaded module holds it, so at the small size its lowered
+    value). Nothing else of the file comes along: code Model never reads is not the candidate's."""
+    tree, name = ast.parse(problem.source), problem.module.Model.__name__
+    defined = {d: node for node in tree.body for d in _defines(node)
+               if d not in (name, "Model", "get_inputs", "get_init_inputs")}
+    read = _names_read([n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name])
+    kept: list[ast.stmt] = []
+    while more := [node for d, node in defined.items() if d in read and node not in kept]:
+        kept += more
+        read |= _names_read(more)
     return "\n\n".join(_value_line(problem, n) or _lines(problem.source, n) for n in tree.body if n in kept)
 
 
+def _defines(node: ast.stmt) -> list[str]:
+    """The names a module-level statement binds, where it is a definition or an assignment to
+    plain names (`x = ...`, `a, b = ...`); none for anything else (`Model.__doc__ = ...`)."""
+    if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+        return [node.name]
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+    names = [e for t in targets for e in (t.elts if isinstance(t, ast.Tuple) else [t])]
+    return [n.id for n in names] if names and all(isinstance(n, ast.Name) for n in names) else []
+
+
+def _names_read(nodes: list[ast.stmt]) -> set[str]:
+    return {n.id for node in nodes for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
 def _value_line(problem: Problem, node: ast.stmt) -> str | None:
-    """`name = value` from the loaded module for a constant (at the small size, its lowered value)."""
-    targets = _targets(node) if isinstance(node, (ast.Assign, ast.AnnAssign)) else []
-    if len(targets) != 1 or not isinstance(targets[0], ast.Name):
+    """`name = value` from the loaded module for a constant bound to one plain name."""
+    if not isinstance(node, (ast.Assign, ast.AnnAssign)) or len(_defines(node)) != 1 \
+            or isinstance(node.targets[0] if isinstance(node, ast.Assign) else node.target, ast.Tuple):
         return None
-    value = problem.module.__dict__.get(targets[0].id)
+    name = _defines(node)[0]
+    value = problem.module.__dict__.get(name)
     simple = (int, float, bool, str)
     values = value if type(value) is tuple else (value,)
     if all(type(v) in simple and (type(v) is not float or math.isfinite(v)) for v in values):
-        return f"{targets[0].id} = {value!r}\n"
+        return f"{name} = {value!r}\n"
     return None
-
-
-def _assignments_read(tree: ast.Module, nodes: list[ast.stmt]) -> list[ast.stmt]:
-    """The module-level assignments the carried code reads (`to_2tuple = _ntuple(2)`), and the
-    ones those read in turn; size constants nothing carried reads stay behind."""
-    assigns = [n for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign))]
-    read = {n.id for node in nodes for n in ast.walk(node) if isinstance(n, ast.Name)}
-    kept: list[ast.stmt] = []
-    while True:
-        more = [a for a in assigns if a not in kept
-                and any(isinstance(t, ast.Name) and t.id in read for t in _targets(a))]
-        if not more:
-            return kept
-        kept += more
-        read |= {n.id for a in more for n in ast.walk(a.value) if isinstance(n, ast.Name)}
-
-
-def _targets(node: ast.Assign | ast.AnnAssign) -> list[ast.expr]:
-    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-    return [n for t in targets for n in ast.walk(t)]
 
 
 def _lines(source: str, node: ast.stmt) -> str:
