@@ -5,9 +5,9 @@ default mode) timed by the same loop as candidates (`tools/timing.py`), in a fre
 worker of the same sandbox on the same device — never in a candidate's process. The
 cache key is (problem hash, size and any sizes the shrink heuristic set, device name,
 torch and triton versions, timing settings); entries live as JSON files under
-`$KERNELPILOT_HOME/cache/baselines/`, written atomically. Baselines run under the default limits whatever `--timeout` a
-candidate gets, and a measurement that failed is reported but never cached. An
-unreadable cache entry is measured again.
+`$KERNELPILOT_HOME/cache/baselines/`, written atomically. Baselines run under the default
+limits whatever `--timeout` a candidate gets, and a measurement that failed is reported but
+never cached. An unreadable cache entry is measured again.
 """
 import hashlib
 import os
@@ -17,7 +17,7 @@ from pathlib import Path
 from tools import timing
 from tools.device import DeviceInfo, versions
 from tools.device_lock import DeviceLock
-from tools.records import Baselines, EvalStatus, TimingStats
+from tools.records import Baselines, EvalStatus
 from tools.reference import Reference
 from tools.sandbox.contracts import Limits, Sandbox, cache_dir
 from tools.sandbox.protocol import load_request
@@ -61,31 +61,23 @@ class BaselineStore:
 
     def _time(self, reference: Reference, torch_compile: bool, notes: list[str]):
         label = "torch.compile" if torch_compile else "eager"
-        timed = self.time_now(reference, self.config, torch_compile)
-        if isinstance(timed, str):
-            notes.append(f"{label} baseline {timed}")
-            return None
-        return timed
-
-    def time_now(self, reference: Reference, config: timing.TimingConfig,
-                 torch_compile: bool = False) -> TimingStats | str:
-        """The problem's `Model` timed now in a fresh worker, never cached; why not, in words,
-        when it could not be."""
         problem = reference.problem
         worker = self.sandbox.worker()
         try:
             loaded = ask(worker, load_request(problem.source, "Model", problem.init_inputs(), torch_compile),
                          self.limits.load_s)
             if isinstance(loaded, Failure):
-                return f"failed to load: {loaded.message}"
+                notes.append(f"{label} baseline failed to load: {loaded.message}")
+                return None
             with self.device_lock:      # compiled (torch.compile's first calls are in the timing's warm-up) alone too
                 self.sandbox.settle()
-                timed = timing.time_candidate(worker, self.exchange, reference, config, self.limits)
+                timed = timing.time_candidate(worker, self.exchange, reference, self.config, self.limits)
         finally:
             worker.close()
             self.exchange.collect()
         if timed.status is not EvalStatus.CORRECT:
-            return f"unavailable: {timed.reason}"
+            notes.append(f"{label} baseline unavailable: {timed.reason}")
+            return None
         return timed.stats
 
 

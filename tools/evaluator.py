@@ -44,18 +44,17 @@ from tools.device_lock import DeviceLock
 from tools.inputs import Distribution, draw, secret_seed, trial_plan
 from tools.integrity import judge_audit
 from tools.lint import lint_problem
-from tools.profiling import profile
 from tools.provenance import Provenance
 from tools.static_check import Finding, Severity, check_source
 from tools.problems import Problem
-from tools.records import (EvalResult, EvalStatus, Flag, LintReport, Mode, Phase, ProfileResult,
+from tools.records import (EvalResult, EvalStatus, Flag, KernelShare, LintReport, Mode, Phase, ProfileResult,
                            SizeCheck, TimingStats)
 from tools.reference import Reference
 from tools.safe_text import clean
 from tools.second_size import second_size
 from tools.sandbox.contracts import Limits, Sandbox, Worker
 from tools.sandbox.protocol import load_request
-from tools.sandbox.replies import Failure, Ready, Reply, ask
+from tools.sandbox.replies import Failure, Profiled, Ready, Reply, ask
 from tools.sandbox.shm import Exchange, arena_bytes
 from tools.timing import TimingConfig, time_candidate
 
@@ -206,8 +205,34 @@ class Evaluator:
     def profile(self, problem: Problem, source: str, calls: int = 10) -> ProfileResult:
         """The kernels one forward launches, with launch counts and time shares."""
         with self.serial:
-            return profile(lambda: self.context(problem).reference, source, calls, self.sandbox, self.exchange,
-                           self.device_lock, self.device, self.config.limits)
+            return self._profile(problem, source, calls)
+
+    def _profile(self, problem: Problem, source: str, calls: int) -> ProfileResult:
+        if self.device.mode is not Mode.GPU:
+            return ProfileResult(available=False, reason="no GPU: profiling needs a CUDA device", status=None,
+                                 kernels=[], device_ms_per_call=None, roofline=None, device=self.device.name)
+        context = self.context(problem)
+        inputs = draw(problem, secret_seed(), Distribution.OWN, context.reference.device)
+        worker = self.sandbox.worker()
+        arena = self.exchange.acquire(arena_bytes([(x.shape, x.dtype) for x in inputs]))
+        try:
+            reply = ask(worker, load_request(source, "ModelNew", problem.init_inputs()), self.config.limits.load_s)
+            if not isinstance(reply, Failure):
+                refs = [arena.put(x) for x in inputs]
+                self.exchange.ready(arena)
+                with self.device_lock:
+                    reply = ask(worker, {"kind": "profile", "arena": arena.describe(), "inputs": refs, "calls": calls},
+                                self.config.limits.timing_s)
+        finally:
+            self.exchange.release(arena)
+            worker.close()
+            self.exchange.collect()
+        if isinstance(reply, Failure):
+            return ProfileResult(available=True, reason=reply.message, status=reply.status, kernels=[],
+                                 device_ms_per_call=None, roofline=None, device=self.device.name)
+        result = profile_result(reply, self.device.name)
+        roof = roofline.place(context.reference, inputs, result.device_ms_per_call)
+        return result.model_copy(update={"roofline": roof})
 
     def context(self, problem: Problem) -> ProblemContext:
         """The problem's reference and lint, kept for the last few problems (a reference
@@ -251,8 +276,9 @@ class Evaluator:
             return outcome
         take()
         self.sandbox.settle()   # warm workers still starting would compete with the timed loop
-        timed = time_candidate(worker, self.exchange, context.reference, timing_config(config), config.limits,
-                               audited=True)
+        timing = config.timing if config.protocol is Protocol.FULL else replace(
+            config.timing, min_iters=config.timing.min_iters or REWARD_MIN_ITERS)
+        timed = time_candidate(worker, self.exchange, context.reference, timing, config.limits, audited=True)
         if timed.status is not EvalStatus.CORRECT:
             return replace(outcome, status=timed.status, reason=timed.reason, phase=Phase.TIME)
         for index, (launches, forwards) in enumerate(timed.launches):
@@ -321,13 +347,6 @@ class Evaluator:
         )
 
 
-def timing_config(config: EvalConfig) -> TimingConfig:
-    """The timed loop's settings under the evaluation's protocol (reward: the stopping rule)."""
-    if config.protocol is Protocol.FULL:
-        return config.timing
-    return replace(config.timing, min_iters=config.timing.min_iters or REWARD_MIN_ITERS)
-
-
 def run_trial(worker: Worker, exchange: Exchange, container: str, expected: list[torch.Tensor],
               inputs: list[torch.Tensor], device: str, timeout: float) -> tuple[Reply, Comparison | None]:
     """One `run` request: inputs into the arena, the call, then the outputs the worker
@@ -392,6 +411,16 @@ def size_check(outcome: Outcome, sizes: dict[str, int], own_kernels: bool) -> Si
 
 def failed(reply: Failure, label: str = "") -> Outcome:
     return Outcome(reply.status, f"{label}: {reply.message}" if label else reply.message, reply.phase)
+
+
+def profile_result(reply: Profiled, device: str) -> ProfileResult:
+    calls = max(reply.calls, 1)
+    total_us = sum(k.device_us for k in reply.kernels) or 1.0
+    kernels = sorted((KernelShare(name=k.name, launches_per_call=k.count / calls,
+                                  device_ms_per_call=k.device_us / calls / 1e3, share=k.device_us / total_us)
+                      for k in reply.kernels), key=lambda k: k.share, reverse=True)
+    return ProfileResult(available=True, reason="", status=None, kernels=kernels,
+                         device_ms_per_call=total_us / calls / 1e3, roofline=None, device=device)
 
 
 def ratio(baseline_ms: float | None, runtime_ms: float | None) -> float | None:

@@ -85,12 +85,13 @@ class TimingStats(Frozen):
     @classmethod
     def from_samples(cls, event_ms: list[float], wall_ms: list[float], loop_seconds: float) -> "TimingStats":
         quartiles = statistics.quantiles(event_ms, n=4) if len(event_ms) > 1 else [event_ms[0]] * 3
+        low, high = median_interval(event_ms)
         return cls(
             median_ms=statistics.median(event_ms), mean_ms=statistics.fmean(event_ms),
             std_ms=statistics.pstdev(event_ms), p25_ms=quartiles[0], p75_ms=quartiles[2],
             min_ms=min(event_ms), max_ms=max(event_ms), calls=len(event_ms),
             wall_median_ms=statistics.median(wall_ms), loop_seconds=loop_seconds,
-            median_low_ms=median_interval(event_ms)[0], median_high_ms=median_interval(event_ms)[1],
+            median_low_ms=low, median_high_ms=high,
         )
 
 

@@ -94,7 +94,8 @@ def build_source(problem: Problem, graph: OpGraph, stages: list[Stage], config: 
     described = ", ".join(f"{s.kind.value}({slug(s)})" for s in stages if s.kind is not StageKind.VIEW)
     header = HEADER.format(title=title, tracer=graph.tracer, count=len(stages), stages=described,
                            config=_config_text(config))
-    parts = [header, _imports(problem), _definitions(problem)] + [HELPERS[h] for h in sorted(helpers)] + kernels + wrappers
+    parts = ([header, _imports(problem), _definitions(problem)] + [HELPERS[h] for h in sorted(helpers)]
+             + kernels + wrappers)
     if config.cuda_graph:
         parts.append(GRAPH_RUNNER)
     parts.append(model_class(problem, graph, body, config.cuda_graph))
@@ -163,7 +164,8 @@ def _definitions(problem: Problem) -> str:
     tree, name = ast.parse(problem.source), problem.module.Model.__name__
     defined = {d: node for node in tree.body for d in _defines(node)
                if d not in (name, "Model", "get_inputs", "get_init_inputs")}
-    read = _names_read([n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name])
+    model = _model_class(tree, name)
+    read = _names_read([model] if model else [])
     kept: list[ast.stmt] = []
     while more := [node for d, node in defined.items() if d in read and node not in kept]:
         kept += more
@@ -186,11 +188,11 @@ def _names_read(nodes: list[ast.stmt]) -> set[str]:
 
 
 def _value_line(problem: Problem, node: ast.stmt) -> str | None:
-    """`name = value` from the loaded module for a constant bound to one plain name."""
-    if not isinstance(node, (ast.Assign, ast.AnnAssign)) or len(_defines(node)) != 1 \
-            or isinstance(node.targets[0] if isinstance(node, ast.Assign) else node.target, ast.Tuple):
+    """`name = value` from the loaded module for a constant bound to one plain name (`x = ...`)."""
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+    if len(targets) != 1 or not isinstance(targets[0], ast.Name):
         return None
-    name = _defines(node)[0]
+    name = targets[0].id
     value = problem.module.__dict__.get(name)
     simple = (int, float, bool, str)
     values = value if type(value) is tuple else (value,)
@@ -212,8 +214,7 @@ def _init_source(problem: Problem) -> str:
     `__init__` where Model keeps nn.Module's own (a forward-only Model, a function wrapped by
     `chat`'s function mode)."""
     cls = problem.module.Model
-    tree = ast.parse(problem.source)
-    model = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls.__name__), None)
+    model = _model_class(ast.parse(problem.source), cls.__name__)
     members = [n for n in (model.body if model else []) if not _is_docstring(n)
                and not (isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "forward")]
     if not any(isinstance(n, ast.FunctionDef) and n.name == "__init__" for n in members) \
@@ -224,6 +225,11 @@ def _init_source(problem: Problem) -> str:
     text = "\n".join(_lines(problem.source, n) for n in members)
     text = re.sub(rf"super\(\s*{re.escape(cls.__name__)}\s*,", "super(ModelNew,", text)
     return textwrap.indent(text, "    ") if text else ""
+
+
+def _model_class(tree: ast.Module, name: str) -> ast.ClassDef | None:
+    """The class statement `Model` names (`Model = Scaler`: Scaler's), if the file writes one."""
+    return next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None)
 
 
 def _is_docstring(node: ast.stmt) -> bool:
