@@ -12,6 +12,7 @@ import fnmatch
 import importlib.util
 import sys
 import tempfile
+import types
 from collections import Counter
 from pathlib import Path
 
@@ -19,8 +20,25 @@ import torch
 
 from agent.builtin import search
 from agent.builtin.plans.program import build_source
+from agent.builtin.plans.common import Config
 from agent.builtin.policy import make_plan
-from tools.problems import ProblemError, load_problem
+from tools.problems import Problem, ProblemError, load_problem
+
+
+def first_candidate(problem: Problem, folder: Path) -> tuple[types.ModuleType, Config] | str:
+    """The built-in policy's first candidate (its plan's first configuration), imported from a
+    file in `folder` (Triton's @jit wants one), with that configuration; or the planner's error."""
+    plan = make_plan(problem)
+    if plan.error:
+        return plan.error
+    stages = list(plan.stages)
+    config = search.default_config(stages, plan.graph)
+    file = folder / f"candidate_{problem.path.stem}.py"
+    file.write_text(build_source(problem, plan.graph, stages, config))
+    spec = importlib.util.spec_from_file_location(file.stem, file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, config
 
 
 def check(path: Path, folder: Path) -> tuple[str, str]:
@@ -29,17 +47,11 @@ def check(path: Path, folder: Path) -> tuple[str, str]:
         problem = load_problem(path)
     except ProblemError as error:
         return "load", str(error)
-    plan = make_plan(problem)
-    if plan.error:
-        return "plan", plan.error
-    stages = list(plan.stages)
-    source = build_source(problem, plan.graph, stages, search.default_config(stages, plan.graph))
-    file = folder / f"candidate_{path.stem}.py"
-    file.write_text(source)
     try:
-        spec = importlib.util.spec_from_file_location(file.stem, file)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        built = first_candidate(problem, folder)
+        if isinstance(built, str):
+            return "plan", built
+        module, _ = built
         try:
             with torch.device("meta"):
                 module.ModelNew(*problem.init_inputs())

@@ -1,0 +1,148 @@
+"""Host cost of a kernel launch (issue 24's first row): the microseconds the host spends per
+launch, for a bare Triton `kernel[grid](...)`, the same kernel through its compiled handle, an eager
+PyTorch op, and the built-in policy's generated wrappers on suite problems. GPU only; the
+figures go to benchmarks/RESULTS.md.
+
+    python -m benchmarks.launch_cost                                  # on a GPU machine
+    python -m benchmarks.launch_cost --calls 5000 --only '01*,24*' --out /tmp/launch.json
+
+Method: inputs small enough that the GPU finishes each kernel well before the host has
+launched the next, `--calls` calls back to back with no synchronisation between them and one
+at the end. Host time per call = wall time / calls; per launch = that / the kernels one call
+launches (counted once with torch.profiler). CUDA events around the same loop give the GPU's
+time: when it is within 10% of the wall time the GPU, not the host, set the pace, and the row
+says `gpu-bound` (its host figure is then only an upper bound). The wrappers are built the way
+`kernelpilot bench` builds a first candidate (plan, first configuration, imported from a file),
+run here in this process on problems at their small size: trusted code, nothing sandboxed.
+"""
+import argparse
+import fnmatch
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import triton
+import triton.language as tl
+
+PROBLEMS = Path(__file__).resolve().parent / "problems"
+WRAPPED = "01_scale_bias_relu_chain,04_softmax_rows,06_layernorm,18_linear_bias_relu,24_tiny_mlp"
+GPU_BOUND = 0.9     # GPU time at least this share of the wall time: the GPU set the pace
+
+
+@dataclass(frozen=True)
+class Row:
+    case: str
+    launches: int               # kernels one call launches
+    host_us_per_call: float
+    host_us_per_launch: float
+    gpu_us_per_call: float
+    bound: str                  # host-bound, or gpu-bound (the host figure is an upper bound)
+    note: str = ""
+
+
+@triton.jit
+def _scale_kernel(in0_ptr, out0_ptr, n_elements, n_cols, n_inner, n_channels, BLOCK: tl.constexpr):
+    offs = tl.program_id(axis=0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n_elements
+    tl.store(out0_ptr + offs, tl.load(in0_ptr + offs, mask=mask) * 2.0, mask=mask)
+
+
+def measure(case: str, call: Callable[[], object], calls: int, note: str = "") -> Row:
+    for _ in range(20):             # warm: compiles, caches, allocator
+        call()
+    torch.cuda.synchronize()
+    launches = count_launches(call)
+    start_event, end_event = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start_event.record()
+    start = time.perf_counter()
+    for _ in range(calls):
+        call()
+    end_event.record()
+    torch.cuda.synchronize()
+    wall_us = (time.perf_counter() - start) * 1e6 / calls
+    gpu_us = start_event.elapsed_time(end_event) * 1e3 / calls
+    return Row(case, launches, round(wall_us, 2), round(wall_us / max(launches, 1), 2), round(gpu_us, 2),
+               "gpu-bound" if gpu_us >= GPU_BOUND * wall_us else "host-bound", note)
+
+
+def count_launches(call: Callable[[], object]) -> int:
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        call()
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+               and not e.name.startswith(("Memcpy", "Memset")))
+
+
+def bare_cases(calls: int) -> list[Row]:
+    x = torch.randn(1024, device="cuda")
+    out = torch.empty_like(x)
+    n = x.numel()
+    grid = (triton.cdiv(n, 1024),)
+    rows = [measure("triton kernel[grid](...)", lambda: _scale_kernel[grid](x, out, n, 1024, 1, 1, BLOCK=1024),
+                    calls),
+            measure("eager torch.mul (one ATen launch)", lambda: torch.mul(x, 2.0, out=out), calls)]
+    try:        # the compiled handle, past JITFunction's argument binding and cache lookup
+        compiled = _scale_kernel.warmup(x, out, n, 1024, 1, 1, BLOCK=1024, grid=grid)
+        launcher = compiled[grid]
+        rows.insert(1, measure("triton compiled[grid](...)", lambda: launcher(x, out, n, 1024, 1, 1), calls))
+    except Exception as error:     # an API this Triton version lacks: said, not hidden
+        rows.insert(1, Row("triton compiled[grid](...)", 0, float("nan"), float("nan"), float("nan"),
+                           "not measured", f"{type(error).__name__}: {error}"[:120]))
+    return rows
+
+
+def wrapper_case(path: Path, calls: int, folder: Path) -> Row:
+    from benchmarks.builds import first_candidate
+    from tools.problems import load_problem
+
+    problem = load_problem(path, size="small")
+    built = first_candidate(problem, folder)
+    if isinstance(built, str):
+        return Row(f"wrapper {path.stem}", 0, float("nan"), float("nan"), float("nan"), "not measured", built)
+    module, config = built
+    torch.manual_seed(0)
+    model = module.ModelNew(*problem.init_inputs()).cuda()
+    inputs = [x.cuda() for x in problem.draw_inputs()]
+    with torch.no_grad():
+        return measure(f"wrapper {path.stem} (small)", lambda: model(*inputs), calls,
+                       "CUDA graph" if config.cuda_graph else "")
+
+
+def table(rows: list[Row], device: str) -> str:
+    lines = [f"Device: {device}; torch {torch.__version__}, triton {triton.__version__}", "",
+             "| case | launches per call | host us per call | host us per launch | GPU us per call | bound | note |",
+             "|---|---:|---:|---:|---:|---|---|"]
+    lines += [f"| {r.case} | {r.launches} | {r.host_us_per_call:.1f} | {r.host_us_per_launch:.1f} | "
+              f"{r.gpu_us_per_call:.1f} | {r.bound} | {r.note} |" for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=2000, help="calls per case, back to back (default 2000)")
+    parser.add_argument("--only", default=WRAPPED, help="comma-separated globs over suite problems to wrap "
+                        f"(default {WRAPPED})")
+    parser.add_argument("--out", type=Path, help="also write the rows as JSON")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("launch_cost: no CUDA device: this benchmark measures GPU launches and needs a GPU", file=sys.stderr)
+        return 2
+    paths = [p for p in sorted(PROBLEMS.glob("[0-9]*.py")) if any(fnmatch.fnmatch(p.stem, g + ("*" if "*" not in g else ""))
+                                                                 for g in args.only.split(","))]
+    rows = bare_cases(args.calls)
+    with tempfile.TemporaryDirectory() as folder:
+        rows += [wrapper_case(path, args.calls, Path(folder)) for path in paths]
+    print(table(rows, torch.cuda.get_device_name()))
+    if args.out:
+        args.out.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
