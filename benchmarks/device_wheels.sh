@@ -35,6 +35,7 @@
 #                                               # (trl, datasets, pandas, ...; see TRAIN_PKGS)
 #   benchmarks/device_wheels.sh --with-pyarrow  # + pyarrow (about 40 MiB): only where the image's
 #                                               # is older than datasets' bound (>=24)
+#   benchmarks/device_wheels.sh --with-kernelbench  # + einops (KernelBench level 3's Mamba2 problems)
 #   benchmarks/device_wheels.sh --all           # both: the whole closure (52, 26.9 MiB),
 #                                               # for a bare Python 3.12 + torch
 #   PYTHON=/path/to/python benchmarks/device_wheels.sh   # pip to use (default python3)
@@ -154,13 +155,18 @@ TRAIN_PKGS=(
 PYARROW_PKGS=(
   pyarrow==26.0.1              # datasets: >=24, for --with-pyarrow
 )
+# The `kernelbench` extra: what KernelBench's own problems import (level 3's Mamba2), for --with-kernelbench.
+KERNELBENCH_PKGS=(
+  einops==0.8.1                # pyproject [kernelbench]
+)
 
-with_image=0; with_optional=0; with_grader=0; with_train=0; with_pyarrow=0
+with_image=0; with_optional=0; with_grader=0; with_train=0; with_pyarrow=0; with_kernelbench=0
 for arg in "$@"; do
   case "$arg" in
     --with-grader) with_grader=1 ;;
     --with-train) with_train=1 ;;
     --with-pyarrow) with_pyarrow=1 ;;
+    --with-kernelbench) with_kernelbench=1 ;;
     --with-image) with_image=1 ;;
     --with-optional) with_optional=1 ;;
     --all) with_image=1; with_optional=1 ;;
@@ -179,8 +185,9 @@ if (( with_optional )); then selected+=("${OPTIONAL_PKGS[@]}"); fi
 if (( with_grader )); then selected+=("${GRADER_PKGS[@]}"); fi
 if (( with_train )); then selected+=("${TRAIN_PKGS[@]}"); fi
 if (( with_pyarrow )); then selected+=("${PYARROW_PKGS[@]}"); fi
+if (( with_kernelbench )); then selected+=("${KERNELBENCH_PKGS[@]}"); fi
 managed=("${CORE_PKGS[@]}" "${IMAGE_PKGS[@]}" "${OPTIONAL_PKGS[@]}" "${GRADER_PKGS[@]}" "${TRAIN_PKGS[@]}"
-         "${PYARROW_PKGS[@]}")
+         "${PYARROW_PKGS[@]}" "${KERNELBENCH_PKGS[@]}")
 
 # Wheel file names spell the project name normalized: lower case, runs of -_. -> _
 norm() { echo "$1" | tr 'A-Z' 'a-z' | sed -E 's/[-_.]+/_/g'; }
