@@ -105,7 +105,7 @@ run_step() {
   PYTHONPATH="$STATE/site:$STATE/gguf-site:$PWD${PYTHONPATH:+:$PYTHONPATH}" timeout "$STEP_TIMEOUT" \
     "$PYTHON" -m policy_training.gpu_step --model "$MODEL" --out "$step" "${STEP_ARGS[@]}" \
     > "$OUT/step.log" 2>&1 || rc=$?
-  status "gpu_step exit $rc after ${SECONDS} s"
+  status "gpu_step exit $rc after ${SECONDS} s$( (( rc == 124 )) && echo ": ran past STEP_TIMEOUT (${STEP_TIMEOUT} s)")"
   local name
   for name in summary.json profile.json metrics.jsonl; do
     if [[ -f "$step/grpo/$name" ]]; then cp "$step/grpo/$name" "$OUT/"; fi

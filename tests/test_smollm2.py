@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from policy_training import smollm2
-from policy_training.smollm2 import MissingInput, check_wheel, convert, gguf_member, main, require_gguf
+from policy_training.smollm2 import (ConversionError, MissingInput, check_logits, check_wheel, convert, gguf_member,
+                                     main, require_gguf)
 
 ARCHITECTURE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                     num_key_value_heads=2, head_dim=16, tie_word_embeddings=True, max_position_embeddings=2048,
@@ -157,3 +158,15 @@ def test_without_the_gguf_package_the_error_names_the_pin(monkeypatch):
     monkeypatch.setitem(sys.modules, "gguf", None)  # as if it were not installed
     with pytest.raises(MissingInput, match=r"pip install 'gguf==0.19.0'"):
         require_gguf()
+
+
+def test_a_copy_whose_logits_moved_is_refused():
+    import torch
+
+    reference = torch.tensor([0.0, 3.0, 1.0])
+    assert check_logits(reference, reference + 1e-5, "float32") < 1e-4
+    assert check_logits(reference, reference + 0.5, "bfloat16") == pytest.approx(0.5)
+    with pytest.raises(ConversionError, match="differ from the GGUF model's by 0.01"):
+        check_logits(reference, reference + torch.tensor([0.0, 0.0, 0.01]), "float32")
+    with pytest.raises(ConversionError, match="the copy is wrong"):      # within tolerance, another top token
+        check_logits(reference, torch.tensor([0.0, 3.0, 3.5]), "bfloat16")
