@@ -1,0 +1,57 @@
+"""The throughput benchmark's script (policy_training/grader/throughput.py) as a dry run in the
+Triton interpreter: a warm-up outside the clock, each pass printed with its phase breakdown as
+soon as it ends and written to --out, a pass past --deadline skipped and said so, and the
+KernelBench side pass refused with one line where it cannot run (no checkout, no CUDA)."""
+import json
+
+import pytest
+
+from policy_training.grader.throughput import main
+from tools.records import PhaseSeconds
+
+
+@pytest.mark.slow
+def test_a_dry_run_warms_up_prints_each_pass_with_its_phases_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "thru.json"
+    assert main(["--cpu", "--lanes", "0", "--only", "04*", "--rounds", "1", "--protocols", "reward",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "### reward:" in printed and "after a warm-up pass of" in printed and "| first_trial |" in printed
+    assert "| second_run |" in printed and "1/1 candidates with the same verdict" in printed
+    data = json.loads(out.read_text())
+    (report,) = data["passes"]
+    assert (data["warmup"], data["second_size"], data["candidates"]) == (True, True, ["04_softmax_rows"])
+    assert (report["protocol"], report["status"], report["graded"], report["failed"]) == ("reward", "measured", 1, 0)
+    assert report["warmup_seconds"] > 0 and report["seconds"] > 0 and report["per_minute"] > 0
+    assert report["verdicts"] == {"04_softmax_rows": ["correct"]}
+    phases = {row["phase"]: row for row in report["phases"]}
+    assert set(PhaseSeconds.PHASES) <= set(phases)
+    assert phases["load"]["mean_s"] > 0 and phases["second_run"]["mean_s"] > 0 and phases["timing"]["mean_s"] == 0
+    assert sum(row["share"] for name, row in phases.items() if not name.startswith("device lock")) == \
+        pytest.approx(1.0, abs=0.01)        # the phases, the rest and the idle time are the lanes' whole time
+
+
+def test_a_pass_past_the_deadline_is_skipped_and_said_so(tmp_path, capsys):
+    out = tmp_path / "thru.json"
+    assert main(["--cpu", "--lanes", "0", "--only", "04*", "--deadline", "0", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "### reward: skipped (it would have started after the --deadline of 0s)" in printed
+    assert "### full: skipped" in printed and "no pass was measured" in printed
+    assert [(p["protocol"], p["status"], p["graded"]) for p in json.loads(out.read_text())["passes"]] == \
+        [("reward", "skipped", 0), ("full", "skipped", 0)]
+
+
+def test_the_kernelbench_pass_needs_a_checkout_and_cuda(tmp_path):
+    with pytest.raises(SystemExit, match=r"^throughput: --kernelbench .*: no src/kernelbench/eval.py there"):
+        main(["--cpu", "--kernelbench", str(tmp_path)])
+    harness = tmp_path / "src" / "kernelbench" / "eval.py"
+    harness.parent.mkdir(parents=True)
+    harness.write_text("raise SystemExit('never imported on a machine without CUDA')\n")
+    with pytest.raises(SystemExit, match=r"^throughput: --kernelbench needs a CUDA GPU .*--cpu was given$"):
+        main(["--cpu", "--kernelbench", str(tmp_path)])
+
+
+def test_an_unknown_protocol_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["--protocols", "reward,fast"])
+    assert "'fast' is not one of full, reward" in capsys.readouterr().err
