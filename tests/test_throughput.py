@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from policy_training.grader.kernelbench_pass import Harness, checkout
 from policy_training.grader.throughput import main
 from tools.records import PhaseSeconds
 
@@ -55,3 +56,36 @@ def test_an_unknown_protocol_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         main(["--protocols", "reward,fast"])
     assert "'fast' is not one of full, reward" in capsys.readouterr().err
+
+
+FAKE_HARNESS = '''"""A stand-in for a checkout's src/kernelbench/eval.py (written by the test, not KernelBench's):
+it imports the two LLM-only modules KernelBench's package imports, and answers with what it was asked."""
+import types
+
+import dotenv
+import litellm
+
+
+def eval_kernel_against_ref(original_model_src, custom_model_src, **settings):
+    asked = (settings["num_correct_trials"], settings["num_perf_trials"], settings["backend"],
+             settings["measure_performance"], settings["check_for_excessive_speedup"])
+    if "raise" in custom_model_src:
+        raise RuntimeError("raised in the harness")
+    return types.SimpleNamespace(compiled=True, correctness=asked == (5, 100, "triton", True, True),
+                                 runtime=float(settings["num_perf_trials"]), metadata={"hardware": "stand-in"})
+'''
+
+
+def test_the_harness_subprocess_asks_as_documented_and_stubs_llm_clients_only_when_told(tmp_path):
+    harness = tmp_path / "src" / "kernelbench" / "eval.py"
+    harness.parent.mkdir(parents=True)
+    harness.write_text(FAKE_HARNESS)
+    (harness.parent / "__init__.py").write_text("")
+    with pytest.raises(SystemExit, match=r"^throughput: KernelBench's harness does not import here \("
+                                         r"ModuleNotFoundError: No module named '(litellm|dotenv)'\).*stub-llm"):
+        Harness(checkout(tmp_path), gpu=0)
+    with Harness(checkout(tmp_path), gpu=0, stub_llm=True) as stubbed:
+        assert sorted(stubbed.stubbed) == ["dotenv", "litellm"]
+        honest, raised = stubbed.grade("problem", "candidate"), stubbed.grade("problem", "raise")
+    assert (honest.verdict(), honest.runtime_us, honest.device) == ("correct", 100.0, "stand-in")
+    assert (raised.verdict(), raised.answered) == ("no result", False) and "raised in the harness" in raised.error

@@ -9,15 +9,21 @@ one spawned subprocess that grades serially, one candidate at a time on the GPU:
 scripts/eval_from_generations.py does per GPU (it even starts a fresh process pool per batch; one
 kept process is the lenient choice). It needs CUDA, and the modules KernelBench's package imports
 (its LLM clients included): both are checked before any pass starts, each failure one line.
+Its package imports `litellm` and `dotenv` for its LLM queries, never used by the evaluation;
+where they are not installed (the GPU machines: litellm's wheel alone is 44 MB, with boto3 behind
+it), `stub_llm=True` (throughput.py --kernelbench-stub-llm) gives the subprocess placeholders for
+exactly those two, said in the report: `litellm.completion` raises if anything calls it.
 
     eval_py = checkout(Path("~/KernelBench").expanduser())     # SystemExit (one line) if it is not one
-    with Harness(eval_py, gpu=0) as harness:                    # SystemExit if it does not import here
+    with Harness(eval_py, gpu=0, stub_llm=False) as harness:    # SystemExit if it does not import here
         verdict = harness.grade(problem_source, candidate_source)   # Theirs
 """
 import contextlib
+import importlib.util
 import multiprocessing
 import sys
 import time
+import types
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +33,10 @@ PERF_TRIALS = 100
 BACKEND = "triton"
 SEED = 42
 IMPORT_S = 300.0            # the subprocess's import of torch and KernelBench
+LLM_ONLY = ("litellm", "dotenv")    # imported by KernelBench's package for its LLM queries only
 
 _harness = None             # in the subprocess: KernelBench's eval module, or why it did not import
+_stubbed: list[str] = []    # in the subprocess: the LLM_ONLY modules given placeholders
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,7 @@ class Theirs:
     error: str                      # its metadata's error names, or why there is no result
     seconds: float                  # wall time of the call, in the subprocess
     answered: bool = True           # False: it returned None (its "retry" on a lock-file error)
+    device: str = ""                # its metadata's hardware
 
     def verdict(self) -> str:
         if not self.answered:
@@ -65,9 +74,22 @@ def need_cuda(cpu: bool) -> None:
                          "one); " + ("--cpu was given" if cpu else "torch sees none here"))
 
 
-def _start(src: str) -> None:
-    global _harness
+def _placeholder(name: str) -> types.ModuleType:
+    module = types.ModuleType(name, f"a placeholder for {name}, which KernelBench's evaluation never calls")
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(f"{name} is a placeholder here (throughput.py --kernelbench-stub-llm)")
+    module.completion, module.load_dotenv = refuse, lambda *args, **kwargs: False
+    return module
+
+
+def _start(src: str, stub_llm: bool) -> None:
+    global _harness, _stubbed
     sys.path.insert(0, src)
+    for name in LLM_ONLY if stub_llm else ():
+        if importlib.util.find_spec(name) is None:
+            sys.modules[name] = _placeholder(name)
+            _stubbed.append(name)
     try:
         with contextlib.redirect_stdout(sys.stderr):
             import kernelbench.eval as harness
@@ -76,8 +98,8 @@ def _start(src: str) -> None:
         _harness = f"{type(error).__name__}: {error}"
 
 
-def _ready() -> str:
-    return _harness if isinstance(_harness, str) else ""
+def _ready() -> tuple[str, list[str]]:
+    return _harness if isinstance(_harness, str) else "", _stubbed
 
 
 def _grade(problem: str, candidate: str, gpu: int) -> Theirs:
@@ -93,22 +115,23 @@ def _grade(problem: str, candidate: str, gpu: int) -> Theirs:
     errors = ", ".join(str(meta[k]) for k in sorted(meta) if k.endswith("error_name"))
     runtime = result.runtime if result.runtime is not None and result.runtime >= 0 else None
     return Theirs(bool(result.compiled), bool(result.correctness), runtime, bool(meta.get("excessive_speedup")),
-                  errors, seconds)
+                  errors, seconds, device=str(meta.get("hardware", "")))
 
 
 class Harness:
     """One spawned subprocess with KernelBench imported, grading one candidate at a time."""
 
-    def __init__(self, eval_py: Path, gpu: int):
+    def __init__(self, eval_py: Path, gpu: int, stub_llm: bool = False):
         self.gpu = gpu
         src = str(eval_py.parent.parent)
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_start, initargs=(src,))
-        problem = self._pool.submit(_ready).result(timeout=IMPORT_S)
+                                         initializer=_start, initargs=(src, stub_llm))
+        problem, self.stubbed = self._pool.submit(_ready).result(timeout=IMPORT_S)
         if problem:
             self.close()
             raise SystemExit(f"throughput: KernelBench's harness does not import here ({problem}); its package "
-                             f"imports its LLM clients too: install its dependencies (pip install -e PATH)")
+                             f"imports its LLM clients too: install its dependencies (pip install -e PATH), or "
+                             f"--kernelbench-stub-llm for placeholders of {' and '.join(LLM_ONLY)}")
 
     def grade(self, problem: str, candidate: str) -> Theirs:
         started = time.perf_counter()

@@ -3,7 +3,7 @@ by side on the same candidates (issue 20 part 5), whether their verdicts agree, 
 evaluation's time goes; optionally KernelBench's own harness on the same candidates.
 
     python -m policy_training.grader.throughput --lanes 4 --rounds 2 --out thru.json --deadline 480   # a GPU
-    python -m policy_training.grader.throughput --lanes 4 --kernelbench ~/KernelBench      # + KernelBench's
+    python -m policy_training.grader.throughput --kernelbench ~/KernelBench --kernelbench-stub-llm  # + theirs
     python -m policy_training.grader.throughput --cpu --lanes 2 --only '0[1-3]*'   # a dry run, no timings
 
 For each protocol (`--protocols`, default reward then full) a fresh pool (`--lanes` lane
@@ -26,7 +26,10 @@ protocol, and whether they agree.
 `--kernelbench PATH` adds a pass of KernelBench's own `eval_kernel_against_ref` from the checkout
 at PATH (policy_training/grader/kernelbench_pass.py: one subprocess, serial, 5 correctness and 100
 timed trials, backend triton), warmed up and timed the same way, its verdicts (compiled, correct)
-counted beside ours. It needs CUDA. Nothing here is a test: it measures.
+counted beside ours. It needs CUDA, and the modules KernelBench's package imports: where its LLM
+clients (litellm, dotenv) are not installed, `--kernelbench-stub-llm` gives that subprocess
+placeholders for them (its evaluation never calls them; the report says so). Nothing here is a
+test: it measures.
 """
 import argparse
 import json
@@ -138,7 +141,7 @@ def their_pass(harness: Harness, work: Work, rounds: int, warmup: bool, late: Ca
                       phases=[PhaseRow("eval_kernel_against_ref", statistics.fmean(per_call or [0.0]),
                                        statistics.median(per_call or [0.0]), sum(per_call) / seconds)],
                       verdicts={name: [t.verdict() for m, t in graded if m == name] for name, _, _ in work},
-                      speedups={name: None for name, _, _ in work})
+                      speedups={name: None for name, _, _ in work}, device=answered[0].device if answered else "")
 
 
 def phase_rows(ok: list[Graded], lane_seconds: float) -> list[PhaseRow]:
@@ -176,6 +179,7 @@ def pass_text(report: PassReport, warmup: bool) -> str:
     warm = (f"after a warm-up pass of {report.warmup_seconds:.0f}s outside the clock (baselines and Triton caches "
             f"warm: the steady state)" if report.warmup_seconds is not None else
             "no warm-up: cold baselines and caches are on the clock" if not warmup else "")
+    warm += f"; {report.reason}" if report.reason else ""
     lines = [f"### {report.protocol}: {report.per_minute:.1f} graded per GPU-minute ({report.device or '?'}; "
              f"{report.lanes} lane(s); {warm})", "",
              "| protocol | graded | failed (our side) | minutes | graded per GPU-minute |", "|---|---:|---:|---:|---:|",
@@ -239,6 +243,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="a JSON file of every pass so far, rewritten after each")
     parser.add_argument("--deadline", type=float, help="seconds from the start after which no pass starts")
     parser.add_argument("--kernelbench", type=Path, help="a KernelBench checkout: also a pass of its own harness")
+    parser.add_argument("--kernelbench-stub-llm", action="store_true",
+                        help="placeholders for litellm and dotenv where missing (KernelBench imports them for its "
+                             "LLM queries only)")
     args = parser.parse_args(argv)
     if args.lanes < 0 or args.rounds < 1:
         parser.error("--lanes must be 0 or more and --rounds 1 or more")
@@ -261,8 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         if late():
             report = PassReport(name, "skipped", f"it would have started after the --deadline of {args.deadline:.0f}s")
         elif name == KERNELBENCH:
-            with Harness(eval_py, args.gpu) as harness:
+            with Harness(eval_py, args.gpu, args.kernelbench_stub_llm) as harness:
                 report = their_pass(harness, work, args.rounds, not args.no_warmup, late)
+                report.reason = f"placeholders for {', '.join(harness.stubbed)}" if harness.stubbed else ""
         else:
             config = EvalConfig(protocol=Protocol(name), second_size=not args.no_second_size)
             runtime = RuntimeOptions(cuda_index=args.gpu, force_cpu=args.cpu, eval=config)
