@@ -55,7 +55,10 @@ def test_the_kernelbench_pass_needs_a_checkout_and_cuda(tmp_path):
 def test_an_unknown_protocol_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         main(["--protocols", "reward,fast"])
-    assert "'fast' is not one of full, reward" in capsys.readouterr().err
+    assert "'fast' is not one of full, reward, kernelbench" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--protocols", "kernelbench"])
+    assert "--protocols kernelbench needs --kernelbench PATH" in capsys.readouterr().err
 
 
 FAKE_HARNESS = '''"""A stand-in for a checkout's src/kernelbench/eval.py (written by the test, not KernelBench's):

@@ -236,7 +236,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default="*", help="comma-separated globs over suite problem names")
     parser.add_argument("--gpu", type=int, default=0, help="CUDA device (default 0)")
     parser.add_argument("--cpu", action="store_true", help="the Triton interpreter (nothing timed): a dry run")
-    parser.add_argument("--protocols", default="reward,full", help="comma-separated, in order (default reward,full)")
+    parser.add_argument("--protocols", default="reward,full",
+                        help=f"comma-separated, in order (default reward,full; {KERNELBENCH}: KernelBench's harness, "
+                             f"last by default with --kernelbench)")
     parser.add_argument("--no-warmup", action="store_true", help="no untimed warm-up pass before each timed one")
     parser.add_argument("--no-second-size", action="store_true",
                         help="skip the check at a second size set (`kernelpilot grader serve` runs it)")
@@ -249,9 +251,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.lanes < 0 or args.rounds < 1:
         parser.error("--lanes must be 0 or more and --rounds 1 or more")
-    for name in args.protocols.split(","):
-        if name not in {p.value for p in Protocol}:
-            parser.error(f"--protocols: {name!r} is not one of {', '.join(p.value for p in Protocol)}")
+    names = args.protocols.split(",")
+    for name in names:
+        if name not in {p.value for p in Protocol} | {KERNELBENCH}:
+            parser.error(f"--protocols: {name!r} is not one of {', '.join(p.value for p in Protocol)}, {KERNELBENCH}")
+    if (KERNELBENCH in names) != bool(args.kernelbench):
+        if not args.kernelbench:
+            parser.error(f"--protocols {KERNELBENCH} needs --kernelbench PATH")
+        args.protocols += f",{KERNELBENCH}"     # its pass comes last unless placed
     return args
 
 
@@ -262,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         need_cuda(args.cpu)
     late = (lambda: False) if args.deadline is None else (lambda: time.monotonic() - started > args.deadline)
     work, reports = pairs(args.only), []
-    for name in args.protocols.split(",") + ([KERNELBENCH] if eval_py else []):
+    for name in args.protocols.split(","):
         print(f"throughput: {name} pass: {len(work)} candidate(s), {'a warm-up, then ' * (not args.no_warmup)}"
               f"{args.rounds} round(s) on the clock", file=sys.stderr, flush=True)
         if late():
