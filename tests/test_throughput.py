@@ -25,6 +25,8 @@ def test_a_dry_run_warms_up_prints_each_pass_with_its_phases_and_writes_json(tmp
     assert (report["protocol"], report["status"], report["graded"], report["failed"]) == ("reward", "measured", 1, 0)
     assert report["warmup_seconds"] > 0 and report["seconds"] > 0 and report["per_minute"] > 0
     assert report["verdicts"] == {"04_softmax_rows": ["correct"]}
+    (graded,) = report["evaluations"]
+    assert graded["lane_s"] >= graded["seconds"] >= sum(graded["phases"][p] for p in PhaseSeconds.PHASES) > 0
     phases = {row["phase"]: row for row in report["phases"]}
     assert set(PhaseSeconds.PHASES) <= set(phases)
     assert phases["load"]["mean_s"] > 0 and phases["second_run"]["mean_s"] > 0 and phases["timing"]["mean_s"] == 0

@@ -60,7 +60,7 @@ Work = list[tuple[str, str, str]]       # (name, problem source, candidate sourc
 class PhaseRow:
     phase: str
     mean_s: float
-    median_s: float
+    median_s: float | None      # None: not a per-candidate quantity (idle lane time)
     share: float            # of the pass's lane time: lanes x wall seconds
 
 
@@ -81,6 +81,7 @@ class PassReport:
     verdicts: dict[str, list[str]] = field(default_factory=dict)     # per candidate, one per round
     speedups: dict[str, float | None] = field(default_factory=dict)  # median trusted speedup vs eager
     device: str = ""
+    evaluations: list[dict] = field(default_factory=list)   # each graded one: name, seconds, lane_s, phases
 
 
 def pairs(only: str) -> Work:
@@ -116,7 +117,15 @@ def our_pass(options: PoolOptions, work: Work, rounds: int, warmup: bool, late: 
                       phases=phase_rows(ok, lanes * seconds),
                       verdicts={n: [verdict(g) for m, g in graded if m == n] for n in names},
                       speedups={n: median_speedup([g for m, g in graded if m == n]) for n in names},
-                      device=ok[0].result.device if ok else "")
+                      device=ok[0].result.device if ok else "", evaluations=[evaluation(n, g) for n, g in graded])
+
+
+def evaluation(name: str, entry: Graded | BaseException) -> dict:
+    if not isinstance(entry, Graded):
+        return {"candidate": name, "error": str(entry)[:300]}
+    phases = entry.result.phases.model_dump() if entry.result.phases else None
+    return {"candidate": name, "status": entry.result.status.value, "seconds": entry.result.seconds,
+            "lane_s": entry.lane_s, "queued_s": entry.queued_s, "phases": phases}
 
 
 def their_pass(harness: Harness, work: Work, rounds: int, warmup: bool, late: Callable[[], bool]) -> PassReport:
@@ -153,7 +162,7 @@ def phase_rows(ok: list[Graded], lane_seconds: float) -> list[PhaseRow]:
     rows = [PhaseRow(name, statistics.fmean(v), statistics.median(v), sum(v) / lane_seconds)
             for name, v in columns.items() if v]
     idle = lane_seconds - sum(g.lane_s for g in ok)
-    rows.append(PhaseRow("(lanes idle)", idle / max(1, len(ok)), float("nan"), idle / lane_seconds))
+    rows.append(PhaseRow("(lanes idle)", idle / max(1, len(ok)), None, idle / lane_seconds))
     held = [g.result.phases.lock_held for g in measured]
     if held:    # not a phase: it overlaps them; the device's serial part, whatever the number of lanes
         rows.append(PhaseRow("device lock held (overlaps the above)", statistics.fmean(held), statistics.median(held),
@@ -186,7 +195,7 @@ def pass_text(report: PassReport, warmup: bool) -> str:
              f"| {report.protocol} | {report.graded} | {report.failed} | {report.seconds / 60:.2f} | "
              f"{report.per_minute:.1f} |", "",
              "| phase | mean s per candidate | median s | share of lane time |", "|---|---:|---:|---:|"]
-    lines += [f"| {r.phase} | {r.mean_s:.3f} | {'-' if r.median_s != r.median_s else f'{r.median_s:.3f}'} | "
+    lines += [f"| {r.phase} | {r.mean_s:.3f} | {'-' if r.median_s is None else f'{r.median_s:.3f}'} | "
               f"{100 * r.share:.1f}% |" for r in report.phases]
     return "\n".join(lines)
 
@@ -224,7 +233,7 @@ def write_json(path: Path | None, args: argparse.Namespace, work: Work, reports:
             "second_size": not args.no_second_size,
             "candidates": [name for name, _, _ in work], "passes": [asdict(r) for r in reports]}
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps(data, indent=1, default=str))
+    partial.write_text(json.dumps(data, indent=1, allow_nan=False))
     partial.replace(path)
 
 
