@@ -21,7 +21,8 @@ def test_a_dry_run_warms_up_prints_each_pass_with_its_phases_and_writes_json(tmp
     assert "| second_run |" in printed and "1/1 candidates with the same verdict" in printed
     data = json.loads(out.read_text())
     (report,) = data["passes"]
-    assert (data["warmup"], data["second_size"], data["candidates"]) == (True, True, ["04_softmax_rows"])
+    assert (data["warmup"], data["second_size"], data["warm"], data["candidates"]) == \
+        (True, True, 1, ["04_softmax_rows"])
     assert (report["protocol"], report["status"], report["graded"], report["failed"]) == ("reward", "measured", 1, 0)
     assert report["warmup_seconds"] > 0 and report["seconds"] > 0 and report["per_minute"] > 0
     assert report["verdicts"] == {"04_softmax_rows": ["correct"]}

@@ -21,7 +21,9 @@ per graded candidate and the share of the pass's lane time (lanes x wall seconds
 `--out FILE`, rewrites FILE as JSON with every pass so far, so a run cut short keeps what it
 measured. A pass that would start after `--deadline` seconds from the start is skipped and said
 so, never cut short. At the end: per candidate the verdicts and speedups vs eager of every
-protocol, and whether they agree.
+protocol, and whether they agree. `--warm N` sets how many workers each lane's sandbox keeps
+started ahead of need (1, as the grader serves; an evaluation with its second-size check takes
+two workers).
 
 `--kernelbench PATH` adds a pass of KernelBench's own `eval_kernel_against_ref` from the checkout
 at PATH (policy_training/grader/kernelbench_pass.py: one subprocess, serial, 5 correctness and 100
@@ -230,7 +232,7 @@ def write_json(path: Path | None, args: argparse.Namespace, work: Work, reports:
     if path is None:
         return
     data = {"lanes": args.lanes, "rounds": args.rounds, "warmup": not args.no_warmup, "cpu": args.cpu,
-            "second_size": not args.no_second_size,
+            "second_size": not args.no_second_size, "warm": args.warm,
             "candidates": [name for name, _, _ in work], "passes": [asdict(r) for r in reports]}
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     partial.write_text(json.dumps(data, indent=1, allow_nan=False))
@@ -249,6 +251,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated, in order (default reward,full; {KERNELBENCH}: KernelBench's harness, "
                              f"last by default with --kernelbench)")
     parser.add_argument("--no-warmup", action="store_true", help="no untimed warm-up pass before each timed one")
+    parser.add_argument("--warm", type=int, default=1,
+                        help="workers each lane's sandbox keeps started ahead of need (default 1, as grader serve)")
     parser.add_argument("--no-second-size", action="store_true",
                         help="skip the check at a second size set (`kernelpilot grader serve` runs it)")
     parser.add_argument("--out", type=Path, help="a JSON file of every pass so far, rewritten after each")
@@ -258,8 +262,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="placeholders for litellm and dotenv where missing (KernelBench imports them for its "
                              "LLM queries only)")
     args = parser.parse_args(argv)
-    if args.lanes < 0 or args.rounds < 1:
-        parser.error("--lanes must be 0 or more and --rounds 1 or more")
+    if args.lanes < 0 or args.rounds < 1 or args.warm < 0:
+        parser.error("--lanes and --warm must be 0 or more, --rounds 1 or more")
     names = args.protocols.split(",")
     for name in names:
         if name not in {p.value for p in Protocol} | {KERNELBENCH}:
@@ -289,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                 report.reason = f"placeholders for {', '.join(harness.stubbed)}" if harness.stubbed else ""
         else:
             config = EvalConfig(protocol=Protocol(name), second_size=not args.no_second_size)
-            runtime = RuntimeOptions(cuda_index=args.gpu, force_cpu=args.cpu, eval=config)
+            runtime = RuntimeOptions(cuda_index=args.gpu, force_cpu=args.cpu, eval=config, warm=args.warm)
             options = PoolOptions(runtime=runtime, devices=(None if args.cpu else args.gpu,) * args.lanes,
                                   capacity=len(work) * args.rounds)
             report = our_pass(options, work, args.rounds, not args.no_warmup, late)
