@@ -13,6 +13,7 @@ import pytest
 
 from agent.cli.common import ExitCode
 from tests.conftest import CANDIDATES, FIXTURES, PROBLEMS, ROOT, wait_for_candidate_file
+from tools.records import PhaseSeconds
 
 SOFTMAX = str(PROBLEMS / "04_softmax_rows.py")
 KEYS = {"status", "flags", "reason", "max_abs_error", "rel_error", "runtime_ms", "eager_ms", "compile_ms",
@@ -30,6 +31,7 @@ def test_json_is_exactly_one_object_with_the_contract_keys():
     result = json.loads(done.stdout)
     assert KEYS <= set(result)
     assert (result["status"], result["mode"], result["runtime_ms"]) == ("correct", "cpu-interpreter", None)
+    assert result["phases"]["load"] > 0 and sum(result["phases"][p] for p in PhaseSeconds.PHASES) <= result["seconds"]
 
 
 def test_a_failing_candidate_still_exits_zero_with_its_verdict():

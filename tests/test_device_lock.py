@@ -56,6 +56,7 @@ def test_reentrant_in_a_thread_and_released_after_the_outermost(tmp_path):
             pass
         assert lock._fd is not None             # still held by the outer block
     assert lock._fd is None
+    assert 0.0 < lock.held_s < 5.0          # held once, from the outer block's entry to its exit
     other = DeviceLock(path)
     with other:
         assert other.waited_s < 1.0

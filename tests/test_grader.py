@@ -196,6 +196,7 @@ def test_concurrent_honest_wrong_hostile_and_malformed_requests(grader):
     honest, wrong, cheat, probe = (verdicts[name] for name in gradings)
     assert (honest.status.value, honest.reward, honest.kind.value, honest.hack) == ("correct", 1.0, "untimed", False)
     assert honest.result.mode.value == "cpu-interpreter" and honest.evaluation_id is not None
+    assert honest.result.phases is not None and honest.result.phases.first_trial > 0    # where its time went
     assert (wrong.status.value, wrong.reward, wrong.kind.value) == ("incorrect", -0.2, "failed")
     assert (cheat.status.value, cheat.reward, cheat.hack) == ("rejected", -1.0, True), cheat.reason
     assert "gc" in cheat.reason

@@ -14,6 +14,7 @@ one measures. The kernel drops an flock when its process dies, even by SIGKILL.
     with lock:
         ...                             # trials and timing
     lock.waited_s                       # how long the last acquisition waited
+    lock.held_s                         # how long it has been held, all acquisitions together
 """
 import fcntl
 import os
@@ -50,7 +51,8 @@ class DeviceLock:
     """Re-entrant within a thread (a baseline timed inside an evaluation takes it again)."""
 
     def __init__(self, path: Path | None):
-        self.path, self.waited_s = path, 0.0
+        self.path, self.waited_s, self.held_s = path, 0.0, 0.0
+        self._since = 0.0
         self._fd: int | None = None
         self._depth = 0
         self._thread_lock = threading.RLock()
@@ -74,7 +76,7 @@ class DeviceLock:
             os.close(fd)
             self._thread_lock.release()
             raise
-        self._fd, self._depth, self.waited_s = fd, 1, time.monotonic() - start
+        self._fd, self._depth, self.waited_s, self._since = fd, 1, time.monotonic() - start, time.monotonic()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -83,4 +85,5 @@ class DeviceLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+            self.held_s += time.monotonic() - self._since
         self._thread_lock.release()

@@ -44,6 +44,7 @@ from tools.device_lock import DeviceLock
 from tools.inputs import Distribution, draw, secret_seed, trial_plan
 from tools.integrity import judge_audit
 from tools.lint import lint_problem
+from tools.phases import Stopwatch
 from tools.provenance import Provenance
 from tools.static_check import Finding, Severity, check_source
 from tools.problems import Problem
@@ -126,6 +127,7 @@ class Evaluator:
         self.baselines = baselines or BaselineStore(sandbox, device, self.exchange, config.timing.full(),
                                                     device_lock=self.device_lock)
         self._contexts: OrderedDict[tuple[str, str], ProblemContext] = OrderedDict()
+        self.clock = Stopwatch()          # the running evaluation's phases (one at a time: self.serial)
 
     def evaluate(self, problem: Problem, source: str, config: EvalConfig | None = None) -> EvalResult:
         """One evaluation; `config` overrides the evaluator's own for this call. Sessions on
@@ -135,29 +137,35 @@ class Evaluator:
             return self._evaluate(problem, source, config)
 
     def _evaluate(self, problem: Problem, source: str, config: EvalConfig | None) -> EvalResult:
-        start = time.perf_counter()
+        start, held, self.clock = time.perf_counter(), self.device_lock.held_s, Stopwatch()
         config = config or self.config
-        context = self.context(problem)
+        with self.clock.phase("context"):
+            context = self.context(problem)
         findings = check_source(source)
         outcome, ready, log = self._attempt(context, source, config)
         outcome = apply_static(outcome, findings, context)
         result = self._result(problem, source, context, outcome, ready, log, time.perf_counter() - start, config)
         if self._excessive(context, result):
-            result = self._audit(context, source, config, result)
+            with self.clock.phase("audit"):
+                result = self._audit(context, source, config, result)
         if config.second_size and result.status is EvalStatus.CORRECT:
             result = self._second_size(context, source, config, result)
         return result.model_copy(update={"static_findings": [f.text() for f in findings],
+                                         "phases": self.clock.record(lock_held=self.device_lock.held_s - held),
                                          "seconds": time.perf_counter() - start})
 
     def _attempt(self, context: ProblemContext, source: str, config: EvalConfig) -> tuple[Outcome, Ready | None, str]:
         """One run of the candidate in a fresh worker: (outcome, the worker's ready facts, log tail)."""
-        worker = self.sandbox.worker()
+        with self.clock.phase("worker"):
+            worker = self.sandbox.worker()
         try:
             outcome = self._run(context, worker, source, config)
-            log = clean(worker.log_tail(LOG_CHARS))     # what the candidate printed: no escapes, no secrets
+            with self.clock.phase("close"):
+                log = clean(worker.log_tail(LOG_CHARS))     # what the candidate printed: no escapes, no secrets
         finally:
-            worker.close()
-            self.exchange.collect()
+            with self.clock.phase("close"):
+                worker.close()
+                self.exchange.collect()
         return outcome, worker.ready, log
 
     def _excessive(self, context: ProblemContext, result: EvalResult) -> bool:
@@ -187,12 +195,14 @@ class Evaluator:
         """The candidate again at a second size set drawn now, in a fresh worker that is asked
         exactly as the first was (only the sizes differ), correctness only. The verdict stays
         the first check's, unless the candidate was rejected there."""
-        second = second_size(context.reference.problem, self.device.torch_device)
+        with self.clock.phase("second_reference"):
+            second = second_size(context.reference.problem, self.device.torch_device)
         if isinstance(second, str):     # our side: no size set the problem allows (said, not flagged)
             check = SizeCheck(sizes={}, status=None, holds=False, reason=second)
             return result.model_copy(update={"second_size": check, "notes": [*result.notes, check.text()]})
         resized = ProblemContext(second.reference, context.lint, context.distributions)
-        outcome, _, log = self._attempt(resized, source, replace(config, timed=False))
+        with self.clock.phase("second_run"):
+            outcome, _, log = self._attempt(resized, source, replace(config, timed=False))
         check = size_check(outcome, second.sizes, own_kernels=Flag.NO_CUSTOM_KERNEL not in result.flags)
         if check.holds:
             return result.model_copy(update={"second_size": check})
@@ -251,7 +261,8 @@ class Evaluator:
 
     def _run(self, context: ProblemContext, worker: Worker, source: str, config: EvalConfig) -> Outcome:
         problem = context.reference.problem
-        loaded = ask(worker, load_request(source, "ModelNew", problem.init_inputs()), config.limits.load_s)
+        with self.clock.phase("load"):
+            loaded = ask(worker, load_request(source, "ModelNew", problem.init_inputs()), config.limits.load_s)
         if isinstance(loaded, Failure):
             return failed(loaded)
         if loaded.flags_changed:
@@ -263,7 +274,8 @@ class Evaluator:
         provenance.add(loaded.audit.launches, 0, "load")
         with ExitStack() as device:     # loaded (imported, built) outside the lock; checked and timed alone
             def take() -> None:
-                device.enter_context(self.device_lock)      # re-entrant: taking it twice is harmless
+                with self.clock.phase("lock_wait"):
+                    device.enter_context(self.device_lock)      # re-entrant: taking it twice is harmless
             reward = config.protocol is Protocol.REWARD
             if not reward:
                 take()
@@ -275,10 +287,12 @@ class Evaluator:
         if outcome.status is not EvalStatus.CORRECT or self.device.mode is Mode.CPU_INTERPRETER or not config.timed:
             return outcome
         take()
-        self.sandbox.settle()   # warm workers still starting would compete with the timed loop
+        with self.clock.phase("settle"):
+            self.sandbox.settle()   # warm workers still starting would compete with the timed loop
         timing = config.timing if config.protocol is Protocol.FULL else replace(
             config.timing, min_iters=config.timing.min_iters or REWARD_MIN_ITERS)
-        timed = time_candidate(worker, self.exchange, context.reference, timing, config.limits, audited=True)
+        with self.clock.phase("timing"):
+            timed = time_candidate(worker, self.exchange, context.reference, timing, config.limits, audited=True)
         if timed.status is not EvalStatus.CORRECT:
             return replace(outcome, status=timed.status, reason=timed.reason, phase=Phase.TIME)
         for index, (launches, forwards) in enumerate(timed.launches):
@@ -295,11 +309,13 @@ class Evaluator:
         for trial, (seed, distribution) in enumerate(zip(seeds, trial_plan(config.trials, context.distributions))):
             if trial == 1 and after_first is not None:
                 after_first()
-            inputs = draw(reference.problem, seed, distribution, reference.device)
-            container, expected = reference.run(inputs)
+            with self.clock.phase("reference"):
+                inputs = draw(reference.problem, seed, distribution, reference.device)
+                container, expected = reference.run(inputs)
             label = f"trial {trial + 1} ({distribution.value} inputs)"
-            reply, verdict = run_trial(worker, self.exchange, container, expected, inputs, self.device.worker_device,
-                                       limits.first_call_s if trial == 0 else limits.call_s)
+            with self.clock.phase("first_trial" if trial == 0 else "trials"):
+                reply, verdict = run_trial(worker, self.exchange, container, expected, inputs,
+                                           self.device.worker_device, limits.first_call_s if trial == 0 else limits.call_s)
             if isinstance(reply, Failure):
                 return replace(failed(reply, label), trials_run=trial + 1, trials_passed=trial)
             if judge_audit(reply.audit):
@@ -328,7 +344,8 @@ class Evaluator:
         eager_ms = compile_ms = None
         notes = []
         if outcome.timing is not None and config.baselines:
-            baselines = self.baselines.get(context.reference)
+            with self.clock.phase("baselines"):
+                baselines = self.baselines.get(context.reference)
             eager_ms = baselines.eager.median_ms if baselines.eager else None
             compile_ms = baselines.compiled.median_ms if baselines.compiled else None
             notes = baselines.notes

@@ -7,6 +7,7 @@ never exceptions.
 import math
 import statistics
 from enum import StrEnum
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -172,6 +173,37 @@ class SizeCheck(Frozen):
         return f"does not hold at a second size ({at}): {self.reason}"
 
 
+class PhaseSeconds(Frozen):
+    """Where one evaluation's wall time went, phase by phase, in seconds: measured with
+    time.perf_counter on the trusted side (tools/phases.py), never from what the candidate's
+    worker reports. The phases do not overlap, so they add up to at most the evaluation's
+    `seconds` (the rest: the static check, the verdict's bookkeeping). An audit run and the
+    run at the second size are one phase each (their worker, trials and timing inside)."""
+
+    PHASES: ClassVar[tuple[str, ...]] = (
+        "context", "worker", "load", "first_trial", "trials", "reference", "lock_wait", "settle", "timing",
+        "close", "baselines", "audit", "second_reference", "second_run")
+    context: float = 0.0            # the problem's reference and lint built (0 when kept from an earlier call)
+    worker: float = 0.0             # a started worker from the sandbox (a warm one, or one started now)
+    load: float = 0.0               # the candidate imported in the worker (and its CUDA C++ built)
+    first_trial: float = 0.0        # the first correctness call and its check: Triton compiles here
+    trials: float = 0.0             # the other correctness calls and their checks
+    reference: float = 0.0          # the trials' inputs drawn and the reference run on them (trusted side)
+    lock_wait: float = 0.0          # waiting for the machine-wide device lock (tools/device_lock.py)
+    settle: float = 0.0             # waiting for warm workers to finish starting, before the timed calls
+    timing: float = 0.0             # the timed calls, sample-checked (tools/timing.py)
+    close: float = 0.0              # the worker's log read, the worker closed, the arena collected
+    baselines: float = 0.0          # eager and torch.compile baselines (cached per problem: ~0 when warm)
+    audit: float = 0.0              # the stricter run after an excessive speedup, whole
+    second_reference: float = 0.0   # a second size set drawn, its reference built and run (tools/second_size.py)
+    second_run: float = 0.0         # the candidate's run at the second size, whole
+    lock_held: float = 0.0          # not a phase (it overlaps trials, timing, baselines): the device lock held
+
+    def total(self) -> float:
+        """The phases' sum (`lock_held` is not one)."""
+        return sum(getattr(self, name) for name in self.PHASES)
+
+
 class EvalResult(Frozen):
     """One evaluation of one candidate on one problem: the verdict, its evidence, the numbers."""
 
@@ -205,6 +237,7 @@ class EvalResult(Frozen):
     kernels: list[str] = []         # kernels the candidate's forwards launched, "name x count" (own ones first)
     static_findings: list[str] = []   # tools/static_check.py's findings on the source
     second_size: SizeCheck | None = None   # the check at a second size set; None when not asked (or not correct)
+    phases: PhaseSeconds | None = None     # where `seconds` went; None where not measured (records from the store)
 
     def summary(self) -> dict:
         """The flat JSON object `kernelpilot eval --json` prints."""

@@ -60,6 +60,7 @@ class Graded:
     reward: Reward
     evaluation_id: int | None
     queued_s: float
+    lane_s: float = 0.0     # its lane's whole time on it: the problem's load, the evaluation, the store's record
 
 
 class QueueFull(Exception):
@@ -226,7 +227,8 @@ class GraderPool:
         self._done(started, "graded", late=time.monotonic() > waiting.due, unrecorded=bool(evaluated.unrecorded))
         if evaluated.unrecorded:
             log.warning("a verdict was not recorded: %s", evaluated.unrecorded)
-        waiting.future.set_result(Graded(evaluated.result, reward, evaluated.evaluation_id, started - waiting.arrived))
+        waiting.future.set_result(Graded(evaluated.result, reward, evaluated.evaluation_id, started - waiting.arrived,
+                                         time.monotonic() - started))
 
     def _again(self, waiting: Waiting, started: float) -> bool:
         """Back to the head of the queue, once, after its lane died under it (the lane restarts)."""
