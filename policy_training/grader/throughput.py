@@ -240,7 +240,7 @@ def write_json(path: Path | None, args: argparse.Namespace, work: Work, reports:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--lanes", type=int, default=4,
                         help="lane processes on the device (default 4); 0: one runtime in this process")
     parser.add_argument("--rounds", type=int, default=2, help="times each candidate is graded per pass, on the clock")
