@@ -28,9 +28,8 @@ rejected there is rejected.
 import hashlib
 import threading
 import time
-from collections import OrderedDict
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Callable
 
@@ -39,18 +38,17 @@ import torch
 from tools import roofline
 from tools.baselines import BaselineStore
 from tools.compare import TOLERANCES, Comparison, judge_call
+from tools.contexts import Contexts, ProblemContext
 from tools.device import DeviceInfo, versions
 from tools.device_lock import DeviceLock
 from tools.inputs import Distribution, draw, secret_seed, trial_plan
 from tools.integrity import judge_audit
-from tools.lint import lint_problem
 from tools.phases import Stopwatch
 from tools.provenance import Provenance
 from tools.static_check import Finding, Severity, check_source
 from tools.problems import Problem
-from tools.records import (EvalResult, EvalStatus, Flag, KernelShare, LintReport, Mode, Phase, ProfileResult,
+from tools.records import (EvalResult, EvalStatus, Flag, KernelShare, Mode, Phase, ProfileResult,
                            SizeCheck, TimingStats)
-from tools.reference import Reference
 from tools.safe_text import clean
 from tools.second_size import second_size
 from tools.sandbox.contracts import Limits, Sandbox, Worker
@@ -60,7 +58,6 @@ from tools.sandbox.shm import Exchange, arena_bytes
 from tools.timing import TimingConfig, time_candidate
 
 LOG_CHARS = 4000
-KEPT_CONTEXTS = 2
 EXCESSIVE_SPEEDUP = 10.0       # vs eager; above it (or above the roofline) the candidate is audited again
 ROOFLINE_MARGIN = 1.1          # measured time may beat the roofline floor by this much (ceiling noise)
 PRECISION_FRACTION = 0.1       # an fp32 result using >10% of the tolerance was not computed in fp32
@@ -107,13 +104,6 @@ class Outcome:
     notes: tuple[str, ...] = ()
 
 
-@dataclass
-class ProblemContext:
-    reference: Reference
-    lint: LintReport
-    distributions: list[Distribution] = field(default_factory=list)
-
-
 class Evaluator:
     """Evaluates candidates on one device through one sandbox; keeps each problem's
     reference, lint and baselines between calls (batch runs evaluate many candidates)."""
@@ -126,7 +116,7 @@ class Evaluator:
         self.device_lock = DeviceLock.of(device)     # one measurement at a time on this GPU, machine-wide
         self.baselines = baselines or BaselineStore(sandbox, device, self.exchange, config.timing.full(),
                                                     device_lock=self.device_lock)
-        self._contexts: OrderedDict[tuple[str, str], ProblemContext] = OrderedDict()
+        self._contexts = Contexts(device)
         self.clock = Stopwatch()          # the running evaluation's phases (one at a time: self.serial)
 
     def evaluate(self, problem: Problem, source: str, config: EvalConfig | None = None) -> EvalResult:
@@ -245,19 +235,8 @@ class Evaluator:
         return result.model_copy(update={"roofline": roof})
 
     def context(self, problem: Problem) -> ProblemContext:
-        """The problem's reference and lint, kept for the last few problems (a reference
-        model can hold gigabytes of GPU memory)."""
-        key = (problem.hash, problem.size)
-        if key not in self._contexts:
-            while len(self._contexts) >= KEPT_CONTEXTS:
-                self._contexts.popitem(last=False)
-            reference = Reference(problem, self.device.torch_device)
-            lint = lint_problem(reference)
-            if self.device.mode is Mode.GPU:
-                torch.cuda.empty_cache()    # the lint's outputs, gigabytes on KernelBench's sizes
-            self._contexts[key] = ProblemContext(reference, lint, [Distribution(d) for d in lint.distributions])
-        self._contexts.move_to_end(key)
-        return self._contexts[key]
+        """The problem's reference and lint, built once and kept while they fit (tools/contexts.py)."""
+        return self._contexts.get(problem)
 
     def _run(self, context: ProblemContext, worker: Worker, source: str, config: EvalConfig) -> Outcome:
         problem = context.reference.problem
