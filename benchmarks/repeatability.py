@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -32,6 +33,8 @@ class Run:
     runtime_ms: float
     speedup: float | None       # cached eager / runtime
     within: float | None        # half the median's 95% interval, in percent of the median (one run's own noise)
+    started: str = ""           # UTC wall clock around the run's process, to line it up with a trace of the
+    ended: str = ""             # GPU's clocks (e.g. nvidia-smi --query-gpu=timestamp,clocks.sm -lms 200)
 
 
 def evaluate(problem: str, size: str, cpus: str | None = None) -> Run:
@@ -39,7 +42,9 @@ def evaluate(problem: str, size: str, cpus: str | None = None) -> Run:
     timed stops the benchmark."""
     command = (["taskset", "-c", cpus] if cpus else []) + [sys.executable, "-m", "agent.cli", "eval", str(ROOT / "problems" / f"{problem}.py"),
                str(ROOT / "candidates" / f"{problem}.py"), "--size", size, "--json", "--no-record"]
+    started = now()
     done = subprocess.run(command, capture_output=True, text=True)
+    ended = now()
     if done.returncode not in (0, 2) or not done.stdout.strip():
         sys.exit(f"{problem} ({size}): `kernelpilot eval` exited {done.returncode}: {done.stderr.strip()[-400:]}")
     result = json.loads(done.stdout)
@@ -50,7 +55,11 @@ def evaluate(problem: str, size: str, cpus: str | None = None) -> Run:
     timing = result["timing"]
     low, high = timing.get("median_low_ms"), timing.get("median_high_ms")
     within = (high - low) / 2 / timing["median_ms"] * 100 if low is not None and high is not None else None
-    return Run(result["runtime_ms"], result["speedup_vs_eager"], within)
+    return Run(result["runtime_ms"], result["speedup_vs_eager"], within, started, ended)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def spread(values: list[float | None]) -> str:
@@ -80,11 +89,11 @@ def main() -> None:
                     f"{spread([r.runtime_ms for r in runs])} | {spread([r.speedup for r in runs])} | "
                     f"{'±%.1f%%' % max(own) if own else '-'} |")
         print(rows[-1], flush=True)
+        if args.out:        # after every case: a run cut short keeps what it measured
+            args.out.write_text(json.dumps(dump, indent=1))
     print("\n| case | median ms | runtime range | speedup vs eager | widest in-run interval |")
     print("|---|---|---|---|---|")
     print("\n".join(rows))
-    if args.out:
-        args.out.write_text(json.dumps(dump, indent=1))
 
 
 if __name__ == "__main__":
