@@ -39,3 +39,25 @@ def test_the_count_is_capped_whatever_the_budget():
     built = [contexts.get(p) for p in loaded]
     assert len(contexts) == 3
     assert contexts.get(loaded[0]) is not built[0] and contexts.get(loaded[-1]) is built[-1]
+
+
+class Counting:
+    """A guard that counts how often it is taken (the evaluator passes its device lock)."""
+
+    def __init__(self):
+        self.taken = 0
+
+    def __enter__(self):
+        self.taken += 1
+
+    def __exit__(self, *exc):
+        return None
+
+
+def test_a_build_takes_the_guard_and_a_kept_context_does_not():
+    guard, loaded = Counting(), problems()
+    contexts = Contexts(detect(force_cpu=True), guard=guard)
+    contexts.get(loaded[0])
+    contexts.get(loaded[0])
+    contexts.get(loaded[1])
+    assert guard.taken == 2

@@ -5,10 +5,15 @@ its lint (five reference forwards) for each evaluation costs lane time. So conte
 while their reference models' parameters and buffers fit in `budget_bytes` (GPU memory the
 candidates then lack), and the last `floor` are kept whatever their size.
 
-    contexts = Contexts(device)
+    contexts = Contexts(device, guard=device_lock)
     context = contexts.get(problem)       # built once per (problem, size), then reused
+
+A build runs the reference on the device (its model moved there, the lint's five forwards), so
+it happens inside `guard`, the machine-wide device lock (tools/device_lock.py): never beside
+another lane's timed calls.
 """
 from collections import OrderedDict
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -40,16 +45,18 @@ def model_bytes(reference: Reference) -> int:
 
 
 class Contexts:
-    def __init__(self, device: DeviceInfo, budget_bytes: int = BUDGET_BYTES, floor: int = FLOOR, most: int = MOST):
-        self.device, self.budget_bytes, self.floor, self.most = device, budget_bytes, floor, most
+    def __init__(self, device: DeviceInfo, budget_bytes: int = BUDGET_BYTES, floor: int = FLOOR, most: int = MOST,
+                 guard: AbstractContextManager = nullcontext()):
+        self.device, self.budget_bytes, self.floor, self.most, self.guard = device, budget_bytes, floor, most, guard
         self._kept: OrderedDict[tuple[str, str], tuple[ProblemContext, int]] = OrderedDict()
 
     def get(self, problem: Problem) -> ProblemContext:
         key = (problem.hash, problem.size)
         if key not in self._kept:
             self._evict(room_for=1)
-            reference = Reference(problem, self.device.torch_device)
-            lint = lint_problem(reference)
+            with self.guard:
+                reference = Reference(problem, self.device.torch_device)
+                lint = lint_problem(reference)
             if self.device.mode is Mode.GPU:
                 torch.cuda.empty_cache()    # the lint's outputs, gigabytes on KernelBench's sizes
             context = ProblemContext(reference, lint, [Distribution(d) for d in lint.distributions])

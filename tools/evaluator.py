@@ -116,7 +116,7 @@ class Evaluator:
         self.device_lock = DeviceLock.of(device)     # one measurement at a time on this GPU, machine-wide
         self.baselines = baselines or BaselineStore(sandbox, device, self.exchange, config.timing.full(),
                                                     device_lock=self.device_lock)
-        self._contexts = Contexts(device)
+        self._contexts = Contexts(device, guard=self.device_lock)    # a build runs the reference on the GPU
         self.clock = Stopwatch()          # the running evaluation's phases (one at a time: self.serial)
 
     def evaluate(self, problem: Problem, source: str, config: EvalConfig | None = None) -> EvalResult:
@@ -185,7 +185,7 @@ class Evaluator:
         """The candidate again at a second size set drawn now, in a fresh worker that is asked
         exactly as the first was (only the sizes differ), correctness only. The verdict stays
         the first check's, unless the candidate was rejected there."""
-        with self.clock.phase("second_reference"):
+        with self.clock.phase("second_reference"), self.device_lock:    # it runs the reference on the GPU
             second = second_size(context.reference.problem, self.device.torch_device)
         if isinstance(second, str):     # our side: no size set the problem allows (said, not flagged)
             check = SizeCheck(sizes={}, status=None, holds=False, reason=second)
