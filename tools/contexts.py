@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tools.device import DeviceInfo
-from tools.inputs import Distribution
+from tools.inputs import Distribution, tensor_bytes
 from tools.lint import lint_problem
 from tools.problems import Problem
 from tools.records import LintReport, Mode
@@ -40,8 +40,7 @@ class ProblemContext:
 
 def model_bytes(reference: Reference) -> int:
     """What the reference model holds on its device: parameters and buffers."""
-    tensors = [*reference.model.parameters(), *reference.model.buffers()]
-    return sum(t.numel() * t.element_size() for t in tensors)
+    return tensor_bytes([*reference.model.parameters(), *reference.model.buffers()])
 
 
 class Contexts:
