@@ -133,3 +133,29 @@ def test_a_fallback_everywhere_is_no_custom_kernel_not_size_specialised(evaluato
     result = evaluator.evaluate(load_problem(SOFTMAX, size="small"), source, replace(evaluator.config, second_size=True))
     assert Flag.NO_CUSTOM_KERNEL in result.flags and Flag.SIZE_SPECIALISED not in result.flags
     assert result.second_size.holds
+
+
+class Held:
+    """A guard that counts its holds and whether it is held (the evaluator passes its device lock)."""
+
+    def __init__(self):
+        self.taken, self.held = 0, False
+
+    def __enter__(self):
+        self.taken, self.held = self.taken + 1, True
+
+    def __exit__(self, *exc):
+        self.held = False
+
+
+def test_only_the_reference_tries_take_the_guard(monkeypatch):
+    """The draws and the meta-device shape checks run outside the device lock; the reference's
+    build and run on the device inside it."""
+    import tools.second_size as module
+    guard, outside = Held(), []
+    shape_facts = module.shape_facts
+    monkeypatch.setattr(module, "shape_facts", lambda p: outside.append(guard.held) or shape_facts(p))
+    second = second_size(load_problem(SOFTMAX, size="small"), torch.device("cpu"), guard=guard)
+    assert not isinstance(second, str), second
+    assert guard.taken >= 1 and not guard.held
+    assert outside and not any(outside)

@@ -185,8 +185,8 @@ class Evaluator:
         """The candidate again at a second size set drawn now, in a fresh worker that is asked
         exactly as the first was (only the sizes differ), correctness only. The verdict stays
         the first check's, unless the candidate was rejected there."""
-        with self.clock.phase("second_reference"), self.device_lock:    # it runs the reference on the GPU
-            second = second_size(context.reference.problem, self.device.torch_device)
+        with self.clock.phase("second_reference"):     # its reference tries take the device lock
+            second = second_size(context.reference.problem, self.device.torch_device, guard=self.device_lock)
         if isinstance(second, str):     # our side: no size set the problem allows (said, not flagged)
             check = SizeCheck(sizes={}, status=None, holds=False, reason=second)
             return result.model_copy(update={"second_size": check, "notes": [*result.notes, check.text()]})

@@ -12,11 +12,14 @@ Integer constraints between sizes (channels divisible by groups) are declared no
 drawn set is tried on the reference: the first set whose Model builds and runs on fresh
 inputs is the second size. Later draws keep the divisibility the sizes had (among themselves
 and with the constants left as they are); the last ones scale one size alone. None of this
-runs in the candidate's process.
+runs in the candidate's process. Only the tries on the reference (built on the device and run)
+happen inside `guard`, the evaluator's device lock: the draws and the meta-device shape checks
+around them keep it free for other lanes' timed calls.
 
     second = second_size(problem, torch.device("cpu"))   # SecondSize, or a str: why there is none
 """
 import secrets
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -39,7 +42,8 @@ class SecondSize:
     sizes: dict[str, int]       # the size constants that changed, with their new values
 
 
-def second_size(problem: Problem, device: torch.device) -> SecondSize | str:
+def second_size(problem: Problem, device: torch.device,
+                guard: AbstractContextManager = nullcontext()) -> SecondSize | str:
     """A second size set drawn now, with its reference; or a one-line reason there is none."""
     before = shape_facts(problem)
     names = named_sizes(problem, before)
@@ -57,8 +61,9 @@ def second_size(problem: Problem, device: torch.device) -> SecondSize | str:
             if before is not None and shape_facts(candidate) == before:
                 error = f"{sizes} changes no tensor's shape"
                 continue
-            reference = Reference(candidate, device)
-            reference.run(draw(candidate, secret_seed(), Distribution.OWN, device), copy=False)
+            with guard:
+                reference = Reference(candidate, device)
+                reference.run(draw(candidate, secret_seed(), Distribution.OWN, device), copy=False)
         except Exception as failure:   # a size set the problem does not allow: the next draw
             error = f"{sizes}: {type(failure).__name__}: {str(failure).strip()[:200]}"
             continue
