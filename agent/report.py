@@ -22,6 +22,7 @@ from agent.final_check import answer, checks_of, size_text
 from agent.graph import attempts_of
 from agent.policy import Attempt, has_analysis
 from tools.device import DeviceInfo
+from tools.files import write_atomic
 from tools.records import EvalStatus
 from tools.safe_text import clean
 from tools.trust import Use, Versus, allowed, trusted_runtime_ms, trusted_speedup, why_not
@@ -107,10 +108,7 @@ def write_outputs(out: Path, state: dict, session_id: str, device: DeviceInfo) -
 
 
 def _write(path: Path, text: str) -> None:
-    # A crash or a full disk mid-write must not leave a half file where a whole one was.
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    partial.replace(path)
+    write_atomic(path, text)     # a crash or a full disk mid-write leaves the whole old file
 
 
 def markdown_report(state: dict, summary: Summary) -> str:

@@ -43,6 +43,7 @@ import agent.builtin.torch_call
 from agent.builtin.capture import capture
 from agent.builtin.ir import OpGraph
 from policy_training.drafts import GeneratedProblem
+from tools.files import write_atomic
 from tools.home import prepare_home
 from tools.problems import ProblemError, find_problem_files, load_problem, source_hash
 
@@ -140,10 +141,8 @@ def evaluation_set(root: str | Path, levels: Sequence[int] = LEVELS, cache: bool
         signatures.setdefault(signature.digest, where)
     found = EvaluationSet(str(root), signatures, len(files) - len(skipped), tuple(skipped))
     if cached is not None:      # written whole, then renamed: a killed run leaves no half file
-        partial = cached.with_suffix(".partial")
-        partial.write_text(json.dumps({"signatures": found.signatures, "checked": found.checked,
-                                       "skipped": [asdict(s) for s in found.skipped]}))
-        partial.replace(cached)
+        write_atomic(cached, json.dumps({"signatures": found.signatures, "checked": found.checked,
+                                         "skipped": [asdict(s) for s in found.skipped]}))
     return found
 
 

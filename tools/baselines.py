@@ -10,13 +10,11 @@ limits whatever `--timeout` a candidate gets, and a measurement that failed is r
 never cached. An unreadable cache entry is measured again.
 """
 import hashlib
-import os
-import tempfile
-from pathlib import Path
 
 from tools import timing
 from tools.device import DeviceInfo, versions
 from tools.device_lock import DeviceLock
+from tools.files import write_atomic
 from tools.records import Baselines, EvalStatus
 from tools.reference import Reference
 from tools.sandbox.contracts import Limits, Sandbox, cache_dir
@@ -50,7 +48,8 @@ class BaselineStore:
                 path.unlink()   # a damaged entry: measure again
         baselines = self.measure(reference)
         if baselines.eager is not None and baselines.compiled is not None:
-            _write_atomic(path, baselines.model_dump_json(indent=1))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, baselines.model_dump_json(indent=1))
         return baselines
 
     def measure(self, reference: Reference) -> Baselines:
@@ -79,11 +78,3 @@ class BaselineStore:
             notes.append(f"{label} baseline unavailable: {timed.reason}")
             return None
         return timed.stats
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(handle, "w") as out:
-        out.write(text)
-    os.replace(temporary, path)

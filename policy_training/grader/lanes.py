@@ -26,6 +26,7 @@ from pathlib import Path
 
 from agent.bench.lanes import lane_runtime
 from agent.runtime import Runtime, RuntimeOptions
+from tools.files import write_atomic
 from tools.history import Origin
 from tools.history_errors import HistoryError
 from tools.home import kernelpilot_home
@@ -78,9 +79,7 @@ class ProblemCache:
         path = self.folder / f"grader_{digest[:16]}.py"
         if not path.is_file():
             self.folder.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            partial.write_text(source)
-            partial.replace(path)                       # atomic: another lane may write the same file
+            write_atomic(path, source)                  # another lane may write the same file
         problem = load_problem(path, size=size, suite="grader")
         with self._lock:
             self._loaded[(digest, size)] = problem

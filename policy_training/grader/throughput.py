@@ -35,7 +35,6 @@ test: it measures.
 """
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -49,6 +48,7 @@ from policy_training.grader.kernelbench_pass import CORRECT_TRIALS, PERF_TRIALS,
 from policy_training.grader.lanes import Job
 from policy_training.grader.pool import Graded, GraderPool, PoolOptions
 from tools.evaluator import EvalConfig, Protocol
+from tools.files import write_atomic
 from tools.records import PhaseSeconds
 from tools.trust import trusted_speedup
 
@@ -234,9 +234,7 @@ def write_json(path: Path | None, args: argparse.Namespace, work: Work, reports:
     data = {"lanes": args.lanes, "rounds": args.rounds, "warmup": not args.no_warmup, "cpu": args.cpu,
             "second_size": not args.no_second_size, "warm": args.warm,
             "candidates": [name for name, _, _ in work], "passes": [asdict(r) for r in reports]}
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps(data, indent=1, allow_nan=False))
-    partial.replace(path)
+    write_atomic(path, json.dumps(data, indent=1, allow_nan=False))
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
