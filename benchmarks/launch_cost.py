@@ -11,9 +11,11 @@ launched the next, `--calls` calls back to back with no synchronisation between 
 at the end. Host time per call = wall time / calls; per launch = that / the kernels one call
 launches (counted once with torch.profiler). CUDA events around the same loop give the GPU's
 time: when it is within 10% of the wall time the GPU, not the host, set the pace, and the row
-says `gpu-bound` (its host figure is then only an upper bound). The wrappers are built the way
-`kernelpilot bench` builds a first candidate (plan, first configuration, imported from a file),
-run here in this process on problems at their small size: trusted code, nothing sandboxed.
+says `gpu-bound` (its host figure is then only an upper bound). The wrappers are the built-in
+policy's plan in its default configuration (benchmarks/builds.py `first_candidate`), so each
+kernel is launched by its own wrapper: never a CUDA graph, which the policy's GPU search tries
+first for a launch-bound plan to save exactly these launches. They run here in this process on
+problems at their small size: trusted code, nothing sandboxed.
 """
 import argparse
 import fnmatch
@@ -105,13 +107,12 @@ def wrapper_case(path: Path, calls: int, folder: Path) -> Row:
     built = first_candidate(problem, folder)
     if isinstance(built, str):
         return Row(f"wrapper {path.stem}", 0, float("nan"), float("nan"), float("nan"), "not measured", built)
-    module, config = built
+    module, _ = built
     torch.manual_seed(0)
     model = module.ModelNew(*problem.init_inputs()).cuda()
     inputs = [x.cuda() for x in problem.draw_inputs()]
     with torch.no_grad():
-        return measure(f"wrapper {path.stem} (small)", lambda: model(*inputs), calls,
-                       "CUDA graph" if config.cuda_graph else "")
+        return measure(f"wrapper {path.stem} (small)", lambda: model(*inputs), calls)
 
 
 def table(rows: list[Row], device: str) -> str:
