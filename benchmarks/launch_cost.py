@@ -6,12 +6,14 @@ figures go to benchmarks/RESULTS.md.
     python -m benchmarks.launch_cost                                  # on a GPU machine
     python -m benchmarks.launch_cost --calls 5000 --only '01*,24*' --out /tmp/launch.json
 
-Method: inputs small enough that the GPU finishes each kernel well before the host has
-launched the next, `--calls` calls back to back with no synchronisation between them and one
-at the end. Host time per call = wall time / calls; per launch = that / the kernels one call
-launches (counted once with torch.profiler). CUDA events around the same loop give the GPU's
-time: when it is within 10% of the wall time the GPU, not the host, set the pace, and the row
-says `gpu-bound` (its host figure is then only an upper bound). The wrappers are the built-in
+Method: the GPU is first put to sleep (`torch.cuda._sleep`, about 100 us a launch), so the host
+queues a round of calls (at most 512 launches, below the driver's queue of pending launches)
+while the GPU does nothing else. Host time per call = the round's wall time / its calls; per
+launch = that / the kernels one call launches (counted once with torch.profiler). CUDA events
+around the round, recorded behind the sleep, give the GPU's own time per call with no idle gap.
+The median over the rounds is reported; a row is `host-bound` when the host's time per call
+exceeds the GPU's (back to back, the host would set the pace) and `gpu-bound` otherwise.
+The wrappers are the built-in
 policy's plan in its default configuration (benchmarks/builds.py `first_candidate`), so each
 kernel is launched by its own wrapper: never a CUDA graph, which the policy's GPU search tries
 first for a launch-bound plan to save exactly these launches. They run here in this process on
@@ -20,6 +22,7 @@ problems at their small size: trusted code, nothing sandboxed.
 import argparse
 import fnmatch
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -33,7 +36,8 @@ import triton.language as tl
 
 PROBLEMS = Path(__file__).resolve().parent / "problems"
 WRAPPED = "01_scale_bias_relu_chain,04_softmax_rows,06_layernorm,18_linear_bias_relu,24_tiny_mlp"
-GPU_BOUND = 0.9     # GPU time at least this share of the wall time: the GPU set the pace
+QUEUE = 512                         # launches queued per round: below the driver's pending-launch limit
+SLEEP_CYCLES_PER_LAUNCH = 200_000   # about 100 us a launch at 2 GHz: the GPU sleeps while the host queues
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class Row:
     host_us_per_call: float
     host_us_per_launch: float
     gpu_us_per_call: float
-    bound: str                  # host-bound, or gpu-bound (the host figure is an upper bound)
+    bound: str                  # host-bound (the host's time per call exceeds the GPU's) or gpu-bound
     note: str = ""
 
 
@@ -59,17 +63,22 @@ def measure(case: str, call: Callable[[], object], calls: int, note: str = "") -
         call()
     torch.cuda.synchronize()
     launches = count_launches(call)
+    per_round = max(1, min(calls, QUEUE // max(launches, 1)))
+    host, gpu = [], []
     start_event, end_event = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start_event.record()
-    start = time.perf_counter()
-    for _ in range(calls):
-        call()
-    end_event.record()
-    torch.cuda.synchronize()
-    wall_us = (time.perf_counter() - start) * 1e6 / calls
-    gpu_us = start_event.elapsed_time(end_event) * 1e3 / calls
-    return Row(case, launches, round(wall_us, 2), round(wall_us / max(launches, 1), 2), round(gpu_us, 2),
-               "gpu-bound" if gpu_us >= GPU_BOUND * wall_us else "host-bound", note)
+    for _ in range(max(1, calls // per_round)):
+        torch.cuda._sleep(SLEEP_CYCLES_PER_LAUNCH * per_round * max(launches, 1))  # the host queues behind it
+        start_event.record()
+        start = time.perf_counter()
+        for _ in range(per_round):
+            call()
+        host.append((time.perf_counter() - start) * 1e6 / per_round)
+        end_event.record()
+        torch.cuda.synchronize()
+        gpu.append(start_event.elapsed_time(end_event) * 1e3 / per_round)
+    host_us, gpu_us = statistics.median(host), statistics.median(gpu)
+    return Row(case, launches, round(host_us, 2), round(host_us / max(launches, 1), 2), round(gpu_us, 2),
+               "host-bound" if host_us > gpu_us else "gpu-bound", note)
 
 
 def count_launches(call: Callable[[], object]) -> int:
@@ -92,7 +101,7 @@ def bare_cases(calls: int) -> list[Row]:
     try:        # the compiled handle, past JITFunction's argument binding and cache lookup
         compiled = _scale_kernel.warmup(x, out, n, 1024, 1, 1, BLOCK=1024, grid=grid)
         launcher = compiled[grid]
-        rows.insert(1, measure("triton compiled[grid](...)", lambda: launcher(x, out, n, 1024, 1, 1), calls))
+        rows.insert(1, measure("triton compiled[grid](...)", lambda: launcher(x, out, n, 1024, 1, 1, 1024), calls))
     except Exception as error:     # an API this Triton version lacks: said, not hidden
         rows.insert(1, Row("triton compiled[grid](...)", 0, float("nan"), float("nan"), float("nan"),
                            "not measured", f"{type(error).__name__}: {error}"[:120]))

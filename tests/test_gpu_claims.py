@@ -148,5 +148,5 @@ def test_builtin_submits_a_kernel_faster_than_eager_and_best_py_is_the_fastest_m
     measured = [r for r in runs if allowed(r, Use.BEST) and trusted_speedup(r, Versus.EAGER) is not None]
     fastest = max(measured, key=lambda r: trusted_speedup(r, Versus.EAGER))
     assert (tmp_path / "out" / "best.py").read_text() == fastest.source
-    submitted = store.records(ids=[store.submission(summary["session_id"])])[0]
+    submitted = store.records(ids=[store.submission(summary["session_id"])], with_source=True)[0]
     assert submitted.source == fastest.source and trusted_speedup(submitted, Versus.EAGER) > 1.0
