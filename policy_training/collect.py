@@ -25,6 +25,7 @@ from agent.runtime import RuntimeOptions
 from policy_training.config import as_dict
 from policy_training.problems import Split, manifest_digest, read_split
 from policy_training.training import TrainingError
+from tools.evaluator import EvalConfig
 from tools.sandbox.backends import SandboxKind
 
 
@@ -38,8 +39,10 @@ class CollectConfig:
     only: tuple[str, ...] = ("*",)              # globs over problem names (file stems)
     max_turns: int = 5                          # policy turns per problem
     workers: int = 1                            # sessions at once (helps LLM mentors that wait for tokens)
+    lanes: int = 0                              # lane processes (bench's lanes): on GPU 0, or in the interpreter with cpu; 0: none
     size: str = "auto"                          # auto (full on a GPU, SMALL_SIZES in the interpreter), full, small
     cpu: bool = False                           # the Triton interpreter even where a GPU is present
+    untimed: bool = False                       # correctness only, no baselines, even on a GPU (traces need no timing)
     db: str | None = None                       # history store URL; none: KERNELPILOT_DB_URL or $KERNELPILOT_HOME/history.db
     sandbox: SandboxKind = SandboxKind.PROCESS  # where candidates run: process or docker
     timeout_s: float | None = None              # wall-clock limit per evaluation step
@@ -49,8 +52,8 @@ class CollectConfig:
             return "name problems (files or folders) or a problem_set manifest"
         if self.problems and self.problem_set is not None:
             return "problems and problem_set exclude each other"
-        if self.max_turns < 1 or self.workers < 1:
-            return "max_turns and workers must be at least 1"
+        if self.max_turns < 1 or self.workers < 1 or self.lanes < 0:
+            return "max_turns and workers must be at least 1, lanes at least 0"
         if self.size not in ("auto", "full", "small"):
             return f"size must be auto, full or small, not {self.size!r}"
         return None
@@ -72,9 +75,11 @@ def bench_options(config: CollectConfig, mentor: str) -> BenchOptions:
     spec = mentor_spec(mentor, config.base_url)
     sources = tuple(read_split(config.problem_set, Split.TRAIN)) if config.problem_set else config.problems
     budget = Budget(max_turns=config.max_turns, patience=None if spec.kind is PolicyKind.BUILTIN else 5)
-    runtime = RuntimeOptions(sandbox=config.sandbox, db=config.db, force_cpu=config.cpu, timeout_s=config.timeout_s)
+    runtime = RuntimeOptions(sandbox=config.sandbox, db=config.db, force_cpu=config.cpu, timeout_s=config.timeout_s,
+                             eval=EvalConfig(timed=not config.untimed, baselines=not config.untimed))
     return BenchOptions(sources=sources, out=config.out / folder_of(mentor), policy=spec, budget=budget,
-                        only=config.only, workers=config.workers, size=config.size, runtime=runtime)
+                        only=config.only, workers=config.workers, size=config.size, runtime=runtime,
+                        lanes=tuple(None if config.cpu else 0 for _ in range(config.lanes)))
 
 
 def run_collect(config: CollectConfig, log=print) -> dict:

@@ -28,10 +28,12 @@ from itertools import groupby
 
 import torch
 
+from agent.bench.metrics import geomean
 from policy_training.rollouts import prompt_for, seed_completions
 from policy_training.sampling import completion_ids, prompt_ids, sample
 from tools.history import HistoryStore
 from tools.problems import Problem
+from tools.trust import Versus, trusted_speedup
 
 FAILED = ("incorrect", "compile_error", "runtime_error", "timeout", "crashed", "rejected")
 
@@ -44,6 +46,8 @@ class StepTimes:
     grading_s: float = 0.0
     graded: int = 0
     seeded: int = 0
+    correct: int = 0                                    # graded correct and allowed as a best (tools/trust.py)
+    speedups: list[float] = field(default_factory=list)  # the trusted speedups vs eager of those that were timed
     steps: list[dict] = field(default_factory=list)
 
 
@@ -88,11 +92,12 @@ def reward_function(problems: dict[str, Problem], grader, times: StepTimes):
     def kernelpilot_reward(prompts: list[str], completions: list[str], completion_ids=None, **kwargs) -> list:
         started = time.monotonic()
         lengths = [len(ids) for ids in completion_ids] if completion_ids is not None else [None] * len(completions)
-        rewards = [grader.grade(problems[name], text, tokens).reward
-                   for name, text, tokens in zip(prompts, completions, lengths)]
+        graded = [grader.grade(problems[name], text, tokens) for name, text, tokens in zip(prompts, completions, lengths)]
         times.grading_s += time.monotonic() - started
         times.graded += len(completions)
-        return rewards
+        times.correct += sum(g.usable for g in graded)
+        times.speedups += [s for s in (trusted_speedup(g, Versus.EAGER) for g in graded if g.usable) if s is not None]
+        return [g.reward for g in graded]
 
     return kernelpilot_reward
 
@@ -128,17 +133,19 @@ def step_timer(times: StepTimes):
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
-            self.began, self.marks = time.monotonic(), (times.generation_s, times.grading_s, times.graded)
+            self.began = time.monotonic()
+            self.marks = (times.generation_s, times.grading_s, times.graded, times.correct, len(times.speedups))
 
         def on_step_end(self, args, state, control, **kwargs):
             step_s = time.monotonic() - self.began
             generation, grading = times.generation_s - self.marks[0], times.grading_s - self.marks[1]
-            graded = times.graded - self.marks[2]
+            graded, speedups = times.graded - self.marks[2], times.speedups[self.marks[4]:]
             times.steps.append({"step": state.global_step, "step_s": round(step_s, 3),
                                 "generation_s": round(generation, 3), "grading_s": round(grading, 3),
                                 "update_s": round(step_s - generation - grading, 3), "graded": graded,
                                 "graded_per_minute": round(60 * graded / step_s, 2) if step_s else None,
-                                **peak_memory()})
+                                "correct": times.correct - self.marks[3], "timed": len(speedups),
+                                "geomean_speedup": geomean(speedups), **peak_memory()})
 
     return StepTimer()
 
@@ -163,3 +170,4 @@ def profile_summary(times: StepTimes) -> dict:
             "graded_per_minute": round(60 * times.graded / total, 2) if total else None,
             "peak": {key: max(s.get(key, 0) for s in steps) for key in ("peak_host_rss_bytes", "peak_gpu_allocated_bytes")
                      if any(key in s for s in steps)}, "steps": steps}
+

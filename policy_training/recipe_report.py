@@ -1,0 +1,148 @@
+"""The recipe's results (policy_training/recipe.py): the held-out table after each stage, what each
+stage cost, and the learning curves as PNG, from a STATE folder, whatever steps it has done so far.
+A stage not yet measured is a row that says so, never a number.
+
+    python -m policy_training.recipe report --state runs/recipe --out benchmarks/recipe
+
+writes OUT/recipe.md (the tables, each row with the run that produced it) and, where the steps
+exist, OUT/recipe_curves.png (GRPO with and without exemplars: reward, correct share and geomean
+speedup of the correct candidates, per step) and OUT/recipe_sft_loss.png. Returns the Markdown.
+"""
+import json
+from pathlib import Path
+
+from agent.bench.metrics import metrics, run_timed, times
+from agent.bench.rows import BenchRow, RowStatus
+from tools.trust import Versus
+
+ROWS = (("built-in policy", "eval-builtin", None), ("base", "eval-base", None), ("SFT", "eval-sft", "sft"),
+        ("+ rejection sampling", "eval-rft", "rft"), ("+ contrastive GRPO", "eval-grpo", "grpo"),
+        ("GRPO without exemplars (ablation)", "eval-grpo-plain", "grpo-plain"))
+NOT_BUILT = (RowStatus.NO_KERNEL, RowStatus.FAILED, RowStatus.COMPILE_ERROR)
+
+
+def read_step(state: Path, step: str) -> dict | None:
+    path = state / "steps" / f"{step}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def builtin_metrics(state: Path) -> dict:
+    """The built-in policy's held-out rows in evaluate's terms (compiles: a kernel was built and
+    loaded, i.e. a row that is none of no_kernel, failed, compile_error; no tokens: no LLM)."""
+    rows = [BenchRow.from_dict(json.loads(line)) for line in
+            (state / "eval" / "builtin" / "builtin" / "results.jsonl").read_text().splitlines() if line.strip()]
+    m, timed, n = metrics(rows, total=len(rows)), run_timed(False, rows), len(rows)
+    return {"compiles": sum(r.status not in NOT_BUILT for r in rows) / n if n else None,
+            "correct": m.correct / n if n else None,
+            **{f"fast_1_{v.value}": m.fast_p[v.value][1.0] if timed else None for v in Versus},
+            **{f"geomean_{v.value}": m.geomean_counted[v.value] if timed else None for v in Versus},
+            "geomean_rows": m.timed[Versus.EAGER.value] if timed else 0, "mean_tokens": None}
+
+
+def pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def table_row(state: Path, label: str, eval_step: str, stage: str | None) -> str:
+    done = read_step(state, eval_step)
+    trained = read_step(state, stage) if stage else None
+    cost = f"{trained['seconds'] / 60:.1f}" if trained else "-"
+    if done is None:
+        return f"| {label} | not measured yet | | | | | | {cost} | |"
+    s = builtin_metrics(state) if eval_step == "eval-builtin" else done["summary"]
+    tokens = "-" if s.get("mean_tokens") is None else f"{s['mean_tokens']:.0f}"
+    geomean = f"{times(s['geomean_eager'])} ({s['geomean_rows']})" if s.get("geomean_eager") is not None else "-"
+    run = f"{done['finished'][:10]}, {done['device']}, {(done.get('commit') or '?')[:7]}"
+    return (f"| {label} | {pct(s['compiles'])} | {pct(s['correct'])} | {pct(s['fast_1_eager'])} | "
+            f"{pct(s['fast_1_compile'])} | {geomean} | {tokens} | {cost} | {run} |")
+
+
+def cost_rows(state: Path) -> list[str]:
+    rows = []
+    for step in ("teacher", "sft", "rft", "grpo", "grpo-plain"):
+        done = read_step(state, step)
+        if done is None:
+            continue
+        profile = done["summary"].get("profile") or {}
+        per_minute = profile.get("graded_per_minute")
+        written = done["summary"].get("written_back")
+        rows.append(f"| {step} | {done['seconds'] / 60:.1f} | {'-' if written is None else written} | "
+                    f"{'-' if per_minute is None else per_minute} | {done['device']} |")
+    return rows
+
+
+def write_report(state: Path, out: Path) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    held = json.loads((state / "heldout.json").read_text())
+    lines = [f"Held-out set: {len(held['problems'])} problems fixed {held['fixed_at']} "
+             f"({sum(p['from'] == 'generated' for p in held['problems'])} generated, the rest KernelBench); "
+             f"{held['train']} training problems.", "",
+             "| stage | compiles | correct | fast_1 vs eager | fast_1 vs torch.compile | geomean vs eager (timed) | "
+             "tokens / answer | training minutes | measured (date, device, commit) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines += [table_row(state, *row) for row in ROWS]
+    costs = cost_rows(state)
+    if costs:
+        lines += ["", "| step | minutes | candidates graded | graded per minute | device |", "|---|---:|---:|---:|---|", *costs]
+    plots = [name for name in (curves(state, out), sft_loss(state, out)) if name]
+    lines += ["", *[f"![{name}]({name})" for name in plots]]
+    text = "\n".join(lines) + "\n"
+    (out / "recipe.md").write_text(text)
+    return text
+
+
+def curves(state: Path, out: Path) -> str | None:
+    """Reward, correct share and geomean speedup per GRPO step, with and without exemplars."""
+    runs = {name: state / name for name in ("grpo", "grpo-plain") if (state / name / "profile.json").is_file()}
+    if not runs:
+        return None
+    plt = pyplot()
+    figure, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for name, folder in runs.items():
+        steps = json.loads((folder / "profile.json").read_text())["steps"]
+        logged = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        rewards = [(e["step"], e["reward"]) for e in logged if "reward" in e]
+        label = "contrastive" if name == "grpo" else "no exemplars"
+        if rewards:
+            axes[0].plot(*zip(*rewards), marker="o", label=label)
+        axes[1].plot([s["step"] for s in steps], [s["correct"] / s["graded"] if s["graded"] else 0 for s in steps],
+                     marker="o", label=label)
+        timed = [(s["step"], s["geomean_speedup"]) for s in steps if s.get("geomean_speedup") is not None]
+        if timed:
+            axes[2].plot(*zip(*timed), marker="o", label=label)
+    for ax, title in zip(axes, ("mean reward", "correct share of the step's candidates",
+                                "geomean speedup vs eager (correct ones)")):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("GRPO step")
+        ax.legend(fontsize=8)
+    return save(plt, figure, out / "recipe_curves.png")
+
+
+def sft_loss(state: Path, out: Path) -> str | None:
+    path = state / "sft" / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    logged = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    points = [(e["step"], e["loss"]) for e in logged if "loss" in e]
+    if not points:
+        return None
+    plt = pyplot()
+    figure, ax = plt.subplots(figsize=(5.2, 3.4))
+    ax.plot(*zip(*points))
+    ax.set_xlabel("SFT step")
+    ax.set_ylabel("loss")
+    return save(plt, figure, out / "recipe_sft_loss.png")
+
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save(plt, figure, path: Path) -> str:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path.name
