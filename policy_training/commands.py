@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from policy_training import best_of, collect, export, grpo, rft, sft, smoke
+from policy_training import best_of, collect, export, grpo, merge, rft, sft, smoke
 from policy_training.config import as_dict, describe, load_config
 
 
@@ -52,7 +52,8 @@ STAGES: dict[str, Stage] = {
         help="supervised fine-tuning on exported rows (TRL SFTTrainer)",
         description="Fine-tune a model directory on an export's rows with TRL's SFTTrainer (full, lora or "
                     "dora+rslora), writing OUT/model (a Hugging Face directory, adapters merged: "
-                    "--policy local:OUT/model), OUT/metrics.jsonl and OUT/summary.json. Needs the train extra.",
+                    "--policy local:OUT/model), with PEFT OUT/adapter (the adapter alone; save_merged=false: only "
+                    "it), OUT/metrics.jsonl and OUT/summary.json. Needs the train extra.",
         example="kernelpilot train sft --set model=runs/tiny --set data=data/sft --set out=runs/sft --set max_steps=20"),
     "rft": Stage(
         rft.RFTConfig, rft.run_rft, rft.summary_line,
@@ -75,6 +76,17 @@ STAGES: dict[str, Stage] = {
                     "grading and update time per step, peak memory, graded candidates per minute), OUT/summary.json.",
         example="kernelpilot train grpo --set model=runs/rft/model --set problems=benchmarks/problems "
                 "--set only=04_* --set out=runs/grpo --set max_steps=50 --set loss_type=dapo --set epsilon_high=0.28"),
+    "merge": Stage(
+        merge.MergeConfig, merge.run_merge, merge.summary_line,
+        help="a base model plus a chain of adapters (each stage's OUT/adapter), merged in order into OUT/model",
+        description="Load the base model directory, apply each adapter in the order it was trained and merge it into "
+                    "the weights before the next (each stage started from the previous one's merged model), and save "
+                    "OUT/model (a Hugging Face directory with the base's tokenizer and chat template) and "
+                    "OUT/summary.json (the chain: folders and weights sha256). An adapter of another model shape, or "
+                    "a folder that is no adapter, is refused in one line. For training in pieces on lent machines: "
+                    "ship adapters (save_merged=false), merge on arrival. Needs transformers and peft.",
+        example="kernelpilot train merge --set base=models/smollm2 --set adapters=runs/sft/adapter,runs/rft/adapter "
+                "--out runs/merged"),
     "smoke": Stage(
         smoke.SmokeConfig, smoke.run_smoke, smoke.summary_line,
         help="every stage once on a tiny random model and two suite problems, on a CPU (a few minutes)",

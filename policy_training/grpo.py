@@ -13,8 +13,9 @@ Options: `loss_type` grpo | dr_grpo | dapo; `epsilon_high` (clip-higher; DAPO us
 (none: Dr. GRPO's unscaled advantages); `num_generations` (the group); the reward's length penalty
 (`length_penalty`, `length_budget`) and TRL's soft overlong punishment (`overlong_cache`);
 `difficulty` (problems drawn by how often the model failed them); `seeds` (guidance); PEFT none,
-lora or dora+rslora (merged on save). OUT/profile.json splits each step into generation, grading
-and the rest (forward, backward, update), with peak memory and graded candidates per minute.
+lora or dora+rslora (merged on save; the adapter alone is OUT/adapter, and `save_merged = false`
+writes only it). OUT/profile.json splits each step into generation, grading and the rest
+(forward, backward, update), with peak memory and graded candidates per minute.
 Where it departs from CUDA-L1: single-turn episodes; reward smoothing is reward.py's running
 per-problem standardisation (±1.5σ); no separate hack detector beyond the evaluator's.
 
@@ -34,7 +35,7 @@ from policy_training.grading import open_grader
 from policy_training.rollouts import RolloutConfig, training_problems
 from policy_training.sft import use_cpu
 from policy_training.training import (METRICS, load_pretrained, metrics_callback, peft_config, report_to,
-                                      require_stack, save_model, write_summary)
+                                      require_stack, save_model, saved_line, write_summary)
 
 PROFILE = "profile.json"
 
@@ -130,7 +131,7 @@ def run_grpo(config: GRPOStageConfig, log=print, grader=None) -> dict:
                           processing_class=tokenizer, rollout_func=rollout, callbacks=[metrics, step_timer(times)],
                           peft_config=peft_config(config.peft, config.lora_r, config.lora_alpha, config.lora_dropout))
     trainer.train()
-    folder = save_model(trainer.model, tokenizer, config.out)
+    saved = save_model(trainer.model, tokenizer, config.out, config.model, config.save_merged)
     profile = profile_summary(times)
     (config.out / PROFILE).write_text(json.dumps(profile, indent=1) + "\n")
     rewards = [entry["reward"] for entry in metrics.logged if "reward" in entry]
@@ -140,7 +141,7 @@ def run_grpo(config: GRPOStageConfig, log=print, grader=None) -> dict:
         "reward_last": rewards[-1] if rewards else None, "written_back": grader.written,
         "statuses": dict(grader.statuses), "seeded": times.seeded, "profile": {k: v for k, v in profile.items()
                                                                                if k != "steps"},
-        "model": str(folder), "started_from": config.model, "grader": config.grader_url or "in-process",
+        **saved.record(), "started_from": config.model, "grader": config.grader_url or "in-process",
         "store": grader.store.where, "devices": {"policy": str(trainer.model.device), "grader": grader.device.name,
                                                  "grader_mode": grader.device.mode.value}, "config": as_dict(config)})
 
@@ -152,4 +153,4 @@ def summary_line(summary: dict) -> str:
     split = (f"; step {mean['step_s']} s = generation {mean['generation_s']} + grading {mean['grading_s']} + "
              f"update {mean['update_s']}" if mean else "")
     return (f"grpo: {summary['steps']} step(s), {reward}, {summary['written_back']} candidate(s) written back"
-            f"{split}; {summary['seconds']} s; model: {summary['model']}")
+            f"{split}; {summary['seconds']} s; {saved_line(summary)}")

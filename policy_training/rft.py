@@ -10,7 +10,8 @@ them with the SFT stage's machinery (policy_training/sft.py). `seeds = N` adds t
 correct kernels as extra candidates (rollouts.py; they are graded again and counted apart).
 
 When no sample is correct the summary says so (`positives: 0`, `trained: false`) and OUT/model is
-the starting model saved unchanged, so the next stage has a model to start from.
+the starting model saved unchanged, so the next stage has a model to start from; there is no
+OUT/adapter then (`adapter: null`): a chain of adapters goes on from the starting model.
 Where it departs from CUDA-L1: one round per run (run it again on its own output for more).
 
     kernelpilot train rft --set model=runs/sft/model --set problems=benchmarks/problems --set only=04_* \\
@@ -21,13 +22,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from policy_training.config import as_dict
+from policy_training.config import PeftChoice, as_dict
 from policy_training.export import MANIFEST, write_jsonl
 from policy_training.grading import Graded, open_grader
 from policy_training.rollouts import RolloutConfig, prompt_for, seed_completions, training_problems
 from policy_training.sampling import sample
 from policy_training.sft import SFTConfig, run_sft, use_cpu
-from policy_training.training import load_pretrained, require_stack, save_model, write_summary
+from policy_training.training import load_pretrained, require_stack, save_model, saved_line, write_summary
 
 POSITIVES = "positives"
 
@@ -75,15 +76,23 @@ def run_rft(config: RFTConfig, log=print, grader=None) -> dict:
               "positives_from_model": sum(c.origin == "model" for c in positives), "started_from": config.model,
               "grader": config.grader_url or "in-process", "store": grader.store.where, "session": grader.session}
     if not positives:
-        log("rft: no correct sample, nothing to fine-tune; OUT/model is the starting model")
-        folder = save_model(model, tokenizer, config.out)
-        return write_summary(config.out, "rft", started, {**record, "trained": False, "model": str(folder),
-                             "note": "no sample was correct: nothing to fine-tune", "config": as_dict(config)})
+        return untrained(config, model, tokenizer, {**record, "trained": False}, started, log)
     del model
     tuned = run_sft(sft_config(config), log=log)
-    return write_summary(config.out, "rft", started, {**record, "trained": True, "model": tuned["model"],
-                         "steps": tuned["steps"], "loss_first": tuned["loss_first"], "loss_last": tuned["loss_last"],
-                         "config": as_dict(config)})
+    return write_summary(config.out, "rft", started, {
+        **record, "trained": True, "model": tuned["model"], "adapter": tuned["adapter"], "steps": tuned["steps"],
+        "loss_first": tuned["loss_first"], "loss_last": tuned["loss_last"], "config": as_dict(config)})
+
+
+def untrained(config: RFTConfig, model, tokenizer, record: dict, started: float, log) -> dict:
+    """No positive: the starting model saved unchanged (unless save_merged is false), no adapter."""
+    log("rft: no correct sample, nothing to fine-tune" + ("; OUT/model is the starting model" if config.save_merged
+                                                          else "; no adapter to save"))
+    saved = save_model(model, tokenizer, config.out, config.model, config.save_merged)
+    note = "no sample was correct: nothing to fine-tune" + (
+        "" if config.peft is PeftChoice.NONE else "; no adapter: a chain of adapters goes on from the starting model")
+    return write_summary(config.out, "rft", started, {**record, **saved.record(), "note": note,
+                                                      "config": as_dict(config)})
 
 
 def collect_candidates(config: RFTConfig, model, tokenizer, grader, log) -> list[Candidate]:
@@ -131,6 +140,7 @@ def write_candidates(out: Path, candidates: list[Candidate], positives: list[Can
 
 def sft_config(config: RFTConfig) -> SFTConfig:
     return SFTConfig(model=config.model, data=config.out / POSITIVES, out=config.out, peft=config.peft,
+                     save_merged=config.save_merged,
                      lora_r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                      learning_rate=config.learning_rate, epochs=config.epochs, max_steps=config.max_steps,
                      batch_size=config.batch_size, max_length=config.max_length, device=config.device,
@@ -145,4 +155,4 @@ def summary_line(summary: dict) -> str:
     return (f"rft: {summary['sampled']} sample(s) + {summary['seeded']} seed(s) over {len(summary['problems'])} "
             f"problem(s), {summary['written_back']} written back, {summary['positives']} positive(s) "
             f"({summary['positives_from_model']} the model's own); {trained}; {summary['seconds']} s; "
-            f"model: {summary['model']}")
+            f"{saved_line(summary)}")

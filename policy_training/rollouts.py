@@ -25,7 +25,7 @@ from policy_training.config import PeftChoice
 from policy_training.grading import GraderSettings
 from policy_training.problems import Split, read_split
 from policy_training.reward import RewardConfig, SpeedTerm
-from policy_training.sft import Device
+from policy_training.sft import NO_ADAPTER, Device
 from policy_training.training import TrainingError
 from tools.device import DeviceInfo
 from tools.evaluator import Protocol
@@ -57,6 +57,7 @@ class RolloutConfig:
     length_penalty: float = 0.0                 # reward subtracted per length_budget tokens beyond the budget
     length_budget: int = 4096                   # completion tokens before the length penalty starts
     peft: PeftChoice = PeftChoice.NONE          # none (full fine-tuning), lora, dora+rslora
+    save_merged: bool = True                    # write OUT/model; false: only OUT/adapter (needs peft)
     lora_r: int = 16                            # adapter rank
     lora_alpha: int = 32                        # adapter scale numerator
     lora_dropout: float = 0.0                   # dropout on the adapters' input
@@ -74,6 +75,8 @@ class RolloutConfig:
                ("length_budget", self.length_budget)) if value <= 0]
         bad += [f"{key} must not be negative" for key, value in (("exemplars", self.exemplars), ("seeds", self.seeds),
                 ("temperature", self.temperature), ("length_penalty", self.length_penalty)) if value < 0]
+        if not self.save_merged and self.peft is PeftChoice.NONE:
+            bad.append(NO_ADAPTER)
         return "; ".join(bad) or None
 
     def grading(self) -> GraderSettings:

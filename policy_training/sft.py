@@ -4,8 +4,10 @@ Reads DATA/FORM/SPLIT.jsonl of an export (`kernelpilot train export`: the best c
 problem, prompts rendered by the agent's own prompt builder), fine-tunes MODEL with TRL's
 `SFTTrainer` (full weights, LoRA, or DoRA with rank-stabilised LoRA over every linear layer),
 and writes OUT/model (adapters merged), OUT/metrics.jsonl and OUT/summary.json
-(policy_training/training.py). With the `messages` and `agent` forms only the assistant's tokens
-are learned (`assistant_only_loss`; TRL swaps in its training template for Qwen3's); with
+(policy_training/training.py); with PEFT also OUT/adapter, the adapter alone (with `save_merged
+= false`, only that: what a piece of training on a lent machine ships back; merge.py rebuilds the
+model from it). With the `messages` and `agent` forms only the assistant's tokens are learned
+(`assistant_only_loss`; TRL swaps in its training template for Qwen3's); with
 `prompt_completion`, only the completion's. Where it departs from CUDA-L1: its SFT data came from
 six commercial LLMs; ours come from whichever mentors ran through `kernelpilot bench`.
 
@@ -21,7 +23,9 @@ from policy_training.config import PeftChoice, as_dict
 from policy_training.export import MANIFEST, read_jsonl
 from policy_training.problems import Split, manifest_digest
 from policy_training.training import (METRICS, TrainingError, load_pretrained, losses, metrics_callback, peft_config,
-                                      report_to, require_stack, save_model, write_summary)
+                                      report_to, require_stack, save_model, saved_line, write_summary)
+
+NO_ADAPTER = "save_merged = false needs peft = lora or dora+rslora (full fine-tuning has no adapter to save)"
 
 
 class SFTForm(StrEnum):
@@ -44,6 +48,7 @@ class SFTConfig:
     form: SFTForm = SFTForm.MESSAGES          # which rows of the export: messages, prompt_completion or agent
     split: Split = Split.TRAIN                # which split of the export to train on
     peft: PeftChoice = PeftChoice.NONE        # none (full fine-tuning), lora, dora+rslora
+    save_merged: bool = True                  # write OUT/model; false: only OUT/adapter (needs peft)
     lora_r: int = 16                          # adapter rank
     lora_alpha: int = 32                      # adapter scale numerator
     lora_dropout: float = 0.0                 # dropout on the adapters' input
@@ -68,6 +73,8 @@ class SFTConfig:
         bad = [f"{key} must be positive, not {value}" for key, value in positive.items() if value <= 0]
         if self.bf16 and self.device is Device.CPU:
             bad.append("bf16 needs a GPU (device = cuda or auto)")
+        if not self.save_merged and self.peft is PeftChoice.NONE:
+            bad.append(NO_ADAPTER)
         return "; ".join(bad) or None
 
 
@@ -122,12 +129,12 @@ def run_sft(config: SFTConfig, log=print) -> dict:
                          processing_class=tokenizer, callbacks=[metrics],
                          peft_config=peft_config(config.peft, config.lora_r, config.lora_alpha, config.lora_dropout))
     trainer.train()
-    folder = save_model(trainer.model, tokenizer, config.out)
+    saved = save_model(trainer.model, tokenizer, config.out, config.model, config.save_merged)
     seen = losses(metrics.logged)
     manifest = config.data / MANIFEST
     return write_summary(config.out, "sft", started, {
         "rows": len(rows), "steps": trainer.state.global_step, "loss_first": seen[0] if seen else None,
-        "loss_last": seen[-1] if seen else None, "model": str(folder), "started_from": config.model,
+        "loss_last": seen[-1] if seen else None, **saved.record(), "started_from": config.model,
         "data": {"rows": str(rows_path(config)), "manifest": str(manifest),
                  "manifest_sha256": manifest_digest(manifest) if manifest.is_file() else None},
         "config": as_dict(config)})
@@ -137,5 +144,5 @@ def summary_line(summary: dict) -> str:
     loss = (f"loss {summary['loss_first']:.3f} -> {summary['loss_last']:.3f}" if summary["loss_first"] is not None
             else "no loss logged")
     return (f"sft: {summary['steps']} step(s) on {summary['rows']} row(s), {loss}, {summary['seconds']} s; "
-            f"model: {summary['model']}")
+            f"{saved_line(summary)}")
 

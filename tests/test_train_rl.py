@@ -3,10 +3,11 @@ the real evaluator in the Triton interpreter and a real SQLite store:
 
 - rft samples with the agent's prompt, writes every candidate back with the model as origin,
   trains on its positives (here the seed: a random model writes no correct kernel) and says so
-  when there is none;
+  when there is none (then with `save_merged = false` it saves neither model nor adapter);
 - a GRPO step runs with each loss type (grpo, dr_grpo, dapo), with LoRA, DoRA+rsLoRA and full
   fine-tuning (one of them with the KL term on), changes the parameters, profiles the step, and
-  its checkpoint reloads and serves one agent turn as `local:DIR`;
+  its checkpoint reloads and serves one agent turn as `local:DIR`; with PEFT, its OUT/adapter
+  merged into the base (`train merge`) gives its own OUT/model's weights;
 - contrastive prompts change when the store gains a faster kernel; difficulty weights follow
   the recorded failures;
 - honest, wrong and hacking candidates (benchmarks/candidates, tests/fixtures/wrong, tests/cheats)
@@ -23,6 +24,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from agent.graph import Budget, StopReason
 from agent.local_policy import LocalPolicy
@@ -36,6 +38,7 @@ from policy_training.config import PeftChoice
 from policy_training.contrastive import difficulty, draw_problems
 from policy_training.grading import LocalGrader, split_completion
 from policy_training.grpo import GRPOStageConfig, LossType, run_grpo
+from policy_training.merge import MergeConfig, run_merge
 from policy_training.reward import RewardConfig, RewardKind
 from policy_training.rft import RFTConfig, run_rft
 from policy_training.rollouts import as_completion, prompt_for, seed_completions
@@ -106,6 +109,13 @@ def test_rft_writes_every_candidate_back_and_trains_on_its_positives(tiny, runti
                     log=lambda line: None, grader=LocalGrader(runtime, "rft", str(tiny), RewardConfig()))
     assert (empty["positives"], empty["trained"], empty["written_back"]) == (0, False, 1)
     assert "no sample was correct" in empty["note"] and not changed(weights(tiny), weights(tmp_path / "none" / "model"))
+    assert empty["adapter"] is None
+    shipped = run_rft(RFTConfig(model=str(tiny), out=tmp_path / "ship", problems=(CHAIN,), k=1, max_new_tokens=8,
+                                peft=PeftChoice.LORA, save_merged=False, device=Device.CPU, cpu=True),
+                      log=lambda line: None, grader=LocalGrader(runtime, "rft", str(tiny), RewardConfig()))
+    assert (shipped["model"], shipped["adapter"], shipped["trained"]) == (None, None, False)
+    assert "a chain of adapters goes on from the starting model" in shipped["note"]
+    assert not (tmp_path / "ship" / "model").exists() and not (tmp_path / "ship" / "adapter").exists()
 
 
 @pytest.mark.parametrize("loss_type, peft, beta", [(LossType.GRPO, PeftChoice.LORA, 0.04),
@@ -126,7 +136,14 @@ def test_a_grpo_step_per_loss_type_and_peft_changes_the_parameters(tiny, runtime
     logged = [json.loads(line) for line in (config.out / "metrics.jsonl").read_text().splitlines()]
     assert any("loss" in entry and "reward" in entry for entry in logged)
     if peft is PeftChoice.NONE:
+        assert summary["adapter"] is None
         serve_one_turn(config.out / "model", runtime)
+        return
+    assert summary["adapter"]["base"] == str(tiny) and summary["adapter"]["folder"] == str(config.out / "adapter")
+    merge = MergeConfig(base=str(tiny), adapters=(config.out / "adapter",), out=tmp_path / "merged")
+    run_merge(merge, log=lambda line: None)
+    merged, own = weights(tmp_path / "merged" / "model"), weights(config.out / "model")
+    assert all(torch.allclose(merged[name], own[name], rtol=0, atol=1e-6) for name in own)
 
 
 def serve_one_turn(model_dir: Path, runtime: Runtime) -> None:
