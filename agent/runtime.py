@@ -25,6 +25,7 @@ from agent.errors import CheckpointError
 from agent.graph import build_graph
 from tools.device import DeviceInfo, detect, pick_index
 from tools.evaluator import EvalConfig, Evaluator
+from tools.gpu_share import MemoryShare
 from tools.history import HistoryStore
 from tools.home import kernelpilot_home, prepare_home
 from tools.records import Mode
@@ -41,6 +42,7 @@ class RuntimeOptions:
     timeout_s: float | None = None          # wall-clock limit per sandbox step; None: the Limits defaults
     eval: EvalConfig = field(default_factory=EvalConfig)   # trials, timing, baselines (its limits are replaced)
     warm: int = 1                           # workers the sandbox keeps started ahead of need
+    share: MemoryShare = field(default_factory=MemoryShare)   # lanes on this device (tools/gpu_share.py)
 
     def limits(self) -> Limits:
         return Limits() if self.timeout_s is None else Limits().with_timeout(self.timeout_s)
@@ -67,7 +69,7 @@ class Runtime:
             index = pick_index(options.cuda_index, options.force_cpu)
             sandbox = stack.enter_context(open_sandbox(options.sandbox, index, limits, warm=options.warm))
             device = detect(options.cuda_index, force_cpu=options.force_cpu)
-            evaluator = Evaluator(sandbox, device, replace(options.eval, limits=limits))
+            evaluator = Evaluator(sandbox, device, replace(options.eval, limits=limits), share=options.share)
             yield Runtime(options, sandbox, device, evaluator, store, saver)
 
     def size(self, requested: str) -> str:

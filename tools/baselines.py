@@ -14,6 +14,7 @@ import hashlib
 from tools import timing
 from tools.device import DeviceInfo, versions
 from tools.device_lock import DeviceLock
+from tools.gpu_share import start_worker
 from tools.files import write_atomic
 from tools.records import Baselines, EvalStatus
 from tools.reference import Reference
@@ -39,29 +40,30 @@ class BaselineStore:
                 f"|{self.config}")
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
-    def get(self, reference: Reference) -> Baselines:
+    def get(self, reference: Reference, alone: bool = True) -> Baselines:
+        """Cached, or measured now; `alone` as `timing.time_candidate` takes it."""
         path = self.folder / f"{self.key(reference)}.json"
         if path.exists():
             try:
                 return Baselines.model_validate_json(path.read_text())
             except ValueError:
                 path.unlink()   # a damaged entry: measure again
-        baselines = self.measure(reference)
+        baselines = self.measure(reference, alone)
         if baselines.eager is not None and baselines.compiled is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, baselines.model_dump_json(indent=1))
         return baselines
 
-    def measure(self, reference: Reference) -> Baselines:
+    def measure(self, reference: Reference, alone: bool = True) -> Baselines:
         notes = []
-        eager = self._time(reference, torch_compile=False, notes=notes)
-        compiled = self._time(reference, torch_compile=True, notes=notes)
+        eager = self._time(reference, torch_compile=False, notes=notes, alone=alone)
+        compiled = self._time(reference, torch_compile=True, notes=notes, alone=alone)
         return Baselines(eager=eager, compiled=compiled, notes=notes)
 
-    def _time(self, reference: Reference, torch_compile: bool, notes: list[str]):
+    def _time(self, reference: Reference, torch_compile: bool, notes: list[str], alone: bool):
         label = "torch.compile" if torch_compile else "eager"
         problem = reference.problem
-        worker = self.sandbox.worker()
+        worker = start_worker(self.sandbox)
         try:
             loaded = ask(worker, load_request(problem.source, "Model", problem.init_inputs(), torch_compile),
                          self.limits.load_s)
@@ -70,7 +72,7 @@ class BaselineStore:
                 return None
             with self.device_lock:      # compiled (torch.compile's first calls are in the timing's warm-up) alone too
                 self.sandbox.settle()
-                timed = timing.time_candidate(worker, self.exchange, reference, self.config, self.limits)
+                timed = timing.time_candidate(worker, self.exchange, reference, self.config, self.limits, alone=alone)
         finally:
             worker.close()
             self.exchange.collect()

@@ -3,7 +3,9 @@ first out. A batch run evaluates one problem many times in a row; a grader or a 
 interleaves many problems, and rebuilding a reference (its model on the device) and rerunning
 its lint (five reference forwards) for each evaluation costs lane time. So contexts are kept
 while their reference models' parameters and buffers fit in `budget_bytes` (GPU memory the
-candidates then lack), and the last `floor` are kept whatever their size.
+candidates then lack), and the last `floor` are kept whatever their size, except a heavy
+problem's on a GPU that lanes share: the evaluator drops it once its evaluation is over
+(`drop`; tools/gpu_share.py), and those lanes split the budget.
 
     contexts = Contexts(device, guard=device_lock)
     context = contexts.get(problem)       # built once per (problem, size), then reused
@@ -63,6 +65,14 @@ class Contexts:
             self._evict(room_for=0)
         self._kept.move_to_end(key)
         return self._kept[key][0]
+
+    def drop(self, problem: Problem) -> None:
+        """Forget the problem's context, its reference's tensors with it: a heavy problem's, once
+        its evaluation on a device other lanes share is over (tools/gpu_share.py), floor or not."""
+        self._kept.pop((problem.hash, problem.size), None)
+
+    def __contains__(self, problem: Problem) -> bool:
+        return (problem.hash, problem.size) in self._kept
 
     def __len__(self) -> int:
         return len(self._kept)

@@ -38,9 +38,10 @@ import torch
 from tools import roofline
 from tools.baselines import BaselineStore
 from tools.compare import TOLERANCES, Comparison, judge_call
-from tools.contexts import Contexts, ProblemContext
+from tools.contexts import BUDGET_BYTES, Contexts, ProblemContext
 from tools.device import DeviceInfo, versions
 from tools.device_lock import DeviceLock
+from tools.gpu_share import Admission, MemoryShare, start_worker
 from tools.inputs import Distribution, draw, secret_seed, trial_plan
 from tools.integrity import judge_audit
 from tools.phases import Stopwatch
@@ -109,21 +110,23 @@ class Evaluator:
     reference, lint and baselines between calls (batch runs evaluate many candidates)."""
 
     def __init__(self, sandbox: Sandbox, device: DeviceInfo, config: EvalConfig = EvalConfig(),
-                 baselines: BaselineStore | None = None):
+                 baselines: BaselineStore | None = None, share: MemoryShare = MemoryShare()):
         self.sandbox, self.device, self.config = sandbox, device, config
+        self.admission = Admission(device, share)   # lanes sharing the GPU: a heavy problem runs alone
         self.exchange = Exchange(device.torch_device)
         self.serial = threading.RLock()   # held through each evaluation; a caller's trusted-side work may take it too
         self.device_lock = DeviceLock.of(device)     # one measurement at a time on this GPU, machine-wide
         self.baselines = baselines or BaselineStore(sandbox, device, self.exchange, config.timing.full(),
                                                     device_lock=self.device_lock)
-        self._contexts = Contexts(device, guard=self.device_lock)    # a build runs the reference on the GPU
+        # a build runs the reference on the GPU; lanes sharing it share the budget too
+        self._contexts = Contexts(device, budget_bytes=BUDGET_BYTES // max(share.lanes, 1), guard=self.device_lock)
         self.clock = Stopwatch()          # the running evaluation's phases (one at a time: self.serial)
 
     def evaluate(self, problem: Problem, source: str, config: EvalConfig | None = None) -> EvalResult:
         """One evaluation; `config` overrides the evaluator's own for this call. Sessions on
         several threads share an evaluator: it runs one evaluation at a time, so kernel
         timings never overlap on the device (nor do the arena and caches it keeps)."""
-        with self.serial:
+        with self.serial, self.admission.admit(problem, lambda heavy: self._give_back(problem, heavy)):
             return self._evaluate(problem, source, config)
 
     def _evaluate(self, problem: Problem, source: str, config: EvalConfig | None) -> EvalResult:
@@ -147,7 +150,7 @@ class Evaluator:
     def _attempt(self, context: ProblemContext, source: str, config: EvalConfig) -> tuple[Outcome, Ready | None, str]:
         """One run of the candidate in a fresh worker: (outcome, the worker's ready facts, log tail)."""
         with self.clock.phase("worker"):
-            worker = self.sandbox.worker()
+            worker = start_worker(self.sandbox)
         try:
             outcome = self._run(context, worker, source, config)
             with self.clock.phase("close"):
@@ -204,8 +207,18 @@ class Evaluator:
 
     def profile(self, problem: Problem, source: str, calls: int = 10) -> ProfileResult:
         """The kernels one forward launches, with launch counts and time shares."""
-        with self.serial:
+        with self.serial, self.admission.admit(problem, lambda heavy: self._give_back(problem, heavy)):
             return self._profile(problem, source, calls)
+
+    def _give_back(self, problem: Problem, heavy: bool) -> None:
+        """Before an admission on a device other lanes share ends (tools/gpu_share.py): a heavy
+        problem's reference, the arenas and the allocator's cache go back to the device."""
+        if heavy:
+            self._contexts.drop(problem)
+        self.exchange.free()
+        if self.device.mode is Mode.GPU:
+            self.sandbox.settle()       # a warm worker's CUDA context starts inside this admission
+            torch.cuda.empty_cache()
 
     def _profile(self, problem: Problem, source: str, calls: int) -> ProfileResult:
         if self.device.mode is not Mode.GPU:
@@ -213,7 +226,7 @@ class Evaluator:
                                  kernels=[], device_ms_per_call=None, roofline=None, device=self.device.name)
         context = self.context(problem)
         inputs = draw(problem, secret_seed(), Distribution.OWN, context.reference.device)
-        worker = self.sandbox.worker()
+        worker = start_worker(self.sandbox)
         arena = self.exchange.acquire(arena_bytes([(x.shape, x.dtype) for x in inputs]))
         try:
             reply = ask(worker, load_request(source, "ModelNew", problem.init_inputs()), self.config.limits.load_s)
@@ -271,7 +284,8 @@ class Evaluator:
         timing = config.timing if config.protocol is Protocol.FULL else replace(
             config.timing, min_iters=config.timing.min_iters or REWARD_MIN_ITERS)
         with self.clock.phase("timing"):
-            timed = time_candidate(worker, self.exchange, context.reference, timing, config.limits, audited=True)
+            timed = time_candidate(worker, self.exchange, context.reference, timing, config.limits, audited=True,
+                                   alone=self.admission.alone)
         if timed.status is not EvalStatus.CORRECT:
             return replace(outcome, status=timed.status, reason=timed.reason, phase=Phase.TIME)
         for index, (launches, forwards) in enumerate(timed.launches):
@@ -324,7 +338,7 @@ class Evaluator:
         notes = []
         if outcome.timing is not None and config.baselines:
             with self.clock.phase("baselines"):
-                baselines = self.baselines.get(context.reference)
+                baselines = self.baselines.get(context.reference, alone=self.admission.alone)
             eager_ms = baselines.eager.median_ms if baselines.eager else None
             compile_ms = baselines.compiled.median_ms if baselines.compiled else None
             notes = baselines.notes

@@ -88,9 +88,11 @@ def input_set_count(set_bytes: int, config: TimingConfig) -> int:
 
 
 def time_candidate(worker: Worker, exchange: Exchange, reference: Reference, config: TimingConfig, limits: Limits,
-                   audited: bool = False) -> Timed:
+                   audited: bool = False, alone: bool = True) -> Timed:
     """Warm-up and `config.iters` timed calls in as many chunks as the input budget
-    needs. `audited`: also judge the worker's audit (candidates; baselines run trusted code)."""
+    needs. `audited`: also judge the worker's audit (candidates; baselines run trusted code).
+    `alone`: nothing but this evaluation holds the device's memory (tools/gpu_share.py), so
+    the trusted side running out of it can be the worker's doing; else it never is."""
     problem, device = reference.problem, reference.device
     warm = draw(problem, secret_seed(), Distribution.OWN, device)
     _, outputs = reference.run(warm)        # the outputs' shapes size every chunk's arena
@@ -111,9 +113,9 @@ def time_candidate(worker: Worker, exchange: Exchange, reference: Reference, con
         try:
             reply, host_s = run_chunk(worker, exchange, reference, chunk, set_shapes, warm, config, limits)
         except torch.OutOfMemoryError:
-            hog = memory_hog(exchange, device)
+            hog = memory_hog(exchange, device) if alone else None
             if hog is None:
-                raise               # the problem itself does not fit: an infrastructure failure
+                raise               # the problem itself does not fit, or neighbours hold it: an infrastructure failure
             return Timed(EvalStatus.RUNTIME_ERROR, hog)
         warm = None                 # only the first chunk warms up (run_chunk moved it into the arena)
         verdict = judge_chunk(reply, chunk, offset, config, host_s, audited)

@@ -10,7 +10,9 @@ By default the run is one lane in this process: one runtime, `workers` sessions 
 - **Lane processes** (`BenchOptions.lanes`, from `--gpus 0,1` or `--cpu --lanes N`): one
   spawned process per lane, each opening its own runtime (sandbox first, then CUDA) on its
   device, with `workers` sessions at once on threads. Problems wait in one queue and go to
-  whichever lane has a free worker, so a slow problem never holds the others back.
+  whichever lane has a free worker, so a slow problem never holds the others back. Lanes on
+  one GPU (`--gpus 0 --lanes 6`) know how many share it: each evaluation is admitted by
+  their GPU-memory admission (tools/gpu_share.py), a heavy problem's alone on the GPU.
 - **Ray** (`BenchOptions.ray`, from `--ray local|auto|ADDRESS`; the optional `ray` extra,
   imported only here): one actor per lane, holding a runtime, with `num_gpus=1` on GPUs
   (Ray picks the card) and none in the interpreter. An actor that dies is restarted once
@@ -45,17 +47,19 @@ RAY_LOCAL = "local"
 Task = tuple[ProblemFile, str | None]     # a problem and the session a killed run started for it
 
 
-def lane_runtime(options: RuntimeOptions, device: int | None) -> RuntimeOptions:
-    """The runtime options of a lane on CUDA device `device` (None: the interpreter)."""
-    return replace(options, force_cpu=device is None, cuda_index=device or 0)
+def lane_runtime(options: RuntimeOptions, device: int | None, sharing: int = 1) -> RuntimeOptions:
+    """The runtime options of a lane on CUDA device `device` (None: the interpreter), one of
+    `sharing` lanes on that device (tools/gpu_share.py admits their evaluations)."""
+    return replace(options, force_cpu=device is None, cuda_index=device or 0,
+                   share=replace(options.share, lanes=sharing))
 
 
 class Lane:
     """A runtime on one device and the problems it runs: a lane process's or a Ray actor's."""
 
-    def __init__(self, options: BenchOptions, device: int | None):
+    def __init__(self, options: BenchOptions, device: int | None, sharing: int = 1):
         self.options, self.device, self.log = options, device, RunLog(options.out)
-        self._runtime = Runtime.open(lane_runtime(options.runtime, device))
+        self._runtime = Runtime.open(lane_runtime(options.runtime, device, sharing))
         self.runtime = self._runtime.__enter__()
         self.name = lane_name(self.runtime)
 
@@ -124,7 +128,8 @@ def run_in_processes(options: BenchOptions, tasks: list[Task], finish: Callable[
         inbox.put(task)
     for _ in range(len(options.lanes) * options.workers):
         inbox.put(None)
-    processes = [context.Process(target=lane_main, args=(options, device, inbox, outbox, os.getpid()),
+    processes = [context.Process(target=lane_main, args=(options, device, options.lanes.count(device), inbox, outbox,
+                                                         os.getpid()),
                                  name=f"lane-{'cpu' if device is None else device}")
                  for device in options.lanes]
     for process in processes:
@@ -156,12 +161,12 @@ def run_in_processes(options: BenchOptions, tasks: list[Task], finish: Callable[
                 process.join(10)
 
 
-def lane_main(options: BenchOptions, device: int | None, inbox, outbox, parent: int) -> None:
-    """A lane process: `options.workers` threads take tasks until they meet None. It dies
-    with the driver (a killed run's lanes must not go on beside its restart)."""
+def lane_main(options: BenchOptions, device: int | None, sharing: int, inbox, outbox, parent: int) -> None:
+    """A lane process, one of `sharing` on its device: `options.workers` threads take tasks until
+    they meet None. It dies with the driver (a killed run's lanes must not go on beside its restart)."""
     die_with(parent)
     try:
-        lane = Lane(options, device)
+        lane = Lane(options, device, sharing)
     except FATAL as error:
         outbox.put(("fatal", f"lane on {'cpu' if device is None else f'cuda:{device}'}: {type(error).__name__}: "
                              f"{error}"))

@@ -149,7 +149,7 @@ def lane_devices(args, with_ray: bool = False) -> tuple[int | None, ...]:
     if args.lanes and not (args.cpu or args.gpus or ray):
         raise UsageError("--lanes goes with --cpu (interpreter lanes), --gpus (lanes per GPU)"
                          + (" or --ray" if with_ray else ""))
-    if args.gpus:       # --lanes N: N lane processes per GPU, taking turns on it (tools/device_lock.py)
+    if args.gpus:       # --lanes N: N lane processes per GPU, taking turns (tools/device_lock.py, tools/gpu_share.py)
         return tuple(index for index in gpu_indices(args.gpus) for _ in range(args.lanes or 1))
     return (None,) * (args.lanes or 0) if args.cpu else (0,) * (args.lanes or 0)
 

@@ -128,13 +128,13 @@ class ProcessLane:
     over a pipe, one at a time. It dies when the thread that started it ends: the main thread,
     or the pool's thread of its lane when the pool starts it again (pool.py)."""
 
-    def __init__(self, options: RuntimeOptions, device: int | None, session: str):
+    def __init__(self, options: RuntimeOptions, device: int | None, session: str, sharing: int = 1):
         context = multiprocessing.get_context("spawn")      # a fresh interpreter: no CUDA, no fork server
-        self.options, self.device_index, self.session = options, device, session
+        self.options, self.device_index, self.session, self.sharing = options, device, session, sharing
         self.name = f"lane-{'cpu' if device is None else device}"
         self._pipe, child = context.Pipe()
-        self.process = context.Process(target=lane_main, args=(lane_runtime(options, device), session, child, os.getpid()),
-                                       name=self.name)
+        runtime = lane_runtime(options, device, sharing)    # one of `sharing` lanes on its GPU (tools/gpu_share.py)
+        self.process = context.Process(target=lane_main, args=(runtime, session, child, os.getpid()), name=self.name)
         self.process.start()
         child.close()
         self._usable = True
@@ -172,7 +172,7 @@ class ProcessLane:
 
     def restarted(self) -> "ProcessLane":
         """A new lane process in this one's place (close this one first)."""
-        return ProcessLane(self.options, self.device_index, self.session)
+        return ProcessLane(self.options, self.device_index, self.session, self.sharing)
 
     def close(self) -> None:
         self._usable = False

@@ -103,7 +103,7 @@ class GraderPool:
             lanes = []
             for device in options.devices or ("here",):
                 lane = (LocalLane(options.runtime, session) if device == "here"
-                        else ProcessLane(options.runtime, device, session))
+                        else ProcessLane(options.runtime, device, session, options.devices.count(device)))
                 stack.callback(lane.close)
                 lanes.append(lane)
             pool = GraderPool(lanes, options)

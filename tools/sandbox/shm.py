@@ -192,6 +192,14 @@ class Exchange:
         while self._retired:
             self._retired.pop().block.free()
 
+    def free(self) -> None:
+        """Free every CUDA arena, the current one too (every worker is closed): a lane sharing its
+        GPU gives its memory back between evaluations (tools/gpu_share.py)."""
+        if self._cuda is not None:
+            self._retired.append(self._cuda)
+            self._cuda = None
+        self.collect()
+
     @property
     def held_bytes(self) -> int:
         """Device memory in arenas, the current one and the retired ones (outside torch's
