@@ -3,7 +3,8 @@ sampling -> contrastive GRPO (and GRPO without exemplars, the ablation), each st
 held-out set fixed before any training, in resumable steps that fit a lent GPU's 30-minute lease.
 
 One run lives in one STATE folder. `prepare` fixes the problems (no model, no GPU): the generated
-set (seed `seed`, decontaminated against KernelBench; its held-out split is never trained on) and
+set (seed `seed`, decontaminated against KernelBench levels 1 and 2, the levels whose op graphs
+the generator's families could meet; its held-out split is never trained on) and
 the stated KernelBench subset copied from the user's checkout, listed with their hashes in
 STATE/heldout.json. `run` then does the next steps not yet done, in this order, until
 `--deadline` seconds have passed (a step is never started after it):
@@ -111,7 +112,7 @@ def prepare(state: Path, config: RecipeConfig, kernelbench: Path, log=print) -> 
     STATE/heldout.json. Refuses to run twice (the held-out set must never move)."""
     if (state / HELD_OUT).exists():
         raise TrainingError(f"{state / HELD_OUT} exists: the held-out set is fixed; use a new STATE to change it")
-    found = evaluation_set(kernelbench, log=log)
+    found = evaluation_set(kernelbench, levels=(1, 2), log=log)     # level 3's networks: never a generated problem's graph
     problems, result, drawn = clean_problems(config.seed, config.count, tuple(families()), (dtype_fp32(),), found)
     record = manifest(problems, config.seed, config.count, drawn, tuple(families()), (dtype_fp32(),),
                       config.held_out_fraction, result)
