@@ -15,7 +15,8 @@ killed run resumes: run the same command again and only the missing (problem, sa
 sampled and graded (a problem with some samples graded is sampled again; only its missing
 indices are graded). OUT/run.json holds what the rows depend on (the model's path and a spot
 digest of its weights, the config less where it runs): other values refuse to resume, in one
-line. A sample the grader service gave no verdict (429/503/504 after its retries) gets no row:
+line, as does a grader of the other kind (GPU or interpreter) than the one that graded the
+rows. A sample the grader service gave no verdict (429/503/504 after its retries) gets no row:
 the summary counts it `missing` and the next run grades it. With sampling (temperature > 0) a
 resumed run draws other samples than an uninterrupted one would.
 
@@ -41,6 +42,7 @@ Graded in the Triton interpreter nothing is timed: the speed metrics are null an
         --set max_new_tokens=16 --out runs/eval-tiny
 """
 import hashlib
+import importlib.util
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -61,7 +63,7 @@ from policy_training.problems import Split, manifest_digest
 from policy_training.rollouts import prompt_for, training_problems
 from policy_training.sampling import Sample, sample_batch
 from policy_training.sft import Device, use_cpu
-from policy_training.training import TrainingError, load_pretrained, require_stack, write_summary
+from policy_training.training import MissingStack, TrainingError, load_pretrained, write_summary
 from tools.evaluator import Protocol
 from tools.problems import Problem
 from tools.records import EvalStatus, Mode, Phase
@@ -98,6 +100,7 @@ class EvaluateConfig:
     timeout_s: float | None = None              # wall-clock limit per evaluation step
     protocol: Protocol = Protocol.FULL          # the in-process evaluator's protocol: full (for reporting) or reward
     device: Device = Device.AUTO                # where the model generates: auto, cpu or cuda
+    bf16: bool = False                          # generate in bfloat16 (GPU only; float32 otherwise)
     seed: int = 0                               # the sampling seed
 
     def check(self) -> str | None:
@@ -109,6 +112,8 @@ class EvaluateConfig:
             return "k, max_new_tokens and batch_size must be positive, exemplars not negative, top_p in (0, 1]"
         if self.temperature < 0 or (self.temperature == 0 and self.k > 1):
             return "temperature must not be negative; k > 1 needs temperature > 0 (greedy answers are all alike)"
+        if self.bf16 and self.device is Device.CPU:
+            return "bf16 needs a GPU (device = cuda or auto)"
         if self.grader_url is not None and not self.record:
             return "record=false needs the in-process grader (a grader service records every verdict)"
         return None
@@ -236,7 +241,8 @@ def run_evaluate(config: EvaluateConfig, log=print, grader=None) -> dict:
     """Sample, grade, record, and summarise; the summary. `grader`: an open one to reuse (tests),
     else one is opened from the config (after OUT's rows are found to be this run's)."""
     started = time.monotonic()
-    require_stack()
+    if importlib.util.find_spec("transformers") is None:       # generation only: trl, peft and datasets not needed
+        raise MissingStack("evaluate needs transformers (the train extra): pip install 'kernelpilot[train]'")
     rows = open_run(config.out, identity(config))
     if grader is None:
         with open_grader(config.grading(), STAGE, config.model) as opened:
@@ -245,6 +251,10 @@ def run_evaluate(config: EvaluateConfig, log=print, grader=None) -> dict:
 
 
 def evaluate_with(config: EvaluateConfig, grader, rows: list[EvalRow], started: float, log) -> dict:
+    timed = grader.device.mode is Mode.GPU
+    if any(row.timed != timed for row in rows):
+        raise TrainingError(f"{config.out} holds rows graded {'in the interpreter' if timed else 'on a GPU'}, and this "
+                            f"grader {'times on a GPU' if timed else 'runs the interpreter'}: use another out")
     problems = list({p.hash: p for p in training_problems(config, grader.size, config.split)}.values())
     done = {(row.problem_hash, row.sample) for row in rows}
     pending = [(p, [i for i in range(config.k) if (p.hash, i) not in done]) for p in problems]
@@ -269,7 +279,10 @@ def grade_pending(config: EvaluateConfig, grader, pending: list[tuple[Problem, l
     import torch
 
     model, tokenizer = load_pretrained(config.model)
-    model.to("cpu" if use_cpu(config.device) else "cuda").eval()
+    cpu = use_cpu(config.device)
+    if config.bf16 and cpu:
+        raise TrainingError("bf16 needs a GPU, and torch sees none")
+    model.to("cpu" if cpu else "cuda", dtype=torch.bfloat16 if config.bf16 else torch.float32).eval()
     torch.manual_seed(config.seed)
     with Progress(TextColumn("[bold]evaluate[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True)) as progress:

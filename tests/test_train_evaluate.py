@@ -7,7 +7,8 @@ tiny offline model, with the real evaluator in the Triton interpreter and a real
 - the batched sampler's greedy answers are the unbatched ones, token for token;
 - a run over a generated problem set grades its held-out split only, writes rows, summary and
   store rows; a run killed mid-way (rows cut, the last one torn) resumes and grades the rest only;
-- OUT holding another model's rows refuses in one line; record=false writes nothing to the store.
+- OUT holding another model's rows (or rows graded on another kind of device) refuses in one
+  line; record=false writes nothing to the store.
 
     pytest -q tests/test_train_evaluate.py
 """
@@ -171,7 +172,11 @@ def test_another_models_rows_refuse_and_record_false_writes_nothing(tiny, runtim
     summary = run_evaluate(config, log=lambda line: None,
                            grader=LocalGrader(runtime, "evaluate", str(other), RewardConfig(), record=False))
     assert summary["samples"] == 1 and runtime.store.count() == before and summary["written_back"] == 0
-    assert json.loads((config.out / "rows.jsonl").read_text())["evaluation_id"] is None
+    graded = json.loads((config.out / "rows.jsonl").read_text())
+    assert graded["evaluation_id"] is None
+    (config.out / "rows.jsonl").write_text(json.dumps({**graded, "timed": True}) + "\n")    # as if graded on a GPU
+    with pytest.raises(TrainingError, match="holds rows graded on a GPU, and this grader runs the interpreter"):
+        run_evaluate(config, log=lambda line: None, grader=LocalGrader(runtime, "evaluate", str(other), RewardConfig()))
     weights = other / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1                                                          # retrained in place: another model
