@@ -1,11 +1,12 @@
-"""Grading a model's completions for the training stages (rft, grpo, best-of): the real evaluator,
+"""Grading a model's completions for the training stages (rft, grpo, best-of, evaluate): the real evaluator,
 the reward, and the write-back of every candidate to the history store.
 
 Two graders with one interface, `grade(problem, completion, tokens) -> Graded`:
 - `LocalGrader`: a runtime in this process (agent/runtime.py: sandbox, evaluator, store), the
   Triton interpreter on a machine without a GPU; each verdict is recorded with the stage as the
-  origin's policy and the model directory as its model, then scored by policy_training/reward.py
-  against one `ProblemStats` for the run. One evaluation at a time (the evaluator's rule).
+  origin's policy and the model directory as its model (unless `record` is off: the evaluation
+  stage's choice), then scored by policy_training/reward.py against one `ProblemStats` for the
+  run. One evaluation at a time (the evaluator's rule).
 - `ServiceGrader`: `kernelpilot grader serve` at a URL (policy_training/grader/client.py); the
   service evaluates, records (origin policy `grader`, the model named here) and scores.
 
@@ -31,6 +32,7 @@ from agent.runtime import Runtime, RuntimeOptions
 from policy_training.grader.client import GraderClient, GraderError
 from policy_training.grader.trl_reward import NO_VERDICT, extract_code
 from policy_training.reward import ProblemStats, RewardConfig, RewardKind, score
+from policy_training.training import TrainingError
 from tools.device import DeviceInfo
 from tools.evaluator import EvalConfig, Protocol
 from tools.history import HistoryStore, Origin
@@ -155,7 +157,7 @@ def open_grader(settings: GraderSettings, stage: str, model: str) -> Iterator[Lo
     options = RuntimeOptions(sandbox=settings.sandbox, db=settings.db, force_cpu=settings.cpu,
                              timeout_s=settings.timeout_s, eval=EvalConfig(protocol=settings.protocol, second_size=True))
     if settings.url is not None and not settings.record:
-        raise ValueError("a grader service records every verdict: record=false needs the in-process grader")
+        raise TrainingError("a grader service records every verdict: record=false needs the in-process grader")
     if settings.url is None:
         with Runtime.open(options) as runtime:
             yield LocalGrader(runtime, stage, model, settings.reward, settings.record)
