@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from policy_training import best_of, collect, export, grpo, merge, rft, sft, smoke
+from policy_training import best_of, collect, evaluate, export, grpo, merge, rft, sft, smoke
 from policy_training.config import as_dict, describe, load_config
 
 
@@ -103,6 +103,18 @@ STAGES: dict[str, Stage] = {
                     "keeps the prm_keep best for grading, breaks ties). Writes OUT/best_of.jsonl and OUT/summary.json.",
         example="kernelpilot train best-of --set policy=local:runs/grpo/model --set problems=benchmarks/problems "
                 "--set n=8 --out runs/best-of"),
+    "evaluate": Stage(
+        evaluate.EvaluateConfig, evaluate.run_evaluate, evaluate.summary_line,
+        help="a model measured on held-out problems: compiles, correct, fast_1, geomean, tokens per answer",
+        description="Render the agent's own prompt for each problem (a problem_set's held_out split by default), "
+                    "sample k completions (greedy by default; batch_size prompts per generate call), grade each "
+                    "with the real evaluator (in-process with the full protocol, or the grader service at grader_url) "
+                    "and record it in the history store (origin: policy evaluate, the model; record=false: not). "
+                    "Writes OUT/rows.jsonl (one row per sample, appended as graded: rerunning resumes), OUT/run.json "
+                    "and OUT/summary.json (compiles, correct, fast_1 vs eager and torch.compile, geomean speedup, "
+                    "mean completion tokens; speed 'not measured' in the interpreter).",
+        example="kernelpilot train evaluate --set model=runs/rft/model --set problem_set=train_problems/manifest.json "
+                "--set max_new_tokens=1024 --out runs/eval-rft"),
 }
 
 

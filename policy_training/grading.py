@@ -1,11 +1,12 @@
-"""Grading a model's completions for the training stages (rft, grpo, best-of): the real evaluator,
+"""Grading a model's completions for the training stages (rft, grpo, best-of, evaluate): the real evaluator,
 the reward, and the write-back of every candidate to the history store.
 
 Two graders with one interface, `grade(problem, completion, tokens) -> Graded`:
 - `LocalGrader`: a runtime in this process (agent/runtime.py: sandbox, evaluator, store), the
   Triton interpreter on a machine without a GPU; each verdict is recorded with the stage as the
-  origin's policy and the model directory as its model, then scored by policy_training/reward.py
-  against one `ProblemStats` for the run. One evaluation at a time (the evaluator's rule).
+  origin's policy and the model directory as its model (unless `record` is off: the evaluation
+  stage's choice), then scored by policy_training/reward.py against one `ProblemStats` for the
+  run. One evaluation at a time (the evaluator's rule).
 - `ServiceGrader`: `kernelpilot grader serve` at a URL (policy_training/grader/client.py); the
   service evaluates, records (origin policy `grader`, the model named here) and scores.
 
@@ -31,11 +32,12 @@ from agent.runtime import Runtime, RuntimeOptions
 from policy_training.grader.client import GraderClient, GraderError
 from policy_training.grader.trl_reward import NO_VERDICT, extract_code
 from policy_training.reward import ProblemStats, RewardConfig, RewardKind, score
+from policy_training.training import TrainingError
 from tools.device import DeviceInfo
 from tools.evaluator import EvalConfig, Protocol
 from tools.history import HistoryStore, Origin
 from tools.problems import Problem
-from tools.records import EvalStatus, Flag, Mode
+from tools.records import EvalResult, EvalStatus, Flag, Mode, Phase
 from tools.sandbox.backends import SandboxKind
 from tools.trust import Use, allowed
 
@@ -52,6 +54,7 @@ class GraderSettings:
     timeout_s: float | None = None              # wall-clock limit per evaluation step
     protocol: Protocol = Protocol.REWARD        # the evaluator's protocol (tools/evaluator.py): reward or full
     reward: RewardConfig = field(default_factory=RewardConfig)
+    record: bool = True                         # write each verdict to the store (a service records every one anyway)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,11 @@ class Graded:
     evaluation_id: int | None
     seconds: float
     hack: bool = False                          # rejected, or flagged for the candidate's own doing (reward.py)
+    phase: Phase | None = None                  # where it failed (load, run, time, ...); None when correct
+    mode: Mode | None = None                    # gpu (timed) or cpu-interpreter (correctness only)
+    runtime_ms: float | None = None             # the evaluator's figures, raw: tools/trust.py says which to believe
+    speedup_vs_eager: float | None = None
+    speedup_vs_compile: float | None = None
 
     @property
     def usable(self) -> bool:
@@ -85,10 +93,11 @@ def split_completion(text: str) -> tuple[str, str]:
 
 
 class LocalGrader:
-    """A runtime in this process: evaluate, record with the stage's origin, score."""
+    """A runtime in this process: evaluate, record with the stage's origin (unless `record` is
+    off: evaluation_id None), score."""
 
-    def __init__(self, runtime: Runtime, stage: str, model: str, reward: RewardConfig):
-        self.runtime, self.stage, self.model, self.reward = runtime, stage, model, reward
+    def __init__(self, runtime: Runtime, stage: str, model: str, reward: RewardConfig, record: bool = True):
+        self.runtime, self.stage, self.model, self.reward, self.record = runtime, stage, model, reward, record
         self.stats, self.session = ProblemStats(), f"{stage}-{uuid.uuid4().hex[:12]}"
         self.written, self.statuses = 0, Counter()
         self.device, self.size, self.store = runtime.device, runtime.size("auto"), runtime.store
@@ -97,13 +106,16 @@ class LocalGrader:
         started = time.monotonic()
         analysis, candidate = split_completion(completion)
         result = self.runtime.evaluator.evaluate(problem, candidate)
-        evaluation_id = self.runtime.store.record(problem, candidate, result, Origin(
-            policy=self.stage, model=self.model, analysis=analysis or None), session=self.session)
-        self.written += 1
+        evaluation_id = None
+        if self.record:
+            evaluation_id = self.runtime.store.record(problem, candidate, result, Origin(
+                policy=self.stage, model=self.model, analysis=analysis or None), session=self.session)
+            self.written += 1
         self.statuses[result.status.value] += 1
         reward = score(result, self.reward, self.stats, tokens)
         return Graded(problem.hash, candidate, analysis, result.status, tuple(Flag(f).value for f in result.flags),
-                      reward.value, reward.kind, evaluation_id, time.monotonic() - started, reward.hack)
+                      reward.value, reward.kind, evaluation_id, time.monotonic() - started, reward.hack,
+                      **figures(result))
 
 
 class ServiceGrader:
@@ -129,7 +141,13 @@ class ServiceGrader:
         self.written += answer.evaluation_id is not None
         self.statuses[answer.status.value] += 1
         return Graded(problem.hash, candidate, analysis, answer.status, tuple(answer.flags), answer.reward, answer.kind,
-                      answer.evaluation_id, time.monotonic() - started, answer.hack)
+                      answer.evaluation_id, time.monotonic() - started, answer.hack, **figures(answer.result))
+
+
+def figures(result: EvalResult) -> dict:
+    """The verdict's phase, mode and raw timings, as Graded keeps them."""
+    return {"phase": result.phase, "mode": result.mode, "runtime_ms": result.runtime_ms,
+            "speedup_vs_eager": result.speedup_vs_eager, "speedup_vs_compile": result.speedup_vs_compile}
 
 
 @contextmanager
@@ -138,9 +156,11 @@ def open_grader(settings: GraderSettings, stage: str, model: str) -> Iterator[Lo
     and seeds (a service's own store only if `db` names the same database)."""
     options = RuntimeOptions(sandbox=settings.sandbox, db=settings.db, force_cpu=settings.cpu,
                              timeout_s=settings.timeout_s, eval=EvalConfig(protocol=settings.protocol, second_size=True))
+    if settings.url is not None and not settings.record:
+        raise TrainingError("a grader service records every verdict: record=false needs the in-process grader")
     if settings.url is None:
         with Runtime.open(options) as runtime:
-            yield LocalGrader(runtime, stage, model, settings.reward)
+            yield LocalGrader(runtime, stage, model, settings.reward, settings.record)
         return
     store = HistoryStore(settings.db)        # where exemplars and seeds are read: give the grader's own store
     try:

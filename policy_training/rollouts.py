@@ -86,9 +86,11 @@ class RolloutConfig:
                               timeout_s=self.timeout_s, protocol=self.protocol, reward=reward)
 
 
-def training_problems(config: RolloutConfig, size: str) -> list[Problem]:
-    """The config's problems, loaded at `size` (the grader's: full on a GPU, small in the interpreter)."""
-    sources = tuple(read_split(config.problem_set, Split.TRAIN)) if config.problem_set else config.problems
+def training_problems(config: RolloutConfig, size: str, split: Split = Split.TRAIN) -> list[Problem]:
+    """The config's problems (a problem set: its `split`; the evaluation stage reads held_out),
+    loaded at `size` (the grader's: full on a GPU, small in the interpreter). `config`: any with
+    problems, problem_set and only."""
+    sources = tuple(read_split(config.problem_set, split)) if config.problem_set else config.problems
     files = select_files(sources, frozenset(), config.only)
     if not files:
         raise TrainingError("no problem matches the selection (check problems, problem_set and only)")

@@ -5,8 +5,14 @@ template and a generation prompt, exactly as `--policy local:DIR` renders a turn
 drawn at once (`num_return_sequences`). A sample keeps its token ids, ending with EOS when the
 model stopped, so a trainer can learn from it as generated.
 
+`sample_batch` does the same for several prompts in one `generate` call (the evaluation stage's
+batches across problems): the prompts are left-padded to one length, the attention mask hides the
+padding, so a greedy answer is the one the prompt gets alone (up to float noise in the padded
+matmuls). `sample` is `sample_batch` of one prompt.
+
     samples = sample(model, tokenizer, messages, k=4, max_new_tokens=32, temperature=1.0)
     samples[0].text, samples[0].ids, samples[0].stopped
+    per_prompt = sample_batch(model, tokenizer, [messages_a, messages_b], k=1, max_new_tokens=32, temperature=0)
 
 Needs the `train` extra (torch, transformers), imported by the caller.
 """
@@ -31,13 +37,30 @@ def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
 def sample(model, tokenizer, messages: list[dict], k: int, max_new_tokens: int, temperature: float,
            top_p: float = 1.0) -> list[Sample]:
     """`k` completions of one prompt (greedy, all alike, when temperature is 0)."""
-    ids = torch.tensor([prompt_ids(tokenizer, messages)], device=model.device)
-    sampling = ({"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0
-                else {"do_sample": False})
+    return sample_batch(model, tokenizer, [messages], k, max_new_tokens, temperature, top_p)[0]
+
+
+def sample_batch(model, tokenizer, prompts: list[list[dict]], k: int, max_new_tokens: int, temperature: float,
+                 top_p: float = 1.0) -> list[list[Sample]]:
+    """`k` completions of each prompt, from one generate call over the left-padded prompts
+    (greedy when temperature is 0); one list of samples per prompt, in order."""
+    rows = [prompt_ids(tokenizer, messages) for messages in prompts]
+    width, pad = max(map(len, rows)), padding_id(tokenizer)
+    ids = torch.tensor([[pad] * (width - len(row)) + row for row in rows], device=model.device)       # (prompts, width)
+    mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows], device=model.device)
+    greedy = temperature <= 0
+    sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_p": top_p}
+    drawn_k = 1 if greedy else k            # greedy answers are alike: one each, repeated (transformers refuses more)
     with torch.no_grad():
-        output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                num_return_sequences=k, pad_token_id=tokenizer.pad_token_id, **sampling)
-    return [as_sample(tokenizer, row[ids.shape[1]:].tolist()) for row in output]
+        output = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                num_return_sequences=drawn_k, pad_token_id=pad, **sampling)  # (prompts * drawn_k, width + new)
+    drawn = [as_sample(tokenizer, row[width:].tolist()) for row in output]
+    return [drawn[i * drawn_k:(i + 1) * drawn_k] * (k // drawn_k) for i in range(len(rows))]
+
+
+def padding_id(tokenizer) -> int:
+    """The tokenizer's pad token, else its EOS (what generate pads finished rows with either way)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def as_sample(tokenizer, new: list[int]) -> Sample:

@@ -1,5 +1,5 @@
-"""`kernelpilot train {collect,export,sft,rft,grpo,merge,smoke,best-of}`: retraining the policy
-(policy_training/commands.py).
+"""`kernelpilot train {collect,export,sft,rft,grpo,merge,smoke,best-of,evaluate}`: retraining the policy and
+measuring it (policy_training/commands.py).
 
     kernelpilot train collect --set problems=benchmarks/problems --set out=runs/collect --set cpu=true
     kernelpilot train export --set out=data/sft
@@ -8,6 +8,7 @@
     kernelpilot train grpo --set model=runs/rft/model --set problems=benchmarks/problems --out runs/grpo
     kernelpilot train merge --set base=runs/tiny --set adapters=runs/sft/adapter --out runs/merged
     kernelpilot train smoke --out runs/smoke
+    kernelpilot train evaluate --set model=runs/grpo/model --set problem_set=problems/manifest.json --out runs/eval
 
 Each stage reads `--config FILE.toml` and `--set key=value` overrides (`--help` lists the keys).
 The stages' modules import no training library until a stage runs; `sft` needs the `train` extra.
@@ -25,8 +26,9 @@ def add_arguments(train: argparse.ArgumentParser) -> None:
                          "history store, `export` turns the best correct trace per problem into SFT rows, `sft` "
                          "fine-tunes a model directory on them, `rft` samples, grades, writes back and fine-tunes on the correct "
                          "samples, `grpo` runs contrastive RL with the evaluator as reward, `merge` rebuilds a model "
-                         "from its base and a chain of adapters, `smoke` runs them all on a tiny model. Each stage "
-                         "takes --config FILE.toml, --set key=value and --out DIR.")
+                         "from its base and a chain of adapters, `smoke` runs them all on a tiny model, `best-of` keeps "
+                         "the best of N answers, `evaluate` measures a model on held-out problems. Each stage takes "
+                         "--config FILE.toml, --set key=value and --out DIR.")
     train.epilog = EXIT_STATUS_HELP
     add_stage_parsers(train.add_subparsers(dest="stage", required=True, metavar="STAGE"))
 
