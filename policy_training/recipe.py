@@ -273,6 +273,8 @@ def run_steps(run: Run, steps: tuple[str, ...] = STEPS, deadline: float | None =
     """Each step of `steps` not yet done, in STEPS order, none started after `deadline` seconds;
     the steps this call finished."""
     check_held_out(run.state)
+    for folder in ("home", "eval"):              # the stores' folders (SQLite makes no folder)
+        (run.state / folder).mkdir(parents=True, exist_ok=True)
     started, done = time.monotonic(), []
     for step in [s for s in STEPS if s in steps]:
         if marker(run.state, step).is_file():

@@ -168,7 +168,8 @@ class Evaluator:
         if (result.speedup_vs_eager or 0.0) > EXCESSIVE_SPEEDUP:
             return True
         inputs = draw(context.reference.problem, secret_seed(), Distribution.OWN, context.reference.device)
-        return roofline.place(context.reference, inputs, result.runtime_ms).fraction_of_roofline > ROOFLINE_MARGIN
+        roof = roofline.place(context.reference, inputs, result.runtime_ms, guard=self.device_lock)
+        return roof.fraction_of_roofline > ROOFLINE_MARGIN
 
     def _audit(self, context: ProblemContext, source: str, config: EvalConfig, result: EvalResult) -> EvalResult:
         """The automatic extra run of an excessive speedup: twice the trials and many more
@@ -244,7 +245,7 @@ class Evaluator:
             return ProfileResult(available=True, reason=reply.message, status=reply.status, kernels=[],
                                  device_ms_per_call=None, roofline=None, device=self.device.name)
         result = profile_result(reply, self.device.name)
-        roof = roofline.place(context.reference, inputs, result.device_ms_per_call)
+        roof = roofline.place(context.reference, inputs, result.device_ms_per_call, guard=self.device_lock)
         return result.model_copy(update={"roofline": roof})
 
     def context(self, problem: Problem) -> ProblemContext:
