@@ -34,20 +34,20 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from policy_training.drafts import DType, Family
 from policy_training.config import ConfigError, PeftChoice, as_dict, load_config
 from policy_training.decontaminate import evaluation_set
+from policy_training.drafts import DType, Family
 from policy_training.problems import Split, clean_problems, manifest, read_split, write_problems
 from policy_training.training import MODEL, TrainingError
 from tools.device import versions
 from tools.problems import source_hash
+from tools.version import own_commit
 
 STEPS = ("teacher", "eval-builtin", "eval-base", "sft", "eval-sft", "rft", "eval-rft", "grpo", "eval-grpo",
          "grpo-plain", "eval-grpo-plain")
@@ -287,7 +287,7 @@ def run_steps(run: Run, steps: tuple[str, ...] = STEPS, deadline: float | None =
         with home(run.state / "home"):
             summary = RUNNERS[step](run, log)
         record = {"step": step, "seconds": round(time.monotonic() - began, 1), "device": device_name(run.config.cpu),
-                  "commit": commit(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "commit": own_commit(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "versions": versions(), "summary": summary}
         marker(run.state, step).parent.mkdir(parents=True, exist_ok=True)
         marker(run.state, step).write_text(json.dumps(record, indent=1, default=str) + "\n")
@@ -303,15 +303,6 @@ def home(folder: Path):
 def device_name(cpu: bool) -> str:
     import torch
     return "cpu (Triton interpreter)" if cpu or not torch.cuda.is_available() else torch.cuda.get_device_name(0)
-
-
-def commit() -> str | None:
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                              text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() or None
 
 
 # ----------------------------------------------------------------------------- the command line

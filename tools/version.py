@@ -1,6 +1,8 @@
 """kernelpilot's own version, apart from tools/device.py (which imports torch) so that
 `kernelpilot --version` answers at once."""
+import subprocess
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 
 def own_version() -> str:
@@ -9,3 +11,13 @@ def own_version() -> str:
         return version("kernelpilot")
     except PackageNotFoundError:    # run from a checkout on PYTHONPATH (the GPU machines), not installed
         return "(not installed: run from a source checkout)"
+
+
+def own_commit() -> str | None:
+    """The kernelpilot checkout's commit, when it is one (bench's summary, the recipe's steps)."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                              text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None

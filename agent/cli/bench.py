@@ -18,7 +18,6 @@ finished problems and resumes unfinished sessions. Exit codes: agent/cli/__init_
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -45,6 +44,7 @@ from tools.device import versions
 from tools.sandbox.backends import SandboxKind
 from tools.timing import TimingConfig
 from tools.trust import Versus
+from tools.version import own_commit
 
 RUN_FILE, SUMMARY_FILE = "run.json", "summary.json"
 
@@ -232,7 +232,7 @@ def report(out: Path, as_json: bool, as_html: bool = False) -> ExitCode:
         totals[p["level"]] = totals.get(p["level"], 0) + 1
     found, timed = per_level(rows, totals), run_timed(run.get("untimed", False), rows)
     summary = {"metrics": [m.as_dict(timed) for m in found], "timed": timed, "rows": len(rows),
-               "problems": len(selection), "versions": versions(), "commit": commit()}
+               "problems": len(selection), "versions": versions(), "commit": own_commit()}
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
     write_kernelbench(out, rows, selection)
     tables = write_markdown(out, rows, found, selection, timed)
@@ -260,13 +260,3 @@ def print_tables(console: Console, found: list[Metrics], rows: list[BenchRow], t
                   "the counted rows (summary.json also has them over all problems, the rest at 1.0x)"
                   if timed else "nothing was timed (--untimed, or no GPU: correctness only)",
                   style="dim")
-
-
-def commit() -> str | None:
-    """The kernelpilot checkout's commit, when it is one."""
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                              text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() or None
