@@ -26,7 +26,7 @@ from policy_training.config import PeftChoice, as_dict
 from policy_training.export import MANIFEST, write_jsonl
 from policy_training.grading import Graded, open_grader
 from policy_training.rollouts import RolloutConfig, prompt_for, seed_completions, training_problems
-from policy_training.sampling import sample
+from policy_training.sampling import sample_batch
 from policy_training.sft import SFTConfig, run_sft, use_cpu
 from policy_training.training import load_pretrained, require_stack, save_model, saved_line, write_summary
 
@@ -41,10 +41,12 @@ class RFTConfig(RolloutConfig):
     batch_size: int = 1                         # rows per device per step
     max_length: int = 8192                      # tokens per row (longer rows are cut at the end)
     learning_rate: float = 1e-5                 # peak learning rate of the fine-tune
+    generate_batch: int = 8                     # problems per generate call (left-padded; each sampled k times)
 
     def check(self) -> str | None:
-        if self.k < 1 or self.batch_size < 1 or self.epochs <= 0 or (self.max_steps is not None and self.max_steps < 1):
-            return "k, batch_size, epochs and max_steps must be positive"
+        if min(self.k, self.batch_size, self.generate_batch) < 1 or self.epochs <= 0 or \
+                (self.max_steps is not None and self.max_steps < 1):
+            return "k, batch_size, generate_batch, epochs and max_steps must be positive"
         return super().check()
 
 
@@ -96,20 +98,22 @@ def untrained(config: RFTConfig, model, tokenizer, record: dict, started: float,
 
 
 def collect_candidates(config: RFTConfig, model, tokenizer, grader, log) -> list[Candidate]:
+    """Every problem's k samples, drawn `generate_batch` problems to a generate call, graded in order."""
     import torch
 
     torch.manual_seed(config.seed)
-    found = []
-    for problem in training_problems(config, grader.size):
-        prompt = prompt_for(problem, config.backend, grader.device, grader.store, config.exemplars)
-        texts = [(s.text, len(s.ids), "model") for s in sample(model, tokenizer, prompt, config.k,
-                                                               config.max_new_tokens, config.temperature)]
-        texts += [(text, None, "seed") for text in seed_completions(grader.store, problem, config.seeds)]
-        for text, tokens, origin in texts:
-            graded = grader.grade(problem, text, tokens)
-            found.append(Candidate(problem.name, origin, graded, prompt, text))
-        good = sum(c.graded.usable for c in found if c.problem == problem.name)
-        log(f"rft: {problem.name}: {len(texts)} candidate(s) graded and recorded, {good} correct")
+    problems, found = training_problems(config, grader.size), []
+    for start in range(0, len(problems), config.generate_batch):
+        batch = problems[start:start + config.generate_batch]
+        prompts = [prompt_for(p, config.backend, grader.device, grader.store, config.exemplars) for p in batch]
+        drawn = sample_batch(model, tokenizer, prompts, config.k, config.max_new_tokens, config.temperature)
+        for problem, prompt, samples in zip(batch, prompts, drawn):
+            texts = [(s.text, len(s.ids), "model") for s in samples]
+            texts += [(text, None, "seed") for text in seed_completions(grader.store, problem, config.seeds)]
+            for text, tokens, origin in texts:
+                found.append(Candidate(problem.name, origin, grader.grade(problem, text, tokens), prompt, text))
+            good = sum(c.graded.usable for c in found if c.problem == problem.name)
+            log(f"rft: {problem.name}: {len(texts)} candidate(s) graded and recorded, {good} correct")
     return found
 
 
