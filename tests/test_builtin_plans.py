@@ -74,3 +74,25 @@ def test_a_bare_fp32_gemm_goes_to_cublas_when_a_triton_kernel_remains(name, tmp_
     assert start.gemm_library and "F.linear(x, self.linear.weight, self.linear.bias)  # cuBLAS" in source
     assert "tl.dot" not in source and "@triton.jit" in source
     assert evaluator.evaluate(problem, source).status is EvalStatus.CORRECT
+
+
+def test_the_wrappers_broadcast_in_plain_python_by_torchs_rule():
+    """torch.broadcast_shapes costs tens of microseconds a call (56 us here, more than a launch):
+    the pointwise and total wrappers use the emitted `_broadcast_shape`, which must agree with it."""
+    import torch
+
+    from agent.builtin.plans.common import BROADCAST_HELPER
+    from tools.problems import load_problem
+    from tests.conftest import PROBLEMS
+
+    namespace = {"torch": torch}
+    exec(BROADCAST_HELPER, namespace)
+    broadcast = namespace["_broadcast_shape"]
+    for shapes in [((4, 5), (5,), (1, 5)), ((), (3,)), ((2, 1, 4), (3, 1)), ((0, 3), (1, 3)), ((7,), (7,)),
+                   ((1,), (1, 1, 1)), ((8, 1, 6, 1), (7, 1, 5))]:
+        sizes = [torch.Size(s) for s in shapes]
+        assert broadcast(*sizes) == torch.broadcast_shapes(*sizes) and type(broadcast(*sizes)) is torch.Size
+    with pytest.raises(RuntimeError, match="do not broadcast"):
+        broadcast(torch.Size((2, 3)), torch.Size((4, 3)))
+    source = BuiltinPolicy().source(load_problem(PROBLEMS / "01_scale_bias_relu_chain.py"), Config())
+    assert "_broadcast_shape(" in source and "torch.broadcast_shapes" not in source

@@ -162,3 +162,18 @@ def epilogue(stage: Stage, graph: OpGraph, body: Body, index: dict[Operand, str]
 def load_cast(node: OpNode) -> str:
     return ".to(tl.float32)" if node.dtype is not None and node.dtype.is_floating_point else ""
 
+
+# The broadcast result of the wrapper's operands: torch.broadcast_shapes' rule in plain Python,
+# since that function costs tens of microseconds a call, more than the launch it precedes.
+BROADCAST_HELPER = '''
+def _broadcast_shape(*shapes):
+    if all(s == shapes[0] for s in shapes[1:]):
+        return torch.Size(shapes[0])
+    out = []
+    for axis in range(-max(len(s) for s in shapes), 0):
+        sizes = {s[axis] for s in shapes if len(s) >= -axis} - {1}
+        if len(sizes) > 1:
+            raise RuntimeError(f"shapes {[tuple(s) for s in shapes]} do not broadcast")
+        out.append(sizes.pop() if sizes else 1)
+    return torch.Size(out)
+'''

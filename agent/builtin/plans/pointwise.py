@@ -39,7 +39,7 @@ def {name}_kernel(
     mask = offs < n_elements
 ''' + _indent(loads + lines + stores)
     return Emitted(kernel, _wrapper(stage, graph, body, kinds, outs, name, config), _call(stage, graph, body, name, views or {}),
-                   frozenset(body.helpers))
+                   frozenset(body.helpers | {"_broadcast_shape"}))
 
 
 def _load(var: str, kind: Operand, node) -> str:
@@ -57,7 +57,7 @@ def _wrapper(stage: Stage, graph: OpGraph, body: Body, kinds: dict, outs: list[s
                      for o, v in zip(outs, stage.outputs))
     return f'''
 def {name}({", ".join(args)}):
-    shape = torch.broadcast_shapes({"".join(f"{a}.shape, " for a in args)})
+    shape = _broadcast_shape({"".join(f"{a}.shape, " for a in args)})
     assert len(shape) == {len(stage.shape)}, f"expected a rank-{len(stage.shape)} result, got {{tuple(shape)}}"
 {contiguous}{allocs}    n_elements = {outs[0]}.numel()
     n_cols = shape[-1] if len(shape) else 1   # a rank-0 result (after a kept `torch.dist`, say)

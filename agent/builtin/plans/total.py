@@ -69,7 +69,7 @@ def {name}_kernel(
 ''' + "".join(f"    {line}\n" for line in second) + f"    tl.store(out_ptr, {final}.to(out_ptr.dtype.element_ty))\n"
     return Emitted(kernel, _wrapper(stage, graph, body, early, late, name, config),
                    f"{stage.outputs[0]} = {name}({', '.join(forward_expr(n, graph) for n in body.inputs)})",
-                   frozenset(body.helpers))
+                   frozenset(body.helpers | {"_broadcast_shape"}))
 
 
 def _inputs_of(nodes, body: Body) -> set[str]:
@@ -82,7 +82,7 @@ def _wrapper(stage: Stage, graph: OpGraph, body: Body, early: set, late: list, n
     out = graph.node(stage.outputs[0])
     return f'''
 def {name}({", ".join(args)}):
-    shape = torch.broadcast_shapes({"".join(f"{a}.shape, " for a in first)})
+    shape = _broadcast_shape({"".join(f"{a}.shape, " for a in first)})
 {"".join(f"    {a} = {a}.contiguous(){chr(10)}" for a in args)}    n_elements = 1
     for size in shape:
         n_elements *= size
