@@ -45,7 +45,8 @@ def test_train_smoke_runs_every_stage_and_writes_back(tmp_path, capsys):
     ("grpo", ["num_generations=1"], "num_generations must be at least 2"),
     ("grpo", ["seeds=4"], "seeds must be fewer than num_generations"),
     ("grpo", ["loss_type=ppo"], "loss_type must be one of grpo, dr_grpo, dapo"),
-    ("rft", ["k=0"], "k, batch_size, epochs and max_steps must be positive"),
+    ("rft", ["k=0"], "k, batch_size, generate_batch, epochs and max_steps must be positive"),
+    ("rft", ["generate_batch=0"], "k, batch_size, generate_batch, epochs and max_steps must be positive"),
     ("best-of", ["prm_keep=2"], "prm_keep needs a prm"),
 ])
 def test_the_new_stages_refuse_a_bad_config_in_one_line(stage, overrides, message, capsys):
