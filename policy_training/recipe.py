@@ -340,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"recipe: done this run: {', '.join(done) or 'nothing'}")
         else:
             from policy_training.recipe_report import write_report
+            check_held_out(args.state)
             print(write_report(args.state, args.out))
     except (ConfigError, TrainingError) as error:
         print(f"error: {error}", file=sys.stderr)

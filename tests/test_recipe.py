@@ -37,6 +37,16 @@ def test_prepare_names_a_kernelbench_problem_that_is_not_there(tmp_path):
         prepare(tmp_path / "state", RecipeConfig(count=3, level1=(1, 7), level2=()), MINI, log=lambda line: None)
 
 
+def test_run_and_report_without_a_prepared_state_are_one_line(tmp_path, capsys):
+    from policy_training.recipe import main
+
+    for argv in (["run", "--state", str(tmp_path), "--base", "x"], ["report", "--state", str(tmp_path), "--out",
+                                                                          str(tmp_path / "r")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith("no held-out set; run `python -m policy_training.recipe prepare` first") and "\n" not in err
+
+
 def test_a_full_model_cannot_be_the_recipe(tmp_path):
     from policy_training.config import ConfigError, load_config
 
