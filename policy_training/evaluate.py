@@ -318,20 +318,27 @@ def as_bench_row(row: EvalRow) -> BenchRow:
                     flags=row.flags, tokens=row.tokens, timed=row.timed)
 
 
+def counted_metrics(bench: list[BenchRow]) -> dict:
+    """Correct share, fast_1 and geomean vs eager and torch.compile over `bench` (bench's metric
+    functions, every row a sample); the speed figures None when nothing was timed."""
+    m, timed, n = metrics(bench, total=len(bench)), run_timed(False, bench), len(bench)
+    speed = {f"fast_1_{v.value}": m.fast_p[v.value][1.0] if timed and n else None for v in Versus}
+    speed |= {f"geomean_{v.value}": m.geomean_counted[v.value] if timed else None for v in Versus}
+    return {"correct": m.correct / n if n else None, **speed,
+            "geomean_rows": m.timed[Versus.EAGER.value] if timed else 0, "timed": timed}
+
+
 def evaluation_metrics(rows: Sequence[EvalRow], problems: int) -> dict:
     """The summary's metrics over graded samples (the module docstring defines each)."""
     bench = [as_bench_row(row) for row in rows]
-    m, timed, n = metrics(bench, total=len(rows)), run_timed(False, bench), len(rows)
+    counted, n = counted_metrics(bench), len(rows)
     share: Callable[[int], float | None] = lambda count: count / n if n else None
-    speed = {f"fast_1_{v.value}": m.fast_p[v.value][1.0] if timed and n else None for v in Versus}
-    speed |= {f"geomean_{v.value}": m.geomean_counted[v.value] if timed else None for v in Versus}
-    return {"problems": problems, "samples": n, "compiles": share(sum(row.compiles for row in rows)),
-            "correct": share(m.correct), **speed, "geomean_rows": m.timed[Versus.EAGER.value] if timed else 0,
+    return {"problems": problems, "samples": n, "compiles": share(sum(row.compiles for row in rows)), **counted,
             "problems_correct": len({r.problem_hash for r, b in zip(rows, bench) if b.counted}),
             "mean_tokens": sum(row.tokens for row in rows) / n if n else None,
             "stopped": share(sum(row.stopped for row in rows)), "extracted": share(sum(row.extracted for row in rows)),
             "statuses": {s.value: c for s in EvalStatus if (c := sum(row.status is s for row in rows))},
-            "timed": timed, "speed": "measured" if timed else NOT_MEASURED}
+            "speed": "measured" if counted["timed"] else NOT_MEASURED}
 
 
 def prompt_check(rows: Sequence[EvalRow], problems: list[Problem], config: EvaluateConfig, device) -> dict:

@@ -44,9 +44,11 @@ from policy_training.config import ConfigError, PeftChoice, as_dict, load_config
 from policy_training.decontaminate import evaluation_set
 from policy_training.drafts import DType, Family
 from policy_training.problems import Split, clean_problems, manifest, read_split, write_problems
+from policy_training.smoke import home
 from policy_training.training import MODEL, TrainingError
-from tools.device import versions
+from tools.device import detect, versions
 from tools.problems import source_hash
+from tools.records import Mode
 from tools.version import own_commit
 
 STEPS = ("teacher", "eval-builtin", "eval-base", "sft", "eval-sft", "rft", "eval-rft", "grpo", "eval-grpo",
@@ -113,9 +115,9 @@ def prepare(state: Path, config: RecipeConfig, kernelbench: Path, log=print) -> 
     if (state / HELD_OUT).exists():
         raise TrainingError(f"{state / HELD_OUT} exists: the held-out set is fixed; use a new STATE to change it")
     found = evaluation_set(kernelbench, levels=(1, 2), log=log)     # level 3's networks: never a generated problem's graph
-    problems, result, drawn = clean_problems(config.seed, config.count, tuple(families()), (dtype_fp32(),), found)
-    record = manifest(problems, config.seed, config.count, drawn, tuple(families()), (dtype_fp32(),),
-                      config.held_out_fraction, result)
+    families, dtypes = tuple(Family), (DType.FP32,)
+    problems, result, drawn = clean_problems(config.seed, config.count, families, dtypes, found)
+    record = manifest(problems, config.seed, config.count, drawn, families, dtypes, config.held_out_fraction, result)
     path = write_problems(state / "problems", problems, record)
     held = [state / "problems" / p.name for p in read_split(path, Split.HELD_OUT)]
     entries = [{"name": p.stem, "hash": source_hash(p.read_text()), "from": "generated"} for p in held]
@@ -134,14 +136,6 @@ def prepare(state: Path, config: RecipeConfig, kernelbench: Path, log=print) -> 
     log(f"prepare: {fixed['train']} training problems, {len(entries)} held out ({len(held)} generated, "
         f"{len(entries) - len(held)} from KernelBench) in {state}")
     return fixed
-
-
-def families() -> list[Family]:
-    return list(Family)
-
-
-def dtype_fp32() -> DType:
-    return DType.FP32
 
 
 def kernelbench_files(root: Path, level: int, ids: tuple[int, ...]) -> list[Path]:
@@ -295,14 +289,9 @@ def run_steps(run: Run, steps: tuple[str, ...] = STEPS, deadline: float | None =
     return done
 
 
-def home(folder: Path):
-    from policy_training.smoke import home as set_home
-    return set_home(folder)
-
-
 def device_name(cpu: bool) -> str:
-    import torch
-    return "cpu (Triton interpreter)" if cpu or not torch.cuda.is_available() else torch.cuda.get_device_name(0)
+    found = detect(force_cpu=cpu)
+    return "cpu (Triton interpreter)" if found.mode is Mode.CPU_INTERPRETER else found.name
 
 
 # ----------------------------------------------------------------------------- the command line

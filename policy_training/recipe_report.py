@@ -11,9 +11,9 @@ speedup of the correct candidates, per step) and OUT/recipe_sft_loss.png. Return
 import json
 from pathlib import Path
 
-from agent.bench.metrics import metrics, run_timed, times
+from agent.bench.metrics import times
 from agent.bench.rows import BenchRow, RowStatus
-from tools.trust import Versus
+from policy_training.evaluate import counted_metrics
 
 ROWS = (("built-in policy", "eval-builtin", None), ("base", "eval-base", None), ("SFT", "eval-sft", "sft"),
         ("+ rejection sampling", "eval-rft", "rft"), ("+ contrastive GRPO", "eval-grpo", "grpo"),
@@ -31,12 +31,8 @@ def builtin_metrics(state: Path) -> dict:
     loaded, i.e. a row that is none of no_kernel, failed, compile_error; no tokens: no LLM)."""
     rows = [BenchRow.from_dict(json.loads(line)) for line in
             (state / "eval" / "builtin" / "builtin" / "results.jsonl").read_text().splitlines() if line.strip()]
-    m, timed, n = metrics(rows, total=len(rows)), run_timed(False, rows), len(rows)
-    return {"compiles": sum(r.status not in NOT_BUILT for r in rows) / n if n else None,
-            "correct": m.correct / n if n else None,
-            **{f"fast_1_{v.value}": m.fast_p[v.value][1.0] if timed else None for v in Versus},
-            **{f"geomean_{v.value}": m.geomean_counted[v.value] if timed else None for v in Versus},
-            "geomean_rows": m.timed[Versus.EAGER.value] if timed else 0, "mean_tokens": None}
+    compiles = sum(r.status not in NOT_BUILT for r in rows) / len(rows) if rows else None
+    return {"compiles": compiles, **counted_metrics(rows), "mean_tokens": None}
 
 
 def pct(value) -> str:
