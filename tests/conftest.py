@@ -83,6 +83,14 @@ def kernelpilot_home(session_home, tmp_path_factory, monkeypatch):
     return home
 
 
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """The tiny offline model and tokenizer (policy_training/tiny.py), built once per test module."""
+    from policy_training.tiny import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny"))
+
+
 @pytest.fixture(scope="session")
 def cpu_sandbox(session_home):
     with ProcessSandbox(None, TEST_LIMITS, warm=1) as sandbox:

@@ -28,7 +28,6 @@ from policy_training.problems import generate, manifest, split_of, write_problem
 from policy_training.reward import RewardConfig
 from policy_training.sampling import Sample, sample, sample_batch
 from policy_training.sft import Device
-from policy_training.tiny import build_tiny
 from policy_training.training import TrainingError
 from tests.conftest import PROBLEMS
 from tools.device import DeviceInfo
@@ -89,11 +88,6 @@ def test_the_config_refuses_greedy_duplicates_and_an_unrecorded_service(capsys):
 
 
 # ------------------------------------------------------------------ on the tiny model (slow)
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return build_tiny(tmp_path_factory.mktemp("tiny"))
-
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory):

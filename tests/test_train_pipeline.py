@@ -26,7 +26,6 @@ from policy_training.config import PeftChoice
 from policy_training.export import ExportConfig, export, read_jsonl
 from policy_training.problems import split_of
 from policy_training.sft import Device, SFTConfig, SFTForm, run_sft
-from policy_training.tiny import build_tiny
 from tests.conftest import CANDIDATES, PROBLEMS, ROOT
 from tools.device import detect
 from tools.history import HistoryStore
@@ -73,11 +72,6 @@ def collected(tmp_path_factory) -> Collected:
     assert summary["mentors"]["builtin"] == {"folder": str(root / "runs" / "builtin"), "rows": 2, "correct": 2,
                                              "failed": 0}
     return Collected(home, db, root / "runs")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return build_tiny(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture

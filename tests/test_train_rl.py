@@ -43,7 +43,6 @@ from policy_training.reward import RewardConfig, RewardKind
 from policy_training.rft import RFTConfig, run_rft
 from policy_training.rollouts import as_completion, prompt_for, seed_completions
 from policy_training.sft import Device
-from policy_training.tiny import build_tiny
 from tests.conftest import CANDIDATES, FIXTURES, PROBLEMS, ROOT, read
 from tools.history import HistoryStore, Origin
 from tools.problems import load_problem
@@ -53,11 +52,6 @@ pytestmark = pytest.mark.slow
 SOFTMAX, CHAIN = PROBLEMS / "04_softmax_rows.py", PROBLEMS / "01_scale_bias_relu_chain.py"
 HONEST = read(CANDIDATES / "04_softmax_rows.py")
 ANALYSIS = "## Performance analysis\nOne program per row: two passes over the row, memory-bound."
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return build_tiny(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
