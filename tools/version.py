@@ -1,5 +1,6 @@
 """kernelpilot's own version, apart from tools/device.py (which imports torch) so that
 `kernelpilot --version` answers at once."""
+import os
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -14,10 +15,11 @@ def own_version() -> str:
 
 
 def own_commit() -> str | None:
-    """The kernelpilot checkout's commit, when it is one (bench's summary, the recipe's steps)."""
+    """The kernelpilot checkout's commit (bench's summary, the recipe's steps); where the copy has no
+    git history (the GPU machines get a copy of the working tree), KERNELPILOT_COMMIT names it."""
     try:
         done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
                               text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() or None
+        done = None
+    return (done.stdout.strip() if done else "") or os.environ.get("KERNELPILOT_COMMIT") or None
