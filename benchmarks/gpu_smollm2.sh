@@ -49,7 +49,9 @@
 # ENVIRONMENT: STATE (default /tmp/kernelpilot-smollm2), PYTHON (default python3), CONVERT_TIMEOUT
 #   (300 s), STEP_TIMEOUT (480 s), OUT (set by the device tool; default $STATE/out); MODE (step or
 #   recipe), RECIPE_STATE (.recipe/smollm2), RECIPE_DEADLINE (seconds after which no recipe step
-#   starts; 360), RECIPE_TIMEOUT (the whole recipe run's bound; 540).
+#   starts; 360), RECIPE_TIMEOUT (the whole recipe run's bound; 540); KERNELPILOT_COMMIT (give it
+#   in the command, `KERNELPILOT_COMMIT=<git rev-parse HEAD here> MODE=recipe bash ...`: the machine's
+#   copy of the checkout may carry older git history than its files, and each step records it).
 set -euo pipefail
 
 STATE="${STATE:-/tmp/kernelpilot-smollm2}"

@@ -18,8 +18,8 @@ STATE/heldout.json. `run` then does the next steps not yet done, in this order, 
     grpo, eval-grpo  contrastive GRPO from rft (exemplars from the store in every prompt)
     grpo-plain, eval-grpo-plain   the ablation: GRPO from rft with no exemplars
 
-A step is done when STATE/steps/<step>.json exists (its seconds, device, commit and summary: which
-run produced which row). The trained stages keep their LoRA adapter (STATE/<stage>/adapter, a few
+A step is done when STATE/steps/<step>.json exists (its seconds over every run that worked on it,
+those runs' count, device, commit and summary: which run produced which row). The trained stages keep their LoRA adapter (STATE/<stage>/adapter, a few
 MB); on a fresh machine a stage's model is rebuilt from the base and its chain of adapters
 (policy_training/merge.py), so only STATE minus the models needs to travel between leases.
 Held-out kernels live in a store of their own (STATE/eval/history.db), never in the training
@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,12 +81,16 @@ class RecipeConfig:
     max_new_tokens: int = 768                   # tokens per sampled completion (training and evaluation)
     eval_k: int = 1                             # answers per held-out problem
     eval_temperature: float = 0.0               # 0: greedy
+    eval_batch_size: int = 24                   # held-out prompts per generate call: generation of a 135 M model is
+                                                # launch-bound, so a batch costs about what one prompt does (8 a call:
+                                                # 458 s for eval-base on the H100, generation nearly all of it)
+    rft_generate_batch: int = 16                # training problems per generate call in rft (each sampled rft_k times)
     cpu: bool = False                           # everything in the Triton interpreter and on the CPU (the test)
     max_length: int = 4096                      # SFT tokens per row
 
     def check(self) -> str | None:
-        if self.count < 1 or not 0.0 < self.held_out_fraction < 1.0:
-            return "count must be positive and held_out_fraction within (0, 1)"
+        if min(self.count, self.eval_batch_size, self.rft_generate_batch) < 1 or not 0.0 < self.held_out_fraction < 1.0:
+            return "count, eval_batch_size and rft_generate_batch must be positive and held_out_fraction within (0, 1)"
         if self.peft is PeftChoice.NONE:
             return "peft none: a full model cannot travel between leases; use lora or dora+rslora"
         return None
@@ -213,8 +218,8 @@ def evaluate(stage: str) -> Callable[[Run, Callable], dict]:
         c = run.config
         return run_evaluate(EvaluateConfig(
             model=model_of(run, stage, log), out=run.state / "eval" / stage, problems=(run.state / "heldout",),
-            k=c.eval_k, temperature=c.eval_temperature, max_new_tokens=c.max_new_tokens, db=run.eval_db, cpu=c.cpu,
-            bf16=not c.cpu), log)
+            k=c.eval_k, temperature=c.eval_temperature, max_new_tokens=c.max_new_tokens, batch_size=c.eval_batch_size,
+            db=run.eval_db, cpu=c.cpu, bf16=not c.cpu), log)
     return step
 
 
@@ -233,7 +238,8 @@ def rft(run: Run, log) -> dict:
 
     c = run.config
     return run_rft(RFTConfig(model=model_of(run, "sft", log), out=run.state / "rft", problem_set=run.state / "problems" /
-                             "manifest.json", k=c.rft_k, max_new_tokens=c.max_new_tokens, db=run.db, cpu=c.cpu,
+                             "manifest.json", k=c.rft_k, generate_batch=c.rft_generate_batch,
+                             max_new_tokens=c.max_new_tokens, db=run.db, cpu=c.cpu,
                              peft=c.peft, lora_r=c.lora_r, lora_alpha=2 * c.lora_r, learning_rate=c.rft_learning_rate,
                              max_length=c.max_length, device=Device.CPU if c.cpu else Device.AUTO), log)
 
@@ -263,6 +269,37 @@ def marker(state: Path, step: str) -> Path:
     return state / "steps" / f"{step}.json"
 
 
+class StepClock:
+    """A step's seconds over every run that worked on it. A run cut by its call's bound (kill, timeout)
+    leaves STATE/steps/<step>.partial, the seconds so far, rewritten every `beat` seconds; the run
+    that finishes the step adds them (so a resumed step's cost is its whole cost, to within `beat`
+    seconds a cut) and counts the runs."""
+
+    def __init__(self, state: Path, step: str, beat: float = 10.0):
+        self.path = state / "steps" / f"{step}.partial"
+        earlier = json.loads(self.path.read_text()) if self.path.is_file() else {"seconds": 0.0, "runs": 0}
+        self.earlier, self.runs = float(earlier["seconds"]), int(earlier["runs"]) + 1
+        self.began, self.beat, self.stop = time.monotonic(), beat, threading.Event()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.write()
+        threading.Thread(target=self.beating, daemon=True).start()
+
+    def seconds(self) -> float:
+        return round(self.earlier + time.monotonic() - self.began, 1)
+
+    def write(self) -> None:
+        self.path.write_text(json.dumps({"seconds": self.seconds(), "runs": self.runs}))
+
+    def beating(self) -> None:
+        while not self.stop.wait(self.beat):
+            self.write()
+
+    def finish(self) -> dict:
+        self.stop.set()
+        self.path.unlink(missing_ok=True)
+        return {"seconds": self.seconds(), "runs": self.runs}
+
+
 def run_steps(run: Run, steps: tuple[str, ...] = STEPS, deadline: float | None = None, log=print) -> list[str]:
     """Each step of `steps` not yet done, in STEPS order, none started after `deadline` seconds;
     the steps this call finished."""
@@ -277,10 +314,10 @@ def run_steps(run: Run, steps: tuple[str, ...] = STEPS, deadline: float | None =
             log(f"recipe: deadline ({deadline:.0f} s) reached; {step} and what follows wait for the next run")
             break
         log(f"recipe: {step}")
-        began = time.monotonic()
+        clock = StepClock(run.state, step)
         with home(run.state / "home"):
             summary = RUNNERS[step](run, log)
-        record = {"step": step, "seconds": round(time.monotonic() - began, 1), "device": device_name(run.config.cpu),
+        record = {"step": step, **clock.finish(), "device": device_name(run.config.cpu),
                   "commit": own_commit(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "versions": versions(), "summary": summary}
         marker(run.state, step).parent.mkdir(parents=True, exist_ok=True)

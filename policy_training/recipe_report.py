@@ -53,16 +53,30 @@ def table_row(state: Path, label: str, eval_step: str, stage: str | None) -> str
             f"{pct(s['fast_1_compile'])} | {geomean} | {tokens} | {cost} | {run} |")
 
 
+def graded(summary: dict) -> int | None:
+    """Candidates a step had graded: written back by a model's stage, or the bench rows of the
+    built-in policy's steps (teacher, eval-builtin); None for a step that grades nothing (sft)."""
+    if summary.get("written_back") is not None:
+        return summary["written_back"]
+    collected = summary.get("collect")
+    return sum(m["rows"] for m in collected.values()) if collected else None
+
+
 def cost_rows(state: Path) -> list[str]:
+    """Every finished step's minutes (of the run that finished it) and candidates graded a minute:
+    GRPO's own profile where it has one, else graded over the step's minutes."""
+    from policy_training.recipe import STEPS
+
     rows = []
-    for step in ("teacher", "sft", "rft", "grpo", "grpo-plain"):
+    for step in STEPS:
         done = read_step(state, step)
         if done is None:
             continue
-        profile = done["summary"].get("profile") or {}
-        per_minute = profile.get("graded_per_minute")
-        written = done["summary"].get("written_back")
-        rows.append(f"| {step} | {done['seconds'] / 60:.1f} | {'-' if written is None else written} | "
+        count = graded(done["summary"])
+        per_minute = (done["summary"].get("profile") or {}).get("graded_per_minute")
+        if per_minute is None and count is not None and done["seconds"] > 0:
+            per_minute = round(count / (done["seconds"] / 60), 1)
+        rows.append(f"| {step} | {done['seconds'] / 60:.1f} | {'-' if count is None else count} | "
                     f"{'-' if per_minute is None else per_minute} | {done['device']} |")
     return rows
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from policy_training.recipe import STEPS, RecipeConfig, Run, check_held_out, model_of, prepare, run_steps
+from policy_training.recipe import STEPS, RecipeConfig, Run, StepClock, check_held_out, model_of, prepare, run_steps
 from policy_training.training import TrainingError
 
 MINI = Path(__file__).resolve().parent / "fixtures" / "kernelbench_mini"
@@ -78,6 +78,7 @@ def test_every_step_runs_on_the_tiny_model_resumes_by_step_and_reports(tmp_path)
     for step in STEPS:
         record = json.loads((state / "steps" / f"{step}.json").read_text())
         assert record["device"] == "cpu (Triton interpreter)" and record["seconds"] >= 0, record
+        assert record["runs"] == 1 and not (state / "steps" / f"{step}.partial").exists(), record
     for stage in ("sft", "grpo", "grpo-plain"):
         assert (state / stage / "adapter").is_dir(), stage
     assert json.loads((state / "steps" / "eval-base.json").read_text())["summary"]["samples"] == 2
@@ -95,5 +96,22 @@ def test_every_step_runs_on_the_tiny_model_resumes_by_step_and_reports(tmp_path)
     assert text.count("| cpu (Triton interpreter) |") >= 3 and "kb_l1" not in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "%" in line]
     assert len(rows) == 6, text
+    costs = [line.split(" | ")[0][2:] for line in text.split("| step | minutes")[1].splitlines()[2:] if line.startswith("| ")]
+    assert costs == list(STEPS), text                   # every step's cost, evaluations included
     assert (tmp_path / "report" / "recipe_curves.png").stat().st_size > 5000
     assert (tmp_path / "report" / "recipe_sft_loss.png").stat().st_size > 5000
+
+
+def test_a_step_cut_by_its_bound_keeps_its_seconds_for_the_run_that_finishes_it(tmp_path):
+    import time
+
+    cut = StepClock(tmp_path, "eval-sft", beat=0.05)
+    time.sleep(0.3)
+    cut.stop.set()                                       # the call's bound killed this run mid-step
+    partial = json.loads((tmp_path / "steps" / "eval-sft.partial").read_text())
+    assert 0.2 <= partial["seconds"] <= 0.4 and partial["runs"] == 1, partial
+    resumed = StepClock(tmp_path, "eval-sft", beat=0.05)
+    time.sleep(0.1)
+    done = resumed.finish()
+    assert done["runs"] == 2 and partial["seconds"] + 0.1 <= done["seconds"] <= partial["seconds"] + 0.3, done
+    assert not (tmp_path / "steps" / "eval-sft.partial").exists()

@@ -1,4 +1,4 @@
-"""kernelpilot's own commit: git's answer in a checkout, KERNELPILOT_COMMIT where git has none."""
+"""kernelpilot's own commit: KERNELPILOT_COMMIT when set (a GPU machine's copied tree), else git's HEAD."""
 import subprocess
 from pathlib import Path
 
@@ -6,14 +6,15 @@ from tools.version import own_commit
 
 
 def test_own_commit_is_the_checkouts_head(monkeypatch):
-    monkeypatch.setenv("KERNELPILOT_COMMIT", "not-this-one")
+    monkeypatch.delenv("KERNELPILOT_COMMIT", raising=False)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True)
+    assert len(head.stdout.strip()) == 40
     assert own_commit() == head.stdout.strip()
 
 
-def test_own_commit_without_git_is_the_named_one_or_none(monkeypatch):
-    monkeypatch.setenv("PATH", "")                  # no git to run: a copied working tree on a GPU machine
-    monkeypatch.setenv("KERNELPILOT_COMMIT", "0123abc")
+def test_a_named_commit_wins_and_no_git_is_none(monkeypatch):
+    monkeypatch.setenv("KERNELPILOT_COMMIT", "0123abc")     # the copy's git history can be older than its files
     assert own_commit() == "0123abc"
     monkeypatch.delenv("KERNELPILOT_COMMIT")
+    monkeypatch.setenv("PATH", "")                          # no git to run
     assert own_commit() is None

@@ -15,11 +15,14 @@ def own_version() -> str:
 
 
 def own_commit() -> str | None:
-    """The kernelpilot checkout's commit (bench's summary, the recipe's steps); where the copy has no
-    git history (the GPU machines get a copy of the working tree), KERNELPILOT_COMMIT names it."""
+    """The kernelpilot checkout's commit (bench's summary, the recipe's steps): KERNELPILOT_COMMIT when
+    set (a GPU machine gets a copy of the working tree whose git history, if any, may be older than
+    the files), else git's HEAD."""
+    if os.environ.get("KERNELPILOT_COMMIT"):
+        return os.environ["KERNELPILOT_COMMIT"]
     try:
         done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
                               text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
-        done = None
-    return (done.stdout.strip() if done else "") or os.environ.get("KERNELPILOT_COMMIT") or None
+        return None
+    return done.stdout.strip() or None
