@@ -30,7 +30,7 @@ import torch
 
 from agent.bench.metrics import geomean
 from policy_training.rollouts import prompt_for, seed_completions
-from policy_training.sampling import completion_ids, prompt_ids, sample
+from policy_training.sampling import completion_ids, prompt_ids, sample_batch
 from tools.history import HistoryStore
 from tools.problems import Problem
 from tools.trust import Versus, trusted_speedup
@@ -53,7 +53,9 @@ class StepTimes:
 
 class Rollout:
     """TRL's `rollout_func`: one completion per prompt received (TRL repeats each prompt
-    `num_generations` times), the prompt rendered now from the store."""
+    `num_generations` times), the prompt rendered now from the store. The groups of one call are
+    drawn in one `generate` call (as many as need the same number of samples): generation of a
+    small model is launch-bound, so a wider batch costs about what one group does."""
 
     def __init__(self, problems: dict[str, Problem], grader, config, tokenizer, times: StepTimes):
         self.problems, self.grader, self.config, self.tokenizer, self.times = problems, grader, config, tokenizer, times
@@ -62,28 +64,42 @@ class Rollout:
     def __call__(self, prompts: list[str], trainer) -> dict:
         started = time.monotonic()
         model = trainer.accelerator.unwrap_model(trainer.model)
+        groups = [self.group(name, len(list(run))) for name, run in groupby(prompts)]
+        was_training = model.training
+        model.eval()
+        for k in sorted({g.k for g in groups if g.k}):
+            alike = [g for g in groups if g.k == k]
+            drawn = sample_batch(model, self.tokenizer, [g.messages for g in alike], k, self.config.max_new_tokens,
+                                 self.config.temperature)
+            for g, samples in zip(alike, drawn):
+                g.completions[:0] = [list(s.ids) for s in samples]      # the model's own first, then guidance
+        model.train(was_training)
         out = {"prompt_ids": [], "completion_ids": [], "logprobs": None, "origin": []}
-        for name, run in groupby(prompts):
-            self.group(name, len(list(run)), model, out)
+        for g in groups:
+            out["prompt_ids"] += [g.ids] * g.n
+            out["completion_ids"] += g.completions
+            out["origin"] += ["model"] * g.k + ["seed"] * (g.n - g.k)
         self.times.generation_s += time.monotonic() - started
         return out
 
-    def group(self, name: str, n: int, model, out: dict) -> None:
+    def group(self, name: str, n: int) -> "Group":
+        """One problem's group: its prompt rendered now, its guidance, how many samples it needs."""
         problem = self.problems[name]
         messages = prompt_for(problem, self.config.backend, self.grader.device, self.grader.store, self.config.exemplars)
         self.rendered[name] = messages
         guidance = seed_completions(self.grader.store, problem, min(self.config.seeds, n - 1))
-        ids = prompt_ids(self.tokenizer, messages)
-        was_training = model.training
-        model.eval()
-        samples = sample(model, self.tokenizer, messages, n - len(guidance), self.config.max_new_tokens,
-                         self.config.temperature)
-        model.train(was_training)
-        completions = [list(s.ids) for s in samples] + [completion_ids(self.tokenizer, text) for text in guidance]
-        out["prompt_ids"] += [ids] * n
-        out["completion_ids"] += completions
-        out["origin"] += ["model"] * len(samples) + ["seed"] * len(guidance)
         self.times.seeded += len(guidance)
+        return Group(messages, prompt_ids(self.tokenizer, messages), n, n - len(guidance),
+                     [completion_ids(self.tokenizer, text) for text in guidance])
+
+
+@dataclass
+class Group:
+    messages: list[dict]
+    ids: list[int]              # the rendered prompt's tokens
+    n: int                      # completions the trainer expects (the group)
+    k: int                      # of them the model's own samples; the rest guidance
+    completions: list[list[int]]
 
 
 def reward_function(problems: dict[str, Problem], grader, times: StepTimes):

@@ -12,6 +12,7 @@ Options: `loss_type` grpo | dr_grpo | dapo; `epsilon_high` (clip-higher; DAPO us
 (KL to the starting model; 0 = off, no reference model); `scale_rewards` group | batch | none
 (none: Dr. GRPO's unscaled advantages); `num_generations` (the group); the reward's length penalty
 (`length_penalty`, `length_budget`) and TRL's soft overlong punishment (`overlong_cache`);
+`steps_per_generation` (one generate call feeds that many optimizer steps);
 `difficulty` (problems drawn by how often the model failed them); `seeds` (guidance); PEFT none,
 lora or dora+rslora (merged on save; the adapter alone is OUT/adapter, and `save_merged = false`
 writes only it). OUT/profile.json splits each step into generation, grading and the rest
@@ -61,6 +62,9 @@ class GRPOStageConfig(RolloutConfig):
     scale_rewards: ScaleRewards = ScaleRewards.GROUP  # advantage scaling: group, batch or none
     num_generations: int = 4                    # completions per prompt (the group)
     prompts_per_step: int = 1                   # distinct problems per optimizer step
+    steps_per_generation: int = 1               # optimizer steps per generation round (TRL's): a round draws this
+                                                # many steps' groups in one generate call, each step trains on its
+                                                # share (later steps slightly off-policy: the ratio is clipped)
     max_steps: int = 10                         # optimizer steps
     exemplars: int = 3                          # earlier kernels per prompt (fast, middling, slow) from the store
     difficulty: bool = False                    # draw problems by how often the model failed them (from the store)
@@ -75,8 +79,10 @@ class GRPOStageConfig(RolloutConfig):
             return "num_generations must be at least 2 (a group needs a comparison)"
         if self.seeds >= self.num_generations:
             return "seeds must be fewer than num_generations (the group needs the model's own samples)"
-        if min(self.prompts_per_step, self.max_steps, self.logging_steps) < 1 or self.epsilon <= 0 or self.beta < 0:
-            return "prompts_per_step, max_steps and logging_steps must be positive, epsilon > 0 and beta >= 0"
+        if min(self.prompts_per_step, self.steps_per_generation, self.max_steps, self.logging_steps) < 1 \
+                or self.epsilon <= 0 or self.beta < 0:
+            return ("prompts_per_step, steps_per_generation, max_steps and logging_steps must be positive, "
+                    "epsilon > 0 and beta >= 0")
         if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
             return "epsilon_high must be at least epsilon"
         return super().check()
@@ -88,7 +94,8 @@ def trainer_args(config: GRPOStageConfig):
     batch = config.num_generations * config.prompts_per_step
     return GRPOConfig(
         output_dir=str(config.out / "trainer"), learning_rate=config.learning_rate, max_steps=config.max_steps,
-        per_device_train_batch_size=batch, generation_batch_size=batch, num_generations=config.num_generations,
+        per_device_train_batch_size=batch, generation_batch_size=batch * config.steps_per_generation,
+        num_generations=config.num_generations,
         max_completion_length=config.max_new_tokens, temperature=config.temperature, loss_type=config.loss_type.value,
         epsilon=config.epsilon, epsilon_high=config.epsilon_high, beta=config.beta,
         scale_rewards=config.scale_rewards.value, mask_truncated_completions=config.mask_truncated,

@@ -76,17 +76,20 @@ class RecipeConfig:
     rft_learning_rate: float = 1e-4
     grpo_steps: int = 12                        # optimizer steps of each GRPO run
     num_generations: int = 8                    # the GRPO group
+    grpo_prompts_per_step: int = 2              # problems per GRPO step (2 groups of num_generations)
+    grpo_steps_per_generation: int = 3          # GRPO steps fed by one generate call (3 x 2 x 8 = 48 sequences)
     grpo_learning_rate: float = 2e-5
     exemplars: int = 3                          # earlier kernels per prompt in contrastive GRPO
-    max_new_tokens: int = 768                   # tokens per sampled completion (training and evaluation)
+    max_new_tokens: int = 3072                  # tokens per sampled completion (training and evaluation): the
+                                                # teacher's answers run 1,070-3,089 SmolLM2 tokens (median 1,568)
     eval_k: int = 1                             # answers per held-out problem
     eval_temperature: float = 0.0               # 0: greedy
-    eval_batch_size: int = 24                   # held-out prompts per generate call: generation of a 135 M model is
+    eval_batch_size: int = 48                   # held-out prompts per generate call: generation of a 135 M model is
                                                 # launch-bound, so a batch costs about what one prompt does (8 a call:
-                                                # 458 s for eval-base on the H100, generation nearly all of it)
-    rft_generate_batch: int = 16                # training problems per generate call in rft (each sampled rft_k times)
+                                                # eval-base spent about 300 of its 458 s generating, on the H100)
+    rft_generate_batch: int = 20                # training problems per generate call in rft (each sampled rft_k times)
     cpu: bool = False                           # everything in the Triton interpreter and on the CPU (the test)
-    max_length: int = 4096                      # SFT tokens per row
+    max_length: int = 4608                      # SFT tokens per row (prompts 794-1,016 + the longest answer)
 
     def check(self) -> str | None:
         if min(self.count, self.eval_batch_size, self.rft_generate_batch) < 1 or not 0.0 < self.held_out_fraction < 1.0:
@@ -253,6 +256,7 @@ def grpo(stage: str, exemplars: bool) -> Callable[[Run, Callable], dict]:
         return run_grpo(GRPOStageConfig(
             model=model_of(run, "rft", log), out=run.state / stage, problem_set=run.state / "problems" / "manifest.json",
             exemplars=c.exemplars if exemplars else 0, max_steps=c.grpo_steps, num_generations=c.num_generations,
+            prompts_per_step=c.grpo_prompts_per_step, steps_per_generation=c.grpo_steps_per_generation,
             max_new_tokens=c.max_new_tokens, db=run.db, cpu=c.cpu, peft=c.peft, lora_r=c.lora_r, lora_alpha=2 * c.lora_r,
             learning_rate=c.grpo_learning_rate, bf16=not c.cpu, device=Device.CPU if c.cpu else Device.AUTO), log)
     return step

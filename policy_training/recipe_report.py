@@ -46,7 +46,8 @@ def table_row(state: Path, label: str, eval_step: str, stage: str | None) -> str
     if done is None:
         return f"| {label} | not measured yet | | | | | | {cost} | |"
     s = builtin_metrics(state) if eval_step == "eval-builtin" else done["summary"]
-    tokens = "-" if s.get("mean_tokens") is None else f"{s['mean_tokens']:.0f}"
+    budget = (s.get("config") or {}).get("max_new_tokens")      # rows sampled with different budgets say so
+    tokens = "-" if s.get("mean_tokens") is None else f"{s['mean_tokens']:.0f} of {budget}"
     geomean = f"{times(s['geomean_eager'])} ({s['geomean_rows']})" if s.get("geomean_eager") is not None else "-"
     run = f"{done['finished'][:10]}, {done['device']}, {(done.get('commit') or '?')[:7]}"
     return (f"| {label} | {pct(s['compiles'])} | {pct(s['correct'])} | {pct(s['fast_1_eager'])} | "
@@ -88,7 +89,7 @@ def write_report(state: Path, out: Path) -> str:
              f"({sum(p['from'] == 'generated' for p in held['problems'])} generated, the rest KernelBench); "
              f"{held['train']} training problems.", "",
              "| stage | compiles | correct | fast_1 vs eager | fast_1 vs torch.compile | geomean vs eager (timed) | "
-             "tokens / answer | training minutes | measured (date, device, commit) |",
+             "tokens / answer (of the budget) | training minutes | measured (date, device, commit) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     lines += [table_row(state, *row) for row in ROWS]
     costs = cost_rows(state)

@@ -140,6 +140,27 @@ def test_a_grpo_step_per_loss_type_and_peft_changes_the_parameters(tiny, runtime
     assert all(torch.allclose(merged[name], own[name], rtol=0, atol=1e-6) for name in own)
 
 
+def test_one_generate_call_feeds_the_steps_of_a_generation_round(tiny, runtime, tmp_path, monkeypatch):
+    import policy_training.contrastive as contrastive
+
+    calls = []
+
+    def counted(model, tokenizer, prompts, k, *args, **kwargs):     # the real sampler, its calls counted
+        calls.append((len(prompts), k))
+        return contrastive.sample_batch.__wrapped__(model, tokenizer, prompts, k, *args, **kwargs)
+
+    counted.__wrapped__ = contrastive.sample_batch
+    monkeypatch.setattr(contrastive, "sample_batch", counted)
+    config = GRPOStageConfig(model=str(tiny), out=tmp_path / "grpo", problems=(SOFTMAX, CHAIN), num_generations=2,
+                             prompts_per_step=2, steps_per_generation=2, max_steps=2, max_new_tokens=8, exemplars=0,
+                             device=Device.CPU, cpu=True)
+    summary = run_grpo(config, log=lambda line: None, grader=LocalGrader(runtime, "grpo", str(tiny), RewardConfig()))
+    assert summary["steps"] == 2 and calls == [(4, 2)], calls         # 2 steps x 2 problems, 2 samples each, at once
+    steps = json.loads((config.out / "profile.json").read_text())["steps"]
+    assert [s["graded"] for s in steps] == [8, 0] and steps[0]["generation_s"] > 0 == steps[1]["generation_s"], steps
+    assert GRPOStageConfig(model="m", out=tmp_path, steps_per_generation=0).check().startswith("prompts_per_step, steps")
+
+
 def serve_one_turn(model_dir: Path, runtime: Runtime) -> None:
     """The checkpoint reloaded as `--policy local:DIR` serves one turn through the real graph (what
     a step of training makes it say is its own: the turn is served and recorded, whatever its text)."""
