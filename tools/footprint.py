@@ -11,13 +11,14 @@ sizes are the problem's as loaded: full size on a GPU, the small size in the int
     heavy(footprint, device_bytes=80 * GiB, lanes=6)
 
 FACTOR counts the copies an evaluation holds at its peak, the timed chunk of a candidate
-(`tools/timing.py`): on the trusted side the exchange arena's warm-up set, its call set and
-a checked output's slot, plus the set being drawn with the reference's output and that
-output's clone; in the candidate's process its private copy of the call's inputs and its
-output. That is about four of each input and output (the correctness trials and the baseline
-process hold fewer), and two of the parameters (the reference's and the candidate's). One more
-of everything stands for what no shape tells: the candidate's own intermediates and the
-allocator's fragmentation. It is an estimate from the code, not a measurement.
+(`tools/timing.py`): on the trusted side the exchange arena's warm-up set, its call set and a
+checked output's slot (outputs over the chunk budget get one slot a chunk), plus the set being
+drawn with the reference's output and that output's clone; in the candidate's process its
+private copy of the call's inputs and its output. That is about four of each input and output
+(the correctness trials and the baseline process hold fewer), and two of the parameters (the
+reference's and the candidate's). One more of everything stands for what no shape tells: the
+candidate's own intermediates and the allocator's fragmentation. It is an estimate from the
+code, not a measurement.
 """
 from dataclasses import dataclass
 

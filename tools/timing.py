@@ -4,10 +4,13 @@ Every timed call gets fresh inputs drawn here from secret seeds: the calls run i
 each chunk as many distinct input sets as fit in the input budget (all 100 calls at once
 for most problems), each set used by exactly one call in a secret order, and the next
 chunk's sets drawn only after the previous chunk returned; the warm-up calls use a set of
-their own that is never timed. The worker hands the candidate a private copy of each
-call's inputs (it never sees the other sets), flushes L2 before each call, holds the
-persisting-L2 limit at 0, and times each call by CUDA events and by the host clock around
-a device-wide synchronize.
+their own that is never timed. A chunk holds at most as many whole-output checks as that
+budget allows, one at least: each costs three outputs on the trusted side (an arena slot,
+the reference's, the copy of what came back), so a problem of small inputs and large outputs
+(KernelBench L1-7: 16 MiB in, 4 GiB out) checks one per chunk, not three in a 13 GiB arena.
+The worker hands the candidate a private copy of each call's inputs (it never sees the
+other sets), flushes L2 before each call, holds the persisting-L2 limit at 0, and times
+each call by CUDA events and by the host clock around a device-wide synchronize.
 
 Every call is checked: the worker leaves each call's outputs at secret element positions
 in the arena (the candidate cannot tell which calls matter, because all do), and a few
@@ -35,6 +38,8 @@ MISMATCH_RATIO = 1.25      # wall median above 1.25x the event median ...
 MISMATCH_SLACK_MS = 0.1    # ... plus launch and synchronize latency
 HOG_SHARE = 0.5            # a candidate holding more than this share of the device starved the trusted side
 CONTEXT_BYTES = GiB        # about what this process's CUDA context and libraries take outside the allocator
+WORKER_BYTES = 2 * GiB     # what a worker holds for the protocol whatever its candidate: its CUDA context and
+                           # 256 MiB L2-flush buffer, and the warm worker's context beside it
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ class TimingConfig:
     iters: int = 100
     checked_calls: int = 3          # calls whose whole outputs are compared
     max_input_sets: int = 100       # distinct input sets per chunk: one per call where the budget allows
-    input_budget_bytes: int = 2 * GiB
+    input_budget_bytes: int = 2 * GiB     # a chunk's input sets; its whole-output checks too (one at least)
     sample_elements: int = 4096     # secret positions of every output checked on every call
     # The stopping rule (reward mode): None times all `iters` calls. Else the calls go in chunks
     # of `chunk_calls`, and timing stops once `min_iters` ran and the median's 95% confidence
@@ -87,10 +92,29 @@ def input_set_count(set_bytes: int, config: TimingConfig) -> int:
     return max(1, min(config.iters, config.max_input_sets, config.input_budget_bytes // max(set_bytes, 1)))
 
 
+def whole_output_count(output_bytes: int, config: TimingConfig) -> int:
+    """Whole-output checks per chunk: as many as the budget allows, one at least."""
+    return max(1, config.input_budget_bytes // max(output_bytes, 1))
+
+
+def chunk_spans(iters: int, per_chunk: int, checked: set[int], most_full: int) -> list[tuple[int, int]]:
+    """(first call, count) of each chunk: `per_chunk` calls, or fewer where more than
+    `most_full` of the `checked` calls would fall in one chunk (it ends before the next)."""
+    spans, offset, ordered = [], 0, sorted(checked)
+    while offset < iters:
+        end = min(offset + per_chunk, iters)
+        later = [call for call in ordered if call >= offset]
+        if len(later) > most_full:
+            end = min(end, later[most_full])
+        spans.append((offset, end - offset))
+        offset = end
+    return spans
+
+
 def time_candidate(worker: Worker, exchange: Exchange, reference: Reference, config: TimingConfig, limits: Limits,
                    audited: bool = False, alone: bool = True) -> Timed:
     """Warm-up and `config.iters` timed calls in as many chunks as the input budget
-    needs. `audited`: also judge the worker's audit (candidates; baselines run trusted code).
+    needs (`chunk_spans`). `audited`: also judge the worker's audit (candidates; baselines run trusted code).
     `alone`: nothing but this evaluation holds the device's memory (tools/gpu_share.py), so
     the trusted side running out of it can be the worker's doing; else it never is."""
     problem, device = reference.problem, reference.device
@@ -98,22 +122,22 @@ def time_candidate(worker: Worker, exchange: Exchange, reference: Reference, con
     _, outputs = reference.run(warm)        # the outputs' shapes size every chunk's arena
     like = [torch.empty(y.shape, dtype=y.dtype, device="meta") for y in outputs]
     set_shapes, outputs = [(x.shape, x.dtype) for x in warm], None
-    per_chunk = input_set_count(tensor_bytes(warm), config)
+    set_bytes, output_bytes = tensor_bytes(warm), tensor_bytes(like)
+    per_chunk = input_set_count(set_bytes, config)
     if config.min_iters is not None:
         per_chunk = min(per_chunk, config.chunk_calls)
     first_calls = min(config.iters, config.min_iters or config.iters)
     checked = set(secrets.SystemRandom().sample(range(first_calls), min(config.checked_calls, first_calls)))
     event_ms, wall_ms, loop_s, launches = [], [], 0.0, []
-    for offset in range(0, config.iters, per_chunk):
+    for offset, count in chunk_spans(config.iters, per_chunk, checked, whole_output_count(output_bytes, config)):
         if settled(event_ms, config):
             break
-        count = min(per_chunk, config.iters - offset)
         full_calls = {i - offset for i in checked if offset <= i < offset + count}
         chunk = plan_chunk(like, count, full_calls, device, config)
         try:
             reply, host_s = run_chunk(worker, exchange, reference, chunk, set_shapes, warm, config, limits)
         except torch.OutOfMemoryError:
-            hog = memory_hog(exchange, device) if alone else None
+            hog = memory_hog(exchange, device, WORKER_BYTES + set_bytes + output_bytes) if alone else None
             if hog is None:
                 raise               # the problem itself does not fit, or neighbours hold it: an infrastructure failure
             return Timed(EvalStatus.RUNTIME_ERROR, hog)
@@ -141,16 +165,25 @@ def settled(event_ms: list[float], config: TimingConfig) -> bool:
     return median > 0 and (high - low) / 2 <= config.stop_rel_ci * median
 
 
-def memory_hog(exchange: Exchange, device: torch.device) -> str | None:
+def memory_hog(exchange: Exchange, device: torch.device, ours: int) -> str | None:
     """Why the trusted side ran out of GPU memory between timed calls, when the candidate's
     process is the one holding it (more than half the device: a cache of every output, say);
-    None when it is not, and the failure is the trusted side's own."""
+    None when it is not, and the failure is the trusted side's own. `ours`: what the worker
+    holds for the protocol (`WORKER_BYTES`, the call's private inputs and its output)."""
     free, total = torch.cuda.mem_get_info(device)
-    others = total - free - torch.cuda.memory_reserved(device) - exchange.held_bytes - CONTEXT_BYTES
-    if others <= HOG_SHARE * total:
+    hog = hog_bytes(free, total, torch.cuda.memory_reserved(device) + exchange.held_bytes, ours)
+    if hog is None:
         return None
     return (f"timing: out of memory drawing the next timed inputs: the candidate's process held about "
-            f"{others / GiB:.1f} GiB of the device's {total / GiB:.1f} GiB")
+            f"{hog / GiB:.1f} GiB of the device's {total / GiB:.1f} GiB beyond what the protocol gave it")
+
+
+def hog_bytes(free: int, total: int, trusted: int, ours: int) -> int | None:
+    """The device memory no one but the candidate holds: all in use, less the trusted side's
+    (`trusted`, its allocator and arenas, and CONTEXT_BYTES) and what the worker holds for
+    the protocol (`ours`); None unless it is over HOG_SHARE of the device."""
+    hog = total - free - trusted - CONTEXT_BYTES - ours
+    return hog if hog > HOG_SHARE * total else None
 
 
 def plan_chunk(like: list[torch.Tensor], count: int, full_calls: set[int], device: torch.device,
@@ -162,6 +195,15 @@ def plan_chunk(like: list[torch.Tensor], count: int, full_calls: set[int], devic
     positions = [torch.randint(0, max(y.numel(), 1), (min(config.sample_elements, y.numel()),),
                                generator=generator, device=device) for y in like]
     return Chunk(schedule, "", like, positions, [], set(full_calls))
+
+
+def chunk_shapes(chunk: Chunk, set_shapes: list, warm: bool) -> list:
+    """(shape, dtype) of everything a chunk's arena holds: its input sets (and the warm-up
+    set), the sample positions, each call's sample slots, and the whole-output slots."""
+    count = len(chunk.schedule)
+    return (set_shapes * (count + warm) + [(p.shape, p.dtype) for p in chunk.positions]
+            + [(p.shape, y.dtype) for _ in range(count) for p, y in zip(chunk.positions, chunk.like)]
+            + [(y.shape, y.dtype) for _ in chunk.full_calls for y in chunk.like])
 
 
 def draw_into(arena: Arena, reference: Reference, chunk: Chunk, index: int) -> list[dict]:
@@ -184,10 +226,7 @@ def run_chunk(worker: Worker, exchange: Exchange, reference: Reference, chunk: C
     (sample and whole-output slots, attached to the chunk), and its wall-clock seconds.
     `warm`, the warm-up set, is moved into the arena: the list is emptied."""
     count = len(chunk.schedule)
-    shapes = (set_shapes * (count + (warm is not None)) + [(p.shape, p.dtype) for p in chunk.positions]
-              + [(p.shape, y.dtype) for _ in range(count) for p, y in zip(chunk.positions, chunk.like)]
-              + [(y.shape, y.dtype) for _ in chunk.full_calls for y in chunk.like])
-    arena = exchange.acquire(arena_bytes(shapes))
+    arena = exchange.acquire(arena_bytes(chunk_shapes(chunk, set_shapes, warm is not None)))
     try:
         warm_refs = [arena.put(x) for x in warm] if warm is not None else None
         if warm is not None:
