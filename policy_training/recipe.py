@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from policy_training.recipe_report import write_report
             check_held_out(args.state)
-            print(write_report(args.state, args.out))
+            print(write_report(args.state, args.out, STEPS))
     except (ConfigError, TrainingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

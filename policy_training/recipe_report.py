@@ -63,13 +63,11 @@ def graded(summary: dict) -> int | None:
     return sum(m["rows"] for m in collected.values()) if collected else None
 
 
-def cost_rows(state: Path) -> list[str]:
-    """Every finished step's minutes (of the run that finished it) and candidates graded a minute:
-    GRPO's own profile where it has one, else graded over the step's minutes."""
-    from policy_training.recipe import STEPS
-
+def cost_rows(state: Path, steps: tuple[str, ...]) -> list[str]:
+    """Every finished step's minutes (over the runs that worked on it) and candidates graded a
+    minute: GRPO's own profile where it has one, else graded over the step's minutes."""
     rows = []
-    for step in STEPS:
+    for step in steps:
         done = read_step(state, step)
         if done is None:
             continue
@@ -82,7 +80,8 @@ def cost_rows(state: Path) -> list[str]:
     return rows
 
 
-def write_report(state: Path, out: Path) -> str:
+def write_report(state: Path, out: Path, steps: tuple[str, ...]) -> str:
+    """`steps`: the recipe's steps in order (recipe.STEPS), for the cost table."""
     out.mkdir(parents=True, exist_ok=True)
     held = json.loads((state / "heldout.json").read_text())
     lines = [f"Held-out set: {len(held['problems'])} problems fixed {held['fixed_at']} "
@@ -92,7 +91,7 @@ def write_report(state: Path, out: Path) -> str:
              "tokens / answer (of the budget) | training minutes | measured (date, device, commit) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     lines += [table_row(state, *row) for row in ROWS]
-    costs = cost_rows(state)
+    costs = cost_rows(state, steps)
     if costs:
         lines += ["", "| step | minutes | candidates graded | graded per minute | device |", "|---|---:|---:|---:|---|", *costs]
     plots = [name for name in (curves(state, out), sft_loss(state, out)) if name]

@@ -91,7 +91,7 @@ def test_every_step_runs_on_the_tiny_model_resumes_by_step_and_reports(tmp_path)
     chain = json.loads((state / "grpo" / "rebuilt" / "summary.json").read_text())
     assert len(chain["chain"]) == 1 + (state / "rft" / "adapter").is_dir() + 1, chain
 
-    text = write_report(state, tmp_path / "report")
+    text = write_report(state, tmp_path / "report", STEPS)
     assert "not measured yet" not in text
     assert text.count("| cpu (Triton interpreter) |") >= 3 and "kb_l1" not in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "%" in line]
