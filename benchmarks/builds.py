@@ -14,6 +14,7 @@ import sys
 import tempfile
 import types
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,15 +26,16 @@ from agent.builtin.policy import make_plan
 from tools.problems import Problem, ProblemError, load_problem
 
 
-def first_candidate(problem: Problem, folder: Path) -> tuple[types.ModuleType, Config] | str:
-    """The built-in policy's first candidate (its plan's first configuration), imported from a
-    file in `folder` (Triton's @jit wants one), with that configuration; or the planner's error."""
+def first_candidate(problem: Problem, folder: Path, **changes) -> tuple[types.ModuleType, Config] | str:
+    """The built-in policy's first candidate (its plan's first configuration, with `changes` to
+    its fields, e.g. cuda_graph=True), imported from a file in `folder` (Triton's @jit wants one),
+    with that configuration; or the planner's error."""
     plan = make_plan(problem)
     if plan.error:
         return plan.error
     stages = list(plan.stages)
-    config = search.default_config(stages, plan.graph)
-    file = folder / f"candidate_{problem.path.stem}.py"
+    config = replace(search.default_config(stages, plan.graph), **changes)
+    file = folder / f"candidate_{problem.path.stem}{''.join(f'_{k}' for k in sorted(changes))}.py"
     file.write_text(build_source(problem, plan.graph, stages, config))
     spec = importlib.util.spec_from_file_location(file.stem, file)
     module = importlib.util.module_from_spec(spec)

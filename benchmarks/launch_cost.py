@@ -15,9 +15,11 @@ The median over the rounds is reported; a row is `host-bound` when the host's ti
 exceeds the GPU's (back to back, the host would set the pace) and `gpu-bound` otherwise.
 The wrappers are the built-in
 policy's plan in its default configuration (benchmarks/builds.py `first_candidate`), so each
-kernel is launched by its own wrapper: never a CUDA graph, which the policy's GPU search tries
-first for a launch-bound plan to save exactly these launches. They run here in this process on
-problems at their small size: trusted code, nothing sandboxed.
+kernel is launched by its own wrapper. The `graph` rows are the same plans with `cuda_graph`
+on, as the policy's GPU search tries first for a launch-bound plan: the forward captured once,
+then each call copies its inputs into the graph's buffers, replays it and clones the output; their
+"per launch" divides by the forward's own kernels (the copies are the price of the graph). They
+run here in this process on problems at their small size: trusted code, nothing sandboxed.
 """
 import argparse
 import fnmatch
@@ -27,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -36,6 +38,7 @@ import triton.language as tl
 
 PROBLEMS = Path(__file__).resolve().parent / "problems"
 WRAPPED = "01_scale_bias_relu_chain,04_softmax_rows,06_layernorm,18_linear_bias_relu,24_tiny_mlp"
+GRAPHED = "01_scale_bias_relu_chain,18_linear_bias_relu,24_tiny_mlp"     # one kernel, four, fifteen
 QUEUE = 512                         # launches queued per round: below the driver's pending-launch limit
 SLEEP_CYCLES_PER_LAUNCH = 200_000   # about 100 us a launch at 2 GHz: the GPU sleeps while the host queues
 
@@ -108,20 +111,34 @@ def bare_cases(calls: int) -> list[Row]:
     return rows
 
 
-def wrapper_case(path: Path, calls: int, folder: Path) -> Row:
+def wrapper_case(path: Path, calls: int, folder: Path, graph: bool = False) -> Row:
     from benchmarks.builds import first_candidate
     from tools.problems import load_problem
 
+    case = f"{'graph' if graph else 'wrapper'} {path.stem} (small)"
     problem = load_problem(path, size="small")
-    built = first_candidate(problem, folder)
-    if isinstance(built, str):
-        return Row(f"wrapper {path.stem}", 0, float("nan"), float("nan"), float("nan"), "not measured", built)
-    module, _ = built
-    torch.manual_seed(0)
-    model = module.ModelNew(*problem.init_inputs()).cuda()
+    built = [first_candidate(problem, folder, **({"cuda_graph": on} if graph else {})) for on in (False, True)[:1 + graph]]
+    failed = next((b for b in built if isinstance(b, str)), None)
+    if failed:
+        return Row(case, 0, float("nan"), float("nan"), float("nan"), "not measured", failed)
     inputs = [x.cuda() for x in problem.draw_inputs()]
+    models = []
+    for module, _ in built:
+        torch.manual_seed(0)
+        models.append(module.ModelNew(*problem.init_inputs()).cuda())
     with torch.no_grad():
-        return measure(f"wrapper {path.stem} (small)", lambda: model(*inputs), calls)
+        if not graph:
+            return measure(case, lambda: models[0](*inputs), calls)
+        kernels = count_launches(lambda: models[0](*inputs))        # the forward's own, launched one by one
+        row = measure(case, lambda: models[1](*inputs), calls)
+    return replace(row, launches=kernels, host_us_per_launch=row.host_us_per_call / kernels,
+                   note=f"{row.launches} launches a call as a graph replay with its copies")
+
+
+def suite(globs: str) -> list[Path]:
+    """The suite's problems matching any of the comma-separated globs (a bare prefix matches too)."""
+    patterns = [g + ("*" if "*" not in g else "") for g in globs.split(",") if g.strip()]
+    return [p for p in sorted(PROBLEMS.glob("[0-9]*.py")) if any(fnmatch.fnmatch(p.stem, g) for g in patterns)]
 
 
 def table(rows: list[Row], device: str) -> str:
@@ -138,16 +155,17 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000, help="calls per case, back to back (default 2000)")
     parser.add_argument("--only", default=WRAPPED, help="comma-separated globs over suite problems to wrap "
                         f"(default {WRAPPED})")
+    parser.add_argument("--graphs", default=GRAPHED, help="comma-separated globs over suite problems whose plan is "
+                        f"also measured as a CUDA graph (default {GRAPHED}; '' for none)")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("launch_cost: no CUDA device: this benchmark measures GPU launches and needs a GPU", file=sys.stderr)
         return 2
-    paths = [p for p in sorted(PROBLEMS.glob("[0-9]*.py")) if any(fnmatch.fnmatch(p.stem, g + ("*" if "*" not in g else ""))
-                                                                 for g in args.only.split(","))]
     rows = bare_cases(args.calls)
     with tempfile.TemporaryDirectory() as folder:
-        rows += [wrapper_case(path, args.calls, Path(folder)) for path in paths]
+        rows += [wrapper_case(path, args.calls, Path(folder)) for path in suite(args.only)]
+        rows += [wrapper_case(path, args.calls, Path(folder), graph=True) for path in suite(args.graphs)]
     print(table(rows, torch.cuda.get_device_name()))
     if args.out:
         args.out.write_text(json.dumps([asdict(r) for r in rows], indent=2))

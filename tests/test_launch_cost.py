@@ -28,6 +28,26 @@ def test_the_wrapped_candidate_is_the_builtin_policys_first(tmp_path):
     module.ModelNew(*problem.init_inputs())
 
 
+def test_the_graph_row_is_the_same_plan_with_cuda_graph_on(tmp_path):
+    from benchmarks.launch_cost import GRAPHED, suite
+
+    assert [p.stem for p in suite(GRAPHED)] == GRAPHED.split(",") and suite("") == []
+    problem = load_problem(ROOT / "benchmarks" / "problems" / "24_tiny_mlp.py", size="small")
+    (_, plain), (_, graphed) = first_candidate(problem, tmp_path), first_candidate(problem, tmp_path, cuda_graph=True)
+    assert not plain.cuda_graph and graphed.cuda_graph and {f.name for f in tmp_path.iterdir()} == {
+        "candidate_24_tiny_mlp.py", "candidate_24_tiny_mlp_cuda_graph.py"}
+    assert "replay_as_cuda_graph(self" in (tmp_path / "candidate_24_tiny_mlp_cuda_graph.py").read_text()
+    assert "replay_as_cuda_graph(self" not in (tmp_path / "candidate_24_tiny_mlp.py").read_text()
+
+
+@pytest.mark.gpu
+def test_a_graph_replay_counts_the_forwards_kernels(tmp_path):
+    from benchmarks.launch_cost import PROBLEMS, wrapper_case
+    row = wrapper_case(PROBLEMS / "24_tiny_mlp.py", 200, tmp_path, graph=True)
+    assert row.case == "graph 24_tiny_mlp (small)" and row.launches > 1 and row.host_us_per_call > 0, row
+    assert abs(row.host_us_per_launch * row.launches - row.host_us_per_call) < 1e-6 * row.host_us_per_call
+
+
 @pytest.mark.gpu
 def test_a_bare_launch_is_one_kernel_and_costs_host_time():
     from benchmarks.launch_cost import bare_cases
