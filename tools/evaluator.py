@@ -219,9 +219,9 @@ class Evaluator:
         problem's reference, the arenas and the allocator's cache go back to the device."""
         if heavy:
             self._contexts.drop(problem)
+            self.sandbox.settle()       # its warm worker's CUDA context starts inside this (exclusive) admission
         self.exchange.free()
         if self.device.mode is Mode.GPU:
-            self.sandbox.settle()       # a warm worker's CUDA context starts inside this admission
             torch.cuda.empty_cache()
 
     def _profile(self, problem: Problem, source: str, calls: int) -> ProfileResult:
@@ -270,6 +270,10 @@ class Evaluator:
         provenance.add(loaded.audit.launches, 0, "load")
         with ExitStack() as device:     # loaded (imported, built) outside the lock; checked and timed alone
             def take() -> None:
+                if config.timed and self.device.mode is Mode.GPU:
+                    with self.clock.phase("settle"):    # warm workers still starting would compete with the timed
+                        self.sandbox.settle()           # loop: waited for before the lock (none starts until the next
+                                                        # worker(); a second time it returns at once)
                 with self.clock.phase("lock_wait"):
                     device.enter_context(self.device_lock)      # re-entrant: taking it twice is harmless
             reward = config.protocol is Protocol.REWARD
@@ -283,8 +287,6 @@ class Evaluator:
         if outcome.status is not EvalStatus.CORRECT or self.device.mode is Mode.CPU_INTERPRETER or not config.timed:
             return outcome
         take()
-        with self.clock.phase("settle"):
-            self.sandbox.settle()   # warm workers still starting would compete with the timed loop
         timing = config.timing if config.protocol is Protocol.FULL else replace(
             config.timing, min_iters=config.timing.min_iters or REWARD_MIN_ITERS)
         with self.clock.phase("timing"):
