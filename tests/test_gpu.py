@@ -5,7 +5,7 @@ import torch
 
 from tests.conftest import CANDIDATES, FIXTURES, PROBLEMS, read
 from tools.device import detect, pick_index
-from tools.evaluator import EvalConfig, Evaluator
+from tools.evaluator import EvalConfig, Evaluator, Protocol
 from tools.problems import load_problem
 from tools.records import EvalStatus, Mode
 from tools.sandbox.process import ProcessSandbox
@@ -41,6 +41,19 @@ def test_honest_candidate_is_timed_against_both_baselines(gpu_evaluator):
     assert result.mode is Mode.GPU and result.timing.calls == 100 and result.runtime_ms > 0
     assert result.eager_ms > 0 and result.compile_ms > 0
     assert result.speedup_vs_eager == pytest.approx(result.eager_ms / result.runtime_ms)
+
+
+@pytest.mark.parametrize("protocol", list(Protocol))
+def test_warm_workers_are_waited_for_outside_the_device_lock(gpu_evaluator, monkeypatch, protocol):
+    """Before the timed loop the lane waits for its warm workers to finish starting, without the
+    device lock (other lanes measure meanwhile); both sizes run in the candidate's one worker."""
+    held, settle = [], gpu_evaluator.sandbox.settle
+    monkeypatch.setattr(gpu_evaluator.sandbox, "settle", lambda: (held.append(gpu_evaluator.device_lock.held), settle()))
+    problem = load_problem(PROBLEMS / "04_softmax_rows.py")
+    result = gpu_evaluator.evaluate(problem, read(CANDIDATES / "04_softmax_rows.py"),
+                                    EvalConfig(protocol=protocol, second_size=True))
+    assert result.status is EvalStatus.CORRECT and result.second_size.holds, result.reason
+    assert held and not held[0] and result.phases.lock_held > 0
 
 
 def test_wrong_candidate_is_incorrect_on_the_gpu(gpu_evaluator):

@@ -2,6 +2,7 @@
 can initialise CUDA), refuses to start one for a GPU after CUDA, and both backends are
 siblings behind the contracts of tools/sandbox/contracts.py."""
 import inspect
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,31 @@ def test_process_and_docker_backends_satisfy_the_same_contracts():
         for cls in classes:
             assert wanted <= {name for name, _ in inspect.getmembers(cls, inspect.isfunction)}, (cls, wanted)
     assert {ProcessSandbox.backend.value, DockerSandbox.backend.value} == {"process", "docker"}
+
+
+TRUSTED_MAIN = '''import sys
+from pathlib import Path
+with open({marker!r}, "a") as marker:     # every run of this module, as __main__ or __mp_main__
+    marker.write("ran\\n")
+if __name__ == "__main__":
+    from tools.sandbox.process import ProcessSandbox
+    from tools.sandbox.protocol import load_request
+    from tools.sandbox.replies import ask
+    with ProcessSandbox(None, warm=0) as sandbox:
+        worker = sandbox.worker()
+        reply = ask(worker, load_request("import sys\\nraise RuntimeError(repr(sys.argv))\\n", "ModelNew", []), 60)
+        worker.close()
+        print(reply.message)
+'''
+
+
+def test_a_worker_starts_without_the_trusted_main_module_or_its_command_line(tmp_path):
+    """multiprocessing would run the trusted `__main__` again in every worker (2-4 s of imports
+    for `kernelpilot` or the grader's script), and hand it the trusted command line."""
+    marker, script = tmp_path / "ran.txt", tmp_path / "trusted_main.py"
+    script.write_text(TRUSTED_MAIN.format(marker=str(marker)))
+    done = subprocess.run([sys.executable, str(script), "--a-trusted-argument"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "ran\n"                        # the trusted process's own run only
+    assert "RuntimeError" in done.stdout and "--a-trusted-argument" not in done.stdout, done.stdout

@@ -1,7 +1,9 @@
 """The check at a second size set (issue 23 item 1), through the real evaluator in the Triton
 interpreter: a softmax with the problem's small shape baked in is flagged `size_specialised`,
 its honest twin that reads sizes from its input holds; one that falls back to PyTorch away from
-the checked sizes is flagged; one that cheats only there is rejected (tests/fixtures/sizes/).
+the checked sizes is flagged; one that cheats only there is rejected (tests/fixtures/sizes/). Both
+sizes run in the candidate's one fresh worker: what it keeps across its loads there (a count of
+them, the shape it saw first) gets it nothing.
 Without the check the baked kernel passes silently: that was the bug. The size sets are drawn
 secretly, keep the problem's constraints, and leave settings (layers, groups, dims) alone."""
 import json
@@ -33,7 +35,8 @@ def second_sized(evaluator, name: str, problem=None):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["baked_shape", "reads_shape", "falls_back_elsewhere", "cheats_elsewhere"])
+@pytest.mark.parametrize("name", ["baked_shape", "reads_shape", "falls_back_elsewhere", "cheats_elsewhere",
+                                  "later_load_falls_back", "remembers_first_shape"])
 def test_each_fixture_gets_its_verdict_at_the_second_size(evaluator, name):
     expected, result = header(SIZES / f"{name}.py"), second_sized(evaluator, name)
     check = result.second_size
@@ -48,6 +51,15 @@ def test_each_fixture_gets_its_verdict_at_the_second_size(evaluator, name):
         assert (result.status, check.status, Flag.SIZE_SPECIALISED in result.flags) == \
             (EvalStatus.REJECTED, EvalStatus.REJECTED, False)
         assert "second size" in result.reason and expected["reason"] in result.reason
+
+
+def test_both_sizes_run_in_the_candidates_one_fresh_worker(evaluator, monkeypatch):
+    taken, start = [], evaluator.sandbox.worker
+    monkeypatch.setattr(evaluator.sandbox, "worker", lambda: taken.append(start()) or taken[-1])
+    result = second_sized(evaluator, "reads_shape")
+    assert result.second_size.holds and result.phases.second_run > 0
+    (worker,) = taken
+    assert not worker.alive()           # closed with the evaluation
 
 
 def test_without_the_check_a_baked_kernel_passes_silently(evaluator):

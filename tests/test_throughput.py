@@ -7,7 +7,8 @@ import json
 import pytest
 
 from policy_training.grader.kernelbench_pass import Harness, checkout
-from policy_training.grader.throughput import main
+from policy_training.grader.lanes import default_lanes
+from policy_training.grader.throughput import main, parse
 from tools.records import PhaseSeconds
 
 
@@ -95,3 +96,9 @@ def test_the_harness_subprocess_asks_as_documented_and_stubs_llm_clients_only_wh
         honest, raised = stubbed.grade("problem", "candidate"), stubbed.grade("problem", "raise")
     assert (honest.verdict(), honest.runtime_us, honest.device) == ("correct", 100.0, "stand-in")
     assert (raised.verdict(), raised.answered) == ("no result", False) and "raised in the harness" in raised.error
+
+
+def test_the_reward_protocols_lanes_by_default_follow_the_cpu_cores():
+    assert [default_lanes("reward", cores) for cores in (None, 1, 2, 8, 16, 64)] == [1, 1, 1, 4, 8, 8]
+    assert default_lanes("reward", 16, gpus=2) == 4 and default_lanes("full", 64) == 4
+    assert parse([]).lanes is None and parse(["--lanes", "3"]).lanes == 3

@@ -70,8 +70,8 @@ class BaselineStore:
             if isinstance(loaded, Failure):
                 notes.append(f"{label} baseline failed to load: {loaded.message}")
                 return None
+            self.sandbox.settle()       # warm workers still starting: waited for before the lock, not under it
             with self.device_lock:      # compiled (torch.compile's first calls are in the timing's warm-up) alone too
-                self.sandbox.settle()
                 timed = timing.time_candidate(worker, self.exchange, reference, self.config, self.limits, alone=alone)
         finally:
             worker.close()

@@ -15,6 +15,7 @@ one measures. The kernel drops an flock when its process dies, even by SIGKILL.
         ...                             # trials and timing
     lock.waited_s                       # how long the last acquisition waited
     lock.held_s                         # how long it has been held, all acquisitions together
+    lock.held                           # held now
 """
 import fcntl
 import os
@@ -62,6 +63,11 @@ class DeviceLock:
         if device.mode is not Mode.GPU or device.cuda_index is None:
             return DeviceLock(None)
         return DeviceLock(lock_path(gpu_identity(device.cuda_index)))
+
+    @property
+    def held(self) -> bool:
+        """Held now (by the thread that holds it: one evaluation at a time uses a lock)."""
+        return self._depth > 0
 
     def __enter__(self) -> "DeviceLock":
         self._thread_lock.acquire()

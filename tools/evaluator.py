@@ -18,7 +18,8 @@ fp16/bf16/TF32 in an fp32 problem, or an error using >10% of the tolerance, flag
 `precision_policy`; a speedup above 10x eager or above the roofline is flagged
 `excessive_speedup` and audited by a second, stricter run. With `second_size`, a correct
 candidate is checked again at a second size set drawn now (`tools/second_size.py`: the
-problem's size constants scaled by secret factors) in a fresh worker, correctness only: one
+problem's size constants scaled by secret factors), correctness only, in the same worker
+(one fresh process per candidate, both sizes; closed before the baselines are timed): one
 that fails there, or runs none of its own kernels there, is flagged `size_specialised`; one
 rejected there is rejected.
 
@@ -28,7 +29,8 @@ rejected there is rejected.
 import hashlib
 import threading
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Callable
@@ -37,19 +39,19 @@ import torch
 
 from tools import roofline
 from tools.baselines import BaselineStore
-from tools.compare import TOLERANCES, Comparison, judge_call
+from tools.compare import Comparison, judge_call
 from tools.contexts import BUDGET_BYTES, Contexts, ProblemContext
 from tools.device import DeviceInfo, versions
 from tools.device_lock import DeviceLock
 from tools.gpu_share import Admission, MemoryShare, start_worker
 from tools.inputs import Distribution, draw, secret_seed, trial_plan
 from tools.integrity import judge_audit
+from tools.outcome import Outcome, SecondRun, apply_static, failed, size_check, with_second_size
 from tools.phases import Stopwatch
 from tools.provenance import Provenance
-from tools.static_check import Finding, Severity, check_source
+from tools.static_check import Finding, check_source
 from tools.problems import Problem
-from tools.records import (EvalResult, EvalStatus, Flag, KernelShare, Mode, Phase, ProfileResult,
-                           SizeCheck, TimingStats)
+from tools.records import EvalResult, EvalStatus, Flag, KernelShare, Mode, Phase, ProfileResult, SizeCheck
 from tools.safe_text import clean
 from tools.second_size import second_size
 from tools.sandbox.contracts import Limits, Sandbox, Worker
@@ -61,7 +63,6 @@ from tools.timing import TimingConfig, time_candidate
 LOG_CHARS = 4000
 EXCESSIVE_SPEEDUP = 10.0       # vs eager; above it (or above the roofline) the candidate is audited again
 ROOFLINE_MARGIN = 1.1          # measured time may beat the roofline floor by this much (ceiling noise)
-PRECISION_FRACTION = 0.1       # an fp32 result using >10% of the tolerance was not computed in fp32
 AUDIT_TRIALS = 10
 AUDIT_CHECKED_CALLS = 20
 REWARD_MIN_ITERS = 20          # reward mode's timed calls before the stopping rule may end timing
@@ -86,23 +87,6 @@ class EvalConfig:
     timed: bool = True          # False: correctness only, even on a GPU
     protocol: Protocol = Protocol.FULL
     second_size: bool = False   # also check a correct candidate at a second size set (tools/second_size.py)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to the candidate, before baselines and bookkeeping are added."""
-
-    status: EvalStatus
-    reason: str = ""
-    phase: Phase | None = None
-    max_abs_error: float | None = None
-    rel_error: float | None = None
-    trials_run: int = 0
-    trials_passed: int = 0
-    timing: TimingStats | None = None
-    flags: tuple[Flag, ...] = ()
-    provenance: Provenance | None = None
-    notes: tuple[str, ...] = ()
 
 
 class Evaluator:
@@ -135,31 +119,53 @@ class Evaluator:
         with self.clock.phase("context"):
             context = self.context(problem)
         findings = check_source(source)
-        outcome, ready, log = self._attempt(context, source, config)
-        outcome = apply_static(outcome, findings, context)
+        outcome, ready, log, second = self._candidate(context, source, config, findings)
         result = self._result(problem, source, context, outcome, ready, log, time.perf_counter() - start, config)
         if self._excessive(context, result):
             with self.clock.phase("audit"):
                 result = self._audit(context, source, config, result)
-        if config.second_size and result.status is EvalStatus.CORRECT:
-            result = self._second_size(context, source, config, result)
+        if second is not None and result.status is EvalStatus.CORRECT:    # the audit may have failed it since
+            result = with_second_size(result, second)
         return result.model_copy(update={"static_findings": [f.text() for f in findings],
                                          "phases": self.clock.record(lock_held=self.device_lock.held_s - held),
                                          "seconds": time.perf_counter() - start})
 
+    def _candidate(self, context: ProblemContext, source: str, config: EvalConfig, findings: list[Finding]
+                   ) -> tuple[Outcome, Ready | None, str, SecondRun | None]:
+        """The candidate in its fresh worker: its run at the problem's sizes (static findings
+        applied) and, when that is correct and `second_size` is asked for, its run at a second
+        size set in the same process. The worker is closed before baselines are timed, so no
+        process of the candidate's lives while they are."""
+        with self._worker() as worker:
+            outcome = apply_static(self._run(context, worker, source, config), findings, context)
+            log = self._log(worker)
+            second = None
+            if config.second_size and outcome.status is EvalStatus.CORRECT:
+                own = Flag.NO_CUSTOM_KERNEL not in outcome.flags
+                second = self._second_size(context, worker, source, config, own)
+        return outcome, worker.ready, log, second
+
     def _attempt(self, context: ProblemContext, source: str, config: EvalConfig) -> tuple[Outcome, Ready | None, str]:
         """One run of the candidate in a fresh worker: (outcome, the worker's ready facts, log tail)."""
+        with self._worker() as worker:
+            outcome = self._run(context, worker, source, config)
+            return outcome, worker.ready, self._log(worker)
+
+    @contextmanager
+    def _worker(self) -> Iterator[Worker]:
+        """A fresh worker for the block, closed after it (its retired arenas freed)."""
         with self.clock.phase("worker"):
             worker = start_worker(self.sandbox)
         try:
-            outcome = self._run(context, worker, source, config)
-            with self.clock.phase("close"):
-                log = clean(worker.log_tail(LOG_CHARS))     # what the candidate printed: no escapes, no secrets
+            yield worker
         finally:
             with self.clock.phase("close"):
                 worker.close()
                 self.exchange.collect()
-        return outcome, worker.ready, log
+
+    def _log(self, worker: Worker) -> str:
+        with self.clock.phase("close"):
+            return clean(worker.log_tail(LOG_CHARS))     # what the candidate printed: no escapes, no secrets
 
     def _excessive(self, context: ProblemContext, result: EvalResult) -> bool:
         """Above 10x eager, or faster than the roofline allows: too good to believe unaudited."""
@@ -185,26 +191,23 @@ class Evaluator:
         return result.model_copy(update={"flags": flags, "notes": [*result.notes, f"excessive speedup: audit run "
                                                                     f"passed (median {median} ms)"]})
 
-    def _second_size(self, context: ProblemContext, source: str, config: EvalConfig, result: EvalResult) -> EvalResult:
-        """The candidate again at a second size set drawn now, in a fresh worker that is asked
-        exactly as the first was (only the sizes differ), correctness only. The verdict stays
-        the first check's, unless the candidate was rejected there."""
+    def _second_size(self, context: ProblemContext, worker: Worker, source: str, config: EvalConfig,
+                     own_kernels: bool) -> SecondRun:
+        """The candidate again at a second size set drawn now, correctness only: loaded again in
+        its worker (`worker`, a fresh one if that one died) with the second size's init inputs,
+        asked exactly as at the first (only the sizes differ), on fresh secret inputs."""
         with self.clock.phase("second_reference"):     # its reference tries take the device lock
             second = second_size(context.reference.problem, self.device.torch_device, guard=self.device_lock)
         if isinstance(second, str):     # our side: no size set the problem allows (said, not flagged)
-            check = SizeCheck(sizes={}, status=None, holds=False, reason=second)
-            return result.model_copy(update={"second_size": check, "notes": [*result.notes, check.text()]})
-        resized = ProblemContext(second.reference, context.lint, context.distributions)
+            return SecondRun(SizeCheck(sizes={}, status=None, holds=False, reason=second))
+        resized, untimed = ProblemContext(second.reference, context.lint, context.distributions), replace(config, timed=False)
         with self.clock.phase("second_run"):
-            outcome, _, log = self._attempt(resized, source, replace(config, timed=False))
-        check = size_check(outcome, second.sizes, own_kernels=Flag.NO_CUSTOM_KERNEL not in result.flags)
-        if check.holds:
-            return result.model_copy(update={"second_size": check})
-        update = {"second_size": check, "log": log, "notes": [*result.notes, check.text()]}
-        if check.status is EvalStatus.REJECTED:
-            return result.model_copy(update={**update, "status": EvalStatus.REJECTED, "phase": outcome.phase,
-                                             "reason": check.text()})
-        return result.model_copy(update={**update, "flags": [*result.flags, Flag.SIZE_SPECIALISED]})
+            if worker.alive():
+                outcome = self._run(resized, worker, source, untimed)
+                log = self._log(worker)
+            else:       # gone between requests, with no candidate code running: not the candidate's doing
+                outcome, _, log = self._attempt(resized, source, untimed)
+        return SecondRun(size_check(outcome, second.sizes, own_kernels), outcome.phase, log)
 
     def profile(self, problem: Problem, source: str, calls: int = 10) -> ProfileResult:
         """The kernels one forward launches, with launch counts and time shares."""
@@ -216,9 +219,9 @@ class Evaluator:
         problem's reference, the arenas and the allocator's cache go back to the device."""
         if heavy:
             self._contexts.drop(problem)
+            self.sandbox.settle()       # its warm worker's CUDA context starts inside this (exclusive) admission
         self.exchange.free()
         if self.device.mode is Mode.GPU:
-            self.sandbox.settle()       # a warm worker's CUDA context starts inside this admission
             torch.cuda.empty_cache()
 
     def _profile(self, problem: Problem, source: str, calls: int) -> ProfileResult:
@@ -267,6 +270,10 @@ class Evaluator:
         provenance.add(loaded.audit.launches, 0, "load")
         with ExitStack() as device:     # loaded (imported, built) outside the lock; checked and timed alone
             def take() -> None:
+                if config.timed and self.device.mode is Mode.GPU:
+                    with self.clock.phase("settle"):    # warm workers still starting would compete with the timed
+                        self.sandbox.settle()           # loop: waited for before the lock (none starts until the next
+                                                        # worker(); a second time it returns at once)
                 with self.clock.phase("lock_wait"):
                     device.enter_context(self.device_lock)      # re-entrant: taking it twice is harmless
             reward = config.protocol is Protocol.REWARD
@@ -280,8 +287,6 @@ class Evaluator:
         if outcome.status is not EvalStatus.CORRECT or self.device.mode is Mode.CPU_INTERPRETER or not config.timed:
             return outcome
         take()
-        with self.clock.phase("settle"):
-            self.sandbox.settle()   # warm workers still starting would compete with the timed loop
         timing = config.timing if config.protocol is Protocol.FULL else replace(
             config.timing, min_iters=config.timing.min_iters or REWARD_MIN_ITERS)
         with self.clock.phase("timing"):
@@ -375,53 +380,6 @@ def run_trial(worker: Worker, exchange: Exchange, container: str, expected: list
         return reply, judge_call(container, expected, inputs, outputs, reply.output_meta, seen, device)
     finally:
         exchange.release(arena)
-
-
-def apply_static(outcome: Outcome, findings: list[Finding], context: ProblemContext) -> Outcome:
-    """Static findings on top of the dynamic verdict: a reject finding turns `correct`
-    into `rejected` (a failure keeps its own status); flags are added to a correct one."""
-    if outcome.status is not EvalStatus.CORRECT:
-        return outcome
-    rejects = [f for f in findings if f.severity is Severity.REJECT]
-    if rejects:
-        return replace(outcome, status=EvalStatus.REJECTED, phase=Phase.LOAD,
-                       reason="static check: " + "; ".join(f.text() for f in rejects[:3]))
-    flags = list(outcome.flags)
-    if outcome.provenance is not None and outcome.provenance.no_custom_kernel:
-        flags.append(Flag.NO_CUSTOM_KERNEL)
-    if fp32_outputs(context) and (any(f.rule == "low_precision" for f in findings) or imprecise(outcome)):
-        flags.append(Flag.PRECISION_POLICY)
-    notes = tuple(outcome.provenance.short[:2]) if Flag.NO_CUSTOM_KERNEL in flags else ()
-    return replace(outcome, flags=tuple(dict.fromkeys(flags)), notes=outcome.notes + notes)
-
-
-def fp32_outputs(context: ProblemContext) -> bool:
-    """The reference answers in fp32 or fp64 (where fp16/bf16/TF32 math is a downgrade)."""
-    dtypes = context.reference.output_dtypes
-    return bool(dtypes) and all(d in (torch.float32, torch.float64) for d in dtypes)
-
-
-def imprecise(outcome: Outcome) -> bool:
-    """Passed, but with an error no fp32 computation makes: a share of the tolerance
-    that only reduced-precision math uses up."""
-    return outcome.rel_error is not None and outcome.rel_error > PRECISION_FRACTION * TOLERANCES[torch.float32].rel_l2
-
-
-def size_check(outcome: Outcome, sizes: dict[str, int], own_kernels: bool) -> SizeCheck:
-    """What the run at the second size says: it holds when correct with its own kernels running,
-    where they ran at the first size (`own_kernels`): a candidate that falls back to PyTorch only
-    away from the sizes it was verified at does not hold (one that always does is no_custom_kernel)."""
-    own = not own_kernels or outcome.provenance is None or not outcome.provenance.no_custom_kernel
-    holds = outcome.status is EvalStatus.CORRECT and own
-    reason = f"{outcome.status.value}: {outcome.reason}" if outcome.status is not EvalStatus.CORRECT else (
-        "" if own else "correct, but none of its own kernels ran there (a PyTorch fallback away from the sizes "
-                       "it was checked at)")
-    return SizeCheck(sizes=sizes, status=outcome.status, holds=holds, reason=reason,
-                     trials_run=outcome.trials_run, trials_passed=outcome.trials_passed)
-
-
-def failed(reply: Failure, label: str = "") -> Outcome:
-    return Outcome(reply.status, f"{label}: {reply.message}" if label else reply.message, reply.phase)
 
 
 def profile_result(reply: Profiled, device: str) -> ProfileResult:

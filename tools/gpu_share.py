@@ -16,7 +16,8 @@ which sandboxed candidates cannot reach, and which the kernel drops when a proce
   waits, so no light one enters behind its back.
 
 Before an admission ends, the lane gives its transient device memory back (the evaluator's
-`give_back`: a heavy problem's reference, the exchange arenas, the allocator's cache), so
+`give_back`: a heavy problem's reference, the exchange arenas, the allocator's cache; after
+a heavy one it also waits for the lane's warm worker to finish making its CUDA context), so
 what stays resident between evaluations is a lane's CUDA contexts and its light references.
 One lane per device (the default, a Ray actor, `optimize`) admits nothing. Lock order: this
 admission, then the device lock inside it; nothing takes them the other way round.

@@ -154,7 +154,7 @@ class ProfileResult(Frozen):
 
 class SizeCheck(Frozen):
     """The candidate checked again at a second size set drawn for this evaluation
-    (tools/second_size.py): the problem's size constants scaled, fresh inputs, a fresh worker."""
+    (tools/second_size.py): the problem's size constants scaled, fresh inputs, the candidate's own worker."""
 
     sizes: dict[str, int]           # the size constants at the second size ({} when none could be made)
     status: EvalStatus | None       # the candidate's verdict there; None: not checked (reason says why)

@@ -45,7 +45,7 @@ def add_arguments(ev: argparse.ArgumentParser) -> None:
                     help="problem size: small uses the problem's SMALL_SIZES; auto = full on a GPU, small without one")
     ev.add_argument("--second-size", action="store_true",
                     help="also check a correct candidate at a second size set (the problem's sizes scaled by secret "
-                         "factors, fresh inputs, a fresh worker); one that fails there is flagged size_specialised")
+                         "factors, fresh inputs, loaded again in its own worker); one that fails there is flagged size_specialised")
     ev.add_argument("--cpu", action="store_true", help="use the Triton interpreter even if a GPU is present")
     ev.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="CUDA device index (default 0)")
     ev.add_argument("--no-baselines", action="store_true", help="skip measuring the eager and torch.compile baselines")

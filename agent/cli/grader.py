@@ -12,7 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-from agent.cli.bench import lane_devices, parse_levels
+from agent.cli.bench import gpu_indices, lane_devices, parse_levels
 from agent.cli.common import EXIT_STATUS_HELP, ExitCode, UsageError, fail, positive_float, positive_int
 from agent.runtime import RuntimeOptions
 from tools.evaluator import EvalConfig, Protocol
@@ -40,7 +40,9 @@ def add_arguments(grader: argparse.ArgumentParser) -> None:
                        "(correctness only: a correct candidate earns the gate alone)")
     serve.add_argument("--lanes", type=positive_int, metavar="N", help="with --cpu: N lane processes in the "
                        "interpreter; with --gpus: N lane processes per GPU, which load and compile candidates at "
-                       "once and take turns on the device to measure (default: one runtime in this process)")
+                       "once and take turns on the device to measure (default: one runtime in this process; with "
+                       "--gpus, one lane per GPU, or with --protocol reward as many as the CPU cores allow, two a "
+                       "lane, up to 8)")
     serve.add_argument("--protocol", type=Protocol, choices=list(Protocol), default=Protocol.FULL,
                        help="full: every trial and all timed calls wait for the device; reward: the first trial "
                             "(the candidate's compile) runs while another lane measures, and timing stops once the "
@@ -77,6 +79,9 @@ def run(args) -> ExitCode:
         raise UsageError(str(error)) from None
     if made:
         fail(f"no {TOKEN_ENV} set; this run's token (send `Authorization: Bearer TOKEN`): {token}", ExitCode.OK)
+    if args.lanes is None and args.gpus and args.protocol is Protocol.REWARD:
+        from policy_training.grader.lanes import default_lanes
+        args.lanes = default_lanes(args.protocol.value, os.cpu_count(), gpus=len(gpu_indices(args.gpus)))
     runtime = RuntimeOptions(sandbox=args.sandbox, db=args.db, cuda_index=args.gpu, force_cpu=args.cpu,
                              timeout_s=args.timeout, eval=EvalConfig(protocol=args.protocol, second_size=True))
     pool = PoolOptions(runtime=runtime, devices=lane_devices(args), capacity=args.queue)

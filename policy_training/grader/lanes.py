@@ -36,6 +36,9 @@ from tools.sandbox.forkserver_guard import die_with
 
 KEPT_PROBLEMS = 64
 START_S = 600.0             # a lane process's imports, fork server and device
+FULL_LANES = 4              # lanes per GPU in the full protocol: all but the load waits for the device lock
+CORES_PER_LANE = 2          # a lane process (references, comparisons) and its candidate's worker (import, compile)
+MOST_REWARD_LANES = 8       # per GPU: about where the device lock is busy all the time (issue 20 part 5)
 
 
 class LaneFailure(RuntimeError):
@@ -86,6 +89,15 @@ class ProblemCache:
             while len(self._loaded) > KEPT_PROBLEMS:
                 self._loaded.popitem(last=False)
         return problem
+
+
+def default_lanes(protocol: str, cores: int | None, gpus: int = 1) -> int:
+    """Lanes per GPU where none are asked for: in the reward protocol, where the first trial
+    (the candidate's compile) and the load run beside other lanes' measurements, as many as the
+    CPU cores allow, two a lane, up to MOST_REWARD_LANES; FULL_LANES in the full protocol."""
+    if protocol != "reward":
+        return FULL_LANES
+    return max(1, min(MOST_REWARD_LANES, (cores or 1) // (CORES_PER_LANE * max(gpus, 1))))
 
 
 def describe(runtime: Runtime) -> LaneDevice:

@@ -2,12 +2,13 @@
 by side on the same candidates (issue 20 part 5), whether their verdicts agree, and where each
 evaluation's time goes; optionally KernelBench's own harness on the same candidates.
 
-    python -m policy_training.grader.throughput --lanes 4 --rounds 2 --out thru.json --deadline 480   # a GPU
+    python -m policy_training.grader.throughput --lanes 8 --rounds 2 --out thru.json --deadline 480   # a GPU
     python -m policy_training.grader.throughput --kernelbench ~/KernelBench --kernelbench-stub-llm  # + theirs
     python -m policy_training.grader.throughput --cpu --lanes 2 --only '0[1-3]*'   # a dry run, no timings
 
 For each protocol (`--protocols`, default reward then full) a fresh pool (`--lanes` lane
-processes on GPU `--gpu`, or in the interpreter with --cpu), grading as `kernelpilot grader
+processes on GPU `--gpu`, or in the interpreter with --cpu; by default, in the reward protocol
+as many as the CPU cores allow, two a lane, up to 8, and 4 in the full one), grading as `kernelpilot grader
 serve` does (a correct candidate checked again at a second size set; `--no-second-size` skips
 that), first grades every honest suite candidate (benchmarks/candidates/ against benchmarks/problems/) once outside the clock: the
 warm-up (`--no-warmup` skips it), so the problems' baselines and the Triton caches are warm and
@@ -35,6 +36,7 @@ test: it measures.
 """
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -45,7 +47,7 @@ from pathlib import Path
 
 from agent.runtime import RuntimeOptions
 from policy_training.grader.kernelbench_pass import CORRECT_TRIALS, PERF_TRIALS, Harness, Theirs, checkout, need_cuda
-from policy_training.grader.lanes import Job
+from policy_training.grader.lanes import Job, default_lanes
 from policy_training.grader.pool import Graded, GraderPool, PoolOptions
 from tools.evaluator import EvalConfig, Protocol
 from tools.files import write_atomic
@@ -230,7 +232,7 @@ def agreement_table(reports: list[PassReport]) -> str:
 def write_json(path: Path | None, args: argparse.Namespace, work: Work, reports: list[PassReport]) -> None:
     if path is None:
         return
-    data = {"lanes": args.lanes, "rounds": args.rounds, "warmup": not args.no_warmup, "cpu": args.cpu,
+    data = {"lanes": "default" if args.lanes is None else args.lanes, "rounds": args.rounds, "warmup": not args.no_warmup, "cpu": args.cpu,
             "second_size": not args.no_second_size, "warm": args.warm,
             "candidates": [name for name, _, _ in work], "passes": [asdict(r) for r in reports]}
     write_atomic(path, json.dumps(data, indent=1, allow_nan=False))
@@ -238,8 +240,9 @@ def write_json(path: Path | None, args: argparse.Namespace, work: Work, reports:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    parser.add_argument("--lanes", type=int, default=4,
-                        help="lane processes on the device (default 4); 0: one runtime in this process")
+    parser.add_argument("--lanes", type=int, default=None,
+                        help="lane processes on the device; 0: one runtime in this process (default: the reward "
+                             "protocol as many as the CPU cores allow, two a lane, up to 8; the full protocol 4)")
     parser.add_argument("--rounds", type=int, default=2, help="times each candidate is graded per pass, on the clock")
     parser.add_argument("--only", default="*", help="comma-separated globs over suite problem names")
     parser.add_argument("--gpu", type=int, default=0, help="CUDA device (default 0)")
@@ -259,7 +262,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="placeholders for litellm and dotenv where missing (KernelBench imports them for its "
                              "LLM queries only)")
     args = parser.parse_args(argv)
-    if args.lanes < 0 or args.rounds < 1 or args.warm < 0:
+    if (args.lanes or 0) < 0 or args.rounds < 1 or args.warm < 0:
         parser.error("--lanes and --warm must be 0 or more, --rounds 1 or more")
     names = args.protocols.split(",")
     for name in names:
@@ -291,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             config = EvalConfig(protocol=Protocol(name), second_size=not args.no_second_size)
             runtime = RuntimeOptions(cuda_index=args.gpu, force_cpu=args.cpu, eval=config, warm=args.warm)
-            options = PoolOptions(runtime=runtime, devices=(None if args.cpu else args.gpu,) * args.lanes,
+            lanes = default_lanes(name, os.cpu_count()) if args.lanes is None else args.lanes
+            options = PoolOptions(runtime=runtime, devices=(None if args.cpu else args.gpu,) * lanes,
                                   capacity=len(work) * args.rounds)
             report = our_pass(options, work, args.rounds, not args.no_warmup, late)
         reports.append(report)

@@ -1,5 +1,6 @@
 """The sandbox worker: runs inside a fresh child process, imports one candidate, runs it
-on the inputs the trusted side sends, and times it.
+on the inputs the trusted side sends, and times it (then, for the check at a second size
+set, may be asked to load the same candidate again with that size's init inputs).
 
 It never sees a reference output and never judges: it returns outputs, inputs after the
 call, timings and raw facts, and the trusted evaluator decides. Imports only the
@@ -13,6 +14,7 @@ initialises the device, snapshots what the candidate could tamper with
 `profile`) until the pipe closes; `loaded`, `ran` and `timed` replies carry the audit.
 """
 import ctypes
+import gc
 import importlib.util
 import os
 import resource
@@ -184,7 +186,16 @@ def handle(session: dict, request: dict) -> dict:
 
 
 def load(session: dict, request: dict) -> dict:
+    """Import the candidate and build its model from the request's init inputs. A second
+    `load` (the check at a second size set, in the same process) imports it again as a fresh
+    module; the first model and the memory it cached go first."""
     start = _perf_counter()
+    if session["model"] is not None:
+        session["model"] = None
+        sys.modules.pop("kp_candidate", None)
+        gc.collect()
+        if session["device"].type == "cuda":
+            torch.cuda.empty_cache()
     path = os.path.abspath("candidate.py")
     with open(path, "w") as handle_:
         handle_.write(request["source"])
