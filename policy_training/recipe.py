@@ -324,7 +324,6 @@ def run_steps(run: Run, steps: tuple[str, ...] = STEPS, deadline: float | None =
         record = {"step": step, **clock.finish(), "device": device_name(run.config.cpu),
                   "commit": own_commit(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "versions": versions(), "summary": summary}
-        marker(run.state, step).parent.mkdir(parents=True, exist_ok=True)
         marker(run.state, step).write_text(json.dumps(record, indent=1, default=str) + "\n")
         done.append(step)
     return done
