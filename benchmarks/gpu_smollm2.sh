@@ -49,7 +49,8 @@
 # ENVIRONMENT: STATE (default /tmp/kernelpilot-smollm2), PYTHON (default python3), CONVERT_TIMEOUT
 #   (300 s), STEP_TIMEOUT (480 s), OUT (set by the device tool; default $STATE/out); MODE (step or
 #   recipe), RECIPE_STATE (.recipe/smollm2), RECIPE_DEADLINE (seconds after which no recipe step
-#   starts; 360), RECIPE_TIMEOUT (the whole recipe run's bound; 540); KERNELPILOT_COMMIT (give it
+#   starts; 360), RECIPE_TIMEOUT (the whole recipe run's bound; 540), RECIPE_STEPS (comma-separated, the steps this
+#   call may do, in the recipe's order whatever order given; default every one); KERNELPILOT_COMMIT (give it
 #   in the command, `KERNELPILOT_COMMIT=<git rev-parse HEAD here> MODE=recipe bash ...`: the machine's
 #   copy of the checkout may carry older git history than its files, and each step records it).
 set -euo pipefail
@@ -66,6 +67,7 @@ MODE="${MODE:-step}"
 RECIPE_STATE="${RECIPE_STATE:-.recipe/smollm2}"
 RECIPE_DEADLINE="${RECIPE_DEADLINE:-360}"
 RECIPE_TIMEOUT="${RECIPE_TIMEOUT:-540}"
+RECIPE_STEPS="${RECIPE_STEPS:-teacher,eval-builtin,eval-base,sft,eval-sft,rft,eval-rft,grpo,eval-grpo,grpo-plain,eval-grpo-plain}"
 STEP_ARGS=(--steps 2 --num-generations 8 --max-new-tokens 512 --only '0[1-4]_*' --peft none)
 if (( $# )); then STEP_ARGS=("$@"); fi
 
@@ -131,8 +133,8 @@ run_step() {
   return "$rc"
 }
 
-run_recipe() {      # $1: the steps (default every one)
-  local rc=0 steps="${1:-teacher,eval-builtin,eval-base,sft,eval-sft,rft,eval-rft,grpo,eval-grpo,grpo-plain,eval-grpo-plain}"
+run_recipe() {      # $1: the steps (default RECIPE_STEPS)
+  local rc=0 steps="${1:-$RECIPE_STEPS}"
   status "recipe: the next steps on $RECIPE_STATE (none started after ${RECIPE_DEADLINE} s; bound ${RECIPE_TIMEOUT} s)"
   SECONDS=0
   PYTHONPATH="$STATE/site:$STATE/gguf-site:$PWD${PYTHONPATH:+:$PYTHONPATH}" timeout "$RECIPE_TIMEOUT" \
@@ -169,5 +171,6 @@ if [[ -f "$MODEL/config.json" && -f "$STATE/site/.installed" ]]; then
   fi
   if [[ "$MODE" == recipe ]]; then run_recipe; else run_step; fi
 elif [[ "$MODE" == recipe && -f "$STATE/site/.installed" ]]; then
-  run_recipe teacher,eval-builtin      # the built-in policy's steps need no model: the lease's first call
+  modelless="$(tr , '\n' <<< "$RECIPE_STEPS" | grep -xE 'teacher|eval-builtin' | paste -sd, - || true)"
+  if [[ -n "$modelless" ]]; then run_recipe "$modelless"; fi     # the steps that need no model
 fi
