@@ -42,7 +42,9 @@
 # THE RECIPE (issue 22), MODE=recipe: prepare .recipe/smollm2 here first
 #   (python -m policy_training.recipe prepare --state .recipe/smollm2 --kernelbench KB), carry
 #   .recipe in the session's first call, give MODE=recipe in every call, and after the last one
-#   unpack what came back here: cat OUT/recipe.tgz.* | tar xz -C .recipe   (it replaces the state).
+#   unpack what came back here: cat OUT/recipe.tgz.* | tar xz -C .recipe   (it replaces the state),
+#   then keep it for the next session: python -m policy_training.recipe pack --state .recipe/smollm2
+#   --out benchmarks/recipe/state.tgz, committed (a session starts from `recipe unpack` of it).
 #   A call that has the wheels but not yet the model runs the steps that need none (teacher,
 #   eval-builtin), so a lease starts with .whl + .recipe, then the two halves.
 #

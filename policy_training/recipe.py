@@ -29,12 +29,14 @@ table and the learning curves.
     python -m policy_training.recipe prepare --state runs/recipe --kernelbench ~/KernelBench
     python -m policy_training.recipe run --state runs/recipe --base /models/smollm2 --deadline 480
     python -m policy_training.recipe run --state runs/recipe --base /models/smollm2 --steps eval-base --set cpu=true
+    python -m policy_training.recipe pack --state runs/recipe --out state.tgz      # between sessions
 """
 import argparse
 import json
 import os
 import shutil
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Callable
@@ -155,6 +157,20 @@ def kernelbench_files(root: Path, level: int, ids: tuple[int, ...]) -> list[Path
     if missing:
         raise TrainingError(f"{folder}: no problem numbered {', '.join(map(str, missing))} (is it a KernelBench checkout?)")
     return [by_id[i] for i in ids]
+
+
+def attach_kernelbench(state: Path, kernelbench: Path) -> int:
+    """The held-out set's KernelBench files copied from the user's checkout into an unpacked STATE
+    (an archive never carries them); how many."""
+    fixed = json.loads((state / HELD_OUT).read_text())
+    folder = state / "heldout"
+    folder.mkdir(parents=True, exist_ok=True)
+    copied = 0
+    for level, ids in ((1, fixed["config"]["level1"]), (2, fixed["config"]["level2"])):
+        for source in kernelbench_files(kernelbench, level, tuple(ids)):
+            shutil.copyfile(source, folder / f"kb_l{level}_{source.name}")
+            copied += 1
+    return copied
 
 
 def check_held_out(state: Path) -> list[dict]:
@@ -350,13 +366,42 @@ def parser() -> argparse.ArgumentParser:
     verbs.choices["run"].add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, of: {', '.join(STEPS)}")
     verbs.choices["run"].add_argument("--deadline", type=float, help="seconds after which no step starts")
     verbs.choices["report"].add_argument("--out", type=Path, required=True, help="where the table and the PNGs go")
+    for verb, text in (("pack", "STATE as one archive to commit, without models or KernelBench's files "
+                                "(policy_training/recipe_state.py)"),
+                       ("unpack", "an archive of `pack` into a new STATE, KernelBench's held-out files copied back")):
+        v = verbs.add_parser(verb, help=text, description=text)
+        v.add_argument("--state", type=Path, required=True, help="the run's folder")
+    verbs.choices["pack"].add_argument("--out", type=Path, required=True, help="the archive to write (.tgz)")
+    verbs.choices["unpack"].add_argument("--archive", type=Path, required=True, help="an archive written by pack")
+    verbs.choices["unpack"].add_argument("--kernelbench", type=Path, required=True, help="a KernelBench checkout")
     return p
+
+
+def archive(args) -> str:
+    """`pack` or `unpack`; the line to print."""
+    from policy_training import recipe_state
+
+    if args.verb == "pack":
+        check_held_out(args.state)
+        return f"recipe: {recipe_state.pack(args.state, args.out)} files of {args.state} in {args.out}"
+    if not args.archive.is_file():
+        raise TrainingError(f"{args.archive}: no such archive")
+    try:
+        files = recipe_state.extract(args.archive, args.state)
+    except (FileExistsError, tarfile.TarError, OSError) as error:
+        raise TrainingError(f"cannot unpack {args.archive}: {error}") from error
+    copied = attach_kernelbench(args.state, args.kernelbench.expanduser())
+    check_held_out(args.state)
+    return f"recipe: {files} files into {args.state}, {copied} KernelBench files from {args.kernelbench}; held-out set checked"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
+        if args.verb in ("pack", "unpack"):
+            print(archive(args))
+            return 0
         config = load_config(RecipeConfig, args.config, args.set)
         if args.verb == "prepare":
             prepare(args.state, config, args.kernelbench.expanduser())

@@ -7,7 +7,8 @@ and writes OUT/model (adapters merged), OUT/metrics.jsonl and OUT/summary.json
 (policy_training/training.py); with PEFT also OUT/adapter, the adapter alone (with `save_merged
 = false`, only that: what a piece of training on a lent machine ships back; merge.py rebuilds the
 model from it). With the `messages` and `agent` forms only the assistant's tokens are learned
-(`assistant_only_loss`; TRL swaps in its training template for Qwen3's); with
+(`assistant_only_loss`; TRL swaps in its training template for Qwen3's, policy_training/chat_template.py
+a checked ChatML one for templates TRL cannot patch, SmolLM2's); with
 `prompt_completion`, only the completion's. Where it departs from CUDA-L1: its SFT data came from
 six commercial LLMs; ours come from whichever mentors ran through `kernelpilot bench`.
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from policy_training.chat_template import swapped, training_template
 from policy_training.config import PeftChoice, as_dict
 from policy_training.export import MANIFEST, read_jsonl
 from policy_training.problems import Split, manifest_digest
@@ -125,9 +127,12 @@ def run_sft(config: SFTConfig, log=print) -> dict:
     config.out.mkdir(parents=True, exist_ok=True)
     metrics = metrics_callback(config.out / METRICS)
     log(f"sft: {len(rows)} row(s) of {rows_path(config)}, model {config.model}, peft {config.peft.value}")
-    trainer = SFTTrainer(model=model, args=trainer_args(config), train_dataset=Dataset.from_list(rows),
-                         processing_class=tokenizer, callbacks=[metrics],
-                         peft_config=peft_config(config.peft, config.lora_r, config.lora_alpha, config.lora_dropout))
+    args = trainer_args(config)
+    template = training_template(tokenizer, (row["messages"] for row in rows)) if args.assistant_only_loss else None
+    with swapped(tokenizer, template):          # the rows are tokenized here; the model's own template is saved
+        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=tokenizer, callbacks=[metrics],
+                             peft_config=peft_config(config.peft, config.lora_r, config.lora_alpha, config.lora_dropout))
     trainer.train()
     saved = save_model(trainer.model, tokenizer, config.out, config.model, config.save_merged)
     seen = losses(metrics.logged)
