@@ -3,6 +3,7 @@ Triton interpreter: a warm-up outside the clock, each pass printed with its phas
 soon as it ends and written to --out, a pass past --deadline skipped and said so, and the
 KernelBench side pass refused with one line where it cannot run (no checkout, no CUDA)."""
 import json
+import re
 
 import pytest
 
@@ -17,8 +18,12 @@ def test_a_dry_run_warms_up_prints_each_pass_with_its_phases_and_writes_json(tmp
     out = tmp_path / "thru.json"
     assert main(["--cpu", "--lanes", "0", "--only", "04*", "--rounds", "1", "--protocols", "reward",
                  "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "### reward:" in printed and "after a warm-up pass of" in printed and "| first_trial |" in printed
+    progress = [re.sub(r"\d+ s$", "N s", line) for line in captured.err.splitlines() if " graded after " in line]
+    assert progress == ["throughput: reward warm-up: 1/1 graded after N s",       # a cut run says how far it got
+                        "throughput: reward on the clock: 1/1 graded after N s"]
     assert "| second_run |" in printed and "1/1 candidates with the same verdict" in printed
     data = json.loads(out.read_text())
     (report,) = data["passes"]

@@ -41,7 +41,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, wait
+from concurrent.futures import Future, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -98,22 +98,27 @@ def pairs(only: str) -> Work:
     return found
 
 
-def submit_all(pool: GraderPool, work: Work, rounds: int) -> tuple[list[tuple[str, Graded | BaseException]], float]:
+def submit_all(pool: GraderPool, work: Work, rounds: int, label: str) -> tuple[list[tuple[str, Graded | BaseException]], float]:
     start = time.monotonic()
     futures: list[tuple[str, Future]] = [(name, pool.submit(Job(problem, candidate), deadline_s=24 * 3600))
                                          for _ in range(rounds) for name, problem, candidate in work]
-    wait([f for _, f in futures])
+    for done, _ in enumerate(as_completed([f for _, f in futures]), 1):
+        if done % 8 == 0 or done == len(futures):     # a run cut by its bound still says how far it got
+            print(f"throughput: {label}: {done}/{len(futures)} graded after {time.monotonic() - start:.0f} s",
+                  file=sys.stderr, flush=True)
     return [(name, f.exception() or f.result()) for name, f in futures], time.monotonic() - start
 
 
 def our_pass(options: PoolOptions, work: Work, rounds: int, warmup: bool, late: Callable[[], bool]) -> PassReport:
     protocol, lanes = options.runtime.eval.protocol.value, max(1, len(options.devices))
+    opening = time.monotonic()
     with GraderPool.open(options) as pool:
-        warmed = submit_all(pool, work, 1)[1] if warmup else None
+        print(f"throughput: {lanes} lane(s) open after {time.monotonic() - opening:.0f} s", file=sys.stderr, flush=True)
+        warmed = submit_all(pool, work, 1, f"{protocol} warm-up")[1] if warmup else None
         if late():
             return PassReport(protocol, "skipped", "the deadline passed during its warm-up", lanes,
                               warmup_seconds=warmed)
-        graded, seconds = submit_all(pool, work, rounds)
+        graded, seconds = submit_all(pool, work, rounds, f"{protocol} on the clock")
     ok = [g for _, g in graded if isinstance(g, Graded)]
     names = list(dict.fromkeys(name for name, _ in graded))
     return PassReport(protocol, lanes=lanes, graded=len(ok), failed=len(graded) - len(ok), seconds=seconds,
