@@ -49,10 +49,13 @@
 #   eval-builtin), so a lease starts with .whl + .recipe, then the two halves.
 #
 # ENVIRONMENT: STATE (default /tmp/kernelpilot-smollm2), PYTHON (default python3), CONVERT_TIMEOUT
-#   (300 s), STEP_TIMEOUT (480 s), OUT (set by the device tool; default $STATE/out); MODE (step or
+#   (300 s), STEP_TIMEOUT (480 s), OUT (set by the device tool; default $STATE/out); MODE (step, speed:
+#   policy_training/generation_speed.py on the recipe's held-out prompts with SPEED_ARGS (default
+#   "--batch 48 --new-tokens 512") under SPEED_TIMEOUT (300 s), or
 #   recipe), RECIPE_STATE (.recipe/smollm2), RECIPE_DEADLINE (seconds after which no recipe step
 #   starts; 360), RECIPE_TIMEOUT (the whole recipe run's bound; 540), RECIPE_STEPS (comma-separated, the steps this
-#   call may do, in the recipe's order whatever order given; default every one); KERNELPILOT_COMMIT (give it
+#   call may do, in the recipe's order whatever order given; default every one), RECIPE_SET (RecipeConfig
+#   overrides, space-separated KEY=VALUE, e.g. "static_cache=true"); KERNELPILOT_COMMIT (give it
 #   in the command, `KERNELPILOT_COMMIT=<git rev-parse HEAD here> MODE=recipe bash ...`: the machine's
 #   copy of the checkout may carry older git history than its files, and each step records it).
 set -euo pipefail
@@ -69,6 +72,9 @@ MODE="${MODE:-step}"
 RECIPE_STATE="${RECIPE_STATE:-.recipe/smollm2}"
 RECIPE_DEADLINE="${RECIPE_DEADLINE:-360}"
 RECIPE_TIMEOUT="${RECIPE_TIMEOUT:-540}"
+RECIPE_SET="${RECIPE_SET:-}"
+SPEED_ARGS="${SPEED_ARGS:---batch 48 --new-tokens 512}"
+SPEED_TIMEOUT="${SPEED_TIMEOUT:-300}"
 RECIPE_STEPS="${RECIPE_STEPS:-teacher,eval-builtin,eval-base,sft,eval-sft,rft,eval-rft,grpo,eval-grpo,grpo-plain,eval-grpo-plain}"
 STEP_ARGS=(--steps 2 --num-generations 8 --max-new-tokens 512 --only '0[1-4]_*' --peft none)
 if (( $# )); then STEP_ARGS=("$@"); fi
@@ -136,18 +142,31 @@ run_step() {
 }
 
 run_recipe() {      # $1: the steps (default RECIPE_STEPS)
-  local rc=0 steps="${1:-$RECIPE_STEPS}"
+  local rc=0 steps="${1:-$RECIPE_STEPS}" item recipe_set=()
+  for item in $RECIPE_SET; do recipe_set+=(--set "$item"); done
   status "recipe: the next steps on $RECIPE_STATE (none started after ${RECIPE_DEADLINE} s; bound ${RECIPE_TIMEOUT} s)"
   SECONDS=0
   PYTHONPATH="$STATE/site:$STATE/gguf-site:$PWD${PYTHONPATH:+:$PYTHONPATH}" timeout "$RECIPE_TIMEOUT" \
     "$PYTHON" -m policy_training.recipe run --state "$RECIPE_STATE" --base "$MODEL" --steps "$steps" \
-    --deadline "$RECIPE_DEADLINE" \
+    --deadline "$RECIPE_DEADLINE" "${recipe_set[@]}" \
     > "$OUT/recipe.log" 2>&1 || rc=$?
   status "recipe exit $rc after ${SECONDS} s"
   tar czf - --exclude='*/model' --exclude='*/rebuilt' --exclude='*/trainer' -C "$(dirname "$RECIPE_STATE")" \
     "$(basename "$RECIPE_STATE")" | split -b 15M - "$OUT/recipe.tgz."
   grep -v 'it/s]' "$OUT/recipe.log" | tail -n 30
   return "$rc"
+}
+
+run_speed() {       # the dynamic against the static KV cache on the held-out prompts (generation_speed.py)
+  local rc=0
+  status "generation speed: $SPEED_ARGS"
+  SECONDS=0
+  # shellcheck disable=SC2086
+  PYTHONPATH="$STATE/site:$STATE/gguf-site:$PWD${PYTHONPATH:+:$PYTHONPATH}" timeout "$SPEED_TIMEOUT" \
+    "$PYTHON" -m policy_training.generation_speed --model "$MODEL" --problems "$RECIPE_STATE/heldout" \
+    --out "$OUT/speed.json" $SPEED_ARGS > "$OUT/speed.log" 2>&1 || rc=$?
+  status "generation speed exit $rc after ${SECONDS} s"
+  tail -n 12 "$OUT/speed.log"
 }
 
 stash_halves
@@ -161,7 +180,8 @@ fi
 if [[ -d .whl ]] && compgen -G ".whl/*.whl" >/dev/null \
     && [[ "$(ls .whl)" != "$(cat "$STATE/site/.installed" 2>/dev/null)" ]]; then
   rm -rf "$STATE/site"
-  install_wheels .whl "$STATE/site" && ls .whl > "$STATE/site/.installed"
+  if ! install_wheels .whl "$STATE/site"; then status "ERROR: the carried wheels did not install (above)"; exit 1; fi
+  ls .whl > "$STATE/site/.installed"
   status "installed $(find .whl -maxdepth 1 -type f -name '*.whl' | wc -l) wheels into $STATE/site"
 fi
 if [[ ! -f "$STATE/site/.installed" ]]; then
@@ -171,7 +191,11 @@ if [[ -f "$MODEL/config.json" && -f "$STATE/site/.installed" ]]; then
   if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/status.txt"
   fi
-  if [[ "$MODE" == recipe ]]; then run_recipe; else run_step; fi
+  case "$MODE" in
+    recipe) run_recipe ;;
+    speed) run_speed ;;
+    *) run_step ;;
+  esac
 elif [[ "$MODE" == recipe && -f "$STATE/site/.installed" ]]; then
   modelless="$(tr , '\n' <<< "$RECIPE_STEPS" | grep -xE 'teacher|eval-builtin' | paste -sd, - || true)"
   if [[ -n "$modelless" ]]; then run_recipe "$modelless"; fi     # the steps that need no model

@@ -70,7 +70,7 @@ class Rollout:
         for k in sorted({g.k for g in groups if g.k}):
             alike = [g for g in groups if g.k == k]
             drawn = sample_batch(model, self.tokenizer, [g.messages for g in alike], k, self.config.max_new_tokens,
-                                 self.config.temperature)
+                                 self.config.temperature, static_cache=self.config.static_cache)
             for g, samples in zip(alike, drawn):
                 g.completions[:0] = [list(s.ids) for s in samples]      # the model's own first, then guidance
         model.train(was_training)

@@ -92,6 +92,7 @@ class EvaluateConfig:
     top_p: float = 1.0                          # nucleus sampling's mass (with temperature > 0)
     max_new_tokens: int = 2048                  # tokens per answer
     batch_size: int = 8                         # prompts per generate call (each sampled k times)
+    static_cache: bool = False                  # a static KV cache; on a GPU transformers then compiles decoding (CUDA graphs)
     record: bool = True                         # write every graded sample to the history store (origin: evaluate)
     grader_url: str | None = None               # a grader service (token: KERNELPILOT_GRADER_TOKEN); none: in-process
     db: str | None = None                       # history store URL; none: KERNELPILOT_DB_URL or the home's history.db
@@ -298,7 +299,8 @@ def grade_batch(config: EvaluateConfig, model, tokenizer, grader, batch, log):
     """The batch's rows, one at a time as each is graded (a sample without a verdict: none)."""
     prompts = [prompt_for(problem, config.backend, grader.device, grader.store, config.exemplars)
                for problem, _ in batch]
-    drawn = sample_batch(model, tokenizer, prompts, config.k, config.max_new_tokens, config.temperature, config.top_p)
+    drawn = sample_batch(model, tokenizer, prompts, config.k, config.max_new_tokens, config.temperature, config.top_p,
+                         config.static_cache)
     for (problem, missing), messages, samples in zip(batch, prompts, drawn):
         for index in missing:
             graded = grader.grade(problem, samples[index].text, len(samples[index].ids))

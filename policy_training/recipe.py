@@ -90,6 +90,8 @@ class RecipeConfig:
                                                 # launch-bound, so a batch costs about what one prompt does (8 a call:
                                                 # eval-base spent about 300 of its 458 s generating, on the H100)
     rft_generate_batch: int = 20                # training problems per generate call in rft (each sampled rft_k times)
+    static_cache: bool = False                  # generate with a static KV cache (compiled decoding on a GPU): on
+                                                # only once policy_training/generation_speed.py has measured it there
     cpu: bool = False                           # everything in the Triton interpreter and on the CPU (the test)
     max_length: int = 4608                      # SFT tokens per row (prompts 794-1,016 + the longest answer)
 
@@ -238,7 +240,7 @@ def evaluate(stage: str) -> Callable[[Run, Callable], dict]:
         return run_evaluate(EvaluateConfig(
             model=model_of(run, stage, log), out=run.state / "eval" / stage, problems=(run.state / "heldout",),
             k=c.eval_k, temperature=c.eval_temperature, max_new_tokens=c.max_new_tokens, batch_size=c.eval_batch_size,
-            db=run.eval_db, cpu=c.cpu, bf16=not c.cpu), log)
+            static_cache=c.static_cache, db=run.eval_db, cpu=c.cpu, bf16=not c.cpu), log)
     return step
 
 
@@ -258,7 +260,7 @@ def rft(run: Run, log) -> dict:
     c = run.config
     return run_rft(RFTConfig(model=model_of(run, "sft", log), out=run.state / "rft", problem_set=run.state / "problems" /
                              "manifest.json", k=c.rft_k, generate_batch=c.rft_generate_batch,
-                             max_new_tokens=c.max_new_tokens, db=run.db, cpu=c.cpu,
+                             max_new_tokens=c.max_new_tokens, static_cache=c.static_cache, db=run.db, cpu=c.cpu,
                              peft=c.peft, lora_r=c.lora_r, lora_alpha=2 * c.lora_r, learning_rate=c.rft_learning_rate,
                              max_length=c.max_length, device=Device.CPU if c.cpu else Device.AUTO), log)
 
@@ -273,8 +275,9 @@ def grpo(stage: str, exemplars: bool) -> Callable[[Run, Callable], dict]:
             model=model_of(run, "rft", log), out=run.state / stage, problem_set=run.state / "problems" / "manifest.json",
             exemplars=c.exemplars if exemplars else 0, max_steps=c.grpo_steps, num_generations=c.num_generations,
             prompts_per_step=c.grpo_prompts_per_step, steps_per_generation=c.grpo_steps_per_generation,
-            max_new_tokens=c.max_new_tokens, db=run.db, cpu=c.cpu, peft=c.peft, lora_r=c.lora_r, lora_alpha=2 * c.lora_r,
-            learning_rate=c.grpo_learning_rate, bf16=not c.cpu, device=Device.CPU if c.cpu else Device.AUTO), log)
+            max_new_tokens=c.max_new_tokens, static_cache=c.static_cache, db=run.db, cpu=c.cpu, peft=c.peft,
+            lora_r=c.lora_r, lora_alpha=2 * c.lora_r, learning_rate=c.grpo_learning_rate, bf16=not c.cpu,
+            device=Device.CPU if c.cpu else Device.AUTO), log)
     return step
 
 

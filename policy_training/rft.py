@@ -106,7 +106,8 @@ def collect_candidates(config: RFTConfig, model, tokenizer, grader, log) -> list
     for start in range(0, len(problems), config.generate_batch):
         batch = problems[start:start + config.generate_batch]
         prompts = [prompt_for(p, config.backend, grader.device, grader.store, config.exemplars) for p in batch]
-        drawn = sample_batch(model, tokenizer, prompts, config.k, config.max_new_tokens, config.temperature)
+        drawn = sample_batch(model, tokenizer, prompts, config.k, config.max_new_tokens, config.temperature,
+                             static_cache=config.static_cache)
         for problem, prompt, samples in zip(batch, prompts, drawn):
             texts = [(s.text, len(s.ids), "model") for s in samples]
             texts += [(text, None, "seed") for text in seed_completions(grader.store, problem, config.seeds)]

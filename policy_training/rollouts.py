@@ -47,6 +47,7 @@ class RolloutConfig:
     seeds: int = 0                              # the store's best correct kernels mixed into each problem's samples
     max_new_tokens: int = 512                   # tokens per sampled completion
     temperature: float = 1.0                    # sampling temperature
+    static_cache: bool = False                  # a static KV cache; on a GPU transformers then compiles decoding (CUDA graphs)
     grader_url: str | None = None               # a grader service (token: KERNELPILOT_GRADER_TOKEN); none: in-process
     db: str | None = None                       # history store URL; none: KERNELPILOT_DB_URL or $KERNELPILOT_HOME/history.db
     cpu: bool = False                           # grade in the Triton interpreter even where a GPU is present

@@ -8,7 +8,9 @@ model stopped, so a trainer can learn from it as generated.
 `sample_batch` does the same for several prompts in one `generate` call (the evaluation stage's
 batches across problems): the prompts are left-padded to one length, the attention mask hides the
 padding, so a greedy answer is the one the prompt gets alone (up to float noise in the padded
-matmuls). `sample` is `sample_batch` of one prompt.
+matmuls). `sample` is `sample_batch` of one prompt. With `static_cache` the KV cache is allocated once at
+its full length (prompt width + max_new_tokens), and on a GPU transformers compiles the decoding
+step; greedy answers are the dynamic cache's (checked on a CPU, where nothing is compiled).
 
     samples = sample(model, tokenizer, messages, k=4, max_new_tokens=32, temperature=1.0)
     samples[0].text, samples[0].ids, samples[0].stopped
@@ -35,15 +37,17 @@ def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
 
 
 def sample(model, tokenizer, messages: list[dict], k: int, max_new_tokens: int, temperature: float,
-           top_p: float = 1.0) -> list[Sample]:
+           top_p: float = 1.0, static_cache: bool = False) -> list[Sample]:
     """`k` completions of one prompt (greedy, all alike, when temperature is 0)."""
-    return sample_batch(model, tokenizer, [messages], k, max_new_tokens, temperature, top_p)[0]
+    return sample_batch(model, tokenizer, [messages], k, max_new_tokens, temperature, top_p, static_cache)[0]
 
 
 def sample_batch(model, tokenizer, prompts: list[list[dict]], k: int, max_new_tokens: int, temperature: float,
-                 top_p: float = 1.0) -> list[list[Sample]]:
+                 top_p: float = 1.0, static_cache: bool = False) -> list[list[Sample]]:
     """`k` completions of each prompt, from one generate call over the left-padded prompts
-    (greedy when temperature is 0); one list of samples per prompt, in order."""
+    (greedy when temperature is 0); one list of samples per prompt, in order. `static_cache`: the
+    KV cache allocated once at its full length, which lets transformers compile the decoding step
+    on a GPU (CUDA graphs: a small model's generation is otherwise bound by kernel launches)."""
     rows = [prompt_ids(tokenizer, messages) for messages in prompts]
     width, pad = max(map(len, rows)), padding_id(tokenizer)
     ids = torch.tensor([[pad] * (width - len(row)) + row for row in rows], device=model.device)       # (prompts, width)
@@ -51,6 +55,8 @@ def sample_batch(model, tokenizer, prompts: list[list[dict]], k: int, max_new_to
     greedy = temperature <= 0
     sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_p": top_p}
     drawn_k = 1 if greedy else k            # greedy answers are alike: one each, repeated (transformers refuses more)
+    if static_cache:
+        sampling["cache_implementation"] = "static"
     with torch.no_grad():
         output = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                 num_return_sequences=drawn_k, pad_token_id=pad, **sampling)  # (prompts * drawn_k, width + new)
