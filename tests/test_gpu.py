@@ -56,6 +56,20 @@ def test_warm_workers_are_waited_for_outside_the_device_lock(gpu_evaluator, monk
     assert held and not held[0] and result.phases.lock_held > 0
 
 
+def test_reward_trials_hold_the_lock_shared_and_the_timing_exclusive(gpu_evaluator, monkeypatch):
+    """The reward protocol on a GPU: the first trial outside the lock, the later ones beside other
+    lanes' trials (shared), then the timed loop alone (exclusive, after letting go of the shared hold)."""
+    problem = load_problem(PROBLEMS / "04_softmax_rows.py")
+    gpu_evaluator.context(problem)      # its reference built (exclusive) before anything is recorded
+    kinds, acquire = [], gpu_evaluator.device_lock.acquire
+    monkeypatch.setattr(gpu_evaluator.device_lock, "acquire",
+                        lambda exclusive: (kinds.append("exclusive" if exclusive else "shared"), acquire(exclusive)))
+    result = gpu_evaluator.evaluate(problem, read(CANDIDATES / "04_softmax_rows.py"),
+                                    EvalConfig(trials=3, protocol=Protocol.REWARD))
+    assert result.status is EvalStatus.CORRECT and result.runtime_ms, result.reason
+    assert kinds[:2] == ["shared", "exclusive"], kinds
+
+
 def test_wrong_candidate_is_incorrect_on_the_gpu(gpu_evaluator):
     problem = load_problem(PROBLEMS / "04_softmax_rows.py")
     source = read(CANDIDATES / "04_softmax_rows.py").replace("inv_s = 1.0 / s", "inv_s = 1.0 / (s * 1.001)")

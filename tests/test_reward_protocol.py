@@ -1,7 +1,8 @@
 """The reward protocol (tools/evaluator.py `Protocol.REWARD`, issue 20 part 5) and the timing's
 stopping rule: the first trial, which pays the candidate's JIT compile, runs before the device
-lock is taken; every other trial and the timed calls run inside it; the verdicts match the
-full protocol's. The stopping rule ends timing once the median's 95% interval is within ±2%.
+lock is taken; every other trial runs inside it held shared (other lanes' trials beside it,
+never a timing), the timed calls inside it held exclusive (tests/test_gpu.py, on a GPU); the
+verdicts match the full protocol's. The stopping rule ends timing once the median's 95% interval is within ±2%.
 Through the real evaluator in the Triton interpreter (the lock is given a real lock file)."""
 import random
 
@@ -20,9 +21,9 @@ class RecordingLock(DeviceLock):
         super().__init__(path)
         self.events = events
 
-    def __enter__(self):
-        self.events.append("lock")
-        return super().__enter__()
+    def acquire(self, exclusive: bool) -> None:
+        self.events.append("lock" if exclusive else "shared")
+        super().acquire(exclusive)
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def recorded(evaluator, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("protocol, order", [(Protocol.FULL, ["lock", "trial", "trial", "trial"]),
-                                             (Protocol.REWARD, ["trial", "lock", "trial", "trial"])])
+                                             (Protocol.REWARD, ["trial", "shared", "trial", "trial"])])
 def test_the_first_trial_compiles_outside_the_lock_only_in_reward_mode(evaluator, softmax_problem, recorded,
                                                                         protocol, order):
     result = evaluator.evaluate(softmax_problem, read(CANDIDATES / "04_softmax_rows.py"),

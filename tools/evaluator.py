@@ -74,8 +74,10 @@ class Protocol(StrEnum):
 
     FULL = "full"       # load outside the device lock; every trial and all `iters` timed calls inside it
     REWARD = "reward"   # for RL throughput: the first trial (the candidate's JIT compile) outside the lock
-                        # too, so other processes' lanes compile while one measures; timing stops early
-                        # once the median is known to ±2% (tools/timing.py `settled`; 20 calls at least)
+                        # too, so other processes' lanes compile while one measures; the later trials and
+                        # the second size's reference hold it shared (lanes' trials overlap one another,
+                        # never a timing); timing, exclusive, stops early once the median is known to ±2%
+                        # (tools/timing.py `settled`; 20 calls at least)
 
 
 @dataclass(frozen=True)
@@ -196,8 +198,9 @@ class Evaluator:
         """The candidate again at a second size set drawn now, correctness only: loaded again in
         its worker (`worker`, a fresh one if that one died) with the second size's init inputs,
         asked exactly as at the first (only the sizes differ), on fresh secret inputs."""
+        guard = self.device_lock.shared if config.protocol is Protocol.REWARD else self.device_lock
         with self.clock.phase("second_reference"):     # its reference tries take the device lock
-            second = second_size(context.reference.problem, self.device.torch_device, guard=self.device_lock)
+            second = second_size(context.reference.problem, self.device.torch_device, guard=guard)
         if isinstance(second, str):     # our side: no size set the problem allows (said, not flagged)
             return SecondRun(SizeCheck(sizes={}, status=None, holds=False, reason=second))
         resized, untimed = ProblemContext(second.reference, context.lint, context.distributions), replace(config, timed=False)
@@ -268,18 +271,23 @@ class Evaluator:
             return Outcome(EvalStatus.REJECTED, f"while importing: {judge_audit(loaded.audit)}", Phase.LOAD)
         provenance = Provenance()
         provenance.add(loaded.audit.launches, 0, "load")
-        with ExitStack() as device:     # loaded (imported, built) outside the lock; checked and timed alone
-            def take() -> None:
+        with ExitStack() as device, ExitStack() as shared:     # loaded (imported, built) outside the lock
+            def take() -> None:         # exclusive: alone on the GPU (timing; every trial in the full protocol)
+                shared.close()          # a thread holding it shared would wait on itself
                 if config.timed and self.device.mode is Mode.GPU:
                     with self.clock.phase("settle"):    # warm workers still starting would compete with the timed
                         self.sandbox.settle()           # loop: waited for before the lock (none starts until the next
                                                         # worker(); a second time it returns at once)
                 with self.clock.phase("lock_wait"):
                     device.enter_context(self.device_lock)      # re-entrant: taking it twice is harmless
+
+            def take_shared() -> None:  # the reward protocol's later trials: beside other lanes' trials, never a timing
+                with self.clock.phase("lock_wait"):
+                    shared.enter_context(self.device_lock.shared)
             reward = config.protocol is Protocol.REWARD
             if not reward:
                 take()
-            return self._measure(context, worker, config, provenance, take, after_first=take if reward else None)
+            return self._measure(context, worker, config, provenance, take, after_first=take_shared if reward else None)
 
     def _measure(self, context: ProblemContext, worker: Worker, config: EvalConfig, provenance: Provenance,
                  take: Callable[[], None], after_first: Callable[[], None] | None) -> Outcome:

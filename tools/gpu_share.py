@@ -26,7 +26,6 @@ admission, then the device lock inside it; nothing takes them the other way roun
     with admission.admit(problem, give_back) as turn:      # turn.heavy, turn.waited_s
         ...                                                  # the evaluation
 """
-import fcntl
 import json
 import os
 import tempfile
@@ -41,7 +40,7 @@ from pathlib import Path
 import torch
 
 from tools.device import DeviceInfo
-from tools.device_lock import gpu_identity
+from tools.device_lock import gpu_identity, take_through_gate
 from tools.footprint import Footprint, estimate, heavy
 from tools.problems import Problem
 from tools.records import Mode
@@ -93,13 +92,8 @@ class MemoryLock:
                 self._local.depth -= 1
             return
         start = time.monotonic()
-        gate, memory = (os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o666) for path in (self.gate, self.memory))
+        memory = take_through_gate(self.gate, self.memory, exclusive)
         try:
-            fcntl.flock(gate, fcntl.LOCK_EX)
-            try:
-                fcntl.flock(memory, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            finally:
-                fcntl.flock(gate, fcntl.LOCK_UN)
             self._local.depth = 1
             try:
                 yield time.monotonic() - start
@@ -107,7 +101,6 @@ class MemoryLock:
                 self._local.depth = 0
         finally:
             os.close(memory)        # closing drops the flock
-            os.close(gate)
 
 
 class Admission:
