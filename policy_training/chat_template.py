@@ -8,6 +8,7 @@ where it renders every training conversation exactly as the model's own template
 learned are then the tokens the model sees at inference. Anything else is one clear error, never a
 silently different rendering. The model's own template is what gets saved with the trained model.
 """
+import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -30,15 +31,15 @@ def has_markers(template: str | None) -> bool:
     return bool(template) and "{% generation %}" in template.replace("{%-", "{%").replace("-%}", "%}")
 
 
-def training_template(tokenizer, conversations: Iterable[list[dict]]) -> str | None:
+def training_template(tokenizer, rows: Iterable[dict]) -> str | None:
     """None where the tokenizer's own template has the markers or TRL patches it (Qwen3's, ...); else
-    CHATML_TRAINING, checked to render each conversation as the own template does (TrainingError
-    naming the first that differs)."""
+    CHATML_TRAINING, checked to render each training row (its `messages`, and its `tools` where the
+    agent form has them) as the own template does (TrainingError naming the first that differs)."""
     own = tokenizer.chat_template
     if has_markers(own) or trl_patches(tokenizer):
         return None
-    for number, messages in enumerate(conversations, 1):
-        if render(tokenizer, messages, own) != render(tokenizer, messages, CHATML_TRAINING):
+    for number, row in enumerate(rows, 1):
+        if render(tokenizer, row, own) != render(tokenizer, row, CHATML_TRAINING):
             raise TrainingError(
                 f"the model's chat template has no {{% generation %}} markers (needed to learn the assistant's "
                 f"tokens only) and it is not plain ChatML: training row {number} renders otherwise. "
@@ -56,8 +57,10 @@ def trl_patches(tokenizer) -> bool:
     return True
 
 
-def render(tokenizer, messages: list[dict], template: str) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, chat_template=template)
+def render(tokenizer, row: dict, template: str) -> str:
+    tools = row.get("tools")
+    tools = json.loads(tools) if isinstance(tools, str) else tools      # the agent form keeps them as one JSON string
+    return tokenizer.apply_chat_template(row["messages"], tools=tools, tokenize=False, chat_template=template)
 
 
 @contextmanager

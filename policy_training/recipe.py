@@ -391,7 +391,7 @@ def archive(args) -> str:
         raise TrainingError(f"{args.archive}: no such archive")
     try:
         files = recipe_state.extract(args.archive, args.state)
-    except (FileExistsError, tarfile.TarError, OSError) as error:
+    except (tarfile.TarError, OSError) as error:        # a full folder, a damaged or climbing archive
         raise TrainingError(f"cannot unpack {args.archive}: {error}") from error
     copied = attach_kernelbench(args.state, args.kernelbench.expanduser())
     check_held_out(args.state)

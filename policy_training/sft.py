@@ -128,7 +128,7 @@ def run_sft(config: SFTConfig, log=print) -> dict:
     metrics = metrics_callback(config.out / METRICS)
     log(f"sft: {len(rows)} row(s) of {rows_path(config)}, model {config.model}, peft {config.peft.value}")
     args = trainer_args(config)
-    template = training_template(tokenizer, (row["messages"] for row in rows)) if args.assistant_only_loss else None
+    template = training_template(tokenizer, rows) if args.assistant_only_loss else None
     with swapped(tokenizer, template):          # the rows are tokenized here; the model's own template is saved
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                              processing_class=tokenizer, callbacks=[metrics],

@@ -48,7 +48,7 @@ def test_sft_learns_through_a_plain_chatml_template_and_saves_the_models_own(pla
 def test_the_training_template_learns_the_assistants_tokens_and_its_end_of_turn_only(plain):
     tokenizer = AutoTokenizer.from_pretrained(plain)
     assert not has_markers(tokenizer.chat_template) and has_markers(CHATML_TRAINING)
-    assert training_template(tokenizer, [CONVERSATION]) == CHATML_TRAINING
+    assert training_template(tokenizer, [{"messages": CONVERSATION}]) == CHATML_TRAINING
     encoded = tokenizer.apply_chat_template(CONVERSATION, chat_template=CHATML_TRAINING, tokenize=True,
                                             return_dict=True, return_assistant_tokens_mask=True)
     learned = [t for t, m in zip(encoded["input_ids"], encoded["assistant_masks"]) if m]
@@ -59,7 +59,13 @@ def test_a_template_that_renders_otherwise_is_one_clear_error(plain):
     tokenizer = AutoTokenizer.from_pretrained(plain)
     no_system = [m for m in CONVERSATION if m["role"] != "system"]     # the own template adds its default turn
     with pytest.raises(TrainingError, match="row 2 renders otherwise"):
-        training_template(tokenizer, [CONVERSATION, no_system])
+        training_template(tokenizer, [{"messages": CONVERSATION}, {"messages": no_system}])
+    with_tools = tokenizer.chat_template.replace("{% for m in messages %}",     # one that renders the agent form's tools
+                                                 "{% for t in tools or [] %}{{ t['name'] }}{% endfor %}{% for m in messages %}")
+    tokenizer.chat_template = with_tools
+    assert training_template(tokenizer, [{"messages": CONVERSATION}]) == CHATML_TRAINING
+    with pytest.raises(TrainingError, match="row 1 renders otherwise"):
+        training_template(tokenizer, [{"messages": CONVERSATION, "tools": json.dumps([{"name": "benchmark"}])}])
     tokenizer.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
     with pytest.raises(TrainingError, match="not plain ChatML"):
-        training_template(tokenizer, [CONVERSATION])
+        training_template(tokenizer, [{"messages": CONVERSATION}])

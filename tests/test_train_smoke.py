@@ -24,7 +24,7 @@ def test_train_smoke_runs_every_stage_and_writes_back(tmp_path, capsys):
     line = capsys.readouterr().out.strip().splitlines()[-1]      # the trainers print their logs before it
     summary = json.loads((out / "summary.json").read_text())
     assert line.startswith("smoke: ") and str(out) in line
-    assert tuple(summary["stages"]) == STAGES and summary["seconds"] <= seconds
+    assert tuple(summary["stages"]) == STAGES and summary["seconds"] <= round(seconds, 1) + 0.1    # it rounds to 0.1 s
     s = summary["stages"]
     assert s["collect"]["mentors"]["builtin"]["correct"] == 2 and len(s["export"]["problems"]) == 2
     assert s["sft"]["loss_last"] < s["sft"]["loss_first"]
