@@ -8,6 +8,11 @@ torch and triton versions, timing settings); entries live as JSON files under
 `$KERNELPILOT_HOME/cache/baselines/`, written atomically. Baselines run under the default
 limits whatever `--timeout` a candidate gets, and a measurement that failed is reported but
 never cached. An unreadable cache entry is measured again.
+
+Each baseline's first call runs before the device lock is taken (`first_call`): that is where
+torch.compile compiles, seconds to minutes of CPU for a whole network, during which other lanes
+may measure; only the timed loop holds the lock. That one forward is the only device work a
+neighbour's measurement can meet, as with the reward protocol's first trial (THREAT_MODEL.md).
 """
 import hashlib
 
@@ -18,10 +23,12 @@ from tools.gpu_share import start_worker
 from tools.files import write_atomic
 from tools.records import Baselines, EvalStatus
 from tools.reference import Reference
-from tools.sandbox.contracts import Limits, Sandbox, cache_dir
+from tools.inputs import Distribution, draw, secret_seed
+from tools.sandbox.contracts import Limits, Sandbox, Worker, cache_dir
 from tools.sandbox.protocol import load_request
-from tools.sandbox.replies import Failure, ask
+from tools.sandbox.replies import Failure, Reply, ask
 from tools.sandbox.shm import Exchange
+from tools.trial import run_trial
 
 
 class BaselineStore:
@@ -70,8 +77,12 @@ class BaselineStore:
             if isinstance(loaded, Failure):
                 notes.append(f"{label} baseline failed to load: {loaded.message}")
                 return None
+            first = self.first_call(worker, reference)
+            if isinstance(first, Failure):
+                notes.append(f"{label} baseline failed on its first call: {first.message}")
+                return None
             self.sandbox.settle()       # warm workers still starting: waited for before the lock, not under it
-            with self.device_lock:      # compiled (torch.compile's first calls are in the timing's warm-up) alone too
+            with self.device_lock:      # only the timed loop (its warm-up included) runs alone
                 timed = timing.time_candidate(worker, self.exchange, reference, self.config, self.limits, alone=alone)
         finally:
             worker.close()
@@ -80,3 +91,12 @@ class BaselineStore:
             notes.append(f"{label} baseline unavailable: {timed.reason}")
             return None
         return timed.stats
+
+    def first_call(self, worker: Worker, reference: Reference) -> Reply:
+        """One untimed call on fresh inputs, outside the device lock (torch.compile compiles in it);
+        its outputs are not judged: a baseline is the problem's own code, timed as it is."""
+        inputs = draw(reference.problem, secret_seed(), Distribution.OWN, reference.device)
+        container, expected = reference.run(inputs)
+        reply, _ = run_trial(worker, self.exchange, container, expected, inputs, self.device.worker_device,
+                             self.limits.first_call_s)
+        return reply

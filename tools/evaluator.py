@@ -39,7 +39,6 @@ import torch
 
 from tools import roofline
 from tools.baselines import BaselineStore
-from tools.compare import Comparison, judge_call
 from tools.contexts import BUDGET_BYTES, Contexts, ProblemContext
 from tools.device import DeviceInfo, versions
 from tools.device_lock import DeviceLock
@@ -50,13 +49,14 @@ from tools.outcome import Outcome, SecondRun, apply_static, failed, size_check, 
 from tools.phases import Stopwatch
 from tools.provenance import Provenance
 from tools.static_check import Finding, check_source
+from tools.trial import run_trial
 from tools.problems import Problem
 from tools.records import EvalResult, EvalStatus, Flag, KernelShare, Mode, Phase, ProfileResult, SizeCheck
 from tools.safe_text import clean
 from tools.second_size import second_size
 from tools.sandbox.contracts import Limits, Sandbox, Worker
 from tools.sandbox.protocol import load_request
-from tools.sandbox.replies import Failure, Profiled, Ready, Reply, ask
+from tools.sandbox.replies import Failure, Profiled, Ready, ask
 from tools.sandbox.shm import Exchange, arena_bytes
 from tools.timing import TimingConfig, time_candidate
 
@@ -369,25 +369,6 @@ class Evaluator:
             lint_findings=context.lint.findings, notes=[*notes, *outcome.notes], log=log, seconds=seconds,
             kernels=outcome.provenance.kernels() if outcome.provenance else [],
         )
-
-
-def run_trial(worker: Worker, exchange: Exchange, container: str, expected: list[torch.Tensor],
-              inputs: list[torch.Tensor], device: str, timeout: float) -> tuple[Reply, Comparison | None]:
-    """One `run` request: inputs into the arena, the call, then the outputs the worker
-    put in the slots and the inputs as the call left them, judged against the reference."""
-    arena = exchange.acquire(arena_bytes([(x.shape, x.dtype) for x in inputs] + [(y.shape, y.dtype) for y in expected]))
-    try:
-        in_refs = [arena.put(x) for x in inputs]
-        seen = [arena.view(ref) for ref in in_refs]
-        outputs, out_refs = arena.slots(expected)
-        exchange.ready(arena)
-        reply = ask(worker, {"kind": "run", "arena": arena.describe(), "inputs": in_refs, "output_slots": out_refs},
-                    timeout)
-        if isinstance(reply, Failure):
-            return reply, None
-        return reply, judge_call(container, expected, inputs, outputs, reply.output_meta, seen, device)
-    finally:
-        exchange.release(arena)
 
 
 def profile_result(reply: Profiled, device: str) -> ProfileResult:
