@@ -9,11 +9,13 @@
 #   PARTS=bench LEVEL=1 LANES=6 BENCH_TIMEOUT=480 bash benchmarks/gpu_lease.sh
 #   PARTS=thru THRU_LANES=4,8 THRU_DEADLINE=150 bash benchmarks/gpu_lease.sh
 #   PARTS=launch bash benchmarks/gpu_lease.sh
+#   PARTS=tests TESTS="tests/test_gpu.py -k reward_trials" bash benchmarks/gpu_lease.sh   # GPU tests
 #   PARTS=thru,launch,bench ...           # several, in the order given
 #
 # WHAT COMES BACK ($OUT, 8 files at most): status.txt; bench-l<LEVEL>.tgz (the run's folder: its
 #   results.jsonl and summary; unpack it into benchmarks/runs/ to resume there in a later lease,
-#   since a fresh machine starts bare) and bench.log; thru-<lanes>.json and thru.log; launch.json.
+#   since a fresh machine starts bare) and bench.log; thru-<lanes>.json and thru.log; launch.json;
+#   tests.log (pytest -m gpu's output).
 #
 # RESUMING: bench's folder lives in $STATE/bench-l<LEVEL> for the lease; where it is missing (a fresh
 #   machine) and benchmarks/runs/bench-l<LEVEL>/results.jsonl came with the tree, it starts from there,
@@ -23,7 +25,7 @@
 #   OUT (set by the device tool), PARTS, LEVEL (1), LANES (6), BENCH_TIMEOUT (480), BENCH_ONLY
 #   (globs for --only; default every problem), THRU_LANES (4), THRU_PROTOCOLS (reward,full),
 #   THRU_DEADLINE (seconds after which no pass starts; 150), THRU_TIMEOUT (240 a lane count),
-#   LAUNCH_TIMEOUT (180).
+#   LAUNCH_TIMEOUT (180), TESTS (pytest arguments; default tests/test_gpu.py), TESTS_TIMEOUT (300).
 set -euo pipefail
 
 STATE="${STATE:-/tmp/kernelpilot-smollm2}"
@@ -39,6 +41,8 @@ THRU_PROTOCOLS="${THRU_PROTOCOLS:-reward,full}"
 THRU_DEADLINE="${THRU_DEADLINE:-150}"
 THRU_TIMEOUT="${THRU_TIMEOUT:-240}"
 LAUNCH_TIMEOUT="${LAUNCH_TIMEOUT:-180}"
+TESTS="${TESTS:-tests/test_gpu.py}"
+TESTS_TIMEOUT="${TESTS_TIMEOUT:-300}"
 
 if [[ ! -f pyproject.toml || ! -f benchmarks/gpu_lease.sh ]]; then
   echo "gpu_lease.sh: run it from the repo root" >&2; exit 2
@@ -99,6 +103,12 @@ part_launch() {
   tail -n 20 "$OUT/launch.log"
 }
 
+part_tests() {
+  # shellcheck disable=SC2086
+  KERNELPILOT_REQUIRE_GPU=1 bounded "$TESTS_TIMEOUT" "$OUT/tests.log" "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider $TESTS
+  tail -n 15 "$OUT/tests.log"
+}
+
 install_site
 if command -v nvidia-smi >/dev/null; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/status.txt"
@@ -108,6 +118,7 @@ for part in ${PARTS//,/ }; do
     bench) part_bench ;;
     thru) part_thru ;;
     launch) part_launch ;;
-    *) status "ERROR: unknown part '$part' (bench, thru, launch)"; exit 2 ;;
+    tests) part_tests ;;
+    *) status "ERROR: unknown part '$part' (bench, thru, launch, tests)"; exit 2 ;;
   esac
 done
