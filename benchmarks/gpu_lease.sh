@@ -14,7 +14,7 @@
 #
 # WHAT COMES BACK ($OUT, 8 files at most): status.txt; bench-l<LEVEL>.tgz (the run's folder: its
 #   results.jsonl and summary; unpack it into benchmarks/runs/ to resume there in a later lease,
-#   since a fresh machine starts bare) and bench.log; thru-<lanes>.json and thru.log; launch.json;
+#   since a fresh machine starts bare) and bench.log; thru-<lanes>.json and thru-<lanes>.log; launch.json;
 #   tests.log (pytest -m gpu's output).
 #
 # RESUMING: bench's folder lives in $STATE/bench-l<LEVEL> for the lease; where it is missing (a fresh
@@ -92,9 +92,9 @@ part_bench() {
 part_thru() {
   local lanes
   for lanes in ${THRU_LANES//,/ }; do
-    bounded "$THRU_TIMEOUT" "$OUT/thru.log" "$PYTHON" -m policy_training.grader.throughput --lanes "$lanes" \
+    bounded "$THRU_TIMEOUT" "$OUT/thru-$lanes.log" "$PYTHON" -m policy_training.grader.throughput --lanes "$lanes" \
       --rounds 2 --protocols "$THRU_PROTOCOLS" --deadline "$THRU_DEADLINE" --out "$OUT/thru-$lanes.json"
-    tail -n 25 "$OUT/thru.log"
+    tail -n 25 "$OUT/thru-$lanes.log"
   done
 }
 
