@@ -29,6 +29,7 @@ from itertools import groupby
 import torch
 
 from agent.bench.metrics import geomean
+from policy_training.grading import grade_each
 from policy_training.rollouts import prompt_for, seed_completions
 from policy_training.sampling import completion_ids, prompt_ids, sample_batch
 from tools.history import HistoryStore
@@ -103,12 +104,14 @@ class Group:
 
 
 def reward_function(problems: dict[str, Problem], grader, times: StepTimes):
-    """The TRL reward function: each completion graded (evaluated, recorded, scored) by `grader`."""
+    """The TRL reward function: each completion graded (evaluated, recorded, scored) by `grader`, the
+    batch's together where it has lanes."""
 
     def kernelpilot_reward(prompts: list[str], completions: list[str], completion_ids=None, **kwargs) -> list:
         started = time.monotonic()
         lengths = [len(ids) for ids in completion_ids] if completion_ids is not None else [None] * len(completions)
-        graded = [grader.grade(problems[name], text, tokens) for name, text, tokens in zip(prompts, completions, lengths)]
+        graded = list(grade_each(grader, [(problems[name], text, tokens)       # together on a LaneGrader's lanes
+                                          for name, text, tokens in zip(prompts, completions, lengths)]))
         times.grading_s += time.monotonic() - started
         times.graded += len(completions)
         times.correct += sum(g.usable for g in graded)

@@ -58,7 +58,7 @@ from agent.local_policy import last_python_block
 from agent.policy import Backend
 from agent.prompts import build_messages
 from policy_training.config import as_dict
-from policy_training.grading import Graded, GraderSettings, open_grader
+from policy_training.grading import Graded, GraderSettings, grade_each, open_grader
 from policy_training.problems import Split, manifest_digest
 from policy_training.rollouts import prompt_for, training_problems
 from policy_training.sampling import Sample, sample_batch
@@ -73,7 +73,7 @@ from tools.trust import Use, Versus, allowed, trusted_speedup
 STAGE, ROWS, RUN = "evaluate", "rows.jsonl", "run.json"
 NOT_MEASURED = "not measured: no sample was graded on a GPU (the Triton interpreter times nothing)"
 # Keys that say where and how fast the run goes, not what it measures: they may change on resume.
-NOT_IDENTITY = ("out", "grader_url", "db", "sandbox", "timeout_s", "record", "batch_size", "device")
+NOT_IDENTITY = ("out", "grader_url", "db", "sandbox", "timeout_s", "record", "batch_size", "device", "grading_lanes")
 SLICES, SLICE_BYTES = 64, 64 * 1024
 
 
@@ -94,6 +94,7 @@ class EvaluateConfig:
     batch_size: int = 8                         # prompts per generate call (each sampled k times)
     static_cache: bool = False                  # a static KV cache; on a GPU transformers then compiles decoding (CUDA graphs)
     record: bool = True                         # write every graded sample to the history store (origin: evaluate)
+    grading_lanes: int = 1                      # >1: graded on that many lane processes of the GPU, a generate call's together
     grader_url: str | None = None               # a grader service (token: KERNELPILOT_GRADER_TOKEN); none: in-process
     db: str | None = None                       # history store URL; none: KERNELPILOT_DB_URL or the home's history.db
     cpu: bool = False                           # grade in the Triton interpreter even where a GPU is present
@@ -117,11 +118,14 @@ class EvaluateConfig:
             return "bf16 needs a GPU (device = cuda or auto)"
         if self.grader_url is not None and not self.record:
             return "record=false needs the in-process grader (a grader service records every verdict)"
+        if self.grading_lanes < 1 or (self.grading_lanes > 1 and (self.grader_url is not None or not self.record)):
+            return "grading_lanes must be 1 or more, and above 1 needs the in-process grader with record=true"
         return None
 
     def grading(self) -> GraderSettings:
         return GraderSettings(url=self.grader_url, db=self.db, cpu=self.cpu, sandbox=self.sandbox,
-                              timeout_s=self.timeout_s, protocol=self.protocol, record=self.record)
+                              timeout_s=self.timeout_s, protocol=self.protocol, record=self.record,
+                              lanes=self.grading_lanes)
 
 
 @dataclass(frozen=True)
@@ -296,19 +300,21 @@ def grade_pending(config: EvaluateConfig, grader, pending: list[tuple[Problem, l
 
 
 def grade_batch(config: EvaluateConfig, model, tokenizer, grader, batch, log):
-    """The batch's rows, one at a time as each is graded (a sample without a verdict: none)."""
+    """The batch's rows, in order, each as soon as it is graded (with lanes, all of the batch's
+    samples are graded together); a sample without a verdict: no row."""
     prompts = [prompt_for(problem, config.backend, grader.device, grader.store, config.exemplars)
                for problem, _ in batch]
     drawn = sample_batch(model, tokenizer, prompts, config.k, config.max_new_tokens, config.temperature, config.top_p,
                          config.static_cache)
-    for (problem, missing), messages, samples in zip(batch, prompts, drawn):
-        for index in missing:
-            graded = grader.grade(problem, samples[index].text, len(samples[index].ids))
-            if graded.status is None:
-                log(f"evaluate: {problem.name} #{index}: the grader gave no verdict; the next run grades it")
-                continue
-            yield as_row(problem, index, samples[index], graded, prompt_hash(messages))
-        log(f"evaluate: {problem.name}: {len(missing)} sample(s) graded")
+    wanted = [(problem, messages, index, samples[index])
+              for (problem, missing), messages, samples in zip(batch, prompts, drawn) for index in missing]
+    verdicts = grade_each(grader, [(problem, sample.text, len(sample.ids)) for problem, _, _, sample in wanted])
+    for (problem, messages, index, sample), graded in zip(wanted, verdicts):
+        if graded.status is None:
+            log(f"evaluate: {problem.name} #{index}: the grader gave no verdict; the next run grades it")
+            continue
+        yield as_row(problem, index, sample, graded, prompt_hash(messages))
+    log(f"evaluate: {len(wanted)} sample(s) of {len(batch)} problem(s) graded")
 
 
 # ------------------------------------------------------------------ the metrics

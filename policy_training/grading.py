@@ -9,6 +9,9 @@ Two graders with one interface, `grade(problem, completion, tokens) -> Graded`:
   run. One evaluation at a time (the evaluator's rule).
 - `ServiceGrader`: `kernelpilot grader serve` at a URL (policy_training/grader/client.py); the
   service evaluates, records (origin policy `grader`, the model named here) and scores.
+- `LaneGrader` (`lanes` > 1): the service's pool without the HTTP, lane processes on this GPU
+  that evaluate, record with the stage's origin and score; `grade_many(grader, items)` grades a
+  generate call's samples together on it (one by one on the others), the verdicts in order.
 
 The candidate is the completion's last ```python block (any fenced block if none is tagged),
 else the whole text: prose earns the evaluator's compile_error, never a guess of ours; the text
@@ -23,23 +26,29 @@ grader's 429/503/504 after its retries, which leaves that sample out (reward Non
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from agent.policy import FENCE
 from agent.runtime import Runtime, RuntimeOptions
 from policy_training.grader.client import GraderClient, GraderError
+from policy_training.grader.lanes import Job
+from policy_training.grader.pool import Graded as PoolGraded
+from policy_training.grader.pool import GraderPool, PoolOptions
 from policy_training.grader.trl_reward import NO_VERDICT, extract_code
 from policy_training.reward import ProblemStats, RewardConfig, RewardKind, score
 from policy_training.training import TrainingError
-from tools.device import DeviceInfo
+from tools.device import DeviceInfo, detect
 from tools.evaluator import EvalConfig, Protocol
 from tools.history import HistoryStore, Origin
 from tools.problems import Problem
 from tools.records import EvalResult, EvalStatus, Flag, Mode, Phase
 from tools.sandbox.backends import SandboxKind
 from tools.trust import Use, allowed
+
+LANE_CAPACITY = 4096            # a generate call's samples (rft: 20 problems x k, and their seeds) wait together
+LANE_DEADLINE_S = 24 * 3600.0   # none, in effect: a stage waits for every verdict
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,8 @@ class GraderSettings:
     protocol: Protocol = Protocol.REWARD        # the evaluator's protocol (tools/evaluator.py): reward or full
     reward: RewardConfig = field(default_factory=RewardConfig)
     record: bool = True                         # write each verdict to the store (a service records every one anyway)
+    lanes: int = 1                              # >1: the local evaluations on that many lane processes of this GPU
+                                                # (the grader service's pool): a generate call's samples graded together
 
 
 @dataclass(frozen=True)
@@ -144,6 +155,48 @@ class ServiceGrader:
                       answer.evaluation_id, time.monotonic() - started, answer.hack, **figures(answer.result))
 
 
+class LaneGrader:
+    """The grader service's pool without the HTTP (policy_training/grader/pool.py): lane processes
+    on this machine's GPU evaluate, record with the stage's origin and score; `grade_many` keeps
+    them all busy. Its one `ProblemStats` is the pool's, as a LocalGrader's is its own."""
+
+    def __init__(self, pool: GraderPool, stage: str, model: str, store: HistoryStore, device: DeviceInfo):
+        self.pool, self.stage, self.model, self.store, self.device = pool, stage, model, store, device
+        self.written, self.statuses, self.session = 0, Counter(), "lanes"
+        self.size = "full" if device.mode is Mode.GPU else "small"      # as a lane's runtime.size("auto")
+
+    def grade(self, problem: Problem, completion: str, tokens: int | None = None) -> Graded:
+        return next(self.grade_many([(problem, completion, tokens)]))
+
+    def grade_many(self, items: Sequence[tuple[Problem, str, int | None]]) -> Iterator[Graded]:
+        """Every item submitted now; the verdicts in the items' order, each as soon as it and those
+        before it are in."""
+        started, submitted = time.monotonic(), []
+        for problem, completion, tokens in items:
+            analysis, candidate = split_completion(completion)
+            job = Job(problem.source, candidate, tokens, self.model[-128:], policy=self.stage, analysis=analysis or None)
+            submitted.append((problem, analysis, candidate, self.pool.submit(job, deadline_s=LANE_DEADLINE_S)))
+        return (self._graded(problem, analysis, candidate, future.result(), started)
+                for problem, analysis, candidate, future in submitted)
+
+    def _graded(self, problem: Problem, analysis: str, candidate: str, done: PoolGraded, started: float) -> Graded:
+        self.written += done.evaluation_id is not None
+        self.statuses[done.result.status.value] += 1
+        return Graded(problem.hash, candidate, analysis, done.result.status, tuple(Flag(f).value for f in done.result.flags),
+                      done.reward.value, done.reward.kind, done.evaluation_id, time.monotonic() - started,
+                      done.reward.hack, **figures(done.result))
+
+
+def grade_each(grader, items: Sequence[tuple[Problem, str, int | None]]) -> Iterator[Graded]:
+    """A grader's verdicts on several completions, in order: graded together on a LaneGrader's
+    lanes, else one by one as the caller takes them (a stage killed midway loses at most one)."""
+    if isinstance(grader, LaneGrader):
+        yield from grader.grade_many(items)
+        return
+    for item in items:
+        yield grader.grade(*item)
+
+
 def figures(result: EvalResult) -> dict:
     """The verdict's phase, mode and raw timings, as Graded keeps them."""
     return {"phase": result.phase, "mode": result.mode, "runtime_ms": result.runtime_ms,
@@ -158,6 +211,19 @@ def open_grader(settings: GraderSettings, stage: str, model: str) -> Iterator[Lo
                              timeout_s=settings.timeout_s, eval=EvalConfig(protocol=settings.protocol, second_size=True))
     if settings.url is not None and not settings.record:
         raise TrainingError("a grader service records every verdict: record=false needs the in-process grader")
+    if settings.url is None and settings.lanes > 1:
+        if not settings.record:
+            raise TrainingError("record=false needs lanes = 1 (lane processes record every verdict)")
+        device = detect(force_cpu=settings.cpu)
+        index = device.cuda_index if device.mode is Mode.GPU else None
+        store = HistoryStore(settings.db)
+        try:
+            with GraderPool.open(PoolOptions(runtime=options, devices=(index,) * settings.lanes, capacity=LANE_CAPACITY,
+                                             reward=settings.reward)) as pool:
+                yield LaneGrader(pool, stage, model, store, device)
+        finally:
+            store.engine.dispose()
+        return
     if settings.url is None:
         with Runtime.open(options) as runtime:
             yield LocalGrader(runtime, stage, model, settings.reward, settings.record)

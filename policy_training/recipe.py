@@ -92,12 +92,16 @@ class RecipeConfig:
     rft_generate_batch: int = 20                # training problems per generate call in rft (each sampled rft_k times)
     static_cache: bool = False                  # generate with a static KV cache (compiled decoding on a GPU): on
                                                 # only once policy_training/generation_speed.py has measured it there
+    grading_lanes: int = 1                      # the trained stages' samples graded on this many lane processes
+                                                # (a generate call's together); 1: one at a time in this process
     cpu: bool = False                           # everything in the Triton interpreter and on the CPU (the test)
     max_length: int = 4608                      # SFT tokens per row (prompts 794-1,016 + the longest answer)
 
     def check(self) -> str | None:
-        if min(self.count, self.eval_batch_size, self.rft_generate_batch) < 1 or not 0.0 < self.held_out_fraction < 1.0:
-            return "count, eval_batch_size and rft_generate_batch must be positive and held_out_fraction within (0, 1)"
+        if min(self.count, self.eval_batch_size, self.rft_generate_batch, self.grading_lanes) < 1 or \
+                not 0.0 < self.held_out_fraction < 1.0:
+            return ("count, eval_batch_size, rft_generate_batch and grading_lanes must be positive and "
+                    "held_out_fraction within (0, 1)")
         if self.peft is PeftChoice.NONE:
             return "peft none: a full model cannot travel between leases; use lora or dora+rslora"
         return None
@@ -240,7 +244,7 @@ def evaluate(stage: str) -> Callable[[Run, Callable], dict]:
         return run_evaluate(EvaluateConfig(
             model=model_of(run, stage, log), out=run.state / "eval" / stage, problems=(run.state / "heldout",),
             k=c.eval_k, temperature=c.eval_temperature, max_new_tokens=c.max_new_tokens, batch_size=c.eval_batch_size,
-            static_cache=c.static_cache, db=run.eval_db, cpu=c.cpu, bf16=not c.cpu), log)
+            static_cache=c.static_cache, grading_lanes=c.grading_lanes, db=run.eval_db, cpu=c.cpu, bf16=not c.cpu), log)
     return step
 
 
@@ -261,6 +265,7 @@ def rft(run: Run, log) -> dict:
     return run_rft(RFTConfig(model=model_of(run, "sft", log), out=run.state / "rft", problem_set=run.state / "problems" /
                              "manifest.json", k=c.rft_k, generate_batch=c.rft_generate_batch,
                              max_new_tokens=c.max_new_tokens, static_cache=c.static_cache, db=run.db, cpu=c.cpu,
+                             grading_lanes=c.grading_lanes,
                              peft=c.peft, lora_r=c.lora_r, lora_alpha=2 * c.lora_r, learning_rate=c.rft_learning_rate,
                              max_length=c.max_length, device=Device.CPU if c.cpu else Device.AUTO), log)
 
@@ -276,6 +281,7 @@ def grpo(stage: str, exemplars: bool) -> Callable[[Run, Callable], dict]:
             exemplars=c.exemplars if exemplars else 0, max_steps=c.grpo_steps, num_generations=c.num_generations,
             prompts_per_step=c.grpo_prompts_per_step, steps_per_generation=c.grpo_steps_per_generation,
             max_new_tokens=c.max_new_tokens, static_cache=c.static_cache, db=run.db, cpu=c.cpu, peft=c.peft,
+            grading_lanes=c.grading_lanes,
             lora_r=c.lora_r, lora_alpha=2 * c.lora_r, learning_rate=c.grpo_learning_rate, bf16=not c.cpu,
             device=Device.CPU if c.cpu else Device.AUTO), log)
     return step

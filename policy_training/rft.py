@@ -24,7 +24,7 @@ from pathlib import Path
 
 from policy_training.config import PeftChoice, as_dict
 from policy_training.export import MANIFEST, write_jsonl
-from policy_training.grading import Graded, open_grader
+from policy_training.grading import Graded, grade_each, open_grader
 from policy_training.rollouts import RolloutConfig, prompt_for, seed_completions, training_problems
 from policy_training.sampling import sample_batch
 from policy_training.sft import SFTConfig, run_sft, use_cpu
@@ -108,13 +108,17 @@ def collect_candidates(config: RFTConfig, model, tokenizer, grader, log) -> list
         prompts = [prompt_for(p, config.backend, grader.device, grader.store, config.exemplars) for p in batch]
         drawn = sample_batch(model, tokenizer, prompts, config.k, config.max_new_tokens, config.temperature,
                              static_cache=config.static_cache)
-        for problem, prompt, samples in zip(batch, prompts, drawn):
-            texts = [(s.text, len(s.ids), "model") for s in samples]
-            texts += [(text, None, "seed") for text in seed_completions(grader.store, problem, config.seeds)]
-            for text, tokens, origin in texts:
-                found.append(Candidate(problem.name, origin, grader.grade(problem, text, tokens), prompt, text))
-            good = sum(c.graded.usable for c in found if c.problem == problem.name)
-            log(f"rft: {problem.name}: {len(texts)} candidate(s) graded and recorded, {good} correct")
+        texts = [(problem, prompt, s.text, len(s.ids), "model")
+                 for problem, prompt, samples in zip(batch, prompts, drawn) for s in samples]
+        texts += [(problem, prompt, text, None, "seed") for problem, prompt in zip(batch, prompts)
+                  for text in seed_completions(grader.store, problem, config.seeds)]
+        verdicts = grade_each(grader, [(problem, text, tokens) for problem, _, text, tokens, _ in texts])
+        for (problem, prompt, text, _, origin), graded in zip(texts, verdicts):
+            found.append(Candidate(problem.name, origin, graded, prompt, text))
+        for problem in batch:
+            mine = [c for c in found if c.problem == problem.name]
+            log(f"rft: {problem.name}: {len(mine)} candidate(s) graded and recorded, "
+                f"{sum(c.graded.usable for c in mine)} correct")
     return found
 
 

@@ -49,6 +49,7 @@ class RolloutConfig:
     temperature: float = 1.0                    # sampling temperature
     static_cache: bool = False                  # a static KV cache; on a GPU transformers then compiles decoding (CUDA graphs)
     grader_url: str | None = None               # a grader service (token: KERNELPILOT_GRADER_TOKEN); none: in-process
+    grading_lanes: int = 1                      # >1: graded on that many lane processes of the GPU, a generate call's together
     db: str | None = None                       # history store URL; none: KERNELPILOT_DB_URL or $KERNELPILOT_HOME/history.db
     cpu: bool = False                           # grade in the Triton interpreter even where a GPU is present
     sandbox: SandboxKind = SandboxKind.PROCESS  # where candidates run: process or docker
@@ -73,18 +74,20 @@ class RolloutConfig:
             return "problems and problem_set exclude each other"
         bad = [f"{key} must be positive" for key, value in (("max_new_tokens", self.max_new_tokens),
                ("learning_rate", self.learning_rate), ("lora_r", self.lora_r),
-               ("length_budget", self.length_budget)) if value <= 0]
+               ("length_budget", self.length_budget), ("grading_lanes", self.grading_lanes)) if value <= 0]
         bad += [f"{key} must not be negative" for key, value in (("exemplars", self.exemplars), ("seeds", self.seeds),
                 ("temperature", self.temperature), ("length_penalty", self.length_penalty)) if value < 0]
         if not self.save_merged and self.peft is PeftChoice.NONE:
             bad.append(NO_ADAPTER)
+        if self.grading_lanes > 1 and self.grader_url is not None:
+            bad.append("grading_lanes above 1 needs the in-process grader (no grader_url)")
         return "; ".join(bad) or None
 
     def grading(self) -> GraderSettings:
         reward = RewardConfig(speed_term=self.speed_term, length_penalty=self.length_penalty,
                               length_budget=self.length_budget)
         return GraderSettings(url=self.grader_url, db=self.db, cpu=self.cpu, sandbox=self.sandbox,
-                              timeout_s=self.timeout_s, protocol=self.protocol, reward=reward)
+                              timeout_s=self.timeout_s, protocol=self.protocol, reward=reward, lanes=self.grading_lanes)
 
 
 def training_problems(config: RolloutConfig, size: str, split: Split = Split.TRAIN) -> list[Problem]:

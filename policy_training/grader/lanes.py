@@ -51,6 +51,8 @@ class Job:
     candidate: str                  # the candidate's source
     tokens: int | None = None       # the answer's length, for the length penalty
     model: str | None = None        # the model that wrote the candidate
+    policy: str = "grader"          # the history store's origin: the service, or a training stage grading on lanes
+    analysis: str | None = None     # the text before the kernel, recorded with it
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,8 @@ def evaluate(runtime: Runtime, problems: ProblemCache, job: Job, session: str) -
     problem = problems.load(job.problem, runtime.size("auto"))
     result = runtime.evaluator.evaluate(problem, job.candidate)
     try:
-        evaluation_id = runtime.store.record(problem, job.candidate, result, Origin(policy="grader", model=job.model),
+        evaluation_id = runtime.store.record(problem, job.candidate, result,
+                                             Origin(policy=job.policy, model=job.model, analysis=job.analysis),
                                              session=session)
     except HistoryError as error:       # the verdict stands; only its record is lost
         return Evaluated(result, None, str(error))
