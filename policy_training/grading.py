@@ -10,8 +10,9 @@ Two graders with one interface, `grade(problem, completion, tokens) -> Graded`:
 - `ServiceGrader`: `kernelpilot grader serve` at a URL (policy_training/grader/client.py); the
   service evaluates, records (origin policy `grader`, the model named here) and scores.
 - `LaneGrader` (`lanes` > 1): the service's pool without the HTTP, lane processes on this GPU
-  that evaluate, record with the stage's origin and score; `grade_many(grader, items)` grades a
-  generate call's samples together on it (one by one on the others), the verdicts in order.
+  that evaluate, record with the stage's origin and score; `grade_each(grader, items)` grades a
+  generate call's samples together on it (one by one on the others), the verdicts in order. A
+  sample whose lane died under it twice gets no verdict (reward None), as the service's 503.
 
 The candidate is the completion's last ```python block (any fenced block if none is tagged),
 else the whole text: prose earns the evaluator's compile_error, never a guess of ours; the text
@@ -27,13 +28,14 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from agent.policy import FENCE
 from agent.runtime import Runtime, RuntimeOptions
 from policy_training.grader.client import GraderClient, GraderError
-from policy_training.grader.lanes import Job
+from policy_training.grader.lanes import Job, LaneFailure
 from policy_training.grader.pool import Graded as PoolGraded
 from policy_training.grader.pool import GraderPool, PoolOptions
 from policy_training.grader.trl_reward import NO_VERDICT, extract_code
@@ -176,10 +178,14 @@ class LaneGrader:
             analysis, candidate = split_completion(completion)
             job = Job(problem.source, candidate, tokens, self.model[-128:], policy=self.stage, analysis=analysis or None)
             submitted.append((problem, analysis, candidate, self.pool.submit(job, deadline_s=LANE_DEADLINE_S)))
-        return (self._graded(problem, analysis, candidate, future.result(), started)
+        return (self._graded(problem, analysis, candidate, future, started)
                 for problem, analysis, candidate, future in submitted)
 
-    def _graded(self, problem: Problem, analysis: str, candidate: str, done: PoolGraded, started: float) -> Graded:
+    def _graded(self, problem: Problem, analysis: str, candidate: str, future: Future, started: float) -> Graded:
+        try:
+            done: PoolGraded = future.result()
+        except LaneFailure:         # its lane died under it twice: no verdict, the sample left out
+            return Graded(problem.hash, candidate, analysis, None, (), None, None, None, time.monotonic() - started)
         self.written += done.evaluation_id is not None
         self.statuses[done.result.status.value] += 1
         return Graded(problem.hash, candidate, analysis, done.result.status, tuple(Flag(f).value for f in done.result.flags),

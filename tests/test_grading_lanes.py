@@ -1,13 +1,17 @@
 """Grading on lane processes (policy_training/grading.py `LaneGrader`, `lanes` > 1): a generate
 call's completions graded together on the grader service's pool, without its HTTP; the verdicts
 in the items' order and the same as the one-runtime grader's, each recorded with the stage's
-origin and analysis; refused where it cannot record. Two real lane processes in the Triton
-interpreter and a real SQLite store."""
+origin and analysis; a sample whose lane died under it twice gets no verdict; refused where it
+cannot record. Two real lane processes in the Triton interpreter and a real SQLite store."""
+from concurrent.futures import Future
+
 import pytest
 
+from policy_training.grader.lanes import LaneFailure
 from policy_training.grading import GraderSettings, LaneGrader, LocalGrader, grade_each, open_grader
 from policy_training.training import TrainingError
 from tests.conftest import CANDIDATES, FIXTURES, PROBLEMS
+from tools.device import detect
 from tools.history import HistoryStore
 from tools.problems import load_problem
 
@@ -50,3 +54,16 @@ def test_lanes_that_could_not_record_are_refused(tmp_path):
     with pytest.raises(TrainingError, match="record=false needs lanes = 1"):
         with open_grader(settings, stage="evaluate", model="tiny"):
             pass
+
+
+def test_a_sample_whose_lane_died_twice_gets_no_verdict_and_the_rest_theirs(tmp_path):
+    class DyingPool:                    # the pool's answer for such a job: its future fails with LaneFailure
+        def submit(self, job, deadline_s):
+            future = Future()
+            future.set_exception(LaneFailure("lane-cpu died during its evaluation (exit code -9)"))
+            return future
+
+    grader = LaneGrader(DyingPool(), "rft", "tiny", HistoryStore(f"sqlite:///{tmp_path / 'x.db'}"), detect(force_cpu=True))
+    problem = load_problem(PROBLEMS / "04_softmax_rows.py", size="small")
+    (graded,) = grade_each(grader, [(problem, completions()[0], 10)])
+    assert graded.status is None and graded.reward is None and not graded.usable and grader.written == 0
