@@ -13,7 +13,8 @@
 #   PARTS=thru,launch,bench ...           # several, in the order given
 #
 # WHAT COMES BACK ($OUT, 8 files at most): status.txt; bench-l<LEVEL>.tgz (the run's folder: its
-#   results.jsonl and summary; unpack it into benchmarks/runs/ to resume there in a later lease,
+#   results.jsonl and summary, and a copy of the lease's history store with every evaluation's
+#   phases, history.db, never committed; put results.jsonl in benchmarks/runs/ to resume in a later lease,
 #   since a fresh machine starts bare) and bench.log; thru-<lanes>.json and thru-<lanes>.log; launch.json;
 #   tests.log (pytest -m gpu's output).
 #
@@ -85,6 +86,11 @@ part_bench() {
   if [[ -n "$BENCH_ONLY" ]]; then only=(--only "$BENCH_ONLY"); fi
   bounded "$BENCH_TIMEOUT" "$OUT/bench.log" "$PYTHON" -m agent.cli bench .kb/KernelBench --levels "$LEVEL" \
     --policy builtin --max-turns 1 --trials 3 --iters 30 --gpus 0 --lanes "$LANES" --out "$run" --json "${only[@]}"
+  if [[ -f "$KERNELPILOT_HOME/history.db" ]]; then     # every evaluation's phases: where a row's time went
+    "$PYTHON" -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute('PRAGMA wal_checkpoint(TRUNCATE)')" \
+      "$KERNELPILOT_HOME/history.db"     # the WAL folded in, so the one file is whole
+    cp "$KERNELPILOT_HOME/history.db" "$run/history.db"
+  fi
   tar czf "$OUT/bench-l$LEVEL.tgz" -C "$STATE" "bench-l$LEVEL"
   status "bench: $(wc -l < "$run/results.jsonl") rows in $run"
 }
