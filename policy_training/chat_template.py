@@ -27,16 +27,14 @@ CHATML_TRAINING = (
 )
 
 
-def has_markers(template: str | None) -> bool:
-    return bool(template) and "{% generation %}" in template.replace("{%-", "{%").replace("-%}", "%}")
-
-
 def training_template(tokenizer, rows: Iterable[dict]) -> str | None:
     """None where the tokenizer's own template has the markers or TRL patches it (Qwen3's, ...); else
     CHATML_TRAINING, checked to render each training row (its `messages`, and its `tools` where the
     agent form has them) as the own template does (TrainingError naming the first that differs)."""
+    from trl.chat_template_utils import has_generation_markers     # the test SFTTrainer itself makes
+
     own = tokenizer.chat_template
-    if has_markers(own) or trl_patches(tokenizer):
+    if has_generation_markers(own) or trl_patches(tokenizer):
         return None
     for number, row in enumerate(rows, 1):
         if render(tokenizer, row, own) != render(tokenizer, row, CHATML_TRAINING):

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
+from trl.chat_template_utils import has_generation_markers
 
-from policy_training.chat_template import CHATML_TRAINING, has_markers, training_template
+from policy_training.chat_template import CHATML_TRAINING, training_template
 from policy_training.export import write_jsonl
 from policy_training.sft import SFTConfig, run_sft
 from policy_training.tiny import build_tiny
@@ -47,7 +48,7 @@ def test_sft_learns_through_a_plain_chatml_template_and_saves_the_models_own(pla
 
 def test_the_training_template_learns_the_assistants_tokens_and_its_end_of_turn_only(plain):
     tokenizer = AutoTokenizer.from_pretrained(plain)
-    assert not has_markers(tokenizer.chat_template) and has_markers(CHATML_TRAINING)
+    assert not has_generation_markers(tokenizer.chat_template) and has_generation_markers(CHATML_TRAINING)
     assert training_template(tokenizer, [{"messages": CONVERSATION}]) == CHATML_TRAINING
     encoded = tokenizer.apply_chat_template(CONVERSATION, chat_template=CHATML_TRAINING, tokenize=True,
                                             return_dict=True, return_assistant_tokens_mask=True)
