@@ -74,9 +74,12 @@ class Runtime:
 
     def size(self, requested: str) -> str:
         """`auto` is full size on a GPU and the problem's small sizes in the interpreter."""
-        if requested != "auto":
-            return requested
-        return "full" if self.device.mode is Mode.GPU else "small"
+        return auto_size(self.device.mode) if requested == "auto" else requested
+
+
+def auto_size(mode: Mode) -> str:
+    """The size `auto` means on a device of this mode: full on a GPU, small in the interpreter."""
+    return "full" if mode is Mode.GPU else "small"
 
 
 class Checkpoints(SqliteSaver):

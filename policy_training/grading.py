@@ -33,13 +33,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from agent.policy import FENCE
-from agent.runtime import Runtime, RuntimeOptions
+from agent.runtime import Runtime, RuntimeOptions, auto_size
 from policy_training.grader.client import GraderClient, GraderError
 from policy_training.grader.lanes import Job, LaneFailure
 from policy_training.grader.pool import Graded as PoolGraded
 from policy_training.grader.pool import GraderPool, PoolOptions
 from policy_training.grader.trl_reward import NO_VERDICT, extract_code
-from policy_training.reward import ProblemStats, RewardConfig, RewardKind, score
+from policy_training.reward import ProblemStats, Reward, RewardConfig, RewardKind, score
 from policy_training.training import TrainingError
 from tools.device import DeviceInfo, detect
 from tools.evaluator import EvalConfig, Protocol
@@ -125,10 +125,8 @@ class LocalGrader:
                 policy=self.stage, model=self.model, analysis=analysis or None), session=self.session)
             self.written += 1
         self.statuses[result.status.value] += 1
-        reward = score(result, self.reward, self.stats, tokens)
-        return Graded(problem.hash, candidate, analysis, result.status, tuple(Flag(f).value for f in result.flags),
-                      reward.value, reward.kind, evaluation_id, time.monotonic() - started, reward.hack,
-                      **figures(result))
+        return judged(problem, candidate, analysis, result, score(result, self.reward, self.stats, tokens),
+                      evaluation_id, started)
 
 
 class ServiceGrader:
@@ -140,7 +138,7 @@ class ServiceGrader:
         lane = client.health().lanes[0]             # no grader there: one line now, not a failed step later
         mode = Mode(lane.mode)
         self.device = DeviceInfo(mode, lane.device, 0 if mode is Mode.GPU else None)
-        self.size = "full" if mode is Mode.GPU else "small"
+        self.size = auto_size(mode)
 
     def grade(self, problem: Problem, completion: str, tokens: int | None = None) -> Graded:
         started = time.monotonic()
@@ -165,7 +163,7 @@ class LaneGrader:
     def __init__(self, pool: GraderPool, stage: str, model: str, store: HistoryStore, device: DeviceInfo):
         self.pool, self.stage, self.model, self.store, self.device = pool, stage, model, store, device
         self.written, self.statuses, self.session = 0, Counter(), "lanes"
-        self.size = "full" if device.mode is Mode.GPU else "small"      # as a lane's runtime.size("auto")
+        self.size = auto_size(device.mode)      # as a lane's runtime.size("auto")
 
     def grade(self, problem: Problem, completion: str, tokens: int | None = None) -> Graded:
         return next(self.grade_many([(problem, completion, tokens)]))
@@ -188,9 +186,7 @@ class LaneGrader:
             return Graded(problem.hash, candidate, analysis, None, (), None, None, None, time.monotonic() - started)
         self.written += done.evaluation_id is not None
         self.statuses[done.result.status.value] += 1
-        return Graded(problem.hash, candidate, analysis, done.result.status, tuple(Flag(f).value for f in done.result.flags),
-                      done.reward.value, done.reward.kind, done.evaluation_id, time.monotonic() - started,
-                      done.reward.hack, **figures(done.result))
+        return judged(problem, candidate, analysis, done.result, done.reward, done.evaluation_id, started)
 
 
 def grade_each(grader, items: Sequence[tuple[Problem, str, int | None]]) -> Iterator[Graded]:
@@ -203,6 +199,13 @@ def grade_each(grader, items: Sequence[tuple[Problem, str, int | None]]) -> Iter
         yield grader.grade(*item)
 
 
+def judged(problem: Problem, candidate: str, analysis: str, result: EvalResult, reward: Reward,
+           evaluation_id: int | None, started: float) -> Graded:
+    """A verdict and its reward as the stage keeps them (`started`: when grading it began)."""
+    return Graded(problem.hash, candidate, analysis, result.status, tuple(Flag(f).value for f in result.flags),
+                  reward.value, reward.kind, evaluation_id, time.monotonic() - started, reward.hack, **figures(result))
+
+
 def figures(result: EvalResult) -> dict:
     """The verdict's phase, mode and raw timings, as Graded keeps them."""
     return {"phase": result.phase, "mode": result.mode, "runtime_ms": result.runtime_ms,
@@ -210,33 +213,29 @@ def figures(result: EvalResult) -> dict:
 
 
 @contextmanager
-def open_grader(settings: GraderSettings, stage: str, model: str) -> Iterator[LocalGrader | ServiceGrader]:
+def open_grader(settings: GraderSettings, stage: str, model: str) -> Iterator[LocalGrader | LaneGrader | ServiceGrader]:
     """The grader the settings name, open for the block; its `store` is where the stage reads exemplars
     and seeds (a service's own store only if `db` names the same database)."""
     options = RuntimeOptions(sandbox=settings.sandbox, db=settings.db, force_cpu=settings.cpu,
                              timeout_s=settings.timeout_s, eval=EvalConfig(protocol=settings.protocol, second_size=True))
     if settings.url is not None and not settings.record:
         raise TrainingError("a grader service records every verdict: record=false needs the in-process grader")
-    if settings.url is None and settings.lanes > 1:
-        if not settings.record:
-            raise TrainingError("record=false needs lanes = 1 (lane processes record every verdict)")
-        device = detect(force_cpu=settings.cpu)
-        index = device.cuda_index if device.mode is Mode.GPU else None
-        store = HistoryStore(settings.db)
-        try:
-            with GraderPool.open(PoolOptions(runtime=options, devices=(index,) * settings.lanes, capacity=LANE_CAPACITY,
-                                             reward=settings.reward)) as pool:
-                yield LaneGrader(pool, stage, model, store, device)
-        finally:
-            store.engine.dispose()
-        return
-    if settings.url is None:
+    if settings.url is None and settings.lanes <= 1:
         with Runtime.open(options) as runtime:
             yield LocalGrader(runtime, stage, model, settings.reward, settings.record)
         return
-    store = HistoryStore(settings.db)        # where exemplars and seeds are read: give the grader's own store
+    if settings.url is None and not settings.record:
+        raise TrainingError("record=false needs lanes = 1 (lane processes record every verdict)")
+    store = HistoryStore(settings.db)        # where exemplars and seeds are read: give a service's own store
     try:
-        with GraderClient(settings.url, settings.token) as client:
-            yield ServiceGrader(client, stage, model, store)
+        if settings.url is None:
+            device = detect(force_cpu=settings.cpu)
+            index = device.cuda_index if device.mode is Mode.GPU else None
+            with GraderPool.open(PoolOptions(runtime=options, devices=(index,) * settings.lanes, capacity=LANE_CAPACITY,
+                                             reward=settings.reward)) as pool:
+                yield LaneGrader(pool, stage, model, store, device)
+        else:
+            with GraderClient(settings.url, settings.token) as client:
+                yield ServiceGrader(client, stage, model, store)
     finally:
         store.engine.dispose()
