@@ -141,11 +141,8 @@ def prepare(state: Path, config: RecipeConfig, kernelbench: Path, log=print) -> 
     folder.mkdir(parents=True, exist_ok=True)
     for p in held:
         shutil.copyfile(p, folder / p.name)
-    for level, ids in ((1, config.level1), (2, config.level2)):
-        for source in kernelbench_files(kernelbench, level, ids):
-            target = folder / f"kb_l{level}_{source.name}"
-            shutil.copyfile(source, target)
-            entries.append({"name": target.stem, "hash": source_hash(target.read_text()), "from": f"KernelBench level {level}"})
+    for level, target in copy_kernelbench(kernelbench, folder, config.level1, config.level2):
+        entries.append({"name": target.stem, "hash": source_hash(target.read_text()), "from": f"KernelBench level {level}"})
     fixed = {"problems": entries, "train": len(read_split(path, Split.TRAIN)), "kernelbench": str(kernelbench),
              "config": as_dict(config), "versions": versions(), "fixed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (state / HELD_OUT).write_text(json.dumps(fixed, indent=1) + "\n")
@@ -165,18 +162,23 @@ def kernelbench_files(root: Path, level: int, ids: tuple[int, ...]) -> list[Path
     return [by_id[i] for i in ids]
 
 
+def copy_kernelbench(kernelbench: Path, folder: Path, level1, level2) -> list[tuple[int, Path]]:
+    """The stated KernelBench problems copied from the user's checkout into `folder` as
+    kb_l<level>_<file>; (level, copy) for each."""
+    copies = []
+    for level, ids in ((1, level1), (2, level2)):
+        for source in kernelbench_files(kernelbench, level, tuple(ids)):
+            shutil.copyfile(source, folder / f"kb_l{level}_{source.name}")
+            copies.append((level, folder / f"kb_l{level}_{source.name}"))
+    return copies
+
+
 def attach_kernelbench(state: Path, kernelbench: Path) -> int:
     """The held-out set's KernelBench files copied from the user's checkout into an unpacked STATE
     (an archive never carries them); how many."""
     fixed = json.loads((state / HELD_OUT).read_text())
-    folder = state / "heldout"
-    folder.mkdir(parents=True, exist_ok=True)
-    copied = 0
-    for level, ids in ((1, fixed["config"]["level1"]), (2, fixed["config"]["level2"])):
-        for source in kernelbench_files(kernelbench, level, tuple(ids)):
-            shutil.copyfile(source, folder / f"kb_l{level}_{source.name}")
-            copied += 1
-    return copied
+    (state / "heldout").mkdir(parents=True, exist_ok=True)
+    return len(copy_kernelbench(kernelbench, state / "heldout", fixed["config"]["level1"], fixed["config"]["level2"]))
 
 
 def check_held_out(state: Path) -> list[dict]:
