@@ -7,23 +7,25 @@
 # USAGE (from the repo root, on the GPU machine; .whl/ from benchmarks/device_wheels.sh carried in
 # the lease's first call, .kb/KernelBench a checkout of KernelBench carried where bench runs)
 #   PARTS=bench LEVEL=1 LANES=6 BENCH_TIMEOUT=480 bash benchmarks/gpu_lease.sh
+#   PARTS=bench BENCH_RUN=l1-rows BENCH_ONLY='23_*,40_*' bash benchmarks/gpu_lease.sh   # a few rows again, apart
 #   PARTS=thru THRU_LANES=4,8 THRU_DEADLINE=150 bash benchmarks/gpu_lease.sh
 #   PARTS=launch bash benchmarks/gpu_lease.sh
 #   PARTS=tests TESTS="tests/test_gpu.py -k reward_trials" bash benchmarks/gpu_lease.sh   # GPU tests
 #   PARTS=thru,launch,bench ...           # several, in the order given
 #
-# WHAT COMES BACK ($OUT, 8 files at most): status.txt; bench-l<LEVEL>.tgz (the run's folder: its
+# WHAT COMES BACK ($OUT, 8 files at most): status.txt; <BENCH_RUN>.tgz (the run's folder: its
 #   results.jsonl and summary, and a copy of the lease's history store with every evaluation's
 #   phases, history.db, never committed; put results.jsonl in benchmarks/runs/ to resume in a later lease,
-#   since a fresh machine starts bare) and bench.log; thru-<lanes>.json and thru-<lanes>.log; launch.json;
+#   since a fresh machine starts bare) and <BENCH_RUN>.log; thru-<lanes>.json and thru-<lanes>.log; launch.json;
 #   tests.log (pytest -m gpu's output).
 #
-# RESUMING: bench's folder lives in $STATE/bench-l<LEVEL> for the lease; where it is missing (a fresh
-#   machine) and benchmarks/runs/bench-l<LEVEL>/results.jsonl came with the tree, it starts from there,
+# RESUMING: bench's folder lives in $STATE/<BENCH_RUN> for the lease; where it is missing (a fresh
+#   machine) and benchmarks/runs/<BENCH_RUN>/results.jsonl came with the tree, it starts from there,
 #   so rows already measured are not measured again (`kernelpilot bench` skips them).
 #
 # ENVIRONMENT: STATE (default /tmp/kernelpilot-smollm2, shared with gpu_smollm2.sh), PYTHON (python3),
-#   OUT (set by the device tool), PARTS, LEVEL (1), LANES (6), BENCH_TIMEOUT (480), BENCH_ONLY
+#   OUT (set by the device tool), PARTS, LEVEL (1), LANES (6), BENCH_RUN (the run's folder under $STATE
+#   and benchmarks/runs/, and the name of what comes back; bench-l<LEVEL>), BENCH_TIMEOUT (480), BENCH_ONLY
 #   (globs for --only; default every problem), THRU_LANES (4), THRU_PROTOCOLS (reward,full),
 #   THRU_DEADLINE (seconds after which no pass starts; 150), THRU_TIMEOUT (240 a lane count),
 #   LAUNCH_TIMEOUT (180), TESTS (pytest arguments; default tests/test_gpu.py), TESTS_TIMEOUT (300).
@@ -71,7 +73,8 @@ bounded() {        # $1: seconds, $2: log, the rest: the command; its exit statu
 }
 
 part_bench() {
-  local run="$STATE/bench-l$LEVEL" seed="benchmarks/runs/bench-l$LEVEL"
+  local name="${BENCH_RUN:-bench-l$LEVEL}"
+  local run="$STATE/$name" seed="benchmarks/runs/$name"
   if [[ ! -d .kb/KernelBench ]]; then status "ERROR: carry .kb (a KernelBench checkout in .kb/KernelBench)"; exit 1; fi
   if [[ ! -f "$run/results.jsonl" && -f "$seed/results.jsonl" ]]; then
     mkdir -p "$run" && cp "$seed/results.jsonl" "$run/"
@@ -79,14 +82,14 @@ part_bench() {
   fi
   local only=()
   if [[ -n "$BENCH_ONLY" ]]; then only=(--only "$BENCH_ONLY"); fi
-  bounded "$BENCH_TIMEOUT" "$OUT/bench.log" "$PYTHON" -m agent.cli bench .kb/KernelBench --levels "$LEVEL" \
+  bounded "$BENCH_TIMEOUT" "$OUT/$name.log" "$PYTHON" -m agent.cli bench .kb/KernelBench --levels "$LEVEL" \
     --policy builtin --max-turns 1 --trials 3 --iters 30 --gpus 0 --lanes "$LANES" --out "$run" --json "${only[@]}"
   if [[ -f "$KERNELPILOT_HOME/history.db" ]]; then     # every evaluation's phases: where a row's time went
     "$PYTHON" -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute('PRAGMA wal_checkpoint(TRUNCATE)')" \
       "$KERNELPILOT_HOME/history.db"     # the WAL folded in, so the one file is whole
     cp "$KERNELPILOT_HOME/history.db" "$run/history.db"
   fi
-  tar czf "$OUT/bench-l$LEVEL.tgz" -C "$STATE" "bench-l$LEVEL"
+  tar czf "$OUT/$name.tgz" -C "$STATE" "$name"
   status "bench: $(wc -l < "$run/results.jsonl") rows in $run"
 }
 

@@ -1,5 +1,6 @@
-"""Row programs (plans/rows.py, plans/long_rows.py): a row walked in steps is correct,
-rows longer than registers hold are walked by default, scans over them are refused.
+"""Row programs (plans/rows.py, plans/long_rows.py, plans/split_rows.py): a row walked in
+steps is correct, and so is one split into segments; rows longer than registers hold are
+walked by default, and split when they are few; scans over them are refused.
 
     pytest -q tests/test_builtin_rows.py
 """
@@ -50,6 +51,44 @@ def test_a_row_program_can_walk_its_row(name, tmp_path, evaluator):
     assert "for start in range(0, n_cols, BLOCK_N)" in source and "BLOCK_N = 128" in source
     result = evaluator.evaluate(problem, source)
     assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
+
+
+@pytest.mark.parametrize("body, inputs", [
+    ("return torch.softmax(x * 30.0, dim=1)", "torch.randn(3, 1000)"),     # the max grows block after block
+    ("return torch.log_softmax(x, dim=1)", "torch.randn(3, 100)"),         # lanes 100-127 never see an element
+    ("return torch.logsumexp(x - 40.0, dim=1)", "torch.rand(4, 300)")])
+def test_a_walked_softmax_reads_its_row_once_for_both_statistics(body, inputs, tmp_path, evaluator):
+    problem = extra_problem(tmp_path, "online_softmax", (body, inputs, "0, 0", ["rows"], "pass"))
+    source = BuiltinPolicy().source(problem, Config(row_block=128))
+    loops = source.count("for start in range(0, n_cols, BLOCK_N)")
+    assert "grown = tl.maximum(acc_1, x)" in source and loops == (1 if "logsumexp" in body else 2)
+    result = evaluator.evaluate(problem, source)
+    assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
+
+
+@pytest.mark.parametrize("name", sorted(WALKED))
+def test_a_walked_row_split_into_segments_is_correct(name, tmp_path, evaluator):
+    problem = extra_problem(tmp_path, name, WALKED[name])
+    source = BuiltinPolicy().source(problem, Config(row_block=128, row_split=16))
+    # 3-4 rows of 63-1000 elements: 16 programs give each row several segments of 128 elements
+    assert "seg = tl.program_id(axis=1)" in source and "_p2_kernel[(n_rows, n_split)]" in source
+    result = evaluator.evaluate(problem, source)
+    assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
+
+
+def test_few_long_rows_are_split_and_many_are_not(tmp_path, evaluator):
+    few = extra_problem(tmp_path, "few_long_rows", ("return self.ln(x)", "torch.rand(2, 3, 200, 128)", "0, 0", None,
+                                                    "self.ln = nn.LayerNorm((3, 200, 128))"))
+    plan = make_plan(few)
+    space = space_for(list(plan.stages), plan.graph, True, False)
+    assert space.start.row_split == 1024 and space.axes["row_split"][0] == 0      # 2 rows of 76800
+    source = BuiltinPolicy().source(few, space.start)
+    assert "_p3_kernel" in source and evaluator.evaluate(few, source).status is EvalStatus.CORRECT
+    many = extra_problem(tmp_path, "many_long_rows", ("return torch.softmax(x, dim=1)", "torch.randn(300, 70001)",
+                                                      "0, 0", ["rows"], "pass"))
+    plan = make_plan(many)
+    space = space_for(list(plan.stages), plan.graph, True, False)
+    assert space.start.row_split == 0 and "row_split" not in space.axes
 
 
 def test_rows_longer_than_registers_hold_are_walked_by_default(tmp_path, evaluator):

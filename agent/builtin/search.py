@@ -15,12 +15,14 @@ from dataclasses import dataclass, replace
 from agent.builtin.ir import OpGraph
 from agent.builtin.partition import Stage, StageKind
 from agent.builtin.ops import MAX_ROW
-from agent.builtin.plans import long_rows, matmul
+from agent.builtin.plans import long_rows, matmul, split_rows
 from agent.builtin.plans.common import MATMUL_TILES, Config
 
 # kernels that give each lane one element: pointwise chains, epilogues, totals, pools
 ELEMENTWISE = {"block": (256, 512, 1024, 2048, 4096, 8192), "warps": (2, 4, 8, 16)}
 ROW_BLOCKS = (0, 1024, 2048, 4096, 8192, 16384)   # 0: the whole row in registers
+ROW_SPLITS = (0, 256, 1024, 4096)     # programs a walked row's segments aim for; 0: one program a row
+FEW_ROWS = 256                        # fewer rows than this leave an H100's 132 SMs short of programs
 AXES = {
     StageKind.POINTWISE: ELEMENTWISE,
     StageKind.CONV: {**ELEMENTWISE, "tile": tuple(range(len(MATMUL_TILES)))},   # tiles: the Triton conv
@@ -55,6 +57,8 @@ def space_for(stages: list[Stage], graph: OpGraph, gpu: bool, launch_bound: bool
     rows = [s for s in stages if s.kind is StageKind.ROWS]
     if rows and all(long_rows.loopable(s) for s in rows):
         axes["row_block"] = ROW_BLOCKS      # walk the row in steps (a row longer than MAX_ROW must)
+        if min(math.prod(s.shape[:-1]) for s in rows) < FEW_ROWS:
+            axes["row_split"] = ROW_SPLITS  # and split few rows into segments
     if gpu and launch_bound:        # launches dominate: start as a CUDA graph, one by one is the first neighbour
         start = replace(start, cuda_graph=True)
         axes = {"cuda_graph": (True, False), **axes}
@@ -62,7 +66,8 @@ def space_for(stages: list[Stage], graph: OpGraph, gpu: bool, launch_bound: bool
 
 
 def default_config(stages: list[Stage], graph: OpGraph) -> Config:
-    """Heuristics from the tutorials: wide rows get more warps, big GEMMs bigger tiles, short
+    """Heuristics from the tutorials: wide rows get more warps, few rows too long for registers
+    are split into segments (split_rows.py), big GEMMs bigger tiles, short
     group-norm slices shorter blocks; fp32 GEMMs start on cuBLAS and convolutions on cuDNN
     where a Triton kernel remains (exact fp32 `tl.dot` has no tensor cores: 0.45x of cuBLAS
     on an H100); a lone convolution becomes a Triton implicit GEMM; a long strided reduction
@@ -73,6 +78,9 @@ def default_config(stages: list[Stage], graph: OpGraph) -> Config:
         longest = max(rows)
         config = replace(config, row_warps=4 if longest <= 2048 else 8 if longest <= 8192 else 16,
                          row_block=long_rows.DEFAULT_BLOCK if longest > MAX_ROW else 0)
+        few = min(math.prod(s.shape[:-1]) for s in stages if s.kind is StageKind.ROWS) < FEW_ROWS
+        if longest > MAX_ROW and few:
+            config = replace(config, row_split=split_rows.DEFAULT_PROGRAMS)
     gemms = [s.shape for s in stages if s.kind is StageKind.MATMUL]
     if gemms and min(min(shape[-1], shape[-2] if len(shape) > 1 else 1) for shape in gemms) >= 512:
         config = replace(config, tile=3)

@@ -22,6 +22,7 @@ class Config:
     warps: int = 4               # pointwise and reduce: warps per program
     row_warps: int = 4           # rows: warps per row program
     row_block: int = 0           # rows: 0 holds the whole row in registers, else the row is walked in such steps
+    row_split: int = 0           # walked rows: 0 one program a row, else segments for about this many programs
     tile: int = 0                # matmul: index into MATMUL_TILES
     gemm_library: bool = False   # matmul: cuBLAS for the product, Triton for the chain after it
     conv_library: bool = True    # conv: cuDNN for the convolution, Triton for the chain after it

@@ -1,5 +1,5 @@
 """The Python side of a row program, shared by rows.py (the whole row in registers) and
-long_rows.py (the row walked in BLOCK_N steps): check the operands, allocate the outputs
+long_rows.py (the row walked in BLOCK_N steps) and split_rows.py (its segments): check the operands, allocate the outputs
 (row-level ones at the stage's shape, row-scalars one per row), launch one program per row.
 
     source = wrapper(stage, graph, body, kinds, outs, name, config)            # whole rows
@@ -19,9 +19,10 @@ def row_level(node: OpNode, stage: Stage) -> bool:
 
 
 def wrapper(stage: Stage, graph: OpGraph, body: Body, kinds: dict, outs: list[str], name: str,
-            config: Config, block: int | None = None) -> str:
+            config: Config, block: int | None = None, launch: list[str] | None = None) -> str:
     """Check, allocate, launch one program per row; `block` is the step of a looping row
-    program (None: the whole row in one block)."""
+    program (None: the whole row in one block); `launch` replaces the one launch (split_rows.py's
+    launches over segments)."""
     args = [body.var[n] for n in body.inputs]
     full = [a for a, n in zip(args, body.inputs) if kinds[n] is Operand.FULL]
     if not full:
@@ -35,8 +36,8 @@ def wrapper(stage: Stage, graph: OpGraph, body: Body, kinds: dict, outs: list[st
         out_shape = "shape" if row_level(node, stage) else ("shape[:-1] + (1,)" if node.shape[-1:] == (1,)
                                                                and len(node.shape) == len(stage.shape) else "shape[:-1]")
         lines.append(f"{o} = torch.empty({out_shape}, device={full[0]}.device, dtype={dtype_name(node.dtype)})")
-    lines += [f"BLOCK_N = {block}" if block else "BLOCK_N = triton.next_power_of_2(n_cols)",
-              f"{name}_kernel[(n_rows,)]({', '.join(args + outs)}, n_cols, BLOCK_N=BLOCK_N, "
-              f"num_warps={config.row_warps})",
-              f"return {', '.join(outs)}"]
+    lines.append(f"BLOCK_N = {block}" if block else "BLOCK_N = triton.next_power_of_2(n_cols)")
+    lines += launch or [f"{name}_kernel[(n_rows,)]({', '.join(args + outs)}, n_cols, BLOCK_N=BLOCK_N, "
+                        f"num_warps={config.row_warps})"]
+    lines.append(f"return {', '.join(outs)}")
     return f"\ndef {name}({', '.join(args)}):\n" + "".join(f"    {line}\n" for line in lines)
