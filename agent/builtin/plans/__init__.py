@@ -3,6 +3,7 @@
     pointwise.py   fused elementwise chains (activations, scale, bias, clamp, residual adds)
     rows.py        one program per row: softmax, log-softmax, layer/RMS norm, sums, logsumexp, arg-reductions, cumsum
     long_rows.py   a row program that walks its row in steps (rows too long for registers)
+    split_rows.py  few such rows split into segments: a launch per reduction, partials combined
     row_wrapper.py the Python wrapper both row programs share: check, allocate, launch per row
     reduce.py      reductions and arg-reductions over a dim that is not the last
     groupnorm.py   group norm, looping over each (sample, group) slice
