@@ -10,6 +10,7 @@
 #   PARTS=bench BENCH_RUN=l1-rows BENCH_ONLY='23_*,40_*' bash benchmarks/gpu_lease.sh   # a few rows again, apart
 #   PARTS=thru THRU_LANES=4,8 THRU_DEADLINE=150 bash benchmarks/gpu_lease.sh
 #   PARTS=launch bash benchmarks/gpu_lease.sh
+#   PARTS=variants VARIANTS_ONLY='40_*' VARIANTS="row_split=0" bash benchmarks/gpu_lease.sh   # a plan's A/B
 #   PARTS=tests TESTS="tests/test_gpu.py -k reward_trials" bash benchmarks/gpu_lease.sh   # GPU tests
 #   PARTS=thru,launch,bench ...           # several, in the order given
 #
@@ -17,7 +18,7 @@
 #   results.jsonl and summary, and a copy of the lease's history store with every evaluation's
 #   phases, history.db, never committed; put results.jsonl in benchmarks/runs/ to resume in a later lease,
 #   since a fresh machine starts bare) and <BENCH_RUN>.log; thru-<lanes>.json and thru-<lanes>.log; launch.json;
-#   tests.log (pytest -m gpu's output).
+#   variants.json and variants.log (benchmarks/variants.py); tests.log (pytest -m gpu's output).
 #
 # RESUMING: bench's folder lives in $STATE/<BENCH_RUN> for the lease; where it is missing (a fresh
 #   machine) and benchmarks/runs/<BENCH_RUN>/results.jsonl came with the tree, it starts from there,
@@ -28,7 +29,8 @@
 #   and benchmarks/runs/, and the name of what comes back; bench-l<LEVEL>), BENCH_TIMEOUT (480), BENCH_ONLY
 #   (globs for --only; default every problem), THRU_LANES (4), THRU_PROTOCOLS (reward,full),
 #   THRU_DEADLINE (seconds after which no pass starts; 150), THRU_TIMEOUT (240 a lane count),
-#   LAUNCH_TIMEOUT (180), TESTS (pytest arguments; default tests/test_gpu.py), TESTS_TIMEOUT (300).
+#   LAUNCH_TIMEOUT (180), VARIANTS_ONLY (globs; required for that part), VARIANTS (space-separated
+#   FIELD=VALUE[,...] configuration changes), VARIANTS_TIMEOUT (240), TESTS (pytest arguments; default tests/test_gpu.py), TESTS_TIMEOUT (300).
 set -euo pipefail
 
 STATE="${STATE:-/tmp/kernelpilot-smollm2}"
@@ -44,6 +46,9 @@ THRU_PROTOCOLS="${THRU_PROTOCOLS:-reward,full}"
 THRU_DEADLINE="${THRU_DEADLINE:-150}"
 THRU_TIMEOUT="${THRU_TIMEOUT:-240}"
 LAUNCH_TIMEOUT="${LAUNCH_TIMEOUT:-180}"
+VARIANTS_ONLY="${VARIANTS_ONLY:-}"
+VARIANTS="${VARIANTS:-}"
+VARIANTS_TIMEOUT="${VARIANTS_TIMEOUT:-240}"
 TESTS="${TESTS:-tests/test_gpu.py}"
 TESTS_TIMEOUT="${TESTS_TIMEOUT:-300}"
 
@@ -107,6 +112,17 @@ part_launch() {
   tail -n 20 "$OUT/launch.log"
 }
 
+part_variants() {
+  if [[ -z "$VARIANTS_ONLY" || ! -d .kb/KernelBench ]]; then
+    status "ERROR: variants needs VARIANTS_ONLY and .kb/KernelBench"; exit 1
+  fi
+  local flags=() item
+  for item in $VARIANTS; do flags+=(--variant "$item"); done
+  bounded "$VARIANTS_TIMEOUT" "$OUT/variants.log" "$PYTHON" -m benchmarks.variants ".kb/KernelBench/level$LEVEL" \
+    --only "$VARIANTS_ONLY" "${flags[@]}" --out "$OUT/variants.json"
+  tail -n 20 "$OUT/variants.log"
+}
+
 part_tests() {
   # shellcheck disable=SC2086
   KERNELPILOT_REQUIRE_GPU=1 bounded "$TESTS_TIMEOUT" "$OUT/tests.log" "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider $TESTS
@@ -122,7 +138,8 @@ for part in ${PARTS//,/ }; do
     bench) part_bench ;;
     thru) part_thru ;;
     launch) part_launch ;;
+    variants) part_variants ;;
     tests) part_tests ;;
-    *) status "ERROR: unknown part '$part' (bench, thru, launch, tests)"; exit 2 ;;
+    *) status "ERROR: unknown part '$part' (bench, thru, launch, variants, tests)"; exit 2 ;;
   esac
 done
