@@ -1,7 +1,8 @@
-"""The Triton implicit-GEMM convolution (agent/builtin/plans/conv_triton.py), checked through
-the real evaluator in the Triton interpreter: every conv op, plain and transposed, with
-the stride, padding, dilation, groups, output padding and bias variants KernelBench uses,
-at small odd sizes so every tile edge is masked.
+"""The Triton implicit-GEMM convolution (agent/builtin/plans/conv_triton.py) and the direct
+depthwise one (conv_depthwise.py), checked through the real evaluator in the Triton
+interpreter: every conv op, plain and transposed, with the stride, padding, dilation, groups,
+output padding and bias variants KernelBench uses, at small odd sizes so every tile edge is
+masked.
 
     pytest -q tests/test_builtin_conv.py
 """
@@ -44,18 +45,33 @@ CONVS = {
 }
 # level-2 shapes of work from tests/builtin_helpers.py where the convolution has company
 MIXED = ["conv_transpose3d_clamp", "conv_groupnorm_mean"]
+# one input channel a group (KernelBench level 1, 82-86): the direct kernel
+DEPTHWISE = {
+    "depthwise2d_strided_padded": CONVS["conv2d_depthwise"],
+    "depthwise2d_multiplier_dilated_chain": (
+        "return torch.relu(self.conv(x)) * self.scale + x.mean()", "torch.randn(2, 3, 11, 9)", "3, 6",
+        "self.conv = nn.Conv2d(a, b, (3, 2), padding=(2, 1), dilation=(2, 3), groups=3)\n        "
+        "self.scale = nn.Parameter(torch.randn(b, 1, 1))"),
+    "depthwise1d_no_bias": ("return self.conv(x)", "torch.randn(3, 4, 20)", "4, 4",
+                            "self.conv = nn.Conv1d(a, b, 5, stride=3, padding=2, groups=4, bias=False)"),
+    "depthwise3d_asymmetric": ("return self.conv(x) - 1.0", "torch.randn(1, 2, 5, 6, 7)", "2, 2",
+                               "self.conv = nn.Conv3d(a, b, (2, 3, 1), stride=(1, 2, 1), padding=(1, 0, 0), groups=2)"),
+    "depthwise_separable": ("return self.pointwise(self.depthwise(x))", "torch.randn(2, 3, 8, 8)", "3, 5",
+                            "self.depthwise = nn.Conv2d(a, a, 3, padding=1, groups=a, bias=False)\n        "
+                            "self.pointwise = nn.Conv2d(a, b, 1, bias=False)"),
+}
 
 
-def triton_source(problem) -> str:
+def triton_source(problem, direct: bool = False) -> str:
     plan = make_plan(problem)
     assert plan.error is None, plan.error
-    config = replace(search.default_config(list(plan.stages), plan.graph), conv_library=False)
+    config = replace(search.default_config(list(plan.stages), plan.graph), conv_library=False, conv_direct=direct)
     return BuiltinPolicy().source(problem, config)
 
 
 def spec(name: str) -> tuple:
-    if name in CONVS:
-        forward, inputs, init, layers = CONVS[name]
+    if name in CONVS or name in DEPTHWISE:
+        forward, inputs, init, layers = {**CONVS, **DEPTHWISE}[name]
         return forward, inputs, init, None, layers
     return EXTRA[name]
 
@@ -67,6 +83,25 @@ def test_triton_convolution_is_correct_in_the_interpreter(name, tmp_path, evalua
     assert "tl.dot(" in source and "F.conv" not in source
     result = evaluator.evaluate(problem, source)
     assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
+
+
+@pytest.mark.parametrize("name", list(DEPTHWISE))
+def test_a_depthwise_convolution_is_a_direct_kernel_and_correct(name, tmp_path, evaluator):
+    problem = extra_problem(tmp_path, name, spec(name))
+    source = triton_source(problem, direct=True)
+    assert "for kw in tl.static_range(KW)" in source and "F.conv" not in source
+    assert ("tl.dot(" in source) == (name == "depthwise_separable")     # its pointwise conv is a GEMM
+    result = evaluator.evaluate(problem, source)
+    assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
+
+
+def test_the_search_starts_a_lone_depthwise_convolution_direct_and_keeps_the_gemm_next(tmp_path):
+    problem = extra_problem(tmp_path, "depthwise1d_no_bias", spec("depthwise1d_no_bias"))
+    plan = make_plan(problem)
+    space = search.space_for(list(plan.stages), plan.graph, True, False)
+    assert space.start.conv_library is False and space.start.conv_direct is True
+    assert search.neighbours(space.start, space)[0] == replace(space.start, conv_direct=False)
+    assert "tl.dot(" in BuiltinPolicy().source(problem, replace(space.start, conv_direct=False))
 
 
 def test_a_lone_convolution_becomes_a_triton_implicit_gemm(tmp_path):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from agent.builtin.ir import OpGraph
 from agent.builtin.partition import Stage, StageKind
 from agent.builtin.ops import MAX_ROW
-from agent.builtin.plans import long_rows, matmul, split_rows
+from agent.builtin.plans import conv_depthwise, long_rows, matmul, split_rows
 from agent.builtin.plans.common import MATMUL_TILES, Config
 
 # kernels that give each lane one element: pointwise chains, epilogues, totals, pools
@@ -52,6 +52,8 @@ def space_for(stages: list[Stage], graph: OpGraph, gpu: bool, launch_bound: bool
         axes.update({"gemm_library": (start.gemm_library, not start.gemm_library), **ELEMENTWISE})
     if library_fits(stages, StageKind.CONV):     # cuDNN + epilogue, or all in a Triton implicit GEMM
         axes.update({"conv_library": (start.conv_library, not start.conv_library), **ELEMENTWISE})
+    if any(s.kind is StageKind.CONV and conv_depthwise.fits(s, graph) for s in stages):
+        axes["conv_direct"] = (True, False)     # a depthwise conv in Triton: direct, or the implicit GEMM
     for stage in stages:
         axes.update(AXES.get(stage.kind, {}))
     rows = [s for s in stages if s.kind is StageKind.ROWS]

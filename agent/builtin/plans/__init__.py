@@ -10,6 +10,7 @@
     matmul.py      tl.dot GEMM (and batched) with the epilogue on the accumulator
     total.py       a reduction over every element: partials, then one ordered finish
     pool.py        max and average pooling (1/2/3-d, padding, dilation, ceil mode), the following chain before the store
+    conv_depthwise.py  a depthwise convolution as a direct kernel (taps unrolled), the chain after it fused
     conv.py        cuDNN convolution (1/2/3-d, transposed too), bias and the following chain in a Triton epilogue
     library.py     an op kept in PyTorch as the reference wrote it, the following chain in a Triton epilogue
     program.py     the whole candidate: kernels, wrappers, ModelNew, optional CUDA graph

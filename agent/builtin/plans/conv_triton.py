@@ -20,6 +20,7 @@ usually wins in fp32; the search measures both.
 """
 from agent.builtin.ir import OpGraph, Ref
 from agent.builtin.partition import Operand, Stage, Unsupported
+from agent.builtin.plans import conv_depthwise
 from agent.builtin.plans.common import (GROUPED_TILES, MATMUL_TILES, Body, Config, Emitted, dtype_name, forward_expr,
                                         load_cast)
 from agent.builtin.plans.matmul import is_fp32
@@ -37,7 +38,10 @@ EPILOGUE_LOADS = {
 
 def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     """The implicit-GEMM kernel with the stage's bias and chain on its accumulator, the
-    wrapper and the forward's call (the convolution's parameters as keywords)."""
+    wrapper and the forward's call (the convolution's parameters as keywords); a depthwise
+    convolution is conv_depthwise.py's direct kernel unless `config.conv_direct` is off."""
+    if config.conv_direct and conv_depthwise.fits(stage, graph):
+        return conv_depthwise.emit(stage, graph, config, name)
     anchor = stage.anchor
     x, weight, bias = (list(anchor.args) + [None, None])[:3]
     bias = bias if isinstance(bias, Ref) else None
