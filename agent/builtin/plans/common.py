@@ -179,3 +179,13 @@ def _broadcast_shape(*shapes):
         out.append(sizes.pop() if sizes else 1)
     return torch.Size(out)
 '''
+# a pointwise wrapper's launch sizes, worked out once for each set of operand shapes (the
+# Python of a launch is its host cost: a launch-bound forward pays it on every call)
+POINTWISE_SIZES_HELPER = '''
+def _pointwise_sizes(shapes, rank, block):
+    shape = _broadcast_shape(*shapes)
+    assert len(shape) == rank, f"expected a rank-{rank} result, got {tuple(shape)}"
+    n_cols = shape[-1] if len(shape) else 1   # a rank-0 result (after a kept `torch.dist`, say)
+    n_channels, n_inner = (shape[1], shape.numel() // (shape[0] * shape[1])) if len(shape) >= 3 else (1, 1)
+    return shape, shape.numel(), n_cols, n_inner, n_channels, (triton.cdiv(shape.numel(), block),)
+'''

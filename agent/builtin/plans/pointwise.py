@@ -39,7 +39,7 @@ def {name}_kernel(
     mask = offs < n_elements
 ''' + _indent(loads + lines + stores)
     return Emitted(kernel, _wrapper(stage, graph, body, kinds, outs, name, config), _call(stage, graph, body, name, views or {}),
-                   frozenset(body.helpers | {"_broadcast_shape"}))
+                   frozenset(body.helpers | {"_broadcast_shape", "_pointwise_sizes"}))
 
 
 def _load(var: str, kind: Operand, node) -> str:
@@ -56,14 +56,16 @@ def _wrapper(stage: Stage, graph: OpGraph, body: Body, kinds: dict, outs: list[s
     allocs = "".join(f"    {o} = torch.empty(shape, device={args[0]}.device, dtype={dtype_name(graph.node(v).dtype)})\n"
                      for o, v in zip(outs, stage.outputs))
     return f'''
+_{name}_sizes = {{}}  # operand shapes -> launch sizes, worked out once per shape set
+
+
 def {name}({", ".join(args)}):
-    shape = _broadcast_shape({"".join(f"{a}.shape, " for a in args)})
-    assert len(shape) == {len(stage.shape)}, f"expected a rank-{len(stage.shape)} result, got {{tuple(shape)}}"
-{contiguous}{allocs}    n_elements = {outs[0]}.numel()
-    n_cols = shape[-1] if len(shape) else 1   # a rank-0 result (after a kept `torch.dist`, say)
-    n_channels, n_inner = (shape[1], shape.numel() // (shape[0] * shape[1])) if len(shape) >= 3 else (1, 1)
-    grid = (triton.cdiv(n_elements, {config.block}),)
-    {name}_kernel[grid]({", ".join(args + outs)}, n_elements, n_cols, n_inner, n_channels,
+    key = ({"".join(f"{a}.shape, " for a in args)})
+    sizes = _{name}_sizes.get(key)
+    if sizes is None:
+        sizes = _{name}_sizes[key] = _pointwise_sizes(key, {len(stage.shape)}, {config.block})
+    shape, n_elements, n_cols, n_inner, n_channels, grid = sizes
+{contiguous}{allocs}    {name}_kernel[grid]({", ".join(args + outs)}, n_elements, n_cols, n_inner, n_channels,
         BLOCK={config.block}, num_warps={config.warps})
     return {", ".join(outs)}
 '''

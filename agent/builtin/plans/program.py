@@ -18,7 +18,7 @@ from agent.builtin.ir import OpGraph, Ref
 from agent.builtin.partition import Stage, StageKind, Unsupported
 from agent.builtin.plans import (batchnorm, conv, groupnorm, library, matmul, pointwise, pool, reduce, rows,
                                  tap_sums, total)
-from agent.builtin.plans.common import BROADCAST_HELPER, Config, forward_expr, slug
+from agent.builtin.plans.common import BROADCAST_HELPER, POINTWISE_SIZES_HELPER, Config, forward_expr, slug
 from agent.builtin.plans.sizes import view_dims
 from agent.builtin.ops import TANH_HELPER
 from tools.problems import Problem
@@ -28,7 +28,8 @@ EMITTERS = {StageKind.POINTWISE: pointwise.emit, StageKind.ROWS: rows.emit, Stag
             StageKind.TOTAL: total.emit, StageKind.POOL: pool.emit, StageKind.TORCH: library.emit,
             StageKind.BATCH_NORM: batchnorm.emit, StageKind.TAP_SUMS: tap_sums.emit}
 HELPERS = {"_tanh": TANH_HELPER, "update_running_stats": batchnorm.RUNNING_STATS,   # emitted once, when used
-           "_tap_reads": tap_sums.READS, "_broadcast_shape": BROADCAST_HELPER}
+           "_tap_reads": tap_sums.READS, "_broadcast_shape": BROADCAST_HELPER,
+           "_pointwise_sizes": POINTWISE_SIZES_HELPER}
 HEADER = '''"""{title}
 
 Written by kernelpilot's built-in policy (no LLM): the reference forward was captured
