@@ -47,10 +47,11 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
                           f"{ops.MAX_ROW}, the most a row program holds in registers)")
     if config.row_split:
         return split_rows.emit(stage, graph, config, name, writer(stage, graph, split=True))
-    writer_ = writer(stage, graph)
+    body_writer = writer(stage, graph)
+    body, kinds = body_writer.body, body_writer.kinds
     outs = [f"out{j}" for j in range(len(stage.outputs))]
-    lines = [line for piece in writer_.lines for line in rendered(piece)] + writer_.store(outs)
-    params = "".join(f"    {writer_.body.var[n]}_ptr,  # {writer_.kinds[n].value} operand\n" for n in writer_.body.inputs)
+    lines = [line for piece in body_writer.lines for line in rendered(piece)] + body_writer.store(outs)
+    params = "".join(f"    {body.var[n]}_ptr,  # {kinds[n].value} operand\n" for n in body.inputs)
     params += "".join(f"    {o}_ptr,  # output\n" for o in outs)
     kernel = f'''
 @triton.jit
@@ -60,8 +61,7 @@ def {name}_kernel(
 ):
     row = tl.program_id(axis=0).to(tl.int64)  # rows * n_cols can pass 2**31
 ''' + "".join(f"    {line}\n" for line in lines)
-    body = writer_.body
-    return Emitted(kernel, wrapper(stage, graph, body, writer_.kinds, outs, name, config,
+    return Emitted(kernel, wrapper(stage, graph, body, kinds, outs, name, config,
                                    config.row_block or DEFAULT_BLOCK),
                    f"{', '.join(stage.outputs)} = {name}({', '.join(forward_expr(n, graph) for n in body.inputs)})",
                    frozenset(body.helpers))
@@ -69,10 +69,10 @@ def {name}_kernel(
 
 def writer(stage: Stage, graph: OpGraph, split: bool = False) -> "_Writer":
     """The stage's kernel body as pieces: lines, and one Fold per loop over the row."""
-    writer_ = _Writer(stage, graph, split)
+    body_writer = _Writer(stage, graph, split)
     for node in stage.body:
-        writer_.add(node)
-    return writer_
+        body_writer.add(node)
+    return body_writer
 
 
 @dataclass(frozen=True)
