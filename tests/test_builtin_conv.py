@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 
 from agent.builtin import BuiltinPolicy, search
+from agent.builtin.plans import conv_depthwise
 from agent.builtin.policy import make_plan
 from tests.builtin_helpers import EXTRA, extra_problem
 from tools.records import EvalStatus
@@ -62,7 +63,7 @@ DEPTHWISE = {
 }
 
 
-def triton_source(problem, direct: bool = False) -> str:
+def triton_source(problem, direct: int = 0) -> str:
     plan = make_plan(problem)
     assert plan.error is None, plan.error
     config = replace(search.default_config(list(plan.stages), plan.graph), conv_library=False, conv_direct=direct)
@@ -85,23 +86,27 @@ def test_triton_convolution_is_correct_in_the_interpreter(name, tmp_path, evalua
     assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
 
 
+@pytest.mark.parametrize("layout", [conv_depthwise.TILED, conv_depthwise.FLAT])
 @pytest.mark.parametrize("name", list(DEPTHWISE))
-def test_a_depthwise_convolution_is_a_direct_kernel_and_correct(name, tmp_path, evaluator):
+def test_a_depthwise_convolution_is_a_direct_kernel_and_correct(name, layout, tmp_path, evaluator):
     problem = extra_problem(tmp_path, name, spec(name))
-    source = triton_source(problem, direct=True)
+    source = triton_source(problem, direct=layout)
     assert "for kw in tl.static_range(KW)" in source and "F.conv" not in source
+    assert ("BLOCK_H: tl.constexpr" in source) == (layout == conv_depthwise.TILED)
     assert ("tl.dot(" in source) == (name == "depthwise_separable")     # its pointwise conv is a GEMM
     result = evaluator.evaluate(problem, source)
     assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
 
 
-def test_the_search_starts_a_lone_depthwise_convolution_direct_and_keeps_the_gemm_next(tmp_path):
+def test_the_search_starts_a_lone_depthwise_convolution_tiled_then_flat_then_the_gemm(tmp_path):
     problem = extra_problem(tmp_path, "depthwise1d_no_bias", spec("depthwise1d_no_bias"))
     plan = make_plan(problem)
     space = search.space_for(list(plan.stages), plan.graph, True, False)
-    assert space.start.conv_library is False and space.start.conv_direct is True
-    assert search.neighbours(space.start, space)[0] == replace(space.start, conv_direct=False)
-    assert "tl.dot(" in BuiltinPolicy().source(problem, replace(space.start, conv_direct=False))
+    assert space.start.conv_library is False and space.start.conv_direct == conv_depthwise.TILED
+    flat = search.neighbours(space.start, space)[0]
+    assert flat == replace(space.start, conv_direct=conv_depthwise.FLAT)
+    assert search.neighbours(flat, space)[0] == replace(space.start, conv_direct=0)
+    assert "tl.dot(" in BuiltinPolicy().source(problem, replace(space.start, conv_direct=0))
 
 
 def test_a_lone_convolution_becomes_a_triton_implicit_gemm(tmp_path):

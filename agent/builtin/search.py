@@ -53,7 +53,7 @@ def space_for(stages: list[Stage], graph: OpGraph, gpu: bool, launch_bound: bool
     if library_fits(stages, StageKind.CONV):     # cuDNN + epilogue, or all in a Triton implicit GEMM
         axes.update({"conv_library": (start.conv_library, not start.conv_library), **ELEMENTWISE})
     if any(s.kind is StageKind.CONV and conv_depthwise.fits(s, graph) for s in stages):
-        axes["conv_direct"] = (True, False)     # a depthwise conv in Triton: direct, or the implicit GEMM
+        axes["conv_direct"] = (2, 1, 0)     # a depthwise conv in Triton: tiled, flat, or the implicit GEMM
     for stage in stages:
         axes.update(AXES.get(stage.kind, {}))
     rows = [s for s in stages if s.kind is StageKind.ROWS]

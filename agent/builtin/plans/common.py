@@ -26,7 +26,7 @@ class Config:
     tile: int = 0                # matmul: index into MATMUL_TILES
     gemm_library: bool = False   # matmul: cuBLAS for the product, Triton for the chain after it
     conv_library: bool = True    # conv: cuDNN for the convolution, Triton for the chain after it
-    conv_direct: bool = True     # conv in Triton: a depthwise one as a direct kernel, not the implicit GEMM
+    conv_direct: int = 2         # conv in Triton, a depthwise one: 2 tiled direct kernel, 1 flat one, 0 implicit GEMM
     reduce_block: int = 32       # reduce: chunk of the reduced dim per step (BLOCK_R)
     reduce_inner: int = 64       # reduce: outputs per program (BLOCK_I)
     gn_block: int = 2048         # group norm: elements per step

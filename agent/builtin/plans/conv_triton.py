@@ -39,7 +39,7 @@ EPILOGUE_LOADS = {
 def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     """The implicit-GEMM kernel with the stage's bias and chain on its accumulator, the
     wrapper and the forward's call (the convolution's parameters as keywords); a depthwise
-    convolution is conv_depthwise.py's direct kernel unless `config.conv_direct` is off."""
+    convolution is conv_depthwise.py's direct kernel unless `config.conv_direct` is 0."""
     if config.conv_direct and conv_depthwise.fits(stage, graph):
         return conv_depthwise.emit(stage, graph, config, name)
     anchor = stage.anchor
