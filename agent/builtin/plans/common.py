@@ -161,6 +161,30 @@ def epilogue(stage: Stage, graph: OpGraph, body: Body, index: dict[Operand, str]
     return Epilogue(lines, params, outs)
 
 
+def conv_epilogue(stage: Stage, graph: OpGraph, loads: dict[Operand, str], mask: str,
+                  inside: str) -> tuple[Body, dict, list[str], list[str]]:
+    """A Triton convolution's bias and chain on its accumulator `acc`: (body, kinds, outs, lines),
+    each operand read with `loads[kind]` ({p}: its pointer), the outputs stored at `out_offs`
+    under `mask`; an operand kind `loads` lacks raises Unsupported, naming the kernel (`inside`)."""
+    bias = (list(stage.anchor.args) + [None, None])[2]
+    bias = bias if isinstance(bias, Ref) else None
+    body = Body(stage, graph, "acc", (bias.name,) if bias else ())
+    kinds = body.kinds(stage.shape, {bias.name: Operand.CHANNEL} if bias else None)
+    unsupported = [n for n in body.inputs if kinds[n] not in loads]
+    if unsupported:
+        raise Unsupported(f"{stage.anchor.name}: an epilogue operand read as {kinds[unsupported[0]].value} "
+                          f"inside {inside}")
+    lines = [f"{body.var[n]} = {loads[kinds[n]].format(p=body.var[n] + '_ptr')}{load_cast(graph.node(n))}"
+             for n in body.inputs]
+    if bias:
+        lines.append(f"acc = acc + {body.var[bias.name]}  # bias")
+    lines += [body.pointwise(node) for node in stage.body]
+    outs = [f"out{j}" for j in range(len(stage.outputs))]
+    lines += [f"tl.store({o}_ptr + out_offs, {body.var[v]}.to({o}_ptr.dtype.element_ty), mask={mask})"
+              for o, v in zip(outs, stage.outputs)]
+    return body, kinds, outs, lines
+
+
 def load_cast(node: OpNode) -> str:
     return ".to(tl.float32)" if node.dtype is not None and node.dtype.is_floating_point else ""
 

@@ -17,9 +17,9 @@ Two layouts (`Config.conv_direct`):
 
     emitted = emit(stage, graph, Config(), "depthwise_conv_relu")   # conv_triton.emit calls it
 """
-from agent.builtin.ir import OpGraph, Ref
-from agent.builtin.partition import Operand, Stage, Unsupported
-from agent.builtin.plans.common import Body, Config, Emitted, dtype_name, forward_expr, load_cast
+from agent.builtin.ir import OpGraph
+from agent.builtin.partition import Operand, Stage
+from agent.builtin.plans.common import Body, Config, Emitted, conv_epilogue, dtype_name, forward_expr
 
 FLAT, TILED = 1, 2      # Config.conv_direct's layouts (0: the implicit GEMM, conv_triton.py)
 # how an epilogue operand is read at the program's output positions (out_offs: the output's own
@@ -43,22 +43,8 @@ def fits(stage: Stage, graph: OpGraph) -> bool:
 
 def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     anchor = stage.anchor
-    x, weight, bias = (list(anchor.args) + [None, None])[:3]
-    bias = bias if isinstance(bias, Ref) else None
-    body = Body(stage, graph, "acc", (bias.name,) if bias else ())
-    kinds = body.kinds(stage.shape, {bias.name: Operand.CHANNEL} if bias else None)
-    unsupported = [n for n in body.inputs if kinds[n] not in EPILOGUE_LOADS]
-    if unsupported:
-        raise Unsupported(f"{anchor.name}: an epilogue operand read as {kinds[unsupported[0]].value} "
-                          "inside the depthwise convolution")
-    lines = [f"{body.var[n]} = {EPILOGUE_LOADS[kinds[n]].format(p=body.var[n] + '_ptr')}{load_cast(graph.node(n))}"
-             for n in body.inputs]
-    if bias:
-        lines.append(f"acc = acc + {body.var[bias.name]}  # bias")
-    lines += [body.pointwise(node) for node in stage.body]
-    outs = [f"out{j}" for j in range(len(stage.outputs))]
-    lines += [f"tl.store({o}_ptr + out_offs, {body.var[v]}.to({o}_ptr.dtype.element_ty), mask=m_mask)"
-              for o, v in zip(outs, stage.outputs)]
+    x, weight = anchor.args[:2]
+    body, kinds, outs, lines = conv_epilogue(stage, graph, EPILOGUE_LOADS, "m_mask", "the depthwise convolution")
     header = (_tiled if config.conv_direct == TILED else _flat)(name, _params(body, kinds, outs))
     kernel = header + "".join(f"    {line}\n" for line in lines)
     keys = ("stride", "padding", "dilation", "groups")

@@ -18,11 +18,11 @@ weight once per M tile, the input once per N tile), and only the values the grap
 are written, once. Exact fp32 uses `input_precision="ieee"` (no tensor cores), so cuDNN
 usually wins in fp32; the search measures both.
 """
-from agent.builtin.ir import OpGraph, Ref
-from agent.builtin.partition import Operand, Stage, Unsupported
+from agent.builtin.ir import OpGraph
+from agent.builtin.partition import Operand, Stage
 from agent.builtin.plans import conv_depthwise
-from agent.builtin.plans.common import (GROUPED_TILES, MATMUL_TILES, Body, Config, Emitted, dtype_name, forward_expr,
-                                        load_cast)
+from agent.builtin.plans.common import (GROUPED_TILES, MATMUL_TILES, Body, Config, Emitted, conv_epilogue, dtype_name,
+                                        forward_expr)
 from agent.builtin.plans.matmul import is_fp32
 
 # how an epilogue operand is read at output tile (offs_m, offs_n); out_offs is the output's own offset
@@ -43,22 +43,8 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     if config.conv_direct and conv_depthwise.fits(stage, graph):
         return conv_depthwise.emit(stage, graph, config, name)
     anchor = stage.anchor
-    x, weight, bias = (list(anchor.args) + [None, None])[:3]
-    bias = bias if isinstance(bias, Ref) else None
-    body = Body(stage, graph, "acc", (bias.name,) if bias else ())
-    kinds = body.kinds(stage.shape, {bias.name: Operand.CHANNEL} if bias else None)
-    unsupported = [n for n in body.inputs if kinds[n] not in EPILOGUE_LOADS]
-    if unsupported:
-        raise Unsupported(f"{anchor.name}: an epilogue operand read as {kinds[unsupported[0]].value} "
-                          "inside the Triton convolution")
-    lines = [f"{body.var[n]} = {EPILOGUE_LOADS[kinds[n]].format(p=body.var[n] + '_ptr')}{load_cast(graph.node(n))}"
-             for n in body.inputs]
-    if bias:
-        lines.append(f"acc = acc + {body.var[bias.name]}  # bias")
-    lines += [body.pointwise(node) for node in stage.body]
-    outs = [f"out{j}" for j in range(len(stage.outputs))]
-    lines += [f"tl.store({o}_ptr + out_offs, {body.var[v]}.to({o}_ptr.dtype.element_ty), mask=mask)"
-              for o, v in zip(outs, stage.outputs)]
+    x, weight = anchor.args[:2]
+    body, kinds, outs, lines = conv_epilogue(stage, graph, EPILOGUE_LOADS, "mask", "the Triton convolution")
     precision = ', input_precision="ieee"' if is_fp32(stage, graph) else ""
     kernel = _kernel(name, body, kinds, outs, precision) + "".join(f"    {line}\n" for line in lines)
     transposed = anchor.op.startswith("conv_transpose")
