@@ -1,6 +1,7 @@
-"""The Python side of a row program, shared by rows.py (the whole row in registers) and
-long_rows.py (the row walked in BLOCK_N steps) and split_rows.py (its segments): check the operands, allocate the outputs
-(row-level ones at the stage's shape, row-scalars one per row), launch one program per row.
+"""The Python side of a row program, shared by rows.py (the whole row in registers),
+long_rows.py (the row walked in BLOCK_N steps) and split_rows.py (the row in segments): check
+the operands, allocate the outputs (row-level ones at the stage's shape, row-scalars one per
+row), launch one program per row (split_rows.py: its own launches).
 
     source = wrapper(stage, graph, body, kinds, outs, name, config)            # whole rows
     source = wrapper(stage, graph, body, kinds, outs, name, config, 4096)      # rows walked in steps of 4096

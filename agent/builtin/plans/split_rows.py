@@ -15,7 +15,7 @@ wrapper aims for; segments are whole BLOCK_N steps.
     emitted = split_rows.emit(stage, graph, Config(row_block=4096, row_split=1024), "fused_layer_norm", writer)
 """
 from agent.builtin.ir import OpGraph
-from agent.builtin.partition import Stage
+from agent.builtin.partition import Operand, Stage
 from agent.builtin.plans.common import Config, Emitted, forward_expr
 from agent.builtin.plans.row_wrapper import wrapper
 
@@ -37,7 +37,7 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str, writer) -> Emi
     launch = [f"n_split = max(1, min(triton.cdiv(n_cols, BLOCK_N), triton.cdiv({config.row_split}, n_rows)))",
               "seg_len = triton.cdiv(triton.cdiv(n_cols, n_split), BLOCK_N) * BLOCK_N   # whole steps a segment",
               "n_split = triton.cdiv(n_cols, seg_len)"]
-    device = next(body.var[n] for n in body.inputs if writer.kinds[n].value == "full")
+    device = next(body.var[n] for n in body.inputs if writer.kinds[n] is Operand.FULL)
     launch += [f"{p} = torch.empty((n_rows, n_split), device={device}.device, dtype=torch.float32)" for p in parts]
     launch += [f"{name}_p{phase}_kernel[(n_rows, n_split)]({args}, n_cols, n_split, seg_len, BLOCK_N=BLOCK_N, "
                f"BLOCK_S=triton.next_power_of_2(n_split), num_warps={config.row_warps})" for phase in phases]
