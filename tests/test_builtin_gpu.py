@@ -1,6 +1,7 @@
-"""The built-in policy's folds on a GPU (`pytest -m gpu`, on the device machine): the
-tap-sum kernels and the folded GEMMs compiled by the real Triton compiler, each first
-kernel correct through the evaluator (correctness only; speed is the batch runner's).
+"""The built-in policy's folds and newer plans on a GPU (`pytest -m gpu`, on the device
+machine): the tap-sum kernels and the folded GEMMs, walked rows split into segments, the online
+softmax, and the direct depthwise convolution in both layouts, compiled by the real Triton
+compiler, each correct through the evaluator (correctness only; speed is the batch runner's).
 
     pytest -q -m gpu tests/test_builtin_gpu.py
 """
@@ -10,8 +11,12 @@ import pytest
 
 from agent.builtin import BuiltinPolicy
 from agent.builtin.plans.common import Config
+from agent.builtin.plans import conv_depthwise
 from agent.builtin.policy import make_plan
 from tests.builtin_helpers import EXTRA, extra_problem
+from tests.test_builtin_conv import DEPTHWISE, triton_source
+from tests.test_builtin_conv import spec as conv_spec
+from tests.test_builtin_rows import WALKED
 from tools.device import detect, pick_index
 from tools.evaluator import EvalConfig, Evaluator
 from tools.records import EvalStatus
@@ -38,4 +43,20 @@ def test_folded_kernels_are_correct_compiled(name, tmp_path, gpu_evaluator):
     assert plan.error is None and [s.kind.value for s in plan.stages] == EXTRA[name][3]
     for config in (Config(), replace(Config(), warps=8, block=256)):
         result = gpu_evaluator.evaluate(problem, BuiltinPolicy().source(problem, config))
+        assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
+
+
+@pytest.mark.parametrize("name", ["layer_norm", "softmax", "sum_plus_min", "l2_normalise_plus_max"])
+def test_walked_rows_split_into_segments_and_online_softmax_are_correct_compiled(name, tmp_path, gpu_evaluator):
+    problem = extra_problem(tmp_path, name, WALKED[name])
+    for config in (Config(row_block=128, row_split=16), Config(row_block=128)):   # split; one program a row (online)
+        result = gpu_evaluator.evaluate(problem, BuiltinPolicy().source(problem, config))
+        assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
+
+
+@pytest.mark.parametrize("name", list(DEPTHWISE))
+def test_depthwise_convolutions_are_correct_compiled_in_both_layouts(name, tmp_path, gpu_evaluator):
+    problem = extra_problem(tmp_path, name, conv_spec(name))
+    for layout in (conv_depthwise.TILED, conv_depthwise.FLAT):
+        result = gpu_evaluator.evaluate(problem, triton_source(problem, direct=layout))
         assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
