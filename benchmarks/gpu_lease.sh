@@ -30,7 +30,8 @@
 #   (globs for --only; default every problem), THRU_LANES (4), THRU_PROTOCOLS (reward,full),
 #   THRU_DEADLINE (seconds after which no pass starts; 150), THRU_TIMEOUT (240 a lane count),
 #   LAUNCH_TIMEOUT (180), VARIANTS_ONLY (globs; required for that part), VARIANTS (space-separated
-#   FIELD=VALUE[,...] configuration changes), VARIANTS_TIMEOUT (240), TESTS (pytest arguments; default tests/test_gpu.py), TESTS_TIMEOUT (300).
+#   FIELD=VALUE[,...] configuration changes), VARIANTS_TIMEOUT (240), TESTS (pytest arguments; default
+#   tests/test_gpu.py), TESTS_TIMEOUT (300).
 set -euo pipefail
 
 STATE="${STATE:-/tmp/kernelpilot-smollm2}"
