@@ -70,7 +70,7 @@ def test_a_walked_softmax_reads_its_row_once_for_both_statistics(body, inputs, t
 def test_a_walked_row_split_into_segments_is_correct(name, tmp_path, evaluator):
     problem = extra_problem(tmp_path, name, WALKED[name])
     source = BuiltinPolicy().source(problem, Config(row_block=128, row_split=16))
-    # 2-6 rows of 100-1000 elements: 16 programs give most rows several segments of 128 elements
+    # 2-6 rows of 143-1000 elements: 16 programs give most rows several segments of 128 elements
     assert "seg = tl.program_id(axis=1)" in source and "_p2_kernel[(n_rows, n_split)]" in source
     result = evaluator.evaluate(problem, source)
     assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
