@@ -7,7 +7,8 @@ figures go to benchmarks/RESULTS.md.
     python -m benchmarks.launch_cost --calls 5000 --only '01*,24*' --out /tmp/launch.json
 
 Method: the GPU is first put to sleep (`torch.cuda._sleep`, about 100 us a launch), so the host
-queues a round of calls (at most 512 launches, below the driver's queue of pending launches)
+queues a round of calls (at most 512 queued operations, kernels and copies, below the driver's
+queue of pending launches)
 while the GPU does nothing else. Host time per call = the round's wall time / its calls; per
 launch = that / the kernels one call launches (counted once with torch.profiler). CUDA events
 around the round, recorded behind the sleep, give the GPU's own time per call with no idle gap.
@@ -65,12 +66,12 @@ def measure(case: str, call: Callable[[], object], calls: int, note: str = "") -
     for _ in range(20):             # warm: compiles, caches, allocator
         call()
     torch.cuda.synchronize()
-    launches = count_launches(call)
-    per_round = max(1, min(calls, QUEUE // max(launches, 1)))
+    launches, queued = count_launches(call)
+    per_round = round_size(calls, queued)
     host, gpu = [], []
     start_event, end_event = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     for _ in range(max(1, calls // per_round)):
-        torch.cuda._sleep(SLEEP_CYCLES_PER_LAUNCH * per_round * max(launches, 1))  # the host queues behind it
+        torch.cuda._sleep(SLEEP_CYCLES_PER_LAUNCH * per_round * queued)  # the host queues behind it
         start_event.record()
         start = time.perf_counter()
         for _ in range(per_round):
@@ -84,13 +85,23 @@ def measure(case: str, call: Callable[[], object], calls: int, note: str = "") -
                "host-bound" if host_us > gpu_us else "gpu-bound", note)
 
 
-def count_launches(call: Callable[[], object]) -> int:
+def round_size(calls: int, queued: int) -> int:
+    """Calls a round queues: as many as `calls`, with their queued operations (kernels and
+    copies) at most QUEUE, so the host never waits on a full queue and times only itself."""
+    return max(1, min(calls, QUEUE // max(queued, 1)))
+
+
+def count_launches(call: Callable[[], object]) -> tuple[int, int]:
+    """(kernels, queued): the kernels one call launches, and every operation it puts on the GPU's
+    queue, copies and fills too (a CUDA graph's call adds an input copy and an output clone, and
+    a queue sized by its kernels alone overflowed: the host then waited on the sleeping GPU and
+    the row measured that wait, about 110 us a call for a one-kernel graph at stops 23-24)."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         call()
         torch.cuda.synchronize()
-    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
-               and not e.name.startswith(("Memcpy", "Memset")))
+    events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return sum(1 for e in events if not e.name.startswith(("Memcpy", "Memset"))), len(events)
 
 
 def bare_cases(calls: int) -> list[Row]:
@@ -129,7 +140,7 @@ def wrapper_case(path: Path, calls: int, folder: Path, graph: bool = False) -> R
     with torch.no_grad():
         if not graph:
             return measure(case, lambda: models[0](*inputs), calls)
-        kernels = count_launches(lambda: models[0](*inputs))        # the forward's own, launched one by one
+        kernels, _ = count_launches(lambda: models[0](*inputs))     # the forward's own, launched one by one
         row = measure(case, lambda: models[1](*inputs), calls)
     return replace(row, launches=kernels, host_us_per_launch=row.host_us_per_call / kernels,
                    note=f"{row.launches} launches a call as a graph replay with its copies")

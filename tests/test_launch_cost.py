@@ -12,6 +12,14 @@ from tools.problems import load_problem
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def test_a_round_queues_at_most_QUEUE_operations_copies_included():
+    from benchmarks.launch_cost import QUEUE, round_size
+    # a one-kernel CUDA graph queues three operations a call (input copy, replay, output clone):
+    # sized by its one kernel, 512 calls queued 1,536 and the host waited on the sleeping GPU
+    assert round_size(2000, 3) * 3 <= QUEUE < round_size(2000, 1) * 3
+    assert round_size(2000, 15) == QUEUE // 15 and round_size(40, 1) == 40 and round_size(2000, QUEUE * 2) == 1
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the no-GPU refusal")
 def test_without_a_gpu_it_refuses_in_one_line():
     done = subprocess.run([sys.executable, "-m", "benchmarks.launch_cost"], cwd=ROOT, capture_output=True, text=True)
