@@ -28,6 +28,7 @@ from tools.files import write_atomic
 from tools.problems import load_problem
 
 FIELDS = {f.name: f.type for f in dataclasses.fields(Config)}
+KEPT = ("status", "runtime_ms", "eager_ms", "compile_ms", "speedup_vs_eager", "speedup_vs_compile", "device", "reason")
 
 
 def changes(text: str) -> dict:
@@ -90,11 +91,11 @@ def main() -> int:
         for path in paths:
             for variant in variants:
                 file, config = candidate(path, variant, Path(scratch))
-                result = evaluate(path, file, args.cpu, args.timeout) if file else {"status": "no plan", "reason": config}
-                rows.append({"problem": path.stem, "variant": variant, "config": config if file else "",
-                             **{k: result.get(k) for k in ("status", "runtime_ms", "eager_ms", "compile_ms",
-                                                           "speedup_vs_eager", "speedup_vs_compile", "device", "reason")}})
-                row = rows[-1]
+                result = evaluate(path, file, args.cpu, args.timeout) if file else {"status": "no plan",
+                                                                                     "reason": config}
+                row = {"problem": path.stem, "variant": variant, "config": config if file else "",
+                       **{k: result.get(k) for k in KEPT}}
+                rows.append(row)
                 print(f"{path.stem} {variant or 'default'}: {row['status']}, {row['runtime_ms']} ms, "
                       f"{row['speedup_vs_eager']} x eager, {row['speedup_vs_compile']} x compile "
                       f"[{config}]" + (f" ({str(row['reason'])[:160]})" if row["reason"] else ""), flush=True)

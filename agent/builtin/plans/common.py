@@ -38,6 +38,15 @@ MATMUL_TILES = ((64, 64, 32, 8, 4, 3), (64, 128, 32, 8, 4, 3), (128, 64, 32, 8, 
                 (128, 128, 16, 8, 8, 4), (128, 256, 16, 8, 8, 3), (32, 64, 32, 8, 4, 2), (16, 64, 64, 8, 4, 2))
 
 
+# kernel lines: flat output positions offs_m of a convolution -> (batch, od, oh, ow), ow fastest
+CONV_POSITIONS = """    spatial = OD * OH * OW
+    batch = offs_m // spatial
+    pos = offs_m % spatial
+    od = pos // (OH * OW)
+    oh = (pos // OW) % OH
+    ow = pos % OW"""
+
+
 # kernel lines: program `pid` -> its (pid_m, pid_n) tile, GROUP_M tile rows at a time so
 # neighbouring programs share operand tiles in L2 (the Triton matmul tutorial's ordering)
 GROUPED_TILES = """    num_pid_in_group = GROUP_M * num_pid_n

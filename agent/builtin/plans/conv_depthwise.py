@@ -19,7 +19,7 @@ Two layouts (`Config.conv_direct`):
 """
 from agent.builtin.ir import OpGraph
 from agent.builtin.partition import Operand, Stage
-from agent.builtin.plans.common import Body, Config, Emitted, conv_epilogue, dtype_name, forward_expr
+from agent.builtin.plans.common import CONV_POSITIONS, Body, Config, Emitted, conv_epilogue, dtype_name, forward_expr
 
 FLAT, TILED = 1, 2      # Config.conv_direct's layouts (0: the implicit GEMM, conv_triton.py)
 # how an epilogue operand is read at the program's output positions (out_offs: the output's own
@@ -99,12 +99,7 @@ def {name}_kernel(
     co = tl.program_id(axis=1)  # output channel; its group reads input channel co // C_out_g
     offs_m = pid * BLOCK + tl.arange(0, BLOCK)
     m_mask = offs_m < M
-    spatial = OD * OH * OW
-    batch = offs_m // spatial
-    pos = offs_m % spatial
-    od = pos // (OH * OW)
-    oh = (pos // OW) % OH
-    ow = pos % OW
+{CONV_POSITIONS}
     x_base = x_ptr + batch.to(tl.int64) * stride_xn + (co // C_out_g).to(tl.int64) * stride_xc
 {TAPS.format(shape="(BLOCK,)")}    out_offs = (batch.to(tl.int64) * C_out + co) * spatial + pos
     row = out_offs // OW
@@ -115,7 +110,7 @@ def _tiled(name: str, params: str) -> str:
     return f'''
 @triton.jit
 def {name}_kernel(
-{SIGNATURE.format(params=params)}    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,  # output rows and columns per program
+{SIGNATURE.format(params=params)}    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,  # output rows and columns a program
 ):
     pid = tl.program_id(axis=0)  # the tile within its plane
     co = tl.program_id(axis=1)  # output channel; its group reads input channel co // C_out_g

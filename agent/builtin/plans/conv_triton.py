@@ -21,8 +21,8 @@ usually wins in fp32; the search measures both.
 from agent.builtin.ir import OpGraph
 from agent.builtin.partition import Operand, Stage
 from agent.builtin.plans import conv_depthwise
-from agent.builtin.plans.common import (GROUPED_TILES, MATMUL_TILES, Body, Config, Emitted, conv_epilogue, dtype_name,
-                                        forward_expr)
+from agent.builtin.plans.common import (CONV_POSITIONS, GROUPED_TILES, MATMUL_TILES, Body, Config, Emitted,
+                                        conv_epilogue, dtype_name, forward_expr)
 from agent.builtin.plans.matmul import is_fp32
 
 # how an epilogue operand is read at output tile (offs_m, offs_n); out_offs is the output's own offset
@@ -107,12 +107,7 @@ def {name}_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_mask = offs_m < M
     n_mask = offs_n < C_out_g
-    spatial = OD * OH * OW
-    batch = offs_m // spatial
-    pos = offs_m % spatial
-    od = pos // (OH * OW)
-    oh = (pos // OW) % OH
-    ow = pos % OW
+{CONV_POSITIONS}
     if TRANSPOSED:  # input index = (base - k * dil) / stride
         base_d, base_h, base_w = od + PD, oh + PH, ow + PW
     else:  # input index = base + k * dil
