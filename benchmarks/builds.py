@@ -26,17 +26,27 @@ from agent.builtin.policy import make_plan
 from tools.problems import Problem, ProblemError, load_problem
 
 
-def first_candidate(problem: Problem, folder: Path, **changes) -> tuple[types.ModuleType, Config] | str:
-    """The built-in policy's first candidate (its plan's first configuration, with `changes` to
-    its fields, e.g. cuda_graph=True), imported from a file in `folder` (Triton's @jit wants one),
-    with that configuration; or the planner's error."""
+def first_source(problem: Problem, **changes) -> tuple[str, Config] | str:
+    """The source of the built-in policy's first candidate (its plan's default configuration,
+    with `changes` to its fields) and that configuration; or the planner's error."""
     plan = make_plan(problem)
     if plan.error:
         return plan.error
     stages = list(plan.stages)
     config = replace(search.default_config(stages, plan.graph), **changes)
+    return build_source(problem, plan.graph, stages, config), config
+
+
+def first_candidate(problem: Problem, folder: Path, **changes) -> tuple[types.ModuleType, Config] | str:
+    """The built-in policy's first candidate (its plan's first configuration, with `changes` to
+    its fields, e.g. cuda_graph=True), imported from a file in `folder` (Triton's @jit wants one),
+    with that configuration; or the planner's error."""
+    built = first_source(problem, **changes)
+    if isinstance(built, str):
+        return built
+    source, config = built
     file = folder / f"candidate_{problem.path.stem}{''.join(f'_{k}' for k in sorted(changes))}.py"
-    file.write_text(build_source(problem, plan.graph, stages, config))
+    file.write_text(source)
     spec = importlib.util.spec_from_file_location(file.stem, file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -20,10 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from agent.builtin import search
 from agent.builtin.plans.common import Config
-from agent.builtin.plans.program import build_source
-from agent.builtin.policy import make_plan
+from benchmarks.builds import first_source
 from tools.files import write_atomic
 from tools.problems import load_problem
 
@@ -50,15 +48,13 @@ def changes(text: str) -> dict:
 def candidate(path: Path, variant: dict, folder: Path) -> tuple[Path | None, str]:
     """The variant's source written to `folder`, and its configuration's text; (None, why) when
     the problem has no plan."""
-    problem = load_problem(path)
-    plan = make_plan(problem)
-    if plan.error:
-        return None, plan.error
-    stages = list(plan.stages)
-    config = dataclasses.replace(search.default_config(stages, plan.graph), **variant)
+    built = first_source(load_problem(path), **variant)
+    if isinstance(built, str):
+        return None, built
+    source, config = built
     tag = "_".join(f"{k}{v}" for k, v in variant.items()) or "default"
     file = folder / f"{path.stem}__{tag}.py"
-    file.write_text(build_source(problem, plan.graph, stages, config))
+    file.write_text(source)
     return file, ", ".join(f"{k}={getattr(config, k)}" for k in FIELDS if getattr(config, k) != getattr(Config(), k))
 
 

@@ -168,8 +168,9 @@ def copy_kernelbench(kernelbench: Path, folder: Path, level1, level2) -> list[tu
     copies = []
     for level, ids in ((1, level1), (2, level2)):
         for source in kernelbench_files(kernelbench, level, tuple(ids)):
-            shutil.copyfile(source, folder / f"kb_l{level}_{source.name}")
-            copies.append((level, folder / f"kb_l{level}_{source.name}"))
+            target = folder / f"kb_l{level}_{source.name}"
+            shutil.copyfile(source, target)
+            copies.append((level, target))
     return copies
 
 

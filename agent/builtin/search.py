@@ -59,7 +59,7 @@ def space_for(stages: list[Stage], graph: OpGraph, gpu: bool, launch_bound: bool
     rows = [s for s in stages if s.kind is StageKind.ROWS]
     if rows and all(long_rows.loopable(s) for s in rows):
         axes["row_block"] = ROW_BLOCKS      # walk the row in steps (a row longer than MAX_ROW must)
-        if min(math.prod(s.shape[:-1]) for s in rows) < FEW_ROWS:
+        if few_rows(rows):
             axes["row_split"] = ROW_SPLITS  # and split few rows into segments
     if gpu and launch_bound:        # launches dominate: start as a CUDA graph, one by one is the first neighbour
         start = replace(start, cuda_graph=True)
@@ -80,8 +80,7 @@ def default_config(stages: list[Stage], graph: OpGraph) -> Config:
         longest = max(rows)
         config = replace(config, row_warps=4 if longest <= 2048 else 8 if longest <= 8192 else 16,
                          row_block=long_rows.DEFAULT_BLOCK if longest > MAX_ROW else 0)
-        few = min(math.prod(s.shape[:-1]) for s in stages if s.kind is StageKind.ROWS) < FEW_ROWS
-        if longest > MAX_ROW and few:
+        if longest > MAX_ROW and few_rows([s for s in stages if s.kind is StageKind.ROWS]):
             config = replace(config, row_split=split_rows.DEFAULT_PROGRAMS)
     gemms = [s.shape for s in stages if s.kind is StageKind.MATMUL]
     if gemms and min(min(shape[-1], shape[-2] if len(shape) > 1 else 1) for shape in gemms) >= 512:
@@ -99,6 +98,11 @@ def default_config(stages: list[Stage], graph: OpGraph) -> Config:
     if any(s.kind is StageKind.CONV for s in stages) and not library_fits(stages, StageKind.CONV):
         config = replace(config, conv_library=False)
     return config
+
+
+def few_rows(rows: list[Stage]) -> bool:
+    """Does a row program have fewer rows than FEW_ROWS (too few programs for the GPU)?"""
+    return min(math.prod(s.shape[:-1]) for s in rows) < FEW_ROWS
 
 
 def few_long_reductions(stage: Stage, graph: OpGraph) -> bool:

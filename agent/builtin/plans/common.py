@@ -170,6 +170,13 @@ def epilogue(stage: Stage, graph: OpGraph, body: Body, index: dict[Operand, str]
     return Epilogue(lines, params, outs)
 
 
+def conv_keywords(attrs: dict) -> list[str]:
+    """A Triton convolution's parameters as keyword arguments of its call, so layers that differ
+    only in them share one kernel and wrapper."""
+    keys = ("stride", "padding", "dilation", "groups") + (("output_padding",) if "output_padding" in attrs else ())
+    return [f"{k}={tuple(attrs[k]) if isinstance(attrs[k], (tuple, list)) else attrs[k]!r}" for k in keys]
+
+
 def conv_epilogue(stage: Stage, graph: OpGraph, loads: dict[Operand, str], mask: str,
                   inside: str) -> tuple[Body, dict, list[str], list[str]]:
     """A Triton convolution's bias and chain on its accumulator `acc`: (body, kinds, outs, lines),

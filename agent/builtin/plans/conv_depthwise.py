@@ -19,7 +19,8 @@ Two layouts (`Config.conv_direct`):
 """
 from agent.builtin.ir import OpGraph
 from agent.builtin.partition import Operand, Stage
-from agent.builtin.plans.common import CONV_POSITIONS, Body, Config, Emitted, conv_epilogue, dtype_name, forward_expr
+from agent.builtin.plans.common import (CONV_POSITIONS, Body, Config, Emitted, conv_epilogue, conv_keywords, dtype_name,
+                                        forward_expr)
 
 FLAT, TILED = 1, 2      # Config.conv_direct's layouts (0: the implicit GEMM, conv_triton.py)
 # how an epilogue operand is read at the program's output positions (out_offs: the output's own
@@ -47,10 +48,7 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     body, kinds, outs, lines = conv_epilogue(stage, graph, EPILOGUE_LOADS, "m_mask", "the depthwise convolution")
     header = (_tiled if config.conv_direct == TILED else _flat)(name, _params(body, kinds, outs))
     kernel = header + "".join(f"    {line}\n" for line in lines)
-    keys = ("stride", "padding", "dilation", "groups")
-    call_args = [forward_expr(n, graph) for n in [x.name, weight.name] + body.inputs]
-    call_args += [f"{k}={tuple(anchor.attrs[k]) if isinstance(anchor.attrs[k], (tuple, list)) else anchor.attrs[k]!r}"
-                  for k in keys]
+    call_args = [forward_expr(n, graph) for n in [x.name, weight.name] + body.inputs] + conv_keywords(anchor.attrs)
     return Emitted(kernel, _wrapper(name, stage, graph, body, outs, config),
                    f"{', '.join(stage.outputs)} = {name}({', '.join(call_args)})", frozenset(body.helpers))
 

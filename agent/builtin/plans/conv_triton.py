@@ -22,7 +22,7 @@ from agent.builtin.ir import OpGraph
 from agent.builtin.partition import Operand, Stage
 from agent.builtin.plans import conv_depthwise
 from agent.builtin.plans.common import (CONV_POSITIONS, GROUPED_TILES, MATMUL_TILES, Body, Config, Emitted,
-                                        conv_epilogue, dtype_name, forward_expr)
+                                        conv_epilogue, conv_keywords, dtype_name, forward_expr)
 from agent.builtin.plans.matmul import is_fp32
 
 # how an epilogue operand is read at output tile (offs_m, offs_n); out_offs is the output's own offset
@@ -50,16 +50,9 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     transposed = anchor.op.startswith("conv_transpose")
     wrapper = _wrapper(name, stage, graph, body, outs, _tile(config, graph.node(weight.name).shape, transposed,
                                                                 anchor.attrs["groups"]), transposed)
-    call_args = [forward_expr(n, graph) for n in [x.name, weight.name] + body.inputs] + _conv_args(anchor.attrs)
+    call_args = [forward_expr(n, graph) for n in [x.name, weight.name] + body.inputs] + conv_keywords(anchor.attrs)
     return Emitted(kernel, wrapper, f"{', '.join(stage.outputs)} = {name}({', '.join(call_args)})",
                    frozenset(body.helpers))
-
-
-def _conv_args(attrs: dict) -> list[str]:
-    """The convolution's parameters as keyword arguments of the call, so layers that differ
-    only in them share one kernel and wrapper."""
-    keys = ("stride", "padding", "dilation", "groups") + (("output_padding",) if "output_padding" in attrs else ())
-    return [f"{k}={tuple(attrs[k]) if isinstance(attrs[k], (tuple, list)) else attrs[k]!r}" for k in keys]
 
 
 def _tile(config: Config, weight_shape: tuple[int, ...], transposed: bool, groups: int) -> tuple[int, ...]:

@@ -22,15 +22,13 @@ from agent.builtin.plans import split_rows
 from agent.builtin.plans.row_wrapper import NEG_INF, POS_INF, wrapper
 
 DEFAULT_BLOCK = 4096
-# reduction -> (accumulator's initial value, how a block folds in, how the accumulator reduces)
+# reduction -> (accumulator's initial value, how a block folds in)
 FOLDS = {
-    "sum": ("0.0", "{acc} + tl.where(mask, {a}, 0.0)", "tl.sum({acc}, axis=0)"),
-    "mean": ("0.0", "{acc} + tl.where(mask, {a}, 0.0)", "tl.sum({acc}, axis=0) / n_cols"),
-    "amax": (NEG_INF, "tl.maximum({acc}, tl.where(mask, {a}, {NEG_INF}))", "tl.max({acc}, axis=0)"),
-    "amin": (POS_INF, "tl.minimum({acc}, tl.where(mask, {a}, {POS_INF}))", "tl.min({acc}, axis=0)"),
+    "sum": ("0.0", "{acc} + tl.where(mask, {a}, 0.0)"),
+    "mean": ("0.0", "{acc} + tl.where(mask, {a}, 0.0)"),
+    "amax": (NEG_INF, "tl.maximum({acc}, tl.where(mask, {a}, {NEG_INF}))"),
+    "amin": (POS_INF, "tl.minimum({acc}, tl.where(mask, {a}, {POS_INF}))"),
 }
-
-
 # a fold's reduction of a BLOCK_N-wide accumulator, or of the segments' partials (split_rows.py)
 REDUCE = {"sum": "tl.sum({x}, axis=0)", "mean": "tl.sum({x}, axis=0)", "amax": "tl.max({x}, axis=0)",
           "amin": "tl.min({x}, axis=0)"}
@@ -102,11 +100,11 @@ class Fold:
         return REDUCE[self.kind].format(x=self.acc)
 
     def combined(self, parts: str) -> str:
-        """The row-scalar from the segments' partials, loaded as `parts`."""
+        """The row-scalar from `parts`: the segments' partials, or the whole row's accumulator."""
         return REDUCE[self.kind].format(x=parts) + (" / n_cols" if self.kind == "mean" else "")
 
     def loop(self, begin: str, end: str) -> list[str]:
-        init, fold, _ = FOLDS[self.kind]
+        init, fold = FOLDS[self.kind]
         return ([f"{self.acc} = tl.full((BLOCK_N,), {init}, dtype=tl.float32)",
                  f"for start in range({begin}, {end}, BLOCK_N):"] + [f"    {line}" for line in self.block]
                 + [f"    {self.acc} = {fold.format(acc=self.acc, a=self.value, NEG_INF=NEG_INF, POS_INF=POS_INF)}"])
@@ -146,7 +144,7 @@ def rendered(piece: "str | Fold | OnlineMax") -> list[str]:
         return [piece]
     if isinstance(piece, OnlineMax):
         return piece.lines()
-    return piece.loop("0", "n_cols") + [f"{piece.result} = {FOLDS[piece.kind][2].format(acc=piece.acc)}"]
+    return piece.loop("0", "n_cols") + [f"{piece.result} = {piece.combined(piece.acc)}"]
 
 
 class _Writer:
