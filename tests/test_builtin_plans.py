@@ -1,12 +1,14 @@
 """The kernel plans (plans/) on KernelBench level-2 shapes of work beyond our suite: each
 plans into the expected stages and is correct in the interpreter; batch norm follows its
-module in training and eval mode; a bare fp32 GEMM goes to cuBLAS beside a Triton kernel.
+module in training and eval mode; a bare fp32 GEMM goes to cuBLAS beside a Triton kernel; an
+exact fp32 GEMM copies a K-fastest B N-fastest first.
 
     pytest -q tests/test_builtin_plans.py
 """
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -96,3 +98,25 @@ def test_the_wrappers_broadcast_in_plain_python_by_torchs_rule():
         broadcast(torch.Size((2, 3)), torch.Size((4, 3)))
     source = BuiltinPolicy().source(load_problem(PROBLEMS / "01_scale_bias_relu_chain.py"), Config())
     assert "_broadcast_shape(" in source and "torch.broadcast_shapes" not in source
+
+
+@pytest.mark.parametrize("forward, layers, copied", [
+    ("return x @ self.w.T", "self.w = nn.Parameter(torch.randn(b, a))", True),     # b.T: K fastest
+    ("return self.linear(x)", "self.linear = nn.Linear(a, b)", True),              # a Linear's weight
+    ("return x @ self.w", "self.w = nn.Parameter(torch.randn(a, b))", False),      # N fastest already
+])
+def test_an_exact_fp32_gemm_copies_a_k_fastest_b_n_fastest_first(forward, layers, copied, tmp_path, evaluator):
+    """Exact fp32 tl.dot reads a K-fastest B 2x slower: such a B is copied by `_n_major` (from 256
+    rows of A), the search may turn the copy off, and both ways are correct."""
+    problem = extra_problem(tmp_path, "gemm_b", (forward, "torch.rand(260, 24)", "24, 40", ["matmul"], layers))
+    plan = make_plan(problem)
+    space = space_for(list(plan.stages), plan.graph, True, False)
+    assert not space.start.gemm_library and space.start.gemm_b_copy
+    assert ("gemm_b_copy" in space.axes) is copied
+    source = BuiltinPolicy().source(problem, space.start)
+    assert ("_n_major(b, K, N" in source) is copied and ("def _n_major" in source) is copied
+    assert evaluator.evaluate(problem, source).status is EvalStatus.CORRECT
+    if copied:
+        plain = BuiltinPolicy().source(problem, replace(space.start, gemm_b_copy=False))
+        assert "_n_major" not in plain and "tl.dot" in plain
+        assert evaluator.evaluate(problem, plain).status is EvalStatus.CORRECT

@@ -52,6 +52,8 @@ def space_for(stages: list[Stage], graph: OpGraph, gpu: bool, launch_bound: bool
         axes.update({"gemm_library": (start.gemm_library, not start.gemm_library), **ELEMENTWISE})
     if library_fits(stages, StageKind.CONV):     # cuDNN + epilogue, or all in a Triton implicit GEMM
         axes.update({"conv_library": (start.conv_library, not start.conv_library), **ELEMENTWISE})
+    if not start.gemm_library and any(s.kind is StageKind.MATMUL and matmul.b_k_fastest(s, graph) for s in stages):
+        axes["gemm_b_copy"] = (True, False)     # exact fp32 tl.dot: B copied N-fastest first, or read as it is
     if any(s.kind is StageKind.CONV and conv_depthwise.fits(s, graph) for s in stages):
         axes["conv_direct"] = (2, 1, 0)     # a depthwise conv in Triton: tiled, flat, or the implicit GEMM
     for stage in stages:

@@ -10,6 +10,12 @@ With `config.gemm_library` the product runs on cuBLAS instead (bias included, th
 addmm's own epilogue) and the chain after it, if any, is one Triton epilogue over its
 output, as for convolutions. Exact fp32 `tl.dot` has no tensor cores, so in fp32 the
 search starts on cuBLAS and tries the `tl.dot` kernel as its neighbour.
+
+Exact fp32 `tl.dot` also reads a B whose K dim is its fastest (`a @ b.T`, a Linear's weight)
+about 2x slower than an N-fastest one (KernelBench level 1 on an H100: 0.42x of cuBLAS against
+0.84x), so with `config.gemm_b_copy` such a B is first copied N-fastest by `_n_major`, a Triton
+transpose of 2*N*K*4 bytes, small beside the product's 2*M*N*K flops once M is a few hundred
+(below COPY_ROWS rows of A the wrapper reads B as it is).
 """
 import torch
 
@@ -18,6 +24,8 @@ from agent.builtin.partition import Operand, Stage, Unsupported
 from agent.builtin.plans import library
 from agent.builtin.plans.common import (GROUPED_TILES, MATMUL_TILES, Body, Config, Emitted, dtype_name, forward_expr,
                                         load_cast)
+
+COPY_ROWS = 256     # fewer rows of A than this: the copy of B costs more than its slow reads
 
 EPILOGUE_LOADS = {
     Operand.FULL: "tl.load({p} + (pid_b * M + offs_m)[:, None] * N + offs_n[None, :], mask=mask, other=0.0)",
@@ -59,8 +67,10 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     precision = ', input_precision="ieee"' if is_fp32(stage, graph) else ""
     kernel = _kernel(name, body, kinds, outs, precision) + "".join(f"    {line}\n" for line in lines)
     call_args = [forward_expr(n, graph) for n in [a_name, b_name] + body.inputs]
+    copies = config.gemm_b_copy and b_k_fastest(stage, graph)
     return Emitted(kernel, _wrapper(name, mode, stage, graph, body, outs, config),
-                   f"{', '.join(stage.outputs)} = {name}({', '.join(call_args)})", frozenset(body.helpers))
+                   f"{', '.join(stage.outputs)} = {name}({', '.join(call_args)})",
+                   frozenset(body.helpers | ({"_n_major"} if copies else set())))
 
 
 def _library_line(anchor: OpNode, mode: str, bias: Ref | None, graph: OpGraph, chained: bool) -> str:
@@ -72,6 +82,18 @@ def _library_line(anchor: OpNode, mode: str, bias: Ref | None, graph: OpGraph, c
 
 def is_fp32(stage: Stage, graph: OpGraph) -> bool:
     return graph.node(stage.anchor.refs[0]).dtype == torch.float32
+
+
+def b_k_fastest(stage: Stage, graph: OpGraph) -> bool:
+    """Is this exact fp32 product's B read with K fastest, so that `gemm_b_copy` matters? A
+    Linear's weight (N, K), or a 2-D b that is a transpose of its last two dims (`b.T`)."""
+    anchor = stage.anchor
+    if anchor.op != "linear" and mode_of(anchor, graph) != "mm":
+        return False
+    b = graph.node(anchor.refs[1])
+    swapped = b.op == "t" or (b.op == "transpose" and {d % len(b.shape) for d in (b.attrs.get("dim0"), b.attrs.get("dim1"))
+                                                       if isinstance(d, int)} == {len(b.shape) - 2, len(b.shape) - 1})
+    return is_fp32(stage, graph) and (anchor.op == "linear" or swapped)
 
 
 def _kernel(name: str, body: Body, kinds: dict, outs: list[str], precision: str) -> str:
@@ -125,6 +147,9 @@ def _wrapper(name: str, mode: str, stage: Stage, graph: OpGraph, body: Body, out
     bm, bn, bk, group, warps, stages = MATMUL_TILES[config.tile]
     extra = [body.var[n] for n in body.inputs]
     lines = list(SHAPES[mode]) + [f"{e} = {e}.contiguous()" for e in extra]
+    if config.gemm_b_copy and b_k_fastest(stage, graph):
+        lines += [f"if b_strides[1] == 1 and N > 1 and M >= {COPY_ROWS}:  # K fastest in B: exact fp32 tl.dot reads it 2x slower",
+                  "    b, b_strides = _n_major(b, K, N, b_strides[1], b_strides[2]), (0, N, 1)"]
     lines += [f"{o} = torch.empty(out_shape, device=a.device, dtype={dtype_name(graph.node(v).dtype)})"
               for o, v in zip(outs, stage.outputs)]
     lines += [f"grid = (triton.cdiv(M, {bm}) * triton.cdiv(N, {bn}), batch)",
@@ -132,3 +157,22 @@ def _wrapper(name: str, mode: str, stage: Stage, graph: OpGraph, body: Body, out
               f"    BLOCK_M={bm}, BLOCK_N={bn}, BLOCK_K={bk}, GROUP_M={group}, num_warps={warps}, num_stages={stages})",
               f"return {', '.join(outs)}"]
     return f"\ndef {name}({', '.join(['a', 'b'] + extra)}):\n" + "".join(f"    {line}\n" for line in lines)
+
+
+N_MAJOR_HELPER = '''
+@triton.jit
+def _n_major_kernel(src_ptr, dst_ptr, K, N, stride_k, stride_n, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dst (K, N), N fastest, from src (K, N) read through its strides."""
+    offs_k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask = (offs_k[:, None] < K) & (offs_n[None, :] < N)
+    tile = tl.load(src_ptr + offs_k[:, None] * stride_k + offs_n[None, :] * stride_n, mask=mask)
+    tl.store(dst_ptr + offs_k[:, None] * N + offs_n[None, :], tile, mask=mask)
+
+
+def _n_major(b, K, N, stride_k, stride_n):
+    """B (K, N) copied N-fastest for an exact fp32 tl.dot, which reads a K-fastest B 2x slower."""
+    out = torch.empty((K, N), device=b.device, dtype=b.dtype)
+    _n_major_kernel[(triton.cdiv(K, 64), triton.cdiv(N, 64))](b, out, K, N, stride_k, stride_n, BLOCK_K=64, BLOCK_N=64)
+    return out
+'''

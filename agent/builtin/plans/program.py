@@ -29,7 +29,7 @@ EMITTERS = {StageKind.POINTWISE: pointwise.emit, StageKind.ROWS: rows.emit, Stag
             StageKind.BATCH_NORM: batchnorm.emit, StageKind.TAP_SUMS: tap_sums.emit}
 HELPERS = {"_tanh": TANH_HELPER, "update_running_stats": batchnorm.RUNNING_STATS,   # emitted once, when used
            "_tap_reads": tap_sums.READS, "_broadcast_shape": BROADCAST_HELPER,
-           "_pointwise_sizes": POINTWISE_SIZES_HELPER}
+           "_pointwise_sizes": POINTWISE_SIZES_HELPER, "_n_major": matmul.N_MAJOR_HELPER}
 HEADER = '''"""{title}
 
 Written by kernelpilot's built-in policy (no LLM): the reference forward was captured
