@@ -1,6 +1,7 @@
 """The built-in policy's folds and newer plans on a GPU (`pytest -m gpu`, on the device
 machine): the tap-sum kernels and the folded GEMMs, walked rows split into segments, the online
-softmax, and the direct depthwise convolution in both layouts, compiled by the real Triton
+softmax, the direct depthwise convolution in both layouts, the GRU's recurrence and the exact
+fp32 GEMM with its B copied N-fastest, compiled by the real Triton
 compiler, each correct through the evaluator (correctness only; speed is the batch runner's).
 
     pytest -q -m gpu tests/test_builtin_gpu.py
@@ -16,6 +17,7 @@ from agent.builtin.policy import make_plan
 from tests.builtin_helpers import EXTRA, extra_problem
 from tests.test_builtin_conv import DEPTHWISE, triton_source
 from tests.test_builtin_conv import spec as conv_spec
+from tests.test_builtin_gru import CASES as GRUS, gru_problem
 from tests.test_builtin_rows import WALKED
 from tools.device import detect, pick_index
 from tools.evaluator import EvalConfig, Evaluator
@@ -60,3 +62,20 @@ def test_depthwise_convolutions_are_correct_compiled_in_both_layouts(name, tmp_p
     for layout in (conv_depthwise.TILED, conv_depthwise.FLAT):
         result = gpu_evaluator.evaluate(problem, triton_source(problem, direct=layout))
         assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
+
+
+@pytest.mark.parametrize("name", sorted(GRUS))
+def test_grus_are_correct_compiled(name, tmp_path, gpu_evaluator):
+    problem = gru_problem(tmp_path, name, *GRUS[name])
+    result = gpu_evaluator.evaluate(problem, BuiltinPolicy().source(problem, Config()))
+    assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_an_exact_fp32_gemm_of_a_transposed_b_is_correct_compiled(copy, tmp_path, gpu_evaluator):
+    problem = extra_problem(tmp_path, "gemm_b_t", ("return x @ self.w.T", "torch.rand(300, 96)", "96, 80", ["matmul"],
+                                                   "self.w = nn.Parameter(torch.randn(b, a))"))
+    source = BuiltinPolicy().source(problem, Config(gemm_b_copy=copy))
+    assert ("_n_major(" in source) is copy
+    result = gpu_evaluator.evaluate(problem, source)
+    assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]

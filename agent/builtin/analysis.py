@@ -41,6 +41,12 @@ def flops(node: OpNode, graph: OpGraph) -> float:
         return float(node.numel * math.prod(node.attrs["kernel"]))
     if node.op == "tap_sums":       # each input element is added into every tap that reads it
         return float(graph.node(node.refs[0]).numel * math.prod(node.attrs["kernel"]))
+    if node.op == "gru":            # each layer and direction: 3H outputs a step from its input and h
+        a = node.attrs
+        x = graph.node(node.refs[0]).shape
+        steps, dirs, hidden = x[0] * x[1], 2 if a["bidirectional"] else 1, a["hidden_size"]
+        widths = [a["input_size"]] + [dirs * hidden] * (a["num_layers"] - 1)
+        return float(sum(2 * steps * dirs * 3 * hidden * (w + hidden) for w in widths))
     if node.op in ops.VIEWS or node.op in ("input", "param"):
         return 0.0
     source = max((graph.node(r).numel for r in node.refs), default=node.numel)
@@ -93,6 +99,8 @@ def launches(stage: Stage, triton_conv: bool = False) -> int:
         return 1 + bool(stage.body or (stage.kind is StageKind.CONV and len(stage.anchor.refs) > 2))
     if stage.kind is StageKind.BATCH_NORM:
         return 3                                   # two statistics passes, then the normalising one
+    if stage.kind is StageKind.RECURRENT:          # a product and the recurrence per layer and direction
+        return 2 * stage.anchor.attrs["num_layers"] * (2 if stage.anchor.attrs["bidirectional"] else 1)
     return 2 if stage.kind is StageKind.TOTAL else 1
 
 

@@ -107,8 +107,12 @@ def convert(traced: fx.GraphModule) -> OpGraph:
             pair = _bind(node, node.target.__name__ if node.op == "call_function" else node.target, None, None)
             pairs[node.name] = replace(pair, kept=torch_call(node))
             continue
+        if node.op == "call_module" and isinstance(modules[node.target], nn.GRU):
+            pairs[node.name] = _gru(node, modules[node.target])
+            continue
         if node.op == "call_function" and node.args and getattr(node.args[0], "name", None) in pairs:
-            nodes.append(_pick(node, pairs[node.args[0].name]))
+            if node.users:      # an unpacked value nothing reads (`output, h_n = self.gru(x)`) is not computed
+                nodes.append(_pick(node, pairs[node.args[0].name]))
             continue
         if node.op == "output":
             out = node.args[0]
@@ -180,12 +184,24 @@ def _is_pair(node: fx.Node) -> bool:
 
 
 def _pick(node: fx.Node, pair: OpNode) -> OpNode:
-    """`max(x, dim)[0]` / `.values` is amax, `[1]` / `.indices` is argmax (min likewise)."""
+    """`max(x, dim)[0]` / `.values` is amax, `[1]` / `.indices` is argmax (min likewise); a
+    GRU's `[0]` is its output and `[1]` its h_n, the same op with the pick in its attrs."""
     key = node.args[1]
+    kept = pair.kept and pair.kept.then(f".{key}" if isinstance(key, str) else f"[{key!r}]")
+    if pair.op == "gru":
+        return OpNode(node.name, "gru", pair.args, {**pair.attrs, "pick": key}, *_meta(node), kept)
     values = key in (0, "values")
     op = {"max": "amax" if values else "argmax", "min": "amin" if values else "argmin"}[pair.op]
-    kept = pair.kept and pair.kept.then(f".{key}" if isinstance(key, str) else f"[{key!r}]")
     return OpNode(node.name, op, pair.args, dict(pair.attrs), *_meta(node), kept)
+
+
+def _gru(node: fx.Node, module: nn.GRU) -> OpNode:
+    """An nn.GRU call, resolved at the getitem that picks its output or h_n (plans/gru.py)."""
+    attrs = {"module": node.target, "input_size": module.input_size, "hidden_size": module.hidden_size,
+             "num_layers": module.num_layers, "bias": module.bias, "batch_first": module.batch_first,
+             "bidirectional": module.bidirectional, "dropout": module.dropout if module.training else 0.0}
+    args = _refs([a for a in node.args[:2] if a is not None]) + _refs([v for k, v in node.kwargs.items() if k == "hx"])
+    return OpNode(node.name, "gru", args, attrs, None, None, torch_call(node))
 
 
 def _meta(node: fx.Node) -> tuple:

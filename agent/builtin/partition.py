@@ -35,6 +35,7 @@ class StageKind(StrEnum):
     TOTAL = "total"             # a reduction over every element to one value (losses, norms)
     TORCH = "torch"             # an op kept in PyTorch as written, then a Triton epilogue if one follows
     TAP_SUMS = "tap_sums"       # a convolution's per-tap input sums (a folded mean over its output positions)
+    RECURRENT = "recurrent"     # an nn.GRU: per layer, the steps' input projections, then the recurrence
 
 
 class Operand(StrEnum):
@@ -169,6 +170,10 @@ def _planned(node: OpNode, graph: OpGraph) -> Stage:
         return Stage(StageKind.BATCH_NORM, node.shape, node)
     if op == "tap_sums":
         return Stage(StageKind.TAP_SUMS, node.shape, node)
+    if op == "gru":
+        if node.attrs["dropout"] and node.attrs["num_layers"] > 1:
+            raise Unsupported(f"{node.name}: a GRU in training mode with dropout={node.attrs['dropout']} (random)")
+        return Stage(StageKind.RECURRENT, node.shape, node)
     if op in ops.POOLS:
         _check_pool(node, graph)
         return Stage(StageKind.POOL, node.shape, node)
@@ -227,7 +232,7 @@ def _check_pointwise(node: OpNode) -> None:
 
 def _absorb(stage: Stage, node: OpNode, graph: OpGraph) -> bool:
     """Add `node` to the open stage when it can live in the same kernel."""
-    if stage.kind is StageKind.VIEW or stage.shape is None:
+    if stage.kind in (StageKind.VIEW, StageKind.RECURRENT) or stage.shape is None:
         return False
     inside = [r for r in node.refs if r in stage.names]
     if not inside and stage.kind is not StageKind.POINTWISE and not _joins_rows(stage, node):

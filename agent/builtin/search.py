@@ -130,7 +130,7 @@ def library_fits(stages: list[Stage], kind: StageKind) -> bool:
     Triton kernel in the program? Yes when a stage always holds one (a row program) or a
     library op has a chain after it (the epilogue)."""
     kernels = (StageKind.POINTWISE, StageKind.ROWS, StageKind.REDUCE, StageKind.GROUP_NORM, StageKind.TOTAL,
-               StageKind.POOL, StageKind.BATCH_NORM, StageKind.TAP_SUMS)
+               StageKind.POOL, StageKind.BATCH_NORM, StageKind.TAP_SUMS, StageKind.RECURRENT)
     return any(s.kind is kind for s in stages) and any(s.kind in kernels or s.body for s in stages)
 
 

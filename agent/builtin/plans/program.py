@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from agent.builtin.ir import OpGraph, Ref
 from agent.builtin.partition import Stage, StageKind, Unsupported
-from agent.builtin.plans import (batchnorm, conv, groupnorm, library, matmul, pointwise, pool, reduce, rows,
+from agent.builtin.plans import (batchnorm, conv, groupnorm, gru, library, matmul, pointwise, pool, reduce, rows,
                                  tap_sums, total)
 from agent.builtin.plans.common import BROADCAST_HELPER, POINTWISE_SIZES_HELPER, Config, forward_expr, slug
 from agent.builtin.plans.sizes import view_dims
@@ -26,7 +26,7 @@ from tools.problems import Problem
 EMITTERS = {StageKind.POINTWISE: pointwise.emit, StageKind.ROWS: rows.emit, StageKind.REDUCE: reduce.emit,
             StageKind.GROUP_NORM: groupnorm.emit, StageKind.MATMUL: matmul.emit, StageKind.CONV: conv.emit,
             StageKind.TOTAL: total.emit, StageKind.POOL: pool.emit, StageKind.TORCH: library.emit,
-            StageKind.BATCH_NORM: batchnorm.emit, StageKind.TAP_SUMS: tap_sums.emit}
+            StageKind.BATCH_NORM: batchnorm.emit, StageKind.TAP_SUMS: tap_sums.emit, StageKind.RECURRENT: gru.emit}
 HELPERS = {"_tanh": TANH_HELPER, "update_running_stats": batchnorm.RUNNING_STATS,   # emitted once, when used
            "_tap_reads": tap_sums.READS, "_broadcast_shape": BROADCAST_HELPER,
            "_pointwise_sizes": POINTWISE_SIZES_HELPER, "_n_major": matmul.N_MAJOR_HELPER}

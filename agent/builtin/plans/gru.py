@@ -1,0 +1,118 @@
+"""Plan: nn.GRU's forward, layer by layer and direction by direction, as PyTorch defines it.
+
+For each layer and direction the input projections of every step are one product
+(`x W_ih^T + b_ih` over the whole sequence, on cuBLAS: a Triton kernel remains), and the
+recurrence is one Triton launch with a program per batch row. Batch rows never meet in a
+GRU, so a program owns its row's whole hidden state and walks the steps in order with no
+other program to wait for. Each step it reads W_hh in (BLOCK_J, H) slices of the three gates
+(r, z, n), forms
+
+    r = sigmoid(gi_r + W_hr h + b_hr)       z = sigmoid(gi_z + W_hz h + b_hz)
+    n = tanh(gi_n + r * (W_hn h + b_hn))    h' = (1 - z) * n + z * h
+
+for BLOCK_J hidden units at a time, and writes h' into the layer's output at that step,
+which is also where the next step reads its state back (after a barrier, so every unit
+written is seen). The layer's output is the next layer's input; the last step's state is
+h_n's row for that layer and direction. fp32 sums in a different order from cuDNN's, with
+no reduced precision anywhere.
+"""
+from agent.builtin.ir import OpGraph
+from agent.builtin.partition import Stage, Unsupported
+from agent.builtin.plans.common import Config, Emitted, forward_expr, module_expr
+
+WEIGHT_TILE = 8192      # elements of one gate's (BLOCK_J, BLOCK_H) slice of W_hh, held in registers
+
+
+def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
+    anchor = stage.anchor
+    a = anchor.attrs
+    if a["pick"] not in (0, 1):
+        raise Unsupported(f"{anchor.name}: GRU result [{a['pick']}] (only the output [0] and h_n [1])")
+    refs = anchor.refs
+    h0 = forward_expr(refs[1], graph) if len(refs) > 1 else "None"
+    call = f"{anchor.name} = {name}({forward_expr(refs[0], graph)}, {h0}, {module_expr(a['module'])})[{a['pick']}]"
+    block_h = 1 << (a["hidden_size"] - 1).bit_length()
+    block_j = max(1, min(64, WEIGHT_TILE // block_h))
+    return Emitted(KERNEL.format(name=name), WRAPPER.format(
+        name=name, layers=a["num_layers"], dirs=2 if a["bidirectional"] else 1, hidden=a["hidden_size"],
+        bias=a["bias"], batch_first=a["batch_first"], block_h=block_h, block_j=block_j,
+        warps=config.row_warps), call, frozenset({"_tanh"}))
+
+
+KERNEL = '''
+@triton.jit
+def {name}_kernel(
+    gi_ptr,  # (T, B, 3H) input projections with b_ih (gates r, z, n), through strides gi_t, gi_b
+    w_ptr,  # (3H, H) weight_hh, contiguous
+    bias_ptr,  # (3H,) bias_hh, read when HAS_BIAS
+    h0_ptr,  # (B, H) the initial state, contiguous
+    out_ptr,  # (T, B, dirs * H) the layer's output: this direction's H columns start at `col`
+    hn_ptr,  # (B, H) the final state, contiguous
+    T, H, col, gi_t, gi_b, out_t, out_b,  # steps, hidden size, first column, strides in elements
+    REVERSE: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_J: tl.constexpr,
+):
+    b = tl.program_id(axis=0)
+    offs = tl.arange(0, BLOCK_H)
+    hmask = offs < H
+    rows = tl.arange(0, BLOCK_J)
+    h = tl.load(h0_ptr + b * H + offs, mask=hmask, other=0.0)
+    prev_ptr = h0_ptr + b * H  # where the state h was written
+    for step in range(T):
+        if REVERSE:
+            t = T - 1 - step
+        else:
+            t = step
+        gi_row = gi_ptr + t * gi_t + b * gi_b
+        out_row = out_ptr + t * out_t + b * out_b + col
+        for j0 in range(0, H, BLOCK_J):
+            j = j0 + rows
+            jmask = j < H
+            wmask = jmask[:, None] & hmask[None, :]
+            w_r = tl.load(w_ptr + j[:, None] * H + offs[None, :], mask=wmask, other=0.0)
+            h_r = tl.sum(w_r * h[None, :], axis=1)
+            w_z = tl.load(w_ptr + (H + j)[:, None] * H + offs[None, :], mask=wmask, other=0.0)
+            h_z = tl.sum(w_z * h[None, :], axis=1)
+            w_n = tl.load(w_ptr + (2 * H + j)[:, None] * H + offs[None, :], mask=wmask, other=0.0)
+            h_n = tl.sum(w_n * h[None, :], axis=1)
+            if HAS_BIAS:
+                h_r += tl.load(bias_ptr + j, mask=jmask, other=0.0)
+                h_z += tl.load(bias_ptr + H + j, mask=jmask, other=0.0)
+                h_n += tl.load(bias_ptr + 2 * H + j, mask=jmask, other=0.0)
+            r = tl.sigmoid(tl.load(gi_row + j, mask=jmask, other=0.0) + h_r)
+            z = tl.sigmoid(tl.load(gi_row + H + j, mask=jmask, other=0.0) + h_z)
+            n = _tanh(tl.load(gi_row + 2 * H + j, mask=jmask, other=0.0) + r * h_n)
+            h_old = tl.load(prev_ptr + j, mask=jmask, other=0.0)
+            tl.store(out_row + j, (1.0 - z) * n + z * h_old, mask=jmask)
+        tl.debug_barrier()  # every unit of h' stored before any is read back
+        h = tl.load(out_row + offs, mask=hmask, other=0.0)
+        prev_ptr = out_row
+    tl.store(hn_ptr + b * H + offs, h, mask=hmask)
+'''
+
+
+WRAPPER = '''
+def {name}(x, h0, gru):
+    """(output, h_n) of nn.GRU `gru` on x, as PyTorch computes them."""
+    layers, dirs, H = {layers}, {dirs}, {hidden}
+    seq = x.transpose(0, 1) if {batch_first} else x  # (T, B, features)
+    T, B = seq.shape[0], seq.shape[1]
+    if h0 is None:
+        h0 = torch.zeros((layers * dirs, B, H), device=x.device, dtype=x.dtype)
+    h0 = h0.contiguous()
+    hn = torch.empty((layers * dirs, B, H), device=x.device, dtype=x.dtype)
+    layer_in = seq
+    for layer in range(layers):
+        out = torch.empty((T, B, dirs * H), device=x.device, dtype=x.dtype)
+        for d in range(dirs):
+            suffix = f"_l{{layer}}" + ("_reverse" if d else "")
+            w_hh = getattr(gru, "weight_hh" + suffix).contiguous()
+            b_ih = getattr(gru, "bias_ih" + suffix) if {bias} else None
+            b_hh = getattr(gru, "bias_hh" + suffix) if {bias} else w_hh
+            gi = F.linear(layer_in, getattr(gru, "weight_ih" + suffix), b_ih)  # every step's projections, cuBLAS
+            state = layer * dirs + d
+            {name}_kernel[(B,)](gi, w_hh, b_hh, h0[state], out, hn[state], T, H, d * H, gi.stride(0), gi.stride(1),
+                out.stride(0), out.stride(1), REVERSE=d == 1, HAS_BIAS={bias}, BLOCK_H={block_h}, BLOCK_J={block_j},
+                num_warps={warps})
+        layer_in = out
+    return (layer_in.transpose(0, 1) if {batch_first} else layer_in), hn
+'''
