@@ -23,7 +23,9 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from agent.builtin.capture_losses import cross_entropy, triplet_margin_loss
 from agent.builtin.export import exported_module
+from agent.builtin.fx_args import meta, refs
 from agent.builtin.ir import (ALIASES, DEFAULTS, OP_DEFAULTS, SIGNATURES, VARARG_VIEWS, CaptureError, OpGraph, OpNode,
                               Ref)
 from agent.builtin.torch_call import torch_call
@@ -125,10 +127,10 @@ def convert(traced: fx.GraphModule) -> OpGraph:
         if kept is None:
             made = _fixed_device(node) or _python_number(node) or made
         if isinstance(made, str) and kept is not None:
-            made = [OpNode(node.name, "torch", tuple(Ref(r) for r in kept.refs), {}, *_meta(node))]
+            made = [OpNode(node.name, "torch", tuple(Ref(r) for r in kept.refs), {}, *meta(node))]
         if isinstance(made, str):
             unsupported.append(made)
-            nodes.append(OpNode(node.name, "unsupported", _refs(node.args), {}, *_meta(node)))
+            nodes.append(OpNode(node.name, "unsupported", refs(node.args), {}, *meta(node)))
         else:
             nodes.extend(made[:-1] + [replace(made[-1], kept=kept)])
     return OpGraph(tuple(nodes), output, tuple(unsupported))
@@ -189,10 +191,10 @@ def _pick(node: fx.Node, pair: OpNode) -> OpNode:
     key = node.args[1]
     kept = pair.kept and pair.kept.then(f".{key}" if isinstance(key, str) else f"[{key!r}]")
     if pair.op == "gru":
-        return OpNode(node.name, "gru", pair.args, {**pair.attrs, "pick": key}, *_meta(node), kept)
+        return OpNode(node.name, "gru", pair.args, {**pair.attrs, "pick": key}, *meta(node), kept)
     values = key in (0, "values")
     op = {"max": "amax" if values else "argmax", "min": "amin" if values else "argmin"}[pair.op]
-    return OpNode(node.name, op, pair.args, dict(pair.attrs), *_meta(node), kept)
+    return OpNode(node.name, op, pair.args, dict(pair.attrs), *meta(node), kept)
 
 
 def _gru(node: fx.Node, module: nn.GRU) -> OpNode:
@@ -200,23 +202,12 @@ def _gru(node: fx.Node, module: nn.GRU) -> OpNode:
     attrs = {"module": node.target, "input_size": module.input_size, "hidden_size": module.hidden_size,
              "num_layers": module.num_layers, "bias": module.bias, "batch_first": module.batch_first,
              "bidirectional": module.bidirectional, "dropout": module.dropout if module.training else 0.0}
-    args = _refs([a for a in node.args[:2] if a is not None]) + _refs([v for k, v in node.kwargs.items() if k == "hx"])
+    args = refs([a for a in node.args[:2] if a is not None]) + refs([v for k, v in node.kwargs.items() if k == "hx"])
     return OpNode(node.name, "gru", args, attrs, None, None, torch_call(node))
 
 
-def _meta(node: fx.Node) -> tuple:
-    tm = node.meta.get("tensor_meta")
-    if tm is None or not hasattr(tm, "shape"):
-        return None, None
-    return tuple(int(s) for s in tm.shape), tm.dtype
-
-
-def _refs(args) -> tuple:
-    return tuple(Ref(a.name) if isinstance(a, fx.Node) else a for a in args)
-
-
 def _convert_node(node: fx.Node, modules: dict, traced: fx.GraphModule) -> list[OpNode] | str:
-    shape, dtype = _meta(node)
+    shape, dtype = meta(node)
     if node.op == "placeholder":
         return [OpNode(node.name, "input", (), {"arg": node.target}, shape, dtype)]
     if node.op == "get_attr":
@@ -232,17 +223,17 @@ def _convert_node(node: fx.Node, modules: dict, traced: fx.GraphModule) -> list[
     if node.target is getattr and node.args[1] in ("T", "mT", "shape"):
         if node.args[1] == "shape":
             return f"{node.name}: reading .shape in forward is not supported"
-        return [OpNode(node.name, "t", _refs(node.args[:1]), {}, shape, dtype)]
+        return [OpNode(node.name, "t", refs(node.args[:1]), {}, shape, dtype)]
     if node.target is operator.getitem:
         return f"{node.name}: indexing (getitem) is not supported by the built-in plans"
     if name in ("max", "min") and len(node.args) == 2 and isinstance(node.args[1], fx.Node):
-        return [OpNode(node.name, {"max": "maximum", "min": "minimum"}[name], _refs(node.args), {}, shape, dtype)]
+        return [OpNode(node.name, {"max": "maximum", "min": "minimum"}[name], refs(node.args), {}, shape, dtype)]
     if name == "einsum":
         return _einsum(node, shape, dtype)
     if name == "cross_entropy":
         bound = dict(zip(("weight", "size_average", "ignore_index", "reduce", "reduction", "label_smoothing"),
                          node.args[2:]))
-        return _cross_entropy(node, {**bound, **node.kwargs}, shape, dtype)
+        return cross_entropy(node, {**bound, **node.kwargs}, shape, dtype)
     if name in POOL_FUNCTIONS:
         kind, dims = POOL_FUNCTIONS[name]
         bound = dict(zip(POOL_SIGNATURES[kind], node.args[1:]))
@@ -262,23 +253,23 @@ def _einsum(node: fx.Node, shape, dtype) -> list[OpNode] | str:
     if not (len(right) == 2 and left[-1:] == right[0] and out == left[:-1] + right[1]
             and len(set(left + right[1])) == len(left) + 1):
         return f"{node.name}: einsum {equation!r} (only a contraction of A's last index with a matrix's first)"
-    a_shape, _ = _meta(operands[0])
+    a_shape, _ = meta(operands[0])
     rows = 1
     for d in a_shape[:-1]:
         rows *= d
     flat = (rows, a_shape[-1])
-    view = OpNode(f"{node.name}_rows", "view", _refs(operands[:1]), {"dims": flat}, flat, dtype)
-    product = OpNode(f"{node.name}_mm", "mm", (Ref(view.name),) + _refs(operands[1:]), {}, (rows, shape[-1]), dtype)
+    view = OpNode(f"{node.name}_rows", "view", refs(operands[:1]), {"dims": flat}, flat, dtype)
+    product = OpNode(f"{node.name}_mm", "mm", (Ref(view.name),) + refs(operands[1:]), {}, (rows, shape[-1]), dtype)
     return [view, product, OpNode(node.name, "view", (Ref(product.name),), {"dims": tuple(shape)}, tuple(shape), dtype)]
 
 
 def _bind(node: fx.Node, name: str, shape, dtype) -> OpNode:
     if name in VARARG_VIEWS:
         dims = node.args[1:] if not (len(node.args) == 2 and isinstance(node.args[1], (tuple, list))) else node.args[1]
-        return OpNode(node.name, name, _refs(node.args[:1]), {"dims": tuple(_refs(dims))}, shape, dtype)
+        return OpNode(node.name, name, refs(node.args[:1]), {"dims": tuple(refs(dims))}, shape, dtype)
     names = SIGNATURES.get(name)
     if names is None:  # binary and unary pointwise ops take tensors and scalars positionally
-        return OpNode(node.name, name, _refs(node.args), dict(node.kwargs), shape, dtype)
+        return OpNode(node.name, name, refs(node.args), dict(node.kwargs), shape, dtype)
     bound = {k: OP_DEFAULTS.get(name, {}).get(k, DEFAULTS.get(k)) for k in names[1:]}
     bound.update(dict(zip(names[1:], node.args[1:])))
     bound.update(node.kwargs)
@@ -286,7 +277,7 @@ def _bind(node: fx.Node, name: str, shape, dtype) -> OpNode:
     if name in ("layer_norm", "group_norm"):        # weight and bias keep their places: either may be None
         tensors = (node.args[0], bound["weight"], bound["bias"])
     attrs = {k: v for k, v in bound.items() if not isinstance(v, fx.Node)}
-    return OpNode(node.name, name, _refs(tensors), attrs, shape, dtype)
+    return OpNode(node.name, name, refs(tensors), attrs, shape, dtype)
 
 
 CONV_MODULES = {nn.Conv1d: "conv1d", nn.Conv2d: "conv2d", nn.Conv3d: "conv3d", nn.ConvTranspose1d: "conv_transpose1d",
@@ -297,7 +288,7 @@ ACTIVATIONS = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.SiLU:
 
 
 def _convert_module(node: fx.Node, module: nn.Module, shape, dtype) -> list[OpNode] | str:
-    x = _refs(node.args[:1])
+    x = refs(node.args[:1])
     kind = type(module)
     if kind in ACTIVATIONS:
         return [OpNode(node.name, ACTIVATIONS[kind], x, {}, shape, dtype)]
@@ -319,11 +310,11 @@ def _convert_module(node: fx.Node, module: nn.Module, shape, dtype) -> list[OpNo
         return _pool(node, pool, dims, {k: getattr(module, k) for k in POOL_SIGNATURES[pool] if hasattr(module, k)},
                      shape, dtype)
     if isinstance(module, nn.CrossEntropyLoss):
-        return _cross_entropy(node, {"weight": module.weight, "ignore_index": module.ignore_index,
+        return cross_entropy(node, {"weight": module.weight, "ignore_index": module.ignore_index,
                                      "reduction": module.reduction, "label_smoothing": module.label_smoothing},
                               shape, dtype)
     if isinstance(module, nn.TripletMarginLoss):
-        return _triplet_margin_loss(node, module, shape, dtype)
+        return triplet_margin_loss(node, module, shape, dtype)
     if kind in INSTANCE_NORMS and not module.affine and not module.track_running_stats \
             and shape is not None and len(shape) == INSTANCE_NORMS[kind]:      # batched: (N, C, *spatial)
         return _instance_norm(node, module, shape, dtype)
@@ -333,59 +324,6 @@ def _convert_module(node: fx.Node, module: nn.Module, shape, dtype) -> list[OpNo
     if kind not in layered:
         return f"{node.name}: module {kind.__name__} ({node.target}) is not supported by the built-in plans"
     return _layer(node, module, layered[kind], shape, dtype)
-
-
-def _triplet_margin_loss(node: fx.Node, module: nn.Module, shape, dtype) -> list[OpNode] | str:
-    """mean(relu(d(a, p) - d(a, n) + margin)) with d(x, y) = ||x - y + eps||_2 over the last
-    dim, as nn.TripletMarginLoss computes it (p=2, no swap): two row programs and a total."""
-    if module.p != 2 or module.swap or module.reduction not in ("mean", "sum") or len(node.args) != 3:
-        return f"{node.name}: TripletMarginLoss with p={module.p}, swap={module.swap}, reduction={module.reduction!r}"
-    rows_shape, _ = _meta(node.args[0])
-    if rows_shape is None or len(rows_shape) != 2:
-        return f"{node.name}: TripletMarginLoss over a rank-{len(rows_shape or ())} input"
-    anchor, positive, negative = _refs(node.args)
-    made, distances = [], []
-    for side, other in (("positive", positive), ("negative", negative)):
-        diff = OpNode(f"{node.name}_{side}_diff", "sub", (anchor, other), {}, rows_shape, dtype)
-        shifted = OpNode(f"{node.name}_{side}_shift", "add", (Ref(diff.name), module.eps), {}, rows_shape, dtype)
-        distances.append(OpNode(f"{node.name}_{side}_distance", "norm", (Ref(shifted.name),),
-                                {"p": 2, "dim": -1, "keepdim": False}, rows_shape[:1], dtype))
-        made += [diff, shifted, distances[-1]]
-    gap = OpNode(f"{node.name}_gap", "sub", tuple(Ref(d.name) for d in distances), {}, rows_shape[:1], dtype)
-    margin = OpNode(f"{node.name}_margin", "add", (Ref(gap.name), module.margin), {}, rows_shape[:1], dtype)
-    hinge = OpNode(f"{node.name}_hinge", "relu", (Ref(margin.name),), {}, rows_shape[:1], dtype)
-    total = OpNode(node.name, module.reduction, (Ref(hinge.name),), {"dim": None, "keepdim": False}, shape, dtype)
-    return made + [gap, margin, hinge, total]
-
-
-def _cross_entropy(node: fx.Node, options: dict, shape, dtype) -> list[OpNode] | str:
-    """Cross-entropy of (N, C) logits against (N,) class indices: per row, logsumexp minus
-    the target's logit (zero for the ignored class), then their sum, or their mean over the
-    targets that count; a row program and two totals."""
-    reduction, ignore = options.get("reduction", "mean"), options.get("ignore_index", -100)
-    if options.get("weight") is not None or options.get("label_smoothing", 0.0) or reduction not in ("mean", "sum") \
-            or options.get("size_average") is not None or options.get("reduce") is not None:
-        return f"{node.name}: cross_entropy with class weights, label smoothing or reduction={reduction!r}"
-    (logits_shape, _), (target_shape, target_dtype) = _meta(node.args[0]), _meta(node.args[1])
-    if logits_shape is None or len(logits_shape) != 2 or target_shape != logits_shape[:1] \
-            or target_dtype not in (torch.int64, torch.int32):
-        return f"{node.name}: cross_entropy over {logits_shape} logits and {target_shape} {target_dtype} targets"
-    logits, target = _refs(node.args[:2])
-    rows, n = (logits_shape[0], 1), node.name
-    made = [OpNode(f"{n}_target", "unsqueeze", (target,), {"dim": 1}, rows, target_dtype),
-            OpNode(f"{n}_logits", "clone", (logits,), {}, logits_shape, dtype),
-            OpNode(f"{n}_lse", "logsumexp", (Ref(f"{n}_logits"),), {"dim": -1, "keepdim": True}, rows, dtype),
-            OpNode(f"{n}_picked", "pick", (Ref(f"{n}_logits"), Ref(f"{n}_target")), {"dim": -1, "keepdim": True},
-                   rows, dtype),
-            OpNode(f"{n}_nll", "sub", (Ref(f"{n}_lse"), Ref(f"{n}_picked")), {}, rows, dtype),
-            OpNode(f"{n}_terms", "drop_ignored", (Ref(f"{n}_nll"), Ref(f"{n}_target")), {"ignore_index": ignore},
-                   rows, dtype)]
-    total = OpNode(n if reduction == "sum" else f"{n}_total", "sum", (Ref(f"{n}_terms"),), {"dim": None}, (), dtype)
-    if reduction == "sum":
-        return made + [total]
-    kept = OpNode(f"{n}_kept", "kept_target", (Ref(f"{n}_target"),), {"ignore_index": ignore}, rows, dtype)
-    count = OpNode(f"{n}_count", "sum", (Ref(kept.name),), {"dim": None}, (), dtype)
-    return made + [total, kept, count, OpNode(n, "div", (Ref(total.name), Ref(count.name)), {}, tuple(shape), dtype)]
 
 
 INSTANCE_NORMS = {nn.InstanceNorm1d: 3, nn.InstanceNorm2d: 4, nn.InstanceNorm3d: 5}   # the batched rank
@@ -402,7 +340,7 @@ def _instance_norm(node: fx.Node, module: nn.Module, shape, dtype) -> list[OpNod
     for d in shape[2:]:
         plane *= d
     rows = tuple(shape[:2]) + (plane,)
-    flat = OpNode(f"{node.name}_planes", "view", _refs(node.args[:1]), {"dims": rows}, rows, dtype)
+    flat = OpNode(f"{node.name}_planes", "view", refs(node.args[:1]), {"dims": rows}, rows, dtype)
     norm = OpNode(f"{node.name}_rows", "layer_norm", (Ref(flat.name),), {"normalized_shape": (plane,),
                                                                        "eps": module.eps}, rows, dtype)
     return [flat, norm, OpNode(node.name, "view", (Ref(norm.name),), {"dims": tuple(shape)}, tuple(shape), dtype)]
@@ -453,7 +391,7 @@ def _pool(node: fx.Node, op: str, dims: int, bound: dict, shape, dtype) -> list[
              "ceil_mode": bool(bound.get("ceil_mode", False)),
              "count_include_pad": bool(bound.get("count_include_pad", True)),
              "divisor_override": bound.get("divisor_override"), "return_indices": bool(bound.get("return_indices"))}
-    return [OpNode(node.name, op, _refs(node.args[:1]), attrs, shape, dtype)]
+    return [OpNode(node.name, op, refs(node.args[:1]), attrs, shape, dtype)]
 
 
 def _per_dim(value, dims: int) -> tuple[int, ...]:
