@@ -60,7 +60,7 @@ def test_a_gru_in_triton_matches_pytorch(name, tmp_path, evaluator):
     recurrent = [s for s in plan.stages if s.kind is StageKind.RECURRENT]
     assert len(recurrent) == 1          # `output, h_n = ...`: the value nothing reads is not a second GRU
     source = BuiltinPolicy().source(problem, Config())
-    assert "_kernel[(B,)](" in source and "tl.debug_barrier()" in source
+    assert "_kernel[(B, dirs)](" in source and "tl.debug_barrier()" in source
     result = evaluator.evaluate(problem, source)
     assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
 

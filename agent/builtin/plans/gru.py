@@ -1,10 +1,11 @@
 """Plan: nn.GRU's forward, layer by layer and direction by direction, as PyTorch defines it.
 
-For each layer and direction the input projections of every step are one product
+For each layer the input projections of every step, both directions', are one product
 (`x W_ih^T + b_ih` over the whole sequence, on cuBLAS: a Triton kernel remains), and the
-recurrence is one Triton launch with a program per batch row. Batch rows never meet in a
-GRU, so a program owns its row's whole hidden state and walks the steps in order with no
-other program to wait for. Each step it reads W_hh in (BLOCK_J, H) slices of the three gates
+recurrence is one Triton launch with a program per (batch row, direction), the two
+directions side by side. Batch rows and directions never meet inside a layer, so a program
+owns its row's whole hidden state and walks the steps in order (backwards for the reverse
+direction) with no other program to wait for. Each step it reads W_hh in (BLOCK_J, H) slices of the three gates
 (r, z, n), forms
 
     r = sigmoid(gi_r + W_hr h + b_hr)       z = sigmoid(gi_z + W_hz h + b_hz)
@@ -42,28 +43,29 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
 KERNEL = '''
 @triton.jit
 def {name}_kernel(
-    gi_ptr,  # (T, B, 3H) input projections with b_ih (gates r, z, n), through strides gi_t, gi_b
-    w_ptr,  # (3H, H) weight_hh, contiguous
-    bias_ptr,  # (3H,) bias_hh, read when HAS_BIAS
-    h0_ptr,  # (B, H) the initial state, contiguous
-    out_ptr,  # (T, B, dirs * H) the layer's output: this direction's H columns start at `col`
-    hn_ptr,  # (B, H) the final state, contiguous
-    T, H, col, gi_t, gi_b, out_t, out_b,  # steps, hidden size, first column, strides in elements
-    REVERSE: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_J: tl.constexpr,
+    gi_ptr,  # (T, B, dirs * 3H) input projections with b_ih: per direction gates r, z, n; strides gi_t, gi_b
+    w_ptr,  # (dirs, 3H, H) weight_hh, contiguous
+    bias_ptr,  # (dirs, 3H) bias_hh, read when HAS_BIAS
+    h0_ptr,  # (dirs, B, H) the initial states, contiguous
+    out_ptr,  # (T, B, dirs * H) the layer's output, strides out_t, out_b, 1
+    hn_ptr,  # (dirs, B, H) the final states, contiguous
+    T, B, H, gi_t, gi_b, out_t, out_b,  # steps, batch, hidden size, strides in elements
+    HAS_BIAS: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_J: tl.constexpr,
 ):
     b = tl.program_id(axis=0)
+    d = tl.program_id(axis=1)  # direction: 1 walks the steps backwards
     offs = tl.arange(0, BLOCK_H)
     hmask = offs < H
     rows = tl.arange(0, BLOCK_J)
-    h = tl.load(h0_ptr + b * H + offs, mask=hmask, other=0.0)
-    prev_ptr = h0_ptr + b * H  # where the state h was written
+    w_ptr += d * 3 * H * H
+    bias_ptr += d * 3 * H
+    state = (d * B + b) * H
+    h = tl.load(h0_ptr + state + offs, mask=hmask, other=0.0)
+    prev_ptr = h0_ptr + state  # where the state h was written
     for step in range(T):
-        if REVERSE:
-            t = T - 1 - step
-        else:
-            t = step
-        gi_row = gi_ptr + t * gi_t + b * gi_b
-        out_row = out_ptr + t * out_t + b * out_b + col
+        t = step + d * (T - 1 - 2 * step)
+        gi_row = gi_ptr + t * gi_t + b * gi_b + d * 3 * H
+        out_row = out_ptr + t * out_t + b * out_b + d * H
         for j0 in range(0, H, BLOCK_J):
             j = j0 + rows
             jmask = j < H
@@ -86,7 +88,7 @@ def {name}_kernel(
         tl.debug_barrier()  # every unit of h' stored before any is read back
         h = tl.load(out_row + offs, mask=hmask, other=0.0)
         prev_ptr = out_row
-    tl.store(hn_ptr + b * H + offs, h, mask=hmask)
+    tl.store(hn_ptr + state + offs, h, mask=hmask)
 '''
 
 
@@ -102,17 +104,17 @@ def {name}(x, h0, gru):
     hn = torch.empty((layers * dirs, B, H), device=x.device, dtype=x.dtype)
     layer_in = seq
     for layer in range(layers):
+        names = [f"_l{{layer}}" + ("_reverse" if d else "") for d in range(dirs)]
+        weights = [[getattr(gru, kind + n) for n in names] for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                   if {bias} or kind.startswith("weight")]
+        joined = [w[0] if dirs == 1 else torch.cat(w) for w in weights]  # both directions in one product, one launch
+        w_ih, w_hh = joined[0], joined[1].contiguous()
+        b_ih, b_hh = (joined[2], joined[3]) if {bias} else (None, w_hh)
+        gi = F.linear(layer_in, w_ih, b_ih)  # every step's projections, cuBLAS
         out = torch.empty((T, B, dirs * H), device=x.device, dtype=x.dtype)
-        for d in range(dirs):
-            suffix = f"_l{{layer}}" + ("_reverse" if d else "")
-            w_hh = getattr(gru, "weight_hh" + suffix).contiguous()
-            b_ih = getattr(gru, "bias_ih" + suffix) if {bias} else None
-            b_hh = getattr(gru, "bias_hh" + suffix) if {bias} else w_hh
-            gi = F.linear(layer_in, getattr(gru, "weight_ih" + suffix), b_ih)  # every step's projections, cuBLAS
-            state = layer * dirs + d
-            {name}_kernel[(B,)](gi, w_hh, b_hh, h0[state], out, hn[state], T, H, d * H, gi.stride(0), gi.stride(1),
-                out.stride(0), out.stride(1), REVERSE=d == 1, HAS_BIAS={bias}, BLOCK_H={block_h}, BLOCK_J={block_j},
-                num_warps={warps})
+        states = slice(layer * dirs, (layer + 1) * dirs)
+        {name}_kernel[(B, dirs)](gi, w_hh, b_hh, h0[states], out, hn[states], T, B, H, gi.stride(0), gi.stride(1),
+            out.stride(0), out.stride(1), HAS_BIAS={bias}, BLOCK_H={block_h}, BLOCK_J={block_j}, num_warps={warps})
         layer_in = out
     return (layer_in.transpose(0, 1) if {batch_first} else layer_in), hn
 '''
