@@ -39,7 +39,7 @@ EXPORTED = {  # forward, layers, stages: each aten op bound as the reference wro
     "constant": ("return torch.relu(x * torch.tensor(0.5)) / math.sqrt(x.size(-1))", "pass", ["pointwise"]),
     "linear_softmax": ("return torch.softmax(self.fc(x) / math.sqrt(x.size(-1)), dim=-1)", "self.fc = nn.Linear(9, 6)",
                        ["matmul", "rows"]),
-    "max_values": ("return torch.max(x, dim=1)[0] / math.sqrt(x.size(-1))", "pass", ["rows", "rows", "pointwise"]),
+    "max_values": ("return torch.max(x, dim=1)[0] / math.sqrt(x.size(-1))", "pass", ["rows"]),   # unread indices: none
     "pool_elu": ("return F.elu(self.pool(x.view(4, 1, 3, 3)), 0.5) / math.sqrt(x.size(-1))",
                  "self.pool = nn.MaxPool2d(2, 1)", ["view", "pool"]),
     "leaky_gelu": ("return F.gelu(F.leaky_relu(x, 0.2), approximate='tanh') / math.sqrt(x.size(-1))", "pass",

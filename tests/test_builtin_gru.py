@@ -46,7 +46,8 @@ CASES = {   # name: (GRU options, forward, inputs); hidden 6 is not a power of t
     "bidirectional": ("num_layers=2, bidirectional=True", None, "torch.rand(5, 3, 4), torch.rand(4, 3, 6)"),
     "bidirectional_hidden": ("num_layers=2, bidirectional=True", "return self.gru(x, h0)[1]",
                              "torch.rand(5, 3, 4), torch.rand(4, 3, 6)"),
-    "batch_first_no_bias": ("num_layers=1, bias=False, batch_first=True", None, "torch.rand(3, 5, 4), torch.rand(1, 3, 6)"),
+    "batch_first_no_bias": ("num_layers=1, bias=False, batch_first=True", None,
+                            "torch.rand(3, 5, 4), torch.rand(1, 3, 6)"),
     "no_initial_state": ("num_layers=3", "output, h_n = self.gru(x)\n        return torch.relu(output) * 2.0", None),
 }
 

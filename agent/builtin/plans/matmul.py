@@ -91,8 +91,8 @@ def b_k_fastest(stage: Stage, graph: OpGraph) -> bool:
     if anchor.op != "linear" and mode_of(anchor, graph) != "mm":
         return False
     b = graph.node(anchor.refs[1])
-    swapped = b.op == "t" or (b.op == "transpose" and {d % len(b.shape) for d in (b.attrs.get("dim0"), b.attrs.get("dim1"))
-                                                       if isinstance(d, int)} == {len(b.shape) - 2, len(b.shape) - 1})
+    dims = {d % len(b.shape) for d in (b.attrs.get("dim0"), b.attrs.get("dim1")) if isinstance(d, int)}
+    swapped = b.op == "t" or (b.op == "transpose" and dims == {len(b.shape) - 2, len(b.shape) - 1})
     return is_fp32(stage, graph) and (anchor.op == "linear" or swapped)
 
 
@@ -148,7 +148,7 @@ def _wrapper(name: str, mode: str, stage: Stage, graph: OpGraph, body: Body, out
     extra = [body.var[n] for n in body.inputs]
     lines = list(SHAPES[mode]) + [f"{e} = {e}.contiguous()" for e in extra]
     if config.gemm_b_copy and b_k_fastest(stage, graph):
-        lines += [f"if b_strides[1] == 1 and N > 1 and M >= {COPY_ROWS}:  # K fastest in B: exact fp32 tl.dot reads it 2x slower",
+        lines += [f"if b_strides[1] == 1 and N > 1 and M >= {COPY_ROWS}:  # K fastest in B: tl.dot reads it 2x slower",
                   "    b, b_strides = _n_major(b, K, N, b_strides[1], b_strides[2]), (0, N, 1)"]
     lines += [f"{o} = torch.empty(out_shape, device=a.device, dtype={dtype_name(graph.node(v).dtype)})"
               for o, v in zip(outs, stage.outputs)]
