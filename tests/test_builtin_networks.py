@@ -1,8 +1,9 @@
 """Networks in the shape of KernelBench level 3 (issue 24): the built-in policy's candidate
 carries what the problem's __init__ needs beyond Model.__init__ (block classes and functions
 defined in the file, Model's class attributes and helper methods, decorators kept), an
-__init__ that cannot run on the meta device is built on the CPU for the capture, and a tensor
-attribute that only fx would keep is a plan error, not a crash. Module-level assignments the
+__init__ that cannot run on the meta device is built on the CPU for the capture, a tensor
+attribute forward overwrites in place before reassigning it is planned, and one whose value
+carries from call to call is a plan error, not a crash. Module-level assignments the
 carried code reads come along (constants with the loaded module's values). Problems written for these
 tests under tests/fixtures/networks/; candidates checked by the real evaluator in the Triton
 interpreter."""
@@ -43,15 +44,39 @@ def test_the_candidate_carries_the_files_blocks_and_models_members():
     assert model_new.count("    def forward(") == 1           # Model's own forward is not carried
 
 
-def test_a_tensor_attribute_only_fx_keeps_is_a_plan_error_not_a_crash():
+def test_state_forward_overwrites_before_reading_is_planned_and_correct(evaluator):
+    """Level 3's vanilla RNN: `self.hidden.copy_(h0)` first, then reassigned; the output depends
+    on this call's inputs only, and the candidate keeps nothing across calls."""
+    problem = load_problem(NETWORKS / "overwritten_state.py")
+    plan = make_plan(problem)
+    assert plan.error is None, plan.error
+    source = BuiltinPolicy().source(problem, Config())
+    forward = source[source.index("    def forward("):]
+    assert "self.hidden.copy_(initial_hidden)" in forward and "self.hidden =" not in forward
+    assert evaluator.evaluate(problem, source).status is EvalStatus.CORRECT
+
+
+def test_state_carried_from_call_to_call_is_a_plan_error():
+    """forward reads what its last call left in `self.hidden`: a candidate may not keep values
+    across calls (the static check's input_cache rule), so there is no plan to write."""
     plan = make_plan(load_problem(NETWORKS / "tensor_attribute.py"))
-    assert plan.error is not None and "tensor attribute of Model" in plan.error
+    assert plan.error is not None and "depends on the previous call's" in plan.error
+
+
+def test_a_tensor_forward_assigns_from_outside_the_trace_is_a_plan_error(tmp_path):
+    source = (NETWORKS / "tensor_attribute.py").read_text().replace(
+        "self.hidden = torch.tanh(self.linear(torch.cat((x, self.hidden), dim=1)))",
+        "self.hidden = torch.ones(4, 8)\n        return torch.tanh(self.linear(torch.cat((x, x), dim=1)))")
+    path = tmp_path / "untraced_state.py"
+    path.write_text(source)
+    plan = make_plan(load_problem(path))
+    assert plan.error is not None and "state fx cannot follow" in plan.error
 
 
 def test_the_build_count_says_what_each_problem_came_to(tmp_path):
     """benchmarks/builds.py, which counted level 3's builds for RESULTS.md."""
     outcomes = {path.stem: check(path, tmp_path)[0] for path in sorted(NETWORKS.glob("*.py"))}
-    assert outcomes == {"blocks_network": "ok", "item_at_init": "ok", "tensor_attribute": "plan"}
+    assert outcomes == {"blocks_network": "ok", "item_at_init": "ok", "overwritten_state": "ok", "tensor_attribute": "plan"}
 
 
 MODULE_CONSTANTS = '''

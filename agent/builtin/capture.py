@@ -41,6 +41,8 @@ def capture(problem: Problem) -> OpGraph:
     model = _meta_model(problem)
     try:
         graph = _fx_graph(model, inputs)
+    except StateError:      # torch.export would lift the attribute as a constant: the same wrong forward
+        raise
     except CaptureError as fx_error:
         try:
             return _export_graph(model, inputs)
@@ -71,11 +73,45 @@ def _meta_model(problem: Problem) -> nn.Module:
 
 def _fx_graph(model: nn.Module, inputs: list[torch.Tensor]) -> OpGraph:
     try:
-        traced = fx.symbolic_trace(model)
+        traced = _traced(model)
         ShapeProp(traced).propagate(*inputs)
+    except CaptureError:
+        raise
     except Exception as error:  # a trace failure is data for the analysis, not a crash
         raise CaptureError(f"torch.fx could not trace Model.forward: {type(error).__name__}: {error}") from None
     return convert(traced)
+
+
+class StateError(CaptureError):
+    """forward keeps state in a plain tensor attribute in a way no candidate may follow."""
+
+
+def _traced(model: nn.Module) -> fx.GraphModule:
+    """fx.symbolic_trace of a forward that may reassign a plain tensor attribute
+    (`self.hidden = torch.tanh(...)`, which holds a Proxy after the trace; it is put back
+    before the GraphModule copies what its graph reads). The candidate may not carry values
+    from one call to the next (the static check rejects it: results cached across calls), so
+    such an attribute must be overwritten in place (`self.hidden.copy_(h0)`) before forward
+    reads it, as level 3's vanilla RNN does; otherwise the output depends on the previous
+    call's and no plan is written (StateError)."""
+    tensors = [(path, m, k, v) for path, m in model.named_modules() for k, v in vars(m).items()
+               if isinstance(v, torch.Tensor)]
+    tracer = fx.Tracer()
+    graph = tracer.trace(model)
+    for path, module, key, value in tensors:
+        now, name = vars(module).get(key), f"{path}.{key}" if path else key
+        setattr(module, key, value)
+        if now is value:
+            continue
+        if not isinstance(now, fx.Proxy):
+            raise StateError(f"forward assigns self.{name} a tensor no traced op computes (state fx cannot follow)")
+        reads = [user for node in graph.nodes if node.op == "get_attr" and node.target == name for user in node.users]
+        first = min(reads, key=list(graph.nodes).index, default=None)
+        if not (first is not None and first.op == "call_method" and first.target == "copy_"
+                and first.args[0].op == "get_attr" and first.args[0].target == name):
+            raise StateError(f"forward reads self.{name} and reassigns it: its output depends on the previous "
+                               "call's (state a candidate may not keep)")
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
 def _export_graph(model: nn.Module, inputs: list[torch.Tensor]) -> OpGraph:
