@@ -110,7 +110,7 @@ def _traced(model: nn.Module) -> fx.GraphModule:
         if not (first is not None and first.op == "call_method" and first.target == "copy_"
                 and first.args[0].op == "get_attr" and first.args[0].target == name):
             raise StateError(f"forward reads self.{name} and reassigns it: its output depends on the previous "
-                               "call's (state a candidate may not keep)")
+                             "call's (state a candidate may not keep)")
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
@@ -347,8 +347,8 @@ def _convert_module(node: fx.Node, module: nn.Module, shape, dtype) -> list[OpNo
                      shape, dtype)
     if isinstance(module, nn.CrossEntropyLoss):
         return cross_entropy(node, {"weight": module.weight, "ignore_index": module.ignore_index,
-                                     "reduction": module.reduction, "label_smoothing": module.label_smoothing},
-                              shape, dtype)
+                                    "reduction": module.reduction, "label_smoothing": module.label_smoothing},
+                             shape, dtype)
     if isinstance(module, nn.TripletMarginLoss):
         return triplet_margin_loss(node, module, shape, dtype)
     if kind in INSTANCE_NORMS and not module.affine and not module.track_running_stats \

@@ -5,8 +5,8 @@ For each layer the input projections of every step, both directions', are one pr
 recurrence is one Triton launch with a program per (batch row, direction), the two
 directions side by side. Batch rows and directions never meet inside a layer, so a program
 owns its row's whole hidden state and walks the steps in order (backwards for the reverse
-direction) with no other program to wait for. Each step it reads W_hh in (BLOCK_J, H) slices of the three gates
-(r, z, n), forms
+direction) with no other program to wait for. Each step it reads W_hh in (BLOCK_J, H)
+slices of the three gates (r, z, n), forms
 
     r = sigmoid(gi_r + W_hr h + b_hr)       z = sigmoid(gi_z + W_hz h + b_hz)
     n = tanh(gi_n + r * (W_hn h + b_hn))    h' = (1 - z) * n + z * h
