@@ -181,3 +181,23 @@ def _wait_for(predicate, seconds: float):
             return value
         time.sleep(0.1)
     return predicate()
+
+
+def test_a_leftover_another_sandbox_swept_first_is_no_error(monkeypatch):
+    """Lanes of a batch run start their sandboxes at once, and each sweeps the leftovers of dead
+    trusted processes: one already removed by the other is not an error (it killed a lane)."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = Path(tempfile.gettempdir()) / f"{leftovers.WORKDIR_PREFIX}{dead.pid}-swept"
+    path.write_text("")
+    alive = leftovers._alive
+
+    def other_sweeper_first(pid: int) -> bool:     # between this sweep's listing and its removal
+        if pid != dead.pid:
+            return alive(pid)
+        path.unlink(missing_ok=True)
+        return False
+
+    monkeypatch.setattr(leftovers, "_alive", other_sweeper_first)
+    assert str(path) in leftovers.sweep_stale()
+    assert not path.exists()

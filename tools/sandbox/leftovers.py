@@ -13,6 +13,7 @@ candidate started or wrote carries that user's id, whatever it did to hide it:
 
 Trusted side only.
 """
+import contextlib
 import os
 import shutil
 import signal
@@ -110,7 +111,10 @@ def _alive(pid: int) -> bool:
 
 
 def _remove(path: str) -> None:
+    """Remove a file or a folder; one already gone is what was wanted (two sandboxes starting
+    at once, as a batch run's lanes do, sweep the same leftovers)."""
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, ignore_errors=True)
     else:
-        os.unlink(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
