@@ -67,8 +67,9 @@ def test_depthwise_convolutions_are_correct_compiled_in_both_layouts(name, tmp_p
 @pytest.mark.parametrize("name", sorted(GRUS))
 def test_grus_are_correct_compiled(name, tmp_path, gpu_evaluator):
     problem = gru_problem(tmp_path, name, *GRUS[name])
-    result = gpu_evaluator.evaluate(problem, BuiltinPolicy().source(problem, Config()))
-    assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
+    for config in (Config(), Config(gru_steps=True, cuda_graph=True)):     # walking; a launch a step, replayed
+        result = gpu_evaluator.evaluate(problem, BuiltinPolicy().source(problem, config))
+        assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
 
 
 @pytest.mark.parametrize("copy", [True, False])

@@ -1,7 +1,8 @@
 """nn.GRU in Triton (plans/gru.py, KernelBench level 3's 39-42): the output and h_n of one or
 several layers, one direction or both, batch first or not, with and without biases and an
-initial state, checked by the real evaluator in the Triton interpreter against PyTorch's own
-GRU; a GRU whose dropout makes it random stays in PyTorch, and the unpacked value nothing
+initial state, a program walking the steps or a launch a step, checked by the real evaluator
+in the Triton interpreter against PyTorch's own GRU; the search offers the launch a step with
+a CUDA graph; a GRU whose dropout makes it random stays in PyTorch, and the unpacked value nothing
 reads is not computed."""
 import pytest
 
@@ -52,16 +53,18 @@ CASES = {   # name: (GRU options, forward, inputs); hidden 6 is not a power of t
 }
 
 
+@pytest.mark.parametrize("steps", [False, True], ids=["walking", "launch_a_step"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_a_gru_in_triton_matches_pytorch(name, tmp_path, evaluator):
+def test_a_gru_in_triton_matches_pytorch(name, steps, tmp_path, evaluator):
     options, forward, inputs = CASES[name]
     problem = gru_problem(tmp_path, name, options, forward, inputs)
     plan = make_plan(problem)
     assert plan.error is None, plan.error
     recurrent = [s for s in plan.stages if s.kind is StageKind.RECURRENT]
     assert len(recurrent) == 1          # `output, h_n = ...`: the value nothing reads is not a second GRU
-    source = BuiltinPolicy().source(problem, Config())
-    assert "_kernel[(B, dirs)](" in source and "tl.debug_barrier()" in source
+    source = BuiltinPolicy().source(problem, Config(gru_steps=steps))
+    assert ("for step in range(T):  # a launch a step" in source) is steps
+    assert ("tl.debug_barrier()" in source) is not steps
     result = evaluator.evaluate(problem, source)
     assert result.status is EvalStatus.CORRECT, result.reason + result.log[-2000:]
 
@@ -72,3 +75,14 @@ def test_a_gru_with_dropout_in_training_stays_in_pytorch(tmp_path):
     assert plan.error is None, plan.error
     kinds = [s.kind for s in plan.stages]
     assert StageKind.RECURRENT not in kinds and kinds[0] is StageKind.TORCH and "dropout=0.5" in plan.stages[0].reason
+
+
+def test_the_search_offers_a_launch_a_step_and_a_cuda_graph_for_a_gru(tmp_path):
+    from agent.builtin.search import space_for
+    problem = gru_problem(tmp_path, "search", "num_layers=2")
+    plan = make_plan(problem)
+    assert plan.error is None, plan.error
+    space = space_for(list(plan.stages), plan.graph, True, False)
+    assert not space.start.gru_steps and not space.start.cuda_graph
+    assert space.axes["gru_steps"] == (False, True) and space.axes["cuda_graph"] == (False, True)
+    assert "cuda_graph" not in space_for(list(plan.stages), plan.graph, False, False).axes     # no GPU, no graph

@@ -36,6 +36,7 @@ AXES = {
     StageKind.POOL: ELEMENTWISE,
     StageKind.BATCH_NORM: ELEMENTWISE,
     StageKind.TAP_SUMS: ELEMENTWISE,
+    StageKind.RECURRENT: {"gru_steps": (False, True), "row_warps": (1, 2, 4, 8, 16)},
 }
 
 
@@ -66,6 +67,8 @@ def space_for(stages: list[Stage], graph: OpGraph, gpu: bool, launch_bound: bool
     if gpu and launch_bound:        # launches dominate: start as a CUDA graph, one by one is the first neighbour
         start = replace(start, cuda_graph=True)
         axes = {"cuda_graph": (True, False), **axes}
+    elif gpu and any(s.kind is StageKind.RECURRENT for s in stages):    # a GRU's launch a step pays only replayed
+        axes = {"cuda_graph": (False, True), **axes}
     return Space(axes, start)
 
 
