@@ -120,24 +120,3 @@ def test_an_exact_fp32_gemm_copies_a_k_fastest_b_n_fastest_first(forward, layers
         plain = BuiltinPolicy().source(problem, replace(space.start, gemm_b_copy=False))
         assert "_n_major" not in plain and "tl.dot" in plain
         assert evaluator.evaluate(problem, plain).status is EvalStatus.CORRECT
-
-
-@pytest.mark.parametrize("forward, layers, inputs, axis", [
-    ("return x @ self.w", "self.w = nn.Parameter(torch.randn(a, b))", "torch.rand(20, 24)", True),
-    ("return self.conv(x)", "self.conv = nn.Conv2d(a, b, 3)", "torch.rand(2, 24, 6, 7)", True),
-    ("return x @ self.w", "self.w = nn.Parameter(torch.randn(a, b, dtype=torch.bfloat16))",
-     "torch.rand(20, 24, dtype=torch.bfloat16)", False),
-])
-def test_an_fp32_dot_may_run_as_3xtf32_and_nothing_runs_as_plain_tf32(forward, layers, inputs, axis, tmp_path,
-                                                                     evaluator):
-    """fp32 tl.dot: "ieee" (FMA) first, 3xTF32 as the search's variant (the interpreter computes
-    both in fp32: their accuracy on a GPU is tests/test_builtin_gpu.py's); below fp32 neither."""
-    problem = extra_problem(tmp_path, "dot", (forward, inputs, "24, 16", ["matmul"], layers))
-    plan = make_plan(problem)
-    space = space_for(list(plan.stages), plan.graph, True, False)
-    assert ("gemm_tf32x3" in space.axes) is axis and not space.start.gemm_tf32x3
-    exact, split = (BuiltinPolicy().source(problem, replace(space.start, gemm_tf32x3=on)) for on in (False, True))
-    assert ('input_precision="ieee"' in exact) is axis and ('input_precision="tf32x3"' in split) is axis
-    assert 'input_precision="tf32"' not in exact + split
-    if axis:
-        assert evaluator.evaluate(problem, split).status is EvalStatus.CORRECT

@@ -59,10 +59,6 @@ def space_for(stages: list[Stage], graph: OpGraph, gpu: bool, launch_bound: bool
         axes["conv_direct"] = (2, 1, 0)     # a depthwise conv in Triton: tiled, flat, or the implicit GEMM
     for stage in stages:
         axes.update(AXES.get(stage.kind, {}))
-    dots = [s for s in stages
-            if s.kind is StageKind.MATMUL or (s.kind is StageKind.CONV and not conv_depthwise.fits(s, graph))]
-    if any(matmul.is_fp32(s, graph) for s in dots):
-        axes["gemm_tf32x3"] = (False, True)     # an fp32 tl.dot on FMA, or as 3xTF32 on the tensor cores
     rows = [s for s in stages if s.kind is StageKind.ROWS]
     if rows and all(long_rows.loopable(s) for s in rows):
         axes["row_block"] = ROW_BLOCKS      # walk the row in steps (a row longer than MAX_ROW must)

@@ -26,7 +26,6 @@ class Config:
     tile: int = 0                # matmul: index into MATMUL_TILES
     gemm_library: bool = False   # matmul: cuBLAS for the product, Triton for the chain after it
     gemm_b_copy: bool = True     # matmul, exact fp32 tl.dot: a K-fastest B copied N-fastest first
-    gemm_tf32x3: bool = False    # fp32 tl.dot (GEMM, Triton convolution): 3xTF32 on tensor cores, not FMA ("ieee")
     gru_steps: bool = False      # GRU: a launch per step (for a CUDA graph) instead of a program walking the steps
     conv_library: bool = True    # conv: cuDNN for the convolution, Triton for the chain after it
     conv_direct: int = 2         # conv in Triton, a depthwise one: 2 tiled direct kernel, 1 flat one, 0 implicit GEMM

@@ -15,16 +15,15 @@ exact; the other taps are masked.
 Memory traffic: eager (cuDNN) writes the convolution's output, then the bias and every
 op of the chain read and write it again; here the input and weight are read (the
 weight once per M tile, the input once per N tile), and only the values the graph needs
-are written, once. fp32 uses `input_precision="ieee"` (no tensor cores), or 3xTF32 with
-`config.gemm_tf32x3` (matmul.dot_precision), so cuDNN, whose fp32 convolutions PyTorch
-lets use TF32, usually wins in fp32; the search measures both.
+are written, once. Exact fp32 uses `input_precision="ieee"` (no tensor cores), so cuDNN
+usually wins in fp32; the search measures both.
 """
 from agent.builtin.ir import OpGraph
 from agent.builtin.partition import Operand, Stage
 from agent.builtin.plans import conv_depthwise
 from agent.builtin.plans.common import (CONV_POSITIONS, GROUPED_TILES, MATMUL_TILES, Body, Config, Emitted,
                                         conv_epilogue, conv_keywords, dtype_name, forward_expr)
-from agent.builtin.plans.matmul import dot_precision
+from agent.builtin.plans.matmul import is_fp32
 
 # how an epilogue operand is read at output tile (offs_m, offs_n); out_offs is the output's own offset
 EPILOGUE_LOADS = {
@@ -46,7 +45,8 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     anchor = stage.anchor
     x, weight = anchor.args[:2]
     body, kinds, outs, lines = conv_epilogue(stage, graph, EPILOGUE_LOADS, "mask", "the Triton convolution")
-    kernel = _kernel(name, body, kinds, outs, dot_precision(stage, graph, config)) + "".join(f"    {line}\n" for line in lines)
+    precision = ', input_precision="ieee"' if is_fp32(stage, graph) else ""
+    kernel = _kernel(name, body, kinds, outs, precision) + "".join(f"    {line}\n" for line in lines)
     transposed = anchor.op.startswith("conv_transpose")
     wrapper = _wrapper(name, stage, graph, body, outs, _tile(config, graph.node(weight.name).shape, transposed,
                                                                 anchor.attrs["groups"]), transposed)

@@ -11,10 +11,6 @@ addmm's own epilogue) and the chain after it, if any, is one Triton epilogue ove
 output, as for convolutions. Exact fp32 `tl.dot` has no tensor cores, so in fp32 the
 search starts on cuBLAS and tries the `tl.dot` kernel as its neighbour.
 
-fp32 `tl.dot` may also run as 3xTF32 on the tensor cores (`config.gemm_tf32x3`, see
-`dot_precision`): about fp32's accuracy at 2.5x FMA's peak on an H100 by the chip's figures
-(495 TF32 tensor-core TFLOPS a third of the time, against 67 of FMA).
-
 Exact fp32 `tl.dot` also reads a B whose K dim is its fastest (`a @ b.T`, a Linear's weight)
 about 2x slower than an N-fastest one (KernelBench level 1 on an H100: 0.42x of cuBLAS against
 0.84x), so with `config.gemm_b_copy` such a B is first copied N-fastest by `_n_major`, a Triton
@@ -68,7 +64,8 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     outs = [f"out{j}" for j in range(len(stage.outputs))]
     lines += [f"tl.store({o}_ptr + (pid_b * M + offs_m)[:, None] * N + offs_n[None, :], "
               f"{body.var[v]}.to({o}_ptr.dtype.element_ty), mask=mask)" for o, v in zip(outs, stage.outputs)]
-    kernel = _kernel(name, body, kinds, outs, dot_precision(stage, graph, config)) + "".join(f"    {line}\n" for line in lines)
+    precision = ', input_precision="ieee"' if is_fp32(stage, graph) else ""
+    kernel = _kernel(name, body, kinds, outs, precision) + "".join(f"    {line}\n" for line in lines)
     call_args = [forward_expr(n, graph) for n in [a_name, b_name] + body.inputs]
     copies = config.gemm_b_copy and b_k_fastest(stage, graph)
     return Emitted(kernel, _wrapper(name, mode, stage, graph, body, outs, config),
@@ -85,16 +82,6 @@ def _library_line(anchor: OpNode, mode: str, bias: Ref | None, graph: OpGraph, c
 
 def is_fp32(stage: Stage, graph: OpGraph) -> bool:
     return graph.node(stage.anchor.refs[0]).dtype == torch.float32
-
-
-def dot_precision(stage: Stage, graph: OpGraph, config: Config) -> str:
-    """tl.dot's precision argument: none below fp32 (tensor cores in the operands' own type);
-    in fp32 "ieee" (FMA, exact), or "tf32x3" with `config.gemm_tf32x3`: each operand split
-    into a TF32 part and a TF32 remainder, three tensor-core products (the remainders' product
-    dropped), an error of the order of fp32's, not of TF32's one pass, which is never used here."""
-    if not is_fp32(stage, graph):
-        return ""
-    return f', input_precision="{"tf32x3" if config.gemm_tf32x3 else "ieee"}"'
 
 
 def b_k_fastest(stage: Stage, graph: OpGraph) -> bool:
