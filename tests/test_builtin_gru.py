@@ -10,6 +10,7 @@ from agent.builtin import BuiltinPolicy
 from agent.builtin.plans.common import Config
 from agent.builtin.partition import StageKind
 from agent.builtin.policy import make_plan
+from agent.builtin.search import space_for
 from tools.problems import load_problem
 from tools.records import EvalStatus
 
@@ -78,7 +79,6 @@ def test_a_gru_with_dropout_in_training_stays_in_pytorch(tmp_path):
 
 
 def test_the_search_offers_a_launch_a_step_and_a_cuda_graph_for_a_gru(tmp_path):
-    from agent.builtin.search import space_for
     problem = gru_problem(tmp_path, "search", "num_layers=2")
     plan = make_plan(problem)
     assert plan.error is None, plan.error
