@@ -26,7 +26,7 @@ from agent.builtin.ir import OpGraph
 from agent.builtin.partition import Stage, Unsupported
 from agent.builtin.plans.common import Config, Emitted, forward_expr, module_expr
 
-WEIGHT_TILE = 8192      # elements of one gate's (BLOCK_J, BLOCK_H) slice of W_hh, held in registers
+WEIGHT_TILE = 4096      # elements of one gate's (BLOCK_J, BLOCK_H) slice of W_hh: 32 registers a thread at 4 warps
 
 
 def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
