@@ -39,13 +39,12 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     call = f"{anchor.name} = {name}({forward_expr(refs[0], graph)}, {h0}, {module_expr(a['module'])})[{a['pick']}]"
     block_h = 1 << (a["hidden_size"] - 1).bit_length()
     block_j = max(1, min(64, WEIGHT_TILE // block_h))
-    launch = (STEP_LAUNCH if config.gru_steps else ROW_LAUNCH).format(name=name)
+    launch = (STEP_LAUNCH if config.gru_steps else ROW_LAUNCH).format(name=name, block_h=block_h, block_j=block_j,
+                                                                      warps=config.row_warps, bias=a["bias"])
     kernel = UNITS.format(name=name) + (STEP_KERNEL if config.gru_steps else ROW_KERNEL).format(name=name)
     return Emitted(kernel, WRAPPER.format(
         name=name, layers=a["num_layers"], dirs=2 if a["bidirectional"] else 1, hidden=a["hidden_size"],
-        bias=a["bias"], batch_first=a["batch_first"], launch=launch.format(block_h=block_h, block_j=block_j,
-                                                                           warps=config.row_warps, bias=a["bias"])),
-        call, frozenset({"_tanh"}))
+        bias=a["bias"], batch_first=a["batch_first"], launch=launch), call, frozenset({"_tanh"}))
 
 
 UNITS = '''
@@ -132,14 +131,14 @@ def {name}_kernel(
 
 
 ROW_LAUNCH = '''{name}_kernel[(B, dirs)](gi, w_hh, b_hh, h0_l, out, hn_l, T, B, H, gi.stride(0), gi.stride(1),
-            out.stride(0), out.stride(1), HAS_BIAS={{bias}}, BLOCK_H={{block_h}}, BLOCK_J={{block_j}}, num_warps={{warps}})'''
+            out.stride(0), out.stride(1), HAS_BIAS={bias}, BLOCK_H={block_h}, BLOCK_J={block_j}, num_warps={warps})'''
 
 
-STEP_LAUNCH = '''grid = (B * triton.cdiv(H, {{block_j}}), dirs)
+STEP_LAUNCH = '''grid = (B * triton.cdiv(H, {block_j}), dirs)
         for step in range(T):  # a launch a step: the programs of one step wait on the step before
             {name}_kernel[grid](gi, w_hh, b_hh, h0_l, out, hn_l, T, B, H, gi.stride(0), gi.stride(1),
-                out.stride(0), out.stride(1), step, HAS_BIAS={{bias}}, BLOCK_H={{block_h}}, BLOCK_J={{block_j}},
-                num_warps={{warps}})'''
+                out.stride(0), out.stride(1), step, HAS_BIAS={bias}, BLOCK_H={block_h}, BLOCK_J={block_j},
+                num_warps={warps})'''
 
 
 WRAPPER = '''

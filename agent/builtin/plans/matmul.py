@@ -68,7 +68,7 @@ def emit(stage: Stage, graph: OpGraph, config: Config, name: str) -> Emitted:
     kernel = _kernel(name, body, kinds, outs, precision) + "".join(f"    {line}\n" for line in lines)
     call_args = [forward_expr(n, graph) for n in [a_name, b_name] + body.inputs]
     copies = config.gemm_b_copy and b_k_fastest(stage, graph)
-    return Emitted(kernel, _wrapper(name, mode, stage, graph, body, outs, config),
+    return Emitted(kernel, _wrapper(name, mode, stage, graph, body, outs, config, copies),
                    f"{', '.join(stage.outputs)} = {name}({', '.join(call_args)})",
                    frozenset(body.helpers | ({"_n_major"} if copies else set())))
 
@@ -143,11 +143,13 @@ SHAPES = {
 }
 
 
-def _wrapper(name: str, mode: str, stage: Stage, graph: OpGraph, body: Body, outs: list[str], config: Config) -> str:
+def _wrapper(name: str, mode: str, stage: Stage, graph: OpGraph, body: Body, outs: list[str], config: Config,
+             copies: bool) -> str:
+    """`copies`: B is read K-fastest and `config.gemm_b_copy` is on (the call copies it N-fastest)."""
     bm, bn, bk, group, warps, stages = MATMUL_TILES[config.tile]
     extra = [body.var[n] for n in body.inputs]
     lines = list(SHAPES[mode]) + [f"{e} = {e}.contiguous()" for e in extra]
-    if config.gemm_b_copy and b_k_fastest(stage, graph):
+    if copies:
         lines += [f"if b_strides[1] == 1 and N > 1 and M >= {COPY_ROWS}:  # K fastest in B: tl.dot reads it 2x slower",
                   "    b, b_strides = _n_major(b, K, N, b_strides[1], b_strides[2]), (0, N, 1)"]
     lines += [f"{o} = torch.empty(out_shape, device=a.device, dtype={dtype_name(graph.node(v).dtype)})"
